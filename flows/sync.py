@@ -1,0 +1,54 @@
+"""Prefect flow: nightly/ad-hoc sync of one source into one MemOS target.
+
+Each file is one `stage-file` task run and each conversation bucket one `load-bucket` task
+run, on a thread pool bounded by `load.concurrency`. Tasks are not retried by Prefect:
+requests are retried at the HTTP edge (tasks/load.py), and a failed run is resumed by
+running it again, which the ledger makes safe. So retries never multiply.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from memos_etl import pipeline
+from memos_etl.config import RunConfig, load_mapping
+from memos_etl.report import RunReport
+from tasks.load import load_bucket
+from tasks.stage import stage_file
+
+stage_task = task(stage_file, name="stage-file", cache_policy=NO_CACHE, retries=0)
+load_task = task(load_bucket, name="load-bucket", cache_policy=NO_CACHE, retries=0)
+
+
+def _prefect_map(t):
+    def run_all(_fn, items):
+        futures = [t.submit(*args) for args in items]
+        return [f.result() for f in futures]
+    return run_all
+
+
+@flow(name="memos-etl-sync", log_prints=False)
+def sync_flow(mapping_path: str, config: dict | None = None, resend_in_doubt: bool = False) -> dict:
+    """Sync one source (a mapping file) into the configured MemOS target."""
+    cfg = RunConfig.model_validate(config or {})
+    mapping = load_mapping(mapping_path)
+    logger = get_run_logger()
+    report: RunReport | None = None
+    try:
+        report = pipeline.run(mapping, cfg, stage_map=_prefect_map(stage_task), load_map=_prefect_map(load_task),
+                              resend_in_doubt=resend_in_doubt)
+        return report.to_dict()
+    finally:
+        if report is not None:
+            create_markdown_artifact(report.markdown(), key=f"sync-{mapping.source.name.lower().replace('_', '-').replace('.', '-')}",
+                                     description=f"memos-etl sync of {mapping.source.name}")
+            logger.info("run %s: %s", report.run_id, report.counts)
+
+
+def run_sync(mapping_path: str, cfg: RunConfig, resend_in_doubt: bool = False) -> dict:
+    """Run the flow with a task runner sized by the config."""
+    runner = ThreadPoolTaskRunner(max_workers=cfg.load.concurrency)
+    return sync_flow.with_options(task_runner=runner)(mapping_path, cfg.model_dump(), resend_in_doubt)

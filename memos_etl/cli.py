@@ -1,0 +1,196 @@
+"""`memos-etl`: run syncs, inspect state, run the local MemOS dev-server, and the demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+# quiet, local-only defaults for Prefect and GX, set before either is imported
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+# the ephemeral Prefect server needs 10-20 s on 2 busy cores, longer on first start (migrations)
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+
+import typer  # noqa: E402
+
+from memos_etl.config import RunConfig, load_mapping, load_run_config  # noqa: E402
+from memos_etl.errors import MemosEtlError  # noqa: E402
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Load chat history into MemOS, exactly once. See README.md.")
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_MAPPING = ROOT / "schemas" / "mappings" / "sample.yaml"
+
+
+def _config(config: Optional[Path], target_url: Optional[str], ledger: Optional[str],
+            work_dir: Optional[Path]) -> RunConfig:
+    cfg = load_run_config(config)
+    if target_url:
+        cfg.target.base_url = target_url
+    if ledger:
+        cfg.state.ledger_url = ledger
+    if work_dir:
+        cfg.state.work_dir = str(work_dir)
+    return cfg
+
+
+def _fail(exc: Exception) -> None:
+    report = getattr(exc, "report", None)
+    if report is not None:
+        typer.echo(report.text())
+    typer.secho(f"error: {exc}", fg="red", err=True)
+    raise typer.Exit(1)
+
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="run config YAML (target, load, state)")
+TargetOpt = typer.Option(None, "--target-url", help="MemOS base URL (overrides target.base_url)")
+LedgerOpt = typer.Option(None, "--ledger", help="ledger SQLAlchemy URL (overrides state.ledger_url)")
+WorkOpt = typer.Option(None, "--work-dir", help="state directory (overrides state.work_dir)")
+
+
+@app.command()
+def sync(mapping: Path = typer.Argument(..., help="mapping file, e.g. schemas/mappings/sample.yaml"),
+         config: Optional[Path] = ConfigOpt, target_url: Optional[str] = TargetOpt,
+         ledger: Optional[str] = LedgerOpt, work_dir: Optional[Path] = WorkOpt,
+         resend_in_doubt: bool = typer.Option(False, help="resend requests that got no answer earlier"),
+         json_out: bool = typer.Option(False, "--json", help="print the report as JSON")):
+    """Sync one source into MemOS as a Prefect flow run."""
+    try:
+        cfg = _config(config, target_url, ledger, work_dir)
+        load_mapping(mapping)  # config errors before Prefect starts
+        from flows.sync import run_sync
+
+        report = run_sync(str(mapping), cfg, resend_in_doubt)
+    except MemosEtlError as exc:
+        _fail(exc)
+    _print_report(report, json_out)
+    if report["status"] != "completed":
+        raise typer.Exit(2)
+
+
+def _print_report(report: dict, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(report, indent=2, default=str))
+        return
+    from memos_etl.report import Counts, RunReport
+
+    counts = dict(report["counts"])
+    counts.pop("accounted", None)
+    reasons = counts.pop("reasons", {})
+    r = RunReport(**{**report, "counts": Counts(**counts)})
+    r.counts.reasons.update(reasons)
+    typer.echo(r.text())
+
+
+@app.command()
+def status(config: Optional[Path] = ConfigOpt, ledger: Optional[str] = LedgerOpt,
+           work_dir: Optional[Path] = WorkOpt):
+    """What the ledger holds: batches and messages per source and status, recent runs."""
+    from tasks.checkpoint import Ledger
+
+    cfg = _config(config, None, ledger, work_dir)
+    led = Ledger(cfg.state.ledger())
+    s = led.summary()
+    led.close()
+    if not s["by_source"]:
+        typer.echo("ledger is empty: nothing synced yet")
+    for source, per in s["by_source"].items():
+        parts = ", ".join(f"{st}: {v['messages']} messages in {v['batches']} requests" for st, v in sorted(per.items()))
+        typer.echo(f"{source}: {parts}")
+    for r in s["recent_runs"]:
+        rep = json.loads(r["report"]) if r["report"] else {}
+        c = rep.get("counts", {})
+        typer.echo(f"  run {r['run_id']} {r['status']:<10} read={c.get('read', '?')} "
+                   f"delivered={c.get('delivered', '?')} quarantined={c.get('quarantined', '?')} "
+                   f"requests={c.get('requests', '?')}")
+
+
+@app.command()
+def quarantine(source: Optional[str] = typer.Option(None), run: Optional[str] = typer.Option(None),
+               work_dir: Optional[Path] = WorkOpt, config: Optional[Path] = ConfigOpt,
+               limit: int = typer.Option(20)):
+    """List quarantined rows with their reasons."""
+    from tasks.quarantine import read_quarantine
+
+    cfg = _config(config, None, None, work_dir)
+    t = read_quarantine(cfg.state.work_dir, source, run)
+    typer.echo(f"{t.num_rows} quarantined rows")
+    for row in t.slice(0, limit).to_pylist():
+        typer.echo(f"  {row['run_id']} {row['source_file']}:{row['source_row']}  {'; '.join(row['reasons'])}")
+
+
+@app.command()
+def search(user_id: str, query: str, target_url: Optional[str] = TargetOpt, config: Optional[Path] = ConfigOpt,
+           limit: int = typer.Option(5)):
+    """Search a user's memories on the target."""
+    from memos_etl.pipeline import make_target
+
+    cfg = _config(config, target_url, None, None)
+    t = make_target(cfg)
+    try:
+        for m in t.search(user_id, query, limit):
+            typer.echo(f"- {m.get('memory_value')}")
+    except MemosEtlError as exc:
+        _fail(exc)
+    finally:
+        t.close()
+
+
+@app.command("dev-server")
+def dev_server(port: int = typer.Option(8765), host: str = typer.Option("127.0.0.1"),
+               db: str = typer.Option(".memos-etl/devserver.db", help="SQLite file (':memory:' for none)"),
+               api_key: Optional[str] = typer.Option(None, help="require this key (Authorization: Token ...)"),
+               latency_ms: float = typer.Option(0.0), rps: float = typer.Option(0.0),
+               tokens_per_minute: int = typer.Option(0), error_rate: float = typer.Option(0.0)):
+    """Run the local MemOS-compatible server (cloud routes, fault injection)."""
+    from memos_etl.devserver import serve
+
+    if db != ":memory:":
+        Path(db).parent.mkdir(parents=True, exist_ok=True)
+    serve(host, port, db, api_key=api_key, latency_ms=latency_ms, rps=rps,
+          tokens_per_minute=tokens_per_minute, error_rate=error_rate)
+
+
+@app.command()
+def demo(work_dir: Path = typer.Option(Path(".memos-etl"), help="state directory for the demo")):
+    """Sync the bundled sample into a local dev-server, print the report and a search."""
+    from memos_etl.devserver import DevServer
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    server = DevServer(db=str(work_dir / "devserver.db")).start()
+    try:
+        cfg = _config(None, server.url, None, work_dir)
+        cfg.target.name = "demo-dev-server"  # the ledger identity survives the port changing
+        typer.echo(f"dev-server on {server.url}; syncing {SAMPLE_MAPPING.relative_to(ROOT)} ...")
+        from flows.sync import run_sync
+
+        try:
+            report = run_sync(str(SAMPLE_MAPPING), cfg)
+        except MemosEtlError as exc:
+            _fail(exc)
+        _print_report(report, False)
+        typer.echo("")
+        user, query = "ana-00", "train weekdays run"
+        typer.echo(f"search {user!r} for {query!r}:")
+        from memos_etl.pipeline import make_target
+
+        t = make_target(cfg)
+        for m in t.search(user, query, 3):
+            typer.echo(f"- [{m.get('conversation_id')}] {m.get('memory_value')}")
+        t.close()
+        typer.echo(f"\nstate in {work_dir}/ (ledger.db, quarantine/); run again: 0 add requests.")
+    finally:
+        server.stop()
+
+
+def main() -> None:  # pragma: no cover
+    try:
+        app()
+    except MemosEtlError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(1)

@@ -1,0 +1,155 @@
+"""The MemOS Cloud adapter: one HTTP edge where every failure is translated once.
+
+Callers never look at status codes or envelopes: they catch
+`TransientError` (retry later; `in_doubt` says whether the request may have been applied),
+`TerminalBatchError` (this request is bad; quarantine it and go on) or
+`FatalTargetError` (stop the run: authentication, quota).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import time
+from dataclasses import dataclass
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from memos_etl.config import TargetConfig
+from memos_etl.errors import FatalTargetError, MemosEtlError
+
+TRANSIENT_CODES = {40300, 40309} | set(range(50000, 50145))
+TERMINAL_CODES = set(range(40000, 40014))
+FATAL_CODES = {40100, 40130, 40132, 40304}
+
+
+class TransientError(MemosEtlError):
+    """Try again later. `in_doubt`: the request may have been applied (no answer came)."""
+
+    def __init__(self, message: str, in_doubt: bool = False, retry_after: float | None = None):
+        super().__init__(message)
+        self.in_doubt, self.retry_after = in_doubt, retry_after
+
+
+class TerminalBatchError(MemosEtlError):
+    """The target refused this request for good; `detail` holds its answer."""
+
+    def __init__(self, message: str, detail: str):
+        super().__init__(message)
+        self.detail = detail
+
+
+@dataclass
+class Reply:
+    data: dict
+    task_id: str | None
+
+
+def resolve_api_key(cfg: TargetConfig) -> str | None:
+    """The key from the Prefect Secret block if one is named, else from the environment."""
+    if cfg.api_key_block:
+        from prefect.blocks.system import Secret
+
+        return Secret.load(cfg.api_key_block).get()
+    return os.environ.get(cfg.api_key_env) or None
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds: either a number of seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class CloudTarget:
+    """MemOS Cloud: POST {base}/add/message with `Authorization: Token <key>`."""
+
+    kind = "cloud"
+
+    def __init__(self, cfg: TargetConfig, api_key: str | None, pool_size: int = 8):
+        self.cfg = cfg
+        self.base = cfg.base_url.rstrip("/")
+        self.session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.headers["Content-Type"] = "application/json"
+        if api_key:
+            # the key lives only in this header; it is never logged or put in a report
+            self.session.headers["Authorization"] = f"Token {api_key}"
+        self.requests = 0
+
+    def close(self) -> None:
+        self.session.close()
+
+    def add_body(self, batch) -> dict:
+        body = {"user_id": batch.user_id, "conversation_id": batch.conversation_id,
+                "messages": batch.messages, "info": batch.info, "async_mode": self.cfg.async_mode}
+        if batch.tags:
+            body["tags"] = batch.tags
+        if batch.agent_id:
+            body["agent_id"] = batch.agent_id
+        if batch.app_id:
+            body["app_id"] = batch.app_id
+        return body
+
+    def add(self, batch) -> Reply:
+        data = self._post("/add/message", self.add_body(batch), sends_data=True)
+        data = data or {}
+        return Reply(data=data, task_id=data.get("task_id") if isinstance(data, dict) else None)
+
+    def get_messages(self, user_id: str, conversation_id: str, limit: int = 50) -> list[dict]:
+        data = self._post("/get/message", {"user_id": user_id, "conversation_id": conversation_id,
+                                           "message_limit_number": limit}, sends_data=False)
+        return list((data or {}).get("message_detail_list") or [])
+
+    def search(self, user_id: str, query: str, limit: int = 6) -> list[dict]:
+        data = self._post("/search/memory", {"user_id": user_id, "query": query,
+                                             "memory_limit_number": limit}, sends_data=False)
+        return list((data or {}).get("memory_detail_list") or [])
+
+    def _post(self, route: str, body: dict, sends_data: bool):
+        url = self.base + route
+        self.requests += 1
+        try:
+            resp = self.session.post(url, json=body, timeout=(min(10.0, self.cfg.timeout_s), self.cfg.timeout_s))
+        except requests.ConnectTimeout as exc:
+            raise TransientError(f"{route}: connect timeout: {exc}") from None
+        except requests.ConnectionError as exc:
+            # refused before a byte was sent is safe to repeat; a reset after sending is not
+            refused = "refused" in str(exc).lower() or "name or service" in str(exc).lower()
+            raise TransientError(f"{route}: connection error: {exc}", in_doubt=sends_data and not refused) from None
+        except requests.Timeout as exc:
+            raise TransientError(f"{route}: no answer within {self.cfg.timeout_s}s: {exc}",
+                                 in_doubt=sends_data) from None
+        return self._envelope(route, resp)
+
+    def _envelope(self, route: str, resp: requests.Response):
+        retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+        try:
+            env = resp.json()
+        except ValueError:
+            env = None
+        code = env.get("code") if isinstance(env, dict) else None
+        msg = (env.get("message") if isinstance(env, dict) else None) or resp.text[:300]
+        where = f"{route}: HTTP {resp.status_code}, code {code}: {msg}"
+        if resp.status_code in (401, 403) or code in FATAL_CODES:
+            raise FatalTargetError(
+                f"MemOS refused the run ({where}). Check the API key ({self.cfg.api_key_env} or "
+                f"target.api_key_block) and quota; nothing is lost, the next run resumes.")
+        if resp.status_code == 429 or resp.status_code >= 500 or code in TRANSIENT_CODES:
+            raise TransientError(where, retry_after=retry_after)
+        if resp.status_code in (400, 404, 413, 422) or code in TERMINAL_CODES:
+            raise TerminalBatchError(where, detail=resp.text[:2000])
+        if resp.status_code != 200 or not isinstance(env, dict) or code not in (0, 200):
+            raise TerminalBatchError(f"unexpected answer: {where}", detail=resp.text[:2000])
+        return env.get("data")

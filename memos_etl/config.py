@@ -1,0 +1,245 @@
+"""Typed configuration: source mappings (schemas/mappings/*.yaml) and run settings.
+
+Everything is validated when loaded, and every error names the file and the key, so a bad
+config stops a run before a single row is read or a request is sent.
+"""
+
+from __future__ import annotations
+
+import os
+import string
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from memos_etl.errors import ConfigError
+from schemas.message import ALLOWED_ROLES
+
+#: Role spellings normalised out of the box; a mapping's `roles.map` adds to or overrides these.
+DEFAULT_ROLE_MAP = {
+    "user": "user", "human": "user", "usr": "user", "customer": "user", "person": "user",
+    "assistant": "assistant", "ai": "assistant", "bot": "assistant", "gpt": "assistant",
+    "model": "assistant", "agent": "assistant", "chatbot": "assistant",
+    "system": "system", "developer": "system",
+    "tool": "tool", "function": "tool",
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    format: Literal["parquet", "jsonl", "csv"]
+    path: str  # file, directory or glob; relative paths are relative to the mapping file
+    batch_rows: int = Field(default=65_536, ge=1)
+    csv_delimiter: str = ","
+
+
+class Template(BaseModel):
+    """A field spec: a column name, or a template like "{dataset}_{speaker}"."""
+
+    literals: list[str]  # len(names) + 1 pieces around the names
+    names: list[str]
+
+    @classmethod
+    def parse(cls, spec: str) -> "Template":
+        if "{" not in spec and "}" not in spec:
+            return cls(literals=["", ""], names=[spec])
+        literals, names = [""], []
+        for literal, name, fmt, conv in string.Formatter().parse(spec):
+            literals[-1] += literal
+            if name is None:
+                continue
+            if not name or fmt or conv:
+                raise ValueError(f"template {spec!r}: use plain {{name}} placeholders")
+            names.append(name)
+            literals.append("")
+        return cls(literals=literals, names=names)
+
+    @property
+    def is_column(self) -> bool:
+        return self.names and len(self.names) == 1 and self.literals == ["", ""]
+
+
+class ContentAppend(_Strict):
+    column: str
+    template: str = " {}"  # "{}" is replaced by the column's value; skipped when the value is null/empty
+
+
+class RolesConfig(_Strict):
+    map: dict[str, str] = {}
+    # two-person dialogues without a role column: which speakers are the user
+    speaker_column: str | None = None
+    user_speakers: list[str] = []
+    other_speakers: Literal["assistant", "unknown"] = "assistant"
+
+    @field_validator("map")
+    @classmethod
+    def _roles_allowed(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = {k: r for k, r in v.items() if r not in ALLOWED_ROLES}
+        if bad:
+            raise ValueError(f"targets must be one of {ALLOWED_ROLES}, got {bad}")
+        return {k.strip().lower(): r for k, r in v.items()}
+
+
+class TimeConfig(_Strict):
+    # "iso" (ISO 8601, offset optional), "epoch_s", "epoch_ms", or strptime formats, tried in order
+    formats: list[str] = ["iso"]
+    timezone: str = "UTC"  # for times without an offset
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz_known(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo
+
+        ZoneInfo(v)
+        return v
+
+
+class Fields(_Strict):
+    user_id: str
+    conversation_id: str
+    content: str
+    role: str | None = None
+    chat_time: str | None = None
+    seq: str | None = None
+    agent_id: str | None = None
+    app_id: str | None = None
+    tags: str | None = None
+    info: str | None = None
+    source_key: str | None = None
+
+
+class Mapping(_Strict):
+    source: SourceConfig
+    constants: dict[str, str] = {}
+    fields: Fields
+    content_append: list[ContentAppend] = []
+    roles: RolesConfig = RolesConfig()
+    time: TimeConfig = TimeConfig()
+    tags: list[str] = []  # constant tags added to every request
+    path_: Path | None = Field(default=None, exclude=True)
+
+    def template(self, field: str) -> Template | None:
+        spec = getattr(self.fields, field)
+        return None if spec is None else Template.parse(spec)
+
+    def role_map(self) -> dict[str, str]:
+        return {**DEFAULT_ROLE_MAP, **self.roles.map}
+
+    def referenced_columns(self) -> dict[str, str]:
+        """Every source column the mapping reads, keyed by the config key that names it."""
+        cols: dict[str, str] = {}
+        for field in Fields.model_fields:
+            tpl = self.template(field)
+            for name in (tpl.names if tpl else []):
+                if name not in self.constants:
+                    cols.setdefault(name, f"fields.{field}")
+        for i, part in enumerate(self.content_append):
+            cols.setdefault(part.column, f"content_append[{i}].column")
+        if self.roles.speaker_column:
+            cols.setdefault(self.roles.speaker_column, "roles.speaker_column")
+        return cols
+
+    def check_columns(self, available: list[str], where: str) -> None:
+        """Stop with a clear error when the mapping names a column the source does not have."""
+        for col, key in self.referenced_columns().items():
+            if col not in available:
+                raise ConfigError(
+                    str(self.path_ or "mapping"), key,
+                    f"column {col!r} is not in {where} (columns: {', '.join(available)}); "
+                    "fix the name, or add it under `constants` if it is a fixed value",
+                )
+
+    def resolve_path(self) -> str:
+        p = Path(self.source.path)
+        if not p.is_absolute() and self.path_ is not None:
+            p = self.path_.parent / p
+        return str(p)
+
+
+class TargetConfig(_Strict):
+    kind: Literal["cloud"] = "cloud"
+    base_url: str = "http://127.0.0.1:8765"
+    name: str | None = None  # ledger identity of the target; defaults to base_url
+    api_key_env: str = "MEMOS_API_KEY"
+    api_key_block: str | None = None  # name of a Prefect Secret block holding the key
+    timeout_s: float = 30.0
+    async_mode: bool = True
+    max_attempts: int = Field(default=5, ge=1)  # per request, HTTP level (see README: retries)
+    backoff_base_s: float = Field(default=0.5, ge=0)
+    backoff_cap_s: float = Field(default=30.0, ge=0)
+
+    @property
+    def ledger_name(self) -> str:
+        return self.name or self.base_url.rstrip("/")
+
+
+class LoadConfig(_Strict):
+    max_messages_per_request: int = Field(default=50, ge=1)
+    # MemOS documents 8k input tokens per call on one page and 40k on another: default to the safer
+    max_tokens_per_request: int = Field(default=8_000, ge=64)
+    max_failed_share: float = Field(default=0.10, ge=0, le=1)
+    buckets: int = Field(default=16, ge=1, le=4096)  # conversation hash buckets = units of parallel loading
+    concurrency: int = Field(default=4, ge=1, le=64)  # buckets loaded at once
+    late_messages: Literal["append", "quarantine"] = "append"
+
+
+class StateConfig(_Strict):
+    work_dir: str = ".memos-etl"
+    ledger_url: str | None = None  # default: sqlite file in work_dir
+
+    def ledger(self) -> str:
+        return self.ledger_url or f"sqlite:///{Path(self.work_dir) / 'ledger.db'}"
+
+
+class RunConfig(_Strict):
+    target: TargetConfig = TargetConfig()
+    load: LoadConfig = LoadConfig()
+    state: StateConfig = StateConfig()
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(str(path), "-", "file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), "-", f"not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), "-", "expected a mapping at the top level")
+    return data
+
+
+def _validate(model: type[BaseModel], data: dict, path: Path):
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "-"
+        raise ConfigError(str(path), key, err["msg"]) from None
+
+
+def load_mapping(path: str | os.PathLike) -> Mapping:
+    p = Path(path)
+    mapping = _validate(Mapping, _read_yaml(p), p)
+    mapping.path_ = p
+    for field in Fields.model_fields:
+        try:
+            mapping.template(field)
+        except ValueError as exc:
+            raise ConfigError(str(p), f"fields.{field}", str(exc)) from None
+    if mapping.fields.role is None and mapping.roles.speaker_column is None:
+        raise ConfigError(str(p), "fields.role", "set a role column, or roles.speaker_column for dialogues")
+    return mapping
+
+
+def load_run_config(path: str | os.PathLike | None) -> RunConfig:
+    if path is None:
+        return RunConfig()
+    p = Path(path)
+    return _validate(RunConfig, _read_yaml(p), p)

@@ -1,0 +1,41 @@
+"""Errors a user sees. Each names what is wrong (source, file, row, config key) and what to do."""
+
+from __future__ import annotations
+
+
+class MemosEtlError(Exception):
+    """Base class for every error this project raises on purpose."""
+
+
+class ConfigError(MemosEtlError):
+    """A config or mapping file is invalid; raised at start, before anything is read or sent."""
+
+    def __init__(self, path: str, key: str, problem: str):
+        self.path, self.key, self.problem = path, key, problem
+        super().__init__(f"{path}: {key}: {problem}")
+
+
+class SourceError(MemosEtlError):
+    """A source cannot be read as configured (missing file, missing column, unreadable object)."""
+
+    def __init__(self, source: str, location: str, problem: str):
+        self.source, self.location, self.problem = source, location, problem
+        super().__init__(f"source {source!r}, {location}: {problem}")
+
+
+class QualityThresholdError(MemosEtlError):
+    """Too many rows failed validation; the run stops before sending anything."""
+
+    def __init__(self, source: str, failed: int, read: int, max_share: float, top_reasons: list[tuple[str, int]]):
+        self.failed, self.read, self.max_share = failed, read, max_share
+        reasons = "; ".join(f"{r} ({n})" for r, n in top_reasons[:5])
+        share = failed / read if read else 0.0
+        super().__init__(
+            f"source {source!r}: {failed} of {read} rows failed validation ({share:.1%}), more than "
+            f"load.max_failed_share={max_share:.1%}. Nothing was sent. Top reasons: {reasons}. "
+            "Fix the mapping or the data (see `memos-etl quarantine`), or raise the threshold."
+        )
+
+
+class FatalTargetError(MemosEtlError):
+    """The target refused the run as a whole (auth, quota): stop now; the ledger stays consistent."""

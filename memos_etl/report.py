@@ -1,0 +1,96 @@
+"""Run report: what happened to every message read, and how the run went."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class Counts:
+    """Message counts; `read` always equals the sum of the outcome fields (see `accounted`)."""
+
+    read: int = 0
+    quarantined: int = 0  # failed validation, or refused by the target for good
+    duplicates: int = 0  # same source key seen again in this run: loaded once
+    already_delivered: int = 0  # the ledger says the target has it
+    delivered: int = 0
+    in_doubt: int = 0  # sent earlier with no answer; not resent without --resend-in-doubt
+    pending: int = 0  # valid but not delivered this run (transient failures); the next run sends them
+    previously_failed: int = 0  # refused by the target in an earlier run (quarantined then)
+    late: int = 0  # subset of delivered/quarantined: older than what the conversation already had
+    requests: int = 0
+    failed_requests: int = 0
+    retries: int = 0
+    reasons: Counter = field(default_factory=Counter)
+
+    def add(self, other: "Counts") -> "Counts":
+        for k, v in asdict(other).items():
+            if k == "reasons":
+                self.reasons.update(other.reasons)
+            else:
+                setattr(self, k, getattr(self, k) + v)
+        return self
+
+    def outcomes(self) -> int:
+        return (self.quarantined + self.duplicates + self.already_delivered + self.delivered +
+                self.in_doubt + self.pending + self.previously_failed)
+
+    @property
+    def accounted(self) -> bool:
+        return self.read == self.outcomes()
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    source: str
+    target: str
+    status: str = "running"
+    files: int = 0
+    counts: Counts = field(default_factory=Counts)
+    duration_s: float = 0.0
+    quarantine_path: str | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["counts"]["reasons"] = dict(self.counts.reasons.most_common())
+        d["counts"]["accounted"] = self.counts.accounted
+        return d
+
+    def rows(self) -> list[tuple[str, str]]:
+        c = self.counts
+        return [
+            ("run", self.run_id), ("source", self.source), ("target", self.target), ("status", self.status),
+            ("files", str(self.files)), ("read", str(c.read)), ("delivered", str(c.delivered)),
+            ("quarantined", str(c.quarantined)), ("duplicates", str(c.duplicates)),
+            ("already delivered", str(c.already_delivered)), ("in doubt", str(c.in_doubt)),
+            ("pending", str(c.pending)), ("previously failed", str(c.previously_failed)),
+            ("late (appended)", str(c.late)), ("add requests", str(c.requests)),
+            ("failed requests", str(c.failed_requests)), ("retries", str(c.retries)),
+            ("duration", f"{self.duration_s:.1f}s"),
+            ("read = outcomes", "yes" if c.accounted else f"NO ({c.outcomes()} accounted)"),
+        ]
+
+    def markdown(self) -> str:
+        lines = [f"# memos-etl run `{self.run_id}`", "", "| | |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in self.rows()]
+        if self.counts.reasons:
+            lines += ["", "## Quarantine reasons", "", "| reason | rows |", "|---|---|"]
+            lines += [f"| {r} | {n} |" for r, n in self.counts.reasons.most_common(10)]
+        if self.quarantine_path:
+            lines += ["", f"Quarantine: `{self.quarantine_path}`"]
+        if self.error:
+            lines += ["", f"**Error:** {self.error}"]
+        return "\n".join(lines)
+
+    def text(self) -> str:
+        width = max(len(k) for k, _ in self.rows())
+        out = [f"{k:<{width}}  {v}" for k, v in self.rows()]
+        if self.counts.reasons:
+            out.append("quarantine reasons:")
+            out += [f"  {n:>6}  {r}" for r, n in self.counts.reasons.most_common(10)]
+        if self.error:
+            out.append(f"error: {self.error}")
+        return "\n".join(out)

@@ -1,0 +1,235 @@
+"""Checkpoint: the ledger of what reached which MemOS target, in SQLite or PostgreSQL.
+
+MemOS has no idempotency key, so this ledger is what makes loading exactly-once:
+
+* `batches`: one row per request, keyed by a deterministic hash of (target, user,
+  conversation, messages). Written as `sent` *before* the request goes out and flipped to
+  `delivered` only after the target acknowledged it, so a crash in between leaves an
+  explicit in-doubt record instead of a silent gap or a blind resend.
+* `messages`: the 128-bit identity of every message of a batch, written in the same
+  transaction as the batch row (one statement per batch, never one per message).
+* `conversations`: per (target, user, conversation) how many messages were delivered and the
+  order value of the last one, so messages arriving later are appended and late ones seen.
+* `runs`: one row per run with its report.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+runs = sa.Table(
+    "runs", metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("flow", sa.String(32), nullable=False),
+    sa.Column("source", sa.String(64), nullable=False),
+    sa.Column("target", sa.String(512), nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("status", sa.String(16), nullable=False),  # running | completed | failed
+    sa.Column("report", sa.Text),
+)
+
+batches = sa.Table(
+    "batches", metadata,
+    sa.Column("batch_key", sa.String(64), primary_key=True),
+    sa.Column("target", sa.String(512), nullable=False),
+    sa.Column("source", sa.String(64), nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("user_id", sa.String(128), nullable=False),
+    sa.Column("conversation_id", sa.String(128), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # sent | delivered | failed
+    sa.Column("n_messages", sa.Integer, nullable=False),
+    sa.Column("n_tokens", sa.Integer, nullable=False),
+    sa.Column("first_key", sa.Text, nullable=False),
+    sa.Column("last_key", sa.Text, nullable=False),
+    sa.Column("last_order", sa.BigInteger),
+    sa.Column("sent_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("acked_at", sa.DateTime(timezone=True)),
+    sa.Column("task_id", sa.String(128)),
+    sa.Column("detail", sa.Text),
+    sa.Index("ix_batches_conv", "target", "user_id", "conversation_id"),
+    sa.Index("ix_batches_status", "target", "status"),
+)
+
+messages = sa.Table(
+    "messages", metadata,
+    sa.Column("target", sa.String(512), primary_key=True),
+    sa.Column("key_lo", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("key_hi", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("batch_key", sa.String(64), nullable=False),
+)
+
+conversations = sa.Table(
+    "conversations", metadata,
+    sa.Column("target", sa.String(512), primary_key=True),
+    sa.Column("user_id", sa.String(128), primary_key=True),
+    sa.Column("conversation_id", sa.String(128), primary_key=True),
+    sa.Column("delivered_messages", sa.BigInteger, nullable=False),
+    sa.Column("last_order", sa.BigInteger),
+    sa.Column("last_batch_key", sa.String(64)),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+_CHUNK = 5_000  # keys per IN (...) lookup: under SQLite's and PostgreSQL's parameter limits
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class BatchRecord:
+    """What the ledger keeps of one request."""
+
+    batch_key: str
+    source: str
+    run_id: str
+    user_id: str
+    conversation_id: str
+    n_tokens: int
+    first_key: str
+    last_key: str
+    last_order: int | None
+    key_lo: np.ndarray
+    key_hi: np.ndarray
+
+
+class Ledger:
+    def __init__(self, url: str):
+        self.url = url
+        kwargs: dict = {"future": True}
+        if url.startswith("sqlite"):
+            kwargs["connect_args"] = {"timeout": 60, "check_same_thread": False}
+        else:
+            kwargs.update(pool_size=16, max_overflow=16, pool_pre_ping=True)
+        self.engine = sa.create_engine(url, **kwargs)
+        if url.startswith("sqlite"):
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- runs ---------------------------------------------------------------------------
+    def start_run(self, run_id: str, flow: str, source: str, target: str) -> None:
+        with self.engine.begin() as c:
+            c.execute(runs.insert().values(run_id=run_id, flow=flow, source=source, target=target,
+                                           started_at=_now(), status="running"))
+
+    def finish_run(self, run_id: str, status: str, report: dict) -> None:
+        with self.engine.begin() as c:
+            c.execute(runs.update().where(runs.c.run_id == run_id).values(
+                finished_at=_now(), status=status, report=json.dumps(report, default=str)))
+
+    # -- lookups ------------------------------------------------------------------------
+    def message_status(self, target: str, key_lo: np.ndarray, key_hi: np.ndarray) -> np.ndarray:
+        """Per message: '' (unknown to the ledger), 'delivered', 'sent' (in doubt) or 'failed'."""
+        out = np.full(len(key_lo), "", dtype=object)
+        if len(key_lo) == 0:
+            return out
+        found: dict[tuple[int, int], str] = {}
+        stmt = (sa.select(messages.c.key_lo, messages.c.key_hi, batches.c.status)
+                .join(batches, batches.c.batch_key == messages.c.batch_key)
+                .where(messages.c.target == target, messages.c.key_lo.in_(sa.bindparam("keys", expanding=True))))
+        uniq = np.unique(key_lo)
+        with self.engine.connect() as c:
+            for i in range(0, len(uniq), _CHUNK):
+                for lo, hi, status in c.execute(stmt, {"keys": uniq[i:i + _CHUNK].tolist()}):
+                    found[(lo, hi)] = status
+        if found:
+            for i, pair in enumerate(zip(key_lo.tolist(), key_hi.tolist())):
+                status = found.get(pair)
+                if status:
+                    out[i] = status
+        return out
+
+    def last_orders(self, target: str, conversation_ids: list[str]) -> dict[tuple[str, str], int | None]:
+        """(user_id, conversation_id) -> order value of the last delivered message."""
+        out: dict[tuple[str, str], int | None] = {}
+        uniq = sorted(set(conversation_ids))
+        stmt = (sa.select(conversations.c.user_id, conversations.c.conversation_id, conversations.c.last_order)
+                .where(conversations.c.target == target,
+                       conversations.c.conversation_id.in_(sa.bindparam("ids", expanding=True))))
+        with self.engine.connect() as c:
+            for i in range(0, len(uniq), _CHUNK):
+                for u, cid, last in c.execute(stmt, {"ids": uniq[i:i + _CHUNK]}):
+                    out[(u, cid)] = last
+        return out
+
+    # -- the send protocol: sent -> delivered | failed --------------------------------------
+    def record_sent(self, target: str, rec: BatchRecord, replace: bool = False) -> None:
+        """Write the batch as `sent` with its message keys, before the request leaves."""
+        rows = [{"target": target, "key_lo": int(lo), "key_hi": int(hi), "batch_key": rec.batch_key}
+                for lo, hi in zip(rec.key_lo.tolist(), rec.key_hi.tolist())]
+        with self.engine.begin() as c:
+            if replace:  # an explicit resend of in-doubt messages takes them over
+                c.execute(messages.delete().where(messages.c.target == target,
+                                                  messages.c.key_lo.in_(rec.key_lo.tolist())))
+                c.execute(batches.delete().where(batches.c.batch_key == rec.batch_key))
+            c.execute(batches.insert().values(
+                batch_key=rec.batch_key, target=target, source=rec.source, run_id=rec.run_id,
+                user_id=rec.user_id, conversation_id=rec.conversation_id, status="sent",
+                n_messages=len(rows), n_tokens=rec.n_tokens, first_key=rec.first_key, last_key=rec.last_key,
+                last_order=rec.last_order, sent_at=_now()))
+            c.execute(messages.insert(), rows)
+
+    def record_delivered(self, target: str, rec: BatchRecord, task_id: str | None) -> None:
+        """The target acknowledged the batch: mark it delivered and move the conversation on."""
+        now = _now()
+        n = len(rec.key_lo)
+        with self.engine.begin() as c:
+            c.execute(batches.update().where(batches.c.batch_key == rec.batch_key)
+                      .values(status="delivered", acked_at=now, task_id=task_id))
+            key = (conversations.c.target == target) & (conversations.c.user_id == rec.user_id) & \
+                  (conversations.c.conversation_id == rec.conversation_id)
+            prev = c.execute(sa.select(conversations.c.last_order).where(key)).first()
+            if prev is None:
+                c.execute(conversations.insert().values(
+                    target=target, user_id=rec.user_id, conversation_id=rec.conversation_id,
+                    delivered_messages=n, last_order=rec.last_order, last_batch_key=rec.batch_key, updated_at=now))
+            else:
+                last = rec.last_order if prev[0] is None or rec.last_order is None else max(prev[0], rec.last_order)
+                c.execute(conversations.update().where(key).values(
+                    delivered_messages=conversations.c.delivered_messages + n, last_order=last,
+                    last_batch_key=rec.batch_key, updated_at=now))
+
+    def record_failed(self, rec: BatchRecord, detail: str) -> None:
+        """The target refused the batch for good (a bad request): it is quarantined, not retried."""
+        with self.engine.begin() as c:
+            c.execute(batches.update().where(batches.c.batch_key == rec.batch_key)
+                      .values(status="failed", acked_at=_now(), detail=detail[:4000]))
+
+    def forget_unsent(self, target: str, rec: BatchRecord) -> None:
+        """The request provably never reached the target (e.g. connection refused): undo `sent`."""
+        with self.engine.begin() as c:
+            c.execute(messages.delete().where(messages.c.batch_key == rec.batch_key))
+            c.execute(batches.delete().where(batches.c.batch_key == rec.batch_key, batches.c.status == "sent"))
+
+    # -- reporting ----------------------------------------------------------------------
+    def summary(self, target: str | None = None) -> dict:
+        with self.engine.connect() as c:
+            q = sa.select(batches.c.source, batches.c.status, sa.func.count(), sa.func.sum(batches.c.n_messages))
+            if target:
+                q = q.where(batches.c.target == target)
+            per: dict = {}
+            for source, status, n, msgs in c.execute(q.group_by(batches.c.source, batches.c.status)):
+                per.setdefault(source, {})[status] = {"batches": n, "messages": int(msgs or 0)}
+            last = c.execute(sa.select(runs).order_by(runs.c.started_at.desc()).limit(10)).mappings().all()
+        return {"by_source": per, "recent_runs": [dict(r) for r in last]}
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL lets the loaders of several buckets commit while others read; NORMAL is durable
+    # across process crashes (what exactly-once needs), not across power loss of the host
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=60000")
+    cur.close()

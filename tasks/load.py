@@ -1,0 +1,219 @@
+"""Load: send one bucket of conversations to MemOS, in order, recording each request.
+
+Per request the protocol is: ledger `sent` -> POST -> ledger `delivered` (or `failed` and
+quarantined when the target refuses it for good). A request that got no answer is in doubt:
+before sending it again we ask the target what the conversation holds (`/get/message`) and
+resend only when the messages are not there. Conversations of a bucket are loaded one after
+another; buckets are loaded in parallel by the flow.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from memos_etl.client import TerminalBatchError, TransientError
+from memos_etl.config import LoadConfig, Mapping, TargetConfig
+from memos_etl.errors import FatalTargetError
+from memos_etl.report import Counts
+from tasks.batch import RequestBatch, drop_duplicates, make_batches, order_values, sort_conversations
+from tasks.checkpoint import BatchRecord, Ledger
+from tasks.quarantine import QuarantineWriter, rows_table
+from tasks.stage import read_bucket
+
+log = logging.getLogger("memos_etl.load")
+
+
+@dataclass
+class LoadContext:
+    mapping: Mapping
+    load: LoadConfig
+    target_cfg: TargetConfig
+    client: object  # CloudTarget or any adapter with add() and get_messages()
+    ledger: Ledger
+    run_id: str
+    quarantine_dir: Path
+    resend_in_doubt: bool = False
+    stop: threading.Event = field(default_factory=threading.Event)
+    fatal: list = field(default_factory=list)
+
+    @property
+    def target(self) -> str:
+        return self.target_cfg.ledger_name
+
+
+def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | None) -> float:
+    """Exponential backoff with full jitter; never shorter than the server's Retry-After."""
+    delay = random.uniform(0, min(cap, base * (2 ** attempt)))
+    return max(delay, retry_after or 0.0)
+
+
+def load_bucket(ctx: LoadContext, stage_dir: Path, bucket: int) -> Counts:
+    counts = Counts()
+    table = sort_conversations(read_bucket(stage_dir, bucket))
+    table, dups = drop_duplicates(table)
+    counts.duplicates += dups.num_rows
+    table = _drop_known(ctx, table, counts)
+    table = _late(ctx, table, counts, bucket)
+    provenance = {"source": ctx.mapping.source.name, "run_id": ctx.run_id, "loader": "memos-etl"}
+    batches = make_batches(table, ctx.load, ctx.target, provenance, ctx.mapping.tags)
+    quarantine = QuarantineWriter(ctx.quarantine_dir, f"load-{bucket:04d}")
+    try:
+        i = 0
+        while i < len(batches):
+            conv = (batches[i].user_id, batches[i].conversation_id)
+            j = i
+            while j < len(batches) and (batches[j].user_id, batches[j].conversation_id) == conv:
+                j += 1
+            for k in range(i, j):
+                if ctx.stop.is_set():
+                    outcome = "pending"
+                else:
+                    outcome = _send(ctx, batches[k], table, counts, quarantine)
+                if outcome in ("pending", "in_doubt"):
+                    # later requests of this conversation must wait: order inside it is the contract
+                    for b in batches[k + 1:j]:
+                        counts.pending += len(b.messages)
+                    break
+            i = j
+    finally:
+        quarantine.close()
+    return counts
+
+
+def _drop_known(ctx: LoadContext, table: pa.Table, counts: Counts) -> pa.Table:
+    status = ctx.ledger.message_status(ctx.target, table.column("key_lo").to_numpy(),
+                                       table.column("key_hi").to_numpy())
+    delivered = status == "delivered"
+    in_doubt = status == "sent"
+    failed = status == "failed"
+    counts.already_delivered += int(delivered.sum())
+    counts.previously_failed += int(failed.sum())
+    if ctx.resend_in_doubt:
+        keep = ~(delivered | failed)
+    else:
+        counts.in_doubt += int(in_doubt.sum())
+        keep = status == ""
+    return table if keep.all() else table.filter(pa.array(keep))
+
+
+def _late(ctx: LoadContext, table: pa.Table, counts: Counts, bucket: int) -> pa.Table:
+    """Messages ordered before what their conversation already delivered: append or quarantine."""
+    if table.num_rows == 0:
+        return table
+    marks = ctx.ledger.last_orders(ctx.target, table.column("conversation_id").to_pylist())
+    if not marks:
+        return table
+    users = table.column("user_id").to_pylist()
+    convs = table.column("conversation_id").to_pylist()
+    last = np.array([marks.get(k) if marks.get(k) is not None else np.iinfo(np.int64).min
+                     for k in zip(users, convs)], dtype=np.int64)
+    order = pc.fill_null(order_values(table), np.iinfo(np.int64).max).to_numpy()
+    late = order < last
+    n_late = int(late.sum())
+    if not n_late:
+        return table
+    counts.late += n_late
+    if ctx.load.late_messages == "append":
+        log.warning("bucket %d: %d messages are older than what their conversations already hold; "
+                    "appending them (load.late_messages=append)", bucket, n_late)
+        return table
+    bad = table.filter(pa.array(late))
+    _quarantine_rows(ctx, bad, ["late: older than messages already delivered to this conversation "
+                                "(load.late_messages=quarantine)"], counts, None, "late")
+    return table.filter(pa.array(~late))
+
+
+def _send(ctx: LoadContext, b: RequestBatch, table: pa.Table, counts: Counts,
+          quarantine: QuarantineWriter) -> str:
+    """Send one request with retries. Returns delivered | failed | pending | in_doubt."""
+    rec = BatchRecord(batch_key=b.batch_key, source=ctx.mapping.source.name, run_id=ctx.run_id,
+                      user_id=b.user_id, conversation_id=b.conversation_id, n_tokens=b.n_tokens,
+                      first_key=b.first_key, last_key=b.last_key, last_order=b.last_order,
+                      key_lo=b.key_lo, key_hi=b.key_hi)
+    ctx.ledger.record_sent(ctx.target, rec, replace=ctx.resend_in_doubt)
+    cfg = ctx.target_cfg
+    maybe_applied = False
+    for attempt in range(cfg.max_attempts):
+        if attempt:
+            counts.retries += 1
+        counts.requests += 1
+        try:
+            reply = ctx.client.add(b)
+        except TransientError as exc:
+            counts.failed_requests += 1
+            maybe_applied = exc.in_doubt
+            if exc.in_doubt:
+                found = _reconcile(ctx, b)
+                if found:
+                    ctx.ledger.record_delivered(ctx.target, rec, None)
+                    counts.delivered += len(b.messages)
+                    return "delivered"
+                maybe_applied = found is None
+                if maybe_applied:
+                    break  # the target cannot tell us: never resend blindly
+            if attempt + 1 < cfg.max_attempts:
+                time.sleep(backoff_delay(attempt, cfg.backoff_base_s, cfg.backoff_cap_s, exc.retry_after))
+            log.warning("%s/%s: %s (attempt %d of %d)", b.user_id, b.conversation_id, exc,
+                        attempt + 1, cfg.max_attempts)
+            continue
+        except TerminalBatchError as exc:
+            counts.failed_requests += 1
+            ctx.ledger.record_failed(rec, exc.detail)
+            rows = table.slice(b.rows[0], b.rows[1] - b.rows[0])
+            _quarantine_rows(ctx, rows, [f"target refused the request: {exc}"], counts, quarantine, "load")
+            return "failed"
+        except FatalTargetError as exc:
+            counts.failed_requests += 1
+            ctx.ledger.forget_unsent(ctx.target, rec)  # refused, so not applied
+            ctx.fatal.append(str(exc))
+            ctx.stop.set()
+            counts.pending += len(b.messages)
+            return "pending"
+        ctx.ledger.record_delivered(ctx.target, rec, reply.task_id)
+        counts.delivered += len(b.messages)
+        return "delivered"
+    if maybe_applied:
+        counts.in_doubt += len(b.messages)
+        return "in_doubt"
+    ctx.ledger.forget_unsent(ctx.target, rec)
+    counts.pending += len(b.messages)
+    return "pending"
+
+
+def _reconcile(ctx: LoadContext, b: RequestBatch) -> bool | None:
+    """Does the conversation already end with this request's messages? None: cannot tell."""
+    try:
+        held = ctx.client.get_messages(b.user_id, b.conversation_id, limit=50)
+    except (TransientError, TerminalBatchError) as exc:
+        log.warning("%s/%s: cannot check what the target holds: %s", b.user_id, b.conversation_id, exc)
+        return None
+    ours = [(m["role"], m["content"]) for m in b.messages][-50:]
+    theirs = [(m.get("role"), m.get("content")) for m in held]
+    k = len(ours)
+    return any(theirs[i:i + k] == ours for i in range(len(theirs) - k + 1))
+
+
+def _quarantine_rows(ctx: LoadContext, rows: pa.Table, reasons: list[str], counts: Counts,
+                     writer: QuarantineWriter | None, part: str) -> None:
+    records = rows.drop_columns(["key_lo", "key_hi"]).to_pylist()
+    table = rows_table(ctx.run_id, ctx.mapping.source.name, "load", rows.column("source_file").to_pylist(),
+                       rows.column("source_row").to_pylist(), rows.column("source_key").to_pylist(),
+                       [reasons] * rows.num_rows, records)
+    if writer is None:
+        writer = QuarantineWriter(ctx.quarantine_dir, f"{part}-{threading.get_ident()}-{time.time_ns()}")
+        writer.write(table)
+        writer.close()
+    else:
+        writer.write(table)
+    counts.quarantined += rows.num_rows
+    for r in reasons:
+        counts.reasons[r.split(":")[0] if r.startswith("target refused") else r] += rows.num_rows

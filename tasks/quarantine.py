@@ -1,0 +1,84 @@
+"""Quarantine: rows (or whole request batches) that must not be sent, each with its reasons.
+
+Stored as a Parquet dataset under `<work_dir>/quarantine/source=<name>/run=<run_id>/`, one
+file per extracted file or loaded bucket, so it can be queried with any Parquet reader and
+re-driven later. Each row keeps the raw source record as JSON and where it came from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+QUARANTINE_SCHEMA = pa.schema([
+    ("run_id", pa.string()),
+    ("source", pa.string()),
+    ("stage", pa.string()),  # validate | load
+    ("source_file", pa.string()),
+    ("source_row", pa.int64()),
+    ("source_key", pa.string()),
+    ("reasons", pa.list_(pa.string())),
+    ("record", pa.string()),  # the raw source row (validate) or the mapped message (load), as JSON
+    ("quarantined_at", pa.timestamp("us", tz="UTC")),
+])
+
+
+def quarantine_dir(work_dir: str, source: str, run_id: str) -> Path:
+    return Path(work_dir) / "quarantine" / f"source={source}" / f"run={run_id}"
+
+
+def rows_table(run_id: str, source: str, stage: str, source_file: list[str], source_row: list[int],
+               source_key: list[str | None], reasons: list[list[str]], records: list[dict]) -> pa.Table:
+    now = datetime.now(timezone.utc)
+    return pa.table({
+        "run_id": [run_id] * len(reasons),
+        "source": [source] * len(reasons),
+        "stage": [stage] * len(reasons),
+        "source_file": source_file,
+        "source_row": source_row,
+        "source_key": source_key,
+        "reasons": reasons,
+        "record": [json.dumps(r, default=str, ensure_ascii=False) for r in records],
+        "quarantined_at": [now] * len(reasons),
+    }, schema=QUARANTINE_SCHEMA)
+
+
+class QuarantineWriter:
+    """Appends quarantine rows to one Parquet file, opened on the first row."""
+
+    def __init__(self, directory: Path, part: str):
+        self.path = directory / f"{part}.parquet"
+        self._writer: pq.ParquetWriter | None = None
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = pq.ParquetWriter(self.path, QUARANTINE_SCHEMA)
+        self._writer.write_table(table)
+        self.rows += table.num_rows
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def read_quarantine(work_dir: str, source: str | None = None, run_id: str | None = None) -> pa.Table:
+    """Every quarantined row, optionally of one source and/or run."""
+    root = Path(work_dir) / "quarantine"
+    files = sorted(str(p) for p in root.rglob("*.parquet")) if root.exists() else []
+    if source:
+        files = [f for f in files if f"{os.sep}source={source}{os.sep}" in f]
+    if run_id:
+        files = [f for f in files if f"{os.sep}run={run_id}{os.sep}" in f]
+    if not files:
+        return QUARANTINE_SCHEMA.empty_table()
+    return pa.concat_tables(pq.read_table(f, schema=QUARANTINE_SCHEMA) for f in files)

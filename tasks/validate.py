@@ -1,0 +1,129 @@
+"""Validate: run the expectation suite over a whole mapped batch; split good rows from bad.
+
+Great Expectations (1.x) checks the canonical columns; `result_format=COMPLETE` gives the
+index of each failing row, so exactly those rows are quarantined, each with every reason it
+failed. GX is imported once per process (it costs seconds) and only by code that validates.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from memos_etl.config import LoadConfig, Mapping
+from schemas.message import ALLOWED_ROLES, MAX_ID_CHARS
+from tasks.budget import estimate_tokens, request_overhead_tokens
+
+_gx_lock = threading.Lock()
+_VALIDATED = ["source_key", "user_id", "conversation_id", "role", "content", "chat_time", "agent_id", "app_id"]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One expectation and the reason a row failing it gets in quarantine."""
+
+    kind: str  # not_null | in_set | length | not_blank
+    column: str
+    reason: str
+    max_len: int | None = None
+
+
+def build_checks(mapping: Mapping) -> list[Check]:
+    """The suite for a mapping: derived from the canonical schema and what the mapping fills."""
+    checks = [Check("not_null", c, f"{c} is missing") for c in ("source_key", "user_id", "conversation_id", "content")]
+    checks.append(Check("not_null", "role", "role is missing (no role value and no speaker rule matched)"))
+    if mapping.fields.chat_time is not None:
+        checks.append(Check("not_null", "chat_time",
+                            f"chat_time is missing or matches none of time.formats {mapping.time.formats}"))
+    checks.append(Check("in_set", "role", f"role not one of {', '.join(ALLOWED_ROLES)}"))
+    for c in ("user_id", "conversation_id", "agent_id", "app_id"):
+        if c in ("user_id", "conversation_id") or getattr(mapping.fields, c):
+            checks.append(Check("length", c, f"{c} longer than {MAX_ID_CHARS} characters or empty", MAX_ID_CHARS))
+    checks.append(Check("not_blank", "content", "content is empty or only whitespace"))
+    return checks
+
+
+class Validator:
+    """Holds one ephemeral GX context and suite for a mapping; validate() is thread-safe."""
+
+    def __init__(self, mapping: Mapping, load: LoadConfig):
+        self.mapping, self.load = mapping, load
+        self.checks = build_checks(mapping)
+        self.max_message_tokens = load.max_tokens_per_request - request_overhead_tokens()
+        with _gx_lock:
+            self._batch_definition, self._suite = self._build_suite()
+        self._lock = threading.Lock()  # one GX validation at a time: its context is not thread-safe
+
+    def _build_suite(self):
+        os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+        import great_expectations as gx
+        import great_expectations.expectations as gxe
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        logging.getLogger("great_expectations").setLevel(logging.WARNING)
+        ctx = gx.get_context(mode="ephemeral")
+        ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+        asset = ctx.data_sources.add_pandas(f"src_{self.mapping.source.name}").add_dataframe_asset("batch")
+        suite = gx.ExpectationSuite(name=f"{self.mapping.source.name}.messages")
+        for i, chk in enumerate(self.checks):
+            meta = {"check": i}
+            if chk.kind == "not_null":
+                exp = gxe.ExpectColumnValuesToNotBeNull(column=chk.column, meta=meta)
+            elif chk.kind == "in_set":
+                exp = gxe.ExpectColumnValuesToBeInSet(column=chk.column, value_set=list(ALLOWED_ROLES), meta=meta)
+            elif chk.kind == "length":
+                exp = gxe.ExpectColumnValueLengthsToBeBetween(column=chk.column, min_value=1,
+                                                              max_value=chk.max_len, meta=meta)
+            else:
+                exp = gxe.ExpectColumnValuesToNotMatchRegex(column=chk.column, regex=r"^\s*$", meta=meta)
+            suite.add_expectation(exp)
+        return asset.add_batch_definition_whole_dataframe("whole"), ctx.suites.add(suite)
+
+    def reasons(self, table: pa.Table) -> dict[int, list[str]]:
+        """Row index -> every reason the row fails; rows absent from the result passed."""
+        out: dict[int, list[str]] = defaultdict(list)
+        if table.num_rows == 0:
+            return out
+        frame = table.select(_VALIDATED).to_pandas()
+        with self._lock:
+            batch = self._batch_definition.get_batch(batch_parameters={"dataframe": frame})
+            result = batch.validate(self._suite, result_format={"result_format": "COMPLETE",
+                                                                "include_unexpected_rows": False})
+        for res in result.results:
+            if res.success:
+                continue
+            chk = self.checks[res.expectation_config.meta["check"]]
+            if res.exception_info and res.exception_info.get("raised_exception"):
+                raise RuntimeError(f"expectation {chk} could not run: {res.exception_info}")
+            values = res.result.get("unexpected_list") or []
+            for j, idx in enumerate(res.result.get("unexpected_index_list") or []):
+                shown = _show(values[j]) if j < len(values) and chk.kind in ("in_set", "length") else ""
+                out[int(idx)].append(chk.reason + shown)
+        # the request budget is in estimated tokens (utf-8 bytes), which no built-in expectation measures
+        tokens = estimate_tokens(pc.fill_null(table.column("content"), ""))
+        for idx in np.flatnonzero(tokens > self.max_message_tokens):
+            out[int(idx)].append(f"content too large for one request (~{int(tokens[idx])} tokens, "
+                                 f"budget load.max_tokens_per_request={self.load.max_tokens_per_request})")
+        return out
+
+
+def _show(value) -> str:
+    text = str(value)
+    return f" (got {text!r})" if len(text) <= 40 else f" (got {len(text)} characters)"
+
+
+def split(table: pa.Table, reasons: dict[int, list[str]]) -> tuple[pa.Table, np.ndarray]:
+    """(good rows, indices of bad rows) for a batch and its reasons."""
+    if not reasons:
+        return table, np.empty(0, dtype=np.int64)
+    bad = np.fromiter(sorted(reasons), dtype=np.int64)
+    keep = np.ones(table.num_rows, dtype=bool)
+    keep[bad] = False
+    return table.filter(pa.array(keep)), bad
