@@ -62,7 +62,9 @@ def sync(mapping: Path = typer.Argument(..., help="mapping file, e.g. schemas/ma
     """Sync one source into MemOS as a Prefect flow run."""
     try:
         cfg = _config(config, target_url, ledger, work_dir)
-        load_mapping(mapping)  # config errors before Prefect starts
+        from memos_etl.pipeline import preflight
+
+        preflight(load_mapping(mapping))  # config and column errors before Prefect starts
         from flows.sync import run_sync
 
         report = run_sync(str(mapping), cfg, resend_in_doubt)

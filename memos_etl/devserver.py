@@ -48,6 +48,7 @@ class Faults:
         self.max_request_tokens = 40_000
         self.script: deque = deque()  # [{"status": 500, "code": 50000} | {"hang": 5, "store": true}]
         self.api_key: str | None = None
+        self.get_message_fails = False  # a target that cannot say what it holds
         for k, v in kw.items():
             if k == "script":
                 self.script = deque(v)
@@ -217,6 +218,8 @@ def create_app(store: Store | None = None, faults: Faults | None = None) -> Fast
         resp = auth_failed(request)
         if resp:
             return resp
+        if faults.get_message_fails:
+            return _env(50000, "injected: get/message unavailable", status=503)
         body = await request.json()
         limit = max(1, min(int(body.get("message_limit_number") or 6), 50))
         rows = store.query("SELECT role, content, created_at FROM messages WHERE user_id=? AND conversation_id=? "
@@ -244,6 +247,8 @@ def create_app(store: Store | None = None, faults: Faults | None = None) -> Fast
             if score:
                 scored.append((score, conv, role, content, chat_time))
         scored.sort(key=lambda r: -r[0])
+        seen: set = set()  # like MemOS, one memory per fact, however often it was said
+        scored = [r for r in scored if not (r[3] in seen or seen.add(r[3]))]
         memories = [{"memory_key": f"{role} said", "memory_value": content, "conversation_id": conv,
                      "chat_time": chat_time, "relativity": score / max(1, len(words))}
                     for score, conv, role, content, chat_time in scored[:limit]]

@@ -42,6 +42,13 @@ def make_target(cfg: RunConfig):
     return CloudTarget(cfg.target, resolve_api_key(cfg.target), pool_size=cfg.load.concurrency + 2)
 
 
+def preflight(mapping: Mapping) -> list:
+    """The source's files; fails before anything is read when a mapped column is missing."""
+    files = list_files(mapping)
+    mapping.check_columns(read_schema(mapping, files[0]).names, f"file {files[0].rel}")
+    return files
+
+
 def run(mapping: Mapping, cfg: RunConfig, *, run_id: str | None = None, stage_map: Mapper = serial_map,
         load_map: Mapper = serial_map, resend_in_doubt: bool = False, flow: str = "sync",
         target=None) -> RunReport:
@@ -52,9 +59,7 @@ def run(mapping: Mapping, cfg: RunConfig, *, run_id: str | None = None, stage_ma
     qdir = quarantine_dir(cfg.state.work_dir, mapping.source.name, run_id)
     target_cfg = cfg.target
     report = RunReport(run_id=run_id, source=mapping.source.name, target=target_cfg.ledger_name)
-    files = list_files(mapping)
-    # fail before reading anything when the mapping names a column the first file lacks
-    mapping.check_columns(read_schema(mapping, files[0]).names, f"file {files[0].rel}")
+    files = preflight(mapping)
     work.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(cfg.state.ledger())
     own_target = target is None

@@ -41,6 +41,8 @@ def parse_times(values: pa.Array, formats: list[str], timezone: str) -> pa.Array
             parsed = _iso(text, timezone)
         else:
             naive = pc.strptime(text, format=fmt, unit="us", error_is_null=True)
+            if fmt.startswith("%Y-%m-%d"):
+                naive = _reject_rollover(naive, pc.utf8_slice_codeunits(text, 0, 10))
             if "%z" in fmt:
                 parsed = naive.cast(_US) if naive.type.tz else pc.assume_timezone(naive, "UTC").cast(_US)
             else:
@@ -68,6 +70,7 @@ def _iso(text: pa.Array, timezone: str) -> pa.Array:
     sec = pc.if_else(pc.equal(pc.utf8_length(sec), 0), ":00", sec)
     wall = pc.strptime(pc.binary_join_element_wise(date, " ", hm, sec, ""), format="%Y-%m-%d %H:%M:%S",
                        unit="us", error_is_null=True)
+    wall = _reject_rollover(wall, date)
     frac_us = pc.utf8_slice_codeunits(pc.binary_join_element_wise(frac, "000000", ""), 0, 6).cast(pa.int64())
     wall_us = pc.add(wall.cast(pa.int64()), frac_us)
     # offset in microseconds east of UTC, null when the value has none
@@ -83,3 +86,10 @@ def _iso(text: pa.Array, timezone: str) -> pa.Array:
     local = pc.assume_timezone(wall_us.cast(pa.timestamp("us")), timezone,
                                ambiguous="earliest", nonexistent="latest").cast(_US)
     return pc.if_else(has_tz, with_offset, local)
+
+
+def _reject_rollover(parsed: pa.Array, date_text: pa.Array) -> pa.Array:
+    """Null where the parser rolled an impossible date over (2024-02-30 -> 2024-03-01)."""
+    fmt = "%Y-%m-%d"
+    same = pc.equal(pc.strftime(parsed.cast(pa.timestamp("us")), format=fmt), date_text)
+    return pc.if_else(pc.fill_null(same, False), parsed, pa.scalar(None, parsed.type))

@@ -163,6 +163,18 @@ class Ledger:
                     out[(u, cid)] = last
         return out
 
+    def in_doubt_conversations(self, target: str, conversation_ids: list[str]) -> set[tuple[str, str]]:
+        """(user_id, conversation_id) pairs with a request sent and never confirmed."""
+        out: set[tuple[str, str]] = set()
+        uniq = sorted(set(conversation_ids))
+        stmt = (sa.select(batches.c.user_id, batches.c.conversation_id)
+                .where(batches.c.target == target, batches.c.status == "sent",
+                       batches.c.conversation_id.in_(sa.bindparam("ids", expanding=True))).distinct())
+        with self.engine.connect() as c:
+            for i in range(0, len(uniq), _CHUNK):
+                out.update((u, cid) for u, cid in c.execute(stmt, {"ids": uniq[i:i + _CHUNK]}))
+        return out
+
     # -- the send protocol: sent -> delivered | failed --------------------------------------
     def record_sent(self, target: str, rec: BatchRecord, replace: bool = False) -> None:
         """Write the batch as `sent` with its message keys, before the request leaves."""

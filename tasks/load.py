@@ -74,7 +74,8 @@ def load_bucket(ctx: LoadContext, stage_dir: Path, bucket: int) -> Counts:
             while j < len(batches) and (batches[j].user_id, batches[j].conversation_id) == conv:
                 j += 1
             for k in range(i, j):
-                if ctx.stop.is_set():
+                if ctx.stop.is_set():  # the run is stopping: what is left waits for the next run
+                    counts.pending += len(batches[k].messages)
                     outcome = "pending"
                 else:
                     outcome = _send(ctx, batches[k], table, counts, quarantine)
@@ -102,6 +103,14 @@ def _drop_known(ctx: LoadContext, table: pa.Table, counts: Counts) -> pa.Table:
     else:
         counts.in_doubt += int(in_doubt.sum())
         keep = status == ""
+        # a conversation waiting on an unconfirmed request takes nothing new: sending its later
+        # messages first would put them ahead of the ones that may still be missing
+        blocked = ctx.ledger.in_doubt_conversations(ctx.target, table.column("conversation_id").to_pylist())
+        if blocked:
+            pairs = zip(table.column("user_id").to_pylist(), table.column("conversation_id").to_pylist())
+            waiting = keep & np.fromiter((p in blocked for p in pairs), dtype=bool, count=table.num_rows)
+            counts.pending += int(waiting.sum())
+            keep &= ~waiting
     return table if keep.all() else table.filter(pa.array(keep))
 
 

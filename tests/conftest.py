@@ -1,0 +1,102 @@
+"""Shared real parts for the tests: a MemOS dev-server on loopback, a throwaway PostgreSQL
+cluster, and one Prefect test server for the whole session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+import pytest  # noqa: E402
+
+from memos_etl.config import RunConfig  # noqa: E402
+from memos_etl.devserver import DevServer  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_MAPPING = ROOT / "schemas" / "mappings" / "sample.yaml"
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """One Prefect API server for every flow test (starting one costs 10-20 s here)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture
+def dev_server():
+    with DevServer() as server:
+        yield server
+
+
+@pytest.fixture
+def run_config(tmp_path, dev_server) -> RunConfig:
+    cfg = RunConfig()
+    cfg.target.base_url = dev_server.url
+    cfg.target.backoff_base_s = 0.01
+    cfg.target.backoff_cap_s = 0.05
+    cfg.target.timeout_s = 5
+    cfg.state.work_dir = str(tmp_path / "state")
+    return cfg
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL 15 server in a temp dir, for the life of the test session.
+
+    PostgreSQL refuses to run as root, so as root the cluster belongs to the `postgres` user.
+    Set MEMOS_ETL_REQUIRE_PG=1 (as .ci/run does) to turn a missing server into a failure.
+    """
+    if not shutil.which("initdb") or not shutil.which("pg_ctl"):
+        msg = "PostgreSQL server binaries (initdb, pg_ctl) not on PATH"
+        if os.environ.get("MEMOS_ETL_REQUIRE_PG"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    base = tempfile.mkdtemp(prefix="memos-etl-pg-")
+    data = os.path.join(base, "data")
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        os.chmod(base, 0o755)
+        shutil.chown(base, "postgres", "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = _free_port()
+    subprocess.run(as_user + ["initdb", "-D", data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"],
+                   check=True, capture_output=True)
+    opts = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100"
+    subprocess.run(as_user + ["pg_ctl", "-D", data, "-o", opts, "-l", os.path.join(base, "log"), "-w", "start"],
+                   check=True, capture_output=True)
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(as_user + ["pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_ledger_url(postgres_url):
+    """A fresh database per test in the session's cluster."""
+    import sqlalchemy as sa
+
+    name = f"t{time.time_ns()}"
+    eng = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with eng.connect() as c:
+        c.execute(sa.text(f"CREATE DATABASE {name}"))
+    eng.dispose()
+    yield postgres_url.rsplit("/", 1)[0] + f"/{name}"

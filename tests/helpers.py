@@ -1,0 +1,78 @@
+"""Independent expectations for the end-to-end tests: plain Python over the raw files, sharing
+no code with the pipeline, so a mapping or ordering bug in the pipeline shows up as a diff."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+import requests
+
+ROLES = {"user": "user", "human": "user", "assistant": "assistant", "ai": "assistant", "bot": "assistant"}
+
+
+def _time(value):
+    try:
+        dt = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def expected_messages(files: list[Path]) -> tuple[dict, int]:
+    """(user, conversation) -> [(role, content, chat_time)] in order, and the number of bad rows."""
+    convs: dict = defaultdict(list)
+    bad = 0
+    for f in files:
+        for line in f.read_text().splitlines():
+            r = json.loads(line)
+            role = ROLES.get((r.get("speaker") or "").strip().lower())
+            when = _time(r.get("sent_at"))
+            text = r.get("text") or ""
+            if (not text.strip() or role is None or not r.get("conversation_id") or not r.get("user")
+                    or len(r["user"]) > 100 or when is None):
+                bad += 1
+                continue
+            if r.get("image_caption"):
+                text += "\n[image: " + r["image_caption"] + "]"
+            convs[(r["user"], r["conversation_id"])].append((r["turn"], role, text, when))
+    return {k: [v[1:] for v in sorted(rows)] for k, rows in convs.items()}, bad
+
+
+def stored_messages(server_url: str) -> dict:
+    convs: dict = defaultdict(list)
+    for m in requests.get(server_url + "/_dev/messages", timeout=30).json():
+        convs[(m["user_id"], m["conversation_id"])].append((m["role"], m["content"], m["chat_time"]))
+    return dict(convs)
+
+
+def stored_infos(server_url: str) -> list[dict]:
+    return [m["info"] for m in requests.get(server_url + "/_dev/messages", timeout=30).json()]
+
+
+def stats(server_url: str) -> dict:
+    return requests.get(server_url + "/_dev/stats", timeout=10).json()
+
+
+def set_faults(server_url: str, **faults) -> None:
+    requests.post(server_url + "/_dev/faults", json=faults, timeout=10).raise_for_status()
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def chat_rows(conversations: int, turns: int, start_turn: int = 1, prefix: str = "c", user: str = "u") -> list[dict]:
+    rows = []
+    for c in range(conversations):
+        for t in range(start_turn, start_turn + turns):
+            rows.append({"message_id": f"{prefix}{c}-{t}", "user": f"{user}{c % 2}", "conversation_id": f"{prefix}{c}",
+                         "session": 1, "turn": t, "speaker": "user" if t % 2 else "assistant",
+                         "text": f"conversation {prefix}{c} turn {t}: " + "words " * (t % 7),
+                         "sent_at": f"2024-03-{1 + t // 24:02d}T{t % 24:02d}:00:00+00:00", "image_caption": None})
+    return rows

@@ -1,0 +1,93 @@
+"""Validation reasons and request batching."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from memos_etl.config import LoadConfig, Mapping
+from tasks.batch import cut_points, drop_duplicates, make_batches, sort_conversations
+from tasks.budget import estimate_tokens
+from tasks.map import map_batch
+from tasks.validate import Validator, split
+
+MAPPING = Mapping.model_validate({
+    "source": {"name": "t", "format": "jsonl", "path": "x"},
+    "fields": {"user_id": "user", "conversation_id": "conv", "role": "role", "content": "text",
+               "chat_time": "ts", "seq": "n", "source_key": "id"},
+})
+
+
+def table(rows):
+    return map_batch(pa.RecordBatch.from_pylist(rows), MAPPING, "f.jsonl", 0)
+
+
+def row(i, **kw):
+    base = {"user": "u1", "conv": "c1", "role": "user", "text": f"message {i}", "ts": "2024-01-01T00:00:00Z",
+            "n": i, "id": str(i)}
+    return {**base, **kw}
+
+
+@pytest.fixture(scope="module")
+def validator():
+    return Validator(MAPPING, LoadConfig(max_tokens_per_request=1000))
+
+
+def test_each_bad_row_gets_every_reason_and_good_rows_pass(validator):
+    t = table([row(0), row(1, text=""), row(2, role="narrator", text="   "), row(3, conv=None),
+               row(4, ts="not a time"), row(5, user="x" * 101), row(6, text="é" * 2000), row(7)])
+    reasons = validator.reasons(t)
+    assert set(reasons) == {1, 2, 3, 4, 5, 6}
+    assert any("empty" in r for r in reasons[1])
+    assert len(reasons[2]) == 2 and any("narrator" in r for r in reasons[2])
+    assert reasons[3] == ["conversation_id is missing"]
+    assert "time.formats" in reasons[4][0]
+    assert "longer than 100" in reasons[5][0]
+    assert "too large" in reasons[6][0]
+    good, bad = split(t, reasons)
+    assert good.column("source_key").to_pylist() == ["t:0", "t:7"] and bad.tolist() == [1, 2, 3, 4, 5, 6]
+
+
+def test_batches_keep_conversation_order_and_respect_the_budget():
+    rows = [row(i, conv=f"c{i % 3}", text="w" * (50 + 37 * i)) for i in range(60)][::-1]
+    t = sort_conversations(table(rows))
+    load = LoadConfig(max_messages_per_request=7, max_tokens_per_request=1000)
+    batches = make_batches(t, load, "target", {"run_id": "r"}, ["tag"])
+    seen = {}
+    for b in batches:
+        assert len(b.messages) <= 7 and b.n_tokens <= 1000
+        assert len({(b.user_id, b.conversation_id)}) == 1
+        seen.setdefault(b.conversation_id, []).extend(k for k in range(*b.rows))
+    for conv, idx in seen.items():
+        ns = t.column("seq").take(pa.array(idx)).to_pylist()
+        assert ns == sorted(ns) and all(n % 3 == int(conv[1:]) for n in ns)
+    assert sum(len(b.messages) for b in batches) == 60
+    assert batches[0].info["first_key"] and batches[0].tags == ["tag"]
+    assert batches[0].messages[0]["chat_time"] == "2024-01-01T00:00:00Z"
+
+
+def test_batch_keys_are_deterministic_and_depend_on_target():
+    t = sort_conversations(table([row(i) for i in range(5)]))
+    load = LoadConfig()
+    a = make_batches(t, load, "target-a", {}, [])
+    b = make_batches(t, load, "target-a", {}, [])
+    c = make_batches(t, load, "target-b", {}, [])
+    assert [x.batch_key for x in a] == [x.batch_key for x in b] != [x.batch_key for x in c]
+
+
+def test_one_message_that_fills_the_budget_gets_its_own_request():
+    big = "x" * 2400  # ~800 tokens against a 1000 budget (200 of it per-request overhead)
+    t = sort_conversations(table([row(0, text="a"), row(1, text=big), row(2, text="b")]))
+    cuts = cut_points(t, LoadConfig(max_tokens_per_request=1000))
+    assert cuts == [(0, 1), (1, 2), (2, 3)]
+
+
+def test_duplicates_are_dropped_after_the_first():
+    t = sort_conversations(table([row(1), row(2), row(1), row(3), row(2)]))
+    kept, dups = drop_duplicates(t)
+    assert kept.column("source_key").to_pylist() == ["t:1", "t:2", "t:3"] and dups.num_rows == 2
+
+
+def test_token_estimate_is_conservative_for_ascii_and_cjk():
+    est = estimate_tokens(pa.array(["hello world, four chars a token", "你好世界"]))
+    assert est[0] >= 31 / 4 and est[1] >= 4
