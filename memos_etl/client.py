@@ -1,9 +1,12 @@
-"""The MemOS Cloud adapter: one HTTP edge where every failure is translated once.
+"""MemOS targets: one HTTP edge where every failure is translated once.
 
 Callers never look at status codes or envelopes: they catch
-`TransientError` (retry later; `in_doubt` says whether the request may have been applied),
-`TerminalBatchError` (this request is bad; quarantine it and go on) or
-`FatalTargetError` (stop the run: authentication, quota).
+`TransientError` (retry later; `in_doubt` says whether the request may have been applied,
+`throttled` that the target asked us to slow down), `TerminalBatchError` (this request is
+bad; quarantine it and go on) or `FatalTargetError` (stop the run: authentication, quota).
+
+Two adapters share that edge: `CloudTarget` (MemOS Cloud, `/add/message`) and
+`SelfHostedTarget` (the open-source server, `/product/add`).
 """
 
 from __future__ import annotations
@@ -19,17 +22,23 @@ from requests.adapters import HTTPAdapter
 from memos_etl.config import TargetConfig
 from memos_etl.errors import FatalTargetError, MemosEtlError
 
-TRANSIENT_CODES = {40300, 40309} | set(range(50000, 50145))
+THROTTLE_CODES = {40300, 40309}
+SERVER_CODES = set(range(50000, 50145))
 TERMINAL_CODES = set(range(40000, 40014))
 FATAL_CODES = {40100, 40130, 40132, 40304}
 
 
 class TransientError(MemosEtlError):
-    """Try again later. `in_doubt`: the request may have been applied (no answer came)."""
+    """Try again later.
 
-    def __init__(self, message: str, in_doubt: bool = False, retry_after: float | None = None):
+    `in_doubt`: the request may have been applied (no answer, or a server error that may
+    have come after the write). `throttled`: the target refused it as too fast.
+    """
+
+    def __init__(self, message: str, in_doubt: bool = False, retry_after: float | None = None,
+                 throttled: bool = False):
         super().__init__(message)
-        self.in_doubt, self.retry_after = in_doubt, retry_after
+        self.in_doubt, self.retry_after, self.throttled = in_doubt, retry_after, throttled
 
 
 class TerminalBatchError(MemosEtlError):
@@ -38,6 +47,10 @@ class TerminalBatchError(MemosEtlError):
     def __init__(self, message: str, detail: str):
         super().__init__(message)
         self.detail = detail
+
+
+class CannotTell(MemosEtlError):
+    """The target has no way to list what a conversation holds."""
 
 
 @dataclass
@@ -55,8 +68,8 @@ def resolve_api_key(cfg: TargetConfig) -> str | None:
     return os.environ.get(cfg.api_key_env) or None
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """Retry-After as seconds: either a number of seconds or an HTTP date."""
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Retry-After as seconds from now: a number of seconds or an HTTP date."""
     if not value:
         return None
     try:
@@ -67,13 +80,12 @@ def parse_retry_after(value: str | None) -> float | None:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max(0.0, when.timestamp() - time.time())
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-class CloudTarget:
-    """MemOS Cloud: POST {base}/add/message with `Authorization: Token <key>`."""
-
-    kind = "cloud"
+class _HttpTarget:
+    kind = "?"
+    ok_codes: tuple = (0,)
 
     def __init__(self, cfg: TargetConfig, api_key: str | None, pool_size: int = 8):
         self.cfg = cfg
@@ -86,10 +98,57 @@ class CloudTarget:
         if api_key:
             # the key lives only in this header; it is never logged or put in a report
             self.session.headers["Authorization"] = f"Token {api_key}"
-        self.requests = 0
 
     def close(self) -> None:
         self.session.close()
+
+    def _post(self, route: str, body: dict, writes: bool):
+        url = self.base + route
+        try:
+            resp = self.session.post(url, json=body, timeout=(min(10.0, self.cfg.timeout_s), self.cfg.timeout_s))
+        except requests.ConnectTimeout as exc:
+            raise TransientError(f"{route}: connect timeout: {exc}") from None
+        except requests.ConnectionError as exc:
+            # refused before a byte was sent is safe to repeat; a reset after sending is not
+            text = str(exc).lower()
+            refused = "refused" in text or "name or service" in text or "failed to resolve" in text
+            raise TransientError(f"{route}: connection error: {exc}", in_doubt=writes and not refused) from None
+        except requests.Timeout as exc:
+            raise TransientError(f"{route}: no answer within {self.cfg.timeout_s}s: {exc}", in_doubt=writes) from None
+        except requests.exceptions.ChunkedEncodingError as exc:
+            raise TransientError(f"{route}: connection dropped mid-answer: {exc}", in_doubt=writes) from None
+        return self._envelope(route, resp, writes)
+
+    def _envelope(self, route: str, resp: requests.Response, writes: bool):
+        retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+        try:
+            env = resp.json()
+        except ValueError:
+            env = None
+        code = env.get("code") if isinstance(env, dict) else None
+        msg = (env.get("message") if isinstance(env, dict) else None) or resp.text[:300]
+        where = f"{route}: HTTP {resp.status_code}, code {code}: {msg}"
+        if resp.status_code in (401, 403) or code in FATAL_CODES:
+            raise FatalTargetError(
+                f"MemOS refused the run ({where}). Check the API key ({self.cfg.api_key_env} or "
+                f"target.api_key_block) and quota; nothing is lost, the next run resumes.")
+        if resp.status_code == 429 or code in THROTTLE_CODES:
+            raise TransientError(where, retry_after=retry_after, throttled=True)
+        if resp.status_code >= 500 or code in SERVER_CODES:
+            # a server error can come after the write was committed: check before resending
+            raise TransientError(where, retry_after=retry_after, in_doubt=writes)
+        if resp.status_code in (400, 404, 413, 422) or code in TERMINAL_CODES:
+            raise TerminalBatchError(where, detail=resp.text[:2000])
+        if resp.status_code != 200 or not isinstance(env, dict) or code not in self.ok_codes:
+            raise TerminalBatchError(f"unexpected answer: {where}", detail=resp.text[:2000])
+        return env.get("data")
+
+
+class CloudTarget(_HttpTarget):
+    """MemOS Cloud: POST {base}/add/message with `Authorization: Token <key>`."""
+
+    kind = "cloud"
+    ok_codes = (0,)
 
     def add_body(self, batch) -> dict:
         body = {"user_id": batch.user_id, "conversation_id": batch.conversation_id,
@@ -103,53 +162,66 @@ class CloudTarget:
         return body
 
     def add(self, batch) -> Reply:
-        data = self._post("/add/message", self.add_body(batch), sends_data=True)
-        data = data or {}
+        data = self._post("/add/message", self.add_body(batch), writes=True) or {}
         return Reply(data=data, task_id=data.get("task_id") if isinstance(data, dict) else None)
 
     def get_messages(self, user_id: str, conversation_id: str, limit: int = 50) -> list[dict]:
         data = self._post("/get/message", {"user_id": user_id, "conversation_id": conversation_id,
-                                           "message_limit_number": limit}, sends_data=False)
+                                           "message_limit_number": limit}, writes=False)
         return list((data or {}).get("message_detail_list") or [])
+
+    def task_status(self, task_id: str) -> str:
+        data = self._post("/get/status", {"task_id": task_id}, writes=False)
+        items = data if isinstance(data, list) else [data] if isinstance(data, dict) else []
+        for item in items:
+            if isinstance(item, dict) and item.get("status"):
+                return str(item["status"])
+        return "unknown"
 
     def search(self, user_id: str, query: str, limit: int = 6) -> list[dict]:
         data = self._post("/search/memory", {"user_id": user_id, "query": query,
-                                             "memory_limit_number": limit}, sends_data=False)
+                                             "memory_limit_number": limit}, writes=False)
         return list((data or {}).get("memory_detail_list") or [])
 
-    def _post(self, route: str, body: dict, sends_data: bool):
-        url = self.base + route
-        self.requests += 1
-        try:
-            resp = self.session.post(url, json=body, timeout=(min(10.0, self.cfg.timeout_s), self.cfg.timeout_s))
-        except requests.ConnectTimeout as exc:
-            raise TransientError(f"{route}: connect timeout: {exc}") from None
-        except requests.ConnectionError as exc:
-            # refused before a byte was sent is safe to repeat; a reset after sending is not
-            refused = "refused" in str(exc).lower() or "name or service" in str(exc).lower()
-            raise TransientError(f"{route}: connection error: {exc}", in_doubt=sends_data and not refused) from None
-        except requests.Timeout as exc:
-            raise TransientError(f"{route}: no answer within {self.cfg.timeout_s}s: {exc}",
-                                 in_doubt=sends_data) from None
-        return self._envelope(route, resp)
 
-    def _envelope(self, route: str, resp: requests.Response):
-        retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-        try:
-            env = resp.json()
-        except ValueError:
-            env = None
-        code = env.get("code") if isinstance(env, dict) else None
-        msg = (env.get("message") if isinstance(env, dict) else None) or resp.text[:300]
-        where = f"{route}: HTTP {resp.status_code}, code {code}: {msg}"
-        if resp.status_code in (401, 403) or code in FATAL_CODES:
-            raise FatalTargetError(
-                f"MemOS refused the run ({where}). Check the API key ({self.cfg.api_key_env} or "
-                f"target.api_key_block) and quota; nothing is lost, the next run resumes.")
-        if resp.status_code == 429 or resp.status_code >= 500 or code in TRANSIENT_CODES:
-            raise TransientError(where, retry_after=retry_after)
-        if resp.status_code in (400, 404, 413, 422) or code in TERMINAL_CODES:
-            raise TerminalBatchError(where, detail=resp.text[:2000])
-        if resp.status_code != 200 or not isinstance(env, dict) or code not in (0, 200):
-            raise TerminalBatchError(f"unexpected answer: {where}", detail=resp.text[:2000])
-        return env.get("data")
+class SelfHostedTarget(_HttpTarget):
+    """The open-source MemOS server: POST {base}/product/add; conversation is `session_id`."""
+
+    kind = "self-hosted"
+    ok_codes = (200, 0)
+
+    def add_body(self, batch) -> dict:
+        body = {"user_id": batch.user_id, "session_id": batch.conversation_id, "messages": batch.messages,
+                "info": batch.info, "async_mode": "async" if self.cfg.async_mode else "sync"}
+        if self.cfg.mode:
+            body["mode"] = self.cfg.mode
+        if batch.tags:
+            body["custom_tags"] = batch.tags
+        return body
+
+    def add(self, batch) -> Reply:
+        data = self._post("/product/add", self.add_body(batch), writes=True)
+        task_id = data.get("task_id") if isinstance(data, dict) else None
+        return Reply(data=data if isinstance(data, dict) else {"data": data}, task_id=task_id)
+
+    def get_messages(self, user_id: str, conversation_id: str, limit: int = 50) -> list[dict]:
+        # the open-source server stores memories, not the raw messages, and has no route
+        # that lists a session's messages: an unanswered add stays in doubt
+        raise CannotTell("the self-hosted MemOS server cannot list a conversation's messages")
+
+    def task_status(self, task_id: str) -> str:
+        return "unknown"
+
+    def search(self, user_id: str, query: str, limit: int = 6) -> list[dict]:
+        data = self._post("/product/search", {"user_id": user_id, "query": query, "top_k": limit}, writes=False)
+        out = []
+        for cube in (data or {}).get("text_mem") or []:
+            for m in cube.get("memories") or []:
+                out.append({"memory_value": m.get("memory"), "conversation_id":
+                            (m.get("metadata") or {}).get("session_id")})
+        return out
+
+
+def make_target(cfg: TargetConfig, api_key: str | None, pool_size: int = 8):
+    cls = {"cloud": CloudTarget, "self-hosted": SelfHostedTarget}[cfg.kind]
+    return cls(cfg, api_key, pool_size)

@@ -166,13 +166,16 @@ class Mapping(_Strict):
 
 
 class TargetConfig(_Strict):
-    kind: Literal["cloud"] = "cloud"
+    kind: Literal["cloud", "self-hosted"] = "cloud"
     base_url: str = "http://127.0.0.1:8765"
     name: str | None = None  # ledger identity of the target; defaults to base_url
     api_key_env: str = "MEMOS_API_KEY"
     api_key_block: str | None = None  # name of a Prefect Secret block holding the key
     timeout_s: float = 30.0
-    async_mode: bool = True
+    async_mode: bool = True  # self-hosted: "async" / "sync"
+    mode: Literal["fast", "fine"] | None = None  # self-hosted only: extraction mode
+    track_extraction: bool = False  # cloud: poll /get/status for this run's task_ids at the end
+    extraction_wait_s: float = Field(default=30.0, ge=0)
     max_attempts: int = Field(default=5, ge=1)  # per request, HTTP level (see README: retries)
     backoff_base_s: float = Field(default=0.5, ge=0)
     backoff_cap_s: float = Field(default=30.0, ge=0)
@@ -188,7 +191,11 @@ class LoadConfig(_Strict):
     max_tokens_per_request: int = Field(default=8_000, ge=64)
     max_failed_share: float = Field(default=0.10, ge=0, le=1)
     buckets: int = Field(default=16, ge=1, le=4096)  # conversation hash buckets = units of parallel loading
-    concurrency: int = Field(default=4, ge=1, le=64)  # buckets loaded at once
+    concurrency: int = Field(default=8, ge=1, le=128)  # conversations (buckets) in flight at once
+    # client-side limits shared by all senders of a run; 0 = none. MemOS Cloud publishes
+    # 400k tokens/minute per key and recommends at most ~50 requests/second.
+    requests_per_second: float = Field(default=40.0, ge=0)
+    tokens_per_minute: float = Field(default=400_000, ge=0)
     late_messages: Literal["append", "quarantine"] = "append"
 
 

@@ -1,28 +1,42 @@
-"""The sync pipeline as plain functions: stage every file, check quality, load every bucket.
+"""The sync pipeline as plain functions: settle, stage every file, check quality, load.
 
 `run` takes two `map` callables so the same code runs under Prefect (each file and each
-bucket a task run, see flows/sync.py) or as direct calls (tests, benchmarks).
+bucket a task run, see flows/sync.py) or on a plain thread pool (tests, benchmarks, CLI
+--no-prefect). Order of a run:
+
+1. settle requests an earlier run left unconfirmed (crash, no answer): ask the target;
+2. stage every file: extract, map, validate, quarantine, split by conversation bucket;
+3. stop before sending anything when too many rows failed validation;
+4. load the buckets in parallel, conversations strictly in order, under one rate limiter;
+5. optionally poll MemOS for the outcome of asynchronous extraction.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable
 
-from memos_etl.client import CloudTarget, resolve_api_key
+from memos_etl import shutdown
+from memos_etl.client import make_target as _make_target
+from memos_etl.client import resolve_api_key
 from memos_etl.config import Mapping, RunConfig
 from memos_etl.errors import FatalTargetError, QualityThresholdError
+from memos_etl.limiter import RateLimiter
 from memos_etl.report import Counts, RunReport
 from tasks.checkpoint import Ledger
 from tasks.extract import list_files, read_schema
 from tasks.load import LoadContext, load_bucket
 from tasks.quarantine import quarantine_dir
+from tasks.reconcile import resolve_unconfirmed
 from tasks.stage import StageResult, stage_file
+from tasks.track import track_extraction
 from tasks.validate import Validator
 
 log = logging.getLogger("memos_etl")
@@ -34,12 +48,19 @@ def serial_map(fn: Callable, items: Iterable[tuple]) -> list:
     return [fn(*args) for args in items]
 
 
+def thread_map(workers: int) -> Mapper:
+    def run_all(fn: Callable, items: Iterable[tuple]) -> list:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="memos-etl") as pool:
+            return list(pool.map(lambda args: fn(*args), items))
+    return run_all
+
+
 def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
 def make_target(cfg: RunConfig):
-    return CloudTarget(cfg.target, resolve_api_key(cfg.target), pool_size=cfg.load.concurrency + 2)
+    return _make_target(cfg.target, resolve_api_key(cfg.target), pool_size=cfg.load.concurrency + 2)
 
 
 def preflight(mapping: Mapping) -> list:
@@ -49,11 +70,13 @@ def preflight(mapping: Mapping) -> list:
     return files
 
 
-def run(mapping: Mapping, cfg: RunConfig, *, run_id: str | None = None, stage_map: Mapper = serial_map,
-        load_map: Mapper = serial_map, resend_in_doubt: bool = False, flow: str = "sync",
+def run(mapping: Mapping, cfg: RunConfig, *, run_id: str | None = None, stage_map: Mapper | None = None,
+        load_map: Mapper | None = None, resend_in_doubt: bool = False, flow: str = "sync",
         target=None) -> RunReport:
     run_id = run_id or new_run_id()
     started = time.monotonic()
+    stage_map = stage_map or thread_map(min(cfg.load.concurrency, 4))
+    load_map = load_map or thread_map(cfg.load.concurrency)
     work = Path(cfg.state.work_dir)
     stage_dir = work / "runs" / run_id / "stage"
     qdir = quarantine_dir(cfg.state.work_dir, mapping.source.name, run_id)
@@ -62,34 +85,51 @@ def run(mapping: Mapping, cfg: RunConfig, *, run_id: str | None = None, stage_ma
     files = preflight(mapping)
     work.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(cfg.state.ledger())
+    for dead in ledger.dead_runs():  # killed runs leave their staging behind
+        shutil.rmtree(work / "runs" / dead, ignore_errors=True)
     own_target = target is None
     target = target or make_target(cfg)
     ledger.start_run(run_id, flow, mapping.source.name, target_cfg.ledger_name)
     report.files = len(files)
     counts = report.counts
+    stop = threading.Event()
+    watcher = _watch_shutdown(stop)
     try:
+        resolve_unconfirmed(target, ledger, target_cfg.ledger_name, mapping.source.name, counts)
         validator = Validator(mapping, cfg.load)
         staged: list[StageResult] = stage_map(stage_file, [
-            (mapping, f, i, validator, run_id, stage_dir, qdir, cfg.load.buckets) for i, f in enumerate(files)])
+            (mapping, f, i, validator, run_id, stage_dir, qdir, max(cfg.load.buckets, cfg.load.concurrency))
+            for i, f in enumerate(files)])
         buckets = sorted({b for s in staged for b in s.buckets})
         for s in staged:
             counts.add(s.counts)
         if counts.read and counts.quarantined / counts.read > cfg.load.max_failed_share:
             raise QualityThresholdError(mapping.source.name, counts.quarantined, counts.read,
                                         cfg.load.max_failed_share, counts.reasons.most_common(5))
+        limiter = RateLimiter(cfg.load.requests_per_second, cfg.load.tokens_per_minute)
         ctx = LoadContext(mapping=mapping, load=cfg.load, target_cfg=target_cfg, client=target, ledger=ledger,
-                          run_id=run_id, quarantine_dir=qdir, resend_in_doubt=resend_in_doubt)
+                          run_id=run_id, quarantine_dir=qdir, resend_in_doubt=resend_in_doubt,
+                          limiter=limiter, stop=stop)
         for c in load_map(load_bucket, [(ctx, stage_dir, b) for b in buckets]):
             counts.add(_without_read(c))
         if ctx.fatal:
             raise FatalTargetError(ctx.fatal[0])
-        report.status = "completed" if counts.pending == 0 and counts.in_doubt == 0 else "incomplete"
+        if target_cfg.track_extraction and not stop.is_set():
+            counts.extraction = track_extraction(target, ledger, run_id, target_cfg.extraction_wait_s, stop)
+        if shutdown.requested.is_set():
+            report.status = "interrupted"
+        elif counts.pending == 0 and counts.in_doubt == 0:
+            report.status = "completed"
+        else:
+            report.status = "incomplete"
     except Exception as exc:
         report.status = "failed"
         report.error = str(exc)
         exc.report = report  # callers print what happened before the failure
         raise
     finally:
+        stop.set()
+        watcher.join(timeout=2)
         report.duration_s = time.monotonic() - started
         if qdir.exists():
             report.quarantine_path = str(qdir)
@@ -99,6 +139,17 @@ def run(mapping: Mapping, cfg: RunConfig, *, run_id: str | None = None, stage_ma
             target.close()
         shutil.rmtree(work / "runs" / run_id, ignore_errors=True)
     return report
+
+
+def _watch_shutdown(stop: threading.Event) -> threading.Thread:
+    """Turn a process-wide drain request (SIGTERM, Ctrl-C) into this run's stop event."""
+    def watch():
+        while not stop.is_set():
+            if shutdown.requested.wait(0.2):
+                stop.set()
+    t = threading.Thread(target=watch, name="memos-etl-drain", daemon=True)
+    t.start()
+    return t
 
 
 def _without_read(c: Counts) -> Counts:

@@ -22,12 +22,23 @@ class Counts:
     requests: int = 0
     failed_requests: int = 0
     retries: int = 0
+    quarantined_requests: int = 0  # requests the target refused for good
+    throttled: int = 0  # answers asking us to slow down (HTTP 429, 40300, 40309)
+    throttle_wait_s: float = 0.0  # time senders waited for the client-side rate limiter
+    backoff_wait_s: float = 0.0  # time spent in retry backoff
+    reconciled_landed: int = 0  # unconfirmed requests found on the target (not resent)
+    reconciled_missing: int = 0  # unconfirmed requests not on the target (sent again)
+    reconciled_unknown: int = 0  # unconfirmed requests the target could not tell us about
+    extraction: dict = field(default_factory=dict)  # async extraction task status -> count
     reasons: Counter = field(default_factory=Counter)
 
     def add(self, other: "Counts") -> "Counts":
         for k, v in asdict(other).items():
             if k == "reasons":
                 self.reasons.update(other.reasons)
+            elif k == "extraction":
+                for status, n in other.extraction.items():
+                    self.extraction[status] = self.extraction.get(status, 0) + n
             else:
                 setattr(self, k, getattr(self, k) + v)
         return self
@@ -69,6 +80,13 @@ class RunReport:
             ("pending", str(c.pending)), ("previously failed", str(c.previously_failed)),
             ("late (appended)", str(c.late)), ("add requests", str(c.requests)),
             ("failed requests", str(c.failed_requests)), ("retries", str(c.retries)),
+            ("quarantined requests", str(c.quarantined_requests)),
+            ("throttled answers", str(c.throttled)),
+            ("waits", f"rate limiter {c.throttle_wait_s:.1f}s, backoff {c.backoff_wait_s:.1f}s"),
+            ("in-doubt checks", f"{c.reconciled_landed} landed, {c.reconciled_missing} missing (resent), "
+                                f"{c.reconciled_unknown} unknown"),
+            *([("extraction", ", ".join(f"{k} {v}" for k, v in sorted(c.extraction.items())))]
+              if c.extraction else []),
             ("duration", f"{self.duration_s:.1f}s"),
             ("read = outcomes", "yes" if c.accounted else f"NO ({c.outcomes()} accounted)"),
         ]

@@ -38,7 +38,18 @@ class RequestBatch:
     last_order: int | None
     n_tokens: int
     rows: tuple[int, int]  # [start, stop) in the table the batch was cut from
+    msg_hashes: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     batch_key: str = field(default="")
+
+
+def message_hash(role: str | None, content: str | None) -> int:
+    """64-bit identity of what a message says, comparable with the target's copy of it."""
+    digest = hashlib.blake2b(f"{role}\x1f{content}".encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
+def message_hashes(messages: list[dict]) -> np.ndarray:
+    return np.array([message_hash(m.get("role"), m.get("content")) for m in messages], dtype=np.int64)
 
 
 def order_values(table: pa.Table) -> pa.Array:
@@ -142,7 +153,8 @@ def make_batches(table: pa.Table, load: LoadConfig, target: str, provenance: dic
             info=info, key_lo=lo[start:stop], key_hi=hi[start:stop],
             first_key=cols["source_key"][start], last_key=cols["source_key"][stop - 1],
             last_order=max(last_order) if last_order else None,
-            n_tokens=int(tokens[start:stop].sum()) + request_overhead_tokens(), rows=(start, stop))
+            n_tokens=int(tokens[start:stop].sum()) + request_overhead_tokens(), rows=(start, stop),
+            msg_hashes=message_hashes(msgs))
         b.batch_key = batch_key(target, b)
         # provenance travels with the memory: source, run, and the exact rows it came from
         b.info.update({**provenance, "first_key": b.first_key, "last_key": b.last_key, "batch_key": b.batch_key})

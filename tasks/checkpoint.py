@@ -16,6 +16,8 @@ MemOS has no idempotency key, so this ledger is what makes loading exactly-once:
 from __future__ import annotations
 
 import json
+import os
+import socket
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -32,7 +34,9 @@ runs = sa.Table(
     sa.Column("target", sa.String(512), nullable=False),
     sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("finished_at", sa.DateTime(timezone=True)),
-    sa.Column("status", sa.String(16), nullable=False),  # running | completed | failed
+    sa.Column("status", sa.String(16), nullable=False),  # running | completed | incomplete | interrupted | failed | crashed
+    sa.Column("host", sa.String(255)),
+    sa.Column("pid", sa.Integer),
     sa.Column("report", sa.Text),
 )
 
@@ -54,6 +58,9 @@ batches = sa.Table(
     sa.Column("acked_at", sa.DateTime(timezone=True)),
     sa.Column("task_id", sa.String(128)),
     sa.Column("detail", sa.Text),
+    # 64-bit hash of (role, content) per message, in order: what reconciliation compares
+    # against the target's copy of the conversation
+    sa.Column("msg_hashes", sa.LargeBinary, nullable=False),
     sa.Index("ix_batches_conv", "target", "user_id", "conversation_id"),
     sa.Index("ix_batches_status", "target", "status"),
 )
@@ -74,8 +81,13 @@ conversations = sa.Table(
     sa.Column("delivered_messages", sa.BigInteger, nullable=False),
     sa.Column("last_order", sa.BigInteger),
     sa.Column("last_batch_key", sa.String(64)),
+    # message hashes of the last TAIL delivered messages: tells reconciliation when the
+    # conversation already ended with what an unconfirmed request would have added
+    sa.Column("tail", sa.LargeBinary),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+TAIL = 50  # MemOS's /get/message returns at most 50 messages
 
 _CHUNK = 5_000  # keys per IN (...) lookup: under SQLite's and PostgreSQL's parameter limits
 
@@ -99,6 +111,7 @@ class BatchRecord:
     last_order: int | None
     key_lo: np.ndarray
     key_hi: np.ndarray
+    msg_hashes: np.ndarray
 
 
 class Ledger:
@@ -121,7 +134,19 @@ class Ledger:
     def start_run(self, run_id: str, flow: str, source: str, target: str) -> None:
         with self.engine.begin() as c:
             c.execute(runs.insert().values(run_id=run_id, flow=flow, source=source, target=target,
-                                           started_at=_now(), status="running"))
+                                           started_at=_now(), status="running", host=socket.gethostname(),
+                                           pid=os.getpid()))
+
+    def dead_runs(self) -> list[str]:
+        """Runs still marked running whose process on this host is gone (killed): marked crashed."""
+        host = socket.gethostname()
+        with self.engine.begin() as c:
+            rows = c.execute(sa.select(runs.c.run_id, runs.c.pid).where(
+                runs.c.status == "running", runs.c.host == host)).all()
+            dead = [r for r, pid in rows if pid and not _alive(pid)]
+            if dead:
+                c.execute(runs.update().where(runs.c.run_id.in_(dead)).values(status="crashed", finished_at=_now()))
+        return dead
 
     def finish_run(self, run_id: str, status: str, report: dict) -> None:
         with self.engine.begin() as c:
@@ -189,7 +214,7 @@ class Ledger:
                 batch_key=rec.batch_key, target=target, source=rec.source, run_id=rec.run_id,
                 user_id=rec.user_id, conversation_id=rec.conversation_id, status="sent",
                 n_messages=len(rows), n_tokens=rec.n_tokens, first_key=rec.first_key, last_key=rec.last_key,
-                last_order=rec.last_order, sent_at=_now()))
+                last_order=rec.last_order, sent_at=_now(), msg_hashes=rec.msg_hashes.astype(np.int64).tobytes()))
             c.execute(messages.insert(), rows)
 
     def record_delivered(self, target: str, rec: BatchRecord, task_id: str | None) -> None:
@@ -201,16 +226,17 @@ class Ledger:
                       .values(status="delivered", acked_at=now, task_id=task_id))
             key = (conversations.c.target == target) & (conversations.c.user_id == rec.user_id) & \
                   (conversations.c.conversation_id == rec.conversation_id)
-            prev = c.execute(sa.select(conversations.c.last_order).where(key)).first()
+            prev = c.execute(sa.select(conversations.c.last_order, conversations.c.tail).where(key)).first()
             if prev is None:
                 c.execute(conversations.insert().values(
                     target=target, user_id=rec.user_id, conversation_id=rec.conversation_id,
-                    delivered_messages=n, last_order=rec.last_order, last_batch_key=rec.batch_key, updated_at=now))
+                    delivered_messages=n, last_order=rec.last_order, last_batch_key=rec.batch_key,
+                    tail=_tail(None, rec.msg_hashes), updated_at=now))
             else:
                 last = rec.last_order if prev[0] is None or rec.last_order is None else max(prev[0], rec.last_order)
                 c.execute(conversations.update().where(key).values(
                     delivered_messages=conversations.c.delivered_messages + n, last_order=last,
-                    last_batch_key=rec.batch_key, updated_at=now))
+                    last_batch_key=rec.batch_key, tail=_tail(prev[1], rec.msg_hashes), updated_at=now))
 
     def record_failed(self, rec: BatchRecord, detail: str) -> None:
         """The target refused the batch for good (a bad request): it is quarantined, not retried."""
@@ -224,6 +250,38 @@ class Ledger:
             c.execute(messages.delete().where(messages.c.batch_key == rec.batch_key))
             c.execute(batches.delete().where(batches.c.batch_key == rec.batch_key, batches.c.status == "sent"))
 
+    # -- in-doubt requests --------------------------------------------------------------
+    def unconfirmed(self, target: str, source: str) -> list[BatchRecord]:
+        """Requests of a source recorded as sent and never confirmed (a crash, no answer)."""
+        with self.engine.connect() as c:
+            rows = c.execute(sa.select(batches).where(batches.c.target == target, batches.c.source == source,
+                                                      batches.c.status == "sent")
+                             .order_by(batches.c.sent_at)).mappings().all()
+            out = []
+            for r in rows:
+                keys = c.execute(sa.select(messages.c.key_lo, messages.c.key_hi)
+                                 .where(messages.c.batch_key == r["batch_key"])).all()
+                out.append(BatchRecord(
+                    batch_key=r["batch_key"], source=r["source"], run_id=r["run_id"], user_id=r["user_id"],
+                    conversation_id=r["conversation_id"], n_tokens=r["n_tokens"], first_key=r["first_key"],
+                    last_key=r["last_key"], last_order=r["last_order"],
+                    key_lo=np.array([k[0] for k in keys], dtype=np.int64),
+                    key_hi=np.array([k[1] for k in keys], dtype=np.int64),
+                    msg_hashes=np.frombuffer(r["msg_hashes"], dtype=np.int64)))
+        return out
+
+    def conversation_tail(self, target: str, user_id: str, conversation_id: str) -> np.ndarray:
+        with self.engine.connect() as c:
+            row = c.execute(sa.select(conversations.c.tail).where(
+                conversations.c.target == target, conversations.c.user_id == user_id,
+                conversations.c.conversation_id == conversation_id)).first()
+        return np.frombuffer(row[0], dtype=np.int64) if row and row[0] else np.empty(0, dtype=np.int64)
+
+    def run_task_ids(self, run_id: str) -> list[str]:
+        with self.engine.connect() as c:
+            return [t for (t,) in c.execute(sa.select(batches.c.task_id).where(
+                batches.c.run_id == run_id, batches.c.status == "delivered", batches.c.task_id.is_not(None)))]
+
     # -- reporting ----------------------------------------------------------------------
     def summary(self, target: str | None = None) -> dict:
         with self.engine.connect() as c:
@@ -235,6 +293,21 @@ class Ledger:
                 per.setdefault(source, {})[status] = {"batches": n, "messages": int(msgs or 0)}
             last = c.execute(sa.select(runs).order_by(runs.c.started_at.desc()).limit(10)).mappings().all()
         return {"by_source": per, "recent_runs": [dict(r) for r in last]}
+
+
+def _tail(prev: bytes | None, new: np.ndarray) -> bytes:
+    old = np.frombuffer(prev, dtype=np.int64) if prev else np.empty(0, dtype=np.int64)
+    return np.concatenate([old, new.astype(np.int64)])[-TAIL:].tobytes()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:

@@ -23,10 +23,12 @@ import pyarrow.compute as pc
 from memos_etl.client import TerminalBatchError, TransientError
 from memos_etl.config import LoadConfig, Mapping, TargetConfig
 from memos_etl.errors import FatalTargetError
+from memos_etl.limiter import RateLimiter
 from memos_etl.report import Counts
 from tasks.batch import RequestBatch, drop_duplicates, make_batches, order_values, sort_conversations
 from tasks.checkpoint import BatchRecord, Ledger
 from tasks.quarantine import QuarantineWriter, rows_table
+from tasks.reconcile import check
 from tasks.stage import read_bucket
 
 log = logging.getLogger("memos_etl.load")
@@ -42,6 +44,7 @@ class LoadContext:
     run_id: str
     quarantine_dir: Path
     resend_in_doubt: bool = False
+    limiter: RateLimiter = field(default_factory=RateLimiter)
     stop: threading.Event = field(default_factory=threading.Event)
     fatal: list = field(default_factory=list)
 
@@ -147,11 +150,16 @@ def _send(ctx: LoadContext, b: RequestBatch, table: pa.Table, counts: Counts,
     rec = BatchRecord(batch_key=b.batch_key, source=ctx.mapping.source.name, run_id=ctx.run_id,
                       user_id=b.user_id, conversation_id=b.conversation_id, n_tokens=b.n_tokens,
                       first_key=b.first_key, last_key=b.last_key, last_order=b.last_order,
-                      key_lo=b.key_lo, key_hi=b.key_hi)
+                      key_lo=b.key_lo, key_hi=b.key_hi, msg_hashes=b.msg_hashes)
     ctx.ledger.record_sent(ctx.target, rec, replace=ctx.resend_in_doubt)
     cfg = ctx.target_cfg
     maybe_applied = False
     for attempt in range(cfg.max_attempts):
+        if ctx.stop.is_set():
+            break
+        counts.throttle_wait_s += ctx.limiter.acquire(b.n_tokens, ctx.stop)
+        if ctx.stop.is_set():
+            break
         if attempt:
             counts.retries += 1
         counts.requests += 1
@@ -159,23 +167,32 @@ def _send(ctx: LoadContext, b: RequestBatch, table: pa.Table, counts: Counts,
             reply = ctx.client.add(b)
         except TransientError as exc:
             counts.failed_requests += 1
+            if exc.throttled:
+                counts.throttled += 1
+                ctx.limiter.on_throttled()
             maybe_applied = exc.in_doubt
             if exc.in_doubt:
-                found = _reconcile(ctx, b)
+                found = check(ctx.client, ctx.ledger, ctx.target, rec)
                 if found:
+                    counts.reconciled_landed += 1
                     ctx.ledger.record_delivered(ctx.target, rec, None)
                     counts.delivered += len(b.messages)
                     return "delivered"
-                maybe_applied = found is None
-                if maybe_applied:
+                if found is None:
+                    counts.reconciled_unknown += 1
                     break  # the target cannot tell us: never resend blindly
-            if attempt + 1 < cfg.max_attempts:
-                time.sleep(backoff_delay(attempt, cfg.backoff_base_s, cfg.backoff_cap_s, exc.retry_after))
+                counts.reconciled_missing += 1
+                maybe_applied = False
             log.warning("%s/%s: %s (attempt %d of %d)", b.user_id, b.conversation_id, exc,
                         attempt + 1, cfg.max_attempts)
+            if attempt + 1 < cfg.max_attempts:
+                delay = backoff_delay(attempt, cfg.backoff_base_s, cfg.backoff_cap_s, exc.retry_after)
+                counts.backoff_wait_s += delay
+                ctx.stop.wait(delay)
             continue
         except TerminalBatchError as exc:
             counts.failed_requests += 1
+            counts.quarantined_requests += 1
             ctx.ledger.record_failed(rec, exc.detail)
             rows = table.slice(b.rows[0], b.rows[1] - b.rows[0])
             _quarantine_rows(ctx, rows, [f"target refused the request: {exc}"], counts, quarantine, "load")
@@ -187,6 +204,7 @@ def _send(ctx: LoadContext, b: RequestBatch, table: pa.Table, counts: Counts,
             ctx.stop.set()
             counts.pending += len(b.messages)
             return "pending"
+        ctx.limiter.on_success()
         ctx.ledger.record_delivered(ctx.target, rec, reply.task_id)
         counts.delivered += len(b.messages)
         return "delivered"
@@ -196,19 +214,6 @@ def _send(ctx: LoadContext, b: RequestBatch, table: pa.Table, counts: Counts,
     ctx.ledger.forget_unsent(ctx.target, rec)
     counts.pending += len(b.messages)
     return "pending"
-
-
-def _reconcile(ctx: LoadContext, b: RequestBatch) -> bool | None:
-    """Does the conversation already end with this request's messages? None: cannot tell."""
-    try:
-        held = ctx.client.get_messages(b.user_id, b.conversation_id, limit=50)
-    except (TransientError, TerminalBatchError) as exc:
-        log.warning("%s/%s: cannot check what the target holds: %s", b.user_id, b.conversation_id, exc)
-        return None
-    ours = [(m["role"], m["content"]) for m in b.messages][-50:]
-    theirs = [(m.get("role"), m.get("content")) for m in held]
-    k = len(ours)
-    return any(theirs[i:i + k] == ours for i in range(len(theirs) - k + 1))
 
 
 def _quarantine_rows(ctx: LoadContext, rows: pa.Table, reasons: list[str], counts: Counts,

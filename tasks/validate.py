@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -63,9 +64,11 @@ class Validator:
 
     def _build_suite(self):
         os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-        import great_expectations as gx
-        import great_expectations.expectations as gxe
-        from great_expectations.data_context.types.base import ProgressBarsConfig
+        with warnings.catch_warnings():  # GX's own deprecated imports are not our users' concern
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import great_expectations as gx
+            import great_expectations.expectations as gxe
+            from great_expectations.data_context.types.base import ProgressBarsConfig
 
         for name in ("great_expectations", "great_expectations.data_context.types.base"):
             logging.getLogger(name).setLevel(logging.WARNING)

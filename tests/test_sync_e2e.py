@@ -137,9 +137,21 @@ def test_in_doubt_is_reported_not_resent_when_the_target_cannot_tell(dev_server,
     assert sum(len(v) for v in stored_messages(dev_server.url).values()) == 21
     again = run(mapping, run_config)
     assert again.counts.in_doubt == 3 and again.counts.pending == 3 and again.counts.requests == 0
-    set_faults(dev_server.url)
+    assert again.counts.reconciled_unknown == 1
+    set_faults(dev_server.url)  # the target can answer again: the next run settles it
+    settled = run(mapping, run_config)
+    assert settled.counts.reconciled_landed == 1 and settled.counts.delivered == 3
+    assert settled.status == "completed"
+    assert stored_messages(dev_server.url) == expected
+
+
+def test_resend_in_doubt_is_an_explicit_choice(dev_server, run_config, small):
+    mapping, expected = small
+    run_config.target.timeout_s = 0.5
+    set_faults(dev_server.url, script=[{"hang": 2, "store": True}], get_message_fails=True)
+    run(mapping, run_config)
     forced = run(mapping, run_config, resend_in_doubt=True)
-    assert forced.counts.delivered == 6  # resend on purpose: the operator accepts the duplicate
+    assert forced.counts.delivered == 6  # the operator accepted a possible duplicate
     stored = stored_messages(dev_server.url)
     dup_conv = [k for k, v in stored.items() if len(v) != len(expected[k])]
     assert len(dup_conv) == 1 and len(stored[dup_conv[0]]) == 9

@@ -1,0 +1,100 @@
+"""Client-side rate limiting shared by every sender of a run.
+
+MemOS enforces requests per second and tokens per minute over sliding windows. We keep the
+same two windows on our side (a log of recent sends), so a run that respects them is never
+refused, however many conversations are in flight. Limits are scaled by `headroom` because
+the server counts a request when it arrives, a little after we counted it when it left.
+
+Adaptive: each throttling answer (HTTP 429, codes 40300/40309) multiplies the allowed rate
+by `decrease` (down to `floor`); every success afterwards wins back `increase` of it, so a
+shared key that other clients also use settles below the limit instead of oscillating.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Callable
+
+
+class RateLimiter:
+    def __init__(self, requests_per_second: float = 0.0, tokens_per_minute: float = 0.0, *,
+                 headroom: float = 0.97, decrease: float = 0.7, increase: float = 0.02, floor: float = 0.05,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] | None = None):
+        self.rps = requests_per_second
+        self.tpm = tokens_per_minute
+        self.headroom, self.decrease, self.increase, self.floor = headroom, decrease, increase, floor
+        self.factor = 1.0
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._sleep = sleep
+        self._sends: deque[float] = deque()
+        self._tokens: deque[tuple[float, int]] = deque()
+        self._token_sum = 0
+        self.waited_s = 0.0
+        self.throttled = 0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.rps or self.tpm)
+
+    def acquire(self, tokens: int, stop: threading.Event | None = None) -> float:
+        """Block until a request of `tokens` fits both windows; returns the seconds waited."""
+        if not self.enabled:
+            return 0.0
+        waited = 0.0
+        with self._cond:
+            while True:
+                delay = self._delay(tokens)
+                if delay <= 0:
+                    now = self._clock()
+                    self._sends.append(now)
+                    self._tokens.append((now, tokens))
+                    self._token_sum += tokens
+                    self.waited_s += waited
+                    return waited
+                if stop is not None and stop.is_set():
+                    self.waited_s += waited
+                    return waited
+                if self._sleep is not None:  # tests drive a fake clock
+                    self._sleep(delay)
+                else:
+                    self._cond.wait(delay)
+                waited += delay
+
+    def _delay(self, tokens: int) -> float:
+        now = self._clock()
+        while self._sends and now - self._sends[0] >= 1.0:
+            self._sends.popleft()
+        while self._tokens and now - self._tokens[0][0] >= 60.0:
+            self._token_sum -= self._tokens.popleft()[1]
+        delay = 0.0
+        scale = self.headroom * self.factor
+        if self.rps:
+            allowed = max(1, int(self.rps * scale))
+            if len(self._sends) >= allowed:
+                delay = max(delay, 1.0 - (now - self._sends[len(self._sends) - allowed]))
+        if self.tpm:
+            budget = self.tpm * scale
+            if self._tokens and self._token_sum + tokens > budget:
+                # wait until enough of the oldest sends have left the one-minute window
+                excess = self._token_sum + tokens - budget
+                freed = 0
+                for t, n in self._tokens:
+                    freed += n
+                    if freed >= excess:
+                        delay = max(delay, 60.0 - (now - t))
+                        break
+        return delay
+
+    def on_throttled(self) -> None:
+        with self._cond:
+            self.throttled += 1
+            self.factor = max(self.floor, self.factor * self.decrease)
+
+    def on_success(self) -> None:
+        if self.factor < 1.0:
+            with self._cond:
+                self.factor = min(1.0, self.factor + self.increase)
+                self._cond.notify_all()

@@ -1,0 +1,63 @@
+"""Reconcile: did an unconfirmed request reach the target? Ask it before sending again.
+
+A request that got no answer (timeout, dropped connection, a server error after the write,
+or a process killed mid-request) may or may not have been applied. MemOS has no request id
+to look up, but it lists the latest messages of a conversation (`/get/message`, up to 50).
+We compare hashes of (role, content): if the conversation ends with the request's messages
+it arrived; if not, it did not. One case is ambiguous and reported as such: the
+conversation already ended with those same messages before the request (a repeated
+exchange), which the ledger's per-conversation tail of delivered hashes reveals.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from memos_etl.client import CannotTell, TerminalBatchError, TransientError
+from memos_etl.report import Counts
+from tasks.batch import message_hashes
+from tasks.checkpoint import TAIL, BatchRecord, Ledger
+
+log = logging.getLogger("memos_etl.reconcile")
+
+
+def landed(held: list[dict], ours: np.ndarray, prior_tail: np.ndarray) -> bool | None:
+    """True: the target holds the request; False: it does not; None: cannot tell."""
+    k = min(len(ours), TAIL)
+    want = ours[-k:]
+    theirs = message_hashes(held)
+    if len(theirs) >= k and np.array_equal(theirs[-k:], want):
+        # the conversation ends with our messages; unless it already did before we sent them
+        if len(prior_tail) >= k and np.array_equal(prior_tail[-k:], want):
+            return None
+        return True
+    return False
+
+
+def check(client, ledger: Ledger, target: str, rec: BatchRecord) -> bool | None:
+    """Ask the target whether an unconfirmed request arrived; None when it cannot tell."""
+    try:
+        held = client.get_messages(rec.user_id, rec.conversation_id, limit=TAIL)
+    except CannotTell:
+        return None
+    except (TransientError, TerminalBatchError) as exc:
+        log.warning("%s/%s: cannot check what the target holds: %s", rec.user_id, rec.conversation_id, exc)
+        return None
+    prior = ledger.conversation_tail(target, rec.user_id, rec.conversation_id)
+    return landed(held, rec.msg_hashes, prior)
+
+
+def resolve_unconfirmed(client, ledger: Ledger, target: str, source: str, counts: Counts) -> None:
+    """At the start of a run: settle every request an earlier run left unconfirmed."""
+    for rec in ledger.unconfirmed(target, source):
+        outcome = check(client, ledger, target, rec)
+        if outcome is True:
+            ledger.record_delivered(target, rec, None)
+            counts.reconciled_landed += 1
+        elif outcome is False:
+            ledger.forget_unsent(target, rec)  # its messages are sent again, in order, by this run
+            counts.reconciled_missing += 1
+        else:
+            counts.reconciled_unknown += 1
