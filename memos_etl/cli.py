@@ -57,22 +57,39 @@ WorkOpt = typer.Option(None, "--work-dir", help="state directory (overrides stat
 def sync(mapping: Path = typer.Argument(..., help="mapping file, e.g. schemas/mappings/sample.yaml"),
          config: Optional[Path] = ConfigOpt, target_url: Optional[str] = TargetOpt,
          ledger: Optional[str] = LedgerOpt, work_dir: Optional[Path] = WorkOpt,
-         resend_in_doubt: bool = typer.Option(False, help="resend requests that got no answer earlier"),
+         resend_in_doubt: bool = typer.Option(False, help="resend requests that got no answer and that the "
+                                                           "target cannot confirm (may duplicate them)"),
+         no_prefect: bool = typer.Option(False, "--no-prefect", help="run the same steps on a plain thread "
+                                                                     "pool, without a Prefect API server"),
          json_out: bool = typer.Option(False, "--json", help="print the report as JSON")):
-    """Sync one source into MemOS as a Prefect flow run."""
+    """Sync one source into MemOS (a Prefect flow run unless --no-prefect).
+
+    Exit codes: 0 completed; 1 error (nothing lost, re-run to resume); 2 incomplete (messages
+    pending or in doubt); 3 interrupted by SIGTERM/Ctrl-C (drained, re-run to resume).
+    """
+    from memos_etl import shutdown
+
+    shutdown.install()
     try:
         cfg = _config(config, target_url, ledger, work_dir)
         from memos_etl.pipeline import preflight
 
-        preflight(load_mapping(mapping))  # config and column errors before Prefect starts
-        from flows.sync import run_sync
+        m = load_mapping(mapping)
+        preflight(m)  # config and column errors before Prefect starts
+        if no_prefect:
+            from memos_etl.pipeline import run
 
-        report = run_sync(str(mapping), cfg, resend_in_doubt)
+            report = run(m, cfg, resend_in_doubt=resend_in_doubt).to_dict()
+        else:
+            from flows.sync import run_sync
+
+            report = run_sync(str(mapping), cfg, resend_in_doubt)
     except MemosEtlError as exc:
         _fail(exc)
     _print_report(report, json_out)
-    if report["status"] != "completed":
-        raise typer.Exit(2)
+    code = {"completed": 0, "incomplete": 2, "interrupted": 3}.get(report["status"], 1)
+    if code:
+        raise typer.Exit(code)
 
 
 def _print_report(report: dict, as_json: bool) -> None:
@@ -148,14 +165,20 @@ def dev_server(port: int = typer.Option(8765), host: str = typer.Option("127.0.0
                db: str = typer.Option(".memos-etl/devserver.db", help="SQLite file (':memory:' for none)"),
                api_key: Optional[str] = typer.Option(None, help="require this key (Authorization: Token ...)"),
                latency_ms: float = typer.Option(0.0), rps: float = typer.Option(0.0),
-               tokens_per_minute: int = typer.Option(0), error_rate: float = typer.Option(0.0)):
-    """Run the local MemOS-compatible server (cloud routes, fault injection)."""
+               tokens_per_minute: int = typer.Option(0), error_rate: float = typer.Option(0.0),
+               commit_then_fail_rate: float = typer.Option(0.0), drop_rate: float = typer.Option(0.0),
+               rate_limit_style: str = typer.Option("http429", help="http429 | envelope200"),
+               seed: Optional[int] = typer.Option(None, help="seed for random faults (replayable)"),
+               faults: Optional[str] = typer.Option(None, help="more faults as JSON, see memos_etl/devserver.py")):
+    """Run the local MemOS-compatible server (cloud and self-hosted routes, fault injection)."""
     from memos_etl.devserver import serve
 
     if db != ":memory:":
         Path(db).parent.mkdir(parents=True, exist_ok=True)
-    serve(host, port, db, api_key=api_key, latency_ms=latency_ms, rps=rps,
-          tokens_per_minute=tokens_per_minute, error_rate=error_rate)
+    extra = json.loads(faults) if faults else {}
+    serve(host, port, db, api_key=api_key, latency_ms=latency_ms, rps=rps, tokens_per_minute=tokens_per_minute,
+          error_rate=error_rate, commit_then_fail_rate=commit_then_fail_rate, drop_rate=drop_rate,
+          rate_limit_style=rate_limit_style, seed=seed, **extra)
 
 
 @app.command()

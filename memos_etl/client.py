@@ -36,9 +36,10 @@ class TransientError(MemosEtlError):
     """
 
     def __init__(self, message: str, in_doubt: bool = False, retry_after: float | None = None,
-                 throttled: bool = False):
+                 throttled: bool = False, answered: bool = True):
         super().__init__(message)
         self.in_doubt, self.retry_after, self.throttled = in_doubt, retry_after, throttled
+        self.answered = answered  # False: no complete answer came (the server may still be working)
 
 
 class TerminalBatchError(MemosEtlError):
@@ -112,11 +113,14 @@ class _HttpTarget:
             # refused before a byte was sent is safe to repeat; a reset after sending is not
             text = str(exc).lower()
             refused = "refused" in text or "name or service" in text or "failed to resolve" in text
-            raise TransientError(f"{route}: connection error: {exc}", in_doubt=writes and not refused) from None
+            raise TransientError(f"{route}: connection error: {exc}", in_doubt=writes and not refused,
+                                 answered=False) from None
         except requests.Timeout as exc:
-            raise TransientError(f"{route}: no answer within {self.cfg.timeout_s}s: {exc}", in_doubt=writes) from None
+            raise TransientError(f"{route}: no answer within {self.cfg.timeout_s}s: {exc}", in_doubt=writes,
+                                 answered=False) from None
         except requests.exceptions.ChunkedEncodingError as exc:
-            raise TransientError(f"{route}: connection dropped mid-answer: {exc}", in_doubt=writes) from None
+            raise TransientError(f"{route}: connection dropped mid-answer: {exc}", in_doubt=writes,
+                                 answered=False) from None
         return self._envelope(route, resp, writes)
 
     def _envelope(self, route: str, resp: requests.Response, writes: bool):

@@ -177,8 +177,13 @@ class TargetConfig(_Strict):
     track_extraction: bool = False  # cloud: poll /get/status for this run's task_ids at the end
     extraction_wait_s: float = Field(default=30.0, ge=0)
     max_attempts: int = Field(default=5, ge=1)  # per request, HTTP level (see README: retries)
+    # throttling answers do not use up max_attempts: they are retried for up to this long
+    max_throttle_wait_s: float = Field(default=600.0, ge=0)
     backoff_base_s: float = Field(default=0.5, ge=0)
     backoff_cap_s: float = Field(default=30.0, ge=0)
+    # after a request got no answer, wait this long before asking the target whether it
+    # arrived, so a request the server is still processing has landed by then
+    in_doubt_grace_s: float = Field(default=5.0, ge=0)
 
     @property
     def ledger_name(self) -> str:

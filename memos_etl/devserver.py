@@ -1,15 +1,18 @@
 """A local MemOS-compatible server: the demo's and the tests' MemOS, with fault injection.
 
 It implements the MemOS Cloud routes this project uses (`/add/message`, `/get/message`,
-`/search/memory`, `/get/status`) over real HTTP, with the same envelope and error codes, and
-stores what it accepts in SQLite. Like MemOS, it has no idempotency: the same request twice
-stores its messages twice, which is what lets tests catch a loader that duplicates.
+`/search/memory`, `/get/status`) and the self-hosted server's `/product/add` and
+`/product/search`, over real HTTP, with the same envelopes and error codes, and stores what
+it accepts in SQLite. Like MemOS, it has no idempotency: the same request twice stores its
+messages twice, which is what lets tests catch a loader that duplicates.
 
-Fault injection (`/_dev/faults`, or CLI flags): latency, a requests-per-second limit and a
-tokens-per-minute limit (answered like MemOS: HTTP 429 / codes 40300 and 40309 with
-Retry-After), a random 5xx share, and a queue of scripted faults for the next add requests:
-an error status/code, or `hang` (store the messages or not, then answer only after the
-client has given up: the in-doubt case).
+Fault injection (`POST /_dev/faults`, or CLI flags; see `Faults`), random choices drawn from
+a seeded generator so a failing test can be replayed: latency and slow answers; a
+requests-per-second and a tokens-per-minute limit answered in either of MemOS's styles
+(HTTP 429 with Retry-After, or HTTP 200 with code 40300/40309); 5xx before the write;
+commit-then-fail (the write happens, then a 500 or a dropped connection); failing
+background extraction; and a script of faults for the next requests, including `hang`
+(answer only after the client has given up).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from collections import deque
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from schemas.message import ALLOWED_ROLES, MAX_ID_CHARS
 from tasks.budget import BYTES_PER_TOKEN
@@ -37,16 +40,27 @@ E_MISSING_FIELD, E_ID_TOO_LONG, E_BAD_MESSAGES, E_BAD_ROLE, E_EMPTY_CONTENT, E_T
 
 
 class Faults:
+    """What the server does wrong, and how often. Random choices come from `seed`."""
+
     def __init__(self):
         self.reset()
 
     def reset(self, **kw):
+        self.seed: int | None = None
         self.latency_ms = 0.0
+        self.slow_rate, self.slow_ms = 0.0, 0.0  # a share of requests answered slowly
         self.rps = 0.0  # 0: unlimited
         self.tokens_per_minute = 0
-        self.error_rate = 0.0
+        self.rate_limit_style = "http429"  # or "envelope200": HTTP 200 with code 40300/40309
+        self.error_rate = 0.0  # 5xx before storing anything
+        self.commit_then_fail_rate = 0.0  # store the messages, then answer 500
+        self.drop_rate = 0.0  # store the messages, then drop the connection mid-answer
+        self.extraction_fail_rate = 0.0  # share of tasks whose background extraction fails
         self.max_request_tokens = 40_000
-        self.script: deque = deque()  # [{"status": 500, "code": 50000} | {"hang": 5, "store": true}]
+        # scripted faults for the next add requests, in order:
+        # {"status": 500, "code": 50000, "retry_after": 1} | {"hang": 5, "store": true}
+        # | {"commit_then_fail": true} | {"drop": true, "store": true} | {"pass": true} (no fault)
+        self.script: deque = deque()
         self.api_key: str | None = None
         self.get_message_fails = False  # a target that cannot say what it holds
         for k, v in kw.items():
@@ -54,6 +68,12 @@ class Faults:
                 self.script = deque(v)
             elif hasattr(self, k):
                 setattr(self, k, v)
+            else:
+                raise ValueError(f"unknown fault {k!r}")
+        self.rng = random.Random(self.seed)
+
+    def chance(self, share: float) -> bool:
+        return bool(share) and self.rng.random() < share
 
 
 class Store:
@@ -135,8 +155,8 @@ def request_tokens(body: dict) -> int:
     return n
 
 
-def validate_add(body: dict) -> tuple[int, str] | None:
-    for f in ("user_id", "conversation_id"):
+def validate_add(body: dict, conversation: str = "conversation_id") -> tuple[int, str] | None:
+    for f in ("user_id", conversation):
         v = body.get(f)
         if not isinstance(v, str) or not v:
             return E_MISSING_FIELD, f"{f} is required"
@@ -155,10 +175,21 @@ def validate_add(body: dict) -> tuple[int, str] | None:
     return None
 
 
+class _DroppedResponse(Response):
+    """Starts an answer, then breaks the connection: the client cannot know what happened."""
+
+    async def __call__(self, scope, receive, send):
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"400")]})
+        await send({"type": "http.response.body", "body": b'{"code": 0, "mess', "more_body": True})
+        raise ConnectionAbortedError("dev-server: injected connection drop")
+
+
 def create_app(store: Store | None = None, faults: Faults | None = None) -> FastAPI:
     store = store or Store()
     faults = faults or Faults()
     window = _Window()
+    failed_tasks: set[str] = set()
     app = FastAPI(title="memos-etl dev-server", docs_url=None, redoc_url=None)
     app.state.store, app.state.faults = store, faults
 
@@ -167,11 +198,20 @@ def create_app(store: Store | None = None, faults: Faults | None = None) -> Fast
             return _env(40100, "invalid or missing API key", status=401)
         return None
 
-    @app.post("/add/message")
-    async def add_message(request: Request):
+    def stored(body: dict, conversation: str) -> str:
+        task_id = store.add({**body, "conversation_id": body[conversation]})
+        if faults.chance(faults.extraction_fail_rate):
+            failed_tasks.add(task_id)
+        return task_id
+
+    async def add(request: Request, conversation: str, ok_code: int, ok_data) -> Response:
+        route = request.url.path
         if faults.latency_ms:
             await asyncio.sleep(faults.latency_ms / 1000.0)
+        if faults.chance(faults.slow_rate):
+            await asyncio.sleep(faults.slow_ms / 1000.0)
         resp = auth_failed(request)
+        body = None
         if resp is None:
             try:
                 body = await request.json()
@@ -179,39 +219,102 @@ def create_app(store: Store | None = None, faults: Faults | None = None) -> Fast
                 body = None
             if not isinstance(body, dict):
                 resp = _env(E_BAD_MESSAGES, "body must be a JSON object", status=400)
+        tokens = 0
         if resp is None:
-            bad = validate_add(body)
+            bad = validate_add(body, conversation)
             tokens = request_tokens(body) if not bad else 0
-            if bad:
+            if bad and conversation == "session_id":  # FastAPI's answer on the open-source server
+                resp = JSONResponse({"detail": [{"type": "value_error", "msg": bad[1]}]}, status_code=422)
+            elif bad:
                 resp = _env(bad[0], bad[1], status=400)
             elif tokens > faults.max_request_tokens:
-                resp = _env(E_TOO_LARGE, f"request has ~{tokens} tokens, limit {faults.max_request_tokens}", status=400)
+                resp = _env(E_TOO_LARGE, f"request has ~{tokens} tokens, limit {faults.max_request_tokens}",
+                            status=400)
         if resp is None and faults.script:
             fault = faults.script.popleft()
-            if "hang" in fault:
+            if fault.get("pass"):
+                pass
+            elif "hang" in fault:
                 # the in-doubt case: the client gives up waiting; whether the messages were
                 # stored depends on "store" (default true: applied, answer lost)
                 if fault.get("store", True):
-                    store.add(body)
-                store.hit("/add/message", 0, 0)
+                    stored(body, conversation)
+                store.hit(route, 0, 0)
                 await asyncio.sleep(float(fault["hang"]))
-                return _env(0, "ok (too late)", {"success": True, "task_id": "late", "status": "running"})
-            resp = _env(fault.get("code", 50000), "injected fault", status=fault.get("status", 500),
-                        headers={"Retry-After": str(fault["retry_after"])} if "retry_after" in fault else None)
-        if resp is None and faults.error_rate and random.random() < faults.error_rate:
+                return _env(ok_code, "ok (too late)", ok_data("late"))
+            elif fault.get("drop"):
+                if fault.get("store", True):
+                    stored(body, conversation)
+                store.hit(route, 0, 0)
+                return _DroppedResponse()
+            elif fault.get("commit_then_fail"):
+                stored(body, conversation)
+                resp = _env(50000, "injected: failed after commit", status=500)
+            else:
+                headers = {"Retry-After": str(fault["retry_after"])} if "retry_after" in fault else None
+                resp = _env(fault.get("code", 50000), "injected fault", status=fault.get("status", 500),
+                            headers=headers)
+        if resp is None and faults.chance(faults.error_rate):
             resp = _env(50000, "injected random server error", status=500)
         if resp is None:
             limited = window.admit(faults, tokens)
             if limited:
                 code, wait = limited
-                resp = _env(code, "rate limited" if code == 40300 else "token window exceeded", status=429,
-                            headers={"Retry-After": f"{wait:.3f}"})
+                text = "rate limited" if code == 40300 else "token window exceeded"
+                if faults.rate_limit_style == "envelope200":
+                    resp = _env(code, text, status=200)
+                else:
+                    resp = _env(code, text, status=429, headers={"Retry-After": f"{wait:.3f}"})
+        if resp is None and faults.chance(faults.commit_then_fail_rate):
+            stored(body, conversation)
+            resp = _env(50000, "injected: failed after commit", status=500)
+        if resp is None and faults.chance(faults.drop_rate):
+            stored(body, conversation)
+            store.hit(route, 0, 0)
+            return _DroppedResponse()
         if resp is None:
-            task_id = store.add(body)
-            resp = _env(0, "ok", {"success": True, "task_id": task_id, "status": "running"})
+            resp = _env(ok_code, "ok", ok_data(stored(body, conversation)))
         code = json.loads(resp.body).get("code")
-        store.hit("/add/message", resp.status_code, code)
+        store.hit(route, resp.status_code, code)
         return resp
+
+    @app.post("/add/message")
+    async def add_message(request: Request):
+        return await add(request, "conversation_id", 0,
+                         lambda task_id: {"success": True, "task_id": task_id, "status": "running"})
+
+    @app.post("/product/add")
+    async def product_add(request: Request):
+        return await add(request, "session_id", 200, lambda task_id: [{"task_id": task_id}])
+
+    @app.post("/product/search")
+    async def product_search(request: Request):
+        body = await request.json()
+        hits = search(body.get("user_id"), body.get("query", ""), int(body.get("top_k") or 6), body.get("session_id"))
+        memories = [{"memory": h["memory_value"], "metadata": {"session_id": h["conversation_id"]}} for h in hits]
+        return _env(200, "Search completed successfully", {"text_mem": [{"cube_id": body.get("user_id"),
+                                                                          "memories": memories}]})
+
+    def search(user_id, query: str, limit: int, conversation_id=None) -> list[dict]:
+        words = [w for w in str(query).lower().split() if len(w) > 2]
+        limit = max(1, min(limit, 50))
+        args: list = [user_id]
+        sql = "SELECT conversation_id, role, content, chat_time FROM messages WHERE user_id=?"
+        if conversation_id:
+            sql += " AND conversation_id=?"
+            args.append(conversation_id)
+        scored = []
+        for conv, role, content, chat_time in store.query(sql, args):
+            low = content.lower()
+            score = sum(w in low for w in words)
+            if score:
+                scored.append((score, conv, role, content, chat_time))
+        scored.sort(key=lambda r: -r[0])
+        seen: set = set()  # like MemOS, one memory per fact, however often it was said
+        scored = [r for r in scored if not (r[3] in seen or seen.add(r[3]))]
+        return [{"memory_key": f"{role} said", "memory_value": content, "conversation_id": conv,
+                 "chat_time": chat_time, "relativity": score / max(1, len(words))}
+                for score, conv, role, content, chat_time in scored[:limit]]
 
     @app.post("/get/message")
     async def get_message(request: Request):
@@ -233,31 +336,17 @@ def create_app(store: Store | None = None, faults: Faults | None = None) -> Fast
         if resp:
             return resp
         body = await request.json()
-        words = [w for w in str(body.get("query", "")).lower().split() if len(w) > 2]
-        limit = max(1, min(int(body.get("memory_limit_number") or 6), 50))
-        args: list = [body.get("user_id")]
-        sql = "SELECT conversation_id, role, content, chat_time FROM messages WHERE user_id=?"
-        if body.get("conversation_id"):
-            sql += " AND conversation_id=?"
-            args.append(body["conversation_id"])
-        scored = []
-        for conv, role, content, chat_time in store.query(sql, args):
-            low = content.lower()
-            score = sum(w in low for w in words)
-            if score:
-                scored.append((score, conv, role, content, chat_time))
-        scored.sort(key=lambda r: -r[0])
-        seen: set = set()  # like MemOS, one memory per fact, however often it was said
-        scored = [r for r in scored if not (r[3] in seen or seen.add(r[3]))]
-        memories = [{"memory_key": f"{role} said", "memory_value": content, "conversation_id": conv,
-                     "chat_time": chat_time, "relativity": score / max(1, len(words))}
-                    for score, conv, role, content, chat_time in scored[:limit]]
-        return _env(0, "ok", {"memory_detail_list": memories})
+        hits = search(body.get("user_id"), body.get("query", ""), int(body.get("memory_limit_number") or 6),
+                      body.get("conversation_id"))
+        return _env(0, "ok", {"memory_detail_list": hits})
 
     @app.post("/get/status")
     async def get_status(request: Request):
-        body = await request.json()
-        return _env(0, "ok", [{"task_id": body.get("task_id"), "status": "completed"}])
+        resp = auth_failed(request)
+        if resp:
+            return resp
+        task_id = (await request.json()).get("task_id")
+        return _env(0, "ok", [{"task_id": task_id, "status": "failed" if task_id in failed_tasks else "completed"}])
 
     @app.get("/_dev/stats")
     async def stats():
@@ -276,7 +365,10 @@ def create_app(store: Store | None = None, faults: Faults | None = None) -> Fast
 
     @app.post("/_dev/faults")
     async def set_faults(request: Request):
-        faults.reset(**(await request.json()))
+        try:
+            faults.reset(**(await request.json()))
+        except ValueError as exc:
+            return JSONResponse({"ok": False, "error": str(exc)}, status_code=400)
         return {"ok": True}
 
     @app.post("/_dev/reset")
@@ -303,7 +395,8 @@ class DevServer:
         self.faults.reset(**faults)
         self.store = Store(db)
         self.app = create_app(self.store, self.faults)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
+        # injected connection drops are exceptions by design: keep uvicorn from printing them
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="critical",
                                 access_log=False, timeout_keep_alive=30)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="memos-dev-server", daemon=True)

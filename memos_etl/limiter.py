@@ -8,6 +8,8 @@ the server counts a request when it arrives, a little after we counted it when i
 Adaptive: each throttling answer (HTTP 429, codes 40300/40309) multiplies the allowed rate
 by `decrease` (down to `floor`); every success afterwards wins back `increase` of it, so a
 shared key that other clients also use settles below the limit instead of oscillating.
+With no request limit configured, the first throttling answer sets one: the rate actually
+sent over the last second, decreased; successes then raise it again (additive increase).
 """
 
 from __future__ import annotations
@@ -34,20 +36,27 @@ class RateLimiter:
         self._token_sum = 0
         self.waited_s = 0.0
         self.throttled = 0
+        self.learned = False  # the request limit was learned from throttling, not configured
+        self._recent: deque[float] = deque()  # sends of the last second, even when not limiting
 
     @property
     def enabled(self) -> bool:
-        return bool(self.rps or self.tpm)
+        return bool(self.rps or self.tpm or self.learned)
 
     def acquire(self, tokens: int, stop: threading.Event | None = None) -> float:
         """Block until a request of `tokens` fits both windows; returns the seconds waited."""
         if not self.enabled:
+            with self._cond:
+                now = self._clock()
+                self._recent.append(now)
+                while self._recent and now - self._recent[0] >= 1.0:
+                    self._recent.popleft()
             return 0.0
         waited = 0.0
         with self._cond:
             while True:
                 delay = self._delay(tokens)
-                if delay <= 0:
+                if delay <= 1e-6:  # float noise of (now - then) must not spin the loop
                     now = self._clock()
                     self._sends.append(now)
                     self._tokens.append((now, tokens))
@@ -72,9 +81,14 @@ class RateLimiter:
         delay = 0.0
         scale = self.headroom * self.factor
         if self.rps:
-            allowed = max(1, int(self.rps * scale))
+            rate = self.rps * scale
+            allowed = max(1, int(rate))
             if len(self._sends) >= allowed:
                 delay = max(delay, 1.0 - (now - self._sends[len(self._sends) - allowed]))
+            if self._sends:
+                # even spacing, not bursts at the start of each second: bursts arrive bunched
+                # and the server, counting arrivals, would see more than the limit
+                delay = max(delay, 1.0 / rate - (now - self._sends[-1]))
         if self.tpm:
             budget = self.tpm * scale
             if self._tokens and self._token_sum + tokens > budget:
@@ -91,10 +105,22 @@ class RateLimiter:
     def on_throttled(self) -> None:
         with self._cond:
             self.throttled += 1
-            self.factor = max(self.floor, self.factor * self.decrease)
+            if not self.rps:
+                now = self._clock()
+                recent = sum(1 for t in self._recent if now - t < 1.0) or 1
+                self.rps, self.learned = max(1.0, recent * self.decrease), True
+                self._sends = deque(t for t in self._recent if now - t < 1.0)
+            elif self.learned:
+                self.rps = max(1.0, self.rps * self.decrease)
+            else:
+                self.factor = max(self.floor, self.factor * self.decrease)
 
     def on_success(self) -> None:
-        if self.factor < 1.0:
+        if self.learned:
+            with self._cond:
+                self.rps += self.increase * 10  # additive increase: +0.2 requests/s per success
+                self._cond.notify_all()
+        elif self.factor < 1.0:
             with self._cond:
                 self.factor = min(1.0, self.factor + self.increase)
                 self._cond.notify_all()

@@ -154,14 +154,17 @@ def _send(ctx: LoadContext, b: RequestBatch, table: pa.Table, counts: Counts,
     ctx.ledger.record_sent(ctx.target, rec, replace=ctx.resend_in_doubt)
     cfg = ctx.target_cfg
     maybe_applied = False
-    for attempt in range(cfg.max_attempts):
+    attempt, sends = 0, 0
+    throttle_deadline = time.monotonic() + cfg.max_throttle_wait_s
+    while attempt < cfg.max_attempts:
         if ctx.stop.is_set():
             break
         counts.throttle_wait_s += ctx.limiter.acquire(b.n_tokens, ctx.stop)
         if ctx.stop.is_set():
             break
-        if attempt:
+        if sends:
             counts.retries += 1
+        sends += 1
         counts.requests += 1
         try:
             reply = ctx.client.add(b)
@@ -170,8 +173,12 @@ def _send(ctx: LoadContext, b: RequestBatch, table: pa.Table, counts: Counts,
             if exc.throttled:
                 counts.throttled += 1
                 ctx.limiter.on_throttled()
+            if not exc.throttled or time.monotonic() > throttle_deadline:
+                attempt += 1  # a refusal to go faster is not a failure of the request
             maybe_applied = exc.in_doubt
             if exc.in_doubt:
+                if not exc.answered:
+                    ctx.stop.wait(cfg.in_doubt_grace_s)
                 found = check(ctx.client, ctx.ledger, ctx.target, rec)
                 if found:
                     counts.reconciled_landed += 1
@@ -183,10 +190,12 @@ def _send(ctx: LoadContext, b: RequestBatch, table: pa.Table, counts: Counts,
                     break  # the target cannot tell us: never resend blindly
                 counts.reconciled_missing += 1
                 maybe_applied = False
-            log.warning("%s/%s: %s (attempt %d of %d)", b.user_id, b.conversation_id, exc,
-                        attempt + 1, cfg.max_attempts)
-            if attempt + 1 < cfg.max_attempts:
-                delay = backoff_delay(attempt, cfg.backoff_base_s, cfg.backoff_cap_s, exc.retry_after)
+            if not exc.throttled:
+                log.warning("%s/%s: %s (attempt %d of %d)", b.user_id, b.conversation_id, exc,
+                            attempt, cfg.max_attempts)
+            if attempt < cfg.max_attempts:
+                delay = backoff_delay(max(attempt, 1) - 1 if not exc.throttled else min(sends, 6),
+                                      cfg.backoff_base_s, cfg.backoff_cap_s, exc.retry_after)
                 counts.backoff_wait_s += delay
                 ctx.stop.wait(delay)
             continue

@@ -47,6 +47,7 @@ def run_config(tmp_path, dev_server) -> RunConfig:
     cfg.target.backoff_base_s = 0.01
     cfg.target.backoff_cap_s = 0.05
     cfg.target.timeout_s = 5
+    cfg.target.in_doubt_grace_s = 0.05
     cfg.state.work_dir = str(tmp_path / "state")
     return cfg
 
