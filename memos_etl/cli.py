@@ -42,6 +42,7 @@ def _config(config: Optional[Path], target_url: Optional[str], ledger: Optional[
 def _fail(exc: Exception) -> None:
     report = getattr(exc, "report", None)
     if report is not None:
+        report.error = None  # printed once, below
         typer.echo(report.text())
     typer.secho(f"error: {exc}", fg="red", err=True)
     raise typer.Exit(1)
@@ -219,3 +220,7 @@ def main() -> None:  # pragma: no cover
     except MemosEtlError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(1)
+
+
+if __name__ == "__main__":  # python -m memos_etl.cli (tests drive it as a real process)
+    main()

@@ -202,6 +202,9 @@ class LoadConfig(_Strict):
     requests_per_second: float = Field(default=40.0, ge=0)
     tokens_per_minute: float = Field(default=400_000, ge=0)
     late_messages: Literal["append", "quarantine"] = "append"
+    # this many failed requests in a row across the run (no success between, throttling
+    # aside) means the target is down: stop the run instead of retrying every conversation
+    max_consecutive_failures: int = Field(default=20, ge=1)
 
 
 class StateConfig(_Strict):

@@ -47,6 +47,19 @@ class LoadContext:
     limiter: RateLimiter = field(default_factory=RateLimiter)
     stop: threading.Event = field(default_factory=threading.Event)
     fatal: list = field(default_factory=list)
+    failures_in_a_row: int = 0  # across all senders; a breaker for a target that is down
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def failed(self, exc: Exception) -> None:
+        with self._lock:
+            self.failures_in_a_row += 1
+            if self.failures_in_a_row >= self.load.max_consecutive_failures and not self.fatal:
+                self.fatal.append(f"MemOS at {self.target_cfg.base_url} looks down: {self.failures_in_a_row} "
+                                  f"requests failed in a row (last: {exc}). Nothing is lost; re-run when it is back.")
+                self.stop.set()
+
+    def succeeded(self) -> None:
+        self.failures_in_a_row = 0
 
     @property
     def target(self) -> str:
@@ -175,6 +188,8 @@ def _send(ctx: LoadContext, b: RequestBatch, table: pa.Table, counts: Counts,
                 ctx.limiter.on_throttled()
             if not exc.throttled or time.monotonic() > throttle_deadline:
                 attempt += 1  # a refusal to go faster is not a failure of the request
+            if not exc.throttled:
+                ctx.failed(exc)
             maybe_applied = exc.in_doubt
             if exc.in_doubt:
                 if not exc.answered:
@@ -214,6 +229,7 @@ def _send(ctx: LoadContext, b: RequestBatch, table: pa.Table, counts: Counts,
             counts.pending += len(b.messages)
             return "pending"
         ctx.limiter.on_success()
+        ctx.succeeded()
         ctx.ledger.record_delivered(ctx.target, rec, reply.task_id)
         counts.delivered += len(b.messages)
         return "delivered"

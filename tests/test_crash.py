@@ -1,0 +1,94 @@
+"""Crash safety with real processes: SIGKILL at random moments, SIGTERM drains."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, SAMPLE_MAPPING
+from tests.helpers import chat_rows, expected_messages, stats, stored_messages, write_jsonl
+
+
+@pytest.fixture
+def job(tmp_path, dev_server):
+    """A source of 1,600 messages in 400 requests, and a run config, as files for the CLI."""
+    data = tmp_path / "data"
+    write_jsonl(data / "a.jsonl", chat_rows(conversations=80, turns=20))
+    body = yaml.safe_load(SAMPLE_MAPPING.read_text())
+    body["source"]["path"] = str(data)
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(body))
+    cfg = {"target": {"base_url": dev_server.url, "timeout_s": 5, "in_doubt_grace_s": 0.05,
+                      "backoff_base_s": 0.01, "backoff_cap_s": 0.1},
+           "load": {"max_messages_per_request": 4, "requests_per_second": 60, "concurrency": 4},
+           "state": {"work_dir": str(tmp_path / "state")}}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
+    cmd = [sys.executable, "-m", "memos_etl.cli", "sync", str(tmp_path / "m.yaml"), "--config",
+           str(tmp_path / "run.yaml"), "--no-prefect"]
+    return cmd, expected_messages([data / "a.jsonl"])[0], tmp_path / "state" / "ledger.db"
+
+
+def start(cmd):
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def wait_for_sending(server_url, proc, before, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if stats(server_url)["add_requests"] > before:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_sigkill_at_random_moments_then_rerun_loses_and_duplicates_nothing(job, dev_server):
+    cmd, expected, _ = job
+    rng = random.Random(int(os.environ.get("CHAOS_SEED", "20261125")))
+    kills = 0
+    while kills < 10:
+        proc = start(cmd)
+        before = stats(dev_server.url)["add_requests"]
+        if rng.random() < 0.2:
+            time.sleep(rng.uniform(0.5, 6.0))  # anywhere: start-up, settling, staging or sending
+        else:
+            wait_for_sending(dev_server.url, proc, before)
+            time.sleep(rng.uniform(0.0, 0.5))
+        assert proc.poll() is None, "the source is too small: the run finished before 10 kills"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+    # then re-run until done
+    for _ in range(3):
+        final = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        if final.returncode == 0:
+            break
+    assert final.returncode == 0, final.stdout
+    assert stored_messages(dev_server.url) == expected  # 0 missing, 0 duplicated, in order
+    assert 0 < stats(dev_server.url)["messages"] == 1600
+
+
+def test_sigterm_drains_and_exits_resumable(job, dev_server):
+    cmd, expected, ledger = job
+    proc = start(cmd)
+    assert wait_for_sending(dev_server.url, proc, 0)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 3, out
+    assert "interrupted" in out
+    with sqlite3.connect(ledger) as db:  # in-flight requests were finished and recorded
+        assert db.execute("SELECT COUNT(*) FROM batches WHERE status='sent'").fetchone()[0] == 0
+        delivered = db.execute("SELECT COALESCE(SUM(n_messages), 0) FROM batches WHERE status='delivered'").fetchone()[0]
+    assert 0 < delivered < 1200
+    assert sum(len(v) for v in stored_messages(dev_server.url).values()) == delivered
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert again.returncode == 0, again.stdout
+    assert stored_messages(dev_server.url) == expected
