@@ -8,12 +8,14 @@ running it again, which the ledger makes safe. So retries never multiply.
 
 from __future__ import annotations
 
+import threading
+
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from memos_etl import pipeline
+from memos_etl import pipeline, shutdown
 from memos_etl.config import RunConfig, load_mapping
 from memos_etl.report import RunReport
 from tasks.load import load_bucket
@@ -35,6 +37,10 @@ def sync_flow(mapping_path: str, config: dict | None = None, resend_in_doubt: bo
     """Sync one source (a mapping file) into the configured MemOS target."""
     cfg = RunConfig.model_validate(config or {})
     mapping = load_mapping(mapping_path)
+    if threading.current_thread() is threading.main_thread():
+        # Prefect's engine turns SIGTERM into an exception that abandons requests in flight;
+        # ours drains instead: in-flight requests finish and are recorded, the rest waits
+        shutdown.install()
     logger = get_run_logger()
     report: RunReport | None = None
     try:
