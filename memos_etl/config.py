@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from memos_etl.errors import ConfigError
 from schemas.message import ALLOWED_ROLES
@@ -31,12 +31,54 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class S3Config(_Strict):
+    bucket: str
+    prefix: str = ""
+    endpoint_url: str | None = None  # S3-compatible stores and local servers
+    region: str = "us-east-1"
+    credentials_block: str | None = None  # Prefect Secret block with JSON keys; default: the AWS chain
+    partition_key: str | None = None  # Hive partition (e.g. dt) that --since/--until select on
+
+
+class SqlConfig(_Strict):
+    url: str | None = None  # SQLAlchemy URL ...
+    url_env: str | None = None  # ... or the environment variable holding it (passwords stay out of files)
+    table: str | None = None  # a table (schema.table allowed) ...
+    query: str | None = None  # ... or a SELECT, used as a subquery
+    cursor_column: str  # increasing id or updated_at: what a nightly run continues from
+    key_column: str  # unique per row: breaks cursor ties in keyset pagination
+    # late-arriving rows: each run re-reads this far behind its cursor (seconds for a datetime
+    # cursor, cursor units for a numeric one); the ledger drops what was already delivered
+    lag: float = Field(default=0, ge=0)
+    initial_value: str | int | float | None = None  # where the first run starts (default: the beginning)
+    page_rows: int = Field(default=50_000, ge=1)
+
+    def resolved_url(self) -> str:
+        url = self.url or (os.environ.get(self.url_env) if self.url_env else None)
+        if not url:
+            raise ValueError(f"source.sql: set url, or url_env to a variable that holds it ({self.url_env} is empty)")
+        return url
+
+
 class SourceConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    format: Literal["parquet", "jsonl", "csv"]
-    path: str  # file, directory or glob; relative paths are relative to the mapping file
+    type: Literal["files", "s3", "sql"] = "files"
+    format: Literal["parquet", "jsonl", "csv"] | None = None  # files and s3
+    path: str | None = None  # files: file, directory or glob, relative to the mapping file
+    s3: S3Config | None = None
+    sql: SqlConfig | None = None
     batch_rows: int = Field(default=65_536, ge=1)
     csv_delimiter: str = ","
+
+    @model_validator(mode="after")
+    def _complete(self):
+        need = {"files": ("format", "path"), "s3": ("format", "s3"), "sql": ("sql",)}[self.type]
+        missing = [k for k in need if getattr(self, k) is None]
+        if missing:
+            raise ValueError(f"type {self.type} needs {', '.join('source.' + k for k in missing)}")
+        if self.sql and (self.sql.table is None) == (self.sql.query is None):
+            raise ValueError("source.sql needs exactly one of table or query")
+        return self
 
 
 class Template(BaseModel):
@@ -159,7 +201,7 @@ class Mapping(_Strict):
                 )
 
     def resolve_path(self) -> str:
-        p = Path(self.source.path)
+        p = Path(self.source.path or ".")
         if not p.is_absolute() and self.path_ is not None:
             p = self.path_.parent / p
         return str(p)

@@ -23,6 +23,10 @@ class SourceError(MemosEtlError):
         super().__init__(f"source {source!r}, {location}: {problem}")
 
 
+class SchemaDrift(SourceError):
+    """A mapped column disappeared or changed type: the source stops before anything is sent."""
+
+
 class QualityThresholdError(MemosEtlError):
     """Too many rows failed validation; the run stops before sending anything."""
 

@@ -27,11 +27,13 @@ from memos_etl import shutdown
 from memos_etl.client import make_target as _make_target
 from memos_etl.client import resolve_api_key
 from memos_etl.config import Mapping, RunConfig
-from memos_etl.errors import FatalTargetError, QualityThresholdError
+from memos_etl.errors import FatalTargetError, QualityThresholdError, SchemaDrift
 from memos_etl.limiter import RateLimiter
 from memos_etl.report import Counts, RunReport
 from tasks.checkpoint import Ledger
-from tasks.extract import list_files, read_schema
+from tasks import cursor
+from tasks.cursor import behind
+from tasks.extract import Slice, open_source
 from tasks.load import LoadContext, load_bucket
 from tasks.quarantine import quarantine_dir
 from tasks.reconcile import resolve_unconfirmed
@@ -63,16 +65,66 @@ def make_target(cfg: RunConfig):
     return _make_target(cfg.target, resolve_api_key(cfg.target), pool_size=cfg.load.concurrency + 2)
 
 
-def preflight(mapping: Mapping) -> list:
-    """The source's files; fails before anything is read when a mapped column is missing."""
-    files = list_files(mapping)
-    mapping.check_columns(read_schema(mapping, files[0]).names, f"file {files[0].rel}")
-    return files
+def preflight(mapping: Mapping, source=None) -> list:
+    """Open the source and check the mapping against its first unit, before anything is read."""
+    source = source or open_source(mapping)
+    units = source.units(Slice())
+    if units:
+        mapping.check_columns(source.schema(units[0]).names, units[0].rel)
+    return units
+
+
+def _plan(mapping: Mapping, source, ledger: Ledger, target: str, part: Slice | None, report: RunReport):
+    """The units this run reads, and whether it is the nightly run that may move the cursor."""
+    nightly = part is None or not part.bounded
+    cursor_text, baseline = ledger.source_state(mapping.source.name, target)
+    if mapping.source.type == "sql":
+        sql = mapping.source.sql
+        if nightly:
+            start = behind(cursor.decode(cursor_text), sql.lag)
+            if start is None and sql.initial_value is not None:
+                start = cursor.parse_bound(str(sql.initial_value))
+            part = Slice(since=start)
+        return source.units(part), nightly, baseline
+    units = source.units(part or Slice())
+    manifest = ledger.manifest(mapping.source.name, target)
+    todo = []
+    for u in units:
+        seen = manifest.get(u.rel)
+        if seen and seen[0] == u.version:
+            report.counts.units_skipped += 1  # unchanged since it was fully processed: not read
+            if seen[1] == "failed":
+                report.notes.append(f"{u.rel}: still unreadable (unchanged since it failed); fix or replace it")
+        else:
+            todo.append(u)
+    return todo, nightly, baseline
+
+
+def _drift(mapping: Mapping, staged: list[StageResult], baseline: dict, report: RunReport) -> dict:
+    """Columns seen now vs the last completed run: new ones noted, mapped type changes fatal."""
+    mapped = mapping.referenced_columns()
+    now: dict[str, str] = dict(baseline)
+    for s in staged:
+        for col, kind in s.columns.items():
+            before = now.get(col)
+            if before is None:
+                now[col] = kind
+                if baseline:
+                    report.notes.append(f"new column {col!r} ({kind}) in {s.unit.rel}: not mapped, ignored")
+            elif before != kind:
+                if col in mapped:
+                    raise SchemaDrift(mapping.source.name, s.unit.rel,
+                                      f"mapped column {col!r} changed type: {before} -> {kind} "
+                                      f"({mapped[col]}); nothing was sent. Fix the source or the mapping.")
+                report.notes.append(f"column {col!r} changed type {before} -> {kind} in {s.unit.rel}: not mapped")
+                now[col] = kind
+    return now
 
 
 def run(mapping: Mapping, cfg: RunConfig, *, run_id: str | None = None, stage_map: Mapper | None = None,
         load_map: Mapper | None = None, resend_in_doubt: bool = False, flow: str = "sync",
-        target=None) -> RunReport:
+        target=None, part: Slice | None = None) -> RunReport:
+    """Sync one source. `part` reads a bounded slice (backfill) and never moves the cursor."""
     run_id = run_id or new_run_id()
     started = time.monotonic()
     stage_map = stage_map or thread_map(min(cfg.load.concurrency, 4))
@@ -81,30 +133,36 @@ def run(mapping: Mapping, cfg: RunConfig, *, run_id: str | None = None, stage_ma
     stage_dir = work / "runs" / run_id / "stage"
     qdir = quarantine_dir(cfg.state.work_dir, mapping.source.name, run_id)
     target_cfg = cfg.target
-    report = RunReport(run_id=run_id, source=mapping.source.name, target=target_cfg.ledger_name)
-    files = preflight(mapping)
+    name = mapping.source.name
+    report = RunReport(run_id=run_id, source=name, target=target_cfg.ledger_name)
+    source = open_source(mapping)
     work.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(cfg.state.ledger())
     for dead in ledger.dead_runs():  # killed runs leave their staging behind
         shutil.rmtree(work / "runs" / dead, ignore_errors=True)
     own_target = target is None
     target = target or make_target(cfg)
-    ledger.start_run(run_id, flow, mapping.source.name, target_cfg.ledger_name)
-    report.files = len(files)
+    ledger.start_run(run_id, flow if part is None or not part.bounded else "backfill", name,
+                     target_cfg.ledger_name)
     counts = report.counts
     stop = threading.Event()
     watcher = _watch_shutdown(stop)
     try:
-        resolve_unconfirmed(target, ledger, target_cfg.ledger_name, mapping.source.name, counts)
-        validator = Validator(mapping, cfg.load)
+        units, nightly, baseline = _plan(mapping, source, ledger, target_cfg.ledger_name, part, report)
+        report.files = len(units)
+        if units:  # fail before reading anything when the mapping names a column the source lacks
+            mapping.check_columns(source.schema(units[0]).names, units[0].rel)
+        resolve_unconfirmed(target, ledger, target_cfg.ledger_name, name, counts)
+        validator = Validator(mapping, cfg.load) if units else None
         staged: list[StageResult] = stage_map(stage_file, [
-            (mapping, f, i, validator, run_id, stage_dir, qdir, max(cfg.load.buckets, cfg.load.concurrency))
-            for i, f in enumerate(files)])
+            (mapping, source, u, i, validator, run_id, stage_dir, qdir, max(cfg.load.buckets, cfg.load.concurrency))
+            for i, u in enumerate(units)])
         buckets = sorted({b for s in staged for b in s.buckets})
         for s in staged:
             counts.add(s.counts)
+        columns = _drift(mapping, [s for s in staged if not s.failed], baseline, report)
         if counts.read and counts.quarantined / counts.read > cfg.load.max_failed_share:
-            raise QualityThresholdError(mapping.source.name, counts.quarantined, counts.read,
+            raise QualityThresholdError(name, counts.quarantined, counts.read,
                                         cfg.load.max_failed_share, counts.reasons.most_common(5))
         limiter = RateLimiter(cfg.load.requests_per_second, cfg.load.tokens_per_minute)
         ctx = LoadContext(mapping=mapping, load=cfg.load, target_cfg=target_cfg, client=target, ledger=ledger,
@@ -116,10 +174,21 @@ def run(mapping: Mapping, cfg: RunConfig, *, run_id: str | None = None, stage_ma
             raise FatalTargetError(ctx.fatal[0])
         if target_cfg.track_extraction and not stop.is_set():
             counts.extraction = track_extraction(target, ledger, run_id, target_cfg.extraction_wait_s, stop)
+        failed_units = [s.unit for s in staged if s.failed]
+        ledger.record_units(name, target_cfg.ledger_name, run_id, failed_units, "failed")
         if shutdown.requested.is_set():
             report.status = "interrupted"
         elif counts.pending == 0 and counts.in_doubt == 0:
             report.status = "completed"
+            # state moves only with a complete load: files done, cursor (nightly only), schema
+            ledger.record_units(name, target_cfg.ledger_name, run_id, [s.unit for s in staged if not s.failed],
+                                "done")
+            high = None
+            for s in staged:
+                high = cursor.later(high, s.high_water)
+            ledger.save_source_state(name, target_cfg.ledger_name, cursor.encode(high) if high is not None else
+                                     ledger.source_state(name, target_cfg.ledger_name)[0], columns,
+                                     move_cursor=nightly and high is not None)
         else:
             report.status = "incomplete"
     except Exception as exc:

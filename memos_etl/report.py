@@ -30,6 +30,8 @@ class Counts:
     reconciled_missing: int = 0  # unconfirmed requests not on the target (sent again)
     reconciled_unknown: int = 0  # unconfirmed requests the target could not tell us about
     extraction: dict = field(default_factory=dict)  # async extraction task status -> count
+    units_failed: int = 0  # files/objects that could not be read: quarantined whole
+    units_skipped: int = 0  # unchanged files/objects the manifest says are done: not read
     reasons: Counter = field(default_factory=Counter)
 
     def add(self, other: "Counts") -> "Counts":
@@ -60,6 +62,7 @@ class RunReport:
     status: str = "running"
     files: int = 0
     counts: Counts = field(default_factory=Counts)
+    notes: list = field(default_factory=list)  # schema drift and other things worth a look
     duration_s: float = 0.0
     quarantine_path: str | None = None
     error: str | None = None
@@ -74,7 +77,8 @@ class RunReport:
         c = self.counts
         return [
             ("run", self.run_id), ("source", self.source), ("target", self.target), ("status", self.status),
-            ("files", str(self.files)), ("read", str(c.read)), ("delivered", str(c.delivered)),
+            ("files", f"{self.files} read, {c.units_skipped} unchanged (skipped), {c.units_failed} unreadable"),
+            ("read", str(c.read)), ("delivered", str(c.delivered)),
             ("quarantined", str(c.quarantined)), ("duplicates", str(c.duplicates)),
             ("already delivered", str(c.already_delivered)), ("in doubt", str(c.in_doubt)),
             ("pending", str(c.pending)), ("previously failed", str(c.previously_failed)),
@@ -99,6 +103,8 @@ class RunReport:
             lines += [f"| {r} | {n} |" for r, n in self.counts.reasons.most_common(10)]
         if self.quarantine_path:
             lines += ["", f"Quarantine: `{self.quarantine_path}`"]
+        if self.notes:
+            lines += ["", "## Notes", ""] + [f"- {n}" for n in self.notes]
         if self.error:
             lines += ["", f"**Error:** {self.error}"]
         return "\n".join(lines)
@@ -109,6 +115,7 @@ class RunReport:
         if self.counts.reasons:
             out.append("quarantine reasons:")
             out += [f"  {n:>6}  {r}" for r, n in self.counts.reasons.most_common(10)]
+        out += [f"note: {n}" for n in self.notes]
         if self.error:
             out.append(f"error: {self.error}")
         return "\n".join(out)

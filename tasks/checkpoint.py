@@ -89,6 +89,28 @@ conversations = sa.Table(
 
 TAIL = 50  # MemOS's /get/message returns at most 50 messages
 
+objects = sa.Table(
+    "objects", metadata,  # the manifest of files/objects a source has fully processed
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("target", sa.String(512), primary_key=True),
+    sa.Column("unit", sa.String(1024), primary_key=True),
+    sa.Column("version", sa.String(256), nullable=False),  # ETag, or size:mtime for local files
+    sa.Column("size", sa.BigInteger),
+    sa.Column("status", sa.String(16), nullable=False),  # done | failed
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("detail", sa.Text),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+source_state = sa.Table(
+    "source_state", metadata,
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("target", sa.String(512), primary_key=True),
+    sa.Column("cursor", sa.Text),  # tasks/cursor.py encoding; only nightly runs move it
+    sa.Column("columns", sa.Text),  # JSON column -> type kind seen by the last completed run
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 _CHUNK = 5_000  # keys per IN (...) lookup: under SQLite's and PostgreSQL's parameter limits
 
 
@@ -281,6 +303,51 @@ class Ledger:
         with self.engine.connect() as c:
             return [t for (t,) in c.execute(sa.select(batches.c.task_id).where(
                 batches.c.run_id == run_id, batches.c.status == "delivered", batches.c.task_id.is_not(None)))]
+
+    # -- source state: object manifest, cursor, schema -----------------------------------
+    def manifest(self, source: str, target: str) -> dict[str, tuple[str, str]]:
+        """unit -> (version, status) for every file/object recorded for a source."""
+        with self.engine.connect() as c:
+            rows = c.execute(sa.select(objects.c.unit, objects.c.version, objects.c.status).where(
+                objects.c.source == source, objects.c.target == target))
+            return {u: (v, st) for u, v, st in rows}
+
+    def record_units(self, source: str, target: str, run_id: str, units: list, status: str,
+                     detail: str | None = None) -> None:
+        if not units:
+            return
+        now = _now()
+        with self.engine.begin() as c:
+            c.execute(objects.delete().where(objects.c.source == source, objects.c.target == target,
+                                             objects.c.unit.in_([u.rel for u in units])))
+            c.execute(objects.insert(), [{"source": source, "target": target, "unit": u.rel, "version": u.version,
+                                          "size": u.size, "status": status, "run_id": run_id, "detail": detail,
+                                          "updated_at": now} for u in units])
+
+    def source_state(self, source: str, target: str) -> tuple[str | None, dict]:
+        with self.engine.connect() as c:
+            row = c.execute(sa.select(source_state.c.cursor, source_state.c.columns).where(
+                source_state.c.source == source, source_state.c.target == target)).first()
+        return (row[0], json.loads(row[1]) if row and row[1] else {}) if row else (None, {})
+
+    def save_source_state(self, source: str, target: str, cursor: str | None, columns: dict,
+                          move_cursor: bool) -> None:
+        with self.engine.begin() as c:
+            key = (source_state.c.source == source) & (source_state.c.target == target)
+            prev = c.execute(sa.select(source_state.c.cursor).where(key)).first()
+            values = {"columns": json.dumps(columns), "updated_at": _now()}
+            if move_cursor:
+                values["cursor"] = cursor
+            if prev is None:
+                c.execute(source_state.insert().values(source=source, target=target, **values))
+            else:
+                c.execute(source_state.update().where(key).values(**values))
+
+    def reset_cursor(self, source: str, target: str) -> None:
+        with self.engine.begin() as c:
+            c.execute(source_state.update().where(source_state.c.source == source, source_state.c.target == target)
+                      .values(cursor=None, updated_at=_now()))
+            c.execute(objects.delete().where(objects.c.source == source, objects.c.target == target))
 
     # -- reporting ----------------------------------------------------------------------
     def summary(self, target: str | None = None) -> dict:

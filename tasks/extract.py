@@ -1,19 +1,23 @@
-"""Extract: find a source's files and stream them as pyarrow record batches.
+"""Extract: list a source's units of work and stream each as pyarrow record batches.
 
-Memory stays bounded by `source.batch_rows` (Parquet) or the reader's block size (JSONL, CSV)
-whatever the file size: nothing here materialises a whole file.
+A unit is a local file, an S3 object, or a cursor range of a SQL table/query
+(tasks/extract_sql.py). Memory stays bounded by `source.batch_rows` (Parquet, SQL pages) or
+the reader's block size (JSONL, CSV), whatever the size of the unit: nothing here
+materialises a whole file.
 """
 
 from __future__ import annotations
 
 import glob
+import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.fs as pafs
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
@@ -25,15 +29,143 @@ _BLOCK_BYTES = 8 << 20
 
 
 @dataclass(frozen=True)
-class SourceFile:
-    path: str  # absolute path to open
-    rel: str  # path relative to the source root: the stable location recorded in provenance
-    size: int
-    mtime_ns: int
+class Unit:
+    """One unit of extraction: a file, an object, or a range of rows."""
+
+    rel: str  # the stable location recorded in provenance and quarantine
+    size: int = 0
+    version: str = ""  # changes when the content changes: mtime+size, ETag, or "" (SQL)
+    path: str = ""  # what to open: local path or bucket/key
+    lo: Any = None  # SQL: cursor range [lo, hi)
+    hi: Any = None
 
 
-def list_files(mapping: Mapping) -> list[SourceFile]:
-    """The source's files in a stable order (a file, every matching file under a directory, or a glob)."""
+@dataclass(frozen=True)
+class Slice:
+    """A bounded part of a source for backfills; reading it never moves the nightly cursor."""
+
+    since: Any = None  # SQL cursor / partition value, inclusive
+    until: Any = None  # exclusive
+    partitions: tuple[str, ...] = ()  # Hive partition values (files, S3), e.g. ("2024-01-01",)
+
+    @property
+    def bounded(self) -> bool:
+        return self.since is not None or self.until is not None or bool(self.partitions)
+
+
+@dataclass
+class FileSource:
+    """Parquet, JSONL or CSV files on a local disk or in S3 (via pyarrow's filesystems)."""
+
+    mapping: Mapping
+    fs: pafs.FileSystem
+    listing: list[Unit] = field(default_factory=list)
+    high_water: Any = None  # unused for files: their state is the object manifest
+
+    def units(self, part: Slice) -> list[Unit]:
+        key = self.mapping.source.s3.partition_key if self.mapping.source.s3 else None
+        out = [u for u in self.listing if _in_slice(u.rel, part, key)]
+        return out
+
+    def schema(self, unit: Unit) -> pa.Schema:
+        try:
+            if self.mapping.source.format == "parquet":
+                with self.fs.open_input_file(unit.path) as fh:
+                    return pq.read_schema(fh)
+            return next(iter(self._open_text(unit, schema=None)), pa.record_batch([])).schema
+        except (pa.ArrowException, OSError) as exc:
+            raise SourceError(self.mapping.source.name, unit.rel, f"cannot read schema: {exc}") from None
+
+    def iter_batches(self, unit: Unit) -> Iterator[tuple[int, pa.RecordBatch]]:
+        """Yield (row offset in the unit, record batch)."""
+        offset = 0
+        fmt = self.mapping.source.format
+        try:
+            if fmt == "parquet":
+                with self.fs.open_input_file(unit.path) as fh:
+                    for rb in pq.ParquetFile(fh).iter_batches(batch_size=self.mapping.source.batch_rows):
+                        if rb.num_rows:
+                            yield offset, rb
+                            offset += rb.num_rows
+                return
+            schema = None
+            if fmt == "jsonl":
+                first = self.schema(unit)
+                # types come from the first block; columns null there are read as strings so
+                # that a later block with values does not break the stream
+                schema = pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in first])
+            for rb in self._open_text(unit, schema):
+                if rb.num_rows:
+                    yield offset, rb
+                    offset += rb.num_rows
+        except (pa.ArrowException, OSError) as exc:
+            where = _bad_json_line(self.fs, unit) if fmt == "jsonl" else None
+            raise SourceError(self.mapping.source.name, where or f"{unit.rel} after row {offset}",
+                              f"cannot read: {exc}") from None
+
+    def _open_text(self, unit: Unit, schema: pa.Schema | None):
+        stream = self.fs.open_input_stream(unit.path)
+        if self.mapping.source.format == "jsonl":
+            parse = pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer") \
+                if schema is not None else None
+            return pajson.open_json(stream, read_options=pajson.ReadOptions(block_size=_BLOCK_BYTES),
+                                    parse_options=parse)
+        delimiter = "\t" if unit.path.endswith(".tsv") else self.mapping.source.csv_delimiter
+        return pacsv.open_csv(
+            stream,
+            read_options=pacsv.ReadOptions(block_size=_BLOCK_BYTES),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+            # ids and text stay strings even when they look like numbers ("007" is not 7)
+            convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in _text_columns(self.mapping)},
+                                                 strings_can_be_null=True),
+        )
+
+
+def _text_columns(mapping: Mapping) -> list[str]:
+    numeric_fields = {"fields.seq", "fields.chat_time"}
+    return [c for c, key in mapping.referenced_columns().items() if key not in numeric_fields]
+
+
+def _bad_json_line(fs: pafs.FileSystem, unit: Unit) -> str | None:
+    """Find the first line that is not JSON, to name it in the error (only after a failure)."""
+    try:
+        with fs.open_input_stream(unit.path) as fh:
+            for n, line in enumerate(fh.read().decode("utf-8", "replace").splitlines(), start=1):
+                if line.strip():
+                    try:
+                        json.loads(line)
+                    except ValueError:
+                        return f"{unit.rel} line {n}"
+    except OSError:
+        return None
+    return None
+
+
+def _partition_value(rel: str, key: str | None) -> str | None:
+    for part in rel.split("/"):
+        name, eq, value = part.partition("=")
+        if eq and (key is None or name == key):
+            return value
+    return None
+
+
+def _in_slice(rel: str, part: Slice, key: str | None) -> bool:
+    if not part.bounded:
+        return True
+    value = _partition_value(rel, key)
+    if value is None:
+        return False  # a bounded slice of a partitioned layout: unpartitioned files are not in it
+    if part.partitions and value not in part.partitions:
+        return False
+    if part.since is not None and value < str(part.since):
+        return False
+    if part.until is not None and value >= str(part.until):
+        return False
+    return True
+
+
+def list_local(mapping: Mapping) -> list[Unit]:
+    """Local files in a stable order: a file, every matching file under a directory, or a glob."""
     root = mapping.resolve_path()
     suffixes = _SUFFIXES[mapping.source.format]
     if os.path.isfile(root):
@@ -50,65 +182,22 @@ def list_files(mapping: Mapping) -> list[SourceFile]:
     out = []
     for p in sorted(paths):
         st = os.stat(p)
-        out.append(SourceFile(os.path.abspath(p), os.path.relpath(p, base), st.st_size, st.st_mtime_ns))
+        rel = os.path.relpath(p, base).replace(os.sep, "/")
+        out.append(Unit(rel=rel, size=st.st_size, version=f"{st.st_size}:{st.st_mtime_ns}", path=os.path.abspath(p)))
     if not out:
         raise SourceError(mapping.source.name, root, f"no {mapping.source.format} files ({', '.join(suffixes)}) found")
     return out
 
 
-def read_schema(mapping: Mapping, f: SourceFile) -> pa.Schema:
-    """The columns of one file, read cheaply (Parquet footer, or the first block of text)."""
-    try:
-        if mapping.source.format == "parquet":
-            return pq.read_schema(f.path)
-        return next(iter(_open_text(mapping, f, schema=None)), pa.record_batch([])).schema
-    except SourceError:
-        raise
-    except (pa.ArrowException, OSError) as exc:
-        raise SourceError(mapping.source.name, f.rel, f"cannot read schema: {exc}") from None
+def open_source(mapping: Mapping):
+    """The source a mapping describes, listed (files, objects) or connected (SQL)."""
+    kind = mapping.source.type
+    if kind == "files":
+        return FileSource(mapping, pafs.LocalFileSystem(), list_local(mapping))
+    if kind == "s3":
+        from tasks.extract_s3 import open_s3
 
+        return open_s3(mapping)
+    from tasks.extract_sql import SqlSource
 
-def _open_text(mapping: Mapping, f: SourceFile, schema: pa.Schema | None):
-    if mapping.source.format == "jsonl":
-        parse = pajson.ParseOptions(
-            # types come from the first block; columns null there are read as strings so that a
-            # later block with values does not break the stream
-            explicit_schema=schema, unexpected_field_behavior="infer") if schema is not None else None
-        return pajson.open_json(f.path, read_options=pajson.ReadOptions(block_size=_BLOCK_BYTES),
-                                parse_options=parse)
-    delimiter = "\t" if f.path.endswith(".tsv") else mapping.source.csv_delimiter
-    text_cols = _text_columns(mapping)
-    return pacsv.open_csv(
-        f.path,
-        read_options=pacsv.ReadOptions(block_size=_BLOCK_BYTES),
-        parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
-        # ids and text stay strings even when they look like numbers ("007" is not 7)
-        convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in text_cols},
-                                             strings_can_be_null=True),
-    )
-
-
-def _text_columns(mapping: Mapping) -> list[str]:
-    numeric_fields = {"fields.seq", "fields.chat_time"}
-    return [c for c, key in mapping.referenced_columns().items() if key not in numeric_fields]
-
-
-def iter_batches(mapping: Mapping, f: SourceFile) -> Iterator[tuple[int, pa.RecordBatch]]:
-    """Yield (row offset in file, record batch) for one file."""
-    offset = 0
-    try:
-        if mapping.source.format == "parquet":
-            reader = pq.ParquetFile(f.path)
-            batches = reader.iter_batches(batch_size=mapping.source.batch_rows)
-        elif mapping.source.format == "jsonl":
-            first = read_schema(mapping, f)
-            fixed = pa.schema([fld.with_type(pa.string()) if pa.types.is_null(fld.type) else fld for fld in first])
-            batches = _open_text(mapping, f, fixed)
-        else:
-            batches = _open_text(mapping, f, None)
-        for rb in batches:
-            if rb.num_rows:
-                yield offset, rb
-                offset += rb.num_rows
-    except (pa.ArrowException, OSError) as exc:
-        raise SourceError(mapping.source.name, f"{f.rel} after row {offset}", f"cannot read: {exc}") from None
+    return SqlSource(mapping)

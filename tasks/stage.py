@@ -9,8 +9,9 @@ record batch here and by a bucket when loading.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -18,8 +19,9 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
 from memos_etl.config import Mapping
+from memos_etl.errors import SchemaDrift, SourceError
 from memos_etl.report import Counts
-from tasks.extract import SourceFile, iter_batches, read_schema
+from tasks.extract import Unit
 from tasks.map import MAPPED_SCHEMA, hash_keys, map_batch
 from tasks.quarantine import QuarantineWriter, rows_table
 from tasks.validate import Validator, split
@@ -27,9 +29,12 @@ from tasks.validate import Validator, split
 
 @dataclass
 class StageResult:
-    file: str
+    unit: Unit
     counts: Counts
     buckets: list[int]
+    columns: dict[str, str] = field(default_factory=dict)  # column -> type kind, for drift checks
+    high_water: Any = None  # SQL: largest cursor value read
+    failed: str | None = None  # the unit could not be read: quarantined as a whole
 
 
 def bucket_of(table: pa.Table, buckets: int) -> np.ndarray:
@@ -40,34 +45,79 @@ def bucket_of(table: pa.Table, buckets: int) -> np.ndarray:
     return (lo.view(np.uint64) % np.uint64(buckets)).astype(np.int64)
 
 
-def stage_file(mapping: Mapping, f: SourceFile, file_index: int, validator: Validator, run_id: str,
+def type_kind(t: pa.DataType) -> str | None:
+    """Coarse type of a column: widths and string flavours are not a schema change."""
+    if pa.types.is_null(t):
+        return None
+    for kind, test in (("int", pa.types.is_integer), ("float", pa.types.is_floating),
+                       ("decimal", pa.types.is_decimal), ("bool", pa.types.is_boolean),
+                       ("timestamp", pa.types.is_timestamp), ("date", pa.types.is_date),
+                       ("list", lambda x: pa.types.is_list(x) or pa.types.is_large_list(x)),
+                       ("struct", pa.types.is_struct)):
+        if test(t):
+            return kind
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t):
+        return "string"
+    return str(t)
+
+
+def stage_file(mapping: Mapping, source, unit: Unit, index: int, validator: Validator, run_id: str,
                stage_dir: Path, quarantine_dir: Path, buckets: int) -> StageResult:
+    """Extract, map, validate and stage one unit; a unit that cannot be read is quarantined whole."""
     counts = Counts()
-    mapping.check_columns(read_schema(mapping, f).names, f"file {f.rel}")
+    columns: dict[str, str] = {}
     writers: dict[int, ipc.RecordBatchFileWriter] = {}
-    quarantine = QuarantineWriter(quarantine_dir, f"extract-{file_index:05d}")
+    quarantine = QuarantineWriter(quarantine_dir, f"extract-{index:05d}")
     try:
-        for offset, rb in iter_batches(mapping, f):
-            mapping.check_columns(rb.schema.names, f"file {f.rel} at row {offset}")
+        mapping.check_columns(source.schema(unit).names, unit.rel)
+        for offset, rb in source.iter_batches(unit):
+            mapping.check_columns(rb.schema.names, f"{unit.rel} at row {offset}")
+            for f in rb.schema:
+                kind = type_kind(f.type)
+                if kind and f.name not in columns:
+                    columns[f.name] = kind
+                elif kind and columns[f.name] != kind and f.name in mapping.referenced_columns():
+                    raise SchemaDrift(mapping.source.name, unit.rel,
+                                      f"column {f.name!r} changed type within the unit: {columns[f.name]} -> {kind}")
             counts.read += rb.num_rows
-            mapped = map_batch(rb, mapping, f.rel, offset)
+            mapped = map_batch(rb, mapping, unit.rel, offset)
             reasons = validator.reasons(mapped)
             good, bad = split(mapped, reasons)
             if len(bad):
                 raw = pa.Table.from_batches([rb]).take(pa.array(bad)).to_pylist()
                 quarantine.write(rows_table(
-                    run_id, mapping.source.name, "validate", [f.rel] * len(bad), (bad + offset).tolist(),
+                    run_id, mapping.source.name, "validate", [unit.rel] * len(bad), (bad + offset).tolist(),
                     mapped.column("source_key").take(pa.array(bad)).to_pylist(),
                     [reasons[int(i)] for i in bad], raw))
                 counts.quarantined += len(bad)
                 for i in bad:
                     counts.reasons.update(reasons[int(i)])
-            _write_buckets(good, buckets, stage_dir, file_index, writers)
+            _write_buckets(good, buckets, stage_dir, index, writers)
+    except SourceError as exc:
+        if isinstance(exc, SchemaDrift):
+            raise
+        # a corrupt or truncated object: drop what was staged from it, quarantine it whole
+        for w in writers.values():
+            w.close()
+        for b in writers:
+            (stage_dir / f"bucket={b:04d}" / f"part-{index:05d}.arrow").unlink(missing_ok=True)
+        writers.clear()
+        quarantine.close()
+        quarantine.path.unlink(missing_ok=True)
+        writer = QuarantineWriter(quarantine_dir, f"extract-{index:05d}")
+        writer.write(rows_table(run_id, mapping.source.name, "extract", [unit.rel], [-1], [None],
+                                [[f"unreadable: {exc}"]], [{"object": unit.rel, "version": unit.version,
+                                                            "rows_read_before_error": counts.read}]))
+        writer.close()
+        failed = Counts()
+        failed.units_failed = 1
+        failed.reasons[f"unreadable object ({exc.problem.split(':')[0]})"] += 1
+        return StageResult(unit, failed, [], columns, None, str(exc))
     finally:
         for w in writers.values():
             w.close()
         quarantine.close()
-    return StageResult(f.rel, counts, sorted(writers))
+    return StageResult(unit, counts, sorted(writers), columns, getattr(source, "high_water", None))
 
 
 def _write_buckets(good: pa.Table, buckets: int, stage_dir: Path, file_index: int, writers: dict) -> None:

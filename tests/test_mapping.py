@@ -11,7 +11,7 @@ import yaml
 from memos_etl.config import load_mapping
 from memos_etl.errors import ConfigError
 from tasks.chat_time import parse_times
-from tasks.extract import list_files, read_schema
+from tasks.extract import Slice, open_source
 from tasks.map import map_batch
 
 
@@ -112,9 +112,10 @@ def test_unknown_column_is_a_clear_error_naming_the_key(tmp_path):
     (tmp_path / "data.jsonl").write_text(json.dumps({"user": "u", "conv": "c", "role": "user", "txt": "x",
                                                       "ts": "2024-01-01", "n": 1, "id": 1}) + "\n")
     m = load_mapping(write_mapping(tmp_path, BASE))
-    f = list_files(m)[0]
+    src = open_source(m)
+    f = src.units(Slice())[0]
     with pytest.raises(ConfigError) as err:
-        m.check_columns(read_schema(m, f).names, f"file {f.rel}")
+        m.check_columns(src.schema(f).names, f.rel)
     assert "fields.content" in str(err.value) and "'text'" in str(err.value) and "txt" in str(err.value)
 
 
@@ -136,13 +137,12 @@ def test_csv_ids_stay_strings_and_parquet_directories_are_read(tmp_path):
 
     (tmp_path / "d.csv").write_text("user,conv,role,text,ts,n,id\n007,c1,user,hi,2024-01-01T00:00:00Z,1,01\n")
     m = load_mapping(write_mapping(tmp_path, {**BASE, "source": {"name": "t", "format": "csv", "path": "d.csv"}}))
-    from tasks.extract import iter_batches
-
-    f = list_files(m)[0]
-    t = map_batch(next(iter_batches(m, f))[1], m, f.rel, 0)
+    src = open_source(m)
+    f = src.units(Slice())[0]
+    t = map_batch(next(src.iter_batches(f))[1], m, f.rel, 0)
     assert t.column("user_id").to_pylist() == ["007"] and t.column("source_key").to_pylist() == ["t:01"]
     (tmp_path / "lake" / "dt=2024-01-01").mkdir(parents=True)
     pq.write_table(pa.table({"user": ["u"], "conv": ["c"], "role": ["user"], "text": ["x"], "ts": ["2024-01-01"],
                              "n": [1], "id": ["a"]}), tmp_path / "lake" / "dt=2024-01-01" / "p.parquet")
     m2 = load_mapping(write_mapping(tmp_path, {**BASE, "source": {"name": "t", "format": "parquet", "path": "lake"}}))
-    assert [f.rel for f in list_files(m2)] == ["dt=2024-01-01/p.parquet"]
+    assert [f.rel for f in open_source(m2).units(Slice())] == ["dt=2024-01-01/p.parquet"]

@@ -51,7 +51,7 @@ def test_flow_delivers_every_valid_message_once_in_order_then_nothing(prefect_se
 
     again = run_sync(str(SAMPLE_MAPPING), run_config)
     assert again["counts"]["requests"] == 0 and again["counts"]["delivered"] == 0
-    assert again["counts"]["already_delivered"] == c["delivered"]
+    assert again["counts"]["units_skipped"] == 2 and again["counts"]["read"] == 0  # unchanged files not read
     assert stats(dev_server.url)["add_requests"] == requests_before
     assert stored_messages(dev_server.url) == expected
 
@@ -65,7 +65,7 @@ def test_grown_source_sends_only_new_messages_appended_in_order(dev_server, run_
     write_jsonl(data / "day2.jsonl", chat_rows(conversations=6, turns=5, start_turn=13) +
                 chat_rows(conversations=2, turns=4, prefix="new"))
     second = run(mapping, run_config)
-    assert second.counts.delivered == 6 * 5 + 2 * 4 and second.counts.already_delivered == 72
+    assert second.counts.delivered == 6 * 5 + 2 * 4 and second.counts.units_skipped == 1  # day1 not re-read
     assert second.counts.late == 0
     expected, _ = expected_messages(sorted(data.glob("*.jsonl")))
     assert stored_messages(dev_server.url) == expected
@@ -166,7 +166,7 @@ def test_a_refused_request_is_quarantined_and_the_rest_loads(dev_server, run_con
     assert q.num_rows == 3 and set(q.column("stage").to_pylist()) == {"load"}
     assert "40003" in q.column("reasons").to_pylist()[0][0]
     again = run(mapping, run_config)
-    assert again.counts.previously_failed == 3 and again.counts.requests == 0
+    assert again.counts.requests == 0 and again.counts.units_skipped == 1
 
 
 def test_auth_failure_stops_the_run_and_a_fixed_key_resumes(dev_server, run_config, small, monkeypatch):

@@ -1,0 +1,72 @@
+"""S3 (and S3-compatible) objects: listed with boto3 (keys, sizes, ETags), read with pyarrow.
+
+Credentials come from the standard AWS chain (environment, profile, instance role), or from
+a Prefect Secret block holding a JSON object with `aws_access_key_id` and
+`aws_secret_access_key` (and optionally `aws_session_token`).
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import urlparse
+
+import pyarrow.fs as pafs
+
+from memos_etl.config import Mapping
+from memos_etl.errors import SourceError
+from tasks.extract import _SUFFIXES, FileSource, Unit
+
+
+def _credentials(block: str | None) -> dict:
+    if not block:
+        return {}
+    from prefect.blocks.system import Secret
+
+    value = Secret.load(block).get()
+    data = json.loads(value) if isinstance(value, str) else dict(value)
+    return {k: data[k] for k in ("aws_access_key_id", "aws_secret_access_key", "aws_session_token") if data.get(k)}
+
+
+def open_s3(mapping: Mapping) -> FileSource:
+    import boto3
+    import botocore.exceptions as bx
+
+    cfg = mapping.source.s3
+    creds = _credentials(cfg.credentials_block)
+    name = mapping.source.name
+    where = f"s3://{cfg.bucket}/{cfg.prefix}" + (f" at {cfg.endpoint_url}" if cfg.endpoint_url else "")
+    client = boto3.client("s3", endpoint_url=cfg.endpoint_url, region_name=cfg.region, **creds)
+    suffixes = _SUFFIXES[mapping.source.format]
+    units = []
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=cfg.bucket, Prefix=cfg.prefix):
+            for obj in page.get("Contents", []):
+                key = obj["Key"]
+                rel = key[len(cfg.prefix):].lstrip("/") if cfg.prefix else key
+                if not key.endswith(suffixes) or any(p.startswith((".", "_")) for p in rel.split("/")):
+                    continue
+                units.append(Unit(rel=rel, size=obj["Size"], version=obj["ETag"].strip('"'),
+                                  path=f"{cfg.bucket}/{key}"))
+    except bx.ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        hint = {"NoSuchBucket": "the bucket does not exist",
+                "AccessDenied": "access denied: check the credentials and the bucket policy",
+                "InvalidAccessKeyId": "the access key is not valid",
+                "SignatureDoesNotMatch": "the secret key does not match the access key"}.get(code, str(exc))
+        raise SourceError(name, where, hint) from None
+    except (bx.EndpointConnectionError, bx.ConnectTimeoutError) as exc:
+        raise SourceError(name, where, f"cannot reach the S3 endpoint: {exc}") from None
+    except bx.NoCredentialsError:
+        raise SourceError(name, where, "no AWS credentials found (environment, profile, role, or "
+                                       "source.s3.credentials_block)") from None
+    if not units:
+        raise SourceError(name, where, f"no {mapping.source.format} objects ({', '.join(suffixes)}) under it")
+    units.sort(key=lambda u: u.rel)
+    kwargs = {"region": cfg.region}
+    if cfg.endpoint_url:
+        parsed = urlparse(cfg.endpoint_url)
+        kwargs.update(endpoint_override=parsed.netloc or parsed.path, scheme=parsed.scheme or "https")
+    if creds:
+        kwargs.update(access_key=creds.get("aws_access_key_id"), secret_key=creds.get("aws_secret_access_key"),
+                      session_token=creds.get("aws_session_token"))
+    return FileSource(mapping, pafs.S3FileSystem(**kwargs), units)
