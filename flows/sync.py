@@ -18,6 +18,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from memos_etl import pipeline, shutdown
 from memos_etl.config import RunConfig, load_mapping
 from memos_etl.report import RunReport
+from tasks.cursor import parse_bound
+from tasks.extract import Slice
 from tasks.load import load_bucket
 from tasks.stage import stage_file
 
@@ -33,8 +35,13 @@ def _prefect_map(t):
 
 
 @flow(name="memos-etl-sync", log_prints=False)
-def sync_flow(mapping_path: str, config: dict | None = None, resend_in_doubt: bool = False) -> dict:
-    """Sync one source (a mapping file) into the configured MemOS target."""
+def sync_flow(mapping_path: str, config: dict | None = None, resend_in_doubt: bool = False,
+              since: str | None = None, until: str | None = None, partitions: list[str] | None = None) -> dict:
+    """Sync one source (a mapping file) into the configured MemOS target.
+
+    since/until/partitions select a backfill slice ([since, until) of the SQL cursor or the
+    Hive partition value); a slice never moves the nightly cursor.
+    """
     cfg = RunConfig.model_validate(config or {})
     mapping = load_mapping(mapping_path)
     if threading.current_thread() is threading.main_thread():
@@ -44,8 +51,9 @@ def sync_flow(mapping_path: str, config: dict | None = None, resend_in_doubt: bo
     logger = get_run_logger()
     report: RunReport | None = None
     try:
+        part = Slice(since=parse_bound(since), until=parse_bound(until), partitions=tuple(partitions or ()))
         report = pipeline.run(mapping, cfg, stage_map=_prefect_map(stage_task), load_map=_prefect_map(load_task),
-                              resend_in_doubt=resend_in_doubt)
+                              resend_in_doubt=resend_in_doubt, part=part)
         return report.to_dict()
     finally:
         if report is not None:
@@ -54,7 +62,9 @@ def sync_flow(mapping_path: str, config: dict | None = None, resend_in_doubt: bo
             logger.info("run %s: %s", report.run_id, report.counts)
 
 
-def run_sync(mapping_path: str, cfg: RunConfig, resend_in_doubt: bool = False) -> dict:
+def run_sync(mapping_path: str, cfg: RunConfig, resend_in_doubt: bool = False, since: str | None = None,
+             until: str | None = None, partitions: list[str] | None = None) -> dict:
     """Run the flow with a task runner sized by the config."""
     runner = ThreadPoolTaskRunner(max_workers=cfg.load.concurrency)
-    return sync_flow.with_options(task_runner=runner)(mapping_path, cfg.model_dump(), resend_in_doubt)
+    return sync_flow.with_options(task_runner=runner)(mapping_path, cfg.model_dump(), resend_in_doubt,
+                                                      since, until, partitions)

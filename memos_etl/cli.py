@@ -62,6 +62,10 @@ def sync(mapping: Path = typer.Argument(..., help="mapping file, e.g. schemas/ma
                                                            "target cannot confirm (may duplicate them)"),
          no_prefect: bool = typer.Option(False, "--no-prefect", help="run the same steps on a plain thread "
                                                                      "pool, without a Prefect API server"),
+         since: Optional[str] = typer.Option(None, help="backfill slice start (SQL cursor or partition value), "
+                                                        "inclusive; does not move the nightly cursor"),
+         until: Optional[str] = typer.Option(None, help="backfill slice end, exclusive"),
+         partition: list[str] = typer.Option([], help="backfill these Hive partition values (repeatable)"),
          json_out: bool = typer.Option(False, "--json", help="print the report as JSON")):
     """Sync one source into MemOS (a Prefect flow run unless --no-prefect).
 
@@ -79,12 +83,15 @@ def sync(mapping: Path = typer.Argument(..., help="mapping file, e.g. schemas/ma
         preflight(m)  # config and column errors before Prefect starts
         if no_prefect:
             from memos_etl.pipeline import run
+            from tasks.cursor import parse_bound
+            from tasks.extract import Slice
 
-            report = run(m, cfg, resend_in_doubt=resend_in_doubt).to_dict()
+            part = Slice(since=parse_bound(since), until=parse_bound(until), partitions=tuple(partition))
+            report = run(m, cfg, resend_in_doubt=resend_in_doubt, part=part).to_dict()
         else:
             from flows.sync import run_sync
 
-            report = run_sync(str(mapping), cfg, resend_in_doubt)
+            report = run_sync(str(mapping), cfg, resend_in_doubt, since, until, list(partition))
     except MemosEtlError as exc:
         _fail(exc)
     _print_report(report, json_out)

@@ -27,7 +27,7 @@ from memos_etl import shutdown
 from memos_etl.client import make_target as _make_target
 from memos_etl.client import resolve_api_key
 from memos_etl.config import Mapping, RunConfig
-from memos_etl.errors import FatalTargetError, QualityThresholdError, SchemaDrift
+from memos_etl.errors import FatalTargetError, QualityThresholdError, SchemaDrift, SourceError
 from memos_etl.limiter import RateLimiter
 from memos_etl.report import Counts, RunReport
 from tasks.checkpoint import Ledger
@@ -69,9 +69,22 @@ def preflight(mapping: Mapping, source=None) -> list:
     """Open the source and check the mapping against its first unit, before anything is read."""
     source = source or open_source(mapping)
     units = source.units(Slice())
-    if units:
-        mapping.check_columns(source.schema(units[0]).names, units[0].rel)
+    check_first_readable(mapping, source, units)
     return units
+
+
+def check_first_readable(mapping: Mapping, source, units: list) -> None:
+    """Check the mapping's columns against the first unit that can be read (an unreadable
+    one is quarantined when staged, it does not stop the source)."""
+    for u in units:
+        try:
+            schema = source.schema(u)
+        except SourceError:
+            if mapping.source.type == "sql":
+                raise  # no connection or no table: the whole source is unreadable
+            continue
+        mapping.check_columns(schema.names, u.rel)
+        return
 
 
 def _plan(mapping: Mapping, source, ledger: Ledger, target: str, part: Slice | None, report: RunReport):
@@ -111,6 +124,8 @@ def _drift(mapping: Mapping, staged: list[StageResult], baseline: dict, report: 
                 now[col] = kind
                 if baseline:
                     report.notes.append(f"new column {col!r} ({kind}) in {s.unit.rel}: not mapped, ignored")
+            elif "null" in (before, kind):  # a column that was all null tells no type
+                now[col] = kind if before == "null" else before
             elif before != kind:
                 if col in mapped:
                     raise SchemaDrift(mapping.source.name, s.unit.rel,
@@ -150,8 +165,7 @@ def run(mapping: Mapping, cfg: RunConfig, *, run_id: str | None = None, stage_ma
     try:
         units, nightly, baseline = _plan(mapping, source, ledger, target_cfg.ledger_name, part, report)
         report.files = len(units)
-        if units:  # fail before reading anything when the mapping names a column the source lacks
-            mapping.check_columns(source.schema(units[0]).names, units[0].rel)
+        check_first_readable(mapping, source, units)  # a missing mapped column stops it here
         resolve_unconfirmed(target, ledger, target_cfg.ledger_name, name, counts)
         validator = Validator(mapping, cfg.load) if units else None
         staged: list[StageResult] = stage_map(stage_file, [

@@ -74,7 +74,8 @@ class FileSource:
                     return pq.read_schema(fh)
             return next(iter(self._open_text(unit, schema=None)), pa.record_batch([])).schema
         except (pa.ArrowException, OSError) as exc:
-            raise SourceError(self.mapping.source.name, unit.rel, f"cannot read schema: {exc}") from None
+            where = _bad_json_line(self.fs, unit) if self.mapping.source.format == "jsonl" else None
+            raise SourceError(self.mapping.source.name, where or unit.rel, f"cannot read: {exc}") from None
 
     def iter_batches(self, unit: Unit) -> Iterator[tuple[int, pa.RecordBatch]]:
         """Yield (row offset in the unit, record batch)."""

@@ -73,10 +73,10 @@ def stage_file(mapping: Mapping, source, unit: Unit, index: int, validator: Vali
         for offset, rb in source.iter_batches(unit):
             mapping.check_columns(rb.schema.names, f"{unit.rel} at row {offset}")
             for f in rb.schema:
-                kind = type_kind(f.type)
-                if kind and f.name not in columns:
+                kind = type_kind(f.type) or "null"  # all-null so far: present, type unknown
+                if columns.get(f.name, "null") == "null":
                     columns[f.name] = kind
-                elif kind and columns[f.name] != kind and f.name in mapping.referenced_columns():
+                elif kind != "null" and columns[f.name] != kind and f.name in mapping.referenced_columns():
                     raise SchemaDrift(mapping.source.name, unit.rel,
                                       f"column {f.name!r} changed type within the unit: {columns[f.name]} -> {kind}")
             counts.read += rb.num_rows

@@ -25,21 +25,25 @@ def _time(value):
 
 def expected_messages(files: list[Path]) -> tuple[dict, int]:
     """(user, conversation) -> [(role, content, chat_time)] in order, and the number of bad rows."""
+    rows = [json.loads(line) for f in files for line in f.read_text().splitlines()]
+    return expected_from_rows(rows)
+
+
+def expected_from_rows(rows: list[dict]) -> tuple[dict, int]:
     convs: dict = defaultdict(list)
     bad = 0
-    for f in files:
-        for line in f.read_text().splitlines():
-            r = json.loads(line)
-            role = ROLES.get((r.get("speaker") or "").strip().lower())
-            when = _time(r.get("sent_at"))
-            text = r.get("text") or ""
-            if (not text.strip() or role is None or not r.get("conversation_id") or not r.get("user")
-                    or len(r["user"]) > 100 or when is None):
-                bad += 1
-                continue
-            if r.get("image_caption"):
-                text += "\n[image: " + r["image_caption"] + "]"
-            convs[(r["user"], r["conversation_id"])].append((r["turn"], role, text, when))
+    for r in rows:
+        role = ROLES.get((r.get("speaker") or "").strip().lower())
+        sent = r.get("sent_at")
+        when = _time(sent.isoformat() if isinstance(sent, datetime) else sent)
+        text = r.get("text") or ""
+        if (not text.strip() or role is None or not r.get("conversation_id") or not r.get("user")
+                or len(r["user"]) > 100 or when is None):
+            bad += 1
+            continue
+        if r.get("image_caption"):
+            text += "\n[image: " + r["image_caption"] + "]"
+        convs[(r["user"], r["conversation_id"])].append((r["turn"], role, text, when))
     return {k: [v[1:] for v in sorted(rows)] for k, rows in convs.items()}, bad
 
 
