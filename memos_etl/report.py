@@ -86,7 +86,7 @@ class RunReport:
             ("failed requests", str(c.failed_requests)), ("retries", str(c.retries)),
             ("quarantined requests", str(c.quarantined_requests)),
             ("throttled answers", str(c.throttled)),
-            ("waits", f"rate limiter {c.throttle_wait_s:.1f}s, backoff {c.backoff_wait_s:.1f}s"),
+            ("waits (all senders)", f"rate limiter {c.throttle_wait_s:.1f}s, backoff {c.backoff_wait_s:.1f}s"),
             ("in-doubt checks", f"{c.reconciled_landed} landed, {c.reconciled_missing} missing (resent), "
                                 f"{c.reconciled_unknown} unknown"),
             *([("extraction", ", ".join(f"{k} {v}" for k, v in sorted(c.extraction.items())))]
