@@ -137,18 +137,79 @@ def status(config: Optional[Path] = ConfigOpt, ledger: Optional[str] = LedgerOpt
                    f"requests={c.get('requests', '?')}")
 
 
-@app.command()
-def quarantine(source: Optional[str] = typer.Option(None), run: Optional[str] = typer.Option(None),
-               work_dir: Optional[Path] = WorkOpt, config: Optional[Path] = ConfigOpt,
-               limit: int = typer.Option(20)):
-    """List quarantined rows with their reasons."""
+quarantine_app = typer.Typer(no_args_is_help=True, help="Inspect, export and re-drive quarantined rows.")
+app.add_typer(quarantine_app, name="quarantine")
+
+
+def _quarantined(work_dir, config, source, run):
     from tasks.quarantine import read_quarantine
 
     cfg = _config(config, None, None, work_dir)
-    t = read_quarantine(cfg.state.work_dir, source, run)
+    return read_quarantine(cfg.state.work_dir, source, run)
+
+
+@quarantine_app.command("list")
+def quarantine_list(source: Optional[str] = typer.Option(None), run: Optional[str] = typer.Option(None),
+                    work_dir: Optional[Path] = WorkOpt, config: Optional[Path] = ConfigOpt,
+                    limit: int = typer.Option(20)):
+    """Quarantined rows with their reasons, newest runs last."""
+    t = _quarantined(work_dir, config, source, run)
     typer.echo(f"{t.num_rows} quarantined rows")
     for row in t.slice(0, limit).to_pylist():
-        typer.echo(f"  {row['run_id']} {row['source_file']}:{row['source_row']}  {'; '.join(row['reasons'])}")
+        typer.echo(f"  {row['run_id']} [{row['stage']}] {row['source_file']}:{row['source_row']}  "
+                   f"{'; '.join(row['reasons'])}")
+
+
+@quarantine_app.command("show")
+def quarantine_show(source_file: str, source_row: int, source: Optional[str] = typer.Option(None),
+                    work_dir: Optional[Path] = WorkOpt, config: Optional[Path] = ConfigOpt):
+    """Everything kept about one quarantined row: reasons and the raw record."""
+    t = _quarantined(work_dir, config, source, None)
+    hits = [r for r in t.to_pylist() if r["source_file"] == source_file and r["source_row"] == source_row]
+    if not hits:
+        typer.echo(f"no quarantined row {source_file}:{source_row}")
+        raise typer.Exit(1)
+    for r in hits:
+        typer.echo(json.dumps({**r, "record": json.loads(r["record"])}, indent=2, default=str, ensure_ascii=False))
+
+
+@quarantine_app.command("export")
+def quarantine_export(out: Path, source: Optional[str] = typer.Option(None), run: Optional[str] = typer.Option(None),
+                      work_dir: Optional[Path] = WorkOpt, config: Optional[Path] = ConfigOpt):
+    """Write quarantined rows to OUT: .parquet, .csv or .jsonl (by its suffix)."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    t = _quarantined(work_dir, config, source, run)
+    if out.suffix == ".parquet":
+        pq.write_table(t, out)
+    elif out.suffix == ".csv":
+        import pyarrow.compute as pc
+
+        flat = t.set_column(t.schema.get_field_index("reasons"), "reasons",
+                            pc.binary_join(t.column("reasons"), "; "))
+        pacsv.write_csv(flat, out)
+    elif out.suffix == ".jsonl":
+        with open(out, "w") as fh:
+            for r in t.to_pylist():
+                fh.write(json.dumps({**r, "record": json.loads(r["record"])}, default=str, ensure_ascii=False) + "\n")
+    else:
+        typer.secho("error: OUT must end in .parquet, .csv or .jsonl", fg="red", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{t.num_rows} rows -> {out}")
+
+
+@quarantine_app.command("redrive")
+def quarantine_redrive(mapping: Path, config: Optional[Path] = ConfigOpt, target_url: Optional[str] = TargetOpt,
+                       ledger: Optional[str] = LedgerOpt, work_dir: Optional[Path] = WorkOpt):
+    """Re-validate a source's quarantined rows with the (fixed) mapping and load those that pass, once."""
+    from memos_etl.pipeline import redrive
+
+    try:
+        report = redrive(load_mapping(mapping), _config(config, target_url, ledger, work_dir)).to_dict()
+    except MemosEtlError as exc:
+        _fail(exc)
+    _print_report(report, False)
 
 
 @app.command()

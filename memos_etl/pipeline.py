@@ -138,8 +138,9 @@ def _drift(mapping: Mapping, staged: list[StageResult], baseline: dict, report: 
 
 def run(mapping: Mapping, cfg: RunConfig, *, run_id: str | None = None, stage_map: Mapper | None = None,
         load_map: Mapper | None = None, resend_in_doubt: bool = False, flow: str = "sync",
-        target=None, part: Slice | None = None) -> RunReport:
-    """Sync one source. `part` reads a bounded slice (backfill) and never moves the cursor."""
+        target=None, part: Slice | None = None, source=None) -> RunReport:
+    """Sync one source. `part` reads a bounded slice (backfill) and never moves the cursor;
+    `source` replaces the mapping's own (re-drive), and then no source state moves either."""
     run_id = run_id or new_run_id()
     started = time.monotonic()
     stage_map = stage_map or thread_map(min(cfg.load.concurrency, 4))
@@ -150,7 +151,8 @@ def run(mapping: Mapping, cfg: RunConfig, *, run_id: str | None = None, stage_ma
     target_cfg = cfg.target
     name = mapping.source.name
     report = RunReport(run_id=run_id, source=name, target=target_cfg.ledger_name)
-    source = open_source(mapping)
+    stateless = source is not None
+    source = source or open_source(mapping)
     work.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(cfg.state.ledger())
     for dead in ledger.dead_runs():  # killed runs leave their staging behind
@@ -163,7 +165,10 @@ def run(mapping: Mapping, cfg: RunConfig, *, run_id: str | None = None, stage_ma
     stop = threading.Event()
     watcher = _watch_shutdown(stop)
     try:
-        units, nightly, baseline = _plan(mapping, source, ledger, target_cfg.ledger_name, part, report)
+        if stateless:
+            units, nightly, baseline = source.units(Slice()), False, {}
+        else:
+            units, nightly, baseline = _plan(mapping, source, ledger, target_cfg.ledger_name, part, report)
         report.files = len(units)
         check_first_readable(mapping, source, units)  # a missing mapped column stops it here
         resolve_unconfirmed(target, ledger, target_cfg.ledger_name, name, counts)
@@ -174,7 +179,7 @@ def run(mapping: Mapping, cfg: RunConfig, *, run_id: str | None = None, stage_ma
         buckets = sorted({b for s in staged for b in s.buckets})
         for s in staged:
             counts.add(s.counts)
-        columns = _drift(mapping, [s for s in staged if not s.failed], baseline, report)
+        columns = {} if stateless else _drift(mapping, [s for s in staged if not s.failed], baseline, report)
         if counts.read and counts.quarantined / counts.read > cfg.load.max_failed_share:
             raise QualityThresholdError(name, counts.quarantined, counts.read,
                                         cfg.load.max_failed_share, counts.reasons.most_common(5))
@@ -188,21 +193,14 @@ def run(mapping: Mapping, cfg: RunConfig, *, run_id: str | None = None, stage_ma
             raise FatalTargetError(ctx.fatal[0])
         if target_cfg.track_extraction and not stop.is_set():
             counts.extraction = track_extraction(target, ledger, run_id, target_cfg.extraction_wait_s, stop)
-        failed_units = [s.unit for s in staged if s.failed]
-        ledger.record_units(name, target_cfg.ledger_name, run_id, failed_units, "failed")
+        if not stateless:
+            ledger.record_units(name, target_cfg.ledger_name, run_id, [s.unit for s in staged if s.failed], "failed")
         if shutdown.requested.is_set():
             report.status = "interrupted"
         elif counts.pending == 0 and counts.in_doubt == 0:
             report.status = "completed"
-            # state moves only with a complete load: files done, cursor (nightly only), schema
-            ledger.record_units(name, target_cfg.ledger_name, run_id, [s.unit for s in staged if not s.failed],
-                                "done")
-            high = None
-            for s in staged:
-                high = cursor.later(high, s.high_water)
-            ledger.save_source_state(name, target_cfg.ledger_name, cursor.encode(high) if high is not None else
-                                     ledger.source_state(name, target_cfg.ledger_name)[0], columns,
-                                     move_cursor=nightly and high is not None)
+            if not stateless:  # state moves only with a complete load: files done, cursor, schema
+                _save_state(ledger, name, target_cfg.ledger_name, run_id, staged, columns, nightly)
         else:
             report.status = "incomplete"
     except Exception as exc:
@@ -224,6 +222,16 @@ def run(mapping: Mapping, cfg: RunConfig, *, run_id: str | None = None, stage_ma
     return report
 
 
+def _save_state(ledger: Ledger, source: str, target: str, run_id: str, staged: list[StageResult], columns: dict,
+                nightly: bool) -> None:
+    ledger.record_units(source, target, run_id, [s.unit for s in staged if not s.failed], "done")
+    high = None
+    for s in staged:
+        high = cursor.later(high, s.high_water)
+    ledger.save_source_state(source, target, cursor.encode(high) if high is not None else
+                             ledger.source_state(source, target)[0], columns, move_cursor=nightly and high is not None)
+
+
 def _watch_shutdown(stop: threading.Event) -> threading.Thread:
     """Turn a process-wide drain request (SIGTERM, Ctrl-C) into this run's stop event."""
     def watch():
@@ -238,3 +246,19 @@ def _watch_shutdown(stop: threading.Event) -> threading.Thread:
 def _without_read(c: Counts) -> Counts:
     c.read = 0  # rows were counted as read when staged
     return c
+
+
+def redrive(mapping: Mapping, cfg: RunConfig, **kw) -> RunReport:
+    """Re-validate this source's quarantined rows with the current mapping; load those that pass."""
+    from tasks.quarantine import read_quarantine
+    from tasks.redrive import mark_resolved, open_quarantine_source
+
+    src = open_quarantine_source(mapping, cfg.state.work_dir)
+    wanted = src.keys
+    report = run(mapping, cfg, source=src, flow="redrive", **kw)
+    if report.status == "completed":
+        again = read_quarantine(cfg.state.work_dir, mapping.source.name, report.run_id)
+        still = {(r["source_file"], r["source_row"]) for r in again.select(["source_file", "source_row"]).to_pylist()}
+        mark_resolved(cfg.state.work_dir, mapping.source.name, report.run_id, wanted - still)
+        report.notes.append(f"re-drive: {len(wanted - still)} of {len(wanted)} quarantined rows now pass")
+    return report

@@ -27,6 +27,10 @@ from memos_etl.errors import SourceError
 _SUFFIXES = {"parquet": (".parquet", ".pq"), "jsonl": (".jsonl", ".json", ".ndjson"), "csv": (".csv", ".tsv")}
 _BLOCK_BYTES = 8 << 20
 
+#: A source may carry each row's original position in this column (re-drive does): the
+#: mapper takes source_row from it instead of counting, and it is never data.
+ROW_COLUMN = "__memos_etl_row__"
+
 
 @dataclass(frozen=True)
 class Unit:

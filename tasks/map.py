@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 from memos_etl.config import Mapping, Template
 from schemas.message import MESSAGE_SCHEMA
 from tasks.chat_time import parse_times
+from tasks.extract import ROW_COLUMN
 
 # Two independent 64-bit hashes make the 128-bit message identity the ledger keys on.
 _HASH_KEYS = ("memos-etl-key-lo", "memos-etl-key-hi")
@@ -170,7 +171,8 @@ def map_batch(rb: pa.RecordBatch, mapping: Mapping, file_rel: str, offset: int) 
         "tags": _tags(mapping, rb),
         "info": _info(mapping, rb),
         "source_file": pa.repeat(pa.scalar(file_rel, pa.string()), n),
-        "source_row": pa.array(np.arange(offset, offset + n, dtype=np.int64)),
+        "source_row": rb.column(ROW_COLUMN).cast(pa.int64()) if ROW_COLUMN in rb.schema.names
+        else pa.array(np.arange(offset, offset + n, dtype=np.int64)),
         "key_lo": pa.array(lo),
         "key_hi": pa.array(hi),
     }

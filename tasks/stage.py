@@ -21,7 +21,7 @@ import pyarrow.ipc as ipc
 from memos_etl.config import Mapping
 from memos_etl.errors import SchemaDrift, SourceError
 from memos_etl.report import Counts
-from tasks.extract import Unit
+from tasks.extract import ROW_COLUMN, Unit
 from tasks.map import MAPPED_SCHEMA, hash_keys, map_batch
 from tasks.quarantine import QuarantineWriter, rows_table
 from tasks.validate import Validator, split
@@ -84,9 +84,13 @@ def stage_file(mapping: Mapping, source, unit: Unit, index: int, validator: Vali
             reasons = validator.reasons(mapped)
             good, bad = split(mapped, reasons)
             if len(bad):
-                raw = pa.Table.from_batches([rb]).take(pa.array(bad)).to_pylist()
+                raw_table = pa.Table.from_batches([rb]).take(pa.array(bad))
+                if ROW_COLUMN in raw_table.schema.names:
+                    raw_table = raw_table.drop_columns([ROW_COLUMN])
+                raw = raw_table.to_pylist()
                 quarantine.write(rows_table(
-                    run_id, mapping.source.name, "validate", [unit.rel] * len(bad), (bad + offset).tolist(),
+                    run_id, mapping.source.name, "validate", [unit.rel] * len(bad),
+                    mapped.column("source_row").take(pa.array(bad)).to_pylist(),
                     mapped.column("source_key").take(pa.array(bad)).to_pylist(),
                     [reasons[int(i)] for i in bad], raw))
                 counts.quarantined += len(bad)

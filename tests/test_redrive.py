@@ -1,0 +1,57 @@
+"""Re-drive: fix the mapping, load the quarantined rows that now pass, exactly once."""
+
+from __future__ import annotations
+
+import yaml
+from typer.testing import CliRunner
+
+from memos_etl.cli import app
+from memos_etl.config import load_mapping
+from memos_etl.pipeline import redrive, run
+from tasks.quarantine import read_quarantine
+from tests.conftest import SAMPLE_MAPPING
+from tests.helpers import chat_rows, expected_messages, stats, stored_messages, write_jsonl
+
+
+def test_fixed_mapping_redrives_quarantined_rows_once(dev_server, run_config, tmp_path):
+    data = tmp_path / "data"
+    rows = chat_rows(conversations=3, turns=6)
+    for r in rows[::4]:
+        r["speaker"] = "narrator"  # unknown to the mapping at first
+    write_jsonl(data / "a.jsonl", rows)
+    body = yaml.safe_load(SAMPLE_MAPPING.read_text())
+    body["source"]["path"] = str(data)
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(body))
+    run_config.load.max_failed_share = 0.5
+    first = run(load_mapping(tmp_path / "m.yaml"), run_config)
+    assert first.counts.quarantined == 5 and first.counts.delivered == 13
+
+    body["roles"] = {"map": {"narrator": "system"}}  # the fix
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(body))
+    fixed = load_mapping(tmp_path / "m.yaml")
+    again = redrive(fixed, run_config)
+    assert again.counts.read == 5 and again.counts.delivered == 5 and again.counts.quarantined == 0
+    assert any("5 of 5" in n for n in again.notes)
+    stored = stored_messages(dev_server.url)
+    assert sum(len(v) for v in stored.values()) == 18
+    # the re-driven messages are appended to their conversations as late messages (MemOS only appends)
+    assert sorted(m for v in stored.values() for m in v) == sorted(
+        (("system" if r["speaker"] == "narrator" else r["speaker"]), r["text"], r["sent_at"].replace("+00:00", "Z"))
+        for r in rows)
+    requests = stats(dev_server.url)["add_requests"]
+    assert redrive(fixed, run_config).counts.read == 0  # resolved rows are not read again
+    assert stats(dev_server.url)["add_requests"] == requests
+
+
+def test_quarantine_cli_show_and_export(dev_server, run_config, tmp_path):
+    run_config.load.max_failed_share = 0.5
+    run(load_mapping(SAMPLE_MAPPING), run_config)
+    runner = CliRunner()
+    wd = ["--work-dir", run_config.state.work_dir]
+    q = read_quarantine(run_config.state.work_dir).to_pylist()
+    res = runner.invoke(app, ["quarantine", "show", q[0]["source_file"], str(q[0]["source_row"]), *wd])
+    assert res.exit_code == 0 and q[0]["reasons"][0] in res.output and '"record"' in res.output
+    for suffix in (".parquet", ".csv", ".jsonl"):
+        out = tmp_path / f"q{suffix}"
+        res = runner.invoke(app, ["quarantine", "export", str(out), *wd])
+        assert res.exit_code == 0 and "8 rows" in res.output and out.stat().st_size > 0
