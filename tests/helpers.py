@@ -9,6 +9,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import requests
+import yaml
+
+SAMPLE_MAPPING = Path(__file__).resolve().parent.parent / "schemas" / "mappings" / "sample.yaml"
 
 ROLES = {"user": "user", "human": "user", "assistant": "assistant", "ai": "assistant", "bot": "assistant"}
 
@@ -80,3 +83,13 @@ def chat_rows(conversations: int, turns: int, start_turn: int = 1, prefix: str =
                          "text": f"conversation {prefix}{c} turn {t}: " + "words " * (t % 7),
                          "sent_at": f"2024-03-{1 + t // 24:02d}T{t % 24:02d}:00:00+00:00", "image_caption": None})
     return rows
+
+
+def sample_mapping_at(tmp_path: Path, data_dir: Path, name: str = "mapping.yaml", **changes) -> Path:
+    """The sample mapping, reading `data_dir` instead, with top-level keys replaced by `changes`."""
+    body = yaml.safe_load(SAMPLE_MAPPING.read_text())
+    body["source"]["path"] = str(data_dir)
+    body.update(changes)
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(body))
+    return p

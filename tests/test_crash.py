@@ -13,8 +13,8 @@ import time
 import pytest
 import yaml
 
-from tests.conftest import ROOT, SAMPLE_MAPPING
-from tests.helpers import chat_rows, expected_messages, stats, stored_messages, write_jsonl
+from tests.conftest import ROOT
+from tests.helpers import chat_rows, expected_messages, sample_mapping_at, stats, stored_messages, write_jsonl
 
 
 @pytest.fixture
@@ -22,15 +22,13 @@ def job(tmp_path, dev_server):
     """A source of 1,600 messages in 400 requests, and a run config, as files for the CLI."""
     data = tmp_path / "data"
     write_jsonl(data / "a.jsonl", chat_rows(conversations=80, turns=20))
-    body = yaml.safe_load(SAMPLE_MAPPING.read_text())
-    body["source"]["path"] = str(data)
-    (tmp_path / "m.yaml").write_text(yaml.safe_dump(body))
+    mapping = sample_mapping_at(tmp_path, data)
     cfg = {"target": {"base_url": dev_server.url, "timeout_s": 5, "in_doubt_grace_s": 0.05,
                       "backoff_base_s": 0.01, "backoff_cap_s": 0.1},
            "load": {"max_messages_per_request": 4, "requests_per_second": 60, "concurrency": 4},
            "state": {"work_dir": str(tmp_path / "state")}}
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
-    cmd = [sys.executable, "-m", "memos_etl.cli", "sync", str(tmp_path / "m.yaml"), "--config",
+    cmd = [sys.executable, "-m", "memos_etl.cli", "sync", str(mapping), "--config",
            str(tmp_path / "run.yaml"), "--no-prefect"]
     return cmd, expected_messages([data / "a.jsonl"])[0], tmp_path / "state" / "ledger.db"
 

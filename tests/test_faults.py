@@ -7,7 +7,6 @@ import threading
 import time
 
 import pytest
-import yaml
 
 from memos_etl.client import parse_retry_after
 from memos_etl.config import load_mapping
@@ -15,8 +14,8 @@ from memos_etl.errors import FatalTargetError
 from memos_etl.limiter import RateLimiter
 from memos_etl.pipeline import run
 from tasks.quarantine import read_quarantine
-from tests.conftest import SAMPLE_MAPPING
-from tests.helpers import chat_rows, expected_messages, set_faults, stats, stored_messages, write_jsonl
+from tests.helpers import (chat_rows, expected_messages, sample_mapping_at, set_faults, stored_messages,
+                           write_jsonl)
 
 
 @pytest.fixture
@@ -24,14 +23,11 @@ def medium(tmp_path, run_config):
     """30 conversations x 20 messages, 5 per request: 120 requests."""
     data = tmp_path / "data"
     write_jsonl(data / "a.jsonl", chat_rows(conversations=30, turns=20))
-    body = yaml.safe_load(SAMPLE_MAPPING.read_text())
-    body["source"]["path"] = str(data)
-    (tmp_path / "m.yaml").write_text(yaml.safe_dump(body))
     run_config.load.max_messages_per_request = 5
     run_config.load.requests_per_second = 0  # no client-side limit unless a case sets one
     run_config.load.tokens_per_minute = 0
     run_config.target.max_attempts = 8
-    return load_mapping(tmp_path / "m.yaml"), expected_messages([data / "a.jsonl"])[0]
+    return load_mapping(sample_mapping_at(tmp_path, data)), expected_messages([data / "a.jsonl"])[0]
 
 
 def run_until_done(mapping, cfg, limit=5):
@@ -143,10 +139,7 @@ def test_self_hosted_target_same_ledger_and_no_blind_resend(dev_server, run_conf
 def test_self_hosted_in_doubt_is_reported_not_duplicated(dev_server, run_config, tmp_path):
     data = tmp_path / "d"
     write_jsonl(data / "a.jsonl", chat_rows(conversations=2, turns=4))
-    body = yaml.safe_load(SAMPLE_MAPPING.read_text())
-    body["source"]["path"] = str(data)
-    (tmp_path / "m.yaml").write_text(yaml.safe_dump(body))
-    mapping = load_mapping(tmp_path / "m.yaml")
+    mapping = load_mapping(sample_mapping_at(tmp_path, data))
     run_config.target.kind = "self-hosted"
     run_config.target.timeout_s = 0.5
     set_faults(dev_server.url, script=[{"hang": 2, "store": True}])

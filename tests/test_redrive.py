@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import yaml
 from typer.testing import CliRunner
 
 from memos_etl.cli import app
@@ -10,7 +9,7 @@ from memos_etl.config import load_mapping
 from memos_etl.pipeline import redrive, run
 from tasks.quarantine import read_quarantine
 from tests.conftest import SAMPLE_MAPPING
-from tests.helpers import chat_rows, expected_messages, stats, stored_messages, write_jsonl
+from tests.helpers import chat_rows, sample_mapping_at, stats, stored_messages, write_jsonl
 
 
 def test_fixed_mapping_redrives_quarantined_rows_once(dev_server, run_config, tmp_path):
@@ -19,16 +18,11 @@ def test_fixed_mapping_redrives_quarantined_rows_once(dev_server, run_config, tm
     for r in rows[::4]:
         r["speaker"] = "narrator"  # unknown to the mapping at first
     write_jsonl(data / "a.jsonl", rows)
-    body = yaml.safe_load(SAMPLE_MAPPING.read_text())
-    body["source"]["path"] = str(data)
-    (tmp_path / "m.yaml").write_text(yaml.safe_dump(body))
     run_config.load.max_failed_share = 0.5
-    first = run(load_mapping(tmp_path / "m.yaml"), run_config)
+    first = run(load_mapping(sample_mapping_at(tmp_path, data)), run_config)
     assert first.counts.quarantined == 5 and first.counts.delivered == 13
 
-    body["roles"] = {"map": {"narrator": "system"}}  # the fix
-    (tmp_path / "m.yaml").write_text(yaml.safe_dump(body))
-    fixed = load_mapping(tmp_path / "m.yaml")
+    fixed = load_mapping(sample_mapping_at(tmp_path, data, roles={"map": {"narrator": "system"}}))  # the fix
     again = redrive(fixed, run_config)
     assert again.counts.read == 5 and again.counts.delivered == 5 and again.counts.quarantined == 0
     assert any("5 of 5" in n for n in again.notes)

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
-import yaml
 
 from flows.sync import run_sync
 from memos_etl.config import load_mapping
@@ -15,18 +11,10 @@ from memos_etl.errors import FatalTargetError, QualityThresholdError
 from memos_etl.pipeline import run
 from tasks.quarantine import read_quarantine
 from tests.conftest import SAMPLE_MAPPING
-from tests.helpers import (chat_rows, expected_messages, set_faults, stats, stored_infos, stored_messages,
+from tests.helpers import (chat_rows, sample_mapping_at, expected_messages, set_faults, stats, stored_infos, stored_messages,
                            write_jsonl)
 
 SAMPLE_FILES = sorted((SAMPLE_MAPPING.parent.parent.parent / "data" / "sample").glob("*.jsonl"))
-
-
-def mapping_at(tmp_path: Path, data_dir: Path) -> Path:
-    body = yaml.safe_load(SAMPLE_MAPPING.read_text())
-    body["source"]["path"] = str(data_dir)
-    p = tmp_path / "mapping.yaml"
-    p.write_text(yaml.safe_dump(body))
-    return p
 
 
 def test_flow_delivers_every_valid_message_once_in_order_then_nothing(prefect_server, dev_server, run_config):
@@ -59,7 +47,7 @@ def test_flow_delivers_every_valid_message_once_in_order_then_nothing(prefect_se
 def test_grown_source_sends_only_new_messages_appended_in_order(dev_server, run_config, tmp_path):
     data = tmp_path / "data"
     write_jsonl(data / "day1.jsonl", chat_rows(conversations=6, turns=12))
-    mapping = load_mapping(mapping_at(tmp_path, data))
+    mapping = load_mapping(sample_mapping_at(tmp_path, data))
     first = run(mapping, run_config)
     assert first.counts.delivered == 72
     write_jsonl(data / "day2.jsonl", chat_rows(conversations=6, turns=5, start_turn=13) +
@@ -76,7 +64,7 @@ def test_postgres_ledger_gives_the_same_exactly_once(dev_server, run_config, tmp
     run_config.load.concurrency = 4
     data = tmp_path / "data"
     write_jsonl(data / "a.jsonl", chat_rows(conversations=20, turns=9))
-    mapping = load_mapping(mapping_at(tmp_path, data))
+    mapping = load_mapping(sample_mapping_at(tmp_path, data))
     from memos_etl.pipeline import serial_map
     from concurrent.futures import ThreadPoolExecutor
 
@@ -104,7 +92,7 @@ def small(tmp_path, run_config):
     data = tmp_path / "data"
     write_jsonl(data / "a.jsonl", chat_rows(conversations=4, turns=6))
     run_config.load.max_messages_per_request = 3
-    return load_mapping(mapping_at(tmp_path, data)), expected_messages([data / "a.jsonl"])[0]
+    return load_mapping(sample_mapping_at(tmp_path, data)), expected_messages([data / "a.jsonl"])[0]
 
 
 def test_server_errors_are_retried_without_duplicates(dev_server, run_config, small):
