@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import string
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -159,6 +160,17 @@ class Fields(_Strict):
     source_key: str | None = None
 
 
+class ChecksConfig(_Strict):
+    """Per-source expectations added to the canonical suite (tasks/validate.py)."""
+
+    allowed_speakers: list[str] | None = None  # raw values of roles.speaker_column, or of the role column
+    max_content_chars: int | None = Field(default=None, ge=1)
+    chat_time_min: datetime | None = None  # tz-aware, or UTC when naive
+    chat_time_max: datetime | None = None
+    # a conversation that has no user message (here or already delivered) is quarantined
+    conversation_needs_user_message: bool = False
+
+
 class Mapping(_Strict):
     source: SourceConfig
     constants: dict[str, str] = {}
@@ -167,6 +179,7 @@ class Mapping(_Strict):
     roles: RolesConfig = RolesConfig()
     time: TimeConfig = TimeConfig()
     tags: list[str] = []  # constant tags added to every request
+    checks: ChecksConfig = ChecksConfig()
     path_: Path | None = Field(default=None, exclude=True)
 
     def template(self, field: str) -> Template | None:

@@ -19,6 +19,7 @@ class Counts:
     pending: int = 0  # valid but not delivered this run (transient failures); the next run sends them
     previously_failed: int = 0  # refused by the target in an earlier run (quarantined then)
     late: int = 0  # subset of delivered/quarantined: older than what the conversation already had
+    out_of_order: int = 0  # messages whose chat_time goes backwards in their conversation's order
     requests: int = 0
     failed_requests: int = 0
     retries: int = 0
@@ -82,7 +83,8 @@ class RunReport:
             ("quarantined", str(c.quarantined)), ("duplicates", str(c.duplicates)),
             ("already delivered", str(c.already_delivered)), ("in doubt", str(c.in_doubt)),
             ("pending", str(c.pending)), ("previously failed", str(c.previously_failed)),
-            ("late (appended)", str(c.late)), ("add requests", str(c.requests)),
+            ("late (appended)", str(c.late)), ("time goes backwards", str(c.out_of_order)),
+            ("add requests", str(c.requests)),
             ("failed requests", str(c.failed_requests)), ("retries", str(c.retries)),
             ("quarantined requests", str(c.quarantined_requests)),
             ("throttled answers", str(c.throttled)),

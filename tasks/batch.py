@@ -76,7 +76,7 @@ def drop_duplicates(table: pa.Table) -> tuple[pa.Table, pa.Table]:
     return table.filter(pa.array(~dup)), table.filter(pa.array(dup))
 
 
-def _changes(arr: pa.ChunkedArray | pa.Array) -> np.ndarray:
+def changes(arr: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """Boolean per row: differs from the previous row (row 0 is always a change)."""
     a = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
     n = len(a)
@@ -95,8 +95,8 @@ def cut_points(table: pa.Table, load: LoadConfig) -> list[tuple[int, int]]:
     n = table.num_rows
     if n == 0:
         return []
-    boundary = _changes(table.column("user_id")) | _changes(table.column("conversation_id")) | \
-        _changes(table.column("agent_id")) | _changes(table.column("app_id"))
+    boundary = changes(table.column("user_id")) | changes(table.column("conversation_id")) | \
+        changes(table.column("agent_id")) | changes(table.column("app_id"))
     tokens = estimate_tokens(table.column("content").combine_chunks())
     budget = load.max_tokens_per_request - request_overhead_tokens()
     max_msgs = load.max_messages_per_request

@@ -25,7 +25,8 @@ from memos_etl.config import LoadConfig, Mapping, TargetConfig
 from memos_etl.errors import FatalTargetError
 from memos_etl.limiter import RateLimiter
 from memos_etl.report import Counts
-from tasks.batch import RequestBatch, drop_duplicates, make_batches, order_values, sort_conversations
+from tasks.batch import (RequestBatch, changes, drop_duplicates, make_batches, order_values,
+                         sort_conversations)
 from tasks.checkpoint import BatchRecord, Ledger
 from tasks.quarantine import QuarantineWriter, rows_table
 from tasks.reconcile import check
@@ -79,6 +80,7 @@ def load_bucket(ctx: LoadContext, stage_dir: Path, bucket: int) -> Counts:
     counts.duplicates += dups.num_rows
     table = _drop_known(ctx, table, counts)
     table = _late(ctx, table, counts, bucket)
+    table = _conversation_checks(ctx, table, counts)
     provenance = {"source": ctx.mapping.source.name, "run_id": ctx.run_id, "loader": "memos-etl"}
     batches = make_batches(table, ctx.load, ctx.target, provenance, ctx.mapping.tags)
     quarantine = QuarantineWriter(ctx.quarantine_dir, f"load-{bucket:04d}")
@@ -155,6 +157,34 @@ def _late(ctx: LoadContext, table: pa.Table, counts: Counts, bucket: int) -> pa.
     _quarantine_rows(ctx, bad, ["late: older than messages already delivered to this conversation "
                                 "(load.late_messages=quarantine)"], counts, None, "late")
     return table.filter(pa.array(~late))
+
+
+def _conversation_checks(ctx: LoadContext, table: pa.Table, counts: Counts) -> pa.Table:
+    """Checks that need a whole conversation: time going backwards (reported), no user message."""
+    if table.num_rows == 0:
+        return table
+    new_conv = changes(table.column("user_id")) | changes(table.column("conversation_id"))
+    times = table.column("chat_time").cast(pa.int64()).to_numpy(zero_copy_only=False)
+    if len(times) > 1:
+        back = np.zeros(len(times), dtype=bool)
+        with np.errstate(invalid="ignore"):
+            back[1:] = (~new_conv[1:]) & (times[1:] < times[:-1])
+        counts.out_of_order += int(back.sum())  # ordered by seq anyway; chat_time is sent as it is
+    if not ctx.mapping.checks.conversation_needs_user_message:
+        return table
+    conv_id = np.cumsum(new_conv)
+    is_user = pc.equal(table.column("role"), "user").to_numpy(zero_copy_only=False)
+    has_user = np.zeros(conv_id[-1] + 1, dtype=bool)
+    has_user[conv_id[is_user]] = True
+    delivered = ctx.ledger.last_orders(ctx.target, table.column("conversation_id").to_pylist())
+    pairs = list(zip(table.column("user_id").to_pylist(), table.column("conversation_id").to_pylist()))
+    bad = np.array([not has_user[c] and p not in delivered for c, p in zip(conv_id, pairs)], dtype=bool)
+    if not bad.any():
+        return table
+    _quarantine_rows(ctx, table.filter(pa.array(bad)), ["conversation has no user message "
+                                                         "(checks.conversation_needs_user_message)"],
+                     counts, None, "checks")
+    return table.filter(pa.array(~bad))
 
 
 def _send(ctx: LoadContext, b: RequestBatch, table: pa.Table, counts: Counts,

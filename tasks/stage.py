@@ -81,7 +81,7 @@ def stage_file(mapping: Mapping, source, unit: Unit, index: int, validator: Vali
                                       f"column {f.name!r} changed type within the unit: {columns[f.name]} -> {kind}")
             counts.read += rb.num_rows
             mapped = map_batch(rb, mapping, unit.rel, offset)
-            reasons = validator.reasons(mapped)
+            reasons = validator.reasons(mapped, rb)
             good, bad = split(mapped, reasons)
             if len(bad):
                 raw_table = pa.Table.from_batches([rb]).take(pa.array(bad))

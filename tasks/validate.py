@@ -30,10 +30,17 @@ _VALIDATED = ["source_key", "user_id", "conversation_id", "role", "content", "ch
 class Check:
     """One expectation and the reason a row failing it gets in quarantine."""
 
-    kind: str  # not_null | in_set | length | not_blank
+    kind: str  # not_null | in_set | length | not_blank | between
     column: str
     reason: str
     max_len: int | None = None
+    min_len: int = 1
+    values: tuple = ALLOWED_ROLES  # in_set
+    low: object = None  # between
+    high: object = None
+
+#: Raw column copied into the validation frame for `checks.allowed_speakers`.
+SPEAKER = "__speaker__"
 
 
 def build_checks(mapping: Mapping) -> list[Check]:
@@ -48,7 +55,35 @@ def build_checks(mapping: Mapping) -> list[Check]:
         if c in ("user_id", "conversation_id") or getattr(mapping.fields, c):
             checks.append(Check("length", c, f"{c} longer than {MAX_ID_CHARS} characters or empty", MAX_ID_CHARS))
     checks.append(Check("not_blank", "content", "content is empty or only whitespace"))
+    extra = mapping.checks
+    if extra.allowed_speakers is not None:
+        checks.append(Check("in_set", SPEAKER, "speaker not in checks.allowed_speakers",
+                            values=tuple(extra.allowed_speakers)))
+    if extra.max_content_chars:
+        checks.append(Check("length", "content", f"content longer than checks.max_content_chars="
+                            f"{extra.max_content_chars}", extra.max_content_chars, min_len=0))
+    if extra.chat_time_min or extra.chat_time_max:
+        checks.append(Check("between", "chat_time", f"chat_time outside [{extra.chat_time_min}, "
+                            f"{extra.chat_time_max}] (checks.chat_time_min/max)",
+                            low=_utc(extra.chat_time_min), high=_utc(extra.chat_time_max)))
     return checks
+
+
+def _utc(value):
+    from datetime import timezone
+
+    import pandas as pd
+
+    if value is None:
+        return None
+    return pd.Timestamp(value if value.tzinfo else value.replace(tzinfo=timezone.utc)).tz_convert("UTC")
+
+
+def speaker_column(mapping: Mapping) -> str | None:
+    if mapping.roles.speaker_column:
+        return mapping.roles.speaker_column
+    tpl = mapping.template("role")
+    return tpl.names[0] if tpl is not None and tpl.is_column else None
 
 
 class Validator:
@@ -81,21 +116,27 @@ class Validator:
             if chk.kind == "not_null":
                 exp = gxe.ExpectColumnValuesToNotBeNull(column=chk.column, meta=meta)
             elif chk.kind == "in_set":
-                exp = gxe.ExpectColumnValuesToBeInSet(column=chk.column, value_set=list(ALLOWED_ROLES), meta=meta)
+                exp = gxe.ExpectColumnValuesToBeInSet(column=chk.column, value_set=list(chk.values), meta=meta)
             elif chk.kind == "length":
-                exp = gxe.ExpectColumnValueLengthsToBeBetween(column=chk.column, min_value=1,
+                exp = gxe.ExpectColumnValueLengthsToBeBetween(column=chk.column, min_value=chk.min_len,
                                                               max_value=chk.max_len, meta=meta)
+            elif chk.kind == "between":
+                exp = gxe.ExpectColumnValuesToBeBetween(column=chk.column, min_value=chk.low, max_value=chk.high,
+                                                        meta=meta)
             else:
                 exp = gxe.ExpectColumnValuesToNotMatchRegex(column=chk.column, regex=r"^\s*$", meta=meta)
             suite.add_expectation(exp)
         return asset.add_batch_definition_whole_dataframe("whole"), ctx.suites.add(suite)
 
-    def reasons(self, table: pa.Table) -> dict[int, list[str]]:
+    def reasons(self, table: pa.Table, raw: pa.RecordBatch | None = None) -> dict[int, list[str]]:
         """Row index -> every reason the row fails; rows absent from the result passed."""
         out: dict[int, list[str]] = defaultdict(list)
         if table.num_rows == 0:
             return out
         frame = table.select(_VALIDATED).to_pandas()
+        if self.mapping.checks.allowed_speakers is not None:
+            col = speaker_column(self.mapping)
+            frame[SPEAKER] = raw.column(col).cast(pa.string()).to_pandas() if raw is not None and col else None
         with self._lock:
             batch = self._batch_definition.get_batch(batch_parameters={"dataframe": frame})
             result = batch.validate(self._suite, result_format={"result_format": "COMPLETE",
@@ -108,7 +149,7 @@ class Validator:
                 raise RuntimeError(f"expectation {chk} could not run: {res.exception_info}")
             values = res.result.get("unexpected_list") or []
             for j, idx in enumerate(res.result.get("unexpected_index_list") or []):
-                shown = _show(values[j]) if j < len(values) and chk.kind in ("in_set", "length") else ""
+                shown = _show(values[j]) if j < len(values) and chk.kind in ("in_set", "length", "between") else ""
                 out[int(idx)].append(chk.reason + shown)
         # the request budget is in estimated tokens (utf-8 bytes), which no built-in expectation measures
         tokens = estimate_tokens(pc.fill_null(table.column("content"), ""))
