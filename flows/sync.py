@@ -8,10 +8,11 @@ running it again, which the ledger makes safe. So retries never multiply.
 
 from __future__ import annotations
 
+import re
 import threading
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -49,17 +50,26 @@ def sync_flow(mapping_path: str, config: dict | None = None, resend_in_doubt: bo
         # ours drains instead: in-flight requests finish and are recorded, the rest waits
         shutdown.install()
     logger = get_run_logger()
-    report: RunReport | None = None
     try:
         part = Slice(since=parse_bound(since), until=parse_bound(until), partitions=tuple(partitions or ()))
         report = pipeline.run(mapping, cfg, stage_map=_prefect_map(stage_task), load_map=_prefect_map(load_task),
                               resend_in_doubt=resend_in_doubt, part=part)
-        return report.to_dict()
-    finally:
-        if report is not None:
-            create_markdown_artifact(report.markdown(), key=f"sync-{mapping.source.name.lower().replace('_', '-').replace('.', '-')}",
-                                     description=f"memos-etl sync of {mapping.source.name}")
-            logger.info("run %s: %s", report.run_id, report.counts)
+    except Exception as exc:
+        if getattr(exc, "report", None) is not None:
+            publish(exc.report)
+        raise
+    publish(report)
+    logger.info("run %s %s: %s", report.run_id, report.status, report.counts)
+    return report.to_dict()
+
+
+def publish(report: RunReport) -> None:
+    """The run report as Prefect artifacts: a markdown summary and a table of outcomes."""
+    key = "sync-" + re.sub(r"[^a-z0-9-]+", "-", report.source.lower())
+    create_markdown_artifact(report.markdown(), key=key, description=f"memos-etl sync of {report.source}")
+    rows = [{"measure": k, "value": v} for k, v in report.rows()]
+    rows += [{"measure": f"quarantined: {r}", "value": str(n)} for r, n in report.counts.reasons.most_common(10)]
+    create_table_artifact(rows, key=f"{key}-table", description=f"outcomes of run {report.run_id}")
 
 
 def run_sync(mapping_path: str, cfg: RunConfig, resend_in_doubt: bool = False, since: str | None = None,

@@ -260,6 +260,7 @@ def demo(work_dir: Path = typer.Option(Path(".memos-etl"), help="state directory
     try:
         cfg = _config(None, server.url, None, work_dir)
         cfg.target.name = "demo-dev-server"  # the ledger identity survives the port changing
+        cfg.state.data_docs = True
         typer.echo(f"dev-server on {server.url}; syncing {SAMPLE_MAPPING.relative_to(ROOT)} ...")
         from flows.sync import run_sync
 
@@ -277,7 +278,8 @@ def demo(work_dir: Path = typer.Option(Path(".memos-etl"), help="state directory
         for m in t.search(user, query, 3):
             typer.echo(f"- [{m.get('conversation_id')}] {m.get('memory_value')}")
         t.close()
-        typer.echo(f"\nstate in {work_dir}/ (ledger.db, quarantine/); run again: 0 add requests.")
+        typer.echo(f"\nstate in {work_dir}/ (ledger.db, quarantine/, data-docs/); Prefect artifacts of the "
+                   "flow run: sync-sample-chats (markdown), sync-sample-chats-table. Run again: 0 add requests.")
     finally:
         server.stop()
 

@@ -264,6 +264,7 @@ class LoadConfig(_Strict):
 
 class StateConfig(_Strict):
     work_dir: str = ".memos-etl"
+    data_docs: bool = False  # build Great Expectations Data Docs (HTML) under work_dir/data-docs/<source>
     ledger_url: str | None = None  # default: sqlite file in work_dir
 
     def ledger(self) -> str:

@@ -172,13 +172,17 @@ def run(mapping: Mapping, cfg: RunConfig, *, run_id: str | None = None, stage_ma
         report.files = len(units)
         check_first_readable(mapping, source, units)  # a missing mapped column stops it here
         resolve_unconfirmed(target, ledger, target_cfg.ledger_name, name, counts)
-        validator = Validator(mapping, cfg.load) if units else None
+        validator = Validator(mapping, cfg.load, data_docs=cfg.state.data_docs) if units else None
         staged: list[StageResult] = stage_map(stage_file, [
             (mapping, source, u, i, validator, run_id, stage_dir, qdir, max(cfg.load.buckets, cfg.load.concurrency))
             for i, u in enumerate(units)])
         buckets = sorted({b for s in staged for b in s.buckets})
         for s in staged:
             counts.add(s.counts)
+        if validator is not None and cfg.state.data_docs:
+            page = validator.publish_docs(work / "data-docs" / name)
+            if page:
+                report.data_docs = str(page)
         columns = {} if stateless else _drift(mapping, [s for s in staged if not s.failed], baseline, report)
         if counts.read and counts.quarantined / counts.read > cfg.load.max_failed_share:
             raise QualityThresholdError(name, counts.quarantined, counts.read,

@@ -66,6 +66,7 @@ class RunReport:
     notes: list = field(default_factory=list)  # schema drift and other things worth a look
     duration_s: float = 0.0
     quarantine_path: str | None = None
+    data_docs: str | None = None  # Great Expectations Data Docs index page, when built
     error: str | None = None
 
     def to_dict(self) -> dict:
@@ -105,6 +106,8 @@ class RunReport:
             lines += [f"| {r} | {n} |" for r, n in self.counts.reasons.most_common(10)]
         if self.quarantine_path:
             lines += ["", f"Quarantine: `{self.quarantine_path}`"]
+        if self.data_docs:
+            lines += ["", f"Data Docs: `{self.data_docs}`"]
         if self.notes:
             lines += ["", "## Notes", ""] + [f"- {n}" for n in self.notes]
         if self.error:
@@ -118,6 +121,8 @@ class RunReport:
             out.append("quarantine reasons:")
             out += [f"  {n:>6}  {r}" for r, n in self.counts.reasons.most_common(10)]
         out += [f"note: {n}" for n in self.notes]
+        if self.data_docs:
+            out.append(f"data docs: {self.data_docs}")
         if self.error:
             out.append(f"error: {self.error}")
         return "\n".join(out)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -89,8 +91,9 @@ def speaker_column(mapping: Mapping) -> str | None:
 class Validator:
     """Holds one ephemeral GX context and suite for a mapping; validate() is thread-safe."""
 
-    def __init__(self, mapping: Mapping, load: LoadConfig):
-        self.mapping, self.load = mapping, load
+    def __init__(self, mapping: Mapping, load: LoadConfig, data_docs: bool = False):
+        self.mapping, self.load, self.data_docs = mapping, load, data_docs
+        self._checkpoint = None
         self.checks = build_checks(mapping)
         self.max_message_tokens = load.max_tokens_per_request - request_overhead_tokens()
         with _gx_lock:
@@ -126,7 +129,19 @@ class Validator:
             else:
                 exp = gxe.ExpectColumnValuesToNotMatchRegex(column=chk.column, regex=r"^\s*$", meta=meta)
             suite.add_expectation(exp)
-        return asset.add_batch_definition_whole_dataframe("whole"), ctx.suites.add(suite)
+        definition = asset.add_batch_definition_whole_dataframe("whole")
+        suite = ctx.suites.add(suite)
+        if self.data_docs:
+            # opt-in: a checkpoint stores every batch's result and renders it into Data Docs
+            # (an HTML site in a temp dir, copied out by publish_docs); slower than validate()
+            vd = ctx.validation_definitions.add(gx.ValidationDefinition(name="messages", data=definition,
+                                                                        suite=suite))
+            self._checkpoint = ctx.checkpoints.add(gx.Checkpoint(
+                name="memos-etl", validation_definitions=[vd],
+                actions=[gx.checkpoint.UpdateDataDocsAction(name="data-docs")],
+                result_format={"result_format": "COMPLETE", "include_unexpected_rows": False}))
+            self._context = ctx
+        return definition, suite
 
     def reasons(self, table: pa.Table, raw: pa.RecordBatch | None = None) -> dict[int, list[str]]:
         """Row index -> every reason the row fails; rows absent from the result passed."""
@@ -138,9 +153,13 @@ class Validator:
             col = speaker_column(self.mapping)
             frame[SPEAKER] = raw.column(col).cast(pa.string()).to_pandas() if raw is not None and col else None
         with self._lock:
-            batch = self._batch_definition.get_batch(batch_parameters={"dataframe": frame})
-            result = batch.validate(self._suite, result_format={"result_format": "COMPLETE",
-                                                                "include_unexpected_rows": False})
+            if self._checkpoint is not None:
+                run = self._checkpoint.run(batch_parameters={"dataframe": frame})
+                result = next(iter(run.run_results.values()))
+            else:
+                batch = self._batch_definition.get_batch(batch_parameters={"dataframe": frame})
+                result = batch.validate(self._suite, result_format={"result_format": "COMPLETE",
+                                                                    "include_unexpected_rows": False})
         for res in result.results:
             if res.success:
                 continue
@@ -157,6 +176,19 @@ class Validator:
             out[int(idx)].append(f"content too large for one request (~{int(tokens[idx])} tokens, "
                                  f"budget load.max_tokens_per_request={self.load.max_tokens_per_request})")
         return out
+
+
+    def publish_docs(self, dest: Path) -> Path | None:
+        """Copy the Data Docs site built during this run to `dest`; returns its index page."""
+        if self._checkpoint is None:
+            return None
+        for site in self._context.get_docs_sites_urls():
+            src = Path(site["site_url"].removeprefix("file://")).parent
+            if src.exists():
+                shutil.rmtree(dest, ignore_errors=True)
+                shutil.copytree(src, dest)
+                return dest / "index.html"
+        return None
 
 
 def _show(value) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from pathlib import Path
+
 from flows.sync import run_sync
 from memos_etl.config import load_mapping
 from memos_etl.errors import FatalTargetError, QualityThresholdError
@@ -18,6 +20,7 @@ SAMPLE_FILES = sorted((SAMPLE_MAPPING.parent.parent.parent / "data" / "sample").
 
 
 def test_flow_delivers_every_valid_message_once_in_order_then_nothing(prefect_server, dev_server, run_config):
+    run_config.state.data_docs = True
     report = run_sync(str(SAMPLE_MAPPING), run_config)
     expected, bad = expected_messages(SAMPLE_FILES)
     c = report["counts"]
@@ -36,6 +39,14 @@ def test_flow_delivers_every_valid_message_once_in_order_then_nothing(prefect_se
     assert set(q.column("source_file").to_pylist()) <= {f.name for f in SAMPLE_FILES}
     requests_before = stats(dev_server.url)["add_requests"]
     assert requests_before == c["requests"]
+    # a Data Docs site and the Prefect artifacts of the run
+    docs = Path(report["data_docs"])
+    assert docs.name == "index.html" and list((docs.parent / "validations").rglob("*.html"))
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        keys = {a.key for a in client.read_artifacts()}
+    assert {"sync-sample-chats", "sync-sample-chats-table"} <= keys
 
     again = run_sync(str(SAMPLE_MAPPING), run_config)
     assert again["counts"]["requests"] == 0 and again["counts"]["delivered"] == 0
