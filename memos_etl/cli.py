@@ -213,6 +213,20 @@ def quarantine_redrive(mapping: Path, config: Optional[Path] = ConfigOpt, target
 
 
 @app.command()
+def expectations(mapping: Path, out: Optional[Path] = typer.Option(None, help="write the suite here (JSON)")):
+    """The Great Expectations suite a mapping validates with: canonical checks plus its `checks`."""
+    from tasks.validate import Validator
+
+    suite = Validator(load_mapping(mapping), _config(None, None, None, None).load).suite_json()
+    text = json.dumps(suite, indent=2, default=str, sort_keys=True)
+    if out:
+        out.write_text(text + "\n")
+        typer.echo(f"{len(suite.get('expectations', []))} expectations -> {out}")
+    else:
+        typer.echo(text)
+
+
+@app.command()
 def search(user_id: str, query: str, target_url: Optional[str] = TargetOpt, config: Optional[Path] = ConfigOpt,
            limit: int = typer.Option(5)):
     """Search a user's memories on the target."""

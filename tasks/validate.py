@@ -178,6 +178,14 @@ class Validator:
         return out
 
 
+    def suite_json(self) -> dict:
+        """The expectation suite as Great Expectations serialises it (for review and versioning)."""
+        suite = self._suite.to_json_dict()
+        for exp in suite.get("expectations", []):
+            exp.pop("id", None)  # random per process: left out so the file is stable
+        suite.pop("id", None)
+        return suite
+
     def publish_docs(self, dest: Path) -> Path | None:
         """Copy the Data Docs site built during this run to `dest`; returns its index page."""
         if self._checkpoint is None:

@@ -91,3 +91,17 @@ def test_duplicates_are_dropped_after_the_first():
 def test_token_estimate_is_conservative_for_ascii_and_cjk():
     est = estimate_tokens(pa.array(["hello world, four chars a token", "你好世界"]))
     assert est[0] >= 31 / 4 and est[1] >= 4
+
+
+def test_committed_sample_suite_matches_the_mapping():
+    """schemas/expectations/ holds the suite each bundled mapping validates with; regenerate it
+    with `memos-etl expectations MAPPING --out FILE` when a mapping's checks change."""
+    import json
+    from pathlib import Path
+
+    from memos_etl.config import load_mapping
+
+    root = Path(__file__).resolve().parent.parent
+    committed = json.loads((root / "schemas" / "expectations" / "sample-chats.json").read_text())
+    built = Validator(load_mapping(root / "schemas" / "mappings" / "sample.yaml"), LoadConfig()).suite_json()
+    assert json.loads(json.dumps(built, default=str)) == committed
