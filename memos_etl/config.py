@@ -260,6 +260,9 @@ class LoadConfig(_Strict):
     # this many failed requests in a row across the run (no success between, throttling
     # aside) means the target is down: stop the run instead of retrying every conversation
     max_consecutive_failures: int = Field(default=20, ge=1)
+    # a run leases the conversations it sends to; another run (or worker) skips them until the
+    # lease is released or, if the run died, expires
+    lease_ttl_s: float = Field(default=600.0, ge=1)
 
 
 class StateConfig(_Strict):

@@ -32,6 +32,7 @@ class Counts:
     reconciled_unknown: int = 0  # unconfirmed requests the target could not tell us about
     extraction: dict = field(default_factory=dict)  # async extraction task status -> count
     units_failed: int = 0  # files/objects that could not be read: quarantined whole
+    leased_elsewhere: int = 0  # conversations another run was sending to: left pending
     units_skipped: int = 0  # unchanged files/objects the manifest says are done: not read
     reasons: Counter = field(default_factory=Counter)
 
@@ -83,7 +84,8 @@ class RunReport:
             ("read", str(c.read)), ("delivered", str(c.delivered)),
             ("quarantined", str(c.quarantined)), ("duplicates", str(c.duplicates)),
             ("already delivered", str(c.already_delivered)), ("in doubt", str(c.in_doubt)),
-            ("pending", str(c.pending)), ("previously failed", str(c.previously_failed)),
+            ("pending", str(c.pending) + (f" ({c.leased_elsewhere} conversations busy in another run)"
+                                           if c.leased_elsewhere else "")), ("previously failed", str(c.previously_failed)),
             ("late (appended)", str(c.late)), ("time goes backwards", str(c.out_of_order)),
             ("add requests", str(c.requests)),
             ("failed requests", str(c.failed_requests)), ("retries", str(c.retries)),

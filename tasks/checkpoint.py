@@ -19,7 +19,7 @@ import json
 import os
 import socket
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import sqlalchemy as sa
@@ -111,6 +111,15 @@ source_state = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+leases = sa.Table(
+    "leases", metadata,  # which run may send to a conversation right now
+    sa.Column("target", sa.String(512), primary_key=True),
+    sa.Column("user_id", sa.String(128), primary_key=True),
+    sa.Column("conversation_id", sa.String(128), primary_key=True),
+    sa.Column("holder", sa.String(64), nullable=False),  # run id
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 _CHUNK = 5_000  # keys per IN (...) lookup: under SQLite's and PostgreSQL's parameter limits
 
 
@@ -147,7 +156,11 @@ class Ledger:
         self.engine = sa.create_engine(url, **kwargs)
         if url.startswith("sqlite"):
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-        metadata.create_all(self.engine)
+        with self.engine.begin() as c:
+            if self.engine.dialect.name == "postgresql":
+                # workers starting together on a new database would race creating the tables
+                c.execute(sa.text("SELECT pg_advisory_xact_lock(4242001)"))
+            metadata.create_all(c)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -160,7 +173,8 @@ class Ledger:
                                            pid=os.getpid()))
 
     def dead_runs(self) -> list[str]:
-        """Runs still marked running whose process on this host is gone (killed): marked crashed."""
+        """Runs still marked running whose process on this host is gone (killed): marked crashed,
+        their conversation leases released."""
         host = socket.gethostname()
         with self.engine.begin() as c:
             rows = c.execute(sa.select(runs.c.run_id, runs.c.pid).where(
@@ -168,6 +182,8 @@ class Ledger:
             dead = [r for r, pid in rows if pid and not _alive(pid)]
             if dead:
                 c.execute(runs.update().where(runs.c.run_id.in_(dead)).values(status="crashed", finished_at=_now()))
+                # their conversations need not wait for the leases to expire
+                c.execute(leases.delete().where(leases.c.holder.in_(dead)))
         return dead
 
     def finish_run(self, run_id: str, status: str, report: dict) -> None:
@@ -221,6 +237,51 @@ class Ledger:
             for i in range(0, len(uniq), _CHUNK):
                 out.update((u, cid) for u, cid in c.execute(stmt, {"ids": uniq[i:i + _CHUNK]}))
         return out
+
+    # -- conversation leases: one sender per conversation across runs and workers ----------
+    def acquire(self, target: str, holder: str, pairs: list[tuple[str, str]], ttl_s: float) -> set[tuple[str, str]]:
+        """Lease these conversations to `holder`; returns those it got (free, expired or already its own).
+
+        One statement per chunk: INSERT ... ON CONFLICT DO UPDATE ... WHERE the lease is
+        expired or ours, RETURNING what was taken. A crashed run's leases expire after
+        `ttl_s` and are taken over then.
+        """
+        if not pairs:
+            return set()
+        dialect = self.engine.dialect.name
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        elif dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:  # pragma: no cover - other databases: no leases, one run at a time
+            return set(pairs)
+        now = _now()
+        expires = now + timedelta(seconds=ttl_s)
+        got: set[tuple[str, str]] = set()
+        uniq = sorted(set(pairs))
+        for i in range(0, len(uniq), 1000):
+            stmt = insert(leases).values([{"target": target, "user_id": u, "conversation_id": c, "holder": holder,
+                                           "expires_at": expires} for u, c in uniq[i:i + 1000]])
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[leases.c.target, leases.c.user_id, leases.c.conversation_id],
+                set_={"holder": holder, "expires_at": expires},
+                where=(leases.c.expires_at < now) | (leases.c.holder == holder),
+            ).returning(leases.c.user_id, leases.c.conversation_id)
+            with self.engine.begin() as c:
+                got.update((u, cid) for u, cid in c.execute(stmt))
+        return got
+
+    def renew(self, target: str, holder: str, ttl_s: float) -> None:
+        with self.engine.begin() as c:
+            c.execute(leases.update().where(leases.c.target == target, leases.c.holder == holder)
+                      .values(expires_at=_now() + timedelta(seconds=ttl_s)))
+
+    def release(self, target: str, holder: str, pairs: list[tuple[str, str]]) -> None:
+        with self.engine.begin() as c:
+            for i in range(0, len(pairs), 1000):
+                ids = sorted({cid for _, cid in pairs[i:i + 1000]})
+                c.execute(leases.delete().where(leases.c.target == target, leases.c.holder == holder,
+                                                leases.c.conversation_id.in_(ids)))
 
     # -- the send protocol: sent -> delivered | failed --------------------------------------
     def record_sent(self, target: str, rec: BatchRecord, replace: bool = False) -> None:

@@ -78,15 +78,35 @@ def load_bucket(ctx: LoadContext, stage_dir: Path, bucket: int) -> Counts:
     table = sort_conversations(read_bucket(stage_dir, bucket))
     table, dups = drop_duplicates(table)
     counts.duplicates += dups.num_rows
+    # lease the bucket's conversations first, then ask the ledger what is delivered: a run
+    # that held them before us has recorded everything it sent by the time we get them
+    pairs = list(zip(table.column("user_id").to_pylist(), table.column("conversation_id").to_pylist()))
+    held = ctx.ledger.acquire(ctx.target, ctx.run_id, pairs, ctx.load.lease_ttl_s)
+    try:
+        return _load_leased(ctx, table, pairs, held, counts, bucket)
+    finally:
+        ctx.ledger.release(ctx.target, ctx.run_id, sorted(held))
+
+
+def _load_leased(ctx: LoadContext, table: pa.Table, pairs: list, held: set, counts: Counts, bucket: int) -> Counts:
+    busy = np.fromiter((p not in held for p in pairs), dtype=bool, count=len(pairs))
+    if busy.any():
+        counts.pending += int(busy.sum())  # another run is sending to these conversations now
+        counts.leased_elsewhere += len({p for p, b in zip(pairs, busy) if b})
+        table = table.filter(pa.array(~busy))
     table = _drop_known(ctx, table, counts)
     table = _late(ctx, table, counts, bucket)
     table = _conversation_checks(ctx, table, counts)
     provenance = {"source": ctx.mapping.source.name, "run_id": ctx.run_id, "loader": "memos-etl"}
     batches = make_batches(table, ctx.load, ctx.target, provenance, ctx.mapping.tags)
     quarantine = QuarantineWriter(ctx.quarantine_dir, f"load-{bucket:04d}")
+    renewed = time.monotonic()
     try:
         i = 0
         while i < len(batches):
+            if time.monotonic() - renewed > ctx.load.lease_ttl_s / 3:
+                ctx.ledger.renew(ctx.target, ctx.run_id, ctx.load.lease_ttl_s)
+                renewed = time.monotonic()
             conv = (batches[i].user_id, batches[i].conversation_id)
             j = i
             while j < len(batches) and (batches[j].user_id, batches[j].conversation_id) == conv:
