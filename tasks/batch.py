@@ -52,6 +52,11 @@ def message_hashes(messages: list[dict]) -> np.ndarray:
     return np.array([message_hash(m.get("role"), m.get("content")) for m in messages], dtype=np.int64)
 
 
+def conversation_pairs(table: pa.Table) -> list[tuple[str, str]]:
+    """(user_id, conversation_id) of each row: the key leases and per-conversation state use."""
+    return list(zip(table.column("user_id").to_pylist(), table.column("conversation_id").to_pylist()))
+
+
 def order_values(table: pa.Table) -> pa.Array:
     """The value a conversation is ordered by: seq where given, else chat_time in microseconds."""
     return pc.coalesce(table.column("seq"), table.column("chat_time").cast(pa.int64()))

@@ -25,8 +25,8 @@ from memos_etl.config import LoadConfig, Mapping, TargetConfig
 from memos_etl.errors import FatalTargetError
 from memos_etl.limiter import RateLimiter
 from memos_etl.report import Counts
-from tasks.batch import (RequestBatch, changes, drop_duplicates, make_batches, order_values,
-                         sort_conversations)
+from tasks.batch import (RequestBatch, changes, conversation_pairs, drop_duplicates, make_batches,
+                         order_values, sort_conversations)
 from tasks.checkpoint import BatchRecord, Ledger
 from tasks.quarantine import QuarantineWriter, rows_table
 from tasks.reconcile import check
@@ -80,7 +80,7 @@ def load_bucket(ctx: LoadContext, stage_dir: Path, bucket: int) -> Counts:
     counts.duplicates += dups.num_rows
     # lease the bucket's conversations first, then ask the ledger what is delivered: a run
     # that held them before us has recorded everything it sent by the time we get them
-    pairs = list(zip(table.column("user_id").to_pylist(), table.column("conversation_id").to_pylist()))
+    pairs = conversation_pairs(table)
     held = ctx.ledger.acquire(ctx.target, ctx.run_id, pairs, ctx.load.lease_ttl_s)
     try:
         return _load_leased(ctx, table, pairs, held, counts, bucket)
@@ -95,8 +95,10 @@ def _load_leased(ctx: LoadContext, table: pa.Table, pairs: list, held: set, coun
         counts.leased_elsewhere += len({p for p, b in zip(pairs, busy) if b})
         table = table.filter(pa.array(~busy))
     table = _drop_known(ctx, table, counts)
-    table = _late(ctx, table, counts, bucket)
-    table = _conversation_checks(ctx, table, counts)
+    # what each conversation already delivered, read once for both checks below
+    marks = ctx.ledger.last_orders(ctx.target, table.column("conversation_id").to_pylist()) if table.num_rows else {}
+    table = _late(ctx, table, counts, bucket, marks)
+    table = _conversation_checks(ctx, table, counts, marks)
     provenance = {"source": ctx.mapping.source.name, "run_id": ctx.run_id, "loader": "memos-etl"}
     batches = make_batches(table, ctx.load, ctx.target, provenance, ctx.mapping.tags)
     quarantine = QuarantineWriter(ctx.quarantine_dir, f"load-{bucket:04d}")
@@ -145,24 +147,19 @@ def _drop_known(ctx: LoadContext, table: pa.Table, counts: Counts) -> pa.Table:
         # messages first would put them ahead of the ones that may still be missing
         blocked = ctx.ledger.in_doubt_conversations(ctx.target, table.column("conversation_id").to_pylist())
         if blocked:
-            pairs = zip(table.column("user_id").to_pylist(), table.column("conversation_id").to_pylist())
-            waiting = keep & np.fromiter((p in blocked for p in pairs), dtype=bool, count=table.num_rows)
+            waiting = keep & np.fromiter((p in blocked for p in conversation_pairs(table)), dtype=bool,
+                                         count=table.num_rows)
             counts.pending += int(waiting.sum())
             keep &= ~waiting
     return table if keep.all() else table.filter(pa.array(keep))
 
 
-def _late(ctx: LoadContext, table: pa.Table, counts: Counts, bucket: int) -> pa.Table:
+def _late(ctx: LoadContext, table: pa.Table, counts: Counts, bucket: int, marks: dict) -> pa.Table:
     """Messages ordered before what their conversation already delivered: append or quarantine."""
-    if table.num_rows == 0:
+    if table.num_rows == 0 or not marks:
         return table
-    marks = ctx.ledger.last_orders(ctx.target, table.column("conversation_id").to_pylist())
-    if not marks:
-        return table
-    users = table.column("user_id").to_pylist()
-    convs = table.column("conversation_id").to_pylist()
     last = np.array([marks.get(k) if marks.get(k) is not None else np.iinfo(np.int64).min
-                     for k in zip(users, convs)], dtype=np.int64)
+                     for k in conversation_pairs(table)], dtype=np.int64)
     order = pc.fill_null(order_values(table), np.iinfo(np.int64).max).to_numpy()
     late = order < last
     n_late = int(late.sum())
@@ -179,7 +176,7 @@ def _late(ctx: LoadContext, table: pa.Table, counts: Counts, bucket: int) -> pa.
     return table.filter(pa.array(~late))
 
 
-def _conversation_checks(ctx: LoadContext, table: pa.Table, counts: Counts) -> pa.Table:
+def _conversation_checks(ctx: LoadContext, table: pa.Table, counts: Counts, delivered: dict) -> pa.Table:
     """Checks that need a whole conversation: time going backwards (reported), no user message."""
     if table.num_rows == 0:
         return table
@@ -196,9 +193,8 @@ def _conversation_checks(ctx: LoadContext, table: pa.Table, counts: Counts) -> p
     is_user = pc.equal(table.column("role"), "user").to_numpy(zero_copy_only=False)
     has_user = np.zeros(conv_id[-1] + 1, dtype=bool)
     has_user[conv_id[is_user]] = True
-    delivered = ctx.ledger.last_orders(ctx.target, table.column("conversation_id").to_pylist())
-    pairs = list(zip(table.column("user_id").to_pylist(), table.column("conversation_id").to_pylist()))
-    bad = np.array([not has_user[c] and p not in delivered for c, p in zip(conv_id, pairs)], dtype=bool)
+    bad = np.array([not has_user[c] and p not in delivered for c, p in zip(conv_id, conversation_pairs(table))],
+                   dtype=bool)
     if not bad.any():
         return table
     _quarantine_rows(ctx, table.filter(pa.array(bad)), ["conversation has no user message "
