@@ -4,20 +4,26 @@ Each file is one `stage-file` task run and each conversation bucket one `load-bu
 run, on a thread pool bounded by `load.concurrency`. Tasks are not retried by Prefect:
 requests are retried at the HTTP edge (tasks/load.py), and a failed run is resumed by
 running it again, which the ledger makes safe. So retries never multiply.
+
+Every flow of the project takes the same first parameters: `source` (a name under
+`sources:` in the config file, or a mapping file path), `config_path` (the YAML config;
+default $MEMOS_ETL_CONFIG) and `config` (overrides, e.g. from a deployment).
 """
 
 from __future__ import annotations
 
 import re
 import threading
+from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from memos_etl import pipeline, shutdown
-from memos_etl.config import RunConfig, load_mapping
+from memos_etl import pipeline, progress, shutdown
+from memos_etl.config import Mapping, RunConfig, load_run_config
 from memos_etl.report import RunReport
 from tasks.cursor import parse_bound
 from tasks.extract import Slice
@@ -28,53 +34,89 @@ stage_task = task(stage_file, name="stage-file", cache_policy=NO_CACHE, retries=
 load_task = task(load_bucket, name="load-bucket", cache_policy=NO_CACHE, retries=0)
 
 
-def _prefect_map(t):
-    def run_all(_fn, items):
+def prefect_map(t):
+    """A pipeline Mapper that runs each item as a task run of `t` on the flow's task runner."""
+    def run_all(_fn, items, on_done=None):
         futures = [t.submit(*args) for args in items]
+        if on_done:
+            for f in as_completed(futures):
+                on_done(f.result())
         return [f.result() for f in futures]
     return run_all
 
 
-@flow(name="memos-etl-sync", log_prints=False)
-def sync_flow(mapping_path: str, config: dict | None = None, resend_in_doubt: bool = False,
-              since: str | None = None, until: str | None = None, partitions: list[str] | None = None) -> dict:
-    """Sync one source (a mapping file) into the configured MemOS target.
+def resolve(source: str, config_path: str | None, config: dict | None) -> tuple[RunConfig, Mapping]:
+    """Flow parameters -> validated config and mapping (errors name the file and key)."""
+    cfg = load_run_config(config_path, overrides=config)
+    return cfg, cfg.mapping(source)
 
-    since/until/partitions select a backfill slice ([since, until) of the SQL cursor or the
-    Hive partition value); a slice never moves the nightly cursor.
-    """
-    cfg = RunConfig.model_validate(config or {})
-    mapping = load_mapping(mapping_path)
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+
+
+def execute(mapping: Mapping, cfg: RunConfig, part: Slice | None = None, *, flow: str = "sync",
+            resend_in_doubt: bool = False, outbox: str | None = None, run_id: str | None = None,
+            in_flow: bool = True, publish_key: str | None = None) -> RunReport:
+    """One pipeline run with progress and report artifacts; task runs when inside a flow run."""
+    sinks = []
+    if in_flow:
+        key = publish_key or f"sync-{slug(mapping.source.name)}"
+        sinks.append(progress.PrefectProgress(f"{key}-progress", f"{flow} of {mapping.source.name}"))
+        maps = {"stage_map": prefect_map(stage_task), "load_map": prefect_map(load_task)}
+    else:
+        maps = {}
+    try:
+        report = pipeline.run(mapping, cfg, part=part, flow=flow, resend_in_doubt=resend_in_doubt,
+                              outbox=Path(outbox) if outbox else None, run_id=run_id,
+                              progress=progress.combined(*sinks), **maps)
+    except Exception as exc:
+        if in_flow and getattr(exc, "report", None) is not None:
+            publish(exc.report, publish_key)
+        raise
+    if in_flow:
+        publish(report, publish_key)
+    return report
+
+
+def drain_on_sigterm() -> None:
     if threading.current_thread() is threading.main_thread():
         # Prefect's engine turns SIGTERM into an exception that abandons requests in flight;
         # ours drains instead: in-flight requests finish and are recorded, the rest waits
         shutdown.install()
-    logger = get_run_logger()
-    try:
-        part = Slice(since=parse_bound(since), until=parse_bound(until), partitions=tuple(partitions or ()))
-        report = pipeline.run(mapping, cfg, stage_map=_prefect_map(stage_task), load_map=_prefect_map(load_task),
-                              resend_in_doubt=resend_in_doubt, part=part)
-    except Exception as exc:
-        if getattr(exc, "report", None) is not None:
-            publish(exc.report)
-        raise
-    publish(report)
-    logger.info("run %s %s: %s", report.run_id, report.status, report.counts)
+
+
+@flow(name="memos-etl-sync", log_prints=False)
+def sync_flow(source: str, config_path: str | None = None, config: dict | None = None,
+              resend_in_doubt: bool = False, since: str | None = None, until: str | None = None,
+              partitions: list[str] | None = None, outbox: str | None = None) -> dict:
+    """Sync one source into the configured MemOS target: the nightly run.
+
+    since/until/partitions select a slice ([since, until) of the SQL cursor or the Hive
+    partition value); a slice never moves the nightly cursor. `outbox` makes it a dry run:
+    the requests are written to that JSONL file and nothing is sent.
+    """
+    cfg, mapping = resolve(source, config_path, config)
+    drain_on_sigterm()
+    part = Slice(since=parse_bound(since), until=parse_bound(until), partitions=tuple(partitions or ()))
+    report = execute(mapping, cfg, part, resend_in_doubt=resend_in_doubt, outbox=outbox)
+    get_run_logger().info("run %s %s: %s", report.run_id, report.status, report.counts)
     return report.to_dict()
 
 
-def publish(report: RunReport) -> None:
+def publish(report: RunReport, key: str | None = None) -> None:
     """The run report as Prefect artifacts: a markdown summary and a table of outcomes."""
-    key = "sync-" + re.sub(r"[^a-z0-9-]+", "-", report.source.lower())
-    create_markdown_artifact(report.markdown(), key=key, description=f"memos-etl sync of {report.source}")
+    key = key or f"sync-{slug(report.source)}"
+    create_markdown_artifact(report.markdown(), key=key, description=f"memos-etl {report.flow} of {report.source}")
     rows = [{"measure": k, "value": v} for k, v in report.rows()]
     rows += [{"measure": f"quarantined: {r}", "value": str(n)} for r, n in report.counts.reasons.most_common(10)]
     create_table_artifact(rows, key=f"{key}-table", description=f"outcomes of run {report.run_id}")
 
 
-def run_sync(mapping_path: str, cfg: RunConfig, resend_in_doubt: bool = False, since: str | None = None,
-             until: str | None = None, partitions: list[str] | None = None) -> dict:
-    """Run the flow with a task runner sized by the config."""
+def run_sync(source: str, cfg: RunConfig, resend_in_doubt: bool = False, since: str | None = None,
+             until: str | None = None, partitions: list[str] | None = None, outbox: str | None = None) -> dict:
+    """Run the flow in this process, with a task runner sized by the config."""
     runner = ThreadPoolTaskRunner(max_workers=cfg.load.concurrency)
-    return sync_flow.with_options(task_runner=runner)(mapping_path, cfg.model_dump(), resend_in_doubt,
-                                                      since, until, partitions)
+    overrides = cfg.model_dump(exclude={"sources"})
+    return sync_flow.with_options(task_runner=runner)(source, str(cfg.path_) if cfg.path_ else None, overrides,
+                                                      resend_in_doubt, since, until, partitions, outbox)

@@ -29,7 +29,10 @@ SAMPLE_MAPPING = ROOT / "schemas" / "mappings" / "sample.yaml"
 
 def _config(config: Optional[Path], target_url: Optional[str], ledger: Optional[str],
             work_dir: Optional[Path]) -> RunConfig:
-    cfg = load_run_config(config)
+    try:
+        cfg = load_run_config(config)
+    except MemosEtlError as exc:
+        _fail(exc)
     if target_url:
         cfg.target.base_url = target_url
     if ledger:
@@ -54,8 +57,15 @@ LedgerOpt = typer.Option(None, "--ledger", help="ledger SQLAlchemy URL (override
 WorkOpt = typer.Option(None, "--work-dir", help="state directory (overrides state.work_dir)")
 
 
+SourceArg = typer.Argument(..., help="a source name from the config's `sources:`, or a mapping file path")
+
+
+def _source(cfg: RunConfig, source: str):
+    return cfg.mapping(source)
+
+
 @app.command()
-def sync(mapping: Path = typer.Argument(..., help="mapping file, e.g. schemas/mappings/sample.yaml"),
+def sync(source: str = SourceArg,
          config: Optional[Path] = ConfigOpt, target_url: Optional[str] = TargetOpt,
          ledger: Optional[str] = LedgerOpt, work_dir: Optional[Path] = WorkOpt,
          resend_in_doubt: bool = typer.Option(False, help="resend requests that got no answer and that the "
@@ -66,38 +76,206 @@ def sync(mapping: Path = typer.Argument(..., help="mapping file, e.g. schemas/ma
                                                         "inclusive; does not move the nightly cursor"),
          until: Optional[str] = typer.Option(None, help="backfill slice end, exclusive"),
          partition: list[str] = typer.Option([], help="backfill these Hive partition values (repeatable)"),
+         dry_run: bool = typer.Option(False, "--dry-run", help="send nothing: write the requests that would be "
+                                                               "sent to the outbox file"),
+         outbox: Optional[Path] = typer.Option(None, help="dry-run outbox (JSONL); default "
+                                                          "<work_dir>/outbox/<source>.jsonl"),
          json_out: bool = typer.Option(False, "--json", help="print the report as JSON")):
     """Sync one source into MemOS (a Prefect flow run unless --no-prefect).
 
-    Exit codes: 0 completed; 1 error (nothing lost, re-run to resume); 2 incomplete (messages
-    pending or in doubt); 3 interrupted by SIGTERM/Ctrl-C (drained, re-run to resume).
+    Exit codes: 0 completed (or planned, with --dry-run); 1 error (nothing lost, re-run to
+    resume); 2 incomplete (messages pending or in doubt); 3 interrupted by SIGTERM/Ctrl-C
+    (drained, re-run to resume).
     """
-    from memos_etl import shutdown
+    from memos_etl import progress, shutdown
 
     shutdown.install()
     try:
         cfg = _config(config, target_url, ledger, work_dir)
         from memos_etl.pipeline import preflight
 
-        m = load_mapping(mapping)
+        m = _source(cfg, source)
         preflight(m)  # config and column errors before Prefect starts
-        if no_prefect:
-            from memos_etl.pipeline import run
-            from tasks.cursor import parse_bound
-            from tasks.extract import Slice
+        box = None
+        if dry_run or outbox:
+            box = str(outbox or Path(cfg.state.work_dir) / "outbox" / f"{m.source.name}.jsonl")
+        with progress.TerminalBars(f"{m.source.name} "):
+            if no_prefect:
+                from memos_etl.pipeline import run
+                from tasks.cursor import parse_bound
+                from tasks.extract import Slice
 
-            part = Slice(since=parse_bound(since), until=parse_bound(until), partitions=tuple(partition))
-            report = run(m, cfg, resend_in_doubt=resend_in_doubt, part=part).to_dict()
-        else:
-            from flows.sync import run_sync
+                part = Slice(since=parse_bound(since), until=parse_bound(until), partitions=tuple(partition))
+                report = run(m, cfg, resend_in_doubt=resend_in_doubt, part=part,
+                             outbox=Path(box) if box else None, progress=progress.report).to_dict()
+            else:
+                from flows.sync import run_sync
 
-            report = run_sync(str(mapping), cfg, resend_in_doubt, since, until, list(partition))
+                report = run_sync(source, cfg, resend_in_doubt, since, until, list(partition), box)
     except MemosEtlError as exc:
         _fail(exc)
     _print_report(report, json_out)
-    code = {"completed": 0, "incomplete": 2, "interrupted": 3}.get(report["status"], 1)
+    code = {"completed": 0, "planned": 0, "incomplete": 2, "interrupted": 3}.get(report["status"], 1)
     if code:
         raise typer.Exit(code)
+
+
+@app.command()
+def plan(source: str = SourceArg, config: Optional[Path] = ConfigOpt, target_url: Optional[str] = TargetOpt,
+         ledger: Optional[str] = LedgerOpt, work_dir: Optional[Path] = WorkOpt,
+         outbox: Optional[Path] = typer.Option(None, help="default <work_dir>/outbox/<source>.jsonl"),
+         since: Optional[str] = typer.Option(None), until: Optional[str] = typer.Option(None),
+         json_out: bool = typer.Option(False, "--json")):
+    """What a sync would send now, written to an outbox file; nothing is sent (no Prefect server needed)."""
+    from memos_etl import progress
+    from memos_etl.pipeline import run
+    from tasks.cursor import parse_bound
+    from tasks.extract import Slice
+
+    try:
+        cfg = _config(config, target_url, ledger, work_dir)
+        m = _source(cfg, source)
+        box = outbox or Path(cfg.state.work_dir) / "outbox" / f"{m.source.name}.jsonl"
+        with progress.TerminalBars(f"{m.source.name} "):
+            report = run(m, cfg, part=Slice(since=parse_bound(since), until=parse_bound(until)), outbox=box,
+                         progress=progress.report).to_dict()
+    except MemosEtlError as exc:
+        _fail(exc)
+    _print_report(report, json_out)
+
+
+@app.command()
+def backfill(source: str = SourceArg, since: Optional[str] = typer.Option(None), until: Optional[str] = typer.Option(None),
+             by: str = typer.Option("auto", help="cursor | partition | file | hash (auto: cursor for SQL, "
+                                                 "partition for Hive layouts, else file)"),
+             every: Optional[str] = typer.Option(None, help="part size: 1d/12h (datetime cursor), a number "
+                                                            "(numeric cursor), or values/files per part"),
+             buckets: int = typer.Option(16, help="--by hash: number of conversation hash buckets"),
+             fan_out: str = typer.Option("local", help="local (task runs here) | deployment (flow runs on "
+                                                       "the work pool via the backfill-part deployment)"),
+             parallel: int = typer.Option(2, help="--fan-out local: parts at once"),
+             deployment: str = typer.Option("memos-etl-backfill-part/backfill-part"),
+             config: Optional[Path] = ConfigOpt, target_url: Optional[str] = TargetOpt,
+             ledger: Optional[str] = LedgerOpt, work_dir: Optional[Path] = WorkOpt,
+             json_out: bool = typer.Option(False, "--json")):
+    """Backfill a range of a source in partitions; run it again to resume (done parts are skipped).
+    Never moves the nightly cursor. Exit 0 when every part is done, 2 otherwise."""
+    from memos_etl import shutdown
+
+    shutdown.install()
+    try:
+        cfg = _config(config, target_url, ledger, work_dir)
+        m = _source(cfg, source)
+        from memos_etl.pipeline import preflight
+
+        preflight(m)
+        from flows.backfill import backfill_flow
+
+        overrides = cfg.model_dump(exclude={"sources"})
+        result = backfill_flow(source, since, until, by, every, buckets, fan_out, parallel,
+                               str(cfg.path_) if cfg.path_ else None, overrides, deployment)
+    except MemosEtlError as exc:
+        _fail(exc)
+    if json_out:
+        typer.echo(json.dumps(result, indent=2, default=str))
+    else:
+        c = result["counts"]
+        typer.echo(f"backfill {result['backfill_id']} of {result['source']}: {result['done']}/{result['parts']} "
+                   f"parts done; read {c['read']}, delivered {c['delivered']}, already delivered "
+                   f"{c['already_delivered']}, quarantined {c['quarantined']}, pending {c['pending']}")
+        for part, st in result["not_done"].items():
+            typer.echo(f"  not done: {part} ({st}); run the same command again to resume")
+    if result["status"] != "completed":
+        raise typer.Exit(2)
+
+
+@app.command()
+def replay(source: str = SourceArg, user: list[str] = typer.Option([], help="replay this user (repeatable)"),
+           conversation: list[str] = typer.Option([], help="replay this conversation id (repeatable)"),
+           yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation"),
+           config: Optional[Path] = ConfigOpt, target_url: Optional[str] = TargetOpt,
+           ledger: Optional[str] = LedgerOpt, work_dir: Optional[Path] = WorkOpt,
+           json_out: bool = typer.Option(False, "--json")):
+    """Send these users' or conversations' messages again on purpose (e.g. after a MemOS reset).
+    The ledger forgets their deliveries first; MemOS will hold them twice if it still has them."""
+    from memos_etl import progress
+    from tasks.replay import replay as do_replay
+
+    try:
+        cfg = _config(config, target_url, ledger, work_dir)
+        m = _source(cfg, source)
+        what = ", ".join([f"user {u}" for u in user] + [f"conversation {c}" for c in conversation])
+        if not yes:
+            typer.confirm(f"re-send every message of {what or '(nothing selected)'} from {m.source.name} to "
+                          f"{cfg.target.ledger_name}?", abort=True)
+        with progress.TerminalBars("replay "):
+            report = do_replay(m, cfg, list(user), list(conversation), progress=progress.report).to_dict()
+    except MemosEtlError as exc:
+        _fail(exc)
+    _print_report(report, json_out)
+    if report["status"] != "completed":
+        raise typer.Exit(2)
+
+
+@app.command()
+def reset(source: str = SourceArg, yes: bool = typer.Option(False, "--yes", "-y"),
+          config: Optional[Path] = ConfigOpt, ledger: Optional[str] = LedgerOpt, work_dir: Optional[Path] = WorkOpt):
+    """Reset a source's cursor and file manifest: the next sync reads everything again (the
+    ledger still drops what was delivered, so nothing is sent twice)."""
+    from tasks import cursor
+    from tasks.checkpoint import Ledger
+
+    try:
+        cfg = _config(config, None, ledger, work_dir)
+        m = _source(cfg, source)
+    except MemosEtlError as exc:
+        _fail(exc)
+    led = Ledger(cfg.state.ledger())
+    try:
+        target = cfg.target.ledger_name
+        cur, _ = led.source_state(m.source.name, target)
+        files = len(led.manifest(m.source.name, target))
+        typer.echo(f"{m.source.name} -> {target}: cursor {cursor.decode(cur)!r}, {files} files recorded as done")
+        if not yes:
+            typer.confirm("reset both, so the next sync reads the whole source again?", abort=True)
+        led.reset_cursor(m.source.name, target)
+        typer.echo("reset: the next sync reads the whole source; delivered messages are still skipped")
+    finally:
+        led.close()
+
+
+@app.command()
+def rollback(run: str = typer.Argument(..., help="run id (see `memos-etl status`)"),
+             yes: bool = typer.Option(False, "--yes", "-y"), config: Optional[Path] = ConfigOpt,
+             target_url: Optional[str] = TargetOpt, ledger: Optional[str] = LedgerOpt,
+             work_dir: Optional[Path] = WorkOpt):
+    """Undo what one run loaded: delete its memories on the target (found by info.run_id) and
+    forget its requests, files and cursor move, so a later sync loads that data again."""
+    from memos_etl.pipeline import make_target
+    from tasks.checkpoint import Ledger
+    from tasks.replay import rollback as do_rollback
+
+    cfg = _config(config, target_url, ledger, work_dir)
+    led = Ledger(cfg.state.ledger())
+    rec = led.run_record(run)
+    led.close()
+    if rec is None:
+        typer.secho(f"error: no run {run} in {cfg.state.ledger()}", fg="red", err=True)
+        raise typer.Exit(1)
+    delivered = rec["report"].get("counts", {}).get("delivered", "?")
+    if not yes:
+        typer.confirm(f"delete the memories of run {run} ({rec['flow']} of {rec['source']}, {delivered} messages "
+                      f"delivered) from {rec['target']}?", abort=True)
+    t = make_target(cfg)
+    try:
+        out = do_rollback(cfg, run, t)
+    except MemosEtlError as exc:
+        _fail(exc)
+    finally:
+        t.close()
+    typer.echo(f"rolled back {out['run_id']}: {out['memories_deleted']} memories deleted from {out['users']} users, "
+               f"{out['messages_forgotten']} messages in {out['requests']} requests forgotten by the ledger, "
+               f"{out['files_forgotten']} files to read again, {out['cursor']}")
 
 
 def _print_report(report: dict, as_json: bool) -> None:
@@ -116,25 +294,45 @@ def _print_report(report: dict, as_json: bool) -> None:
 
 @app.command()
 def status(config: Optional[Path] = ConfigOpt, ledger: Optional[str] = LedgerOpt,
-           work_dir: Optional[Path] = WorkOpt):
-    """What the ledger holds: batches and messages per source and status, recent runs."""
+           work_dir: Optional[Path] = WorkOpt, json_out: bool = typer.Option(False, "--json")):
+    """Per source and target: cursor, last run, messages delivered, pending, in doubt, quarantined."""
+    from tasks import cursor
     from tasks.checkpoint import Ledger
+    from tasks.quarantine import read_quarantine
+    from tasks.redrive import _resolved
 
     cfg = _config(config, None, ledger, work_dir)
     led = Ledger(cfg.state.ledger())
-    s = led.summary()
+    rows = led.source_overview()
     led.close()
-    if not s["by_source"]:
+    if json_out:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
         typer.echo("ledger is empty: nothing synced yet")
-    for source, per in s["by_source"].items():
-        parts = ", ".join(f"{st}: {v['messages']} messages in {v['batches']} requests" for st, v in sorted(per.items()))
-        typer.echo(f"{source}: {parts}")
-    for r in s["recent_runs"]:
-        rep = json.loads(r["report"]) if r["report"] else {}
+    for r in rows:
+        last = r.get("last_run") or {}
+        rep = json.loads(last["report"]) if last.get("report") else {}
         c = rep.get("counts", {})
-        typer.echo(f"  run {r['run_id']} {r['status']:<10} read={c.get('read', '?')} "
-                   f"delivered={c.get('delivered', '?')} quarantined={c.get('quarantined', '?')} "
-                   f"requests={c.get('requests', '?')}")
+        try:
+            q = read_quarantine(cfg.state.work_dir, r["source"], None).select(["source_file", "source_row"])
+            rows_q = {(x["source_file"], x["source_row"]) for x in q.to_pylist()}
+            quarantined = len(rows_q - _resolved(cfg.state.work_dir, r["source"]))
+        except Exception as exc:  # unreadable quarantine files: say so rather than fail the status
+            quarantined = f"? ({exc})"
+        typer.echo(f"{r['source']} -> {r['target']}")
+        if r.get("cursor") is not None or not (r.get("files_done") or r.get("files_failed")):
+            typer.echo(f"  cursor      {cursor.decode(r.get('cursor'))!r}")
+        else:
+            typer.echo(f"  files       {r.get('files_done', 0)} done, {r.get('files_failed', 0)} unreadable")
+        if last:
+            typer.echo(f"  last run    {last['run_id']} {last['flow']} {last['status']} (started "
+                       f"{str(last['started_at'])[:19]}; read {c.get('read', '?')}, delivered {c.get('delivered', '?')})")
+        typer.echo(f"  delivered   {r.get('delivered', 0)} messages")
+        typer.echo(f"  pending     {c.get('pending', 0)} (as of the last run)")
+        typer.echo(f"  in doubt    {r.get('sent', 0)} messages sent, never confirmed")
+        typer.echo(f"  refused     {r.get('failed', 0)} messages refused by the target (quarantined)")
+        typer.echo(f"  quarantined {quarantined} rows (memos-etl quarantine list --source {r['source']})")
 
 
 quarantine_app = typer.Typer(no_args_is_help=True, help="Inspect, export and re-drive quarantined rows.")
@@ -200,13 +398,14 @@ def quarantine_export(out: Path, source: Optional[str] = typer.Option(None), run
 
 
 @quarantine_app.command("redrive")
-def quarantine_redrive(mapping: Path, config: Optional[Path] = ConfigOpt, target_url: Optional[str] = TargetOpt,
+def quarantine_redrive(source: str = SourceArg, config: Optional[Path] = ConfigOpt, target_url: Optional[str] = TargetOpt,
                        ledger: Optional[str] = LedgerOpt, work_dir: Optional[Path] = WorkOpt):
     """Re-validate a source's quarantined rows with the (fixed) mapping and load those that pass, once."""
     from memos_etl.pipeline import redrive
 
     try:
-        report = redrive(load_mapping(mapping), _config(config, target_url, ledger, work_dir)).to_dict()
+        cfg = _config(config, target_url, ledger, work_dir)
+        report = redrive(_source(cfg, source), cfg).to_dict()
     except MemosEtlError as exc:
         _fail(exc)
     _print_report(report, False)

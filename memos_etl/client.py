@@ -152,6 +152,7 @@ class CloudTarget(_HttpTarget):
     """MemOS Cloud: POST {base}/add/message with `Authorization: Token <key>`."""
 
     kind = "cloud"
+    route = "/add/message"
     ok_codes = (0,)
 
     def add_body(self, batch) -> dict:
@@ -182,6 +183,27 @@ class CloudTarget(_HttpTarget):
                 return str(item["status"])
         return "unknown"
 
+    def find_memories(self, user_id: str, where: dict, page_size: int = 50) -> list[str]:
+        """Ids of a user's memories whose fields match `where` (e.g. {"info.run_id": ...})."""
+        ids: list[str] = []
+        page = 1
+        while True:
+            data = self._post("/get/memory", {"user_id": user_id, "page": page, "size": page_size,
+                                              "filter": where}, writes=False) or {}
+            items = data.get("memory_detail_list") or []
+            ids += [str(m["id"]) for m in items if isinstance(m, dict) and m.get("id") is not None]
+            if len(items) < page_size:
+                return ids
+            page += 1
+
+    def delete_memories(self, memory_ids: list[str]) -> int:
+        deleted = 0
+        for i in range(0, len(memory_ids), 100):
+            chunk = memory_ids[i:i + 100]
+            self._post("/delete/memory", {"memory_ids": chunk}, writes=True)
+            deleted += len(chunk)
+        return deleted
+
     def search(self, user_id: str, query: str, limit: int = 6) -> list[dict]:
         data = self._post("/search/memory", {"user_id": user_id, "query": query,
                                              "memory_limit_number": limit}, writes=False)
@@ -192,6 +214,7 @@ class SelfHostedTarget(_HttpTarget):
     """The open-source MemOS server: POST {base}/product/add; conversation is `session_id`."""
 
     kind = "self-hosted"
+    route = "/product/add"
     ok_codes = (200, 0)
 
     def add_body(self, batch) -> dict:
@@ -215,6 +238,13 @@ class SelfHostedTarget(_HttpTarget):
 
     def task_status(self, task_id: str) -> str:
         return "unknown"
+
+    def find_memories(self, user_id: str, where: dict, page_size: int = 50) -> list[str]:
+        raise CannotTell("rollback needs the cloud API's /get/memory filter on info.*; the self-hosted "
+                         "server has no such route in the version verified")
+
+    def delete_memories(self, memory_ids: list[str]) -> int:
+        raise CannotTell("rollback is not supported on the self-hosted server")
 
     def search(self, user_id: str, query: str, limit: int = 6) -> list[dict]:
         data = self._post("/product/search", {"user_id": user_id, "query": query, "top_k": limit}, writes=False)

@@ -263,6 +263,10 @@ class LoadConfig(_Strict):
     # a run leases the conversations it sends to; another run (or worker) skips them until the
     # lease is released or, if the run died, expires
     lease_ttl_s: float = Field(default=600.0, ge=1)
+    # one rate limit for a whole fleet of workers: the name prefix of two Prefect global
+    # concurrency limits with slot decay (<name>-requests, <name>-tokens), created or updated
+    # from requests_per_second/tokens_per_minute at the start of a run. None: per process only.
+    fleet_limit: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,48}$")
 
 
 class StateConfig(_Strict):
@@ -274,10 +278,39 @@ class StateConfig(_Strict):
         return self.ledger_url or f"sqlite:///{Path(self.work_dir) / 'ledger.db'}"
 
 
+class BackfillConfig(_Strict):
+    # a partition run that has not reported for this long is taken as dead and handed to
+    # another worker (its conversation leases expire after load.lease_ttl_s)
+    part_ttl_s: float = Field(default=120.0, ge=5)
+    max_attempts: int = Field(default=3, ge=1)  # runs per partition before the backfill gives up on it
+    poll_s: float = Field(default=5.0, gt=0)
+
+
 class RunConfig(_Strict):
+    # source name -> mapping file (relative to this config file) or the mapping inline
+    sources: dict[str, str | dict] = {}
     target: TargetConfig = TargetConfig()
     load: LoadConfig = LoadConfig()
     state: StateConfig = StateConfig()
+    backfill: BackfillConfig = BackfillConfig()
+    path_: Path | None = Field(default=None, exclude=True)
+
+    def mapping(self, source: str | os.PathLike) -> "Mapping":
+        """A source by name (from `sources`) or a mapping file path."""
+        spec = self.sources.get(str(source))
+        if spec is None:
+            if Path(source).is_file():
+                return load_mapping(source)
+            known = ", ".join(sorted(self.sources)) or "none configured"
+            raise ConfigError(str(self.path_ or "config"), "sources",
+                              f"{str(source)!r} is neither a mapping file nor a configured source ({known})")
+        where = f"{self.path_ or 'config'} sources.{source}"
+        if isinstance(spec, str):
+            p = Path(spec)
+            if not p.is_absolute() and self.path_ is not None:
+                p = self.path_.parent / p
+            return load_mapping(p)
+        return _check_mapping(_validate(Mapping, spec, Path(where)), Path(where))
 
 
 def _read_yaml(path: Path) -> dict:
@@ -303,7 +336,10 @@ def _validate(model: type[BaseModel], data: dict, path: Path):
 
 def load_mapping(path: str | os.PathLike) -> Mapping:
     p = Path(path)
-    mapping = _validate(Mapping, _read_yaml(p), p)
+    return _check_mapping(_validate(Mapping, _read_yaml(p), p), p)
+
+
+def _check_mapping(mapping: Mapping, p: Path) -> Mapping:
     mapping.path_ = p
     for field in Fields.model_fields:
         try:
@@ -315,8 +351,51 @@ def load_mapping(path: str | os.PathLike) -> Mapping:
     return mapping
 
 
-def load_run_config(path: str | os.PathLike | None) -> RunConfig:
-    if path is None:
-        return RunConfig()
-    p = Path(path)
-    return _validate(RunConfig, _read_yaml(p), p)
+ENV_PREFIX = "MEMOS_ETL__"  # MEMOS_ETL__TARGET__BASE_URL=... overrides target.base_url
+
+
+def env_overrides(environ: dict | None = None) -> dict:
+    """Nested settings from MEMOS_ETL__SECTION__KEY variables; values are read as YAML scalars."""
+    out: dict = {}
+    for name, raw in sorted((environ if environ is not None else os.environ).items()):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        keys = [k.lower() for k in name[len(ENV_PREFIX):].split("__") if k]
+        if not keys:
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(name, ".".join(keys), "conflicts with a shorter variable of the same prefix")
+        node[keys[-1]] = value
+    return out
+
+
+def merge(base: dict, extra: dict) -> dict:
+    """`extra` over `base`, recursively for nested sections."""
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_run_config(path: str | os.PathLike | None = None, overrides: dict | None = None,
+                    environ: dict | None = None) -> RunConfig:
+    """The run config: the file (or $MEMOS_ETL_CONFIG), then MEMOS_ETL__* variables, then
+    `overrides` (flow parameters). Errors name the file or variable and the key."""
+    env = environ if environ is not None else os.environ
+    path = path or env.get("MEMOS_ETL_CONFIG") or None
+    p = Path(path) if path else None
+    data = _read_yaml(p) if p else {}
+    from_env = env_overrides(env)
+    where = str(p) if p else "defaults"
+    if from_env:
+        where += " + " + ", ".join(sorted(k for k in env if k.startswith(ENV_PREFIX)))
+    cfg = _validate(RunConfig, merge(merge(data, from_env), overrides or {}), Path(where))
+    cfg.path_ = p
+    return cfg

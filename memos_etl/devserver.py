@@ -112,6 +112,10 @@ class Store:
         with self.lock:
             return self.db.execute(sql, args).fetchall()
 
+    def execute(self, sql: str, args=()) -> int:
+        with self.lock, self.db:
+            return self.db.execute(sql, args).rowcount
+
     def clear(self) -> None:
         with self.lock, self.db:
             self.db.execute("DELETE FROM messages")
@@ -339,6 +343,41 @@ def create_app(store: Store | None = None, faults: Faults | None = None) -> Fast
         hits = search(body.get("user_id"), body.get("query", ""), int(body.get("memory_limit_number") or 6),
                       body.get("conversation_id"))
         return _env(0, "ok", {"memory_detail_list": hits})
+
+    @app.post("/get/memory")
+    async def get_memory(request: Request):
+        resp = auth_failed(request)
+        if resp:
+            return resp
+        body = await request.json()
+        size = max(1, min(int(body.get("size") or 10), 50))
+        page = max(1, int(body.get("page") or 1))
+        sql = "SELECT id, conversation_id, role, content, chat_time, info FROM messages WHERE user_id=?"
+        args: list = [body.get("user_id")]
+        for key, value in (body.get("filter") or {}).items():
+            if not str(key).startswith("info.") or not str(key)[5:].replace("_", "").isalnum():
+                return _env(40000, f"filter on {key!r} is not supported here", status=400)
+            sql += f" AND json_extract(info, '$.{key[5:]}') = ?"
+            args.append(value)
+        rows = store.query(sql + " ORDER BY id LIMIT ? OFFSET ?", args + [size, (page - 1) * size])
+        return _env(0, "ok", {"memory_detail_list": [
+            {"id": str(i), "memory_key": f"{r} said", "memory_value": c, "conversation_id": conv,
+             "chat_time": t, "info": json.loads(inf)} for i, conv, r, c, t, inf in rows]})
+
+    @app.post("/delete/memory")
+    async def delete_memory(request: Request):
+        resp = auth_failed(request)
+        if resp:
+            return resp
+        body = await request.json()
+        ids = [int(i) for i in body.get("memory_ids") or []]
+        if ids:
+            store.execute(f"DELETE FROM messages WHERE id IN ({','.join('?' * len(ids))})", ids)
+        elif body.get("user_id"):
+            store.execute("DELETE FROM messages WHERE user_id=?", [body["user_id"]])
+        else:
+            return _env(40000, "give memory_ids or user_id", status=400)
+        return _env(0, "ok", {"success": True})
 
     @app.post("/get/status")
     async def get_status(request: Request):

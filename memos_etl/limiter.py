@@ -124,3 +124,57 @@ class RateLimiter:
             with self._cond:
                 self.factor = min(1.0, self.factor + self.increase)
                 self._cond.notify_all()
+
+
+class FleetLimiter:
+    """One rate limit for every worker of a fleet: two Prefect global concurrency limits with
+    slot decay, `<name>-requests` and `<name>-tokens`, on the Prefect server all workers use.
+
+    A limit with slot decay is a token bucket: `limit` slots of burst, refilled at
+    `slot_decay_per_second`. MemOS counts over sliding windows (1 s for requests, 60 s for
+    tokens), and a bucket admits at most burst + rate x window in any window, so the rate is
+    set to (limit x headroom - burst) / window: the fleet stays under, whatever the timing.
+    Each acquisition is one call to the Prefect API (a few ms), once per request, never per
+    message. The per-process RateLimiter still runs in front of it (AIMD on throttling).
+    """
+
+    def __init__(self, name: str, requests_per_second: float, tokens_per_minute: float,
+                 max_tokens_per_request: int, headroom: float = 0.97):
+        self.requests = f"{name}-requests" if requests_per_second else None
+        self.tokens = f"{name}-tokens" if tokens_per_minute else None
+        self.req_burst = 1
+        self.req_rate = max(0.1, requests_per_second * headroom - self.req_burst)
+        # a request's tokens are taken at once, so the burst must hold the largest request
+        self.tok_burst = int(max(max_tokens_per_request, tokens_per_minute * 0.02))
+        self.tok_rate = max(1.0, (tokens_per_minute * headroom - self.tok_burst) / 60.0)
+
+    def ensure(self) -> None:
+        """Create or update the limits on the Prefect server (idempotent)."""
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            if self.requests:
+                client.upsert_global_concurrency_limit_by_name(self.requests, self.req_burst, self.req_rate)
+            if self.tokens:
+                client.upsert_global_concurrency_limit_by_name(self.tokens, self.tok_burst, self.tok_rate)
+
+    def acquire(self, n_tokens: int) -> float:
+        """Block until the fleet may send one request of `n_tokens`; returns the seconds waited."""
+        from prefect.concurrency.sync import rate_limit
+
+        started = time.monotonic()
+        if self.requests:
+            rate_limit(self.requests, occupy=1, strict=True)
+        if self.tokens and n_tokens > 0:
+            rate_limit(self.tokens, occupy=min(int(n_tokens), self.tok_burst), strict=True)
+        return time.monotonic() - started
+
+
+def fleet_limiter(load) -> FleetLimiter | None:
+    """The fleet-wide limiter a LoadConfig asks for (load.fleet_limit), created on the server."""
+    if not load.fleet_limit or not (load.requests_per_second or load.tokens_per_minute):
+        return None
+    fleet = FleetLimiter(load.fleet_limit, load.requests_per_second, load.tokens_per_minute,
+                         load.max_tokens_per_request)
+    fleet.ensure()
+    return fleet

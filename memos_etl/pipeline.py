@@ -13,6 +13,7 @@ bucket a task run, see flows/sync.py) or on a plain thread pool (tests, benchmar
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import threading
@@ -28,7 +29,7 @@ from memos_etl.client import make_target as _make_target
 from memos_etl.client import resolve_api_key
 from memos_etl.config import Mapping, RunConfig
 from memos_etl.errors import FatalTargetError, QualityThresholdError, SchemaDrift, SourceError
-from memos_etl.limiter import RateLimiter
+from memos_etl.limiter import RateLimiter, fleet_limiter
 from memos_etl.report import Counts, RunReport
 from tasks.checkpoint import Ledger
 from tasks import cursor
@@ -43,17 +44,28 @@ from tasks.validate import Validator
 
 log = logging.getLogger("memos_etl")
 
-Mapper = Callable[[Callable, Iterable[tuple]], list]
+#: map(fn, items, on_done) -> results in the order of items; on_done(result) is called as each finishes
+Mapper = Callable[..., list]
 
 
-def serial_map(fn: Callable, items: Iterable[tuple]) -> list:
-    return [fn(*args) for args in items]
+def serial_map(fn: Callable, items: Iterable[tuple], on_done: Callable | None = None) -> list:
+    out = []
+    for args in items:
+        out.append(fn(*args))
+        if on_done:
+            on_done(out[-1])
+    return out
 
 
 def thread_map(workers: int) -> Mapper:
-    def run_all(fn: Callable, items: Iterable[tuple]) -> list:
+    def run_all(fn: Callable, items: Iterable[tuple], on_done: Callable | None = None) -> list:
+        def one(args):
+            r = fn(*args)
+            if on_done:
+                on_done(r)
+            return r
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="memos-etl") as pool:
-            return list(pool.map(lambda args: fn(*args), items))
+            return list(pool.map(one, items))
     return run_all
 
 
@@ -91,6 +103,7 @@ def _plan(mapping: Mapping, source, ledger: Ledger, target: str, part: Slice | N
     """The units this run reads, and whether it is the nightly run that may move the cursor."""
     nightly = part is None or not part.bounded
     cursor_text, baseline = ledger.source_state(mapping.source.name, target)
+    report.cursor_before = cursor_text
     if mapping.source.type == "sql":
         sql = mapping.source.sql
         if nightly:
@@ -100,6 +113,8 @@ def _plan(mapping: Mapping, source, ledger: Ledger, target: str, part: Slice | N
             part = Slice(since=start)
         return source.units(part), nightly, baseline
     units = source.units(part or Slice())
+    if part is not None and part.filters_rows:
+        return units, nightly, baseline  # some rows of every file: the manifest (whole files) does not apply
     manifest = ledger.manifest(mapping.source.name, target)
     todo = []
     for u in units:
@@ -138,19 +153,30 @@ def _drift(mapping: Mapping, staged: list[StageResult], baseline: dict, report: 
 
 def run(mapping: Mapping, cfg: RunConfig, *, run_id: str | None = None, stage_map: Mapper | None = None,
         load_map: Mapper | None = None, resend_in_doubt: bool = False, flow: str = "sync",
-        target=None, part: Slice | None = None, source=None) -> RunReport:
-    """Sync one source. `part` reads a bounded slice (backfill) and never moves the cursor;
-    `source` replaces the mapping's own (re-drive), and then no source state moves either."""
+        target=None, part: Slice | None = None, source=None, outbox: Path | None = None,
+        progress=None) -> RunReport:
+    """Sync one source. `part` reads a bounded slice (backfill, replay) and never moves the
+    cursor; `source` replaces the mapping's own (re-drive), and then no source state moves
+    either. With `outbox` it is a dry run: the requests are written there, nothing is sent and
+    the ledger keeps no trace but the run's report. `progress` gets (phase, done, total)."""
     run_id = run_id or new_run_id()
+    progress = progress or (lambda phase, done, total: None)
     started = time.monotonic()
     stage_map = stage_map or thread_map(min(cfg.load.concurrency, 4))
     load_map = load_map or thread_map(cfg.load.concurrency)
     work = Path(cfg.state.work_dir)
     stage_dir = work / "runs" / run_id / "stage"
     qdir = quarantine_dir(cfg.state.work_dir, mapping.source.name, run_id)
+    if outbox is not None:  # a dry run's rejects are shown, not kept for re-drive
+        qdir = Path(outbox).with_name(Path(outbox).stem + "-quarantine")
+        shutil.rmtree(qdir, ignore_errors=True)
     target_cfg = cfg.target
     name = mapping.source.name
-    report = RunReport(run_id=run_id, source=name, target=target_cfg.ledger_name)
+    bounded = part is not None and part.bounded
+    kind = "plan" if outbox is not None else ("backfill" if flow == "sync" and bounded else flow)
+    report = RunReport(run_id=run_id, source=name, target=target_cfg.ledger_name, flow=kind,
+                       slice=part.spec() if bounded else None,
+                       outbox=str(outbox) if outbox is not None else None)
     stateless = source is not None
     source = source or open_source(mapping)
     work.mkdir(parents=True, exist_ok=True)
@@ -159,8 +185,7 @@ def run(mapping: Mapping, cfg: RunConfig, *, run_id: str | None = None, stage_ma
         shutil.rmtree(work / "runs" / dead, ignore_errors=True)
     own_target = target is None
     target = target or make_target(cfg)
-    ledger.start_run(run_id, flow if part is None or not part.bounded else "backfill", name,
-                     target_cfg.ledger_name)
+    ledger.start_run(run_id, kind, name, target_cfg.ledger_name, {"slice": report.slice})
     counts = report.counts
     stop = threading.Event()
     watcher = _watch_shutdown(stop)
@@ -171,11 +196,13 @@ def run(mapping: Mapping, cfg: RunConfig, *, run_id: str | None = None, stage_ma
             units, nightly, baseline = _plan(mapping, source, ledger, target_cfg.ledger_name, part, report)
         report.files = len(units)
         check_first_readable(mapping, source, units)  # a missing mapped column stops it here
-        resolve_unconfirmed(target, ledger, target_cfg.ledger_name, name, counts)
+        if outbox is None:
+            resolve_unconfirmed(target, ledger, target_cfg.ledger_name, name, counts)
         validator = Validator(mapping, cfg.load, data_docs=cfg.state.data_docs) if units else None
+        done = _Ticker(progress, "extract", len(units))
         staged: list[StageResult] = stage_map(stage_file, [
-            (mapping, source, u, i, validator, run_id, stage_dir, qdir, max(cfg.load.buckets, cfg.load.concurrency))
-            for i, u in enumerate(units)])
+            (mapping, source, u, i, validator, run_id, stage_dir, qdir, max(cfg.load.buckets, cfg.load.concurrency),
+             part) for i, u in enumerate(units)], done)
         buckets = sorted({b for s in staged for b in s.buckets})
         for s in staged:
             counts.add(s.counts)
@@ -190,21 +217,31 @@ def run(mapping: Mapping, cfg: RunConfig, *, run_id: str | None = None, stage_ma
         limiter = RateLimiter(cfg.load.requests_per_second, cfg.load.tokens_per_minute)
         ctx = LoadContext(mapping=mapping, load=cfg.load, target_cfg=target_cfg, client=target, ledger=ledger,
                           run_id=run_id, quarantine_dir=qdir, resend_in_doubt=resend_in_doubt,
-                          limiter=limiter, stop=stop)
-        for c in load_map(load_bucket, [(ctx, stage_dir, b) for b in buckets]):
-            counts.add(_without_read(c))
+                          limiter=limiter, stop=stop, outbox=Outbox(outbox) if outbox is not None else None,
+                          fleet=fleet_limiter(cfg.load) if outbox is None else None)
+        done = _Ticker(progress, "load", len(buckets))
+        try:
+            for c in load_map(load_bucket, [(ctx, stage_dir, b) for b in buckets], done):
+                counts.add(_without_read(c))
+        finally:
+            if ctx.outbox is not None:
+                ctx.outbox.close()
         if ctx.fatal:
             raise FatalTargetError(ctx.fatal[0])
-        if target_cfg.track_extraction and not stop.is_set():
+        if target_cfg.track_extraction and not stop.is_set() and outbox is None:
             counts.extraction = track_extraction(target, ledger, run_id, target_cfg.extraction_wait_s, stop)
-        if not stateless:
+        keeps_state = not stateless and outbox is None and not (part is not None and part.filters_rows)
+        if keeps_state:
             ledger.record_units(name, target_cfg.ledger_name, run_id, [s.unit for s in staged if s.failed], "failed")
         if shutdown.requested.is_set():
             report.status = "interrupted"
+        elif outbox is not None:
+            report.status = "planned"
         elif counts.pending == 0 and counts.in_doubt == 0:
             report.status = "completed"
-            if not stateless:  # state moves only with a complete load: files done, cursor, schema
+            if keeps_state:  # state moves only with a complete load: files done, cursor, schema
                 _save_state(ledger, name, target_cfg.ledger_name, run_id, staged, columns, nightly)
+                report.cursor_after = ledger.source_state(name, target_cfg.ledger_name)[0]
         else:
             report.status = "incomplete"
     except Exception as exc:
@@ -234,6 +271,41 @@ def _save_state(ledger: Ledger, source: str, target: str, run_id: str, staged: l
         high = cursor.later(high, s.high_water)
     ledger.save_source_state(source, target, cursor.encode(high) if high is not None else
                              ledger.source_state(source, target)[0], columns, move_cursor=nightly and high is not None)
+
+
+class _Ticker:
+    """Counts finished units of a phase and tells the progress callback."""
+
+    def __init__(self, progress, phase: str, total: int):
+        self.progress, self.phase, self.total, self.done = progress, phase, total, 0
+        self._lock = threading.Lock()
+        progress(phase, 0, total)
+
+    def __call__(self, _result) -> None:
+        with self._lock:
+            self.done += 1
+            done = self.done
+        self.progress(self.phase, done, self.total)
+
+
+class Outbox:
+    """Dry run: the requests a run would send, one JSON line each (route and body)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "w", encoding="utf-8")
+        self._lock = threading.Lock()
+
+    def write(self, route: str, body: dict) -> None:
+        line = json.dumps({"route": route, "body": body}, ensure_ascii=False, default=str)
+        with self._lock:
+            self._fh.write(line + "\n")
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._fh.closed:
+                self._fh.close()
 
 
 def _watch_shutdown(stop: threading.Event) -> threading.Thread:

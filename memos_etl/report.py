@@ -17,6 +17,7 @@ class Counts:
     delivered: int = 0
     in_doubt: int = 0  # sent earlier with no answer; not resent without --resend-in-doubt
     pending: int = 0  # valid but not delivered this run (transient failures); the next run sends them
+    planned: int = 0  # dry run: would be sent (written to the outbox), nothing sent
     previously_failed: int = 0  # refused by the target in an earlier run (quarantined then)
     late: int = 0  # subset of delivered/quarantined: older than what the conversation already had
     out_of_order: int = 0  # messages whose chat_time goes backwards in their conversation's order
@@ -49,7 +50,7 @@ class Counts:
 
     def outcomes(self) -> int:
         return (self.quarantined + self.duplicates + self.already_delivered + self.delivered +
-                self.in_doubt + self.pending + self.previously_failed)
+                self.in_doubt + self.pending + self.previously_failed + self.planned)
 
     @property
     def accounted(self) -> bool:
@@ -69,6 +70,11 @@ class RunReport:
     quarantine_path: str | None = None
     data_docs: str | None = None  # Great Expectations Data Docs index page, when built
     error: str | None = None
+    flow: str = "sync"  # sync | backfill | replay | redrive | plan
+    slice: dict | None = None  # the bounded part read (backfill partition, replay), see Slice.spec
+    cursor_before: str | None = None  # the source cursor when the run started, and after it
+    cursor_after: str | None = None
+    outbox: str | None = None  # dry run: where the requests that would be sent were written
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -82,6 +88,7 @@ class RunReport:
             ("run", self.run_id), ("source", self.source), ("target", self.target), ("status", self.status),
             ("files", f"{self.files} read, {c.units_skipped} unchanged (skipped), {c.units_failed} unreadable"),
             ("read", str(c.read)), ("delivered", str(c.delivered)),
+            *([("planned (dry run)", f"{c.planned} messages -> {self.outbox}")] if self.outbox else []),
             ("quarantined", str(c.quarantined)), ("duplicates", str(c.duplicates)),
             ("already delivered", str(c.already_delivered)), ("in doubt", str(c.in_doubt)),
             ("pending", str(c.pending) + (f" ({c.leased_elsewhere} conversations busy in another run)"

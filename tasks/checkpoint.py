@@ -120,6 +120,22 @@ leases = sa.Table(
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+backfill_parts = sa.Table(
+    "backfill_parts", metadata,  # one row per partition of a backfill: what resumes it
+    sa.Column("backfill_id", sa.String(32), primary_key=True),  # hash of source, target, range, split
+    sa.Column("part_key", sa.String(512), primary_key=True),  # e.g. cursor:[a,b) partition:dt=.. hash:3/16
+    sa.Column("source", sa.String(64), nullable=False),
+    sa.Column("target", sa.String(512), nullable=False),
+    sa.Column("spec", sa.Text, nullable=False),  # JSON: the slice the partition reads
+    sa.Column("status", sa.String(16), nullable=False),  # pending | running | done | incomplete | failed
+    sa.Column("run_id", sa.String(64)),  # the ledger run working on it (or that finished it)
+    sa.Column("flow_run_id", sa.String(64)),  # the Prefect flow run submitted for it, if any
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("heartbeat_at", sa.DateTime(timezone=True)),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("report", sa.Text),
+)
+
 _CHUNK = 5_000  # keys per IN (...) lookup: under SQLite's and PostgreSQL's parameter limits
 
 
@@ -166,11 +182,11 @@ class Ledger:
         self.engine.dispose()
 
     # -- runs ---------------------------------------------------------------------------
-    def start_run(self, run_id: str, flow: str, source: str, target: str) -> None:
+    def start_run(self, run_id: str, flow: str, source: str, target: str, report: dict | None = None) -> None:
         with self.engine.begin() as c:
             c.execute(runs.insert().values(run_id=run_id, flow=flow, source=source, target=target,
                                            started_at=_now(), status="running", host=socket.gethostname(),
-                                           pid=os.getpid()))
+                                           pid=os.getpid(), report=json.dumps(report or {}, default=str)))
 
     def dead_runs(self) -> list[str]:
         """Runs still marked running whose process on this host is gone (killed): marked crashed,
@@ -410,7 +426,195 @@ class Ledger:
                       .values(cursor=None, updated_at=_now()))
             c.execute(objects.delete().where(objects.c.source == source, objects.c.target == target))
 
+    def run_record(self, run_id: str) -> dict | None:
+        with self.engine.connect() as c:
+            row = c.execute(sa.select(runs).where(runs.c.run_id == run_id)).mappings().first()
+        if row is None:
+            return None
+        out = dict(row)
+        out["report"] = json.loads(out["report"]) if out["report"] else {}
+        return out
+
+    def runs_of(self, source: str, target: str, flow: str | None = None) -> list[dict]:
+        """A source's runs, newest first, with their reports."""
+        q = sa.select(runs).where(runs.c.source == source, runs.c.target == target)
+        if flow:
+            q = q.where(runs.c.flow == flow)
+        with self.engine.connect() as c:
+            rows = [dict(r) for r in c.execute(q.order_by(runs.c.started_at.desc())).mappings()]
+        for r in rows:
+            r["report"] = json.loads(r["report"]) if r["report"] else {}
+        return rows
+
+    def set_run_status(self, run_id: str, status: str) -> None:
+        with self.engine.begin() as c:
+            c.execute(runs.update().where(runs.c.run_id == run_id).values(status=status))
+
+    def set_cursor(self, source: str, target: str, cursor: str | None) -> None:
+        with self.engine.begin() as c:
+            c.execute(source_state.update().where(source_state.c.source == source, source_state.c.target == target)
+                      .values(cursor=cursor, updated_at=_now()))
+
+    # -- forgetting on purpose: replay and rollback ---------------------------------------
+    def delivered_batches(self, target: str, *, run_id: str | None = None, users: list[str] | None = None,
+                          conversations: list[str] | None = None) -> list[dict]:
+        """Batches a run delivered, or those of some users / conversations, oldest first."""
+        q = sa.select(batches.c.batch_key, batches.c.source, batches.c.run_id, batches.c.user_id,
+                      batches.c.conversation_id, batches.c.status, batches.c.n_messages, batches.c.first_key,
+                      batches.c.last_key).where(batches.c.target == target)
+        if run_id is not None:
+            q = q.where(batches.c.run_id == run_id)
+        if users:
+            q = q.where(batches.c.user_id.in_(users))
+        if conversations:
+            q = q.where(batches.c.conversation_id.in_(conversations))
+        with self.engine.connect() as c:
+            return [dict(r) for r in c.execute(q.order_by(batches.c.sent_at)).mappings()]
+
+    def forget_batches(self, target: str, batch_keys: list[str]) -> int:
+        """Drop batches and their messages from the ledger so a later run sends those messages
+        again; the conversations they touched are recomputed from what stays delivered.
+        Returns the number of messages forgotten."""
+        if not batch_keys:
+            return 0
+        forgotten = 0
+        with self.engine.begin() as c:
+            pairs = set()
+            for i in range(0, len(batch_keys), 1000):
+                chunk = batch_keys[i:i + 1000]
+                for u, cid, n in c.execute(sa.select(batches.c.user_id, batches.c.conversation_id,
+                                                     batches.c.n_messages).where(batches.c.batch_key.in_(chunk))):
+                    pairs.add((u, cid))
+                    forgotten += n
+                c.execute(messages.delete().where(messages.c.batch_key.in_(chunk)))
+                c.execute(batches.delete().where(batches.c.batch_key.in_(chunk)))
+            for u, cid in sorted(pairs):
+                self._rebuild_conversation(c, target, u, cid)
+        return forgotten
+
+    def _rebuild_conversation(self, c, target: str, user_id: str, conversation_id: str) -> None:
+        key = (conversations.c.target == target) & (conversations.c.user_id == user_id) & \
+              (conversations.c.conversation_id == conversation_id)
+        left = c.execute(sa.select(batches.c.batch_key, batches.c.n_messages, batches.c.last_order,
+                                   batches.c.msg_hashes).where(
+            batches.c.target == target, batches.c.user_id == user_id, batches.c.conversation_id == conversation_id,
+            batches.c.status == "delivered").order_by(batches.c.acked_at)).all()
+        c.execute(conversations.delete().where(key))
+        if not left:
+            return
+        orders = [r[2] for r in left if r[2] is not None]
+        tail = b""
+        for r in left:
+            tail = _tail(tail, np.frombuffer(r[3], dtype=np.int64))
+        c.execute(conversations.insert().values(
+            target=target, user_id=user_id, conversation_id=conversation_id,
+            delivered_messages=sum(r[1] for r in left), last_order=max(orders) if orders else None,
+            last_batch_key=left[-1][0], tail=tail, updated_at=_now()))
+
+    def forget_units_of_run(self, source: str, target: str, run_id: str) -> int:
+        """Drop the manifest entries a run wrote, so the next run reads those files again."""
+        with self.engine.begin() as c:
+            return c.execute(objects.delete().where(objects.c.source == source, objects.c.target == target,
+                                                    objects.c.run_id == run_id)).rowcount
+
+    # -- backfill partitions -------------------------------------------------------------
+    def plan_backfill(self, backfill_id: str, source: str, target: str, parts: list[tuple[str, dict]]) -> None:
+        """Record a backfill's partitions; ones already recorded (a resumed backfill) keep their state."""
+        with self.engine.begin() as c:
+            have = {k for (k,) in c.execute(sa.select(backfill_parts.c.part_key).where(
+                backfill_parts.c.backfill_id == backfill_id))}
+            new = [{"backfill_id": backfill_id, "part_key": k, "source": source, "target": target,
+                    "spec": json.dumps(spec, default=str), "status": "pending", "attempts": 0, "updated_at": _now()}
+                   for k, spec in parts if k not in have]
+            if new:
+                c.execute(backfill_parts.insert(), new)
+
+    def backfill_state(self, backfill_id: str) -> list[dict]:
+        with self.engine.connect() as c:
+            rows = c.execute(sa.select(backfill_parts).where(backfill_parts.c.backfill_id == backfill_id)
+                             .order_by(backfill_parts.c.part_key)).mappings().all()
+        return [dict(r) for r in rows]
+
+    def mark_part(self, backfill_id: str, part_key: str, **values) -> None:
+        with self.engine.begin() as c:
+            c.execute(backfill_parts.update().where(backfill_parts.c.backfill_id == backfill_id,
+                                                    backfill_parts.c.part_key == part_key)
+                      .values(updated_at=_now(), **values))
+
+    def claim_part(self, backfill_id: str, part_key: str, run_id: str, stale_s: float) -> str | None:
+        """Take a partition for `run_id`. Returns None when it was taken, else why not: it is
+        done, or another run is working on it and reported within `stale_s`."""
+        now = _now()
+        with self.engine.begin() as c:
+            if c.engine.dialect.name == "postgresql":
+                q = sa.select(backfill_parts).where(backfill_parts.c.backfill_id == backfill_id,
+                                                    backfill_parts.c.part_key == part_key).with_for_update()
+            else:
+                q = sa.select(backfill_parts).where(backfill_parts.c.backfill_id == backfill_id,
+                                                    backfill_parts.c.part_key == part_key)
+            row = c.execute(q).mappings().first()
+            if row is None:
+                return "unknown partition"
+            if row["status"] == "done":
+                return "done"
+            beat = row["heartbeat_at"]
+            if beat is not None and beat.tzinfo is None:
+                beat = beat.replace(tzinfo=timezone.utc)
+            if row["status"] == "running" and row["run_id"] != run_id and beat is not None \
+                    and (now - beat).total_seconds() < stale_s and not self._dead(c, row["run_id"]):
+                return f"run {row['run_id']} is on it"
+            c.execute(backfill_parts.update().where(backfill_parts.c.backfill_id == backfill_id,
+                                                    backfill_parts.c.part_key == part_key)
+                      .values(status="running", run_id=run_id, heartbeat_at=now, updated_at=now,
+                              attempts=backfill_parts.c.attempts + 1))
+        return None
+
+    def _dead(self, c, run_id: str | None) -> bool:
+        """A run recorded on this host whose process is gone."""
+        if not run_id:
+            return False
+        row = c.execute(sa.select(runs.c.host, runs.c.pid, runs.c.status).where(runs.c.run_id == run_id)).first()
+        if row is None:
+            return False
+        if row[2] in ("crashed", "failed", "interrupted", "completed", "incomplete"):
+            return True
+        return row[0] == socket.gethostname() and bool(row[1]) and not _alive(row[1])
+
+    def part_alive(self, part: dict, stale_s: float) -> bool:
+        """Is the run on a `running` partition still reporting?"""
+        beat = part.get("heartbeat_at")
+        if beat is None:
+            return False
+        if beat.tzinfo is None:
+            beat = beat.replace(tzinfo=timezone.utc)
+        if (_now() - beat).total_seconds() >= stale_s:
+            return False
+        with self.engine.connect() as c:
+            return not self._dead(c, part.get("run_id"))
+
     # -- reporting ----------------------------------------------------------------------
+    def source_overview(self) -> list[dict]:
+        """Per (source, target): cursor, last run, messages delivered / in doubt / refused."""
+        with self.engine.connect() as c:
+            out: dict[tuple[str, str], dict] = {}
+            for src, tgt, cur, upd in c.execute(sa.select(source_state.c.source, source_state.c.target,
+                                                          source_state.c.cursor, source_state.c.updated_at)):
+                out[(src, tgt)] = {"source": src, "target": tgt, "cursor": cur, "state_updated_at": upd}
+            for src, tgt, status, n in c.execute(
+                    sa.select(batches.c.source, batches.c.target, batches.c.status, sa.func.sum(batches.c.n_messages))
+                    .group_by(batches.c.source, batches.c.target, batches.c.status)):
+                out.setdefault((src, tgt), {"source": src, "target": tgt})[status] = int(n or 0)
+            for src, tgt, st, n in c.execute(sa.select(objects.c.source, objects.c.target, objects.c.status,
+                                                       sa.func.count()).group_by(objects.c.source, objects.c.target,
+                                                                                 objects.c.status)):
+                out.setdefault((src, tgt), {"source": src, "target": tgt})[f"files_{st}"] = int(n)
+            for r in c.execute(sa.select(runs).order_by(runs.c.started_at)).mappings():
+                row = out.setdefault((r["source"], r["target"]), {"source": r["source"], "target": r["target"]})
+                row["last_run"] = dict(r)
+                if r["flow"] != "backfill" and r["status"] not in ("running",):
+                    row["last_sync"] = dict(r)
+        return sorted(out.values(), key=lambda d: (d["source"], d["target"]))
+
     def summary(self, target: str | None = None) -> dict:
         with self.engine.connect() as c:
             q = sa.select(batches.c.source, batches.c.status, sa.func.count(), sa.func.sum(batches.c.n_messages))

@@ -46,15 +46,56 @@ class Unit:
 
 @dataclass(frozen=True)
 class Slice:
-    """A bounded part of a source for backfills; reading it never moves the nightly cursor."""
+    """A bounded part of a source (backfill partition, replay); reading it never moves the
+    nightly cursor. Unit-level bounds pick what is read; row-level ones (hash buckets, users,
+    conversations) pick which rows of it are loaded."""
 
     since: Any = None  # SQL cursor / partition value, inclusive
     until: Any = None  # exclusive
     partitions: tuple[str, ...] = ()  # Hive partition values (files, S3), e.g. ("2024-01-01",)
+    units: tuple[str, ...] = ()  # files/objects by their relative name
+    buckets: tuple[int, ...] = ()  # conversation hash buckets, out of `of_buckets`
+    of_buckets: int = 0
+    users: tuple[str, ...] = ()
+    conversations: tuple[str, ...] = ()
 
     @property
     def bounded(self) -> bool:
-        return self.since is not None or self.until is not None or bool(self.partitions)
+        return self.since is not None or self.until is not None or bool(self.partitions or self.units) \
+            or self.filters_rows
+
+    @property
+    def filters_rows(self) -> bool:
+        return bool(self.buckets or self.users or self.conversations)
+
+    def spec(self) -> dict:
+        """JSON-able form (flow parameters, the ledger); `from_spec` reads it back."""
+        from tasks.cursor import encode
+
+        out: dict = {}
+        for name in ("since", "until"):
+            v = getattr(self, name)
+            if v is not None:
+                out[name] = json.loads(encode(v))
+        for name in ("partitions", "units", "buckets", "users", "conversations"):
+            if getattr(self, name):
+                out[name] = list(getattr(self, name))
+        if self.buckets:
+            out["of_buckets"] = self.of_buckets
+        return out
+
+    @classmethod
+    def from_spec(cls, spec: dict | None) -> "Slice":
+        from tasks.cursor import decode
+
+        spec = dict(spec or {})
+        for name in ("since", "until"):
+            if isinstance(spec.get(name), dict):
+                spec[name] = decode(json.dumps(spec[name]))
+        for name in ("partitions", "units", "users", "conversations"):
+            spec[name] = tuple(str(v) for v in spec.get(name) or ())
+        spec["buckets"] = tuple(int(v) for v in spec.get("buckets") or ())
+        return cls(**spec)
 
 
 @dataclass
@@ -155,7 +196,9 @@ def _partition_value(rel: str, key: str | None) -> str | None:
 
 
 def _in_slice(rel: str, part: Slice, key: str | None) -> bool:
-    if not part.bounded:
+    if part.units and rel not in part.units:
+        return False
+    if part.since is None and part.until is None and not part.partitions:
         return True
     value = _partition_value(rel, key)
     if value is None:

@@ -48,6 +48,8 @@ class LoadContext:
     limiter: RateLimiter = field(default_factory=RateLimiter)
     stop: threading.Event = field(default_factory=threading.Event)
     fatal: list = field(default_factory=list)
+    outbox: object = None  # dry run: pipeline.Outbox that takes the requests instead of the target
+    fleet: object = None  # limiter.FleetLimiter shared by all workers, or None
     failures_in_a_row: int = 0  # across all senders; a breaker for a target that is down
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -81,6 +83,8 @@ def load_bucket(ctx: LoadContext, stage_dir: Path, bucket: int) -> Counts:
     # lease the bucket's conversations first, then ask the ledger what is delivered: a run
     # that held them before us has recorded everything it sent by the time we get them
     pairs = conversation_pairs(table)
+    if ctx.outbox is not None:  # a dry run sends nothing, so it takes no leases either
+        return _load_leased(ctx, table, pairs, set(pairs), counts, bucket)
     held = ctx.ledger.acquire(ctx.target, ctx.run_id, pairs, ctx.load.lease_ttl_s)
     try:
         return _load_leased(ctx, table, pairs, held, counts, bucket)
@@ -106,7 +110,7 @@ def _load_leased(ctx: LoadContext, table: pa.Table, pairs: list, held: set, coun
     try:
         i = 0
         while i < len(batches):
-            if time.monotonic() - renewed > ctx.load.lease_ttl_s / 3:
+            if time.monotonic() - renewed > ctx.load.lease_ttl_s / 3 and ctx.outbox is None:
                 ctx.ledger.renew(ctx.target, ctx.run_id, ctx.load.lease_ttl_s)
                 renewed = time.monotonic()
             conv = (batches[i].user_id, batches[i].conversation_id)
@@ -206,6 +210,10 @@ def _conversation_checks(ctx: LoadContext, table: pa.Table, counts: Counts, deli
 def _send(ctx: LoadContext, b: RequestBatch, table: pa.Table, counts: Counts,
           quarantine: QuarantineWriter) -> str:
     """Send one request with retries. Returns delivered | failed | pending | in_doubt."""
+    if ctx.outbox is not None:
+        ctx.outbox.write(ctx.client.route, ctx.client.add_body(b))
+        counts.planned += len(b.messages)
+        return "delivered"
     rec = BatchRecord(batch_key=b.batch_key, source=ctx.mapping.source.name, run_id=ctx.run_id,
                       user_id=b.user_id, conversation_id=b.conversation_id, n_tokens=b.n_tokens,
                       first_key=b.first_key, last_key=b.last_key, last_order=b.last_order,
@@ -219,6 +227,8 @@ def _send(ctx: LoadContext, b: RequestBatch, table: pa.Table, counts: Counts,
         if ctx.stop.is_set():
             break
         counts.throttle_wait_s += ctx.limiter.acquire(b.n_tokens, ctx.stop)
+        if ctx.fleet is not None and not ctx.stop.is_set():
+            counts.throttle_wait_s += ctx.fleet.acquire(b.n_tokens)
         if ctx.stop.is_set():
             break
         if sends:

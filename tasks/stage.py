@@ -21,7 +21,7 @@ import pyarrow.ipc as ipc
 from memos_etl.config import Mapping
 from memos_etl.errors import SchemaDrift, SourceError
 from memos_etl.report import Counts
-from tasks.extract import ROW_COLUMN, Unit
+from tasks.extract import ROW_COLUMN, Slice, Unit
 from tasks.map import MAPPED_SCHEMA, hash_keys, map_batch
 from tasks.quarantine import QuarantineWriter, rows_table
 from tasks.validate import Validator, split
@@ -61,9 +61,27 @@ def type_kind(t: pa.DataType) -> str | None:
     return str(t)
 
 
+def in_slice(mapped: pa.Table, part: Slice | None) -> np.ndarray | None:
+    """Rows of a mapped batch inside a row-level slice (hash buckets, users, conversations);
+    None when the slice keeps every row."""
+    if part is None or not part.filters_rows:
+        return None
+    keep = np.ones(mapped.num_rows, dtype=bool)
+    if part.buckets:
+        keep &= np.isin(bucket_of(mapped, part.of_buckets), np.array(part.buckets, dtype=np.int64))
+    if part.users:
+        keep &= pc.fill_null(pc.is_in(mapped.column("user_id"), pa.array(part.users)), False).to_numpy(
+            zero_copy_only=False)
+    if part.conversations:
+        keep &= pc.fill_null(pc.is_in(mapped.column("conversation_id"), pa.array(part.conversations)),
+                             False).to_numpy(zero_copy_only=False)
+    return keep
+
+
 def stage_file(mapping: Mapping, source, unit: Unit, index: int, validator: Validator, run_id: str,
-               stage_dir: Path, quarantine_dir: Path, buckets: int) -> StageResult:
-    """Extract, map, validate and stage one unit; a unit that cannot be read is quarantined whole."""
+               stage_dir: Path, quarantine_dir: Path, buckets: int, part: Slice | None = None) -> StageResult:
+    """Extract, map, validate and stage one unit; a unit that cannot be read is quarantined whole.
+    Rows outside a row-level slice (`part`) are not this run's: not counted, not staged."""
     counts = Counts()
     columns: dict[str, str] = {}
     writers: dict[int, ipc.RecordBatchFileWriter] = {}
@@ -79,8 +97,12 @@ def stage_file(mapping: Mapping, source, unit: Unit, index: int, validator: Vali
                 elif kind != "null" and columns[f.name] != kind and f.name in mapping.referenced_columns():
                     raise SchemaDrift(mapping.source.name, unit.rel,
                                       f"column {f.name!r} changed type within the unit: {columns[f.name]} -> {kind}")
-            counts.read += rb.num_rows
             mapped = map_batch(rb, mapping, unit.rel, offset)
+            keep = in_slice(mapped, part)
+            if keep is not None:
+                mask = pa.array(keep)
+                mapped, rb = mapped.filter(mask), rb.filter(mask)
+            counts.read += rb.num_rows
             reasons = validator.reasons(mapped, rb)
             good, bad = split(mapped, reasons)
             if len(bad):

@@ -1,0 +1,21 @@
+"""Prefect flow: replay some users' or conversations' messages on purpose (tasks/replay.py)."""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+
+from flows.sync import drain_on_sigterm, prefect_map, publish, resolve, stage_task, load_task
+from tasks.replay import replay
+
+
+@flow(name="memos-etl-replay", log_prints=False)
+def replay_flow(source: str, users: list[str] | None = None, conversations: list[str] | None = None,
+                config_path: str | None = None, config: dict | None = None) -> dict:
+    """Forget these users'/conversations' deliveries in the ledger and send them again, in order."""
+    cfg, mapping = resolve(source, config_path, config)
+    drain_on_sigterm()
+    report = replay(mapping, cfg, list(users or []), list(conversations or []),
+                    stage_map=prefect_map(stage_task), load_map=prefect_map(load_task))
+    publish(report, f"replay-{mapping.source.name.lower()}")
+    get_run_logger().info("replay %s %s: %s", report.run_id, report.status, report.counts)
+    return report.to_dict()

@@ -1,0 +1,148 @@
+"""Partition a backfill range into independent slices. Pure functions, no I/O beyond listing.
+
+A backfill is split by one of:
+
+* `cursor`: [since, until) of a SQL source's cursor column in steps of `every` (a duration
+  such as 1d, 12h, 30m for datetime cursors; a number for numeric ones);
+* `partition`: Hive partition values (dt=2024-01-01/...) of a file or S3 source, `every`
+  values per slice (default 1);
+* `file`: files/objects, `every` per slice (default 1);
+* `hash`: conversation hash buckets (every row of the range is read by each slice, and each
+  keeps the conversations of its bucket): for sources that cannot be cut any other way.
+
+Every slice has a stable key; the backfill's id is a hash of the source, target and split,
+so running the same backfill again resumes it (tasks/checkpoint.py backfill_parts).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+from memos_etl.config import Mapping
+from memos_etl.errors import ConfigError
+from tasks.cursor import parse_bound
+from tasks.extract import Slice, _partition_value
+
+BY = ("auto", "cursor", "partition", "file", "hash")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+@dataclass(frozen=True)
+class Part:
+    key: str
+    slice: Slice
+
+
+def parse_duration(text: str) -> timedelta:
+    m = _DURATION.match(str(text))
+    if not m:
+        raise ConfigError("backfill", "every", f"{text!r} is not a duration like 1d, 12h, 30m or 1w")
+    return timedelta(seconds=float(m.group(1)) * _UNIT_S[m.group(2)])
+
+
+def split(mapping: Mapping, source, by: str = "auto", since: str | None = None, until: str | None = None,
+          every: str | int | None = None, buckets: int = 16) -> list[Part]:
+    if by not in BY:
+        raise ConfigError("backfill", "by", f"{by!r}: choose one of {', '.join(BY)}")
+    lo, hi = parse_bound(since), parse_bound(until)
+    kind = mapping.source.type
+    if by == "auto":
+        by = "cursor" if kind == "sql" else ("partition" if _has_partitions(mapping, source, lo, hi) else "file")
+    if by == "cursor":
+        if kind != "sql":
+            raise ConfigError("backfill", "by", "cursor ranges need a SQL source; use partition, file or hash")
+        parts = _cursor_parts(lo, hi, every)
+    elif by == "partition":
+        parts = _partition_parts(mapping, source, lo, hi, int(every or 1))
+    elif by == "file":
+        if kind == "sql":
+            raise ConfigError("backfill", "by", "a SQL source has no files; use cursor or hash")
+        parts = _file_parts(mapping, source, lo, hi, int(every or 1))
+    else:
+        if buckets < 1:
+            raise ConfigError("backfill", "buckets", "needs at least 1")
+        parts = [Part(f"hash:{i}/{buckets}", Slice(since=lo, until=hi, buckets=(i,), of_buckets=buckets))
+                 for i in range(buckets)]
+    if not parts:
+        raise ConfigError("backfill", "since/until", f"nothing of source {mapping.source.name} is in "
+                          f"[{since or ''}, {until or ''})")
+    return parts
+
+
+def backfill_id(source: str, target: str, by: str, since, until, every, buckets: int) -> str:
+    text = json.dumps([source, target, by, since, until, str(every), buckets], default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def _cursor_parts(lo: Any, hi: Any, every) -> list[Part]:
+    if lo is None or hi is None:
+        raise ConfigError("backfill", "since/until", "a cursor backfill needs both --since and --until")
+    if isinstance(lo, datetime) != isinstance(hi, datetime):
+        raise ConfigError("backfill", "since/until", "give both as ISO datetimes, or both as numbers")
+    if isinstance(lo, datetime):
+        lo, hi = _aware(lo), _aware(hi)
+        step = parse_duration(every or "1d")
+    elif isinstance(lo, (int, float)) and isinstance(hi, (int, float)):
+        step = float(every) if every is not None else max(1, math.ceil((hi - lo) / 8))
+        if isinstance(lo, int) and isinstance(hi, int) and float(step).is_integer():
+            step = int(step)
+    else:
+        raise ConfigError("backfill", "since/until", "cursor bounds must be datetimes or numbers")
+    if not lo < hi:
+        raise ConfigError("backfill", "since/until", f"empty range: {lo} is not before {hi}")
+    out, a = [], lo
+    while a < hi:
+        b = min(a + step, hi)
+        out.append(Part(f"cursor:[{_text(a)},{_text(b)})", Slice(since=a, until=b)))
+        a = b
+    return out
+
+
+def _aware(d: datetime) -> datetime:
+    return d if d.tzinfo else d.replace(tzinfo=timezone.utc)
+
+
+def _text(v: Any) -> str:
+    return v.isoformat() if isinstance(v, (datetime, date)) else str(v)
+
+
+def _partition_key(mapping: Mapping) -> str | None:
+    return mapping.source.s3.partition_key if mapping.source.s3 else None
+
+
+def _has_partitions(mapping: Mapping, source, lo, hi) -> bool:
+    key = _partition_key(mapping)
+    return any(_partition_value(u.rel, key) is not None for u in source.units(Slice()))
+
+
+def _partition_parts(mapping: Mapping, source, lo, hi, every: int) -> list[Part]:
+    key = _partition_key(mapping)
+    units = source.units(Slice(since=lo, until=hi)) if lo is not None or hi is not None else source.units(Slice())
+    values = sorted({v for u in units if (v := _partition_value(u.rel, key)) is not None})
+    out = []
+    for i in range(0, len(values), max(1, every)):
+        group = tuple(values[i:i + max(1, every)])
+        label = group[0] if len(group) == 1 else f"{group[0]}..{group[-1]}"
+        out.append(Part(f"partition:{label}", Slice(partitions=group)))
+    return out
+
+
+def _file_parts(mapping: Mapping, source, lo, hi, every: int) -> list[Part]:
+    units = source.units(Slice(since=lo, until=hi)) if lo is not None or hi is not None else source.units(Slice())
+    rels = [u.rel for u in units]
+    out = []
+    for i in range(0, len(rels), max(1, every)):
+        group = tuple(rels[i:i + max(1, every)])
+        label = group[0] if len(group) == 1 else f"{group[0]}+{len(group) - 1}"
+        out.append(Part(f"file:{label}", Slice(units=group)))
+    return out
+
+
+
