@@ -125,6 +125,7 @@ def backfill(mapping: Mapping, cfg: RunConfig, *, source: str, since=None, until
     specs = {p.key: p.slice.spec() for p in parts}
     ledger = Ledger(cfg.state.ledger())
     try:
+        ran = sum(r["status"] != "done" for r in ledger.backfill_state(bid))
         if fan_out == "local":
             _local(mapping, cfg, bid, specs, parallel, ledger, in_flow)
         else:
@@ -142,7 +143,7 @@ def backfill(mapping: Mapping, cfg: RunConfig, *, source: str, since=None, until
             part_counts.reasons.update(reasons)
             total.add(part_counts)
     done = sum(r["status"] == "done" for r in state)
-    result = {"backfill_id": bid, "source": mapping.source.name, "parts": len(state), "done": done,
+    result = {"backfill_id": bid, "source": mapping.source.name, "parts": len(state), "done": done, "ran": ran,
               "status": "completed" if done == len(state) else "incomplete",
               "not_done": {r["part_key"]: r["status"] for r in state if r["status"] != "done"},
               "counts": {**{k: v for k, v in total.__dict__.items() if k != "reasons"},

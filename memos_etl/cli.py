@@ -155,6 +155,8 @@ def backfill(source: str = SourceArg, since: Optional[str] = typer.Option(None),
                                                        "the work pool via the backfill-part deployment)"),
              parallel: int = typer.Option(2, help="--fan-out local: parts at once"),
              deployment: str = typer.Option("memos-etl-backfill-part/backfill-part"),
+             no_prefect: bool = typer.Option(False, "--no-prefect", help="--fan-out local on plain threads, "
+                                                                         "without a Prefect API server"),
              config: Optional[Path] = ConfigOpt, target_url: Optional[str] = TargetOpt,
              ledger: Optional[str] = LedgerOpt, work_dir: Optional[Path] = WorkOpt,
              json_out: bool = typer.Option(False, "--json")):
@@ -169,11 +171,17 @@ def backfill(source: str = SourceArg, since: Optional[str] = typer.Option(None),
         from memos_etl.pipeline import preflight
 
         preflight(m)
-        from flows.backfill import backfill_flow
-
         overrides = cfg.model_dump(exclude={"sources"})
-        result = backfill_flow(source, since, until, by, every, buckets, fan_out, parallel,
-                               str(cfg.path_) if cfg.path_ else None, overrides, deployment)
+        if no_prefect:
+            from flows.backfill import backfill as run_backfill
+
+            result = run_backfill(m, cfg, source=source, since=since, until=until, by=by, every=every,
+                                  buckets=buckets, parallel=parallel, in_flow=False)
+        else:
+            from flows.backfill import backfill_flow
+
+            result = backfill_flow(source, since, until, by, every, buckets, fan_out, parallel,
+                                   str(cfg.path_) if cfg.path_ else None, overrides, deployment)
     except MemosEtlError as exc:
         _fail(exc)
     if json_out:
@@ -181,7 +189,7 @@ def backfill(source: str = SourceArg, since: Optional[str] = typer.Option(None),
     else:
         c = result["counts"]
         typer.echo(f"backfill {result['backfill_id']} of {result['source']}: {result['done']}/{result['parts']} "
-                   f"parts done; read {c['read']}, delivered {c['delivered']}, already delivered "
+                   f"parts done ({result['ran']} run now, the others done before); over all its runs: read {c['read']}, delivered {c['delivered']}, already delivered "
                    f"{c['already_delivered']}, quarantined {c['quarantined']}, pending {c['pending']}")
         for part, st in result["not_done"].items():
             typer.echo(f"  not done: {part} ({st}); run the same command again to resume")

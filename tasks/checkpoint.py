@@ -167,6 +167,9 @@ class Ledger:
         kwargs: dict = {"future": True}
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 60, "check_same_thread": False}
+            db = sa.engine.make_url(url).database
+            if db and db != ":memory:":
+                os.makedirs(os.path.dirname(os.path.abspath(db)), exist_ok=True)
         else:
             kwargs.update(pool_size=16, max_overflow=16, pool_pre_ping=True)
         self.engine = sa.create_engine(url, **kwargs)
@@ -351,10 +354,16 @@ class Ledger:
 
     # -- in-doubt requests --------------------------------------------------------------
     def unconfirmed(self, target: str, source: str) -> list[BatchRecord]:
-        """Requests of a source recorded as sent and never confirmed (a crash, no answer)."""
+        """Requests of a source recorded as sent and never confirmed (a crash, no answer).
+
+        A request of a conversation someone holds a live lease on is not an orphan: a run is
+        sending it right now (or settling it) and will record the answer itself."""
+        busy = sa.exists().where(leases.c.target == batches.c.target, leases.c.user_id == batches.c.user_id,
+                                 leases.c.conversation_id == batches.c.conversation_id,
+                                 leases.c.expires_at >= _now())
         with self.engine.connect() as c:
             rows = c.execute(sa.select(batches).where(batches.c.target == target, batches.c.source == source,
-                                                      batches.c.status == "sent")
+                                                      batches.c.status == "sent", ~busy)
                              .order_by(batches.c.sent_at)).mappings().all()
             out = []
             for r in rows:
