@@ -4,7 +4,6 @@ processes, a real dev-server over HTTP, ledgers on SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -1,0 +1,159 @@
+"""Scale-out on Prefect's own machinery, for real: `prefect server start`, a process work
+pool, the deployments applied from deployments/prefect.yaml with `prefect deploy`, two
+`prefect worker` processes, a backfill fanned out over them, and one worker killed (with
+its flow runs) mid-backfill. The other finishes; the dev-server ends up holding every
+message once, in order, and the fleet never went over the server's request rate."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from tests.conftest import ROOT, _free_port
+from tests.helpers import chat_rows, expected_from_rows, sample_mapping_at, set_faults, stats, stored_messages, write_jsonl
+
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.slow
+
+
+def _children(pid: int) -> list[int]:
+    """Every descendant of pid (from /proc), deepest last."""
+    parents: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as fh:
+                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            parents.setdefault(ppid, []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        for c in parents.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    for pid in [proc.pid] + _children(proc.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+
+
+@pytest.fixture
+def prefect_api(tmp_path):
+    port = _free_port()
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_UI_ENABLED": "false", "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+           "PREFECT_SERVER_LOGGING_LEVEL": "WARNING", "PREFECT_LOGGING_LEVEL": "WARNING"}
+    env.pop("PREFECT_API_KEY", None)
+    server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "w"),
+                              start_new_session=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(env["PREFECT_API_URL"] + "/health", timeout=2).ok:
+                break
+        except requests.RequestException:
+            pass
+        assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+        time.sleep(0.5)
+    else:
+        pytest.fail("prefect server did not start in 180 s")
+    yield env
+    _kill_tree(server)
+
+
+def test_backfill_over_two_workers_survives_a_killed_worker(prefect_api, dev_server, pg_ledger_url, tmp_path):
+    env = {**prefect_api, "MEMOS_ETL_HOME": str(ROOT), "PREFECT_WORKER_QUERY_SECONDS": "1",
+           "PREFECT_WORKER_PREFETCH_SECONDS": "1"}
+    rows = []
+    for i in range(4):
+        part = chat_rows(12, 16, prefix=f"w{i}c", user=f"w{i}u")
+        write_jsonl(tmp_path / "data" / f"part-{i}.jsonl", part)
+        rows += part
+    want, _ = expected_from_rows(rows)
+    mapping = sample_mapping_at(tmp_path, tmp_path / "data")
+    rps = 12
+    set_faults(dev_server.url, latency_ms=20, rps=rps)  # the server refuses anything faster
+    cfg = tmp_path / "fleet.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "sources": {"chats": str(mapping)},
+        "target": {"base_url": dev_server.url, "name": "fleet", "backoff_base_s": 0.05, "backoff_cap_s": 0.5},
+        # each process alone would send at `rps`; only the fleet limit keeps the two together under it
+        "load": {"max_messages_per_request": 4, "concurrency": 4, "requests_per_second": rps,
+                 "tokens_per_minute": 0, "fleet_limit": "memos-etl-test"},
+        "state": {"work_dir": str(tmp_path / "state"), "ledger_url": pg_ledger_url},
+        "backfill": {"part_ttl_s": 10, "poll_s": 1, "max_attempts": 3}}))
+
+    prefect = str(BIN / "prefect")
+    run = lambda *a: subprocess.run([prefect, *a], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)  # noqa: E731
+    res = run("work-pool", "create", "memos-etl", "--type", "process")
+    assert res.returncode == 0, res.stdout + res.stderr
+    res = run("--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "backfill-part" in res.stdout + res.stderr
+
+    logs = []
+    workers = []
+    for name in ("w1", "w2"):
+        log = open(tmp_path / f"{name}.log", "w")
+        logs.append(log)
+        workers.append(subprocess.Popen([prefect, "worker", "start", "--pool", "memos-etl", "--name", name],
+                                        env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT))
+    backfill = subprocess.Popen([sys.executable, "-m", "memos_etl.cli", "backfill", "chats", "-c", str(cfg),
+                                 "--by", "file", "--fan-out", "deployment", "--json"],
+                                env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # kill a worker, and its flow runs with it, once it is loading a part
+        victim = None
+        deadline = time.monotonic() + 240
+        while victim is None and time.monotonic() < deadline:
+            assert backfill.poll() is None, backfill.communicate()
+            if stats(dev_server.url)["messages"] >= 60:
+                for w in workers:
+                    if _children(w.pid):
+                        victim = w
+                        break
+            time.sleep(0.3)
+        assert victim is not None, "no worker ever ran a part"
+        _kill_tree(victim)
+        assert stats(dev_server.url)["messages"] < len(rows), "the backfill was over before the kill"
+        out, err = backfill.communicate(timeout=420)
+    finally:
+        if backfill.poll() is None:
+            _kill_tree(backfill)
+        for w in workers:
+            if w.poll() is None:
+                _kill_tree(w)
+        for log in logs:
+            log.close()
+    assert backfill.returncode == 0, out[-3000:] + err[-5000:]
+    result = json.loads(out[out.index("{"):])
+    assert result["status"] == "completed" and result["done"] == 4
+    assert stored_messages(dev_server.url) == want  # every message once, in order
+    s = stats(dev_server.url)
+    throttled = sum(c["count"] for c in s["by_code"] if c["code"] in (40300, 40309))
+    assert throttled == 0, s  # two workers together stayed under the server's limit
+    assert s["add_ok"] == s["add_requests"]
+    import sqlalchemy as sa
+
+    eng = sa.create_engine(pg_ledger_url)
+    with eng.connect() as c:
+        attempts = c.execute(sa.text("SELECT sum(attempts) FROM backfill_parts")).scalar()
+    eng.dispose()
+    assert attempts > 4, "no part was taken over after the kill"  # the killed worker's part ran again
