@@ -53,7 +53,8 @@ def main() -> None:
     defs = definitions(args.file)
     if args.list:
         for d in defs:
-            crons = ", ".join(f"{s['cron']} {s.get('timezone', 'UTC')}" for s in d.get("schedules") or [])
+            crons = ", ".join(f"{s['cron']} {s.get('timezone', 'UTC')}{'' if s.get('active', True) else ' (off)'}"
+                              for s in d.get("schedules") or [])
             print(f"{d['name']:<24} {d['entrypoint']:<40} {crons or 'no schedule'}")
         return
     os.chdir(ROOT)  # mapping and config paths in the parameters are relative to the repo
