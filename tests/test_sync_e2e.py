@@ -45,8 +45,9 @@ def test_flow_delivers_every_valid_message_once_in_order_then_nothing(prefect_se
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
-        keys = {a.key for a in client.read_artifacts()}
-    assert {"sync-sample-chats", "sync-sample-chats-table"} <= keys
+        arts = {a.key: a for a in client.read_artifacts()}
+    assert {"sync-sample-chats", "sync-sample-chats-table", "sync-sample-chats-progress"} <= set(arts)
+    assert float(arts["sync-sample-chats-progress"].data) == 100.0  # the UI's progress bar ran to the end
 
     again = run_sync(str(SAMPLE_MAPPING), run_config)
     assert again["counts"]["requests"] == 0 and again["counts"]["delivered"] == 0
