@@ -44,6 +44,7 @@ class S3Config(_Strict):
 class SqlConfig(_Strict):
     url: str | None = None  # SQLAlchemy URL ...
     url_env: str | None = None  # ... or the environment variable holding it (passwords stay out of files)
+    url_block: str | None = None  # ... or the name of a Prefect Secret block holding it
     table: str | None = None  # a table (schema.table allowed) ...
     query: str | None = None  # ... or a SELECT, used as a subquery
     cursor_column: str  # increasing id or updated_at: what a nightly run continues from
@@ -56,8 +57,16 @@ class SqlConfig(_Strict):
 
     def resolved_url(self) -> str:
         url = self.url or (os.environ.get(self.url_env) if self.url_env else None)
+        if not url and self.url_block:
+            from prefect.blocks.system import Secret
+
+            try:
+                url = Secret.load(self.url_block).get()
+            except ValueError as exc:
+                raise ValueError(f"source.sql.url_block: cannot load Prefect Secret block {self.url_block!r}: {exc}")
         if not url:
-            raise ValueError(f"source.sql: set url, or url_env to a variable that holds it ({self.url_env} is empty)")
+            raise ValueError("source.sql: set url, url_env to a variable that holds it, or url_block to a Prefect "
+                             f"Secret block{f' ({self.url_env} is empty)' if self.url_env else ''}")
         return url
 
 

@@ -245,3 +245,19 @@ def test_sqlite_query_source_and_unreachable_database(dev_server, run_config, tm
     with pytest.raises(SourceError) as err:
         run(mapping_file(tmp_path, bad, name="bad.yaml"), run_config)
     assert "cannot connect" in str(err.value) and "secret" not in str(err.value)
+
+
+def test_sql_url_from_a_prefect_secret_block(prefect_server, dev_server, run_config, tmp_path):
+    from prefect.blocks.system import Secret
+
+    url = f"sqlite:///{tmp_path / 'chats.db'}"
+    eng, t = create_table(url)
+    rows = sql_rows(2, 3)
+    insert(eng, t, rows)
+    Secret(value=url).save("memos-etl-test-chats-url", overwrite=True)
+    source = {"name": "lite", "type": "sql", "sql": {"url_block": "memos-etl-test-chats-url", "table": "chat_messages",
+                                                     "cursor_column": "id", "key_column": "id"}}
+    assert run(mapping_file(tmp_path, source), run_config).counts.delivered == 6
+    missing = {**source, "sql": {**source["sql"], "url_block": "no-such-block"}}
+    with pytest.raises(SourceError, match="no-such-block"):
+        run(mapping_file(tmp_path, missing, name="missing.yaml"), run_config)

@@ -80,7 +80,7 @@ def test_postgres_ledger_gives_the_same_exactly_once(dev_server, run_config, tmp
     from memos_etl.pipeline import serial_map
     from concurrent.futures import ThreadPoolExecutor
 
-    def parallel(fn, items):
+    def parallel(fn, items, on_done=None):
         with ThreadPoolExecutor(4) as ex:
             return list(ex.map(lambda a: fn(*a), items))
 

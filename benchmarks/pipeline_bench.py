@@ -1,0 +1,123 @@
+"""Extract + validate + map (+ ledger) throughput, no-op re-sync cost, Prefect's share.
+
+Everything runs in this process on generated Parquet (benchmarks/data.py), against a target
+that answers at once in-process, so what is measured is our pipeline, not a network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from memos_etl.client import Reply
+from memos_etl.config import RunConfig, load_mapping
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+
+class InstantTarget:
+    """A MemOS stand-in that accepts every request at once, in-process: no network, no server."""
+
+    kind = "cloud"
+    route = "/add/message"
+
+    def __init__(self):
+        self.requests = 0
+        self.messages = 0
+
+    def add_body(self, batch) -> dict:
+        return {"user_id": batch.user_id, "conversation_id": batch.conversation_id, "messages": batch.messages,
+                "info": batch.info}
+
+    def add(self, batch) -> Reply:
+        self.requests += 1
+        self.messages += len(batch.messages)
+        return Reply(data={}, task_id=None)
+
+    def get_messages(self, *a, **k):
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+def files_of(mapping_path: Path) -> list[str]:
+    m = load_mapping(mapping_path)
+    return sorted(str(p) for p in Path(m.source.path).glob("*.parquet"))
+
+
+def bare_read(files: list[str], batch_rows: int = 65_536) -> tuple[int, float]:
+    t = time.perf_counter()
+    n = 0
+    for f in files:
+        for rb in pq.ParquetFile(f).iter_batches(batch_size=batch_rows):
+            n += rb.num_rows
+    return n, time.perf_counter() - t
+
+
+def plain_loop(files: list[str], per_request: int = 50, batch_rows: int = 65_536) -> tuple[int, float]:
+    """Read the batches and build the JSON payloads in plain Python: no validation, no ledger."""
+    t = time.perf_counter()
+    n = 0
+    for f in files:
+        for rb in pq.ParquetFile(f).iter_batches(batch_size=batch_rows):
+            convs: dict = defaultdict(list)
+            for r in rb.to_pylist():
+                convs[(r["user"], r["conversation_id"])].append(
+                    {"role": r["speaker"], "content": r["text"], "chat_time": r["sent_at"].isoformat()})
+            for (user, conv), msgs in convs.items():
+                for i in range(0, len(msgs), per_request):
+                    json.dumps({"user_id": user, "conversation_id": conv, "messages": msgs[i:i + per_request]})
+                    n += len(msgs[i:i + per_request])
+    return n, time.perf_counter() - t
+
+
+def config(work: Path, workers: int = 2) -> RunConfig:
+    cfg = RunConfig()
+    cfg.state.work_dir = str(work)
+    cfg.target.name = "bench"
+    cfg.load.concurrency = workers
+    cfg.load.requests_per_second = 0
+    cfg.load.tokens_per_minute = 0
+    return cfg
+
+
+class Phases:
+    """Progress callback that notes when each phase started and finished."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.marks: dict[str, float] = {}
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        now = time.perf_counter()
+        self.marks.setdefault(f"{phase}_start", now)
+        if done >= total:
+            self.marks[f"{phase}_end"] = now
+
+    def seconds(self, phase: str) -> float:
+        return self.marks.get(f"{phase}_end", 0) - self.marks.get(f"{phase}_start", 0)
+
+
+def ours(mapping_path: Path, work: Path, outbox: bool = False, workers: int = 2):
+    """One full sync (or a plan with `outbox`) through pipeline.run; returns (report, phases, seconds)."""
+    from memos_etl.pipeline import run, thread_map
+
+    cfg = config(work, workers)
+    phases = Phases()
+    t = time.perf_counter()
+    report = run(load_mapping(mapping_path), cfg, target=InstantTarget(), stage_map=thread_map(workers),
+                 load_map=thread_map(workers), progress=phases,
+                 outbox=(work / "outbox.jsonl") if outbox else None)
+    return report, phases, time.perf_counter() - t
+
+
+def reset(work: Path) -> None:
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
