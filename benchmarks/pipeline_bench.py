@@ -62,15 +62,22 @@ def bare_read(files: list[str], batch_rows: int = 65_536) -> tuple[int, float]:
 
 
 def plain_loop(files: list[str], per_request: int = 50, batch_rows: int = 65_536) -> tuple[int, float]:
-    """Read the batches and build the JSON payloads in plain Python: no validation, no ledger."""
+    """Read the batches and build the JSON payloads in plain Python: no validation, no ledger.
+    Column-wise to Python lists, rows grouped by conversation, one json.dumps per request."""
+    import pyarrow.compute as pc
+
     t = time.perf_counter()
     n = 0
     for f in files:
         for rb in pq.ParquetFile(f).iter_batches(batch_size=batch_rows):
+            users = rb.column("user").to_pylist()
+            convs_ = rb.column("conversation_id").to_pylist()
+            roles = rb.column("speaker").to_pylist()
+            texts = rb.column("text").to_pylist()
+            times = pc.cast(rb.column("sent_at"), "string").to_pylist()
             convs: dict = defaultdict(list)
-            for r in rb.to_pylist():
-                convs[(r["user"], r["conversation_id"])].append(
-                    {"role": r["speaker"], "content": r["text"], "chat_time": r["sent_at"].isoformat()})
+            for u, c, r, x, ts in zip(users, convs_, roles, texts, times):
+                convs[(u, c)].append({"role": r, "content": x, "chat_time": ts})
             for (user, conv), msgs in convs.items():
                 for i in range(0, len(msgs), per_request):
                     json.dumps({"user_id": user, "conversation_id": conv, "messages": msgs[i:i + per_request]})

@@ -266,6 +266,14 @@ class LoadConfig(_Strict):
     requests_per_second: float = Field(default=40.0, ge=0)
     tokens_per_minute: float = Field(default=400_000, ge=0)
     late_messages: Literal["append", "quarantine"] = "append"
+    # token estimate (tasks/budget.py): UTF-8 bytes per token, framing per message and per
+    # request. The defaults over-estimate English on purpose; tune them to a known tokenizer
+    bytes_per_token: float = Field(default=3.0, gt=0)
+    message_overhead_tokens: int = Field(default=8, ge=0)
+    request_overhead_tokens: int = Field(default=200, ge=0)
+    # the window tokens_per_minute is counted over; MemOS uses a minute. Benchmarks shorten
+    # both sides (dev-server token_window_s) to measure several windows in seconds
+    token_window_s: float = Field(default=60.0, gt=0)
     # this many failed requests in a row across the run (no success between, throttling
     # aside) means the target is down: stop the run instead of retrying every conversation
     max_consecutive_failures: int = Field(default=20, ge=1)

@@ -51,6 +51,7 @@ class Faults:
         self.slow_rate, self.slow_ms = 0.0, 0.0  # a share of requests answered slowly
         self.rps = 0.0  # 0: unlimited
         self.tokens_per_minute = 0
+        self.token_window_s = 60.0  # the window tokens_per_minute applies to (benchmarks compress it)
         self.rate_limit_style = "http429"  # or "envelope200": HTTP 200 with code 40300/40309
         self.error_rate = 0.0  # 5xx before storing anything
         self.commit_then_fail_rate = 0.0  # store the messages, then answer 500
@@ -139,13 +140,13 @@ class _Window:
         with self.lock:
             while self.reqs and now - self.reqs[0] >= 1.0:
                 self.reqs.popleft()
-            while self.tokens and now - self.tokens[0][0] >= 60.0:
+            while self.tokens and now - self.tokens[0][0] >= faults.token_window_s:
                 self.tokens.popleft()
             if faults.rps and len(self.reqs) >= faults.rps:
                 return 40300, max(0.01, 1.0 - (now - self.reqs[0]))
             used = sum(t for _, t in self.tokens)
             if faults.tokens_per_minute and used + tokens > faults.tokens_per_minute:
-                return 40309, max(0.05, 60.0 - (now - self.tokens[0][0])) if self.tokens else 1.0
+                return 40309, max(0.05, faults.token_window_s - (now - self.tokens[0][0])) if self.tokens else 1.0
             self.reqs.append(now)
             self.tokens.append((now, tokens))
         return None
@@ -398,9 +399,10 @@ def create_app(store: Store | None = None, faults: Faults | None = None) -> Fast
 
     @app.get("/_dev/messages")
     async def all_messages():
-        rows = store.query("SELECT user_id, conversation_id, role, content, chat_time, info FROM messages ORDER BY id")
+        rows = store.query("SELECT user_id, conversation_id, role, content, chat_time, info, created_at "
+                           "FROM messages ORDER BY id")
         return [{"user_id": u, "conversation_id": c, "role": r, "content": t, "chat_time": ct,
-                 "info": json.loads(i)} for u, c, r, t, ct, i in rows]
+                 "info": json.loads(i), "created_at": at} for u, c, r, t, ct, i, at in rows]
 
     @app.post("/_dev/faults")
     async def set_faults(request: Request):

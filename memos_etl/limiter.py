@@ -22,11 +22,12 @@ from typing import Callable
 
 class RateLimiter:
     def __init__(self, requests_per_second: float = 0.0, tokens_per_minute: float = 0.0, *,
-                 headroom: float = 0.97, decrease: float = 0.7, increase: float = 0.02, floor: float = 0.05,
+                 headroom: float = 0.97, token_window_s: float = 60.0, decrease: float = 0.7, increase: float = 0.02, floor: float = 0.05,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] | None = None):
         self.rps = requests_per_second
         self.tpm = tokens_per_minute
         self.headroom, self.decrease, self.increase, self.floor = headroom, decrease, increase, floor
+        self.window = token_window_s  # MemOS counts tokens per minute; benchmarks compress time
         self.factor = 1.0
         self._clock = clock
         self._cond = threading.Condition()
@@ -76,7 +77,7 @@ class RateLimiter:
         now = self._clock()
         while self._sends and now - self._sends[0] >= 1.0:
             self._sends.popleft()
-        while self._tokens and now - self._tokens[0][0] >= 60.0:
+        while self._tokens and now - self._tokens[0][0] >= self.window:
             self._token_sum -= self._tokens.popleft()[1]
         delay = 0.0
         scale = self.headroom * self.factor
@@ -98,7 +99,7 @@ class RateLimiter:
                 for t, n in self._tokens:
                     freed += n
                     if freed >= excess:
-                        delay = max(delay, 60.0 - (now - t))
+                        delay = max(delay, self.window - (now - t))
                         break
         return delay
 

@@ -214,7 +214,8 @@ def run(mapping: Mapping, cfg: RunConfig, *, run_id: str | None = None, stage_ma
         if counts.read and counts.quarantined / counts.read > cfg.load.max_failed_share:
             raise QualityThresholdError(name, counts.quarantined, counts.read,
                                         cfg.load.max_failed_share, counts.reasons.most_common(5))
-        limiter = RateLimiter(cfg.load.requests_per_second, cfg.load.tokens_per_minute)
+        limiter = RateLimiter(cfg.load.requests_per_second, cfg.load.tokens_per_minute,
+                              token_window_s=cfg.load.token_window_s)
         ctx = LoadContext(mapping=mapping, load=cfg.load, target_cfg=target_cfg, client=target, ledger=ledger,
                           run_id=run_id, quarantine_dir=qdir, resend_in_doubt=resend_in_doubt,
                           limiter=limiter, stop=stop, outbox=Outbox(outbox) if outbox is not None else None,

@@ -102,8 +102,8 @@ def cut_points(table: pa.Table, load: LoadConfig) -> list[tuple[int, int]]:
         return []
     boundary = changes(table.column("user_id")) | changes(table.column("conversation_id")) | \
         changes(table.column("agent_id")) | changes(table.column("app_id"))
-    tokens = estimate_tokens(table.column("content").combine_chunks())
-    budget = load.max_tokens_per_request - request_overhead_tokens()
+    tokens = estimate_tokens(table.column("content").combine_chunks(), load)
+    budget = load.max_tokens_per_request - request_overhead_tokens(load)
     max_msgs = load.max_messages_per_request
     cuts: list[tuple[int, int]] = []
     start, used = 0, 0
@@ -129,7 +129,7 @@ def make_batches(table: pa.Table, load: LoadConfig, target: str, provenance: dic
             ("user_id", "conversation_id", "agent_id", "app_id", "role", "content", "source_key", "tags", "info")}
     chat_time = times_txt.to_pylist()
     orders = order_values(table).to_pylist()
-    tokens = estimate_tokens(table.column("content").combine_chunks())
+    tokens = estimate_tokens(table.column("content").combine_chunks(), load)
     lo = table.column("key_lo").to_numpy()
     hi = table.column("key_hi").to_numpy()
     out = []
@@ -158,7 +158,7 @@ def make_batches(table: pa.Table, load: LoadConfig, target: str, provenance: dic
             info=info, key_lo=lo[start:stop], key_hi=hi[start:stop],
             first_key=cols["source_key"][start], last_key=cols["source_key"][stop - 1],
             last_order=max(last_order) if last_order else None,
-            n_tokens=int(tokens[start:stop].sum()) + request_overhead_tokens(), rows=(start, stop),
+            n_tokens=int(tokens[start:stop].sum()) + request_overhead_tokens(load), rows=(start, stop),
             msg_hashes=message_hashes(msgs))
         b.batch_key = batch_key(target, b)
         # provenance travels with the memory: source, run, and the exact rows it came from

@@ -16,12 +16,15 @@ BYTES_PER_TOKEN = 3
 MESSAGE_OVERHEAD_TOKENS = 8  # role, chat_time and JSON framing of one message
 
 
-def estimate_tokens(content: pa.Array) -> np.ndarray:
-    """Estimated tokens per message (content plus framing), as int64."""
+def estimate_tokens(content: pa.Array, load=None) -> np.ndarray:
+    """Estimated tokens per message (content plus framing), as int64. `load` (LoadConfig)
+    may tune the estimate (bytes_per_token, message_overhead_tokens) to a known tokenizer."""
+    per = getattr(load, "bytes_per_token", BYTES_PER_TOKEN)
+    extra = getattr(load, "message_overhead_tokens", MESSAGE_OVERHEAD_TOKENS)
     nbytes = pc.fill_null(pc.binary_length(content), 0).to_numpy(zero_copy_only=False).astype(np.int64)
-    return -(-nbytes // BYTES_PER_TOKEN) + MESSAGE_OVERHEAD_TOKENS
+    return np.ceil(nbytes / per).astype(np.int64) + extra
 
 
-def request_overhead_tokens() -> int:
+def request_overhead_tokens(load=None) -> int:
     """Fixed cost of one request besides its messages (ids, info, tags)."""
-    return 200
+    return int(getattr(load, "request_overhead_tokens", 200))

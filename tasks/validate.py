@@ -95,7 +95,7 @@ class Validator:
         self.mapping, self.load, self.data_docs = mapping, load, data_docs
         self._checkpoint = None
         self.checks = build_checks(mapping)
-        self.max_message_tokens = load.max_tokens_per_request - request_overhead_tokens()
+        self.max_message_tokens = load.max_tokens_per_request - request_overhead_tokens(load)
         with _gx_lock:
             self._batch_definition, self._suite = self._build_suite()
         self._lock = threading.Lock()  # one GX validation at a time: its context is not thread-safe
@@ -171,7 +171,7 @@ class Validator:
                 shown = _show(values[j]) if j < len(values) and chk.kind in ("in_set", "length", "between") else ""
                 out[int(idx)].append(chk.reason + shown)
         # the request budget is in estimated tokens (utf-8 bytes), which no built-in expectation measures
-        tokens = estimate_tokens(pc.fill_null(table.column("content"), ""))
+        tokens = estimate_tokens(pc.fill_null(table.column("content"), ""), self.load)
         for idx in np.flatnonzero(tokens > self.max_message_tokens):
             out[int(idx)].append(f"content too large for one request (~{int(tokens[idx])} tokens, "
                                  f"budget load.max_tokens_per_request={self.load.max_tokens_per_request})")

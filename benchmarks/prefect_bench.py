@@ -1,0 +1,40 @@
+"""Prefect's share of a run: the same dry-run sync as a flow with task runs, and called directly."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from benchmarks.pipeline_bench import config, reset
+
+
+def bench(mapping_path: Path, work: Path) -> dict:
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from flows.sync import sync_flow
+    from memos_etl.config import load_mapping
+    from memos_etl.pipeline import run, thread_map
+
+    cfg = config(work / "cfg", 2)
+    flow = sync_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=2))
+    t = time.perf_counter()
+    reset(work / "warm")
+    flow(str(mapping_path), None, {**config(work / "warm", 2).model_dump(exclude={"sources"})},
+         outbox=str(work / "warm" / "o.jsonl"))  # starts the local API server: not part of a run
+    boot = time.perf_counter() - t
+    out = {"server_start_and_first_flow_s": boot}
+    for name in ("direct", "flow", "direct2", "flow2"):  # interleaved, twice: the machine is noisy
+        w = work / name
+        reset(w)
+        cfg.state.work_dir = str(w)
+        t = time.perf_counter()
+        if name.startswith("flow"):
+            flow(str(mapping_path), None, cfg.model_dump(exclude={"sources"}), outbox=str(w / "o.jsonl"))
+        else:
+            run(load_mapping(mapping_path), cfg, outbox=w / "o.jsonl", stage_map=thread_map(2),
+                load_map=thread_map(2))
+        out[name] = time.perf_counter() - t
+    direct = min(out["direct"], out["direct2"])
+    flow_s = min(out["flow"], out["flow2"])
+    out["share"] = max(0.0, (flow_s - direct) / flow_s)
+    return out
