@@ -103,9 +103,9 @@ def plot(load: dict, path: Path) -> None:
     xs = sorted(load["sweep"], key=int)
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot([int(x) for x in xs], [load["sweep"][x]["share"] for x in xs], marker="o", label="memos-etl")
-    for name, v in load["loaders"].items():
-        if not name.startswith("memos-etl"):
-            ax.axhline(v["share"], linestyle="--", label=f"{name} ({v['rejected']} rejected)")
+    others = [(n, v) for n, v in load["loaders"].items() if not n.startswith("memos-etl")]
+    for (name, v), color in zip(others, ("tab:orange", "tab:red", "tab:green")):
+        ax.axhline(v["share"], linestyle="--", color=color, label=f"{name} ({v['rejected']} rejected)")
     ax.axhline(1.0, color="grey", linewidth=0.8)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("conversations in flight (load.concurrency)")

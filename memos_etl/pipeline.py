@@ -201,7 +201,7 @@ def run(mapping: Mapping, cfg: RunConfig, *, run_id: str | None = None, stage_ma
         validator = Validator(mapping, cfg.load, data_docs=cfg.state.data_docs) if units else None
         done = _Ticker(progress, "extract", len(units))
         staged: list[StageResult] = stage_map(stage_file, [
-            (mapping, source, u, i, validator, run_id, stage_dir, qdir, max(cfg.load.buckets, cfg.load.concurrency),
+            (mapping, source, u, i, validator, run_id, stage_dir, qdir, bucket_count(mapping, cfg, units),
              part) for i, u in enumerate(units)], done)
         buckets = sorted({b for s in staged for b in s.buckets})
         for s in staged:
@@ -272,6 +272,21 @@ def _save_state(ledger: Ledger, source: str, target: str, run_id: str, staged: l
         high = cursor.later(high, s.high_water)
     ledger.save_source_state(source, target, cursor.encode(high) if high is not None else
                              ledger.source_state(source, target)[0], columns, move_cursor=nightly and high is not None)
+
+
+#: bytes per message, on the small side, by format: a guess at rows from sizes that errs
+#: towards more (smaller) buckets
+_BYTES_PER_ROW = {"parquet": 10, "jsonl": 100, "csv": 80}
+BUCKET_ROWS = 20_000  # a bucket is loaded as one table: this bounds a loader's memory
+
+
+def bucket_count(mapping: Mapping, cfg: RunConfig, units: list) -> int:
+    """Conversation buckets for this run: at least load.buckets and load.concurrency, and more
+    for big inputs so that no bucket holds much more than BUCKET_ROWS messages. Memory then
+    stays flat whatever the input size."""
+    total = sum(u.size or 0 for u in units)
+    rows = total // _BYTES_PER_ROW.get(mapping.source.format or "", 100)
+    return int(min(4096, max(cfg.load.buckets, cfg.load.concurrency, -(-rows // BUCKET_ROWS))))
 
 
 class _Ticker:
