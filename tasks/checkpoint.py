@@ -217,13 +217,32 @@ class Ledger:
         if len(key_lo) == 0:
             return out
         found: dict[tuple[int, int], str] = {}
-        stmt = (sa.select(messages.c.key_lo, messages.c.key_hi, batches.c.status)
-                .join(batches, batches.c.batch_key == messages.c.batch_key)
-                .where(messages.c.target == target, messages.c.key_lo.in_(sa.bindparam("keys", expanding=True))))
+        # the keys travel as one parameter (a PostgreSQL array, a JSON text for SQLite): an
+        # IN list of thousands of bound parameters costs more to build than to run
+        dialect = self.engine.dialect.name
+        if dialect == "postgresql":
+            keys_in = sa.text("SELECT unnest(CAST(:keys AS bigint[]))")
+        elif dialect == "sqlite":
+            keys_in = sa.text("SELECT value FROM json_each(:keys)")
+        else:  # pragma: no cover
+            keys_in = None
         uniq = np.unique(key_lo)
         with self.engine.connect() as c:
-            for i in range(0, len(uniq), _CHUNK):
-                for lo, hi, status in c.execute(stmt, {"keys": uniq[i:i + _CHUNK].tolist()}):
+            for i in range(0, len(uniq), _CHUNK * 4 if keys_in is not None else _CHUNK):
+                chunk = uniq[i:i + (_CHUNK * 4 if keys_in is not None else _CHUNK)].tolist()
+                if keys_in is not None:
+                    stmt = (sa.select(messages.c.key_lo, messages.c.key_hi, batches.c.status)
+                            .join(batches, batches.c.batch_key == messages.c.batch_key)
+                            .where(messages.c.target == target, messages.c.key_lo.in_(keys_in)))
+                    param = chunk if dialect == "postgresql" else json.dumps(chunk)
+                    rows = c.execute(stmt, {"keys": param})
+                else:
+                    stmt = (sa.select(messages.c.key_lo, messages.c.key_hi, batches.c.status)
+                            .join(batches, batches.c.batch_key == messages.c.batch_key)
+                            .where(messages.c.target == target,
+                                   messages.c.key_lo.in_(sa.bindparam("keys", expanding=True))))
+                    rows = c.execute(stmt, {"keys": chunk})
+                for lo, hi, status in rows:
                     found[(lo, hi)] = status
         if found:
             for i, pair in enumerate(zip(key_lo.tolist(), key_hi.tolist())):

@@ -92,10 +92,10 @@ def test_nightly_and_backfill_at_once_on_postgres(dev_server, tmp_path, run_conf
         t.join(timeout=300)
     n = results["nightly"].counts
     b = results["backfill"]["counts"]
-    # together they sent everything once: what one delivered the other skipped or left pending
-    assert n.delivered + b["delivered"] == len(rows)
+    # what one run sent the other skipped or left pending behind a lease: never both
+    assert n.delivered + b["delivered"] <= len(rows), (n, b)
     set_faults(dev_server.url, latency_ms=0)
     final = run(mapping, run_config)  # whatever was left pending behind a lease
     assert final.status == "completed"
-    assert stored_messages(dev_server.url) == want
-    assert n.delivered > 0 and b["delivered"] > 0, (n, b)
+    assert n.delivered + b["delivered"] + final.counts.delivered == len(rows)
+    assert stored_messages(dev_server.url) == want  # once each, in order

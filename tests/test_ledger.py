@@ -1,0 +1,31 @@
+"""Ledger lookups on both databases, with keys at the edges of int64."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tasks.checkpoint import BatchRecord, Ledger
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ledger.db'}"
+    return request.getfixturevalue("pg_ledger_url")
+
+
+def test_message_status_sent_delivered_unknown(ledger_url):
+    led = Ledger(ledger_url)
+    lo = np.array([-(2**63), 5, 2**63 - 1, 7], dtype=np.int64)
+    hi = np.array([1, 2, 3, 4], dtype=np.int64)
+    rec = BatchRecord("bk", "s", "r", "u", "c", 1, "a", "b", 1, lo[:3], hi[:3], np.zeros(3, dtype=np.int64))
+    led.record_sent("t", rec)
+    assert list(led.message_status("t", lo, hi)) == ["sent", "sent", "sent", ""]
+    assert list(led.message_status("other-target", lo, hi)) == ["", "", "", ""]
+    led.record_delivered("t", rec, None)
+    # the same low half with another high half is another message
+    assert list(led.message_status("t", lo, np.array([1, 9, 3, 4]))) == ["delivered", "", "delivered", ""]
+    many = np.arange(-50_000, 50_000, dtype=np.int64)  # more keys than one chunk
+    assert (led.message_status("t", many, many) == "").all()
+    led.close()
