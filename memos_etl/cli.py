@@ -500,7 +500,8 @@ def demo(work_dir: Path = typer.Option(Path(".memos-etl"), help="state directory
             typer.echo(f"- [{m.get('conversation_id')}] {m.get('memory_value')}")
         t.close()
         typer.echo(f"\nstate in {work_dir}/ (ledger.db, quarantine/, data-docs/); Prefect artifacts of the "
-                   "flow run: sync-sample-chats (markdown), sync-sample-chats-table. Run again: 0 add requests.")
+                   "flow run: sync-sample-chats (markdown), sync-sample-chats-table, sync-sample-chats-progress. "
+                   "Run again: 0 add requests.")
     finally:
         server.stop()
 
