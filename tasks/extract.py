@@ -12,6 +12,8 @@ import glob
 import json
 import os
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from datetime import time as dtime
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -205,11 +207,21 @@ def _in_slice(rel: str, part: Slice, key: str | None) -> bool:
         return False  # a bounded slice of a partitioned layout: unpartitioned files are not in it
     if part.partitions and value not in part.partitions:
         return False
-    if part.since is not None and value < str(part.since):
+    if part.since is not None and value < _as_partition_text(part.since):
         return False
-    if part.until is not None and value >= str(part.until):
+    if part.until is not None and value >= _as_partition_text(part.until):
         return False
     return True
+
+
+def _as_partition_text(bound) -> str:
+    """A --since/--until bound as partition values spell it: a midnight is its date
+    (`2024-03-02`, not `2024-03-02 00:00:00`, which sorts after the day's own value)."""
+    if isinstance(bound, datetime):
+        if bound.time() == dtime(0) and (bound.tzinfo is None or bound.utcoffset() == timedelta(0)):
+            return bound.date().isoformat()
+        return bound.isoformat()
+    return str(bound)
 
 
 def list_local(mapping: Mapping) -> list[Unit]:

@@ -54,7 +54,7 @@ def split(mapping: Mapping, source, by: str = "auto", since: str | None = None, 
     lo, hi = parse_bound(since), parse_bound(until)
     kind = mapping.source.type
     if by == "auto":
-        by = "cursor" if kind == "sql" else ("partition" if _has_partitions(mapping, source, lo, hi) else "file")
+        by = "cursor" if kind == "sql" else ("partition" if _has_partitions(mapping, source) else "file")
     if by == "cursor":
         if kind != "sql":
             raise ConfigError("backfill", "by", "cursor ranges need a SQL source; use partition, file or hash")
@@ -117,32 +117,30 @@ def _partition_key(mapping: Mapping) -> str | None:
     return mapping.source.s3.partition_key if mapping.source.s3 else None
 
 
-def _has_partitions(mapping: Mapping, source, lo, hi) -> bool:
+def _has_partitions(mapping: Mapping, source) -> bool:
     key = _partition_key(mapping)
     return any(_partition_value(u.rel, key) is not None for u in source.units(Slice()))
 
 
+def _groups(values: list[str], every: int, join: str) -> list[tuple[tuple[str, ...], str]]:
+    """Consecutive groups of `every` values, each with a label for its part key."""
+    step = max(1, every)
+    out = []
+    for i in range(0, len(values), step):
+        group = tuple(values[i:i + step])
+        out.append((group, group[0] if len(group) == 1 else join.format(first=group[0], last=group[-1],
+                                                                         more=len(group) - 1)))
+    return out
+
+
 def _partition_parts(mapping: Mapping, source, lo, hi, every: int) -> list[Part]:
     key = _partition_key(mapping)
-    units = source.units(Slice(since=lo, until=hi)) if lo is not None or hi is not None else source.units(Slice())
-    values = sorted({v for u in units if (v := _partition_value(u.rel, key)) is not None})
-    out = []
-    for i in range(0, len(values), max(1, every)):
-        group = tuple(values[i:i + max(1, every)])
-        label = group[0] if len(group) == 1 else f"{group[0]}..{group[-1]}"
-        out.append(Part(f"partition:{label}", Slice(partitions=group)))
-    return out
+    values = sorted({v for u in source.units(Slice(since=lo, until=hi))
+                     if (v := _partition_value(u.rel, key)) is not None})
+    return [Part(f"partition:{label}", Slice(partitions=group))
+            for group, label in _groups(values, every, "{first}..{last}")]
 
 
 def _file_parts(mapping: Mapping, source, lo, hi, every: int) -> list[Part]:
-    units = source.units(Slice(since=lo, until=hi)) if lo is not None or hi is not None else source.units(Slice())
-    rels = [u.rel for u in units]
-    out = []
-    for i in range(0, len(rels), max(1, every)):
-        group = tuple(rels[i:i + max(1, every)])
-        label = group[0] if len(group) == 1 else f"{group[0]}+{len(group) - 1}"
-        out.append(Part(f"file:{label}", Slice(units=group)))
-    return out
-
-
-
+    rels = [u.rel for u in source.units(Slice(since=lo, until=hi))]
+    return [Part(f"file:{label}", Slice(units=group)) for group, label in _groups(rels, every, "{first}+{more}")]
