@@ -132,14 +132,15 @@ def make_batches(table: pa.Table, load: LoadConfig, target: str, provenance: dic
     tokens = estimate_tokens(table.column("content").combine_chunks(), load)
     lo = table.column("key_lo").to_numpy()
     hi = table.column("key_hi").to_numpy()
+    roles, contents = cols["role"], cols["content"]
+    # one pass over all rows for what every message needs: its payload and its hash
+    payload = [{"role": r, "content": c} if t is None else {"role": r, "content": c, "chat_time": t}
+               for r, c, t in zip(roles, contents, chat_time)]
+    hashes = np.fromiter((message_hash(r, c) for r, c in zip(roles, contents)), dtype=np.int64, count=len(roles))
+    overhead = request_overhead_tokens(load)
     out = []
     for start, stop in cuts:
-        msgs = []
-        for i in range(start, stop):
-            m = {"role": cols["role"][i], "content": cols["content"][i]}
-            if chat_time[i] is not None:
-                m["chat_time"] = chat_time[i]
-            msgs.append(m)
+        msgs = payload[start:stop]
         tags = list(constant_tags)
         for t in cols["tags"][start] or []:
             if t not in tags:
@@ -158,8 +159,8 @@ def make_batches(table: pa.Table, load: LoadConfig, target: str, provenance: dic
             info=info, key_lo=lo[start:stop], key_hi=hi[start:stop],
             first_key=cols["source_key"][start], last_key=cols["source_key"][stop - 1],
             last_order=max(last_order) if last_order else None,
-            n_tokens=int(tokens[start:stop].sum()) + request_overhead_tokens(load), rows=(start, stop),
-            msg_hashes=message_hashes(msgs))
+            n_tokens=int(tokens[start:stop].sum()) + overhead, rows=(start, stop),
+            msg_hashes=hashes[start:stop])
         b.batch_key = batch_key(target, b)
         # provenance travels with the memory: source, run, and the exact rows it came from
         b.info.update({**provenance, "first_key": b.first_key, "last_key": b.last_key, "batch_key": b.batch_key})
