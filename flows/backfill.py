@@ -63,10 +63,29 @@ def run_part(mapping: Mapping, cfg: RunConfig, backfill: str, part_key: str, spe
         finally:
             stop.set()
             beater.join(timeout=5)
+            counts = _with_earlier_attempts(ledger, backfill, part_key, counts)
             ledger.mark_part(backfill, part_key, status=status, report=json.dumps(counts, default=str))
         return {"part": part_key, "status": status, "run_id": run_id, "counts": counts}
     finally:
         ledger.close()
+
+
+#: what each attempt at a part did by itself: summed over attempts, so the backfill's totals
+#: count the messages an earlier, incomplete attempt delivered
+_PER_ATTEMPT = ("delivered", "requests", "failed_requests", "retries", "throttled", "quarantined_requests",
+                "reconciled_landed", "reconciled_missing", "reconciled_unknown")
+
+
+def _with_earlier_attempts(ledger: Ledger, backfill: str, part_key: str, counts: dict) -> dict:
+    earlier = next((r["report"] for r in ledger.backfill_state(backfill) if r["part_key"] == part_key), None)
+    if not earlier or not counts:
+        return counts
+    before = json.loads(earlier)
+    out = {**counts, **{k: counts.get(k, 0) + before.get(k, 0) for k in _PER_ATTEMPT}}
+    # this attempt read the same slice and found what earlier attempts delivered already there:
+    # count those once, as delivered, so read still equals the sum of the outcomes
+    out["already_delivered"] = max(0, counts.get("already_delivered", 0) - before.get("delivered", 0))
+    return out
 
 
 def _now():
