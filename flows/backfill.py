@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from datetime import datetime, timezone
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
@@ -51,7 +52,7 @@ def run_part(mapping: Mapping, cfg: RunConfig, backfill: str, part_key: str, spe
 
         def beat():
             while not stop.wait(cfg.backfill.part_ttl_s / 4):
-                ledger.mark_part(backfill, part_key, heartbeat_at=_now())
+                ledger.beat_part(backfill, part_key)
         beater = threading.Thread(target=beat, name="memos-etl-part-heartbeat", daemon=True)
         beater.start()
         status, counts = "failed", {}
@@ -86,12 +87,6 @@ def _with_earlier_attempts(ledger: Ledger, backfill: str, part_key: str, counts:
     # count those once, as delivered, so read still equals the sum of the outcomes
     out["already_delivered"] = max(0, counts.get("already_delivered", 0) - before.get("delivered", 0))
     return out
-
-
-def _now():
-    from datetime import datetime, timezone
-
-    return datetime.now(timezone.utc)
 
 
 @flow(name="memos-etl-backfill-part", log_prints=False)
@@ -244,7 +239,7 @@ def _fan_out(mapping, cfg, bid, specs, ledger, source, config_path, config, depl
                     retry(key, fr, f"flow run {fr.name} ended {st.name} with the part {row['status']}")
                 elif st.is_running() and row["status"] == "pending":
                     started = fr.start_time or fr.expected_start_time
-                    if started is not None and (_now() - started).total_seconds() > ttl:
+                    if started is not None and (datetime.now(timezone.utc) - started).total_seconds() > ttl:
                         retry(key, fr, f"flow run {fr.name} started {ttl:.0f}s ago and never claimed the part")
                 elif row["status"] == "running" and not ledger.part_alive(row, ttl):
                     retry(key, fr, f"flow run {fr.name} stopped reporting (its worker is gone)")

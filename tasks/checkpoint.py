@@ -585,11 +585,8 @@ class Ledger:
                 return "unknown partition"
             if row["status"] == "done":
                 return "done"
-            beat = row["heartbeat_at"]
-            if beat is not None and beat.tzinfo is None:
-                beat = beat.replace(tzinfo=timezone.utc)
-            if row["status"] == "running" and row["run_id"] != run_id and beat is not None \
-                    and (now - beat).total_seconds() < stale_s and not self._dead(c, row["run_id"]):
+            if row["status"] == "running" and row["run_id"] != run_id \
+                    and self._reporting(c, row["run_id"], row["heartbeat_at"], stale_s):
                 return f"run {row['run_id']} is on it"
             c.execute(backfill_parts.update().where(backfill_parts.c.backfill_id == backfill_id,
                                                     backfill_parts.c.part_key == part_key)
@@ -608,17 +605,22 @@ class Ledger:
             return True
         return row[0] == socket.gethostname() and bool(row[1]) and not _alive(row[1])
 
-    def part_alive(self, part: dict, stale_s: float) -> bool:
-        """Is the run on a `running` partition still reporting?"""
-        beat = part.get("heartbeat_at")
+    def _reporting(self, c, run_id: str | None, beat: datetime | None, stale_s: float) -> bool:
+        """A partition's run is alive: it reported within `stale_s` and its process is not gone."""
         if beat is None:
             return False
-        if beat.tzinfo is None:
+        if beat.tzinfo is None:  # SQLite hands timestamps back naive; they were written in UTC
             beat = beat.replace(tzinfo=timezone.utc)
-        if (_now() - beat).total_seconds() >= stale_s:
-            return False
+        return (_now() - beat).total_seconds() < stale_s and not self._dead(c, run_id)
+
+    def part_alive(self, part: dict, stale_s: float) -> bool:
+        """Is the run on a `running` partition still reporting?"""
         with self.engine.connect() as c:
-            return not self._dead(c, part.get("run_id"))
+            return self._reporting(c, part.get("run_id"), part.get("heartbeat_at"), stale_s)
+
+    def beat_part(self, backfill_id: str, part_key: str) -> None:
+        """The run on a partition is alive (called every part_ttl_s / 4)."""
+        self.mark_part(backfill_id, part_key, heartbeat_at=_now())
 
     # -- reporting ----------------------------------------------------------------------
     def source_overview(self) -> list[dict]:
