@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from memos_etl.client import Reply
+from memos_etl.client import Reply, body_json
 from memos_etl.config import RunConfig, load_mapping
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -31,13 +31,13 @@ class InstantTarget:
         self.requests = 0
         self.messages = 0
 
-    def add_body(self, batch) -> dict:
-        return {"user_id": batch.user_id, "conversation_id": batch.conversation_id, "messages": batch.messages,
-                "info": batch.info}
+    def add_payload(self, batch) -> str:
+        return body_json({"user_id": batch.user_id, "conversation_id": batch.conversation_id, "info": batch.info},
+                         batch.messages_json)
 
     def add(self, batch) -> Reply:
         self.requests += 1
-        self.messages += len(batch.messages)
+        self.messages += batch.n_messages
         return Reply(data={}, task_id=None)
 
     def get_messages(self, *a, **k):

@@ -12,6 +12,7 @@ Two adapters share that edge: `CloudTarget` (MemOS Cloud, `/add/message`) and
 from __future__ import annotations
 
 import email.utils
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -84,6 +85,12 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+def body_json(fields: dict, messages_json: str) -> str:
+    """A request body as JSON text: `fields` plus the already serialised message array."""
+    head = json.dumps(fields, ensure_ascii=False, default=str)
+    return (head[:-1] + ", " if len(head) > 2 else "{") + '"messages": ' + messages_json + "}"
+
+
 class _HttpTarget:
     kind = "?"
     ok_codes: tuple = (0,)
@@ -103,10 +110,23 @@ class _HttpTarget:
     def close(self) -> None:
         self.session.close()
 
-    def _post(self, route: str, body: dict, writes: bool):
+    def add_body(self, batch) -> dict:
+        """The add request's body as Python objects (inspection, tests)."""
+        return {**self.add_fields(batch), "messages": batch.messages}
+
+    def add_payload(self, batch) -> str:
+        """The add request's body as JSON text, with the batch's message array spliced in as it
+        was serialised (once, column-wise) when the batch was cut."""
+        return body_json(self.add_fields(batch), batch.messages_json)
+
+    def add_fields(self, batch) -> dict:
+        raise NotImplementedError
+
+    def _post(self, route: str, body: dict | str, writes: bool):
         url = self.base + route
+        data = body.encode("utf-8") if isinstance(body, str) else json.dumps(body).encode("utf-8")
         try:
-            resp = self.session.post(url, json=body, timeout=(min(10.0, self.cfg.timeout_s), self.cfg.timeout_s))
+            resp = self.session.post(url, data=data, timeout=(min(10.0, self.cfg.timeout_s), self.cfg.timeout_s))
         except requests.ConnectTimeout as exc:
             raise TransientError(f"{route}: connect timeout: {exc}") from None
         except requests.ConnectionError as exc:
@@ -155,9 +175,9 @@ class CloudTarget(_HttpTarget):
     route = "/add/message"
     ok_codes = (0,)
 
-    def add_body(self, batch) -> dict:
+    def add_fields(self, batch) -> dict:
         body = {"user_id": batch.user_id, "conversation_id": batch.conversation_id,
-                "messages": batch.messages, "info": batch.info, "async_mode": self.cfg.async_mode}
+                "info": batch.info, "async_mode": self.cfg.async_mode}
         if batch.tags:
             body["tags"] = batch.tags
         if batch.agent_id:
@@ -167,7 +187,7 @@ class CloudTarget(_HttpTarget):
         return body
 
     def add(self, batch) -> Reply:
-        data = self._post("/add/message", self.add_body(batch), writes=True) or {}
+        data = self._post("/add/message", self.add_payload(batch), writes=True) or {}
         return Reply(data=data, task_id=data.get("task_id") if isinstance(data, dict) else None)
 
     def get_messages(self, user_id: str, conversation_id: str, limit: int = 50) -> list[dict]:
@@ -217,8 +237,8 @@ class SelfHostedTarget(_HttpTarget):
     route = "/product/add"
     ok_codes = (200, 0)
 
-    def add_body(self, batch) -> dict:
-        body = {"user_id": batch.user_id, "session_id": batch.conversation_id, "messages": batch.messages,
+    def add_fields(self, batch) -> dict:
+        body = {"user_id": batch.user_id, "session_id": batch.conversation_id,
                 "info": batch.info, "async_mode": "async" if self.cfg.async_mode else "sync"}
         if self.cfg.mode:
             body["mode"] = self.cfg.mode
@@ -227,7 +247,7 @@ class SelfHostedTarget(_HttpTarget):
         return body
 
     def add(self, batch) -> Reply:
-        data = self._post("/product/add", self.add_body(batch), writes=True)
+        data = self._post("/product/add", self.add_payload(batch), writes=True)
         task_id = data.get("task_id") if isinstance(data, dict) else None
         return Reply(data=data if isinstance(data, dict) else {"data": data}, task_id=task_id)
 

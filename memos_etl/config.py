@@ -77,7 +77,7 @@ class SourceConfig(_Strict):
     path: str | None = None  # files: file, directory or glob, relative to the mapping file
     s3: S3Config | None = None
     sql: SqlConfig | None = None
-    batch_rows: int = Field(default=65_536, ge=1)
+    batch_rows: int = Field(default=131_072, ge=1)
     csv_delimiter: str = ","
 
     @model_validator(mode="after")

@@ -313,8 +313,9 @@ class Outbox:
         self._fh = open(self.path, "w", encoding="utf-8")
         self._lock = threading.Lock()
 
-    def write(self, route: str, body: dict) -> None:
-        line = json.dumps({"route": route, "body": body}, ensure_ascii=False, default=str)
+    def write(self, route: str, body: str) -> None:
+        """One request: `body` is its JSON text, as it would be sent."""
+        line = '{"route": ' + json.dumps(route) + ', "body": ' + body + "}"
         with self._lock:
             self._fh.write(line + "\n")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from bisect import bisect_right
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,7 +29,7 @@ class RequestBatch:
     conversation_id: str
     agent_id: str | None
     app_id: str | None
-    messages: list[dict]
+    messages_json: str  # the request's message array as JSON text, keys sorted
     tags: list[str]
     info: dict
     key_lo: np.ndarray
@@ -38,8 +39,17 @@ class RequestBatch:
     last_order: int | None
     n_tokens: int
     rows: tuple[int, int]  # [start, stop) in the table the batch was cut from
-    msg_hashes: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    msg_hashes: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))  # zeros in a dry run
     batch_key: str = field(default="")
+
+    @property
+    def n_messages(self) -> int:
+        return self.rows[1] - self.rows[0]
+
+    @property
+    def messages(self) -> list[dict]:
+        """The messages as Python objects (for inspection; requests are sent as messages_json)."""
+        return json.loads(self.messages_json)
 
 
 def message_hash(role: str | None, content: str | None) -> int:
@@ -52,9 +62,27 @@ def message_hashes(messages: list[dict]) -> np.ndarray:
     return np.array([message_hash(m.get("role"), m.get("content")) for m in messages], dtype=np.int64)
 
 
-def conversation_pairs(table: pa.Table) -> list[tuple[str, str]]:
-    """(user_id, conversation_id) of each row: the key leases and per-conversation state use."""
-    return list(zip(table.column("user_id").to_pylist(), table.column("conversation_id").to_pylist()))
+def column_hashes(role: pa.Array, content: pa.Array) -> np.ndarray:
+    """message_hash of every row, with the string building done by Arrow: one blake2b call
+    per row is all that is left in Python."""
+    joined = pc.binary_join_element_wise(role, content, "\x1f").cast(pa.binary())
+    if joined.null_count:  # a missing role or content hashes as the text "None", as message_hash does
+        joined = pc.binary_join_element_wise(pc.fill_null(role.cast(pa.string()), "None"),
+                                             pc.fill_null(content.cast(pa.string()), "None"), "\x1f").cast(pa.binary())
+    blake = hashlib.blake2b
+    raw = b"".join([blake(x, digest_size=8).digest() for x in joined.to_pylist()])
+    return np.frombuffer(raw, dtype="<i8").astype(np.int64)
+
+
+def conversation_runs(table: pa.Table) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """For a table sorted by conversation: each row's conversation number (0, 1, ...) and the
+    (user_id, conversation_id) of each conversation. Per-conversation work then loops over
+    conversations, not rows."""
+    new = changes(table.column("user_id")) | changes(table.column("conversation_id"))
+    starts = pa.array(np.flatnonzero(new))
+    users = table.column("user_id").take(starts).to_pylist()
+    ids = table.column("conversation_id").take(starts).to_pylist()
+    return np.cumsum(new) - 1, list(zip(users, ids))
 
 
 def order_values(table: pa.Table) -> pa.Array:
@@ -96,7 +124,10 @@ def changes(arr: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 
 def cut_points(table: pa.Table, load: LoadConfig) -> list[tuple[int, int]]:
-    """[start, stop) row ranges, one per request, for a sorted table."""
+    """[start, stop) row ranges, one per request, for a sorted table: greedy packing, each
+    request as full as the token budget and max_messages_per_request allow, never across a
+    conversation (or agent/app) boundary. One step per request, not per row: the end of a
+    request is found by bisecting the running token sum."""
     n = table.num_rows
     if n == 0:
         return []
@@ -105,67 +136,160 @@ def cut_points(table: pa.Table, load: LoadConfig) -> list[tuple[int, int]]:
     tokens = estimate_tokens(table.column("content").combine_chunks(), load)
     budget = load.max_tokens_per_request - request_overhead_tokens(load)
     max_msgs = load.max_messages_per_request
+    cum = np.concatenate([[0], np.cumsum(tokens)]).tolist()  # cum[k] = tokens of rows [0, k)
+    seg_end = np.append(np.flatnonzero(boundary)[1:], n)  # end of the segment each segment start opens
+    ends = np.empty(n, dtype=np.int64)
+    ends[boundary] = seg_end  # forward-filled below: ends[i] = end of row i's segment
+    ends = ends[np.maximum.accumulate(np.where(boundary, np.arange(n), 0))]
+    ends = ends.tolist()
     cuts: list[tuple[int, int]] = []
-    start, used = 0, 0
-    # greedy packing is sequential by nature; this loop touches two ints per row
-    for i, (b, t) in enumerate(zip(boundary.tolist(), tokens.tolist())):
-        if i > start and (b or used + t > budget or i - start >= max_msgs):
-            cuts.append((start, i))
-            start, used = i, 0
-        used += t
-    cuts.append((start, n))
+    start = 0
+    while start < n:
+        fits = bisect_right(cum, cum[start] + budget, lo=start + 1) - 1  # rows [start, fits) fit the budget
+        stop = max(start + 1, min(fits, ends[start], start + max_msgs))
+        cuts.append((start, stop))
+        start = stop
     return cuts
 
 
+_JSON_ESCAPES = (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"), ("\x08", "\\b"),
+                 ("\x0c", "\\f"))
+_OTHER_CONTROL = r"[\x00-\x07\x0b\x0e-\x1f]"  # escaped by json as \u00XX: left to json.dumps
+
+
+def _lit(text: str) -> pa.Scalar:
+    return pa.scalar(text, pa.large_string())
+
+
+def json_strings(arr: pa.Array) -> pa.Array:
+    """Each string as a JSON string literal, exactly as json.dumps(s, ensure_ascii=False)
+    writes it; null stays null. Arrow does the escaping (only for the characters that occur:
+    one count over the raw bytes tells which); only the rare string with a control character
+    other than \\n \\r \\t \\b \\f goes through json.dumps."""
+    s = arr.cast(pa.large_string())
+    data = s.buffers()[2]
+    present = np.bincount(np.frombuffer(data, dtype=np.uint8), minlength=256) if data is not None \
+        else np.zeros(256, dtype=np.int64)
+    esc = s
+    for old, new in _JSON_ESCAPES:
+        if present[ord(old)]:
+            esc = pc.replace_substring(esc, old, new)
+    out = pc.binary_join_element_wise(_lit('"'), esc, _lit('"'), _lit(""))
+    if not present[_OTHER_CONTROL_BYTES].any():
+        return out
+    odd = pc.fill_null(pc.match_substring_regex(s, _OTHER_CONTROL), False)
+    if pc.any(odd).as_py():
+        rows = np.flatnonzero(odd.to_numpy(zero_copy_only=False))
+        fixed = [json.dumps(v, ensure_ascii=False) for v in s.take(pa.array(rows)).to_pylist()]
+        out = pc.replace_with_mask(out, odd, pa.array(fixed, type=pa.large_string()))
+    return out
+
+
+_OTHER_CONTROL_BYTES = np.array([b for b in range(0x20) if b not in (0x08, 0x09, 0x0A, 0x0C, 0x0D)])
+
+
+def iso_seconds(times: pa.Array) -> pa.Array:
+    """UTC timestamps as "YYYY-MM-DDTHH:MM:SSZ" (whole seconds), null stays null."""
+    ts = times.cast(pa.timestamp("s", tz="UTC"), safe=False)
+    lo, hi = pc.min_max(ts).values()
+    if lo.is_valid and (lo.value < _YEAR_1000 or hi.value >= _YEAR_10000):  # rare: strftime pads these its way
+        return pc.strftime(ts, format="%Y-%m-%dT%H:%M:%SZ").cast(pa.large_string())
+    text = pc.cast(ts.cast(pa.timestamp("s")), pa.large_string())  # "YYYY-MM-DD HH:MM:SS"
+    return pc.binary_join_element_wise(pc.replace_substring(text, " ", "T", max_replacements=1), _lit("Z"), _lit(""))
+
+
+_YEAR_1000 = -30610224000  # 1000-01-01T00:00:00Z in seconds
+_YEAR_10000 = 253402300800  # 10000-01-01T00:00:00Z
+
+
+def message_json(role: pa.Array, content: pa.Array, chat_time: pa.Array) -> pa.Array:
+    """Each row's message as JSON text, identical to json.dumps({"role", "content"[,
+    "chat_time"]}, ensure_ascii=False, sort_keys=True); chat_time is left out where null."""
+    r, c = json_strings(role), json_strings(content)
+    t = chat_time.cast(pa.large_string())
+    timed = pc.binary_join_element_wise(_lit('{"chat_time": "'), t, _lit('", "content": '), c, _lit(', "role": '), r,
+                                        _lit("}"), _lit(""))
+    untimed = pc.binary_join_element_wise(_lit('{"content": '), c, _lit(', "role": '), r, _lit("}"), _lit(""))
+    out = pc.if_else(pc.is_valid(t), timed, untimed)
+    if out.null_count:  # a null role or content (validation keeps them out): spelled by json itself
+        rows = np.flatnonzero(out.is_null().to_numpy(zero_copy_only=False))
+        fixed = []
+        for i in rows.tolist():
+            m = {"role": role[i].as_py(), "content": content[i].as_py()}
+            if t[i].is_valid:
+                m["chat_time"] = t[i].as_py()
+            fixed.append(json.dumps(m, ensure_ascii=False, sort_keys=True))
+        out = pc.replace_with_mask(out, out.is_null(), pa.array(fixed, type=pa.large_string()))
+    return out
+
+
+def request_json(messages: pa.Array, cuts: list[tuple[int, int]]) -> list[str]:
+    """The JSON array of messages of each request, joined by Arrow (", " between, as json does)."""
+    offsets = pa.array([s for s, _ in cuts] + [cuts[-1][1]], type=pa.int64())
+    grouped = pa.LargeListArray.from_arrays(offsets, messages)
+    joined = pc.binary_join(grouped, _lit(", "))
+    return pc.binary_join_element_wise(_lit("["), joined, _lit("]"), _lit("")).to_pylist()
+
+
 def make_batches(table: pa.Table, load: LoadConfig, target: str, provenance: dict,
-                 constant_tags: list[str]) -> list[RequestBatch]:
-    """Cut a sorted, de-duplicated table into requests and give each its deterministic key."""
+                 constant_tags: list[str], hashes: bool = True) -> list[RequestBatch]:
+    """Cut a sorted, de-duplicated table into requests and give each its deterministic key.
+
+    Column-wise: message JSON, hashes, token sums and each request's first-row fields are
+    computed over whole columns; what is left per request is building its small record."""
     cuts = cut_points(table, load)
     if not cuts:
         return []
-    times = table.column("chat_time")
-    times_txt = pc.strftime(times.cast(pa.timestamp("s", tz="UTC"), safe=False), format="%Y-%m-%dT%H:%M:%SZ")
-    cols = {name: table.column(name).to_pylist() for name in
-            ("user_id", "conversation_id", "agent_id", "app_id", "role", "content", "source_key", "tags", "info")}
-    chat_time = times_txt.to_pylist()
-    orders = order_values(table).to_pylist()
-    tokens = estimate_tokens(table.column("content").combine_chunks(), load)
+    table = table.combine_chunks()
+    times_txt = iso_seconds(table.column("chat_time").combine_chunks())
+    role, content = table.column("role").combine_chunks(), table.column("content").combine_chunks()
+    bodies = request_json(message_json(role, content, times_txt), cuts)
+    msg_hashes = column_hashes(role, content) if hashes else np.zeros(table.num_rows, dtype=np.int64)
+    starts = np.array([s for s, _ in cuts], dtype=np.int64)
+    lasts = np.array([e - 1 for _, e in cuts], dtype=np.int64)
+    first = table.take(pa.array(starts)).select(["user_id", "conversation_id", "agent_id", "app_id", "source_key",
+                                                  "tags", "info"]).to_pydict()
+    last_keys = table.column("source_key").take(pa.array(lasts)).to_pylist()
+    tokens = estimate_tokens(content, load)
+    n_tokens = (np.add.reduceat(tokens, starts) + request_overhead_tokens(load)).tolist()
+    missing = np.iinfo(np.int64).min
+    orders = pc.fill_null(order_values(table), missing).to_numpy(zero_copy_only=False)
+    last_orders = np.maximum.reduceat(orders, starts).tolist()
     lo = table.column("key_lo").to_numpy()
     hi = table.column("key_hi").to_numpy()
-    roles, contents = cols["role"], cols["content"]
-    # one pass over all rows for what every message needs: its payload and its hash
-    payload = [{"role": r, "content": c} if t is None else {"role": r, "content": c, "chat_time": t}
-               for r, c, t in zip(roles, contents, chat_time)]
-    hashes = np.fromiter((message_hash(r, c) for r, c in zip(roles, contents)), dtype=np.int64, count=len(roles))
-    overhead = request_overhead_tokens(load)
+    infos: dict[str | None, dict] = {}
     out = []
-    for start, stop in cuts:
-        msgs = payload[start:stop]
+    for i, (start, stop) in enumerate(cuts):
         tags = list(constant_tags)
-        for t in cols["tags"][start] or []:
+        for t in first["tags"][i] or []:
             if t not in tags:
                 tags.append(t)
-        info = {}
-        if cols["info"][start]:
-            try:
-                extra = json.loads(cols["info"][start])
-                info.update(extra if isinstance(extra, dict) else {"info": extra})
-            except ValueError:
-                info["info"] = cols["info"][start]
-        last_order = [o for o in orders[start:stop] if o is not None]
+        raw = first["info"][i]
+        if raw not in infos:
+            infos[raw] = _info(raw)
         b = RequestBatch(
-            user_id=cols["user_id"][start], conversation_id=cols["conversation_id"][start],
-            agent_id=cols["agent_id"][start], app_id=cols["app_id"][start], messages=msgs, tags=tags,
-            info=info, key_lo=lo[start:stop], key_hi=hi[start:stop],
-            first_key=cols["source_key"][start], last_key=cols["source_key"][stop - 1],
-            last_order=max(last_order) if last_order else None,
-            n_tokens=int(tokens[start:stop].sum()) + overhead, rows=(start, stop),
-            msg_hashes=hashes[start:stop])
+            user_id=first["user_id"][i], conversation_id=first["conversation_id"][i],
+            agent_id=first["agent_id"][i], app_id=first["app_id"][i], messages_json=bodies[i], tags=tags,
+            info=dict(infos[raw]), key_lo=lo[start:stop], key_hi=hi[start:stop],
+            first_key=first["source_key"][i], last_key=last_keys[i],
+            last_order=last_orders[i] if last_orders[i] != missing else None,
+            n_tokens=n_tokens[i], rows=(start, stop), msg_hashes=msg_hashes[start:stop])
         b.batch_key = batch_key(target, b)
         # provenance travels with the memory: source, run, and the exact rows it came from
         b.info.update({**provenance, "first_key": b.first_key, "last_key": b.last_key, "batch_key": b.batch_key})
         out.append(b)
     return out
+
+
+def _info(raw: str | None) -> dict:
+    """A row's info column (JSON text) as the dict merged into the request's info."""
+    if not raw:
+        return {}
+    try:
+        extra = json.loads(raw)
+    except ValueError:
+        return {"info": raw}
+    return extra if isinstance(extra, dict) else {"info": extra}
 
 
 def batch_key(target: str, b: RequestBatch) -> str:
@@ -176,5 +300,6 @@ def batch_key(target: str, b: RequestBatch) -> str:
         h.update(b"\x00")
     h.update(b.key_lo.tobytes())
     h.update(b.key_hi.tobytes())
-    h.update(json.dumps(b.messages, ensure_ascii=False, sort_keys=True).encode())
+    h.update(b.messages_json.encode())
     return h.hexdigest()
+

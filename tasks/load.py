@@ -25,7 +25,7 @@ from memos_etl.config import LoadConfig, Mapping, TargetConfig
 from memos_etl.errors import FatalTargetError
 from memos_etl.limiter import RateLimiter
 from memos_etl.report import Counts
-from tasks.batch import (RequestBatch, changes, conversation_pairs, drop_duplicates, make_batches,
+from tasks.batch import (RequestBatch, conversation_runs, drop_duplicates, make_batches,
                          order_values, sort_conversations)
 from tasks.checkpoint import BatchRecord, Ledger
 from tasks.quarantine import QuarantineWriter, rows_table
@@ -82,21 +82,23 @@ def load_bucket(ctx: LoadContext, stage_dir: Path, bucket: int) -> Counts:
     counts.duplicates += dups.num_rows
     # lease the bucket's conversations first, then ask the ledger what is delivered: a run
     # that held them before us has recorded everything it sent by the time we get them
-    pairs = conversation_pairs(table)
+    _, convs = conversation_runs(table)
     if ctx.outbox is not None:  # a dry run sends nothing, so it takes no leases either
-        return _load_leased(ctx, table, pairs, set(pairs), counts, bucket)
-    held = ctx.ledger.acquire(ctx.target, ctx.run_id, pairs, ctx.load.lease_ttl_s)
+        return _load_leased(ctx, table, set(convs), counts, bucket)
+    held = ctx.ledger.acquire(ctx.target, ctx.run_id, convs, ctx.load.lease_ttl_s)
     try:
-        return _load_leased(ctx, table, pairs, held, counts, bucket)
+        return _load_leased(ctx, table, held, counts, bucket)
     finally:
         ctx.ledger.release(ctx.target, ctx.run_id, sorted(held))
 
 
-def _load_leased(ctx: LoadContext, table: pa.Table, pairs: list, held: set, counts: Counts, bucket: int) -> Counts:
-    busy = np.fromiter((p not in held for p in pairs), dtype=bool, count=len(pairs))
-    if busy.any():
+def _load_leased(ctx: LoadContext, table: pa.Table, held: set, counts: Counts, bucket: int) -> Counts:
+    conv, convs = conversation_runs(table)
+    busy_conv = np.fromiter((p not in held for p in convs), dtype=bool, count=len(convs))
+    if busy_conv.any():
+        busy = busy_conv[conv]
         counts.pending += int(busy.sum())  # another run is sending to these conversations now
-        counts.leased_elsewhere += len({p for p, b in zip(pairs, busy) if b})
+        counts.leased_elsewhere += int(busy_conv.sum())
         table = table.filter(pa.array(~busy))
     table = _drop_known(ctx, table, counts)
     # what each conversation already delivered, read once for both checks below
@@ -104,7 +106,8 @@ def _load_leased(ctx: LoadContext, table: pa.Table, pairs: list, held: set, coun
     table = _late(ctx, table, counts, bucket, marks)
     table = _conversation_checks(ctx, table, counts, marks)
     provenance = {"source": ctx.mapping.source.name, "run_id": ctx.run_id, "loader": "memos-etl"}
-    batches = make_batches(table, ctx.load, ctx.target, provenance, ctx.mapping.tags)
+    # a dry run writes no ledger rows, so it needs no message hashes
+    batches = make_batches(table, ctx.load, ctx.target, provenance, ctx.mapping.tags, hashes=ctx.outbox is None)
     quarantine = QuarantineWriter(ctx.quarantine_dir, f"load-{bucket:04d}")
     renewed = time.monotonic()
     try:
@@ -119,14 +122,14 @@ def _load_leased(ctx: LoadContext, table: pa.Table, pairs: list, held: set, coun
                 j += 1
             for k in range(i, j):
                 if ctx.stop.is_set():  # the run is stopping: what is left waits for the next run
-                    counts.pending += len(batches[k].messages)
+                    counts.pending += batches[k].n_messages
                     outcome = "pending"
                 else:
                     outcome = _send(ctx, batches[k], table, counts, quarantine)
                 if outcome in ("pending", "in_doubt"):
                     # later requests of this conversation must wait: order inside it is the contract
                     for b in batches[k + 1:j]:
-                        counts.pending += len(b.messages)
+                        counts.pending += b.n_messages
                     break
             i = j
     finally:
@@ -151,8 +154,8 @@ def _drop_known(ctx: LoadContext, table: pa.Table, counts: Counts) -> pa.Table:
         # messages first would put them ahead of the ones that may still be missing
         blocked = ctx.ledger.in_doubt_conversations(ctx.target, table.column("conversation_id").to_pylist())
         if blocked:
-            waiting = keep & np.fromiter((p in blocked for p in conversation_pairs(table)), dtype=bool,
-                                         count=table.num_rows)
+            conv, convs = conversation_runs(table)
+            waiting = keep & np.fromiter((p in blocked for p in convs), dtype=bool, count=len(convs))[conv]
             counts.pending += int(waiting.sum())
             keep &= ~waiting
     return table if keep.all() else table.filter(pa.array(keep))
@@ -162,8 +165,9 @@ def _late(ctx: LoadContext, table: pa.Table, counts: Counts, bucket: int, marks:
     """Messages ordered before what their conversation already delivered: append or quarantine."""
     if table.num_rows == 0 or not marks:
         return table
+    conv, convs = conversation_runs(table)
     last = np.array([marks.get(k) if marks.get(k) is not None else np.iinfo(np.int64).min
-                     for k in conversation_pairs(table)], dtype=np.int64)
+                     for k in convs], dtype=np.int64)[conv]
     order = pc.fill_null(order_values(table), np.iinfo(np.int64).max).to_numpy()
     late = order < last
     n_late = int(late.sum())
@@ -184,7 +188,8 @@ def _conversation_checks(ctx: LoadContext, table: pa.Table, counts: Counts, deli
     """Checks that need a whole conversation: time going backwards (reported), no user message."""
     if table.num_rows == 0:
         return table
-    new_conv = changes(table.column("user_id")) | changes(table.column("conversation_id"))
+    conv, convs = conversation_runs(table)
+    new_conv = np.r_[True, conv[1:] != conv[:-1]]
     times = table.column("chat_time").cast(pa.int64()).to_numpy(zero_copy_only=False)
     if len(times) > 1:
         back = np.zeros(len(times), dtype=bool)
@@ -193,12 +198,13 @@ def _conversation_checks(ctx: LoadContext, table: pa.Table, counts: Counts, deli
         counts.out_of_order += int(back.sum())  # ordered by seq anyway; chat_time is sent as it is
     if not ctx.mapping.checks.conversation_needs_user_message:
         return table
-    conv_id = np.cumsum(new_conv)
-    is_user = pc.equal(table.column("role"), "user").to_numpy(zero_copy_only=False)
-    has_user = np.zeros(conv_id[-1] + 1, dtype=bool)
-    has_user[conv_id[is_user]] = True
-    bad = np.array([not has_user[c] and p not in delivered for c, p in zip(conv_id, conversation_pairs(table))],
-                   dtype=bool)
+    is_user = pc.fill_null(pc.equal(table.column("role"), "user"), False).to_numpy(zero_copy_only=False)
+    has_user = np.zeros(len(convs), dtype=bool)
+    has_user[conv[is_user]] = True
+    # a conversation that delivered messages before may go on without a user message
+    bad_conv = np.fromiter((not u and p not in delivered for u, p in zip(has_user.tolist(), convs)), dtype=bool,
+                           count=len(convs))
+    bad = bad_conv[conv]
     if not bad.any():
         return table
     _quarantine_rows(ctx, table.filter(pa.array(bad)), ["conversation has no user message "
@@ -211,8 +217,8 @@ def _send(ctx: LoadContext, b: RequestBatch, table: pa.Table, counts: Counts,
           quarantine: QuarantineWriter) -> str:
     """Send one request with retries. Returns delivered | failed | pending | in_doubt."""
     if ctx.outbox is not None:
-        ctx.outbox.write(ctx.client.route, ctx.client.add_body(b))
-        counts.planned += len(b.messages)
+        ctx.outbox.write(ctx.client.route, ctx.client.add_payload(b))
+        counts.planned += b.n_messages
         return "delivered"
     rec = BatchRecord(batch_key=b.batch_key, source=ctx.mapping.source.name, run_id=ctx.run_id,
                       user_id=b.user_id, conversation_id=b.conversation_id, n_tokens=b.n_tokens,
@@ -254,7 +260,7 @@ def _send(ctx: LoadContext, b: RequestBatch, table: pa.Table, counts: Counts,
                 if found:
                     counts.reconciled_landed += 1
                     ctx.ledger.record_delivered(ctx.target, rec, None)
-                    counts.delivered += len(b.messages)
+                    counts.delivered += b.n_messages
                     return "delivered"
                 if found is None:
                     counts.reconciled_unknown += 1
@@ -282,18 +288,18 @@ def _send(ctx: LoadContext, b: RequestBatch, table: pa.Table, counts: Counts,
             ctx.ledger.forget_unsent(ctx.target, rec)  # refused, so not applied
             ctx.fatal.append(str(exc))
             ctx.stop.set()
-            counts.pending += len(b.messages)
+            counts.pending += b.n_messages
             return "pending"
         ctx.limiter.on_success()
         ctx.succeeded()
         ctx.ledger.record_delivered(ctx.target, rec, reply.task_id)
-        counts.delivered += len(b.messages)
+        counts.delivered += b.n_messages
         return "delivered"
     if maybe_applied:
-        counts.in_doubt += len(b.messages)
+        counts.in_doubt += b.n_messages
         return "in_doubt"
     ctx.ledger.forget_unsent(ctx.target, rec)
-    counts.pending += len(b.messages)
+    counts.pending += b.n_messages
     return "pending"
 
 

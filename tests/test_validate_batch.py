@@ -105,3 +105,60 @@ def test_committed_sample_suite_matches_the_mapping():
     committed = json.loads((root / "schemas" / "expectations" / "sample-chats.json").read_text())
     built = Validator(load_mapping(root / "schemas" / "mappings" / "sample.yaml"), LoadConfig()).suite_json()
     assert json.loads(json.dumps(built, default=str)) == committed
+
+
+TRICKY = ["plain", 'quote " and \\ backslash', "new\nline\r\n\ttab", "bell\x07 nul\x00 esc\x1b[0m",
+          "bs\x08 ff\x0c del\x7f", "é 中文 🎉", "\u2028 line separator", "", '"\\"\\n', "\x1f\x0b"]
+
+
+def test_column_wise_message_json_and_hashes_equal_the_per_message_definitions():
+    """make_batches builds message JSON and hashes over whole columns; they must be byte for
+    byte what json.dumps(sort_keys) and message_hash give, or batch keys and in-doubt checks
+    of earlier runs would no longer match."""
+    import json
+
+    import numpy as np
+
+    from tasks.batch import column_hashes, iso_seconds, message_hash, message_json
+
+    roles = pa.array(["user", "assistant", None, "user", "tool", "user", "assistant", "user", "user", "user"])
+    content = pa.array(TRICKY)
+    times = pa.array([0, None, 1_700_000_000_123_456, -1, 0, 1, 2, 3, 4, 5], pa.timestamp("us", tz="UTC"))
+    text = iso_seconds(times).to_pylist()
+    want = []
+    for r, c, t in zip(roles.to_pylist(), TRICKY, text):
+        m = {"role": r, "content": c} if t is None else {"role": r, "content": c, "chat_time": t}
+        want.append(json.dumps(m, ensure_ascii=False, sort_keys=True))
+    assert message_json(roles, content, pa.array(text)).to_pylist() == want
+    import pyarrow.compute as pc
+
+    assert text == pc.strftime(times.cast(pa.timestamp("s", tz="UTC"), safe=False),
+                               format="%Y-%m-%dT%H:%M:%SZ").to_pylist()
+    assert text[2] == "2023-11-14T22:13:20Z"
+    ours = column_hashes(roles, content)
+    assert ours.tolist() == [message_hash(r, c) for r, c in zip(roles.to_pylist(), TRICKY)]
+    assert ours.dtype == np.int64
+
+
+def test_cut_points_pack_greedily_within_each_conversation():
+    """The bisecting packer cuts exactly where a row-by-row greedy packer would."""
+    import random
+
+    random.seed(7)
+    rows = []
+    for c in range(30):
+        for i in range(random.randint(1, 40)):
+            rows.append(row(len(rows), conv=f"c{c:02d}", n=i, text="x" * random.choice([1, 50, 300, 2000])))
+    t = sort_conversations(table(rows))
+    load = LoadConfig(max_tokens_per_request=1000, max_messages_per_request=7)
+    tokens = estimate_tokens(t.column("content").combine_chunks(), load).tolist()
+    conv = t.column("conversation_id").to_pylist()
+    budget = load.max_tokens_per_request - 200
+    want, start, used = [], 0, 0
+    for i, tk in enumerate(tokens):
+        if i > start and (conv[i] != conv[i - 1] or used + tk > budget or i - start >= 7):
+            want.append((start, i))
+            start, used = i, 0
+        used += tk
+    want.append((start, len(tokens)))
+    assert cut_points(t, load) == want
