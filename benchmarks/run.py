@@ -81,10 +81,17 @@ def transform(base: Path, n: int, ledger_n: int) -> dict:
     return out
 
 
+#: rows per file in the memory benchmark's data: the larger input is more files of the same
+#: kind, as a lake grows. (Peak memory follows the batch a reader holds, min(file rows,
+#: source.batch_rows); with 10 files at both sizes the 1M files would be smaller than one batch
+#: and the comparison would measure batch sizes, not input size.)
+MEMORY_FILE_ROWS = 100_000
+
+
 def memory(base: Path, sizes: list[int]) -> dict:
     out = {}
     for n in sizes:
-        mapping = generate(base / f"m{n}", n)
+        mapping = generate(base / f"mem-data{n}", n, files=max(1, n // MEMORY_FILE_ROWS))
         res = subprocess.run([sys.executable, "-m", "benchmarks.memory", str(mapping), str(base / f"mem{n}")],
                              cwd=ROOT, capture_output=True, text=True)
         if res.returncode:

@@ -100,6 +100,22 @@ class Slice:
         return cls(**spec)
 
 
+def row_group_runs(meta, batch_rows: int) -> list[list[int]]:
+    """Consecutive row groups of a Parquet file, taken together until they hold batch_rows.
+    Read run by run, the reader holds one run's column chunks at a time: memory follows
+    batch_rows (and the largest row group), not the file's size; small row groups are still
+    read in batches of about batch_rows."""
+    runs: list[list[int]] = []
+    rows = 0
+    for i in range(meta.num_row_groups):
+        if not runs or rows >= batch_rows:
+            runs.append([])
+            rows = 0
+        runs[-1].append(i)
+        rows += meta.row_group(i).num_rows
+    return runs
+
+
 @dataclass
 class FileSource:
     """Parquet, JSONL or CSV files on a local disk or in S3 (via pyarrow's filesystems)."""
@@ -131,10 +147,12 @@ class FileSource:
         try:
             if fmt == "parquet":
                 with self.fs.open_input_file(unit.path) as fh:
-                    for rb in pq.ParquetFile(fh).iter_batches(batch_size=self.mapping.source.batch_rows):
-                        if rb.num_rows:
-                            yield offset, rb
-                            offset += rb.num_rows
+                    pf = pq.ParquetFile(fh)
+                    for groups in row_group_runs(pf.metadata, self.mapping.source.batch_rows):
+                        for rb in pf.iter_batches(batch_size=self.mapping.source.batch_rows, row_groups=groups):
+                            if rb.num_rows:
+                                yield offset, rb
+                                offset += rb.num_rows
                 return
             schema = None
             if fmt == "jsonl":

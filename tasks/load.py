@@ -24,6 +24,7 @@ from memos_etl.client import TerminalBatchError, TransientError
 from memos_etl.config import LoadConfig, Mapping, TargetConfig
 from memos_etl.errors import FatalTargetError
 from memos_etl.limiter import RateLimiter
+from memos_etl.memory import release_unused
 from memos_etl.report import Counts
 from tasks.batch import (RequestBatch, conversation_runs, drop_duplicates, make_batches,
                          order_values, sort_conversations)
@@ -134,6 +135,7 @@ def _load_leased(ctx: LoadContext, table: pa.Table, held: set, counts: Counts, b
             i = j
     finally:
         quarantine.close()
+        release_unused()
     return counts
 
 

@@ -20,6 +20,7 @@ import pyarrow.ipc as ipc
 
 from memos_etl.config import Mapping
 from memos_etl.errors import SchemaDrift, SourceError
+from memos_etl.memory import release_unused
 from memos_etl.report import Counts
 from tasks.extract import ROW_COLUMN, Slice, Unit
 from tasks.map import MAPPED_SCHEMA, hash_keys, map_batch
@@ -143,6 +144,7 @@ def stage_file(mapping: Mapping, source, unit: Unit, index: int, validator: Vali
         for w in writers.values():
             w.close()
         quarantine.close()
+        release_unused()
     return StageResult(unit, counts, sorted(writers), columns, getattr(source, "high_water", None))
 
 

@@ -261,3 +261,19 @@ def test_sql_url_from_a_prefect_secret_block(prefect_server, dev_server, run_con
     missing = {**source, "sql": {**source["sql"], "url_block": "no-such-block"}}
     with pytest.raises(SourceError, match="no-such-block"):
         run(mapping_file(tmp_path, missing, name="missing.yaml"), run_config)
+
+
+def test_parquet_is_read_in_runs_of_row_groups(tmp_path):
+    """Row groups are read a run at a time (memory follows batch_rows, not the file), and small
+    row groups still make batches of about batch_rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tasks.extract import row_group_runs
+
+    path = tmp_path / "f.parquet"
+    pq.write_table(pa.table({"x": list(range(10_000))}), path, row_group_size=1000)
+    meta = pq.ParquetFile(path).metadata
+    assert row_group_runs(meta, 2500) == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
+    assert row_group_runs(meta, 500) == [[i] for i in range(10)]
+    assert row_group_runs(meta, 100_000) == [list(range(10))]
