@@ -139,6 +139,16 @@ backfill_parts = sa.Table(
 _CHUNK = 5_000  # keys per IN (...) lookup: under SQLite's and PostgreSQL's parameter limits
 
 
+_MARK_DELIVERED = batches.update().where(batches.c.batch_key == sa.bindparam("b_key")).values(
+    status="delivered", acked_at=sa.bindparam("b_at"), task_id=sa.bindparam("b_task"))
+_CONVERSATION_KEY = (conversations.c.target == sa.bindparam("b_target")) & \
+    (conversations.c.user_id == sa.bindparam("b_user")) & (conversations.c.conversation_id == sa.bindparam("b_conv"))
+_CONVERSATION_STATE = sa.select(conversations.c.last_order, conversations.c.tail).where(_CONVERSATION_KEY)
+_CONVERSATION_ADVANCE = conversations.update().where(_CONVERSATION_KEY).values(
+    delivered_messages=conversations.c.delivered_messages + sa.bindparam("b_n"), last_order=sa.bindparam("b_last"),
+    last_batch_key=sa.bindparam("b_key"), tail=sa.bindparam("b_tail"), updated_at=sa.bindparam("b_at"))
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -331,33 +341,33 @@ class Ledger:
                 c.execute(messages.delete().where(messages.c.target == target,
                                                   messages.c.key_lo.in_(rec.key_lo.tolist())))
                 c.execute(batches.delete().where(batches.c.batch_key == rec.batch_key))
-            c.execute(batches.insert().values(
-                batch_key=rec.batch_key, target=target, source=rec.source, run_id=rec.run_id,
-                user_id=rec.user_id, conversation_id=rec.conversation_id, status="sent",
-                n_messages=len(rows), n_tokens=rec.n_tokens, first_key=rec.first_key, last_key=rec.last_key,
-                last_order=rec.last_order, sent_at=_now(), msg_hashes=rec.msg_hashes.astype(np.int64).tobytes()))
+            c.execute(batches.insert(), {
+                "batch_key": rec.batch_key, "target": target, "source": rec.source, "run_id": rec.run_id,
+                "user_id": rec.user_id, "conversation_id": rec.conversation_id, "status": "sent",
+                "n_messages": len(rows), "n_tokens": rec.n_tokens, "first_key": rec.first_key,
+                "last_key": rec.last_key, "last_order": rec.last_order, "sent_at": _now(),
+                "msg_hashes": rec.msg_hashes.astype(np.int64).tobytes()})
             c.execute(messages.insert(), rows)
 
     def record_delivered(self, target: str, rec: BatchRecord, task_id: str | None) -> None:
         """The target acknowledged the batch: mark it delivered and move the conversation on."""
         now = _now()
         n = len(rec.key_lo)
+        conv = {"b_target": target, "b_user": rec.user_id, "b_conv": rec.conversation_id}
+        # statements with bound parameters, built once: SQLAlchemy caches their compiled form,
+        # where .values(literal...) would build and key a new statement per request
         with self.engine.begin() as c:
-            c.execute(batches.update().where(batches.c.batch_key == rec.batch_key)
-                      .values(status="delivered", acked_at=now, task_id=task_id))
-            key = (conversations.c.target == target) & (conversations.c.user_id == rec.user_id) & \
-                  (conversations.c.conversation_id == rec.conversation_id)
-            prev = c.execute(sa.select(conversations.c.last_order, conversations.c.tail).where(key)).first()
+            c.execute(_MARK_DELIVERED, {"b_key": rec.batch_key, "b_at": now, "b_task": task_id})
+            prev = c.execute(_CONVERSATION_STATE, conv).first()
             if prev is None:
-                c.execute(conversations.insert().values(
-                    target=target, user_id=rec.user_id, conversation_id=rec.conversation_id,
-                    delivered_messages=n, last_order=rec.last_order, last_batch_key=rec.batch_key,
-                    tail=_tail(None, rec.msg_hashes), updated_at=now))
+                c.execute(conversations.insert(), {
+                    "target": target, "user_id": rec.user_id, "conversation_id": rec.conversation_id,
+                    "delivered_messages": n, "last_order": rec.last_order, "last_batch_key": rec.batch_key,
+                    "tail": _tail(None, rec.msg_hashes), "updated_at": now})
             else:
                 last = rec.last_order if prev[0] is None or rec.last_order is None else max(prev[0], rec.last_order)
-                c.execute(conversations.update().where(key).values(
-                    delivered_messages=conversations.c.delivered_messages + n, last_order=last,
-                    last_batch_key=rec.batch_key, tail=_tail(prev[1], rec.msg_hashes), updated_at=now))
+                c.execute(_CONVERSATION_ADVANCE, {**conv, "b_n": n, "b_last": last, "b_key": rec.batch_key,
+                                                  "b_tail": _tail(prev[1], rec.msg_hashes), "b_at": now})
 
     def record_failed(self, rec: BatchRecord, detail: str) -> None:
         """The target refused the batch for good (a bad request): it is quarantined, not retried."""
