@@ -145,6 +145,62 @@ def plan(source: str = SourceArg, config: Optional[Path] = ConfigOpt, target_url
 
 
 @app.command()
+def preview(source: Optional[str] = typer.Argument(None, help="a configured source or a mapping file (or use --preset)"),
+            preset: Optional[str] = typer.Option(None, help="a preset from schemas/presets (see `memos-etl presets`)"),
+            input_path: Optional[Path] = typer.Option(None, "--source", help="with --preset: the input file, "
+                                                                            "directory or glob"),
+            requests: int = typer.Option(3, "--requests", "-n", help="requests to show"),
+            config: Optional[Path] = ConfigOpt, json_out: bool = typer.Option(False, "--json")):
+    """Show the first MemOS requests a mapping or preset makes of an input; nothing is sent and no
+    state is kept (a dry run in a temporary directory). For iterating on a mapping."""
+    import tempfile
+
+    from memos_etl.config import preset_mapping
+    from memos_etl.pipeline import run
+
+    if (preset is None) == (source is None) or (preset is not None and input_path is None):
+        _fail(MemosEtlError("give a SOURCE (configured name or mapping file), or --preset NAME --source PATH"))
+    try:
+        cfg = _config(config, None, None, None)
+        m = preset_mapping(preset, input_path) if preset else _source(cfg, source)
+        with tempfile.TemporaryDirectory(prefix="memos-etl-preview-") as tmp:
+            cfg.state.work_dir, cfg.state.ledger_url, cfg.state.data_docs = tmp, None, False
+            box = Path(tmp) / "outbox.jsonl"
+            report = run(m, cfg, outbox=box)
+            with open(box, encoding="utf-8") as fh:
+                shown = [json.loads(line) for _, line in zip(range(requests), fh)]
+    except MemosEtlError as exc:
+        _fail(exc)
+    c = report.counts
+    summary = {"source": m.source.name, "read": c.read, "requests": c.requests or None, "messages": c.planned,
+               "quarantined": c.quarantined, "empty_skipped": c.empty_skipped, "reasons": dict(c.reasons),
+               "notes": report.notes}
+    if json_out:
+        typer.echo(json.dumps({"requests": shown, "summary": summary}, indent=2, ensure_ascii=False))
+        return
+    for i, r in enumerate(shown, 1):
+        typer.echo(f"--- request {i}: POST {r['route']}")
+        typer.echo(json.dumps(r["body"], indent=2, ensure_ascii=False))
+    typer.echo(f"--- {m.source.name}: {c.read} messages read, {c.planned} in requests, {c.quarantined} quarantined"
+               + (f", {c.empty_skipped} empty skipped" if c.empty_skipped else ""))
+    for reason, n in c.reasons.most_common(10):
+        typer.echo(f"    {n:>6}  {reason}")
+    for note in report.notes:
+        typer.echo(f"    note: {note}")
+
+
+@app.command()
+def presets():
+    """List the bundled presets (schemas/presets) with the first line of their description."""
+    from memos_etl.config import PRESETS, preset_names
+
+    for name in preset_names():
+        first = next((ln[2:].strip() for ln in (PRESETS / f"{name}.yaml").read_text().splitlines()
+                      if ln.startswith("# ")), "")
+        typer.echo(f"{name:32} {first}")
+
+
+@app.command()
 def backfill(source: str = SourceArg, since: Optional[str] = typer.Option(None), until: Optional[str] = typer.Option(None),
              by: str = typer.Option("auto", help="cursor | partition | file | hash (auto: cursor for SQL, "
                                                  "partition for Hive layouts, else file)"),

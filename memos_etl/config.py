@@ -73,7 +73,7 @@ class SqlConfig(_Strict):
 class SourceConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     type: Literal["files", "s3", "sql"] = "files"
-    format: Literal["parquet", "jsonl", "csv"] | None = None  # files and s3
+    format: Literal["parquet", "jsonl", "csv", "json"] | None = None  # files and s3; json needs `nest`
     path: str | None = None  # files: file, directory or glob, relative to the mapping file
     s3: S3Config | None = None
     sql: SqlConfig | None = None
@@ -160,7 +160,7 @@ class Fields(_Strict):
     conversation_id: str
     content: str
     role: str | None = None
-    chat_time: str | None = None
+    chat_time: str | list[str] | None = None  # a list: the first that parses (turn time, then session date)
     seq: str | None = None
     agent_id: str | None = None
     app_id: str | None = None
@@ -180,8 +180,66 @@ class ChecksConfig(_Strict):
     conversation_needs_user_message: bool = False
 
 
+class NestLevel(_Strict):
+    """One level of nesting to explode (tasks/nest.py)."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")  # element fields become <name>.<key>
+    # dotted path to the value: from the record, or from an outer level's element ("session.items")
+    column: str | None = None
+    kind: Literal["list", "numbered", "tree"] = "list"
+    # numbered: keys like "session_{n}" of the object at `column`, in number order; `fields`
+    # adds sibling keys per number to the element ({date: "session_{n}_date_time"})
+    pattern: str | None = None
+    fields: dict[str, str] = {}
+    # tree: `column` is a dict of nodes; follow `parent` links up from the node the record
+    # field `current` names (the branch shown last); each node's `value` key is the element
+    current: str | None = None
+    parent: str = "parent"
+    value: str = "message"
+
+    @model_validator(mode="after")
+    def _complete(self):
+        if self.kind == "numbered" and (not self.pattern or "{n}" not in self.pattern):
+            raise ValueError("kind numbered needs pattern with {n}, e.g. session_{n}")
+        if self.kind == "tree" and not (self.column and self.current):
+            raise ValueError("kind tree needs column (the node dict) and current (the leaf node's id)")
+        if self.kind == "list" and not self.column:
+            raise ValueError("kind list needs column")
+        return self
+
+
+class MediaText(_Strict):
+    """Text that stands in for non-text message parts (MemOS is loaded with text)."""
+
+    image: str = "[image]"
+    image_caption: str = "[image: {caption}]"  # when the part carries a caption or alt text
+    file: str = "[file: {name}]"
+    audio: str = "[audio]"
+    other: str = "[{type}]"
+
+
+class Perspectives(_Strict):
+    """Load a dialogue once per speaker: each copy's `perspective` is that speaker, and
+    `perspective.role` is user for the speaker's own turns, assistant for the other's."""
+
+    of: list[str] = Field(min_length=1)  # record fields naming the speakers (dotted paths)
+    speaker: str  # the flattened column naming a turn's speaker
+
+
+class NestConfig(_Strict):
+    """Messages nested inside records: explode them into rows (tasks/nest.py)."""
+
+    levels: list[NestLevel] = Field(min_length=1)
+    text: list[str] = []  # flattened columns whose value may be a list of parts: turned into text
+    media: MediaText = MediaText()
+    skip_empty: bool = False  # elements whose text is empty are skipped (counted in the report)
+    perspectives: Perspectives | None = None
+
+
 class Mapping(_Strict):
     source: SourceConfig
+    preset: str | None = None  # schemas/presets/<name>.yaml, under this mapping's own keys
+    nest: NestConfig | None = None
     constants: dict[str, str] = {}
     fields: Fields
     content_append: list[ContentAppend] = []
@@ -192,8 +250,14 @@ class Mapping(_Strict):
     path_: Path | None = Field(default=None, exclude=True)
 
     def template(self, field: str) -> Template | None:
+        specs = self.templates(field)
+        return specs[0] if specs else None
+
+    def templates(self, field: str) -> list[Template]:
         spec = getattr(self.fields, field)
-        return None if spec is None else Template.parse(spec)
+        if spec is None:
+            return []
+        return [Template.parse(s) for s in ([spec] if isinstance(spec, str) else spec)]
 
     def role_map(self) -> dict[str, str]:
         return {**DEFAULT_ROLE_MAP, **self.roles.map}
@@ -202,10 +266,10 @@ class Mapping(_Strict):
         """Every source column the mapping reads, keyed by the config key that names it."""
         cols: dict[str, str] = {}
         for field in Fields.model_fields:
-            tpl = self.template(field)
-            for name in (tpl.names if tpl else []):
-                if name not in self.constants:
-                    cols.setdefault(name, f"fields.{field}")
+            for tpl in self.templates(field):
+                for name in tpl.names:
+                    if name not in self.constants:
+                        cols.setdefault(name, f"fields.{field}")
         for i, part in enumerate(self.content_append):
             cols.setdefault(part.column, f"content_append[{i}].column")
         if self.roles.speaker_column:
@@ -327,7 +391,7 @@ class RunConfig(_Strict):
             if not p.is_absolute() and self.path_ is not None:
                 p = self.path_.parent / p
             return load_mapping(p)
-        return _check_mapping(_validate(Mapping, spec, Path(where)), Path(where))
+        return _check_mapping(_validate(Mapping, with_preset(spec, Path(where)), Path(where)), Path(where))
 
 
 def _read_yaml(path: Path) -> dict:
@@ -353,7 +417,48 @@ def _validate(model: type[BaseModel], data: dict, path: Path):
 
 def load_mapping(path: str | os.PathLike) -> Mapping:
     p = Path(path)
-    return _check_mapping(_validate(Mapping, _read_yaml(p), p), p)
+    return _check_mapping(_validate(Mapping, with_preset(_read_yaml(p), p), p), p)
+
+
+PRESETS = Path(__file__).resolve().parent.parent / "schemas" / "presets"
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS.glob("*.yaml"))
+
+
+def with_preset(data: dict, where: Path) -> dict:
+    """A mapping that names a `preset`: the preset's keys, with the mapping's own on top
+    (nested sections merged key by key). A preset without a source format takes it from the
+    source path's extension."""
+    name = data.get("preset") if isinstance(data, dict) else None
+    if not name:
+        return data
+    path = PRESETS / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(str(where), "preset", f"no preset {name!r} (known: {', '.join(preset_names())})")
+    merged = _merge(_read_yaml(path), data)
+    src = merged.setdefault("source", {})
+    if not src.get("format") and src.get("path"):
+        ext = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "csv",
+               ".tsv": "csv"}.get(Path(str(src["path"])).suffix.lower())
+        if ext:
+            src["format"] = ext
+    return merged
+
+
+def preset_mapping(name: str, path: str | os.PathLike, overrides: dict | None = None) -> Mapping:
+    """A preset applied to an input path (file, directory or glob), e.g. for `preview`."""
+    where = Path(f"preset:{name}")
+    data = _merge({"preset": name, "source": {"path": str(Path(path).resolve())}}, overrides or {})
+    return _check_mapping(_validate(Mapping, with_preset(data, where), where), where)
+
+
+def _merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def _check_mapping(mapping: Mapping, p: Path) -> Mapping:
@@ -363,6 +468,8 @@ def _check_mapping(mapping: Mapping, p: Path) -> Mapping:
             mapping.template(field)
         except ValueError as exc:
             raise ConfigError(str(p), f"fields.{field}", str(exc)) from None
+    if mapping.source.format == "json" and mapping.nest is None:
+        raise ConfigError(str(p), "nest", "format json is read record by record: describe the records with nest")
     if mapping.fields.role is None and mapping.roles.speaker_column is None:
         raise ConfigError(str(p), "fields.role", "set a role column, or roles.speaker_column for dialogues")
     return mapping

@@ -95,7 +95,32 @@ def check_first_readable(mapping: Mapping, source, units: list) -> None:
             if mapping.source.type == "sql":
                 raise  # no connection or no table: the whole source is unreadable
             continue
-        mapping.check_columns(schema.names, u.rel)
+        if mapping.nest is not None:
+            check_nested_columns(mapping, source, u)
+        else:
+            mapping.check_columns(schema.names, u.rel)
+        return
+
+
+def check_nested_columns(mapping: Mapping, source, unit) -> None:
+    """A nested source: the columns the required fields name must appear in the first batch
+    of records once exploded (a key absent from every record is a typo, not optional data)."""
+    from memos_etl.errors import ConfigError
+    from tasks.extract import ROW_COLUMN
+    from tasks.nest import explode
+
+    for offset, rb in source.iter_batches(unit):
+        ex = explode(rb, mapping.nest, offset, ROW_COLUMN)
+        if ex.table.num_rows == 0:
+            return  # nothing well-formed to check against: the records are quarantined with reasons
+        names = ex.table.schema.names
+        for field in ("user_id", "conversation_id", "role", "content"):
+            for tpl in mapping.templates(field):
+                for col in tpl.names:
+                    if col not in names and col not in mapping.constants:
+                        raise ConfigError(str(mapping.path_ or "mapping"), f"fields.{field}",
+                                          f"column {col!r} is in no record of {unit.rel}'s first batch after nest "
+                                          f"(columns: {', '.join(n for n in names if n != ROW_COLUMN)})")
         return
 
 

@@ -35,6 +35,7 @@ class Counts:
     units_failed: int = 0  # files/objects that could not be read: quarantined whole
     leased_elsewhere: int = 0  # conversations another run was sending to: left pending
     units_skipped: int = 0  # unchanged files/objects the manifest says are done: not read
+    empty_skipped: int = 0  # nested elements with no text, left out by nest.skip_empty: not messages, not read
     reasons: Counter = field(default_factory=Counter)
 
     def add(self, other: "Counts") -> "Counts":

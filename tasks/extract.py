@@ -26,7 +26,8 @@ import pyarrow.parquet as pq
 from memos_etl.config import Mapping
 from memos_etl.errors import SourceError
 
-_SUFFIXES = {"parquet": (".parquet", ".pq"), "jsonl": (".jsonl", ".json", ".ndjson"), "csv": (".csv", ".tsv")}
+_SUFFIXES = {"parquet": (".parquet", ".pq"), "jsonl": (".jsonl", ".json", ".ndjson"), "csv": (".csv", ".tsv"),
+             "json": (".json",)}
 _BLOCK_BYTES = 8 << 20
 
 #: A source may carry each row's original position in this column (re-drive does): the
@@ -145,6 +146,9 @@ class FileSource:
         offset = 0
         fmt = self.mapping.source.format
         try:
+            if self.mapping.nest is not None and fmt in ("jsonl", "json"):
+                yield from self._records(unit)
+                return
             if fmt == "parquet":
                 with self.fs.open_input_file(unit.path) as fh:
                     pf = pq.ParquetFile(fh)
@@ -168,6 +172,31 @@ class FileSource:
             where = _bad_json_line(self.fs, unit) if fmt == "jsonl" else None
             raise SourceError(self.mapping.source.name, where or f"{unit.rel} after row {offset}",
                               f"cannot read: {exc}") from None
+
+    def _records(self, unit: Unit) -> Iterator[tuple[int, pa.RecordBatch]]:
+        """Nested sources: one row per record, its JSON text in RECORD_COLUMN (tasks/nest.py
+        parses it; a line that is not JSON is quarantined there, not fatal here). JSONL is one
+        record a line; a JSON file is an array of records (or one record). A JSON file is
+        parsed whole: a ChatGPT export of a few hundred MB takes that much memory, twice."""
+        from tasks.nest import RECORD_COLUMN
+
+        batch_rows = self.mapping.source.batch_rows
+        offset = 0
+        with self.fs.open_input_stream(unit.path) as fh:
+            data = fh.read().decode("utf-8", "replace")
+        if self.mapping.source.format == "json":
+            try:
+                doc = json.loads(data)
+            except ValueError as exc:
+                raise SourceError(self.mapping.source.name, unit.rel, f"not a JSON document: {exc}") from None
+            texts = [json.dumps(r, ensure_ascii=False) for r in (doc if isinstance(doc, list) else [doc])]
+        else:
+            texts = [line for line in data.splitlines() if line.strip()]
+        del data
+        for i in range(0, len(texts), batch_rows):
+            chunk = texts[i:i + batch_rows]
+            yield offset, pa.record_batch({RECORD_COLUMN: pa.array(chunk, pa.string())})
+            offset += len(chunk)
 
     def _open_text(self, unit: Unit, schema: pa.Schema | None):
         stream = self.fs.open_input_stream(unit.path)

@@ -138,12 +138,10 @@ def map_batch(rb: pa.RecordBatch, mapping: Mapping, file_rel: str, offset: int) 
     conv = _field(mapping, "conversation_id", rb)
     role = _roles(mapping, rb)
     content = _content(mapping, rb)
-    time_tpl = mapping.template("chat_time")
-    if time_tpl is None:
-        chat_time = pa.nulls(n, pa.timestamp("us", tz="UTC"))
-    else:
+    chat_time = pa.nulls(n, pa.timestamp("us", tz="UTC"))
+    for time_tpl in mapping.templates("chat_time"):  # several: the first that parses, row by row
         raw_time = rb.column(time_tpl.names[0]) if time_tpl.is_column else render(time_tpl, rb, mapping.constants)
-        chat_time = parse_times(raw_time, mapping.time.formats, mapping.time.timezone)
+        chat_time = pc.coalesce(chat_time, parse_times(raw_time, mapping.time.formats, mapping.time.timezone))
     seq = _seq(_field(mapping, "seq", rb), rb, mapping)
     key_value = _field(mapping, "source_key", rb)
     name = mapping.source.name

@@ -24,6 +24,7 @@ from memos_etl.memory import release_unused
 from memos_etl.report import Counts
 from tasks.extract import ROW_COLUMN, Slice, Unit
 from tasks.map import MAPPED_SCHEMA, hash_keys, map_batch
+from tasks.nest import explode
 from tasks.quarantine import QuarantineWriter, rows_table
 from tasks.validate import Validator, split
 
@@ -88,9 +89,11 @@ def stage_file(mapping: Mapping, source, unit: Unit, index: int, validator: Vali
     writers: dict[int, ipc.RecordBatchFileWriter] = {}
     quarantine = QuarantineWriter(quarantine_dir, f"extract-{index:05d}")
     try:
-        mapping.check_columns(source.schema(unit).names, unit.rel)
+        if mapping.nest is None:  # nested records are checked after they are exploded
+            mapping.check_columns(source.schema(unit).names, unit.rel)
         for offset, rb in source.iter_batches(unit):
-            mapping.check_columns(rb.schema.names, f"{unit.rel} at row {offset}")
+            if mapping.nest is None:
+                mapping.check_columns(rb.schema.names, f"{unit.rel} at row {offset}")
             for f in rb.schema:
                 kind = type_kind(f.type) or "null"  # all-null so far: present, type unknown
                 if columns.get(f.name, "null") == "null":
@@ -98,6 +101,10 @@ def stage_file(mapping: Mapping, source, unit: Unit, index: int, validator: Vali
                 elif kind != "null" and columns[f.name] != kind and f.name in mapping.referenced_columns():
                     raise SchemaDrift(mapping.source.name, unit.rel,
                                       f"column {f.name!r} changed type within the unit: {columns[f.name]} -> {kind}")
+            if mapping.nest is not None:
+                rb = _explode(mapping, rb, offset, unit, run_id, quarantine, counts)
+                if rb is None:
+                    continue
             mapped = map_batch(rb, mapping, unit.rel, offset)
             keep = in_slice(mapped, part)
             if keep is not None:
@@ -146,6 +153,36 @@ def stage_file(mapping: Mapping, source, unit: Unit, index: int, validator: Vali
         quarantine.close()
         release_unused()
     return StageResult(unit, counts, sorted(writers), columns, getattr(source, "high_water", None))
+
+
+def _explode(mapping: Mapping, rb: pa.RecordBatch, offset: int, unit: Unit, run_id: str,
+             quarantine: QuarantineWriter, counts: Counts) -> pa.RecordBatch | None:
+    """Nested records -> one row per message; records of the wrong shape are quarantined
+    whole (one row each, with the reason). None when no message is left in the batch."""
+    ex = explode(rb, mapping.nest, offset, ROW_COLUMN)
+    if ex.bad:
+        quarantine.write(rows_table(run_id, mapping.source.name, "nest", [unit.rel] * len(ex.bad),
+                                    [b[0] for b in ex.bad], [None] * len(ex.bad), [[b[1]] for b in ex.bad],
+                                    [b[2] if isinstance(b[2], dict) else {"record": b[2]} for b in ex.bad]))
+        counts.read += len(ex.bad)
+        counts.quarantined += len(ex.bad)
+        for b in ex.bad:
+            counts.reasons[": ".join(b[1].split(": ")[:2])] += 1  # "nest: not JSON", without the detail
+    counts.empty_skipped += ex.skipped
+    table = with_columns(ex.table, mapping)
+    if table.num_rows == 0:
+        return None
+    return table.combine_chunks().to_batches()[0]
+
+
+def with_columns(table: pa.Table, mapping: Mapping) -> pa.Table:
+    """Add the mapped columns no record of this batch had (a key absent everywhere) as nulls:
+    in nested data an absent key is a value, not a schema error; validation says which rows
+    then lack a required field."""
+    for col in mapping.referenced_columns():
+        if col not in table.schema.names and col not in mapping.constants:
+            table = table.append_column(col, pa.nulls(table.num_rows, pa.string()))
+    return table
 
 
 def _write_buckets(good: pa.Table, buckets: int, stage_dir: Path, file_index: int, writers: dict) -> None:

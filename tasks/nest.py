@@ -1,0 +1,272 @@
+"""Nest: explode records that hold their messages inside them into one row per message.
+
+Chat history often arrives as one record per conversation: a `messages` list (OpenAI chat
+JSONL), a `conversations` list (ShareGPT), a tree of nodes (a ChatGPT export), numbered
+sessions in an object (dialogue datasets), or a JSON text column in a table. The mapping's
+`nest:` describes the levels; this module walks them and emits flat rows whose columns the
+mapping's fields name like any other column:
+
+- every scalar field of the record (nested objects as dotted names: `meta.lang`),
+- per level, the element's fields as `<name>.<key>` and its place as `<name>.index`,
+- `position`: the message's place in its record across all levels (0, 1, ...): an order,
+- `record`: the record's number in its file; and, with perspectives, `perspective`.
+
+The walk is Python per record (records are heterogeneous: a message's content may be a
+string here and a list of parts there; trees must be followed), but rows come out as Arrow
+columns and everything after this step stays columnar. A record that does not have the
+shape the mapping describes (not a list, a missing key, a cycle in a tree, not JSON) is
+returned with its reason, for quarantine; it never stops the file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from memos_etl.config import MediaText, NestConfig, NestLevel
+
+RECORD_COLUMN = "__record__"  # JSON text of one record, as the JSON/JSONL readers give nested sources
+POSITION = "position"
+RECORD = "record"
+PERSPECTIVE = "perspective"
+
+
+class NestError(ValueError):
+    """The record does not have the shape the mapping's `nest` describes."""
+
+
+@dataclass
+class Exploded:
+    table: pa.Table  # one row per message; ROW_COLUMN holds the record's row in the file
+    bad: list[tuple[int, str, object]] = field(default_factory=list)  # (row in file, reason, record)
+    skipped: int = 0  # elements left out by nest.skip_empty
+
+
+def explode(rb: pa.RecordBatch, nest: NestConfig, offset: int, row_column: str) -> Exploded:
+    """Rows for every message of every record in a batch; malformed records in `bad`."""
+    if RECORD_COLUMN in rb.schema.names:
+        texts = rb.column(RECORD_COLUMN).to_pylist()
+        records: list = []
+        for t in texts:
+            try:
+                records.append(json.loads(t))
+            except ValueError as exc:
+                records.append(NestError(f"not JSON: {exc}"))
+    else:
+        records = rb.to_pylist()
+    rows: list[dict] = []
+    out = Exploded(pa.table({}))
+    text_paths = set(nest.text)
+    for i, rec in enumerate(records):
+        where = offset + i
+        try:
+            if isinstance(rec, NestError):
+                raise rec
+            if not isinstance(rec, dict):
+                raise NestError(f"record is {_kind(rec)}, not an object")
+            base: dict = {}
+            # the nested values themselves are walked below, not copied into every row; of an
+            # object holding them (a dialogue's `conversation`) its plain fields are kept
+            roots = {_root(lv.column) for lv in nest.levels if lv.column}
+            _flatten(rec, "", base, text_paths, nest.media, skip=roots)
+            for r in roots:
+                if isinstance(rec.get(r), dict):
+                    base.update({f"{r}.{k}": v for k, v in rec[r].items()
+                                 if v is None or isinstance(v, (str, int, float, bool))})
+            found: list[dict] = []
+            skipped = _walk(rec, nest, 0, base, {}, found)
+        except NestError as exc:
+            out.bad.append((where, f"nest: {exc}", rec if not isinstance(rec, NestError) else texts[i]))
+            continue
+        out.skipped += skipped
+        for pos, r in enumerate(found):
+            r[POSITION] = pos
+            r[RECORD] = where
+            r[row_column] = where
+        if nest.perspectives is not None:
+            found = _perspectives(rec, found, nest)
+        rows.extend(found)
+    out.table = _to_table(rows)
+    return out
+
+
+def _walk(rec: dict, nest: NestConfig, depth: int, flat: dict, scope: dict, out: list[dict]) -> int:
+    """Depth-first over the levels; appends one flat dict per innermost element."""
+    level = nest.levels[depth]
+    skipped = 0
+    for idx, elem in enumerate(_elements(rec, level, scope)):
+        row = dict(flat)
+        if isinstance(elem, dict):
+            _flatten(elem, level.name + ".", row, set(nest.text), nest.media,
+                     skip={k for k in elem if _next_uses(nest, depth, f"{level.name}.{k}")})
+        else:
+            row[f"{level.name}.value"] = elem
+        row[f"{level.name}.index"] = idx
+        if depth + 1 < len(nest.levels):
+            skipped += _walk(rec, nest, depth + 1, row, {**scope, level.name: elem}, out)
+            continue
+        if nest.skip_empty and nest.text and all(_empty(row.get(t)) for t in nest.text):
+            skipped += 1
+            continue
+        out.append(row)
+    return skipped
+
+
+def _elements(rec: dict, level: NestLevel, scope: dict) -> list:
+    if level.kind == "list":
+        value = _resolve(rec, scope, level.column)
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError as exc:
+                raise NestError(f"{level.column} is text but not JSON: {exc}") from None
+        if value is None:
+            raise NestError(f"{level.column} is missing")
+        if not isinstance(value, list):
+            raise NestError(f"{level.column} is {_kind(value)}, not a list")
+        return value
+    if level.kind == "numbered":
+        obj = _resolve(rec, scope, level.column) if level.column else rec
+        if not isinstance(obj, dict):
+            raise NestError(f"{level.column or 'record'} is {_kind(obj)}, not an object")
+        rx = re.compile("^" + re.escape(level.pattern).replace(re.escape("{n}"), r"(\d+)") + "$")
+        numbered = sorted((int(m.group(1)), k) for k in obj if isinstance(k, str) and (m := rx.match(k)))
+        if not numbered:
+            raise NestError(f"no keys like {level.pattern!r} in {level.column or 'record'}")
+        elems = []
+        for n, key in numbered:
+            e = {"n": n, "items": obj[key]}
+            for name, pattern in level.fields.items():
+                e[name] = obj.get(pattern.replace("{n}", str(n)))
+            elems.append(e)
+        return elems
+    # tree: follow parent links from the current node to the root, then read it root first
+    nodes = _resolve(rec, scope, level.column)
+    if not isinstance(nodes, dict):
+        raise NestError(f"{level.column} is {_kind(nodes)}, not an object of nodes")
+    current = _resolve(rec, scope, level.current)
+    if current is None:
+        raise NestError(f"{level.current} is missing: which branch to follow is unknown")
+    branch, seen = [], set()
+    node_id = current
+    while node_id is not None:
+        if node_id in seen:
+            raise NestError(f"cycle in {level.column}: node {node_id!r} is its own ancestor")
+        seen.add(node_id)
+        node = nodes.get(node_id)
+        if not isinstance(node, dict):
+            raise NestError(f"{level.column}: node {node_id!r} is missing"
+                            + (" (named by " + level.current + ")" if node_id == current else ""))
+        branch.append(node)
+        node_id = node.get(level.parent)
+    return [n[level.value] for n in reversed(branch) if n.get(level.value) is not None]
+
+
+def _perspectives(rec: dict, rows: list[dict], nest: NestConfig) -> list[dict]:
+    """One copy of the record's rows per speaker named by perspectives.of."""
+    p = nest.perspectives
+    out = []
+    for path in p.of:
+        who = _resolve(rec, {}, path)
+        if who is None:
+            continue  # a one-speaker record; its rows come once, from the other speaker's view
+        for r in rows:
+            c = dict(r)
+            c[PERSPECTIVE] = str(who)
+            speaker = r.get(p.speaker)
+            c[f"{PERSPECTIVE}.role"] = None if speaker is None else ("user" if str(speaker) == str(who) else "assistant")
+            out.append(c)
+    return out
+
+
+def _flatten(obj: dict, prefix: str, out: dict, text_paths: set, media: MediaText, skip: set = frozenset()) -> None:
+    for k, v in obj.items():
+        if k in skip:
+            continue
+        name = f"{prefix}{k}"
+        if name in text_paths:
+            out[name] = to_text(v, media)
+        elif isinstance(v, dict):
+            _flatten(v, name + ".", out, text_paths, media)
+        elif isinstance(v, list):
+            out[name] = json.dumps(v, ensure_ascii=False, default=str)
+        else:
+            out[name] = v
+
+
+def to_text(value, media: MediaText) -> str | None:
+    """A message's content as text: strings as they are; lists of parts (OpenAI, ChatGPT
+    exports) joined by newlines, with non-text parts written as the `media` placeholders."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        pieces = [to_text(v, media) for v in value]
+        return "\n".join(p for p in pieces if p)
+    if isinstance(value, dict):
+        kind = str(value.get("type") or value.get("content_type") or "")
+        if "parts" in value and kind in ("", "text", "multimodal_text"):
+            return to_text(value["parts"], media)
+        if isinstance(value.get("text"), str) and ("text" in kind or not kind or kind in ("code", "execution_output")):
+            return value["text"]
+        if "image" in kind:
+            caption = value.get("caption") or value.get("alt_text") or value.get("alt") or value.get("detail_text")
+            return media.image_caption.format(caption=caption) if caption else media.image
+        if "file" in kind or "document" in kind:
+            f = value.get("file") if isinstance(value.get("file"), dict) else value
+            return media.file.format(name=f.get("filename") or f.get("name") or f.get("file_id") or "?")
+        if "audio" in kind:
+            return media.audio
+        return media.other.format(type=kind or "object")
+    return str(value)
+
+
+def _resolve(rec: dict, scope: dict, path: str | None):
+    """A dotted path, from an outer level's element (its name first) or from the record."""
+    if not path:
+        return None
+    head, *rest = path.split(".")
+    cur = scope[head] if head in scope else rec.get(head) if isinstance(rec, dict) else None
+    for k in rest:
+        if not isinstance(cur, dict):
+            return None
+        cur = cur.get(k)
+    return cur
+
+
+def _root(path: str) -> str:
+    return path.split(".", 1)[0]
+
+
+def _next_uses(nest: NestConfig, depth: int, column: str) -> bool:
+    return any(lv.column == column for lv in nest.levels[depth + 1:])
+
+
+def _empty(v) -> bool:
+    return v is None or (isinstance(v, str) and not v.strip())
+
+
+def _kind(v) -> str:
+    return {dict: "an object", list: "a list", str: "text", bool: "a boolean", type(None): "null"}.get(
+        type(v), "a number" if isinstance(v, (int, float)) else type(v).__name__)
+
+
+def _to_table(rows: list[dict]) -> pa.Table:
+    """Rows of varying keys as columns; a column whose values mix types is kept as text."""
+    names: dict[str, None] = {}
+    for r in rows:
+        names.update(dict.fromkeys(r))
+    cols = {}
+    for n in names:
+        values = [r.get(n) for r in rows]
+        try:
+            arr = pa.array(values)
+            if pa.types.is_null(arr.type):
+                arr = arr.cast(pa.string())
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            arr = pa.array([None if v is None else v if isinstance(v, str) else json.dumps(v, default=str)
+                            for v in values], pa.string())
+        cols[n] = arr
+    return pa.table(cols)
