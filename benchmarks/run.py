@@ -168,7 +168,7 @@ def main() -> None:
     args = ap.parse_args()
     base = Path(os.environ.get("MEMOS_ETL_BENCH_DIR", "/tmp/memos-etl-bench"))
     base.mkdir(parents=True, exist_ok=True)
-    big, ledger_n, mem, pref, dur = ((1_000_000, 200_000, [1_000_000, 5_000_000], 100_000, 15.0) if not args.quick
+    big, ledger_n, mem, pref, dur = ((1_000_000, 1_000_000, [1_000_000, 5_000_000], 100_000, 15.0) if not args.quick
                                      else (200_000, 50_000, [100_000, 500_000], 50_000, 10.0))
     skip = set(filter(None, args.skip.split(",")))
     results: dict = {"machine": {"cpus": os.cpu_count()}, "started": time.strftime("%Y-%m-%d %H:%M:%S")}

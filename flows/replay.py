@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from flows.sync import drain_on_sigterm, load_task, prefect_map, publish, resolve, slug, stage_task
+from flows.sync import drain_on_sigterm, publish, resolve, slug, task_maps
 from tasks.replay import replay
 
 
@@ -15,7 +15,7 @@ def replay_flow(source: str, users: list[str] | None = None, conversations: list
     cfg, mapping = resolve(source, config_path, config)
     drain_on_sigterm()
     report = replay(mapping, cfg, list(users or []), list(conversations or []),
-                    stage_map=prefect_map(stage_task), load_map=prefect_map(load_task))
+                    **task_maps(cfg))
     publish(report, f"replay-{slug(mapping.source.name)}")
     get_run_logger().info("replay %s %s: %s", report.run_id, report.status, report.counts)
     return report.to_dict()

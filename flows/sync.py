@@ -1,7 +1,8 @@
 """Prefect flow: nightly/ad-hoc sync of one source into one MemOS target.
 
-Each file is one `stage-file` task run and each conversation bucket one `load-bucket` task
-run, on a thread pool bounded by `load.concurrency`. Tasks are not retried by Prefect:
+Files are staged by `stage-files` task runs and conversation buckets loaded by `load-buckets`
+task runs: one per parallel lane (load.concurrency), each taking its share of the files or
+buckets in turn, on a thread pool bounded by `load.concurrency`. Tasks are not retried by Prefect:
 requests are retried at the HTTP edge (tasks/load.py), and a failed run is resumed by
 running it again, which the ledger makes safe. So retries never multiply.
 
@@ -30,19 +31,63 @@ from tasks.extract import Slice
 from tasks.load import load_bucket
 from tasks.stage import stage_file
 
-stage_task = task(stage_file, name="stage-file", cache_policy=NO_CACHE, retries=0)
-load_task = task(load_bucket, name="load-bucket", cache_policy=NO_CACHE, retries=0)
+def stage_files(items: list[tuple]) -> list:
+    """Stage a group of files one after another (one task run for the group)."""
+    return [stage_file(*args) for args in items]
 
 
-def prefect_map(t):
-    """A pipeline Mapper that runs each item as a task run of `t` on the flow's task runner."""
+def load_buckets(items: list[tuple]) -> list:
+    """Load a group of conversation buckets one after another (one task run for the group)."""
+    return [load_bucket(*args) for args in items]
+
+
+stage_task = task(stage_files, name="stage-files", cache_policy=NO_CACHE, retries=0)
+load_task = task(load_buckets, name="load-buckets", cache_policy=NO_CACHE, retries=0)
+
+
+def groups(n: int, width: int, sizes: list[int] | None = None) -> list[list[int]]:
+    """Item indices in at most `width` groups of about equal work: largest first, each to the
+    least loaded group (by size when given, else by count)."""
+    width = max(1, min(width, n))
+    order = sorted(range(n), key=lambda i: -(sizes[i] if sizes else 1))
+    load = [0] * width
+    out: list[list[int]] = [[] for _ in range(width)]
+    for i in order:
+        g = load.index(min(load))
+        out[g].append(i)
+        load[g] += (sizes[i] if sizes else 1) or 1
+    return [sorted(g) for g in out if g]
+
+
+def prefect_map(t, width: int, size=None):
+    """A pipeline Mapper on the flow's task runner: the items split into at most `width`
+    groups, one task run each. A task run costs tens of milliseconds of API calls, so one per
+    file or bucket made Prefect a third of a short run; one per parallel lane keeps the same
+    parallelism for a handful of task runs. `size(item)` balances the groups (file sizes)."""
     def run_all(_fn, items, on_done=None):
-        futures = [t.submit(*args) for args in items]
-        if on_done:
-            for f in as_completed(futures):
-                on_done(f.result())
-        return [f.result() for f in futures]
+        items = list(items)
+        sizes = [size(a) for a in items] if size else None
+        futures = {}
+        for g in groups(len(items), width, sizes):
+            futures[t.submit([items[i] for i in g])] = g
+        results: list = [None] * len(items)
+        for f in as_completed(list(futures)):
+            for i, r in zip(futures[f], f.result()):
+                results[i] = r
+                if on_done:
+                    on_done(r)
+        return results
     return run_all
+
+
+def _unit_size(args: tuple) -> int:
+    return getattr(args[2], "size", 0) or 0  # stage_file(mapping, source, unit, ...)
+
+
+def task_maps(cfg: RunConfig) -> dict:
+    """stage_map / load_map for pipeline.run inside a flow run, as wide as the run's parallelism."""
+    return {"stage_map": prefect_map(stage_task, min(cfg.load.concurrency, 4), _unit_size),
+            "load_map": prefect_map(load_task, cfg.load.concurrency)}
 
 
 def resolve(source: str, config_path: str | None, config: dict | None) -> tuple[RunConfig, Mapping]:
@@ -63,7 +108,7 @@ def execute(mapping: Mapping, cfg: RunConfig, part: Slice | None = None, *, flow
     if in_flow:
         key = publish_key or f"sync-{slug(mapping.source.name)}"
         sinks.append(progress.PrefectProgress(f"{key}-progress", f"{flow} of {mapping.source.name}"))
-        maps = {"stage_map": prefect_map(stage_task), "load_map": prefect_map(load_task)}
+        maps = task_maps(cfg)
     else:
         maps = {}
     try:
