@@ -85,9 +85,13 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+# built once: json.dumps with options builds a new encoder on every call
+_FIELDS_JSON = json.JSONEncoder(ensure_ascii=False, default=str).encode
+
+
 def body_json(fields: dict, messages_json: str) -> str:
     """A request body as JSON text: `fields` plus the already serialised message array."""
-    head = json.dumps(fields, ensure_ascii=False, default=str)
+    head = _FIELDS_JSON(fields)
     return (head[:-1] + ", " if len(head) > 2 else "{") + '"messages": ' + messages_json + "}"
 
 

@@ -340,9 +340,11 @@ class Outbox:
 
     def write(self, route: str, body: str) -> None:
         """One request: `body` is its JSON text, as it would be sent."""
-        line = '{"route": ' + json.dumps(route) + ', "body": ' + body + "}"
+        head = '{"route": ' + json.dumps(route) + ', "body": '
         with self._lock:
-            self._fh.write(line + "\n")
+            self._fh.write(head)
+            self._fh.write(body)
+            self._fh.write("}\n")
 
     def close(self) -> None:
         with self._lock:
