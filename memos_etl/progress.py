@@ -7,6 +7,7 @@ the flows a Prefect progress artifact. A run's progress is 40% extract, 60% load
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import time
@@ -68,8 +69,15 @@ class TerminalBars:
             self.bars.update(self._tasks[phase], completed=done, total=max(total, 1))
 
 
+log = logging.getLogger("memos_etl.progress")
+
+
 class PrefectProgress:
-    """A Prefect progress artifact (0-100) for the current flow run, updated at most once a second."""
+    """A Prefect progress artifact (0-100) for the current flow run, updated at most once a second.
+
+    Intermediate updates go out on a background thread (an API call costs tens of milliseconds
+    and must not hold up the file or bucket that reported); one in flight at a time, the latest
+    value wins. The final 100% is sent by the caller's thread, so it is there when the run ends."""
 
     def __init__(self, key: str, description: str):
         from prefect.artifacts import create_progress_artifact
@@ -78,15 +86,30 @@ class PrefectProgress:
         self.state: dict[str, float] = {}
         self._last = 0.0
         self._lock = threading.Lock()
+        self._sending: threading.Thread | None = None
 
     def __call__(self, phase: str, done: int, total: int) -> None:
-        from prefect.artifacts import update_progress_artifact
-
         with self._lock:
             self.state[phase] = done / total if total else 1.0
-            pct = 100.0 * sum(WEIGHTS.get(p, 0) * f for p, f in self.state.items())
+            pct = round(min(100.0 * sum(WEIGHTS.get(p, 0) * f for p, f in self.state.items()), 100.0), 1)
             now = time.monotonic()
-            if now - self._last < 1.0 and pct < 100.0:
+            if pct < 100.0:
+                if now - self._last < 1.0 or (self._sending is not None and self._sending.is_alive()):
+                    return
+                self._last = now
+                self._sending = threading.Thread(target=self._send, args=(pct,), daemon=True,
+                                                 name="memos-etl-progress")
+                self._sending.start()
                 return
-            self._last = now
-        update_progress_artifact(self.id, progress=round(min(pct, 100.0), 1))
+            sending = self._sending
+        if sending is not None:
+            sending.join(timeout=10)  # an older value must not land after 100%
+        self._send(pct)
+
+    def _send(self, pct: float) -> None:
+        from prefect.artifacts import update_progress_artifact
+
+        try:
+            update_progress_artifact(self.id, progress=pct)
+        except Exception as exc:  # progress is informative: never fail a run over it
+            log.debug("progress artifact update failed: %s", exc)
