@@ -156,7 +156,7 @@ def preview(source: Optional[str] = typer.Argument(None, help="a configured sour
     import tempfile
 
     from memos_etl.config import preset_mapping
-    from memos_etl.pipeline import run
+    from memos_etl.pipeline import run, serial_map
 
     if (preset is None) == (source is None) or (preset is not None and input_path is None):
         _fail(MemosEtlError("give a SOURCE (configured name or mapping file), or --preset NAME --source PATH"))
@@ -166,7 +166,8 @@ def preview(source: Optional[str] = typer.Argument(None, help="a configured sour
         with tempfile.TemporaryDirectory(prefix="memos-etl-preview-") as tmp:
             cfg.state.work_dir, cfg.state.ledger_url, cfg.state.data_docs = tmp, None, False
             box = Path(tmp) / "outbox.jsonl"
-            report = run(m, cfg, outbox=box)
+            # one file and one bucket at a time: the same input previews the same requests every time
+            report = run(m, cfg, outbox=box, stage_map=serial_map, load_map=serial_map)
             with open(box, encoding="utf-8") as fh:
                 shown = [json.loads(line) for _, line in zip(range(requests), fh)]
     except MemosEtlError as exc:

@@ -220,13 +220,13 @@ def test_preview_shows_requests_and_sends_nothing(tmp_path, dev_server):
 
     root = Path(__file__).resolve().parent.parent
     out = subprocess.run([sys.executable, "-m", "memos_etl.cli", "preview", "--preset", "sharegpt", "--source",
-                          str(root / "schemas/presets/samples/sharegpt.json"), "--json", "-n", "1"],
+                          str(root / "schemas/presets/samples/sharegpt.json"), "--json", "-n", "5"],
                          capture_output=True, text=True, cwd=tmp_path, timeout=300,
                          env={**__import__("os").environ, "MEMOS_ETL__TARGET__BASE_URL": dev_server.url})
     assert out.returncode == 0, out.stderr[-2000:]
     got = json.loads(out.stdout)
-    assert got["summary"]["messages"] == 7 and len(got["requests"]) == 1
-    assert got["requests"][0]["body"]["messages"][1] == {"role": "user",
-                                                         "content": "How do I say 'I would like a coffee' in Italian?"}
+    assert got["summary"]["messages"] == 7 and len(got["requests"]) == 2  # one per conversation
+    tutor = next(r["body"] for r in got["requests"] if r["body"]["conversation_id"] == "sg-1")
+    assert tutor["messages"][1] == {"role": "user", "content": "How do I say 'I would like a coffee' in Italian?"}
     assert stored_messages(dev_server.url) == {}
     assert not (tmp_path / ".memos-etl").exists()
