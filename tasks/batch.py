@@ -123,7 +123,7 @@ def changes(arr: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return out
 
 
-def cut_points(table: pa.Table, load: LoadConfig) -> list[tuple[int, int]]:
+def cut_points(table: pa.Table, load: LoadConfig, tokens: np.ndarray | None = None) -> list[tuple[int, int]]:
     """[start, stop) row ranges, one per request, for a sorted table: greedy packing, each
     request as full as the token budget and max_messages_per_request allow, never across a
     conversation (or agent/app) boundary. One step per request, not per row: the end of a
@@ -133,7 +133,8 @@ def cut_points(table: pa.Table, load: LoadConfig) -> list[tuple[int, int]]:
         return []
     boundary = changes(table.column("user_id")) | changes(table.column("conversation_id")) | \
         changes(table.column("agent_id")) | changes(table.column("app_id"))
-    tokens = estimate_tokens(table.column("content").combine_chunks(), load)
+    if tokens is None:  # make_batches passes the estimate it needs anyway
+        tokens = estimate_tokens(table.column("content").combine_chunks(), load)
     budget = load.max_tokens_per_request - request_overhead_tokens(load)
     max_msgs = load.max_messages_per_request
     cum = np.concatenate([[0], np.cumsum(tokens)]).tolist()  # cum[k] = tokens of rows [0, k)
@@ -237,12 +238,13 @@ def make_batches(table: pa.Table, load: LoadConfig, target: str, provenance: dic
 
     Column-wise: message JSON, hashes, token sums and each request's first-row fields are
     computed over whole columns; what is left per request is building its small record."""
-    cuts = cut_points(table, load)
-    if not cuts:
+    if table.num_rows == 0:
         return []
     table = table.combine_chunks()
-    times_txt = iso_seconds(table.column("chat_time").combine_chunks())
     role, content = table.column("role").combine_chunks(), table.column("content").combine_chunks()
+    tokens = estimate_tokens(content, load)
+    cuts = cut_points(table, load, tokens)
+    times_txt = iso_seconds(table.column("chat_time").combine_chunks())
     bodies = request_json(message_json(role, content, times_txt), cuts)
     msg_hashes = column_hashes(role, content) if hashes else np.zeros(table.num_rows, dtype=np.int64)
     starts = np.array([s for s, _ in cuts], dtype=np.int64)
@@ -250,7 +252,6 @@ def make_batches(table: pa.Table, load: LoadConfig, target: str, provenance: dic
     first = table.take(pa.array(starts)).select(["user_id", "conversation_id", "agent_id", "app_id", "source_key",
                                                   "tags", "info"]).to_pydict()
     last_keys = table.column("source_key").take(pa.array(lasts)).to_pylist()
-    tokens = estimate_tokens(content, load)
     n_tokens = (np.add.reduceat(tokens, starts) + request_overhead_tokens(load)).tolist()
     missing = np.iinfo(np.int64).min
     orders = pc.fill_null(order_values(table), missing).to_numpy(zero_copy_only=False)

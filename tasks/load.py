@@ -83,18 +83,18 @@ def load_bucket(ctx: LoadContext, stage_dir: Path, bucket: int) -> Counts:
     counts.duplicates += dups.num_rows
     # lease the bucket's conversations first, then ask the ledger what is delivered: a run
     # that held them before us has recorded everything it sent by the time we get them
-    _, convs = conversation_runs(table)
+    runs = conversation_runs(table)
     if ctx.outbox is not None:  # a dry run sends nothing, so it takes no leases either
-        return _load_leased(ctx, table, set(convs), counts, bucket)
-    held = ctx.ledger.acquire(ctx.target, ctx.run_id, convs, ctx.load.lease_ttl_s)
+        return _load_leased(ctx, table, runs, set(runs[1]), counts, bucket)
+    held = ctx.ledger.acquire(ctx.target, ctx.run_id, runs[1], ctx.load.lease_ttl_s)
     try:
-        return _load_leased(ctx, table, held, counts, bucket)
+        return _load_leased(ctx, table, runs, held, counts, bucket)
     finally:
         ctx.ledger.release(ctx.target, ctx.run_id, sorted(held))
 
 
-def _load_leased(ctx: LoadContext, table: pa.Table, held: set, counts: Counts, bucket: int) -> Counts:
-    conv, convs = conversation_runs(table)
+def _load_leased(ctx: LoadContext, table: pa.Table, runs: tuple, held: set, counts: Counts, bucket: int) -> Counts:
+    conv, convs = runs  # of `table` as given: each row's conversation number, the conversations
     busy_conv = np.fromiter((p not in held for p in convs), dtype=bool, count=len(convs))
     if busy_conv.any():
         busy = busy_conv[conv]

@@ -77,7 +77,7 @@ def explode(rb: pa.RecordBatch, nest: NestConfig, offset: int, row_column: str) 
                     base.update({f"{r}.{k}": v for k, v in rec[r].items()
                                  if v is None or isinstance(v, (str, int, float, bool))})
             found: list[dict] = []
-            skipped = _walk(rec, nest, 0, base, {}, found)
+            skipped = _walk(rec, nest, text_paths, 0, base, {}, found)
         except NestError as exc:
             out.bad.append((where, f"nest: {exc}", rec if not isinstance(rec, NestError) else texts[i]))
             continue
@@ -93,20 +93,21 @@ def explode(rb: pa.RecordBatch, nest: NestConfig, offset: int, row_column: str) 
     return out
 
 
-def _walk(rec: dict, nest: NestConfig, depth: int, flat: dict, scope: dict, out: list[dict]) -> int:
+def _walk(rec: dict, nest: NestConfig, text_paths: set, depth: int, flat: dict, scope: dict,
+          out: list[dict]) -> int:
     """Depth-first over the levels; appends one flat dict per innermost element."""
     level = nest.levels[depth]
     skipped = 0
     for idx, elem in enumerate(_elements(rec, level, scope)):
         row = dict(flat)
         if isinstance(elem, dict):
-            _flatten(elem, level.name + ".", row, set(nest.text), nest.media,
+            _flatten(elem, level.name + ".", row, text_paths, nest.media,
                      skip={k for k in elem if _next_uses(nest, depth, f"{level.name}.{k}")})
         else:
             row[f"{level.name}.value"] = elem
         row[f"{level.name}.index"] = idx
         if depth + 1 < len(nest.levels):
-            skipped += _walk(rec, nest, depth + 1, row, {**scope, level.name: elem}, out)
+            skipped += _walk(rec, nest, text_paths, depth + 1, row, {**scope, level.name: elem}, out)
             continue
         if nest.skip_empty and nest.text and all(_empty(row.get(t)) for t in nest.text):
             skipped += 1
