@@ -234,6 +234,16 @@ class CloudTarget(_HttpTarget):
         return list((data or {}).get("memory_detail_list") or [])
 
 
+# The open-source server silently drops `info` keys that name a field of its memory items
+# (MemOS 2.0.33, memos/memories/textual/item.py list_all_fields; it logs "info fields can not
+# contain ..."): memos-etl's own `source` among them. Such keys are sent as etl_<key>.
+RESERVED_INFO_KEYS = frozenset((
+    "background confidence covered_history created_at dialog_id embedding evolve_to file_ids history id "
+    "info internal_info is_fast key mem_cube_id memory memory_type metadata original_text preference "
+    "preference_type relativity score session_id source sources status tags type updated_at usage "
+    "user_id version visibility working_binding").split())
+
+
 class SelfHostedTarget(_HttpTarget):
     """The open-source MemOS server: POST {base}/product/add; conversation is `session_id`."""
 
@@ -242,8 +252,11 @@ class SelfHostedTarget(_HttpTarget):
     ok_codes = (200, 0)
 
     def add_fields(self, batch) -> dict:
+        info = batch.info
+        if not RESERVED_INFO_KEYS.isdisjoint(info):
+            info = {f"etl_{k}" if k in RESERVED_INFO_KEYS else k: v for k, v in info.items()}
         body = {"user_id": batch.user_id, "session_id": batch.conversation_id,
-                "info": batch.info, "async_mode": "async" if self.cfg.async_mode else "sync"}
+                "info": info, "async_mode": "async" if self.cfg.async_mode else "sync"}
         if self.cfg.mode:
             body["mode"] = self.cfg.mode
         if batch.tags:
@@ -271,7 +284,10 @@ class SelfHostedTarget(_HttpTarget):
         raise CannotTell("rollback is not supported on the self-hosted server")
 
     def search(self, user_id: str, query: str, limit: int = 6) -> list[dict]:
-        data = self._post("/product/search", {"user_id": user_id, "query": query, "top_k": limit}, writes=False)
+        # relativity 0: the server's default floor (0.45) hides weaker matches, and a check of
+        # what was loaded wants the closest memories whatever their score
+        data = self._post("/product/search", {"user_id": user_id, "query": query, "top_k": limit,
+                                              "relativity": 0}, writes=False)
         out = []
         for cube in (data or {}).get("text_mem") or []:
             for m in cube.get("memories") or []:

@@ -180,6 +180,57 @@ def validate_add(body: dict, conversation: str = "conversation_id") -> tuple[int
     return None
 
 
+NOT_JSON = object()
+
+
+def validate_product_add(body) -> JSONResponse | None:
+    """The open-source server's answers to a bad `/product/add` (MemOS 2.0.33, checked against a
+    running one: see deployments/memos-local). Only the request's shape is checked (FastAPI):
+    a type error is HTTP 422 with code 422 in MemOS's envelope plus FastAPI's `detail`; no
+    user_id is HTTP 400, code 400. Empty content, an empty or 300-character user_id, a missing
+    session_id (stored as "default_session") and an empty message list (nothing stored) are
+    all accepted: unlike the cloud API it does not police content, so the loader must."""
+    problems = []
+    if body is NOT_JSON:
+        problems.append((["body", 0], "json_invalid", "JSON decode error"))
+    elif not isinstance(body, dict):
+        problems.append((["body"], "model_attributes_type", "Input should be a valid dictionary"))
+    else:
+        for f in ("user_id", "session_id"):
+            if body.get(f) is not None and not isinstance(body[f], str):
+                problems.append((["body", f], "string_type", "Input should be a valid string"))
+        msgs = body.get("messages")
+        if msgs is not None and not isinstance(msgs, (str, list)):
+            problems.append((["body", "messages"], "list_type", "Input should be a valid list"))
+        for i, m in enumerate(msgs if isinstance(msgs, list) else []):
+            if not isinstance(m, dict):
+                problems.append((["body", "messages", i], "model_type", "Input should be an object"))
+            elif m.get("role") not in ALLOWED_ROLES:
+                problems.append((["body", "messages", i, "role"], "literal_error",
+                                 f"Input should be one of {ALLOWED_ROLES}"))
+            elif not isinstance(m.get("content"), str):
+                kind = "missing" if "content" not in m else "string_type"
+                problems.append((["body", "messages", i, "content"], kind,
+                                 "Field required" if kind == "missing" else "Input should be a valid string"))
+    if problems:
+        text = "; ".join(f"[{' -> '.join(map(str, loc))}] {msg} (type: {kind})" for loc, kind, msg in problems)
+        return JSONResponse({"code": 422, "message": f"Parameter validation error on POST /product/add: {text}",
+                             "detail": [{"type": kind, "loc": loc, "msg": msg} for loc, kind, msg in problems],
+                             "data": None}, status_code=422)
+    if body.get("user_id") is None:
+        return _env(400, "user_id and session_id must be strings", status=400)
+    return None
+
+
+def product_messages(body: dict) -> dict:
+    """What the open-source server stores of an accepted body: a string is one message,
+    a missing session is "default_session"."""
+    msgs = body.get("messages")
+    if isinstance(msgs, str):
+        msgs = [{"role": "user", "content": msgs}]
+    return {**body, "messages": msgs or [], "session_id": body.get("session_id") or "default_session"}
+
+
 class _DroppedResponse(Response):
     """Starts an answer, then breaks the connection: the client cannot know what happened."""
 
@@ -209,7 +260,7 @@ def create_app(store: Store | None = None, faults: Faults | None = None) -> Fast
             failed_tasks.add(task_id)
         return task_id
 
-    async def add(request: Request, conversation: str, ok_code: int, ok_data) -> Response:
+    async def add(request: Request, conversation: str, ok_code: int, ok_data, ok_message: str = "ok") -> Response:
         route = request.url.path
         if faults.latency_ms:
             await asyncio.sleep(faults.latency_ms / 1000.0)
@@ -221,16 +272,18 @@ def create_app(store: Store | None = None, faults: Faults | None = None) -> Fast
             try:
                 body = await request.json()
             except ValueError:
-                body = None
-            if not isinstance(body, dict):
-                resp = _env(E_BAD_MESSAGES, "body must be a JSON object", status=400)
+                body = NOT_JSON
         tokens = 0
-        if resp is None:
-            bad = validate_add(body, conversation)
+        if resp is None and conversation == "session_id":  # the open-source server
+            resp = validate_product_add(body)
+            if resp is None:
+                body = product_messages(body)
+                tokens = request_tokens(body)
+        elif resp is None:
+            bad = (E_BAD_MESSAGES, "body must be a JSON object") if not isinstance(body, dict) \
+                else validate_add(body, conversation)
             tokens = request_tokens(body) if not bad else 0
-            if bad and conversation == "session_id":  # FastAPI's answer on the open-source server
-                resp = JSONResponse({"detail": [{"type": "value_error", "msg": bad[1]}]}, status_code=422)
-            elif bad:
+            if bad:
                 resp = _env(bad[0], bad[1], status=400)
             elif tokens > faults.max_request_tokens:
                 resp = _env(E_TOO_LARGE, f"request has ~{tokens} tokens, limit {faults.max_request_tokens}",
@@ -246,7 +299,7 @@ def create_app(store: Store | None = None, faults: Faults | None = None) -> Fast
                     stored(body, conversation)
                 store.hit(route, 0, 0)
                 await asyncio.sleep(float(fault["hang"]))
-                return _env(ok_code, "ok (too late)", ok_data("late"))
+                return _env(ok_code, "ok (too late)", ok_data("late", body))
             elif fault.get("drop"):
                 if fault.get("store", True):
                     stored(body, conversation)
@@ -278,7 +331,7 @@ def create_app(store: Store | None = None, faults: Faults | None = None) -> Fast
             store.hit(route, 0, 0)
             return _DroppedResponse()
         if resp is None:
-            resp = _env(ok_code, "ok", ok_data(stored(body, conversation)))
+            resp = _env(ok_code, ok_message, ok_data(stored(body, conversation), body))
         code = json.loads(resp.body).get("code")
         store.hit(route, resp.status_code, code)
         return resp
@@ -286,16 +339,29 @@ def create_app(store: Store | None = None, faults: Faults | None = None) -> Fast
     @app.post("/add/message")
     async def add_message(request: Request):
         return await add(request, "conversation_id", 0,
-                         lambda task_id: {"success": True, "task_id": task_id, "status": "running"})
+                         lambda task_id, body: {"success": True, "task_id": task_id, "status": "running"})
 
     @app.post("/product/add")
     async def product_add(request: Request):
-        return await add(request, "session_id", 200, lambda task_id: [{"task_id": task_id}])
+        return await add(request, "session_id", 200, product_added, "Memory added successfully")
+
+    def product_added(task_id: str, body: dict) -> list[dict]:
+        # the open-source server answers with the memories it made at once (fast mode: the
+        # messages as "role: [time]: content" lines), not a task id
+        if not body["messages"]:
+            return []
+        text = "".join(f"{m['role']}: [{m.get('chat_time') or 'now'}]: {m['content']}\n" for m in body["messages"])
+        return [{"memory": text, "memory_id": str(uuid.uuid5(uuid.NAMESPACE_URL, task_id)),
+                 "memory_type": "LongTermMemory", "cube_id": body["user_id"]}]
 
     @app.post("/product/search")
     async def product_search(request: Request):
         body = await request.json()
-        hits = search(body.get("user_id"), body.get("query", ""), int(body.get("top_k") or 6), body.get("session_id"))
+        # like MemOS 2.0.33: top_k defaults to 10, memories below `relativity` (default 0.45;
+        # 0 turns it off) are left out, and session_id only weighs results, it does not filter
+        hits = search(body.get("user_id"), body.get("query", ""), int(body.get("top_k") or 10))
+        floor = float(body.get("relativity", 0.45))
+        hits = [h for h in hits if h["relativity"] >= floor]
         memories = [{"memory": h["memory_value"], "metadata": {"session_id": h["conversation_id"]}} for h in hits]
         return _env(200, "Search completed successfully", {"text_mem": [{"cube_id": body.get("user_id"),
                                                                           "memories": memories}]})
