@@ -104,8 +104,12 @@ def _start_postgres(run_dir: Path, port: int) -> None:
         os.chmod(run_dir, 0o755)
         shutil.chown(pg_dir, "postgres", "postgres")
     if not (data / "PG_VERSION").exists():
-        subprocess.run(as_user + [str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
-                                  "--no-sync", "-E", "UTF8"], check=True, capture_output=True)
+        r = subprocess.run(as_user + [str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
+                                      "--no-sync", "-E", "UTF8"], capture_output=True, text=True)
+        if r.returncode:
+            hint = " (as root the cluster belongs to `postgres`, which must be able to reach the folder)" \
+                if as_user else ""
+            raise StackError(f"initdb failed in {data}{hint}: {r.stderr.strip() or r.stdout.strip()}")
     opts = f"-p {port} -k {pg_dir} -c listen_addresses=127.0.0.1 -c fsync=off"
     r = subprocess.run(as_user + [str(bin_dir / "pg_ctl"), "-D", str(data), "-o", opts,
                                   "-l", str(pg_dir / "log"), "-w", "start"], capture_output=True, text=True)

@@ -1,0 +1,239 @@
+"""memos-etl against the real open-source MemOS server, not only our dev-server.
+
+The server is MemOS itself (PyPI `MemoryOS`, pinned in deployments/memos-local/requirements.txt)
+in its own virtualenv, started by deployments/memos-local/stack.py with PostgreSQL+pgvector, a
+real MiniLM embedder and an LLM stand-in (see that folder). The module sets the virtualenv up
+when it can (about 10 s with uv; it needs torch's CPU wheel on disk, as this machine kind has)
+and skips with the reason when it cannot; MEMOS_ETL_REQUIRE_MEMOS=1 (set by .ci/run) turns that
+skip into a failure.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from memos_etl.config import TargetConfig
+from memos_etl.devserver import DevServer
+from tests.helpers import write_jsonl
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.memos_real
+
+
+def _stack():
+    spec = importlib.util.spec_from_file_location("memos_local_stack", ROOT / "deployments" / "memos-local" / "stack.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def memos():
+    """Base URL of a running MemOS server, fresh for this module."""
+    stack = _stack()
+    try:
+        if not stack.is_set_up():
+            stack.setup()
+    except (stack.StackError, subprocess.CalledProcessError, OSError) as exc:
+        reason = f"the local MemOS server cannot be set up on this machine: {exc}"
+        if os.environ.get("MEMOS_ETL_REQUIRE_MEMOS"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    # not under pytest's tmp dirs: those are root-only, and as root PostgreSQL runs as `postgres`
+    run_dir = Path(tempfile.mkdtemp(prefix="memos-local-"))
+    state = stack.up(run_dir)
+    try:
+        yield state["base_url"]
+    finally:
+        stack.down(run_dir)
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+# Three users, five conversations; each user's facts are their own, so a search that finds
+# another user's fact is a leak, and every fact is distinctive enough to search for.
+CONVERSATIONS = {
+    ("ada", "pets"): [
+        ("user", "I adopted a border collie called Pixel in April."),
+        ("assistant", "Pixel is a lovely name. Collies need a lot of exercise."),
+        ("user", "Pixel already fetches the frisbee at the park every morning."),
+        ("assistant", "Frisbee is a great outlet for a herding dog."),
+    ],
+    ("ada", "garden"): [
+        ("user", "My tomatoes keep splitting after heavy rain."),
+        ("assistant", "Water evenly and mulch: splitting comes from uneven watering."),
+    ],
+    ("ben", "climbing"): [
+        ("user", "My favourite crag is Stanage Edge in the Peak District."),
+        ("assistant", "Gritstone classics: try Flying Buttress."),
+        ("user", "I led my first HVS there last weekend."),
+    ],
+    ("ben", "baking"): [
+        ("user", "I bake rye bread with caraway seeds every Sunday."),
+        ("assistant", "Rye likes a longer proof and a sourdough starter."),
+    ],
+    ("cy", "music"): [
+        ("user", "I am learning the cello and practising the Bach prelude in G major."),
+        ("assistant", "Start slowly with a metronome and focus on string crossings."),
+    ],
+}
+
+
+def _write_source(tmp_path: Path, run: str) -> tuple[Path, dict, dict]:
+    """The conversations as a JSONL file in the bundled sample's layout, a memos-etl config
+    for it, and what was sent: (user, text) -> chat_time."""
+    rows, sent_times = [], {}
+    for (user, conv), msgs in CONVERSATIONS.items():
+        for turn, (role, text) in enumerate(msgs, 1):
+            when = f"2024-04-{1 + len(sent_times) % 27:02d}T{8 + turn:02d}:30:00+00:00"
+            rows.append({"message_id": f"{conv}-{turn}", "user": f"{user}-{run}", "conversation_id": conv,
+                         "session": 1, "turn": turn, "speaker": role, "text": text, "sent_at": when,
+                         "image_caption": None})
+            sent_times[(f"{user}-{run}", text)] = when.replace("+00:00", "Z")
+    write_jsonl(tmp_path / "data" / "chats.jsonl", rows)
+    mapping = yaml.safe_load((ROOT / "schemas" / "mappings" / "sample.yaml").read_text())
+    mapping["source"]["path"] = str(tmp_path / "data")
+    config = {"sources": {"chats": mapping},
+              "target": {"kind": "self-hosted", "base_url": "SET-BELOW"},
+              "load": {"max_messages_per_request": 2, "concurrency": 2},
+              "state": {"work_dir": str(tmp_path / "state")}}
+    return tmp_path / "memos-etl.yaml", config, sent_times
+
+
+def _cli(*args: str, config: Path) -> str:
+    r = subprocess.run([sys.executable, "-m", "memos_etl.cli", *args, "--config", str(config)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
+def _report(text: str) -> dict:
+    out = {}
+    for line in text.splitlines():
+        key, _, value = line.partition("  ")
+        if value.strip():
+            out[key.strip()] = value.strip()
+    return out
+
+
+def _memories(base: str, user: str) -> list[dict]:
+    r = requests.post(base + "/product/get_all", json={"user_id": user, "memory_type": "text_mem"}, timeout=60)
+    r.raise_for_status()
+    return [n for cube in r.json()["data"] for group in cube["memories"] for n in group["nodes"]]
+
+
+def _wait_extracted(base: str, user: str, timeout: float = 180.0) -> list[dict]:
+    """Until the user's memories are all past MemOS's fast stage (its background extraction
+    replaces each `is_fast` memory with what the LLM extracted). /product/scheduler/wait is no
+    help here: without Redis its task tracker is empty and it answers "idle" at once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        nodes = _memories(base, user)
+        if nodes and not any(n["metadata"].get("is_fast") for n in nodes):
+            return nodes
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{user}: extraction not done after {timeout}s: {nodes}")
+        time.sleep(1.0)
+
+
+def test_sync_into_real_memos_search_finds_each_users_facts_and_rerun_adds_nothing(memos, tmp_path):
+    from memos_etl.client import SelfHostedTarget
+
+    run = f"{time.time_ns() % 10**8}"
+    path, config, sent_times = _write_source(tmp_path, run)
+    n_messages = len(sent_times)
+    config["target"]["base_url"] = memos
+    path.write_text(yaml.safe_dump(config))
+
+    first = _report(_cli("sync", "chats", "--no-prefect", config=path))
+    expected_requests = sum(-(-len(m) // 2) for m in CONVERSATIONS.values())
+    assert first["status"] == "completed", first
+    assert int(first["read"]) == n_messages and int(first["delivered"]) == n_messages, first
+    assert int(first["add requests"]) == expected_requests and int(first["failed requests"]) == 0, first
+
+    users = sorted({f"{u}-{run}" for u, _ in CONVERSATIONS})
+    extracted = {u: _wait_extracted(memos, u) for u in users}
+
+    # what MemOS kept: every message we sent, with the conversation as its session and the
+    # original time as chat_time (in the memories' sources), under the right user only
+    for user, nodes in extracted.items():
+        sent = {(text, when) for (u, text), when in sent_times.items() if u == user}
+        seen = set()
+        for n in nodes:
+            for src in n["metadata"].get("sources") or []:
+                src = json.loads(src) if isinstance(src, str) else src
+                if src.get("content"):
+                    seen.add((src["content"], src.get("chat_time")))
+        assert sent <= seen, (user, sent - seen)
+        sessions = {n["metadata"]["session_id"] for n in nodes}
+        assert sessions == {c for u, c in CONVERSATIONS if f"{u}-{run}" == user}
+
+    # our self-hosted adapter's search, through MemOS's own /product/search
+    target = SelfHostedTarget(TargetConfig(kind="self-hosted", base_url=memos), None)
+    checks = [("ada", "What is my dog called?", "Pixel", "pets"),
+              ("ben", "Where do I go climbing?", "Stanage", "climbing"),
+              ("ben", "What bread do I bake?", "rye", "baking"),
+              ("cy", "Which instrument am I learning?", "cello", "music")]
+    for user, query, needle, conv in checks:
+        hits = target.search(f"{user}-{run}", query, 5)
+        assert any(needle.lower() in (h["memory_value"] or "").lower() and h["conversation_id"] == conv
+                   for h in hits), (user, query, hits)
+    # and nobody else's: ben's memories know nothing of Pixel
+    assert not any("pixel" in (h["memory_value"] or "").lower()
+                   for h in target.search(f"ben-{run}", "border collie Pixel", 10))
+
+    counts = {u: len(nodes) for u, nodes in extracted.items()}
+    # a re-run adds nothing: unchanged files are skipped ...
+    second = _report(_cli("sync", "chats", "--no-prefect", config=path))
+    assert int(second["add requests"]) == 0 and int(second["read"]) == 0, second
+    # ... and with the file manifest reset, every message is read again and the ledger drops it
+    _cli("reset", "chats", "--yes", config=path)
+    third = _report(_cli("sync", "chats", "--no-prefect", config=path))
+    assert int(third["read"]) == n_messages and int(third["already delivered"]) == n_messages, third
+    assert int(third["add requests"]) == 0, third
+    time.sleep(3)  # anything sent would have produced fast memories by now
+    assert {u: len(_memories(memos, u)) for u in users} == counts
+
+
+PROBES = {
+    "valid": {"user_id": "probe", "session_id": "s", "messages": [{"role": "user", "content": "probe valid"}]},
+    "bad role": {"user_id": "probe", "session_id": "s", "messages": [{"role": "robot", "content": "hi"}]},
+    "content not text": {"user_id": "probe", "session_id": "s", "messages": [{"role": "user", "content": 5}]},
+    "no content": {"user_id": "probe", "session_id": "s", "messages": [{"role": "user"}]},
+    "user_id not text": {"user_id": 5, "session_id": "s", "messages": [{"role": "user", "content": "x"}]},
+    "no user_id": {"session_id": "s", "messages": [{"role": "user", "content": "no user"}]},
+    "no session_id": {"user_id": "probe", "messages": [{"role": "user", "content": "no session"}]},
+    "empty messages": {"user_id": "probe", "session_id": "s", "messages": []},
+    "blank content": {"user_id": "probe", "session_id": "s", "messages": [{"role": "user", "content": "  "}]},
+    "300-char user": {"user_id": "u" * 300, "session_id": "s", "messages": [{"role": "user", "content": "long"}]},
+    "not an object": [1, 2],
+    "not JSON": "nope",
+}
+
+
+def _answer(base: str, body) -> tuple:
+    data = body if isinstance(body, str) else json.dumps(body)
+    r = requests.post(base + "/product/add", data=data, headers={"content-type": "application/json"}, timeout=60)
+    env = r.json()
+    shape = type(env.get("data")).__name__
+    if isinstance(env.get("data"), list):
+        shape += f"[{len(env['data'])}]" if not env["data"] else "[memory items]"
+        assert all({"memory", "memory_id", "memory_type", "cube_id"} <= set(x) for x in env["data"])
+    return r.status_code, env.get("code"), shape
+
+
+def test_dev_server_answers_product_add_like_the_real_server(memos):
+    with DevServer() as dev:
+        for name, body in PROBES.items():
+            assert _answer(dev.url, body) == _answer(memos, body), name
