@@ -141,6 +141,9 @@ def server_env(run_dir: Path, pg_port: int, standin_url: str) -> dict[str, str]:
         # embedder: OpenAI-style /embeddings on the stand-in
         "MOS_EMBEDDER_BACKEND": "universal_api", "MOS_EMBEDDER_PROVIDER": "openai",
         "MOS_EMBEDDER_API_BASE": standin_url, "MOS_EMBEDDER_MODEL": EMBED_MODEL, "MOS_EMBEDDER_API_KEY": "local",
+        # default 5 s: on 2 CPU cores under a bulk load, embedding calls queue longer than that
+        # and MemOS drops the memories it was extracting (the add was already answered 200)
+        "MOS_EMBEDDER_TIMEOUT": "120",
         # every LLM role (chat, memory reader, scheduler, feedback) on the stand-in
         "OPENAI_API_BASE": standin_url, "OPENAI_API_KEY": "local", "MOS_CHAT_MODEL": CHAT_MODEL,
         "MEMRADER_API_BASE": standin_url, "MEMRADER_API_KEY": "local", "MEMRADER_MODEL": CHAT_MODEL,

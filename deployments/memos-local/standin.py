@@ -28,7 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import uvicorn  # noqa: E402
-from fastapi import FastAPI, Request  # noqa: E402
+from fastapi import Body, FastAPI, Request  # noqa: E402
 
 EMBED_MODEL = "all-MiniLM-L6-v2"
 CHAT_MODEL = "memos-local-standin"
@@ -95,9 +95,10 @@ def create_app() -> FastAPI:
         return {"object": "list", "data": [{"id": m, "object": "model", "owned_by": "memos-local"}
                                            for m in (EMBED_MODEL, CHAT_MODEL)]}
 
+    # plain `def`: FastAPI runs it on its thread pool, so a long batch does not stall the
+    # event loop (and torch releases the GIL while it computes)
     @app.post("/v1/embeddings")
-    async def embeddings(request: Request):
-        body = await request.json()
+    def embeddings(body: dict = Body(...)):
         inputs = body.get("input", [])
         if isinstance(inputs, str):
             inputs = [inputs]
