@@ -176,6 +176,9 @@ def test_sync_into_real_memos_search_finds_each_users_facts_and_rerun_adds_nothi
                 if src.get("content"):
                     seen.add((src["content"], src.get("chat_time")))
         assert sent <= seen, (user, sent - seen)
+        # provenance survives: `source` is a name MemOS drops from info, so it goes as etl_source
+        infos = [n["metadata"].get("info") or {} for n in nodes]
+        assert all(i.get("etl_source") == "sample-chats" and i.get("batch_key") for i in infos), infos
         sessions = {n["metadata"]["session_id"] for n in nodes}
         assert sessions == {c for u, c in CONVERSATIONS if f"{u}-{run}" == user}
 
@@ -204,6 +207,24 @@ def test_sync_into_real_memos_search_finds_each_users_facts_and_rerun_adds_nothi
     assert int(third["add requests"]) == 0, third
     time.sleep(3)  # anything sent would have produced fast memories by now
     assert {u: len(_memories(memos, u)) for u in users} == counts
+
+
+def test_sync_add_mode_fine_extraction_answers_with_the_memories(memos, tmp_path):
+    """async_mode false + mode fine: MemOS extracts before answering, so the memories are
+    searchable as soon as the run ends, none left at the fast stage."""
+    from memos_etl.client import SelfHostedTarget
+
+    run = f"{time.time_ns() % 10**8}"
+    path, config, sent_times = _write_source(tmp_path, run)
+    config["target"].update(base_url=memos, async_mode=False, mode="fine")
+    path.write_text(yaml.safe_dump(config))
+    report = _report(_cli("sync", "chats", "--no-prefect", config=path))
+    assert report["status"] == "completed" and int(report["delivered"]) == len(sent_times), report
+    nodes = _memories(memos, f"cy-{run}")
+    assert nodes and not any(n["metadata"].get("is_fast") for n in nodes)
+    hits = SelfHostedTarget(TargetConfig(kind="self-hosted", base_url=memos), None).search(
+        f"cy-{run}", "Which instrument am I learning?", 3)
+    assert any("cello" in (h["memory_value"] or "") for h in hits), hits
 
 
 PROBES = {
