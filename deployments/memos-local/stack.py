@@ -59,8 +59,16 @@ def _uv() -> list[str]:
     return [sys.executable, "-m", "uv"]
 
 
+def _requirements_digest() -> str:
+    import hashlib
+
+    return hashlib.sha256((HERE / "requirements.txt").read_bytes()).hexdigest()
+
+
 def is_set_up() -> bool:
-    return PY.exists() and (VENV / ".memos-local-ok").exists()
+    """The virtualenv exists and was synced from requirements.txt as it is now."""
+    marker = VENV / ".memos-local-ok"
+    return PY.exists() and marker.exists() and marker.read_text().strip() == _requirements_digest()
 
 
 def setup() -> None:
@@ -75,7 +83,7 @@ def setup() -> None:
     env = dict(os.environ, VIRTUAL_ENV=str(VENV))
     subprocess.run(_uv() + ["pip", "sync", "-q", str(HERE / "requirements.txt"),
                             "--find-links", TORCH_WHEELS], check=True, env=env)
-    marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
+    marker.write_text(_requirements_digest() + "\n")
 
 
 def _free_port() -> int:
