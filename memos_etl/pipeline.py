@@ -213,7 +213,7 @@ def run(mapping: Mapping, cfg: RunConfig, *, run_id: str | None = None, stage_ma
     ledger.start_run(run_id, kind, name, target_cfg.ledger_name, {"slice": report.slice})
     counts = report.counts
     stop = threading.Event()
-    watcher = _watch_shutdown(stop)
+    shutdown.subscribe(stop)  # SIGTERM / Ctrl-C drain this run
     try:
         if stateless:
             units, nightly, baseline = source.units(Slice()), False, {}
@@ -277,7 +277,7 @@ def run(mapping: Mapping, cfg: RunConfig, *, run_id: str | None = None, stage_ma
         raise
     finally:
         stop.set()
-        watcher.join(timeout=2)
+        shutdown.unsubscribe(stop)
         report.duration_s = time.monotonic() - started
         if qdir.exists():
             report.quarantine_path = str(qdir)
@@ -350,17 +350,6 @@ class Outbox:
         with self._lock:
             if not self._fh.closed:
                 self._fh.close()
-
-
-def _watch_shutdown(stop: threading.Event) -> threading.Thread:
-    """Turn a process-wide drain request (SIGTERM, Ctrl-C) into this run's stop event."""
-    def watch():
-        while not stop.is_set():
-            if shutdown.requested.wait(0.2):
-                stop.set()
-    t = threading.Thread(target=watch, name="memos-etl-drain", daemon=True)
-    t.start()
-    return t
 
 
 def _without_read(c: Counts) -> Counts:

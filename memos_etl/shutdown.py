@@ -10,6 +10,34 @@ import signal
 import threading
 
 requested = threading.Event()
+_runs: set[threading.Event] = set()
+_runs_lock = threading.Lock()
+_relay: threading.Thread | None = None
+
+
+def _relay_request() -> None:
+    requested.wait()
+    with _runs_lock:
+        for stop in _runs:
+            stop.set()
+
+
+def subscribe(stop: threading.Event) -> None:
+    """Until unsubscribe(stop), a drain request sets `stop`. One relay thread per process
+    blocks on the request: no polling, and nothing to join (or wait out) when a run ends."""
+    global _relay
+    with _runs_lock:
+        _runs.add(stop)
+        if _relay is None:
+            _relay = threading.Thread(target=_relay_request, name="memos-etl-drain", daemon=True)
+            _relay.start()
+    if requested.is_set():  # asked before this run began, or while it subscribed
+        stop.set()
+
+
+def unsubscribe(stop: threading.Event) -> None:
+    with _runs_lock:
+        _runs.discard(stop)
 
 
 def install() -> None:
