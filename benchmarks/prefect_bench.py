@@ -8,7 +8,9 @@ from pathlib import Path
 from benchmarks.pipeline_bench import config, reset
 
 
-def bench(mapping_path: Path, work: Path) -> dict:
+def bench(mapping_path: Path, work: Path, large: Path | None = None) -> dict:
+    """Best of 3 interleaved flow/direct runs on `mapping_path`; with `large`, also best of 2 on
+    that input: the same fixed cost per flow run over a longer run."""
     from prefect.task_runners import ThreadPoolTaskRunner
 
     from flows.sync import sync_flow
@@ -37,4 +39,22 @@ def bench(mapping_path: Path, work: Path) -> dict:
     direct = min(out["direct"], out["direct2"], out["direct3"])
     flow_s = min(out["flow"], out["flow2"], out["flow3"])
     out["share"] = max(0.0, (flow_s - direct) / flow_s)
+    out["overhead_s"] = flow_s - direct
+    if large is not None:
+        times: dict[str, list[float]] = {"direct": [], "flow": []}
+        for i in range(2):
+            for name in ("direct", "flow"):
+                w = work / f"large-{name}{i}"
+                reset(w)
+                cfg.state.work_dir = str(w)
+                t = time.perf_counter()
+                if name == "flow":
+                    flow(str(large), None, cfg.model_dump(exclude={"sources"}), outbox=str(w / "o.jsonl"))
+                else:
+                    run(load_mapping(large), cfg, outbox=w / "o.jsonl", stage_map=thread_map(2),
+                        load_map=thread_map(2))
+                times[name].append(time.perf_counter() - t)
+                reset(w)
+        d, f = min(times["direct"]), min(times["flow"])
+        out["large"] = {"direct_s": d, "flow_s": f, "share": max(0.0, (f - d) / f)}
     return out
