@@ -360,7 +360,7 @@ def create_app(store: Store | None = None, faults: Faults | None = None) -> Fast
         # like MemOS 2.0.33: top_k defaults to 10, memories below `relativity` (default 0.45;
         # 0 turns it off) are left out, and session_id only weighs results, it does not filter
         hits = search(body.get("user_id"), body.get("query", ""), int(body.get("top_k") or 10))
-        floor = float(body.get("relativity", 0.45))
+        floor = float(body["relativity"]) if body.get("relativity") is not None else 0.45
         hits = [h for h in hits if h["relativity"] >= floor]
         memories = [{"memory": h["memory_value"], "metadata": {"session_id": h["conversation_id"]}} for h in hits]
         return _env(200, "Search completed successfully", {"text_mem": [{"cube_id": body.get("user_id"),

@@ -112,7 +112,6 @@ class Validator:
             import great_expectations as gx
             import great_expectations.expectations as gxe
             from great_expectations.data_context.types.base import ProgressBarsConfig
-
             from great_expectations.execution_engine import pandas_execution_engine
 
         # GX fingerprints every pandas batch it loads (hash_pandas_object over the whole frame,
