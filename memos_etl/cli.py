@@ -364,7 +364,7 @@ def status(config: Optional[Path] = ConfigOpt, ledger: Optional[str] = LedgerOpt
     from tasks import cursor
     from tasks.checkpoint import Ledger
     from tasks.quarantine import read_quarantine
-    from tasks.redrive import _resolved
+    from tasks.redrive import resolved, row_key
 
     cfg = _config(config, None, ledger, work_dir)
     led = Ledger(cfg.state.ledger())
@@ -380,9 +380,9 @@ def status(config: Optional[Path] = ConfigOpt, ledger: Optional[str] = LedgerOpt
         rep = json.loads(last["report"]) if last.get("report") else {}
         c = rep.get("counts", {})
         try:
-            q = read_quarantine(cfg.state.work_dir, r["source"], None).select(["source_file", "source_row"])
-            rows_q = {(x["source_file"], x["source_row"]) for x in q.to_pylist()}
-            quarantined = len(rows_q - _resolved(cfg.state.work_dir, r["source"]))
+            q = read_quarantine(cfg.state.work_dir, r["source"], None).select(["source_file", "source_row", "record"])
+            rows_q = {row_key(x) for x in q.to_pylist()}
+            quarantined = len(rows_q - resolved(cfg.state.work_dir, r["source"]))
         except Exception as exc:  # unreadable quarantine files: say so rather than fail the status
             quarantined = f"? ({exc})"
         typer.echo(f"{r['source']} -> {r['target']}")

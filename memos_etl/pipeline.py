@@ -88,6 +88,8 @@ def preflight(mapping: Mapping, source=None) -> list:
 def check_first_readable(mapping: Mapping, source, units: list) -> None:
     """Check the mapping's columns against the first unit that can be read (an unreadable
     one is quarantined when staged, it does not stop the source)."""
+    if getattr(source, "exploded", False):
+        return  # re-driven messages of a nested source: their record was checked when first read
     for u in units:
         try:
             schema = source.schema(u)
@@ -360,14 +362,17 @@ def _without_read(c: Counts) -> Counts:
 def redrive(mapping: Mapping, cfg: RunConfig, **kw) -> RunReport:
     """Re-validate this source's quarantined rows with the current mapping; load those that pass."""
     from tasks.quarantine import read_quarantine
-    from tasks.redrive import mark_resolved, open_quarantine_source
+    from tasks.redrive import mark_resolved, open_quarantine_source, row_key
 
     src = open_quarantine_source(mapping, cfg.state.work_dir)
     wanted = src.keys
     report = run(mapping, cfg, source=src, flow="redrive", **kw)
     if report.status == "completed":
         again = read_quarantine(cfg.state.work_dir, mapping.source.name, report.run_id)
-        still = {(r["source_file"], r["source_row"]) for r in again.select(["source_file", "source_row"]).to_pylist()}
+        still = {row_key(r) for r in again.select(["source_file", "source_row", "record"]).to_pylist()}
         mark_resolved(cfg.state.work_dir, mapping.source.name, report.run_id, wanted - still)
         report.notes.append(f"re-drive: {len(wanted - still)} of {len(wanted)} quarantined rows now pass")
+    for stage, n in sorted(src.not_redriven.items()):
+        report.notes.append(f"re-drive: {n} rows quarantined at stage {stage!r} are not re-driven (there is no "
+                            f"mapped row to re-validate): fix the file, then `memos-etl reset` and sync again")
     return report

@@ -6,6 +6,12 @@ position), and runs them through the same map, validate, batch and load steps. T
 makes it exactly-once like any run; rows that pass are marked resolved (a Parquet dataset
 beside the quarantine) so the next re-drive does not read them again; rows that still fail
 are quarantined again by the re-drive run, with today's reasons.
+
+A nested source's row is one message of a record: its raw record is the exploded row (the
+record's fields and the message's), and several messages share the record's `source_row`, so
+a row is known by (file, row, position) and is not exploded a second time. Rows quarantined
+before validation (`nest`: the record's shape; `extract`: an unreadable unit) have no mapped
+row to re-validate: re-drive counts them in its notes and leaves them for a fixed file.
 """
 
 from __future__ import annotations
@@ -22,23 +28,39 @@ import pyarrow.parquet as pq
 
 from memos_etl.config import Mapping
 from tasks.extract import ROW_COLUMN, Slice, Unit
+from tasks.nest import POSITION
 from tasks.quarantine import read_quarantine
 
 RESOLVED_SCHEMA = pa.schema([("run_id", pa.string()), ("source_file", pa.string()), ("source_row", pa.int64()),
-                             ("resolved_by", pa.string()), ("resolved_at", pa.timestamp("us", tz="UTC"))])
+                             ("resolved_by", pa.string()), ("resolved_at", pa.timestamp("us", tz="UTC")),
+                             ("position", pa.int64())])
+
+#: a quarantined row: (source_file, source_row, position in its record; None when not nested)
+RowKey = tuple[str, int, "int | None"]
+
+
+def row_key(row: dict) -> RowKey:
+    """The key of a quarantine row (a dict with source_file, source_row and record JSON)."""
+    position = None
+    if row.get("record"):
+        rec = json.loads(row["record"]) if isinstance(row["record"], str) else row["record"]
+        position = rec.get(POSITION) if isinstance(rec, dict) else None
+    return row["source_file"], row["source_row"], position
 
 
 def resolved_dir(work_dir: str, source: str) -> Path:
     return Path(work_dir) / "quarantine-resolved" / f"source={source}"
 
 
-def _resolved(work_dir: str, source: str) -> set[tuple[str, int]]:
+def resolved(work_dir: str, source: str) -> set[RowKey]:
     d = resolved_dir(work_dir, source)
     files = sorted(d.glob("*.parquet")) if d.exists() else []
-    out: set[tuple[str, int]] = set()
+    out: set[RowKey] = set()
     for f in files:
-        for r in pq.read_table(f).select(["source_file", "source_row"]).to_pylist():
-            out.add((r["source_file"], r["source_row"]))
+        t = pq.read_table(f)
+        positions = t.column("position").to_pylist() if "position" in t.schema.names else [None] * t.num_rows
+        for file, row, pos in zip(t.column("source_file").to_pylist(), t.column("source_row").to_pylist(), positions):
+            out.add((file, row, pos))
     return out
 
 
@@ -49,6 +71,10 @@ class QuarantineSource:
     mapping: Mapping
     rows: dict[str, list[tuple[int, dict]]] = field(default_factory=dict)  # unit -> [(row, record)]
     high_water: object = None
+    not_redriven: dict[str, int] = field(default_factory=dict)  # stage -> open rows re-drive cannot take
+    keys: set[RowKey] = field(default_factory=set)
+    #: the rows are a nested source's messages, already exploded: staging must not explode them again
+    exploded: bool = False
 
     def units(self, part: Slice) -> list[Unit]:
         return [Unit(rel=rel, size=len(rows), version="redrive") for rel, rows in sorted(self.rows.items())]
@@ -64,34 +90,36 @@ class QuarantineSource:
     def iter_batches(self, unit: Unit) -> Iterator[tuple[int, pa.RecordBatch]]:
         yield 0, self._batch(unit)
 
-    @property
-    def keys(self) -> set[tuple[str, int]]:
-        return {(rel, row) for rel, rows in self.rows.items() for row, _ in rows}
-
-
 def open_quarantine_source(mapping: Mapping, work_dir: str) -> QuarantineSource:
-    done = _resolved(work_dir, mapping.source.name)
+    done = resolved(work_dir, mapping.source.name)
     q = read_quarantine(work_dir, mapping.source.name)
     rows: dict[str, list[tuple[int, dict]]] = defaultdict(list)
-    seen: set[tuple[str, int]] = set()
-    for r in q.filter(pa.compute.equal(q.column("stage"), "validate")).to_pylist():
-        key = (r["source_file"], r["source_row"])
+    seen: set[RowKey] = set()
+    not_redriven: dict[str, int] = defaultdict(int)
+    for r in q.to_pylist():
+        key = row_key(r)
         if key in done or key in seen:  # a row quarantined by several runs is re-driven once
             continue
         seen.add(key)
+        if r["stage"] != "validate":
+            not_redriven[r["stage"]] += 1
+            continue
         rows[r["source_file"]].append((r["source_row"], json.loads(r["record"])))
     for v in rows.values():
-        v.sort(key=lambda t: t[0])
-    return QuarantineSource(mapping, dict(rows))
+        v.sort(key=lambda t: (t[0], t[1].get(POSITION) or 0))
+    keys = {(rel, row, rec.get(POSITION)) for rel, items in rows.items() for row, rec in items}
+    return QuarantineSource(mapping, dict(rows), not_redriven=dict(not_redriven), keys=keys,
+                            exploded=mapping.nest is not None)
 
 
-def mark_resolved(work_dir: str, source: str, run_id: str, keys: set[tuple[str, int]]) -> None:
+def mark_resolved(work_dir: str, source: str, run_id: str, keys: set[RowKey]) -> None:
     if not keys:
         return
     d = resolved_dir(work_dir, source)
     d.mkdir(parents=True, exist_ok=True)
     now = datetime.now(timezone.utc)
-    ordered = sorted(keys)
+    ordered = sorted(keys, key=lambda k: (k[0], k[1], -1 if k[2] is None else k[2]))
     pq.write_table(pa.table({"run_id": [run_id] * len(ordered), "source_file": [k[0] for k in ordered],
                              "source_row": [k[1] for k in ordered], "resolved_by": [run_id] * len(ordered),
-                             "resolved_at": [now] * len(ordered)}, schema=RESOLVED_SCHEMA), d / f"{run_id}.parquet")
+                             "resolved_at": [now] * len(ordered), "position": [k[2] for k in ordered]},
+                            schema=RESOLVED_SCHEMA), d / f"{run_id}.parquet")

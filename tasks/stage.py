@@ -101,7 +101,7 @@ def stage_file(mapping: Mapping, source, unit: Unit, index: int, validator: Vali
                 elif kind != "null" and columns[f.name] != kind and f.name in mapping.referenced_columns():
                     raise SchemaDrift(mapping.source.name, unit.rel,
                                       f"column {f.name!r} changed type within the unit: {columns[f.name]} -> {kind}")
-            if mapping.nest is not None:
+            if mapping.nest is not None and not getattr(source, "exploded", False):
                 rb = _explode(mapping, rb, offset, unit, run_id, quarantine, counts)
                 if rb is None:
                     continue

@@ -49,3 +49,39 @@ def test_quarantine_cli_show_and_export(dev_server, run_config, tmp_path):
         out = tmp_path / f"q{suffix}"
         res = runner.invoke(app, ["quarantine", "export", str(out), *wd])
         assert res.exit_code == 0 and "8 rows" in res.output and out.stat().st_size > 0
+
+
+def test_nested_source_redrives_each_message_not_the_record_again(dev_server, run_config, tmp_path):
+    """A nested record's messages share its source_row: re-drive tells them apart by position,
+    loads the re-driven messages without exploding them a second time, and says which
+    quarantined rows (the record's shape: stage nest) it cannot take."""
+    from memos_etl.config import preset_mapping
+
+    path = tmp_path / "chats.jsonl"
+    write_jsonl(path, [
+        {"id": "c1", "user": "amy", "messages": [
+            {"role": "user", "content": "hello"}, {"role": "narrator", "content": "the sun sets"},
+            {"role": "assistant", "content": "hi amy"}, {"role": "narrator", "content": "night falls"}]},
+        {"id": "c2", "user": "bo", "messages": [
+            {"role": "user", "content": "one"}, {"role": "narrator", "content": "a pause"},
+            {"role": "assistant", "content": "two"}]},
+        {"id": "c3", "user": "bo", "messages": "[not json"},
+    ])
+    run_config.load.max_failed_share = 0.6
+    first = run(preset_mapping("openai-chat", path), run_config)
+    assert first.counts.quarantined == 4 and first.counts.delivered == 4
+
+    fixed = preset_mapping("openai-chat", path, {"roles": {"map": {"narrator": "system"}}})
+    again = redrive(fixed, run_config)
+    assert again.status == "completed"
+    assert again.counts.read == 3 and again.counts.delivered == 3 and again.counts.quarantined == 0
+    assert any("3 of 3" in n for n in again.notes)
+    assert any("1 rows quarantined at stage 'nest'" in n for n in again.notes)
+    stored = stored_messages(dev_server.url)
+    assert sorted(c for v in stored.values() for _, c, _ in v) == sorted(
+        ["hello", "the sun sets", "hi amy", "night falls", "one", "a pause", "two"])
+    assert [r for r, c, _ in stored[("amy", "c1")] if c in ("the sun sets", "night falls")] == ["system", "system"]
+
+    requests = stats(dev_server.url)["add_requests"]
+    assert redrive(fixed, run_config).counts.read == 0  # every re-driven message resolved, none twice
+    assert stats(dev_server.url)["add_requests"] == requests
