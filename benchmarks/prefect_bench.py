@@ -25,17 +25,20 @@ def bench(mapping_path: Path, work: Path, large: Path | None = None) -> dict:
          outbox=str(work / "warm" / "o.jsonl"))  # starts the local API server: not part of a run
     boot = time.perf_counter() - t
     out = {"server_start_and_first_flow_s": boot}
-    for name in ("direct", "flow", "direct2", "flow2", "direct3", "flow3"):  # interleaved, 3x: the machine is noisy
-        w = work / name
+
+    def timed(kind: str, mapping: Path, w: Path) -> float:
+        """One dry run of `mapping` as the flow or as direct calls, in a fresh work dir."""
         reset(w)
         cfg.state.work_dir = str(w)
         t = time.perf_counter()
-        if name.startswith("flow"):
-            flow(str(mapping_path), None, cfg.model_dump(exclude={"sources"}), outbox=str(w / "o.jsonl"))
+        if kind == "flow":
+            flow(str(mapping), None, cfg.model_dump(exclude={"sources"}), outbox=str(w / "o.jsonl"))
         else:
-            run(load_mapping(mapping_path), cfg, outbox=w / "o.jsonl", stage_map=thread_map(2),
-                load_map=thread_map(2))
-        out[name] = time.perf_counter() - t
+            run(load_mapping(mapping), cfg, outbox=w / "o.jsonl", stage_map=thread_map(2), load_map=thread_map(2))
+        return time.perf_counter() - t
+
+    for name in ("direct", "flow", "direct2", "flow2", "direct3", "flow3"):  # interleaved, 3x: the machine is noisy
+        out[name] = timed(name.rstrip("23"), mapping_path, work / name)
     direct = min(out["direct"], out["direct2"], out["direct3"])
     flow_s = min(out["flow"], out["flow2"], out["flow3"])
     out["share"] = max(0.0, (flow_s - direct) / flow_s)
@@ -43,18 +46,10 @@ def bench(mapping_path: Path, work: Path, large: Path | None = None) -> dict:
     if large is not None:
         times: dict[str, list[float]] = {"direct": [], "flow": []}
         for i in range(2):
-            for name in ("direct", "flow"):
-                w = work / f"large-{name}{i}"
-                reset(w)
-                cfg.state.work_dir = str(w)
-                t = time.perf_counter()
-                if name == "flow":
-                    flow(str(large), None, cfg.model_dump(exclude={"sources"}), outbox=str(w / "o.jsonl"))
-                else:
-                    run(load_mapping(large), cfg, outbox=w / "o.jsonl", stage_map=thread_map(2),
-                        load_map=thread_map(2))
-                times[name].append(time.perf_counter() - t)
-                reset(w)
+            for kind in ("direct", "flow"):
+                w = work / f"large-{kind}{i}"
+                times[kind].append(timed(kind, large, w))
+                reset(w)  # the 1M outbox is large: not kept
         d, f = min(times["direct"]), min(times["flow"])
         out["large"] = {"direct_s": d, "flow_s": f, "share": max(0.0, (f - d) / f)}
     return out

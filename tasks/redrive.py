@@ -40,7 +40,7 @@ RowKey = tuple[str, int, "int | None"]
 
 
 def row_key(row: dict) -> RowKey:
-    """The key of a quarantine row (a dict with source_file, source_row and record JSON)."""
+    """The key of a quarantine row (a dict with source_file, source_row and its record, as JSON text or parsed)."""
     position = None
     if row.get("record"):
         rec = json.loads(row["record"]) if isinstance(row["record"], str) else row["record"]
@@ -72,9 +72,15 @@ class QuarantineSource:
     rows: dict[str, list[tuple[int, dict]]] = field(default_factory=dict)  # unit -> [(row, record)]
     high_water: object = None
     not_redriven: dict[str, int] = field(default_factory=dict)  # stage -> open rows re-drive cannot take
-    keys: set[RowKey] = field(default_factory=set)
-    #: the rows are a nested source's messages, already exploded: staging must not explode them again
-    exploded: bool = False
+
+    @property
+    def exploded(self) -> bool:
+        """A nested source's rows are its messages, already exploded: staging must not explode them again."""
+        return self.mapping.nest is not None
+
+    @property
+    def keys(self) -> set[RowKey]:
+        return {(rel, row, rec.get(POSITION)) for rel, rows in self.rows.items() for row, rec in rows}
 
     def units(self, part: Slice) -> list[Unit]:
         return [Unit(rel=rel, size=len(rows), version="redrive") for rel, rows in sorted(self.rows.items())]
@@ -90,6 +96,7 @@ class QuarantineSource:
     def iter_batches(self, unit: Unit) -> Iterator[tuple[int, pa.RecordBatch]]:
         yield 0, self._batch(unit)
 
+
 def open_quarantine_source(mapping: Mapping, work_dir: str) -> QuarantineSource:
     done = resolved(work_dir, mapping.source.name)
     q = read_quarantine(work_dir, mapping.source.name)
@@ -97,6 +104,7 @@ def open_quarantine_source(mapping: Mapping, work_dir: str) -> QuarantineSource:
     seen: set[RowKey] = set()
     not_redriven: dict[str, int] = defaultdict(int)
     for r in q.to_pylist():
+        r["record"] = json.loads(r["record"]) if r["record"] else None  # parsed once, for the key and the row
         key = row_key(r)
         if key in done or key in seen:  # a row quarantined by several runs is re-driven once
             continue
@@ -104,12 +112,10 @@ def open_quarantine_source(mapping: Mapping, work_dir: str) -> QuarantineSource:
         if r["stage"] != "validate":
             not_redriven[r["stage"]] += 1
             continue
-        rows[r["source_file"]].append((r["source_row"], json.loads(r["record"])))
+        rows[r["source_file"]].append((r["source_row"], r["record"]))
     for v in rows.values():
         v.sort(key=lambda t: (t[0], t[1].get(POSITION) or 0))
-    keys = {(rel, row, rec.get(POSITION)) for rel, items in rows.items() for row, rec in items}
-    return QuarantineSource(mapping, dict(rows), not_redriven=dict(not_redriven), keys=keys,
-                            exploded=mapping.nest is not None)
+    return QuarantineSource(mapping, dict(rows), not_redriven=dict(not_redriven))
 
 
 def mark_resolved(work_dir: str, source: str, run_id: str, keys: set[RowKey]) -> None:
