@@ -13,6 +13,7 @@ def bench(mapping_path: Path, work: Path, large: Path | None = None) -> dict:
     that input: the same fixed cost per flow run over a longer run."""
     from prefect.task_runners import ThreadPoolTaskRunner
 
+    from flows.heartbeat import in_process
     from flows.sync import sync_flow
     from memos_etl.config import load_mapping
     from memos_etl.pipeline import run, thread_map
@@ -32,7 +33,8 @@ def bench(mapping_path: Path, work: Path, large: Path | None = None) -> dict:
         cfg.state.work_dir = str(w)
         t = time.perf_counter()
         if kind == "flow":
-            flow(str(mapping), None, cfg.model_dump(exclude={"sources"}), outbox=str(w / "o.jsonl"))
+            with in_process():  # as the CLI and run_sync call it (flows/heartbeat.py)
+                flow(str(mapping), None, cfg.model_dump(exclude={"sources"}), outbox=str(w / "o.jsonl"))
         else:
             run(load_mapping(mapping), cfg, outbox=w / "o.jsonl", stage_map=thread_map(2), load_map=thread_map(2))
         return time.perf_counter() - t

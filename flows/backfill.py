@@ -26,6 +26,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.heartbeat import beating
 from flows.sync import drain_on_sigterm, execute, resolve, slug
 from memos_etl import pipeline
 from memos_etl.config import Mapping, RunConfig
@@ -93,11 +94,12 @@ def _with_earlier_attempts(ledger: Ledger, backfill: str, part_key: str, counts:
 def backfill_part_flow(source: str, backfill_id: str, part_key: str, spec: dict,
                        config_path: str | None = None, config: dict | None = None) -> dict:
     """Load one partition of a backfill (started by backfill_flow through a deployment)."""
-    cfg, mapping = resolve(source, config_path, config)
-    drain_on_sigterm()
-    out = run_part(mapping, cfg, backfill_id, part_key, spec)
-    get_run_logger().info("part %s: %s", part_key, out["status"])
-    return out
+    with beating():
+        cfg, mapping = resolve(source, config_path, config)
+        drain_on_sigterm()
+        out = run_part(mapping, cfg, backfill_id, part_key, spec)
+        get_run_logger().info("part %s: %s", part_key, out["status"])
+        return out
 
 
 part_task = task(run_part, name="backfill-part", cache_policy=NO_CACHE, retries=0)
@@ -110,10 +112,11 @@ def backfill_flow(source: str, since: str | None = None, until: str | None = Non
                   deployment: str = PART_DEPLOYMENT) -> dict:
     """Backfill [since, until) of a source, split `by` cursor | partition | file | hash (auto:
     cursor for SQL, partition for Hive layouts, else file), `every` per part."""
-    cfg, mapping = resolve(source, config_path, config)
-    return backfill(mapping, cfg, source=source, since=since, until=until, by=by, every=every, buckets=buckets,
-                    fan_out=fan_out, parallel=parallel, config_path=config_path, config=config,
-                    deployment=deployment)
+    with beating():
+        cfg, mapping = resolve(source, config_path, config)
+        return backfill(mapping, cfg, source=source, since=since, until=until, by=by, every=every,
+                        buckets=buckets, fan_out=fan_out, parallel=parallel, config_path=config_path,
+                        config=config, deployment=deployment)
 
 
 def plan(mapping: Mapping, cfg: RunConfig, since=None, until=None, by="auto", every=None, buckets=16):

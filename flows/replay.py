@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
+from flows.heartbeat import beating
 from flows.sync import drain_on_sigterm, publish, resolve, slug, task_maps
 from tasks.replay import replay
 
@@ -12,10 +13,10 @@ from tasks.replay import replay
 def replay_flow(source: str, users: list[str] | None = None, conversations: list[str] | None = None,
                 config_path: str | None = None, config: dict | None = None) -> dict:
     """Forget these users'/conversations' deliveries in the ledger and send them again, in order."""
-    cfg, mapping = resolve(source, config_path, config)
-    drain_on_sigterm()
-    report = replay(mapping, cfg, list(users or []), list(conversations or []),
-                    **task_maps(cfg))
-    publish(report, f"replay-{slug(mapping.source.name)}")
-    get_run_logger().info("replay %s %s: %s", report.run_id, report.status, report.counts)
-    return report.to_dict()
+    with beating():
+        cfg, mapping = resolve(source, config_path, config)
+        drain_on_sigterm()
+        report = replay(mapping, cfg, list(users or []), list(conversations or []), **task_maps(cfg))
+        publish(report, f"replay-{slug(mapping.source.name)}")
+        get_run_logger().info("replay %s %s: %s", report.run_id, report.status, report.counts)
+        return report.to_dict()

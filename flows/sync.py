@@ -23,6 +23,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.heartbeat import beating, in_process
 from memos_etl import pipeline, progress, shutdown
 from memos_etl.config import Mapping, RunConfig, load_run_config
 from memos_etl.report import RunReport
@@ -141,12 +142,13 @@ def sync_flow(source: str, config_path: str | None = None, config: dict | None =
     partition value); a slice never moves the nightly cursor. `outbox` makes it a dry run:
     the requests are written to that JSONL file and nothing is sent.
     """
-    cfg, mapping = resolve(source, config_path, config)
-    drain_on_sigterm()
-    part = Slice(since=parse_bound(since), until=parse_bound(until), partitions=tuple(partitions or ()))
-    report = execute(mapping, cfg, part, resend_in_doubt=resend_in_doubt, outbox=outbox)
-    get_run_logger().info("run %s %s: %s", report.run_id, report.status, report.counts)
-    return report.to_dict()
+    with beating():
+        cfg, mapping = resolve(source, config_path, config)
+        drain_on_sigterm()
+        part = Slice(since=parse_bound(since), until=parse_bound(until), partitions=tuple(partitions or ()))
+        report = execute(mapping, cfg, part, resend_in_doubt=resend_in_doubt, outbox=outbox)
+        get_run_logger().info("run %s %s: %s", report.run_id, report.status, report.counts)
+        return report.to_dict()
 
 
 def publish(report: RunReport, key: str | None = None) -> None:
@@ -163,5 +165,6 @@ def run_sync(source: str, cfg: RunConfig, resend_in_doubt: bool = False, since: 
     """Run the flow in this process, with a task runner sized by the config."""
     runner = ThreadPoolTaskRunner(max_workers=cfg.load.concurrency)
     overrides = cfg.model_dump(exclude={"sources"})
-    return sync_flow.with_options(task_runner=runner)(source, str(cfg.path_) if cfg.path_ else None, overrides,
-                                                      resend_in_doubt, since, until, partitions, outbox)
+    with in_process():
+        return sync_flow.with_options(task_runner=runner)(source, str(cfg.path_) if cfg.path_ else None, overrides,
+                                                          resend_in_doubt, since, until, partitions, outbox)

@@ -236,9 +236,11 @@ def backfill(source: str = SourceArg, since: Optional[str] = typer.Option(None),
                                   buckets=buckets, parallel=parallel, in_flow=False)
         else:
             from flows.backfill import backfill_flow
+            from flows.heartbeat import in_process
 
-            result = backfill_flow(source, since, until, by, every, buckets, fan_out, parallel,
-                                   str(cfg.path_) if cfg.path_ else None, overrides, deployment)
+            with in_process():
+                result = backfill_flow(source, since, until, by, every, buckets, fan_out, parallel,
+                                       str(cfg.path_) if cfg.path_ else None, overrides, deployment)
     except MemosEtlError as exc:
         _fail(exc)
     if json_out:

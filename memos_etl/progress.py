@@ -84,7 +84,7 @@ class PrefectProgress:
 
         self.id = create_progress_artifact(progress=0.0, key=key, description=description)
         self.state: dict[str, float] = {}
-        self._last = 0.0
+        self._last = time.monotonic()  # it was made at 0%: the first update can wait a second
         self._lock = threading.Lock()
         self._sending: threading.Thread | None = None
 
