@@ -1,8 +1,8 @@
 """Prefect flow: nightly/ad-hoc sync of one source into one MemOS target.
 
-Files are staged by `stage-files` task runs and conversation buckets loaded by `load-buckets`
-task runs: one per parallel lane (load.concurrency), each taking its share of the files or
-buckets in turn, on a thread pool bounded by `load.concurrency`. Tasks are not retried by Prefect:
+Files are staged by a `stage-files` task run and conversation buckets loaded by a
+`load-buckets` task run, each running its files or buckets on `load.concurrency` threads
+(staging on at most 4). Tasks are not retried by Prefect:
 requests are retried at the HTTP edge (tasks/load.py), and a failed run is resumed by
 running it again, which the ledger makes safe. So retries never multiply.
 
@@ -20,8 +20,6 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import as_completed
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.heartbeat import beating, in_process
 from memos_etl import pipeline, progress, shutdown
@@ -29,55 +27,29 @@ from memos_etl.config import Mapping, RunConfig, load_run_config
 from memos_etl.report import RunReport
 from tasks.cursor import parse_bound
 from tasks.extract import Slice
-from tasks.load import load_bucket
-from tasks.stage import stage_file
 
-def stage_files(items: list[tuple]) -> list:
-    """Stage a group of files one after another (one task run for the group)."""
-    return [stage_file(*args) for args in items]
-
-
-def load_buckets(items: list[tuple]) -> list:
-    """Load a group of conversation buckets one after another (one task run for the group)."""
-    return [load_bucket(*args) for args in items]
+def lanes(fn, items: list[tuple], width: int, sizes: list[int] | None = None, on_done=None) -> list:
+    """`fn(*item)` for every item on `width` threads, largest first when sizes are given (a big
+    file started last would run alone at the end); results in the items' order."""
+    order = sorted(range(len(items)), key=lambda i: -sizes[i]) if sizes else list(range(len(items)))
+    results: list = [None] * len(items)
+    for i, r in zip(order, pipeline.thread_map(width)(fn, [items[i] for i in order], on_done)):
+        results[i] = r
+    return results
 
 
-stage_task = task(stage_files, name="stage-files", cache_policy=NO_CACHE, retries=0)
-load_task = task(load_buckets, name="load-buckets", cache_policy=NO_CACHE, retries=0)
-
-
-def groups(n: int, width: int, sizes: list[int] | None = None) -> list[list[int]]:
-    """Item indices in at most `width` groups of about equal work: largest first, each to the
-    least loaded group (by size when given, else by count)."""
-    width = max(1, min(width, n))
-    order = sorted(range(n), key=lambda i: -(sizes[i] if sizes else 1))
-    load = [0] * width
-    out: list[list[int]] = [[] for _ in range(width)]
-    for i in order:
-        g = load.index(min(load))
-        out[g].append(i)
-        load[g] += (sizes[i] if sizes else 1) or 1
-    return [sorted(g) for g in out if g]
+# One task run per phase, its lanes threads inside it. A task run costs tens of milliseconds
+# of API calls and server work: one per file or bucket made Prefect a third of a short run,
+# one per lane still a tenth. Progress is reported per file and bucket, from the lanes.
+stage_task = task(lanes, name="stage-files", cache_policy=NO_CACHE, retries=0)
+load_task = task(lanes, name="load-buckets", cache_policy=NO_CACHE, retries=0)
 
 
 def prefect_map(t, width: int, size=None):
-    """A pipeline Mapper on the flow's task runner: the items split into at most `width`
-    groups, one task run each. A task run costs tens of milliseconds of API calls, so one per
-    file or bucket made Prefect a third of a short run; one per parallel lane keeps the same
-    parallelism for a handful of task runs. `size(item)` balances the groups (file sizes)."""
-    def run_all(_fn, items, on_done=None):
+    """A pipeline Mapper that runs a phase as one task run of `t` (see `lanes`)."""
+    def run_all(fn, items, on_done=None):
         items = list(items)
-        sizes = [size(a) for a in items] if size else None
-        futures = {}
-        for g in groups(len(items), width, sizes):
-            futures[t.submit([items[i] for i in g])] = g
-        results: list = [None] * len(items)
-        for f in as_completed(list(futures)):
-            for i, r in zip(futures[f], f.result()):
-                results[i] = r
-                if on_done:
-                    on_done(r)
-        return results
+        return t(fn, items, width, [size(a) for a in items] if size else None, on_done)
     return run_all
 
 
@@ -162,9 +134,8 @@ def publish(report: RunReport, key: str | None = None) -> None:
 
 def run_sync(source: str, cfg: RunConfig, resend_in_doubt: bool = False, since: str | None = None,
              until: str | None = None, partitions: list[str] | None = None, outbox: str | None = None) -> dict:
-    """Run the flow in this process, with a task runner sized by the config."""
-    runner = ThreadPoolTaskRunner(max_workers=cfg.load.concurrency)
+    """Run the flow in this process (the CLI's way)."""
     overrides = cfg.model_dump(exclude={"sources"})
     with in_process():
-        return sync_flow.with_options(task_runner=runner)(source, str(cfg.path_) if cfg.path_ else None, overrides,
-                                                          resend_in_doubt, since, until, partitions, outbox)
+        return sync_flow(source, str(cfg.path_) if cfg.path_ else None, overrides, resend_in_doubt, since, until,
+                         partitions, outbox)

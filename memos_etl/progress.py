@@ -7,6 +7,7 @@ the flows a Prefect progress artifact. A run's progress is 40% extract, 60% load
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import sys
 import threading
@@ -75,18 +76,18 @@ log = logging.getLogger("memos_etl.progress")
 class PrefectProgress:
     """A Prefect progress artifact (0-100) for the current flow run, updated at most once a second.
 
-    Intermediate updates go out on a background thread (an API call costs tens of milliseconds
-    and must not hold up the file or bucket that reported); one in flight at a time, the latest
-    value wins. The final 100% is sent by the caller's thread, so it is there when the run ends."""
+    API calls go out on a background thread, one at a time (each costs tens of milliseconds and
+    must not hold up the run, or the file or bucket that reported): first the artifact's
+    creation at 0%, then updates, the latest value winning. The final 100% is sent by the
+    caller's thread after the one in flight, so it is there when the run ends. The threads
+    carry the caller's context: the artifact belongs to the flow run it was made in."""
 
     def __init__(self, key: str, description: str):
-        from prefect.artifacts import create_progress_artifact
-
-        self.id = create_progress_artifact(progress=0.0, key=key, description=description)
+        self.id = None
         self.state: dict[str, float] = {}
-        self._last = time.monotonic()  # it was made at 0%: the first update can wait a second
+        self._last = time.monotonic()  # it is made at 0%: the first update can wait a second
         self._lock = threading.Lock()
-        self._sending: threading.Thread | None = None
+        self._sending: threading.Thread | None = self._start(self._create, key, description)
 
     def __call__(self, phase: str, done: int, total: int) -> None:
         with self._lock:
@@ -97,19 +98,34 @@ class PrefectProgress:
                 if now - self._last < 1.0 or (self._sending is not None and self._sending.is_alive()):
                     return
                 self._last = now
-                self._sending = threading.Thread(target=self._send, args=(pct,), daemon=True,
-                                                 name="memos-etl-progress")
-                self._sending.start()
+                self._sending = self._start(self._send, pct)
                 return
             sending = self._sending
         if sending is not None:
-            sending.join(timeout=10)  # an older value must not land after 100%
+            sending.join(timeout=10)  # the artifact must exist, and an older value not land after 100%
         self._send(pct)
+
+    @staticmethod
+    def _start(fn, *args) -> threading.Thread:
+        t = threading.Thread(target=contextvars.copy_context().run, args=(fn, *args), daemon=True,
+                             name="memos-etl-progress")
+        t.start()
+        return t
+
+    def _create(self, key: str, description: str) -> None:
+        from prefect.artifacts import create_progress_artifact
+
+        try:
+            self.id = create_progress_artifact(progress=0.0, key=key, description=description)
+        except Exception as exc:  # progress is informative: never fail a run over it
+            log.warning("progress artifact not created: %s", exc)
 
     def _send(self, pct: float) -> None:
         from prefect.artifacts import update_progress_artifact
 
+        if self.id is None:
+            return
         try:
             update_progress_artifact(self.id, progress=pct)
-        except Exception as exc:  # progress is informative: never fail a run over it
+        except Exception as exc:
             log.debug("progress artifact update failed: %s", exc)
