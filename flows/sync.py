@@ -38,9 +38,9 @@ def lanes(fn, items: list[tuple], width: int, sizes: list[int] | None = None, on
     return results
 
 
-# One task run per phase, its lanes threads inside it. A task run costs tens of milliseconds
-# of API calls and server work: one per file or bucket made Prefect a third of a short run,
-# one per lane still a tenth. Progress is reported per file and bucket, from the lanes.
+# One task run per phase, its lanes threads inside it. A task run costs milliseconds on the
+# run's path and tens of milliseconds of the API server's CPU (its events): one per file or
+# bucket made Prefect a third of a short run. Progress is reported per file and bucket.
 stage_task = task(lanes, name="stage-files", cache_policy=NO_CACHE, retries=0)
 load_task = task(lanes, name="load-buckets", cache_policy=NO_CACHE, retries=0)
 
