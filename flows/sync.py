@@ -13,6 +13,7 @@ default $MEMOS_ETL_CONFIG) and `config` (overrides, e.g. from a deployment).
 
 from __future__ import annotations
 
+import contextvars
 import re
 import threading
 from pathlib import Path
@@ -30,10 +31,22 @@ from tasks.extract import Slice
 
 def lanes(fn, items: list[tuple], width: int, sizes: list[int] | None = None, on_done=None) -> list:
     """`fn(*item)` for every item on `width` threads, largest first when sizes are given (a big
-    file started last would run alone at the end); results in the items' order."""
+    file started last would run alone at the end); results in the items' order. Each item runs,
+    and reports progress, in a copy of the caller's context: the task run, its flow run and the
+    Prefect settings (API URL) they were started with."""
+    parent = contextvars.copy_context()
+
+    def one(*args):
+        def run():
+            r = fn(*args)
+            if on_done:
+                on_done(r)
+            return r
+        return parent.copy().run(run)
+
     order = sorted(range(len(items)), key=lambda i: -sizes[i]) if sizes else list(range(len(items)))
     results: list = [None] * len(items)
-    for i, r in zip(order, pipeline.thread_map(width)(fn, [items[i] for i in order], on_done)):
+    for i, r in zip(order, pipeline.thread_map(width)(one, [items[i] for i in order])):
         results[i] = r
     return results
 
