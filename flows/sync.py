@@ -36,17 +36,13 @@ def lanes(fn, items: list[tuple], width: int, sizes: list[int] | None = None, on
     Prefect settings (API URL) they were started with."""
     parent = contextvars.copy_context()
 
-    def one(*args):
-        def run():
-            r = fn(*args)
-            if on_done:
-                on_done(r)
-            return r
-        return parent.copy().run(run)
+    def in_context(f):
+        return lambda *args: parent.copy().run(f, *args)
 
     order = sorted(range(len(items)), key=lambda i: -sizes[i]) if sizes else list(range(len(items)))
     results: list = [None] * len(items)
-    for i, r in zip(order, pipeline.thread_map(width)(one, [items[i] for i in order])):
+    for i, r in zip(order, pipeline.thread_map(width)(in_context(fn), [items[i] for i in order],
+                                                      in_context(on_done) if on_done else None)):
         results[i] = r
     return results
 

@@ -7,7 +7,6 @@ import time
 
 from flows.sync import run_sync, sync_flow
 from memos_etl import progress
-from memos_etl.config import load_mapping
 from tests.helpers import chat_rows, sample_mapping_at, write_jsonl
 
 
@@ -43,7 +42,6 @@ def test_each_flow_run_sends_one_heartbeat_sender_whoever_starts_it(prefect_serv
     data = tmp_path / "data"
     write_jsonl(data / "a.jsonl", chat_rows(conversations=3, turns=4))
     mapping_path = sample_mapping_at(tmp_path, data)
-    load_mapping(mapping_path)
 
     ours_alive: list[bool] = []  # seen from inside the run, at each progress report
 
