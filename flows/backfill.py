@@ -31,7 +31,7 @@ from flows.sync import drain_on_sigterm, execute, resolve, slug
 from memos_etl import pipeline
 from memos_etl.config import Mapping, RunConfig
 from memos_etl.report import Counts
-from tasks.checkpoint import Ledger
+from tasks.ledger import Ledger
 from tasks.extract import Slice, open_source
 from tasks.partition import backfill_id as make_backfill_id
 from tasks.partition import split

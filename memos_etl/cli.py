@@ -290,7 +290,7 @@ def reset(source: str = SourceArg, yes: bool = typer.Option(False, "--yes", "-y"
     """Reset a source's cursor and file manifest: the next sync reads everything again (the
     ledger still drops what was delivered, so nothing is sent twice)."""
     from tasks import cursor
-    from tasks.checkpoint import Ledger
+    from tasks.ledger import Ledger
 
     try:
         cfg = _config(config, None, ledger, work_dir)
@@ -319,7 +319,7 @@ def rollback(run: str = typer.Argument(..., help="run id (see `memos-etl status`
     """Undo what one run loaded: delete its memories on the target (found by info.run_id) and
     forget its requests, files and cursor move, so a later sync loads that data again."""
     from memos_etl.pipeline import make_target
-    from tasks.checkpoint import Ledger
+    from tasks.ledger import Ledger
     from tasks.replay import rollback as do_rollback
 
     cfg = _config(config, target_url, ledger, work_dir)
@@ -364,7 +364,7 @@ def status(config: Optional[Path] = ConfigOpt, ledger: Optional[str] = LedgerOpt
            work_dir: Optional[Path] = WorkOpt, json_out: bool = typer.Option(False, "--json")):
     """Per source and target: cursor, last run, messages delivered, pending, in doubt, quarantined."""
     from tasks import cursor
-    from tasks.checkpoint import Ledger
+    from tasks.ledger import Ledger
     from tasks.quarantine import read_quarantine
     from tasks.redrive import resolved, row_key
 

@@ -167,6 +167,9 @@ class Fields(_Strict):
     tags: str | None = None
     info: str | None = None
     source_key: str | None = None
+    # soft delete: a column that is true (bool), non-zero, or set (a deleted_at timestamp, a
+    # CDC op of 'd') when the message was deleted in the source
+    deleted: str | None = None
 
 
 class ChecksConfig(_Strict):
@@ -247,6 +250,10 @@ class Mapping(_Strict):
     time: TimeConfig = TimeConfig()
     tags: list[str] = []  # constant tags added to every request
     checks: ChecksConfig = ChecksConfig()
+    # a delivered message that changed, or that the source deleted: `report` counts it (and
+    # lists its conversation); replace/delete rewrite the conversation on the target
+    on_change: Literal["report", "replace"] = "report"
+    on_delete: Literal["report", "delete"] = "report"
     path_: Path | None = Field(default=None, exclude=True)
 
     def template(self, field: str) -> Template | None:
@@ -313,9 +320,38 @@ class TargetConfig(_Strict):
     # arrived, so a request the server is still processing has landed by then
     in_doubt_grace_s: float = Field(default=5.0, ge=0)
 
+    # set by --new-target: this source's deliveries recorded under other target names are
+    # known, and this target is a different MemOS that should get everything (see ledger_name)
+    new_target: bool = False
+
     @property
     def ledger_name(self) -> str:
-        return self.name or self.base_url.rstrip("/")
+        """The target's identity in the ledger: `name`, else the base URL normalised (scheme and
+        host lower-cased, default port and trailing slashes dropped), so spellings of one URL
+        agree. A different URL to the same server is a different name: pin `name` for that."""
+        return self.name or normalise_url(self.base_url)
+
+
+def normalise_url(url: str) -> str:
+    """http://Host:80/memos/ -> http://host/memos; the path keeps its case."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return url.strip().rstrip("/")
+    if not parts.scheme or not parts.hostname:
+        return url.strip().rstrip("/")
+    scheme = parts.scheme.lower()
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"  # IPv6 literal
+    if port is not None and (scheme, port) not in (("http", 80), ("https", 443)):
+        host = f"{host}:{port}"
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = f"{userinfo}@{host}" if userinfo else host
+    return urlunsplit((scheme, netloc, parts.path.rstrip("/"), parts.query, ""))
 
 
 class LoadConfig(_Strict):
@@ -472,6 +508,13 @@ def _check_mapping(mapping: Mapping, p: Path) -> Mapping:
         raise ConfigError(str(p), "nest", "format json is read record by record: describe the records with nest")
     if mapping.fields.role is None and mapping.roles.speaker_column is None:
         raise ConfigError(str(p), "fields.role", "set a role column, or roles.speaker_column for dialogues")
+    for key, value in (("on_change", mapping.on_change), ("on_delete", mapping.on_delete)):
+        if value != "report":
+            # rewriting conversations on the target is not built yet (README: When the source
+            # changes): refuse rather than let a user believe it happens
+            raise ConfigError(str(p), key, f"{value!r} is not available yet: use 'report' (changed and deleted "
+                                           "messages are counted and listed per conversation; `memos-etl forget` "
+                                           "and `replay` act on them)")
     return mapping
 
 

@@ -43,3 +43,18 @@ class QualityThresholdError(MemosEtlError):
 
 class FatalTargetError(MemosEtlError):
     """The target refused the run as a whole (auth, quota): stop now; the ledger stays consistent."""
+
+
+class TargetIdentityError(MemosEtlError):
+    """A source delivered to other target names and never to this one: maybe the same MemOS
+    under another URL. Stop before sending, so a URL change cannot duplicate a corpus."""
+
+    def __init__(self, source: str, target: str, others: dict[str, int]):
+        self.source, self.target, self.others = source, target, others
+        named = ", ".join(f"{t!r} ({n} messages)" for t, n in sorted(others.items(), key=lambda kv: -kv[1]))
+        first = max(others, key=others.get)
+        super().__init__(
+            f"source {source!r} has messages delivered to {named} and none to {target!r}. Nothing was sent. "
+            f"If this is the same MemOS reached through another URL, set target.name: {first} in the config "
+            f"(or MEMOS_ETL__TARGET__NAME={first}); if it is a different MemOS that should get everything, "
+            "run again with --new-target.")

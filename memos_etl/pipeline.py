@@ -24,14 +24,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable
 
+import numpy as np
+
 from memos_etl import shutdown
 from memos_etl.client import make_target as _make_target
 from memos_etl.client import resolve_api_key
 from memos_etl.config import Mapping, RunConfig
-from memos_etl.errors import FatalTargetError, QualityThresholdError, SchemaDrift, SourceError
+from memos_etl.errors import (FatalTargetError, QualityThresholdError, SchemaDrift, SourceError,
+                              TargetIdentityError)
 from memos_etl.limiter import RateLimiter, fleet_limiter
 from memos_etl.report import Counts, RunReport
-from tasks.checkpoint import Ledger
+from tasks.ledger import Ledger, LedgerError, unit_hash
 from tasks import cursor
 from tasks.cursor import behind
 from tasks.extract import Slice, open_source
@@ -127,7 +130,9 @@ def check_nested_columns(mapping: Mapping, source, unit) -> None:
 
 
 def _plan(mapping: Mapping, source, ledger: Ledger, target: str, part: Slice | None, report: RunReport):
-    """The units this run reads, and whether it is the nightly run that may move the cursor."""
+    """The units this run reads, whether it is the nightly run that may move the cursor, its
+    baseline column types, and the units it reads again after they changed (their delivered
+    messages are checked for deletions)."""
     nightly = part is None or not part.bounded
     cursor_text, baseline = ledger.source_state(mapping.source.name, target)
     report.cursor_before = cursor_text
@@ -138,12 +143,12 @@ def _plan(mapping: Mapping, source, ledger: Ledger, target: str, part: Slice | N
             if start is None and sql.initial_value is not None:
                 start = cursor.parse_bound(str(sql.initial_value))
             part = Slice(since=start)
-        return source.units(part), nightly, baseline
+        return source.units(part), nightly, baseline, set()
     units = source.units(part or Slice())
     if part is not None and part.filters_rows:
-        return units, nightly, baseline  # some rows of every file: the manifest (whole files) does not apply
+        return units, nightly, baseline, set()  # some rows of every file: the manifest (whole files) does not apply
     manifest = ledger.manifest(mapping.source.name, target)
-    todo = []
+    todo, reread = [], set()
     for u in units:
         seen = manifest.get(u.rel)
         if seen and seen[0] == u.version:
@@ -152,7 +157,9 @@ def _plan(mapping: Mapping, source, ledger: Ledger, target: str, part: Slice | N
                 report.notes.append(f"{u.rel}: still unreadable (unchanged since it failed); fix or replace it")
         else:
             todo.append(u)
-    return todo, nightly, baseline
+            if seen and seen[1] == "done":
+                reread.add(u.rel)
+    return todo, nightly, baseline, reread
 
 
 def _drift(mapping: Mapping, staged: list[StageResult], baseline: dict, report: RunReport) -> dict:
@@ -218,18 +225,20 @@ def run(mapping: Mapping, cfg: RunConfig, *, run_id: str | None = None, stage_ma
     shutdown.subscribe(stop)  # SIGTERM / Ctrl-C drain this run
     try:
         if stateless:
-            units, nightly, baseline = source.units(Slice()), False, {}
+            units, nightly, baseline, reread = source.units(Slice()), False, {}, set()
         else:
-            units, nightly, baseline = _plan(mapping, source, ledger, target_cfg.ledger_name, part, report)
+            units, nightly, baseline, reread = _plan(mapping, source, ledger, target_cfg.ledger_name, part, report)
         report.files = len(units)
         check_first_readable(mapping, source, units)  # a missing mapped column stops it here
         if outbox is None:
+            check_target_identity(ledger, name, target_cfg)
             resolve_unconfirmed(target, ledger, target_cfg.ledger_name, name, counts)
         validator = Validator(mapping, cfg.load, data_docs=cfg.state.data_docs) if units else None
+        erased = ledger.tombstones()
         done = _Ticker(progress, "extract", len(units))
         staged: list[StageResult] = stage_map(stage_file, [
             (mapping, source, u, i, validator, run_id, stage_dir, qdir, bucket_count(mapping, cfg, units),
-             part) for i, u in enumerate(units)], done)
+             part, erased, u.rel in reread) for i, u in enumerate(units)], done)
         buckets = sorted({b for s in staged for b in s.buckets})
         for s in staged:
             counts.add(s.counts)
@@ -246,7 +255,7 @@ def run(mapping: Mapping, cfg: RunConfig, *, run_id: str | None = None, stage_ma
         ctx = LoadContext(mapping=mapping, load=cfg.load, target_cfg=target_cfg, client=target, ledger=ledger,
                           run_id=run_id, quarantine_dir=qdir, resend_in_doubt=resend_in_doubt,
                           limiter=limiter, stop=stop, outbox=Outbox(outbox) if outbox is not None else None,
-                          fleet=fleet_limiter(cfg.load) if outbox is None else None)
+                          fleet=fleet_limiter(cfg.load) if outbox is None else None, erased=erased)
         done = _Ticker(progress, "load", len(buckets))
         try:
             for c in load_map(load_bucket, [(ctx, stage_dir, b) for b in buckets], done):
@@ -255,7 +264,9 @@ def run(mapping: Mapping, cfg: RunConfig, *, run_id: str | None = None, stage_ma
             if ctx.outbox is not None:
                 ctx.outbox.close()
         if ctx.fatal:
-            raise FatalTargetError(ctx.fatal[0])
+            first = ctx.fatal[0]
+            raise first if isinstance(first, Exception) else FatalTargetError(first)
+        gone_from_files(ledger, target_cfg.ledger_name, name, [s for s in staged if s.keys is not None], counts)
         if target_cfg.track_extraction and not stop.is_set() and outbox is None:
             counts.extraction = track_extraction(target, ledger, run_id, target_cfg.extraction_wait_s, stop)
         keeps_state = not stateless and outbox is None and not (part is not None and part.filters_rows)
@@ -283,12 +294,50 @@ def run(mapping: Mapping, cfg: RunConfig, *, run_id: str | None = None, stage_ma
         report.duration_s = time.monotonic() - started
         if qdir.exists():
             report.quarantine_path = str(qdir)
-        ledger.finish_run(run_id, report.status, report.to_dict())
+        try:
+            ledger.finish_run(run_id, report.status, report.to_dict())
+        except LedgerError as exc:  # the ledger is gone: the report is still printed; the next
+            # run on this host marks this one crashed and frees its conversations
+            log.error("%s", exc)
+            report.notes.append("the run's end could not be recorded in the ledger (it is down); the next run "
+                                "marks this run crashed and frees its conversations")
         ledger.close()
         if own_target:
             target.close()
         shutil.rmtree(work / "runs" / run_id, ignore_errors=True)
     return report
+
+
+def check_target_identity(ledger: Ledger, source: str, target_cfg) -> None:
+    """Stop before sending when the source delivered elsewhere and never to this target name."""
+    delivered = ledger.targets_of(source)
+    here = target_cfg.ledger_name
+    others = {t: n for t, n in delivered.items() if t != here and n}
+    if others and not delivered.get(here) and not target_cfg.new_target:
+        raise TargetIdentityError(source, here, others)
+
+
+def gone_from_files(ledger: Ledger, target: str, source: str, staged: list[StageResult], counts) -> None:
+    """Delivered messages of re-read files that the files no longer hold: deleted in the
+    source. Counted and listed per conversation (they were not read, so not in `read`)."""
+    for s in staged:
+        lo, hi, convs = ledger.unit_messages(target, unit_hash(source, s.unit.rel))
+        if not len(lo):
+            continue
+        have = np.zeros(len(lo), dtype=bool)
+        read_lo, read_hi = s.keys
+        if len(read_lo):
+            # a key is the pair (lo, hi); match on both halves at once as one structured value
+            pair = np.dtype([("lo", np.int64), ("hi", np.int64)])
+            theirs = np.empty(len(lo), dtype=pair)
+            theirs["lo"], theirs["hi"] = lo, hi
+            ours = np.empty(len(read_lo), dtype=pair)
+            ours["lo"], ours["hi"] = read_lo, read_hi
+            have = np.isin(theirs, ours)
+        missing = np.flatnonzero(~have)
+        if len(missing):
+            counts.gone_from_source += len(missing)
+            counts.note_change("gone", [convs[i] for i in missing.tolist()])
 
 
 def _save_state(ledger: Ledger, source: str, target: str, run_id: str, staged: list[StageResult], columns: dict,

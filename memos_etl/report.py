@@ -36,7 +36,20 @@ class Counts:
     leased_elsewhere: int = 0  # conversations another run was sending to: left pending
     units_skipped: int = 0  # unchanged files/objects the manifest says are done: not read
     empty_skipped: int = 0  # nested elements with no text, left out by nest.skip_empty: not messages, not read
+    changed_after_delivery: int = 0  # delivered before, read again with other content/time/ids: not resent
+    deleted_in_source: int = 0  # read with the source's deleted flag (fields.deleted): never sent
+    gone_from_source: int = 0  # delivered earlier, no longer in their re-read file: not read, not an outcome
+    erased: int = 0  # of a user or conversation `memos-etl forget` erased: never sent
     reasons: Counter = field(default_factory=Counter)
+    # "user_id/conversation_id" -> {"changed": n, "deleted": n, "gone": n}: delivered messages
+    # the source changed or removed, per conversation (what on_change/on_delete act on)
+    changes: dict = field(default_factory=dict)
+
+    def note_change(self, kind: str, pairs: list[tuple[str, str]]) -> None:
+        """Count `kind` (changed | deleted | gone) for each (user, conversation) in `pairs`."""
+        for (u, c), n in Counter(pairs).items():
+            entry = self.changes.setdefault(f"{u}/{c}", {})
+            entry[kind] = entry.get(kind, 0) + n
 
     def add(self, other: "Counts") -> "Counts":
         for k, v in asdict(other).items():
@@ -45,17 +58,26 @@ class Counts:
             elif k == "extraction":
                 for status, n in other.extraction.items():
                     self.extraction[status] = self.extraction.get(status, 0) + n
+            elif k == "changes":
+                for conv, kinds in other.changes.items():
+                    entry = self.changes.setdefault(conv, {})
+                    for kind, n in kinds.items():
+                        entry[kind] = entry.get(kind, 0) + n
             else:
                 setattr(self, k, getattr(self, k) + v)
         return self
 
     def outcomes(self) -> int:
         return (self.quarantined + self.duplicates + self.already_delivered + self.delivered +
-                self.in_doubt + self.pending + self.previously_failed + self.planned)
+                self.in_doubt + self.pending + self.previously_failed + self.planned +
+                self.changed_after_delivery + self.deleted_in_source + self.erased)
 
     @property
     def accounted(self) -> bool:
         return self.read == self.outcomes()
+
+
+CHANGES_SHOWN = 50  # conversations listed in the markdown report; the JSON has them all
 
 
 @dataclass
@@ -91,7 +113,15 @@ class RunReport:
             ("read", str(c.read)), ("delivered", str(c.delivered)),
             *([("planned (dry run)", f"{c.planned} messages -> {self.outbox}")] if self.outbox else []),
             ("quarantined", str(c.quarantined)), ("duplicates", str(c.duplicates)),
-            ("already delivered", str(c.already_delivered)), ("in doubt", str(c.in_doubt)),
+            ("already delivered", str(c.already_delivered)),
+            ("changed after delivery", str(c.changed_after_delivery)
+             + (f" (in {sum(1 for v in c.changes.values() if v.get('changed'))} conversations; not resent)"
+                if c.changed_after_delivery else "")),
+            ("deleted in source", f"{c.deleted_in_source + c.gone_from_source}"
+             + (f" ({c.deleted_in_source} marked deleted, {c.gone_from_source} gone from re-read files)"
+                if c.deleted_in_source or c.gone_from_source else "")),
+            *([("erased (forgotten)", str(c.erased))] if c.erased else []),
+            ("in doubt", str(c.in_doubt)),
             ("pending", str(c.pending) + (f" ({c.leased_elsewhere} conversations busy in another run)"
                                            if c.leased_elsewhere else "")), ("previously failed", str(c.previously_failed)),
             ("late (appended)", str(c.late)), ("time goes backwards", str(c.out_of_order)),
@@ -114,6 +144,17 @@ class RunReport:
         if self.counts.reasons:
             lines += ["", "## Quarantine reasons", "", "| reason | rows |", "|---|---|"]
             lines += [f"| {r} | {n} |" for r, n in self.counts.reasons.most_common(10)]
+        if self.counts.changes:
+            lines += ["", "## Changed or deleted after delivery", "",
+                      "Delivered messages the source has since changed or deleted (policy: report; MemOS still "
+                      "holds what was sent).", "", "| conversation | changed | deleted | gone from file |",
+                      "|---|---|---|---|"]
+            ranked = sorted(self.counts.changes.items(), key=lambda kv: -sum(kv[1].values()))
+            lines += [f"| {conv} | {v.get('changed', 0)} | {v.get('deleted', 0)} | {v.get('gone', 0)} |"
+                      for conv, v in ranked[:CHANGES_SHOWN]]
+            if len(ranked) > CHANGES_SHOWN:
+                lines.append(f"\n{len(ranked) - CHANGES_SHOWN} more conversations: see the report's JSON "
+                             "(counts.changes)")
         if self.quarantine_path:
             lines += ["", f"Quarantine: `{self.quarantine_path}`"]
         if self.data_docs:

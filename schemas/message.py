@@ -35,12 +35,15 @@ MESSAGE_SCHEMA = pa.schema(
         # 128-bit identity of source_key, used by the ledger (two halves: SQL has no uint128)
         pa.field("key_lo", pa.int64(), nullable=False),
         pa.field("key_hi", pa.int64(), nullable=False),
+        # the source says the message is gone (mapping fields.deleted): never sent; delivered
+        # copies are handled by the source's on_delete policy
+        pa.field("deleted", pa.bool_(), metadata={"doc": "soft-deleted in the source (fields.deleted)"}),
     ]
 )
 
 #: Fields a mapping config can fill; the rest are derived by the pipeline.
 MAPPABLE_FIELDS = ("user_id", "conversation_id", "role", "content", "chat_time", "seq",
-                   "agent_id", "app_id", "tags", "info", "source_key")
+                   "agent_id", "app_id", "tags", "info", "source_key", "deleted")
 REQUIRED_FIELDS = ("user_id", "conversation_id", "content")
 
 

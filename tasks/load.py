@@ -26,9 +26,10 @@ from memos_etl.errors import FatalTargetError
 from memos_etl.limiter import RateLimiter
 from memos_etl.memory import release_unused
 from memos_etl.report import Counts
-from tasks.batch import (RequestBatch, conversation_runs, drop_duplicates, make_batches,
+from tasks.batch import (RequestBatch, conversation_runs, drop_duplicates, fingerprints, make_batches,
                          order_values, sort_conversations)
-from tasks.checkpoint import BatchRecord, Ledger
+from tasks.ledger import BatchRecord, Ledger, LedgerError, erased_mask
+from tasks.ledger.deliveries import unit_hashes
 from tasks.quarantine import QuarantineWriter, rows_table
 from tasks.reconcile import check
 from tasks.stage import read_bucket
@@ -52,6 +53,8 @@ class LoadContext:
     outbox: object = None  # dry run: pipeline.Outbox that takes the requests instead of the target
     fleet: object = None  # limiter.FleetLimiter shared by all workers, or None
     failures_in_a_row: int = 0  # across all senders; a breaker for a target that is down
+    # tombstones of `memos-etl forget`, read once per run: (erased users, erased (user, conversation))
+    erased: tuple = (frozenset(), frozenset())
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def failed(self, exc: Exception) -> None:
@@ -79,18 +82,34 @@ def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | No
 def load_bucket(ctx: LoadContext, stage_dir: Path, bucket: int) -> Counts:
     counts = Counts()
     table = sort_conversations(read_bucket(stage_dir, bucket))
+    table = drop_erased(table, ctx.erased, counts)  # staging dropped them already, unless erased since
+    table = _split_deleted(ctx, table, counts)
     table, dups = drop_duplicates(table)
     counts.duplicates += dups.num_rows
+    if ctx.outbox is None and table.num_rows:  # what the ledger keeps of each message it sends
+        table = table.append_column("fp", pa.array(fingerprints(table))).append_column(
+            "unit", pa.array(unit_hashes(ctx.mapping.source.name, table.column("source_file"))))
     # lease the bucket's conversations first, then ask the ledger what is delivered: a run
     # that held them before us has recorded everything it sent by the time we get them
     runs = conversation_runs(table)
     if ctx.outbox is not None:  # a dry run sends nothing, so it takes no leases either
         return _load_leased(ctx, table, runs, set(runs[1]), counts, bucket)
-    held = ctx.ledger.acquire(ctx.target, ctx.run_id, runs[1], ctx.load.lease_ttl_s)
+    settled, left = counts.outcomes(), table.num_rows
     try:
-        return _load_leased(ctx, table, runs, held, counts, bucket)
-    finally:
-        ctx.ledger.release(ctx.target, ctx.run_id, sorted(held))
+        held = ctx.ledger.acquire(ctx.target, ctx.run_id, runs[1], ctx.load.lease_ttl_s)
+        try:
+            return _load_leased(ctx, table, runs, held, counts, bucket)
+        finally:
+            ctx.ledger.release(ctx.target, ctx.run_id, sorted(held))
+    except LedgerError as exc:
+        # the ledger is gone: every sender stops (nothing is sent unrecorded) and the run ends
+        # with this one error; what this bucket had not settled waits for the next run
+        with ctx._lock:
+            if not ctx.fatal:
+                ctx.fatal.append(exc)
+        ctx.stop.set()
+        counts.pending += max(0, left - (counts.outcomes() - settled))
+        return counts
 
 
 def _load_leased(ctx: LoadContext, table: pa.Table, runs: tuple, held: set, counts: Counts, bucket: int) -> Counts:
@@ -139,16 +158,62 @@ def _load_leased(ctx: LoadContext, table: pa.Table, runs: tuple, held: set, coun
     return counts
 
 
+def drop_erased(table: pa.Table, erased: tuple, counts: Counts) -> pa.Table:
+    """Rows of users or conversations `memos-etl forget` erased: counted, never sent."""
+    hit = erased_mask(table, *erased)
+    if hit is None:
+        return table
+    counts.erased += int(hit.sum())
+    return table.filter(pa.array(~hit))
+
+
+def _split_deleted(ctx: LoadContext, table: pa.Table, counts: Counts) -> pa.Table:
+    """Rows the source marks deleted (fields.deleted): never sent; the delivered ones are
+    listed per conversation for the on_delete policy."""
+    if table.num_rows == 0 or ctx.mapping.fields.deleted is None:
+        return table
+    gone = pc.fill_null(table.column("deleted"), False).to_numpy(zero_copy_only=False)
+    if not gone.any():
+        return table
+    rows = table.filter(pa.array(gone))
+    counts.deleted_in_source += rows.num_rows
+    status = ctx.ledger.message_status(ctx.target, rows.column("key_lo").to_numpy(), rows.column("key_hi").to_numpy())
+    was = np.flatnonzero(status == "delivered")
+    if len(was):
+        idx = pa.array(was)
+        counts.note_change("deleted", list(zip(rows.column("user_id").take(idx).to_pylist(),
+                                               rows.column("conversation_id").take(idx).to_pylist())))
+    return table.filter(pa.array(~gone))
+
+
 def _drop_known(ctx: LoadContext, table: pa.Table, counts: Counts) -> pa.Table:
-    status = ctx.ledger.message_status(ctx.target, table.column("key_lo").to_numpy(),
-                                       table.column("key_hi").to_numpy())
+    known = ctx.ledger.known_messages(ctx.target, table.column("key_lo").to_numpy(),
+                                      table.column("key_hi").to_numpy())
+    status = known.status
     delivered = status == "delivered"
     in_doubt = status == "sent"
     failed = status == "failed"
+    # delivered before, but what the source says now is not what was sent: changed after delivery
+    comparable = delivered & known.has_fp
+    if comparable.any():
+        idx = np.flatnonzero(comparable)
+        if "fp" in table.schema.names:
+            now_fp = table.column("fp").to_numpy()[idx]
+        else:  # a dry run computes fingerprints only where there is something to compare
+            now_fp = fingerprints(table.take(pa.array(idx)))
+        changed_at = idx[now_fp != known.fp[idx]]
+        if len(changed_at):
+            counts.changed_after_delivery += len(changed_at)
+            delivered[changed_at] = False
+            rows = pa.array(changed_at)
+            counts.note_change("changed", list(zip(table.column("user_id").take(rows).to_pylist(),
+                                                   table.column("conversation_id").take(rows).to_pylist())))
+            status = status.copy()
+            status[changed_at] = "changed"
     counts.already_delivered += int(delivered.sum())
     counts.previously_failed += int(failed.sum())
     if ctx.resend_in_doubt:
-        keep = ~(delivered | failed)
+        keep = ~(delivered | failed) & (status != "changed")
     else:
         counts.in_doubt += int(in_doubt.sum())
         keep = status == ""
@@ -225,7 +290,7 @@ def _send(ctx: LoadContext, b: RequestBatch, table: pa.Table, counts: Counts,
     rec = BatchRecord(batch_key=b.batch_key, source=ctx.mapping.source.name, run_id=ctx.run_id,
                       user_id=b.user_id, conversation_id=b.conversation_id, n_tokens=b.n_tokens,
                       first_key=b.first_key, last_key=b.last_key, last_order=b.last_order,
-                      key_lo=b.key_lo, key_hi=b.key_hi, msg_hashes=b.msg_hashes)
+                      key_lo=b.key_lo, key_hi=b.key_hi, msg_hashes=b.msg_hashes, fp=b.fp, unit=b.unit)
     ctx.ledger.record_sent(ctx.target, rec, replace=ctx.resend_in_doubt)
     cfg = ctx.target_cfg
     maybe_applied = False
@@ -307,7 +372,8 @@ def _send(ctx: LoadContext, b: RequestBatch, table: pa.Table, counts: Counts,
 
 def _quarantine_rows(ctx: LoadContext, rows: pa.Table, reasons: list[str], counts: Counts,
                      writer: QuarantineWriter | None, part: str) -> None:
-    records = rows.drop_columns(["key_lo", "key_hi"]).to_pylist()
+    records = rows.drop_columns([c for c in ("key_lo", "key_hi", "fp", "unit", "deleted")
+                                 if c in rows.schema.names]).to_pylist()
     table = rows_table(ctx.run_id, ctx.mapping.source.name, "load", rows.column("source_file").to_pylist(),
                        rows.column("source_row").to_pylist(), rows.column("source_key").to_pylist(),
                        [reasons] * rows.num_rows, records)

@@ -123,6 +123,28 @@ def _info(mapping: Mapping, rb: pa.RecordBatch) -> pa.Array:
     return as_text(raw)
 
 
+_FALSE_TEXT = pa.array(["", "0", "false", "f", "no", "n", "none", "null"], pa.string())
+
+
+def _deleted(mapping: Mapping, rb: pa.RecordBatch) -> pa.Array:
+    """fields.deleted as a boolean: true, non-zero, or set (a timestamp, a CDC op 'd') means
+    deleted; null, false, 0, empty and false-like text mean present."""
+    tpl = mapping.template("deleted")
+    if tpl is None:
+        return pa.nulls(rb.num_rows, pa.bool_())
+    raw = rb.column(tpl.names[0]) if tpl.is_column else render(tpl, rb, mapping.constants)
+    if pa.types.is_boolean(raw.type):
+        out = raw
+    elif pa.types.is_integer(raw.type) or pa.types.is_floating(raw.type) or pa.types.is_decimal(raw.type):
+        out = pc.not_equal(raw, pc.cast(pa.scalar(0), raw.type))
+    elif pa.types.is_string(raw.type) or pa.types.is_large_string(raw.type) or pa.types.is_dictionary(raw.type):
+        text = pc.utf8_lower(pc.utf8_trim_whitespace(as_text(raw)))
+        out = pc.invert(pc.is_in(text, value_set=_FALSE_TEXT))
+    else:  # timestamps, dates and anything else: set means deleted
+        out = pc.is_valid(raw)
+    return pc.fill_null(out, False)
+
+
 def hash_keys(keys: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """128-bit identity of each key as two int64 halves (vectorised siphash from pandas)."""
     values = pc.fill_null(keys, "").to_numpy(zero_copy_only=False)
@@ -173,6 +195,7 @@ def map_batch(rb: pa.RecordBatch, mapping: Mapping, file_rel: str, offset: int) 
         else pa.array(np.arange(offset, offset + n, dtype=np.int64)),
         "key_lo": pa.array(lo),
         "key_hi": pa.array(hi),
+        "deleted": _deleted(mapping, rb),
     }
     arrays = [as_text(cols[f.name]) if pa.types.is_string(f.type) else cols[f.name].cast(f.type)
               for f in MESSAGE_SCHEMA]

@@ -11,7 +11,7 @@ A backfill is split by one of:
   keeps the conversations of its bucket): for sources that cannot be cut any other way.
 
 Every slice has a stable key; the backfill's id is a hash of the source, target and split,
-so running the same backfill again resumes it (tasks/checkpoint.py backfill_parts).
+so running the same backfill again resumes it (tasks/ledger/backfill.py).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import numpy as np
 from memos_etl.client import CannotTell, TerminalBatchError, TransientError
 from memos_etl.report import Counts
 from tasks.batch import message_hashes
-from tasks.checkpoint import TAIL, BatchRecord, Ledger
+from tasks.ledger import TAIL, BatchRecord, Ledger
 
 log = logging.getLogger("memos_etl.reconcile")
 

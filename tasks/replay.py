@@ -19,7 +19,7 @@ from memos_etl import pipeline
 from memos_etl.config import Mapping, RunConfig
 from memos_etl.errors import MemosEtlError
 from memos_etl.report import RunReport
-from tasks.checkpoint import Ledger
+from tasks.ledger import Ledger
 from tasks.extract import Slice
 
 log = logging.getLogger("memos_etl.replay")

@@ -23,6 +23,7 @@ from memos_etl.errors import SchemaDrift, SourceError
 from memos_etl.memory import release_unused
 from memos_etl.report import Counts
 from tasks.extract import ROW_COLUMN, Slice, Unit
+from tasks.ledger.erasures import erased_mask
 from tasks.map import MAPPED_SCHEMA, hash_keys, map_batch
 from tasks.nest import explode
 from tasks.quarantine import QuarantineWriter, rows_table
@@ -37,6 +38,9 @@ class StageResult:
     columns: dict[str, str] = field(default_factory=dict)  # column -> type kind, for drift checks
     high_water: Any = None  # SQL: largest cursor value read
     failed: str | None = None  # the unit could not be read: quarantined as a whole
+    # keys (lo, hi) of every message read from the unit, when asked for (a re-read file whose
+    # delivered messages may be gone); None when not collected or not complete
+    keys: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def bucket_of(table: pa.Table, buckets: int) -> np.ndarray:
@@ -81,10 +85,17 @@ def in_slice(mapped: pa.Table, part: Slice | None) -> np.ndarray | None:
 
 
 def stage_file(mapping: Mapping, source, unit: Unit, index: int, validator: Validator, run_id: str,
-               stage_dir: Path, quarantine_dir: Path, buckets: int, part: Slice | None = None) -> StageResult:
+               stage_dir: Path, quarantine_dir: Path, buckets: int, part: Slice | None = None,
+               erased: tuple = (frozenset(), frozenset()), collect_keys: bool = False) -> StageResult:
     """Extract, map, validate and stage one unit; a unit that cannot be read is quarantined whole.
-    Rows outside a row-level slice (`part`) are not this run's: not counted, not staged."""
+    Rows outside a row-level slice (`part`) are not this run's: not counted, not staged. Rows
+    of erased users (`erased`, from the ledger's tombstones) are counted, never staged or
+    quarantined. Rows the source marks deleted skip validation and are staged flagged, for
+    the loader to count. `collect_keys` keeps the key of every message read (StageResult.keys)."""
     counts = Counts()
+    keys_lo: list[np.ndarray] = []
+    keys_hi: list[np.ndarray] = []
+    complete = True  # every record of the unit became messages (nothing quarantined whole by nest)
     columns: dict[str, str] = {}
     writers: dict[int, ipc.RecordBatchFileWriter] = {}
     quarantine = QuarantineWriter(quarantine_dir, f"extract-{index:05d}")
@@ -102,7 +113,9 @@ def stage_file(mapping: Mapping, source, unit: Unit, index: int, validator: Vali
                     raise SchemaDrift(mapping.source.name, unit.rel,
                                       f"column {f.name!r} changed type within the unit: {columns[f.name]} -> {kind}")
             if mapping.nest is not None and not getattr(source, "exploded", False):
+                before = counts.quarantined
                 rb = _explode(mapping, rb, offset, unit, run_id, quarantine, counts)
+                complete &= counts.quarantined == before
                 if rb is None:
                     continue
             mapped = map_batch(rb, mapping, unit.rel, offset)
@@ -110,7 +123,19 @@ def stage_file(mapping: Mapping, source, unit: Unit, index: int, validator: Vali
             if keep is not None:
                 mask = pa.array(keep)
                 mapped, rb = mapped.filter(mask), rb.filter(mask)
+            if collect_keys:
+                keys_lo.append(mapped.column("key_lo").to_numpy())
+                keys_hi.append(mapped.column("key_hi").to_numpy())
             counts.read += rb.num_rows
+            hit = erased_mask(mapped, *erased)
+            if hit is not None:  # forgotten on purpose: not staged, not even quarantined
+                counts.erased += int(hit.sum())
+                mapped, rb = mapped.filter(pa.array(~hit)), rb.filter(pa.array(~hit))
+            if mapping.fields.deleted is not None:
+                gone = mapped.column("deleted").to_numpy(zero_copy_only=False)
+                if gone.any():  # deleted in the source: not validated (an emptied row is not bad data)
+                    _write_buckets(mapped.filter(pa.array(gone)), buckets, stage_dir, index, writers)
+                    mapped, rb = mapped.filter(pa.array(~gone)), rb.filter(pa.array(~gone))
             reasons = validator.reasons(mapped, rb)
             good, bad = split(mapped, reasons)
             if len(bad):
@@ -152,7 +177,11 @@ def stage_file(mapping: Mapping, source, unit: Unit, index: int, validator: Vali
             w.close()
         quarantine.close()
         release_unused()
-    return StageResult(unit, counts, sorted(writers), columns, getattr(source, "high_water", None))
+    keys = None
+    if collect_keys and complete:
+        keys = (np.concatenate(keys_lo) if keys_lo else np.empty(0, dtype=np.int64),
+                np.concatenate(keys_hi) if keys_hi else np.empty(0, dtype=np.int64))
+    return StageResult(unit, counts, sorted(writers), columns, getattr(source, "high_water", None), keys=keys)
 
 
 def _explode(mapping: Mapping, rb: pa.RecordBatch, offset: int, unit: Unit, run_id: str,

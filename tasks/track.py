@@ -13,7 +13,7 @@ import time
 from collections import Counter
 
 from memos_etl.client import TerminalBatchError, TransientError
-from tasks.checkpoint import Ledger
+from tasks.ledger import Ledger
 
 _RUNNING = {"running", "pending", "queued", "waiting", "processing", "in_progress"}
 _DONE = {"completed", "success", "succeeded", "done", "finished"}

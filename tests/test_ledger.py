@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.checkpoint import BatchRecord, Ledger
+from tasks.ledger import BatchRecord, Ledger
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

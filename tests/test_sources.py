@@ -193,7 +193,7 @@ def test_postgres_table_incremental_with_lag_and_backfill(dev_server, run_config
 
 
 def test_sql_backfill_slice_does_not_move_the_cursor(dev_server, run_config, tmp_path, pg_ledger_url):
-    from tasks.checkpoint import Ledger
+    from tasks.ledger import Ledger
 
     eng, t = create_table(pg_ledger_url)
     rows = sql_rows(4, 10)  # updated_at T0 .. T0+39s
