@@ -58,3 +58,20 @@ def generate(out: Path, messages: int, files: int = 10, users: int = 5000, seed:
     path = out / "mapping.yaml"
     path.write_text(yaml.safe_dump(mapping, sort_keys=False))
     return path
+
+
+def edit(mapping_path: Path, every: int = 100) -> int:
+    """Change the text of every `every`-th message of a generated dataset in place (same message
+    ids, new content), as a source edited after delivery; returns how many were changed."""
+    data = Path(yaml.safe_load(mapping_path.read_text())["source"]["path"])
+    changed = 0
+    for f in sorted(data.glob("*.parquet")):
+        table = pq.read_table(f)
+        ids = pc.cast(pc.utf8_slice_codeunits(table.column("message_id"), 1), pa.int64()).to_numpy()
+        hit = pa.array(ids % every == 0)
+        text = pc.if_else(hit, pc.binary_join_element_wise(table.column("text"), " (edited)", ""),
+                          table.column("text"))
+        table = table.set_column(table.schema.get_field_index("text"), "text", text)
+        pq.write_table(table, f, row_group_size=65_536)
+        changed += int(pc.sum(hit).as_py() or 0)
+    return changed

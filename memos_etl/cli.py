@@ -42,6 +42,30 @@ def _config(config: Optional[Path], target_url: Optional[str], ledger: Optional[
     return cfg
 
 
+class _ExpectedErrors:
+    """Logging filter: drops records that carry one of our own errors (MemosEtlError)."""
+
+    def filter(self, record) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, MemosEtlError)
+
+
+_EXPECTED = _ExpectedErrors()
+
+
+def _console_without_expected_tracebacks() -> None:
+    """Prefect's engine logs a failing flow run's exception with its traceback. For errors of
+    ours (a dead target, a failed ledger, a bad config) the CLI prints the one-line message
+    itself, so the terminal is spared the traceback; the flow run's logs in the Prefect API
+    keep it (the API handler sits on Prefect's run loggers, not on the console's)."""
+    import logging
+
+    for name in ("", "prefect"):
+        for handler in logging.getLogger(name).handlers:
+            if "Console" in type(handler).__name__ and _EXPECTED not in handler.filters:
+                handler.addFilter(_EXPECTED)
+
+
 def _fail(exc: Exception) -> None:
     report = getattr(exc, "report", None)
     if report is not None:
@@ -55,6 +79,8 @@ ConfigOpt = typer.Option(None, "--config", "-c", help="run config YAML (target, 
 TargetOpt = typer.Option(None, "--target-url", help="MemOS base URL (overrides target.base_url)")
 LedgerOpt = typer.Option(None, "--ledger", help="ledger SQLAlchemy URL (overrides state.ledger_url)")
 WorkOpt = typer.Option(None, "--work-dir", help="state directory (overrides state.work_dir)")
+NewTargetOpt = typer.Option(False, "--new-target", help="this source delivered to other target names and this "
+                                                        "is a different MemOS: send it everything (see target.name)")
 
 
 SourceArg = typer.Argument(..., help="a source name from the config's `sources:`, or a mapping file path")
@@ -80,6 +106,7 @@ def sync(source: str = SourceArg,
                                                                "sent to the outbox file"),
          outbox: Optional[Path] = typer.Option(None, help="dry-run outbox (JSONL); default "
                                                           "<work_dir>/outbox/<source>.jsonl"),
+         new_target: bool = NewTargetOpt,
          json_out: bool = typer.Option(False, "--json", help="print the report as JSON")):
     """Sync one source into MemOS (a Prefect flow run unless --no-prefect).
 
@@ -92,6 +119,7 @@ def sync(source: str = SourceArg,
     shutdown.install()
     try:
         cfg = _config(config, target_url, ledger, work_dir)
+        cfg.target.new_target = cfg.target.new_target or new_target
         from memos_etl.pipeline import preflight
 
         m = _source(cfg, source)
@@ -111,6 +139,7 @@ def sync(source: str = SourceArg,
             else:
                 from flows.sync import run_sync
 
+                _console_without_expected_tracebacks()
                 report = run_sync(source, cfg, resend_in_doubt, since, until, list(partition), box)
     except MemosEtlError as exc:
         _fail(exc)
@@ -216,6 +245,7 @@ def backfill(source: str = SourceArg, since: Optional[str] = typer.Option(None),
                                                                          "without a Prefect API server"),
              config: Optional[Path] = ConfigOpt, target_url: Optional[str] = TargetOpt,
              ledger: Optional[str] = LedgerOpt, work_dir: Optional[Path] = WorkOpt,
+             new_target: bool = NewTargetOpt,
              json_out: bool = typer.Option(False, "--json")):
     """Backfill a range of a source in partitions; run it again to resume (done parts are skipped).
     Never moves the nightly cursor. Exit 0 when every part is done, 2 otherwise."""
@@ -224,6 +254,7 @@ def backfill(source: str = SourceArg, since: Optional[str] = typer.Option(None),
     shutdown.install()
     try:
         cfg = _config(config, target_url, ledger, work_dir)
+        cfg.target.new_target = cfg.target.new_target or new_target
         m = _source(cfg, source)
         from memos_etl.pipeline import preflight
 
@@ -238,6 +269,7 @@ def backfill(source: str = SourceArg, since: Optional[str] = typer.Option(None),
             from flows.backfill import backfill_flow
             from flows.heartbeat import in_process
 
+            _console_without_expected_tracebacks()
             with in_process():
                 result = backfill_flow(source, since, until, by, every, buckets, fan_out, parallel,
                                        str(cfg.path_) if cfg.path_ else None, overrides, deployment)
@@ -345,6 +377,89 @@ def rollback(run: str = typer.Argument(..., help="run id (see `memos-etl status`
                f"{out['files_forgotten']} files to read again, {out['cursor']}")
 
 
+@app.command()
+def reconcile(source: str = SourceArg, config: Optional[Path] = ConfigOpt, target_url: Optional[str] = TargetOpt,
+              ledger: Optional[str] = LedgerOpt, work_dir: Optional[Path] = WorkOpt,
+              json_out: bool = typer.Option(False, "--json")):
+    """Full key scan: read every key the source holds now (a whole SQL table or file set, cursor
+    and manifest ignored; nothing validated or sent) and report the delivered messages it no
+    longer holds: hard deletes a nightly sync cannot see."""
+    from tasks.keyscan import scan
+
+    cfg = _config(config, target_url, ledger, work_dir)
+    try:
+        out = scan(_source(cfg, source), cfg)
+    except MemosEtlError as exc:
+        _fail(exc)
+    if json_out:
+        typer.echo(json.dumps(out, indent=2, default=str))
+        return
+    typer.echo(f"{out['source']} -> {out['target']}: {out['keys_read']} messages in {out['units']} units now, "
+               f"{out['delivered']} delivered")
+    typer.echo(f"deleted in source  {out['deleted_in_source']} delivered messages no longer in the source "
+               f"(+{out['flagged_deleted']} read flagged deleted), in {len(out['conversations'])} conversations")
+    for conv, kinds in sorted(out["conversations"].items(), key=lambda kv: -kv[1].get("deleted", 0))[:50]:
+        typer.echo(f"  {kinds.get('deleted', 0):>6}  {conv}")
+    for u in out["unreadable"]:
+        typer.secho(f"unreadable (its messages not judged): {u}", fg="yellow", err=True)
+    if out["units_not_judged"]:
+        typer.echo(f"note: {out['units_not_judged']} units were read only in part; their messages were not judged")
+
+
+@app.command()
+def forget(user: str = typer.Option(..., "--user", help="the MemOS user_id to erase"),
+           conversation: Optional[str] = typer.Option(None, "--conversation", help="erase only this conversation"),
+           yes: bool = typer.Option(False, "--yes", "-y"), config: Optional[Path] = ConfigOpt,
+           target_url: Optional[str] = typer.Option(None, "--target", "--target-url",
+                                                    help="MemOS base URL (overrides target.base_url)"),
+           ledger: Optional[str] = LedgerOpt, work_dir: Optional[Path] = WorkOpt):
+    """Erase a user (or one conversation) for good: delete their memories on the target, keep
+    them out of every later sync, backfill, replay, re-drive and reset (a tombstone), drop
+    their quarantined rows and dry-run requests, and log the erasure (ids and time only).
+
+    Exit codes: 0 erased; 1 error; 2 tombstone written but the target's memories not (all)
+    deleted (run forget again)."""
+    from memos_etl.pipeline import make_target
+    from tasks.erase import forget as do_forget
+    from tasks.ledger import Ledger
+
+    cfg = _config(config, target_url, ledger, work_dir)
+    try:
+        led = Ledger(cfg.state.ledger())
+        try:
+            batches = led.delivered_batches(cfg.target.ledger_name, users=[user],
+                                            conversations=[conversation] if conversation else None)
+        finally:
+            led.close()
+    except MemosEtlError as exc:
+        _fail(exc)
+    scope = f"conversation {conversation!r} of user {user!r}" if conversation else f"user {user!r}"
+    convs = len({b["conversation_id"] for b in batches})
+    msgs = sum(b["n_messages"] for b in batches)
+    what = (f"every memory of {user!r} on {cfg.target.ledger_name} (MemOS deletes by user_id: also memories "
+            "memos-etl did not load)" if not conversation else
+            f"the memories its {len(batches)} recorded requests made on {cfg.target.ledger_name}")
+    if not yes:
+        typer.confirm(f"erase {scope} ({msgs} messages in {convs} conversations recorded as sent): delete {what}, "
+                      "and keep them out of every later run?", abort=True)
+    t = make_target(cfg)
+    try:
+        out = do_forget(cfg, t, user, conversation)
+    except MemosEtlError as exc:
+        _fail(exc)
+    finally:
+        t.close()
+    if not out["complete"]:
+        typer.secho(f"forget {scope}: tombstone written (erasure {out['erasure_id']}), but {out['problem']}",
+                    fg="yellow", err=True)
+        raise typer.Exit(2)
+    deleted = "all" if out["memories_deleted"] is None else out["memories_deleted"]
+    typer.echo(f"erased {scope}: {deleted} memories deleted on {cfg.target.ledger_name}, "
+               f"{out['messages_forgotten']} messages in {out['requests']} requests forgotten by the ledger, "
+               f"{out['quarantine_rows_removed']} quarantined rows and {out['outbox_requests_removed']} dry-run "
+               f"requests removed; no later run loads them (erasure {out['erasure_id']})")
+
+
 def _print_report(report: dict, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(report, indent=2, default=str))
@@ -361,21 +476,31 @@ def _print_report(report: dict, as_json: bool) -> None:
 
 @app.command()
 def status(config: Optional[Path] = ConfigOpt, ledger: Optional[str] = LedgerOpt,
-           work_dir: Optional[Path] = WorkOpt, json_out: bool = typer.Option(False, "--json")):
-    """Per source and target: cursor, last run, messages delivered, pending, in doubt, quarantined."""
+           work_dir: Optional[Path] = WorkOpt, json_out: bool = typer.Option(False, "--json"),
+           only_erasures: bool = typer.Option(False, "--erasures", help="only the erasure log (memos-etl forget)")):
+    """Per source and target: cursor, last run, messages delivered, pending, in doubt, quarantined;
+    then the erasure log (who was erased with `forget`, where and when: ids only)."""
     from tasks import cursor
     from tasks.ledger import Ledger
     from tasks.quarantine import read_quarantine
     from tasks.redrive import resolved, row_key
 
     cfg = _config(config, None, ledger, work_dir)
-    led = Ledger(cfg.state.ledger())
-    rows = led.source_overview()
-    led.close()
-    if json_out:
-        typer.echo(json.dumps(rows, indent=2, default=str))
+    try:
+        led = Ledger(cfg.state.ledger())
+        try:
+            rows = led.source_overview()
+            erasures = led.erasure_log()
+        finally:
+            led.close()
+    except MemosEtlError as exc:
+        _fail(exc)
+    if json_out:  # a list of sources, as before erasures existed; --erasures --json gives the log
+        typer.echo(json.dumps(erasures if only_erasures else rows, indent=2, default=str))
         return
-    if not rows:
+    if only_erasures:
+        rows = []
+    if not rows and not only_erasures:
         typer.echo("ledger is empty: nothing synced yet")
     for r in rows:
         last = r.get("last_run") or {}
@@ -400,6 +525,15 @@ def status(config: Optional[Path] = ConfigOpt, ledger: Optional[str] = LedgerOpt
         typer.echo(f"  in doubt    {r.get('sent', 0)} messages sent, never confirmed")
         typer.echo(f"  refused     {r.get('failed', 0)} messages refused by the target (quarantined)")
         typer.echo(f"  quarantined {quarantined} rows (memos-etl quarantine list --source {r['source']})")
+    if erasures:
+        typer.echo("erasures (memos-etl forget; ids only)")
+        for e in erasures:
+            scope = e["user_id"] + (f" / {e['conversation_id']}" if e["conversation_id"] else " (whole user)")
+            done = ("done" if e["status"] == "done" else "STARTED, not finished: run forget again")
+            deleted = {None: "?", -1: "all"}.get(e["memories_deleted"], e["memories_deleted"])
+            typer.echo(f"  {str(e['erased_at'])[:19]}  {scope} on {e['target']} by {e['erased_by']}: {done}"
+                       + (f" ({deleted} memories deleted, {e['messages_forgotten']} messages forgotten)"
+                          if e["status"] == "done" else ""))
 
 
 quarantine_app = typer.Typer(no_args_is_help=True, help="Inspect, export and re-drive quarantined rows.")
@@ -544,6 +678,7 @@ def demo(work_dir: Path = typer.Option(Path(".memos-etl"), help="state directory
         typer.echo(f"dev-server on {server.url}; syncing {SAMPLE_MAPPING.relative_to(ROOT)} ...")
         from flows.sync import run_sync
 
+        _console_without_expected_tracebacks()
         try:
             report = run_sync(str(SAMPLE_MAPPING), cfg)
         except MemosEtlError as exc:

@@ -228,6 +228,10 @@ class CloudTarget(_HttpTarget):
             deleted += len(chunk)
         return deleted
 
+    def delete_user_memories(self, user_id: str) -> None:
+        """Every memory of a user (MemOS deletes by user_id; it does not say how many)."""
+        self._post("/delete/memory", {"user_id": user_id}, writes=True)
+
     def search(self, user_id: str, query: str, limit: int = 6) -> list[dict]:
         data = self._post("/search/memory", {"user_id": user_id, "query": query,
                                              "memory_limit_number": limit}, writes=False)
@@ -282,6 +286,9 @@ class SelfHostedTarget(_HttpTarget):
 
     def delete_memories(self, memory_ids: list[str]) -> int:
         raise CannotTell("rollback is not supported on the self-hosted server")
+
+    def delete_user_memories(self, user_id: str) -> None:
+        raise CannotTell("deleting memories is not supported on the self-hosted server yet")
 
     def search(self, user_id: str, query: str, limit: int = 6) -> list[dict]:
         # relativity 0: the server's default floor (0.45) hides weaker matches, and a check of

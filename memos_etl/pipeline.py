@@ -176,7 +176,9 @@ def _drift(mapping: Mapping, staged: list[StageResult], baseline: dict, report: 
             elif "null" in (before, kind):  # a column that was all null tells no type
                 now[col] = kind if before == "null" else before
             elif before != kind:
-                if col in mapped:
+                # a soft-delete column is read whatever its type (null until the first delete,
+                # then a bool, a timestamp or text): its type changing is not drift
+                if col in mapped and mapped[col] != "fields.deleted":
                     raise SchemaDrift(mapping.source.name, s.unit.rel,
                                       f"mapped column {col!r} changed type: {before} -> {kind} "
                                       f"({mapped[col]}); nothing was sent. Fix the source or the mapping.")
@@ -321,23 +323,23 @@ def gone_from_files(ledger: Ledger, target: str, source: str, staged: list[Stage
     """Delivered messages of re-read files that the files no longer hold: deleted in the
     source. Counted and listed per conversation (they were not read, so not in `read`)."""
     for s in staged:
-        lo, hi, convs = ledger.unit_messages(target, unit_hash(source, s.unit.rel))
+        lo, hi = ledger.unit_keys(target, unit_hash(source, s.unit.rel))
         if not len(lo):
             continue
         have = np.zeros(len(lo), dtype=bool)
         read_lo, read_hi = s.keys
         if len(read_lo):
-            # a key is the pair (lo, hi); match on both halves at once as one structured value
+            # a key is the pair (lo, hi): compare both halves at once as one structured value
             pair = np.dtype([("lo", np.int64), ("hi", np.int64)])
             theirs = np.empty(len(lo), dtype=pair)
             theirs["lo"], theirs["hi"] = lo, hi
             ours = np.empty(len(read_lo), dtype=pair)
             ours["lo"], ours["hi"] = read_lo, read_hi
             have = np.isin(theirs, ours)
-        missing = np.flatnonzero(~have)
-        if len(missing):
-            counts.gone_from_source += len(missing)
-            counts.note_change("gone", [convs[i] for i in missing.tolist()])
+        missing = ~have
+        if missing.any():
+            counts.gone_from_source += int(missing.sum())
+            counts.note_change("gone", ledger.conversations_of(target, lo[missing], hi[missing]))
 
 
 def _save_state(ledger: Ledger, source: str, target: str, run_id: str, staged: list[StageResult], columns: dict,

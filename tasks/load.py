@@ -98,6 +98,14 @@ def load_bucket(ctx: LoadContext, stage_dir: Path, bucket: int) -> Counts:
     try:
         held = ctx.ledger.acquire(ctx.target, ctx.run_id, runs[1], ctx.load.lease_ttl_s)
         try:
+            # tombstones again, now that the leases are ours: `forget` writes its tombstone, then
+            # waits for leases, so either it waits for this bucket or this bucket sees the tombstone
+            erased = ctx.ledger.tombstones()
+            if erased != ctx.erased:
+                before = table.num_rows
+                table = drop_erased(table, erased, counts)
+                if table.num_rows != before:
+                    runs = conversation_runs(table)
             return _load_leased(ctx, table, runs, held, counts, bucket)
         finally:
             ctx.ledger.release(ctx.target, ctx.run_id, sorted(held))

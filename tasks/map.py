@@ -139,7 +139,7 @@ def _deleted(mapping: Mapping, rb: pa.RecordBatch) -> pa.Array:
         out = pc.not_equal(raw, pc.cast(pa.scalar(0), raw.type))
     elif pa.types.is_string(raw.type) or pa.types.is_large_string(raw.type) or pa.types.is_dictionary(raw.type):
         text = pc.utf8_lower(pc.utf8_trim_whitespace(as_text(raw)))
-        out = pc.invert(pc.is_in(text, value_set=_FALSE_TEXT))
+        out = pc.and_(pc.is_valid(text), pc.invert(pc.is_in(text, value_set=_FALSE_TEXT)))
     else:  # timestamps, dates and anything else: set means deleted
         out = pc.is_valid(raw)
     return pc.fill_null(out, False)

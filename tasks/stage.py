@@ -109,7 +109,8 @@ def stage_file(mapping: Mapping, source, unit: Unit, index: int, validator: Vali
                 kind = type_kind(f.type) or "null"  # all-null so far: present, type unknown
                 if columns.get(f.name, "null") == "null":
                     columns[f.name] = kind
-                elif kind != "null" and columns[f.name] != kind and f.name in mapping.referenced_columns():
+                elif kind != "null" and columns[f.name] != kind and \
+                        mapping.referenced_columns().get(f.name, "fields.deleted") != "fields.deleted":
                     raise SchemaDrift(mapping.source.name, unit.rel,
                                       f"column {f.name!r} changed type within the unit: {columns[f.name]} -> {kind}")
             if mapping.nest is not None and not getattr(source, "exploded", False):

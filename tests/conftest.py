@@ -58,36 +58,67 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def postgres_url():
-    """A real PostgreSQL 15 server in a temp dir, for the life of the test session.
+class PgCluster:
+    """A throwaway PostgreSQL 15 cluster on loopback, as the `postgres` user when run as root
+    (PostgreSQL refuses to run as root). `stop`/`start` are a real server outage."""
 
-    PostgreSQL refuses to run as root, so as root the cluster belongs to the `postgres` user.
-    Set MEMOS_ETL_REQUIRE_PG=1 (as .ci/run does) to turn a missing server into a failure.
-    """
+    def __init__(self):
+        self.base = tempfile.mkdtemp(prefix="memos-etl-pg-")
+        self.data = os.path.join(self.base, "data")
+        self.as_user: list[str] = []
+        if os.geteuid() == 0:
+            os.chmod(self.base, 0o755)
+            shutil.chown(self.base, "postgres", "postgres")
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+        self.port = _free_port()
+        subprocess.run(self.as_user + ["initdb", "-D", self.data, "-A", "trust", "-U", "postgres", "--no-sync",
+                                       "-E", "UTF8"], check=True, capture_output=True)
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        opts = f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100"
+        subprocess.run(self.as_user + ["pg_ctl", "-D", self.data, "-o", opts, "-l", os.path.join(self.base, "log"),
+                                       "-w", "start"], check=True, capture_output=True)
+
+    def stop(self, mode: str = "immediate") -> None:
+        subprocess.run(self.as_user + ["pg_ctl", "-D", self.data, "-m", mode, "-w", "stop"], capture_output=True)
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def need_postgres() -> None:
+    """Skip (or, with MEMOS_ETL_REQUIRE_PG=1 as .ci/run sets, fail) without PostgreSQL binaries."""
     if not shutil.which("initdb") or not shutil.which("pg_ctl"):
         msg = "PostgreSQL server binaries (initdb, pg_ctl) not on PATH"
         if os.environ.get("MEMOS_ETL_REQUIRE_PG"):
             pytest.fail(msg)
         pytest.skip(msg)
-    base = tempfile.mkdtemp(prefix="memos-etl-pg-")
-    data = os.path.join(base, "data")
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        os.chmod(base, 0o755)
-        shutil.chown(base, "postgres", "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    port = _free_port()
-    subprocess.run(as_user + ["initdb", "-D", data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"],
-                   check=True, capture_output=True)
-    opts = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100"
-    subprocess.run(as_user + ["pg_ctl", "-D", data, "-o", opts, "-l", os.path.join(base, "log"), "-w", "start"],
-                   check=True, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL 15 server in a temp dir, for the life of the test session."""
+    need_postgres()
+    cluster = PgCluster()
+    cluster.start()
     try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+        yield cluster.url
     finally:
-        subprocess.run(as_user + ["pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
+        cluster.remove()
+
+
+@pytest.fixture
+def pg_cluster():
+    """A PostgreSQL cluster of this test's own, which the test may stop and start."""
+    need_postgres()
+    cluster = PgCluster()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.remove()
 
 
 @pytest.fixture

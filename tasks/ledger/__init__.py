@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from tasks.ledger.backfill import Backfills
-from tasks.ledger.db import RETRY_S, LedgerError, create_engine, guarded, safe_url, upgrade
+from tasks.ledger.db import OPEN_RETRY_S, RETRY_S, LedgerError, create_engine, guarded, safe_url, upgrade
 from tasks.ledger.deliveries import BatchRecord, Deliveries, KnownMessages, unit_hash
 from tasks.ledger.erasures import Erasures, erased_mask
 from tasks.ledger.leases import Leases
@@ -29,9 +29,12 @@ class Ledger(Runs, Deliveries, Leases, Sources, Backfills, Erasures):
     def __init__(self, url: str, retry_s: float = RETRY_S):
         self.url = url
         self.safe_url = safe_url(url)
-        self.retry_s = retry_s
         self.engine = create_engine(url)
+        # a ledger that cannot be reached at all is more often a wrong URL than a failover:
+        # opening gives up sooner than a call in the middle of a run
+        self.retry_s = min(retry_s, OPEN_RETRY_S)
         self._open()
+        self.retry_s = retry_s
 
     @guarded("opening the ledger")
     def _open(self) -> None:

@@ -25,7 +25,10 @@ from tasks.ledger.tables import TAIL, batches, conversations, leases, messages, 
 
 _CHUNK = 5_000  # keys per IN (...) lookup: under SQLite's and PostgreSQL's parameter limits
 
-_MARK_DELIVERED = batches.update().where(batches.c.batch_key == sa.bindparam("b_key")).values(
+# only a request still `sent` moves on: a retried call (its first commit's answer was lost
+# with the connection) finds it delivered already and leaves the conversation as it is
+_MARK_DELIVERED = batches.update().where(batches.c.batch_key == sa.bindparam("b_key"),
+                                         batches.c.status == "sent").values(
     status="delivered", acked_at=sa.bindparam("b_at"), task_id=sa.bindparam("b_task"))
 _CONVERSATION_KEY = (conversations.c.target == sa.bindparam("b_target")) & \
     (conversations.c.user_id == sa.bindparam("b_user")) & (conversations.c.conversation_id == sa.bindparam("b_conv"))
@@ -135,18 +138,48 @@ class Deliveries:
         return out
 
     @guarded("reading a file's delivered messages")
-    def unit_messages(self, target: str, unit: int) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
-        """Keys (lo, hi) of the delivered messages read from one unit, and each one's
-        (user_id, conversation_id)."""
+    def unit_keys(self, target: str, unit: int) -> tuple[np.ndarray, np.ndarray]:
+        """Keys (lo, hi) of the delivered messages read from one unit."""
         with self.engine.connect() as c:
-            rows = c.execute(sa.select(messages.c.key_lo, messages.c.key_hi, batches.c.user_id,
-                                       batches.c.conversation_id)
+            rows = c.execute(sa.select(messages.c.key_lo, messages.c.key_hi)
                              .join(batches, batches.c.batch_key == messages.c.batch_key)
                              .where(messages.c.target == target, messages.c.unit == unit,
                                     batches.c.status == "delivered")).all()
-        lo = np.array([r[0] for r in rows], dtype=np.int64)
-        hi = np.array([r[1] for r in rows], dtype=np.int64)
-        return lo, hi, [(r[2], r[3]) for r in rows]
+        if not rows:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+        keys = np.array(rows, dtype=np.int64)
+        return keys[:, 0].copy(), keys[:, 1].copy()
+
+    @guarded("reading a source's delivered keys")
+    def source_keys(self, target: str, source: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Keys (lo, hi) of every message of a source delivered to a target, and each one's unit
+        hash (0 where not recorded: delivered before revision 0002)."""
+        with self.engine.connect() as c:
+            rows = c.execute(sa.select(messages.c.key_lo, messages.c.key_hi, sa.func.coalesce(messages.c.unit, 0))
+                             .join(batches, batches.c.batch_key == messages.c.batch_key)
+                             .where(messages.c.target == target, batches.c.source == source,
+                                    batches.c.status == "delivered")).all()
+        if not rows:
+            empty = np.empty(0, dtype=np.int64)
+            return empty, empty, empty
+        keys = np.array(rows, dtype=np.int64)
+        return keys[:, 0].copy(), keys[:, 1].copy(), keys[:, 2].copy()
+
+    @guarded("reading messages' conversations")
+    def conversations_of(self, target: str, key_lo: np.ndarray, key_hi: np.ndarray) -> list[tuple[str, str]]:
+        """(user_id, conversation_id) of each of these delivered messages (few: the missing ones)."""
+        wanted = set(zip(key_lo.tolist(), key_hi.tolist()))
+        found: dict[tuple[int, int], tuple[str, str]] = {}
+        lows = sorted({lo for lo, _ in wanted})
+        stmt = (sa.select(messages.c.key_lo, messages.c.key_hi, batches.c.user_id, batches.c.conversation_id)
+                .join(batches, batches.c.batch_key == messages.c.batch_key)
+                .where(messages.c.target == target, messages.c.key_lo.in_(sa.bindparam("lows", expanding=True))))
+        with self.engine.connect() as c:
+            for i in range(0, len(lows), _CHUNK):
+                for lo, hi, u, cid in c.execute(stmt, {"lows": lows[i:i + _CHUNK]}):
+                    if (lo, hi) in wanted:
+                        found[(lo, hi)] = (u, cid)
+        return [found.get(k, ("?", "?")) for k in zip(key_lo.tolist(), key_hi.tolist())]
 
     @guarded("reading conversation progress")
     def last_orders(self, target: str, conversation_ids: list[str]) -> dict[tuple[str, str], int | None]:
@@ -184,6 +217,18 @@ class Deliveries:
         units = rec.unit.tolist() if rec.unit is not None else [None] * n
         rows = [{"target": target, "key_lo": lo, "key_hi": hi, "batch_key": rec.batch_key, "fp": fp, "unit": u}
                 for lo, hi, fp, u in zip(rec.key_lo.tolist(), rec.key_hi.tolist(), fps, units)]
+        try:
+            self._insert_sent(target, rec, rows, replace)
+        except sa.exc.IntegrityError:
+            # a retry after a lost connection whose first commit went through: it is ours
+            with self.engine.connect() as c:
+                mine = c.execute(sa.select(batches.c.run_id, batches.c.status).where(
+                    batches.c.batch_key == rec.batch_key)).first()
+            if mine is None or tuple(mine) != (rec.run_id, "sent"):
+                raise
+
+    def _insert_sent(self, target: str, rec: BatchRecord, rows: list[dict], replace: bool) -> None:
+        n = len(rows)
         with self.engine.begin() as c:
             if replace:  # an explicit resend of in-doubt messages takes them over
                 c.execute(messages.delete().where(messages.c.target == target,
@@ -206,7 +251,8 @@ class Deliveries:
         # statements with bound parameters, built once: SQLAlchemy caches their compiled form,
         # where .values(literal...) would build and key a new statement per request
         with self.engine.begin() as c:
-            c.execute(_MARK_DELIVERED, {"b_key": rec.batch_key, "b_at": t, "b_task": task_id})
+            if c.execute(_MARK_DELIVERED, {"b_key": rec.batch_key, "b_at": t, "b_task": task_id}).rowcount == 0:
+                return
             prev = c.execute(_CONVERSATION_STATE, conv).first()
             if prev is None:
                 c.execute(conversations.insert(), {
