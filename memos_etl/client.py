@@ -232,6 +232,13 @@ class CloudTarget(_HttpTarget):
         """Every memory of a user (MemOS deletes by user_id; it does not say how many)."""
         self._post("/delete/memory", {"user_id": user_id}, writes=True)
 
+    def delete_conversation_memories(self, user_id: str, conversation_id: str, batch_keys: list[str]) -> int:
+        """The memories the requests of one conversation made, found by their provenance."""
+        ids: list[str] = []
+        for key in batch_keys:
+            ids += self.find_memories(user_id, {"info.batch_key": key})
+        return self.delete_memories(sorted(set(ids))) if ids else 0
+
     def search(self, user_id: str, query: str, limit: int = 6) -> list[dict]:
         data = self._post("/search/memory", {"user_id": user_id, "query": query,
                                              "memory_limit_number": limit}, writes=False)
@@ -287,8 +294,42 @@ class SelfHostedTarget(_HttpTarget):
     def delete_memories(self, memory_ids: list[str]) -> int:
         raise CannotTell("rollback is not supported on the self-hosted server")
 
-    def delete_user_memories(self, user_id: str) -> None:
-        raise CannotTell("deleting memories is not supported on the self-hosted server yet")
+    def memories(self, user_id: str, session_id: str | None = None) -> list[dict]:
+        """The user's text memories as /product/get_all lists them (MemOS 2.0.33 shows at most
+        about 200 of a user's memories there), optionally of one session."""
+        data = self._post("/product/get_all", {"user_id": user_id, "memory_type": "text_mem"}, writes=False)
+        nodes = [n for cube in data or [] if isinstance(cube, dict) for group in cube.get("memories") or []
+                 for n in group.get("nodes") or []]
+        if session_id is not None:
+            nodes = [n for n in nodes if (n.get("metadata") or {}).get("session_id") == session_id]
+        return nodes
+
+    def delete_user_memories(self, user_id: str, session_id: str | None = None) -> int:
+        """Delete a user's (or one session's) memories with MemOS 2.0.33's
+        /product/delete_memory (its user_id / session_id delete conditions). Background
+        extraction replaces fast memories after the add answered, so first wait (up to
+        `extraction_wait_s`) until none is left at the fast stage, and check afterwards that
+        the listing is empty. Returns how many memories were listed before the delete."""
+        deadline = time.monotonic() + self.cfg.extraction_wait_s
+        nodes = self.memories(user_id, session_id)
+        while any((n.get("metadata") or {}).get("is_fast") for n in nodes) and time.monotonic() < deadline:
+            time.sleep(1.0)
+            nodes = self.memories(user_id, session_id)
+        body = {"user_id": user_id, **({"session_id": session_id} if session_id is not None else {})}
+        for attempt in range(3):
+            # 2.0.33 answers {"status": "failure"} to a delete by user_id / session_id even when
+            # it deleted them (it fails afterwards, on preference memory a server without it
+            # lacks): the listing, not the answer, says whether they are gone
+            self._post("/product/delete_memory", body, writes=True)
+            left = self.memories(user_id, session_id)
+            if not left:
+                return len(nodes)
+            time.sleep(1.0 + attempt)  # an extraction that was still running added some back
+        raise TransientError(f"{len(left)} memories of {user_id}{'/' + session_id if session_id else ''} are "
+                             "still listed after three deletes; run forget again")
+
+    def delete_conversation_memories(self, user_id: str, conversation_id: str, batch_keys: list[str]) -> int:
+        return self.delete_user_memories(user_id, conversation_id)
 
     def search(self, user_id: str, query: str, limit: int = 6) -> list[dict]:
         # relativity 0: the server's default floor (0.45) hides weaker matches, and a check of

@@ -354,6 +354,44 @@ def create_app(store: Store | None = None, faults: Faults | None = None) -> Fast
         return [{"memory": text, "memory_id": str(uuid.uuid5(uuid.NAMESPACE_URL, task_id)),
                  "memory_type": "LongTermMemory", "cube_id": body["user_id"]}]
 
+    @app.post("/product/get_all")
+    async def product_get_all(request: Request):
+        # like MemOS 2.0.33 (text_mem): the user's memories as one cube of node groups, each node
+        # with its session, the request's info and the raw message it came from in `sources`
+        body = await request.json()
+        rows = store.query("SELECT id, conversation_id, role, content, chat_time, info FROM messages "
+                           "WHERE user_id=? ORDER BY id", (body.get("user_id"),))
+        nodes = [{"id": str(i), "memory": f"{r}: {c}", "metadata": {
+            "session_id": conv, "info": json.loads(inf) if inf else {}, "is_fast": False, "memory_type": "LongTermMemory",
+            "sources": [{"type": "chat", "role": r, "content": c, "chat_time": t}]}}
+            for i, conv, r, c, t, inf in rows]
+        cube = {"cube_id": body.get("user_id"), "memories": [{"id": "root", "nodes": nodes}] if nodes else []}
+        return _env(200, "Memories retrieved successfully", [cube])
+
+    @app.post("/product/delete_memory")
+    async def product_delete_memory(request: Request):
+        # MemOS 2.0.33's delete modes: memory_ids, or user_id / session_id conditions
+        body = await request.json()
+        session = body.get("session_id") or body.get("conversation_id")
+        if body.get("memory_ids") is not None:
+            ids = [int(i) for i in body["memory_ids"] if str(i).isdigit()]
+            if ids:
+                store.execute(f"DELETE FROM messages WHERE id IN ({','.join('?' * len(ids))})", ids)
+        elif body.get("user_id") or session:
+            sql, args = "DELETE FROM messages WHERE 1=1", []
+            if body.get("user_id"):
+                sql, args = sql + " AND user_id=?", args + [body["user_id"]]
+            if session:
+                sql, args = sql + " AND conversation_id=?", args + [session]
+            store.execute(sql, args)
+            # as MemOS 2.0.33 answers it (deployments/memos-local): the memories are deleted, then
+            # the handler fails on preference memory the server was started without
+            return _env(200, "Failed to delete memories", {"status": "failure"})
+        else:
+            return _env(200, "Exactly one delete mode must be provided: memory_ids, file_ids, or "
+                             "filter/user_id/session_id.", {"status": "failure"})
+        return _env(200, "Memories deleted successfully", {"status": "success"})
+
     @app.post("/product/search")
     async def product_search(request: Request):
         body = await request.json()

@@ -24,7 +24,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from memos_etl.client import CannotTell
+from memos_etl.client import CannotTell, TransientError
 from memos_etl.config import RunConfig
 from tasks.ledger import Ledger
 from tasks.ledger.tables import leases
@@ -51,11 +51,9 @@ def forget(cfg: RunConfig, client, user_id: str, conversation_id: str | None = N
             if conversation_id is None:
                 deleted = client.delete_user_memories(user_id)
             else:
-                ids: list[str] = []
-                for b in batches:
-                    ids += client.find_memories(user_id, {"info.batch_key": b["batch_key"]})
-                deleted = client.delete_memories(sorted(set(ids))) if ids else 0
-        except CannotTell as exc:
+                deleted = client.delete_conversation_memories(user_id, conversation_id,
+                                                              [b["batch_key"] for b in batches])
+        except (CannotTell, TransientError) as exc:
             return {"erasure_id": erasure, "complete": False, "requests": len(batches),
                     "problem": f"{exc}: the memories on {target} were NOT deleted; no later run loads this "
                                "user again (tombstone), and the ledger still lists what the target holds"}

@@ -99,16 +99,21 @@ def test_forget_one_conversation_keeps_the_users_others(dev_server, tmp_path, pg
     assert again["counts"]["already_delivered"] == 9
 
 
-def test_forget_on_a_self_hosted_target_keeps_the_tombstone_and_says_what_is_left(dev_server, tmp_path):
+def test_forget_on_a_self_hosted_target_deletes_by_user_and_session(dev_server, tmp_path):
+    """The open-source server's /product/delete_memory (user_id / session_id conditions), as
+    the dev-server answers it; tests/test_memos_real.py does the same against MemOS itself."""
     cfg, data, rows = _setup(tmp_path, dev_server.url, f"sqlite:///{tmp_path / 'ledger.db'}")
     body = yaml.safe_load(Path(cfg).read_text())
     body["target"]["kind"] = "self-hosted"
     Path(cfg).write_text(yaml.safe_dump(body))
     assert _json(runner.invoke(app, ["sync", "chats", "-c", cfg, "--no-prefect", "--json"]))["counts"]["delivered"] == 12
+    res = runner.invoke(app, ["forget", "--user", "u1", "--conversation", "c3", "-c", cfg, "--yes"])
+    assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["forget", "--user", "u0", "-c", cfg, "--yes"])
-    assert res.exit_code == 2 and "NOT deleted" in res.output
+    assert res.exit_code == 0 and "6 memories deleted" in res.output, res.output
+    assert set(stored_messages(dev_server.url)) == {("u1", "c1")}
     (data / "a.jsonl").touch()
     again = _json(runner.invoke(app, ["sync", "chats", "-c", cfg, "--no-prefect", "--json"]))
-    assert again["counts"]["erased"] == 7 and again["counts"]["requests"] == 0
+    assert again["counts"]["erased"] == 10 and again["counts"]["requests"] == 0
     status = runner.invoke(app, ["status", "-c", cfg])
-    assert "STARTED, not finished" in status.output
+    assert status.output.count(": done (") == 2, status.output

@@ -227,6 +227,33 @@ def test_sync_add_mode_fine_extraction_answers_with_the_memories(memos, tmp_path
     assert any("cello" in (h["memory_value"] or "") for h in hits), hits
 
 
+def test_forget_leaves_no_memory_of_the_erased_user_or_conversation(memos, tmp_path):
+    """`forget` through MemOS 2.0.33's own /product/delete_memory: a whole user, and one
+    conversation of another; their memories are gone from the listing and from search, stay
+    gone once background extraction is over, and a full re-read sends nothing for them."""
+    from memos_etl.client import SelfHostedTarget
+
+    run = f"{time.time_ns() % 10**8}"
+    path, config, sent_times = _write_source(tmp_path, run)
+    config["target"]["base_url"] = memos
+    path.write_text(yaml.safe_dump(config))
+    _cli("sync", "chats", "--no-prefect", config=path)
+    ada, ben = f"ada-{run}", f"ben-{run}"
+    # forget does not wait for us: it waits for the fast stage itself before deleting
+    _cli("forget", "--user", ada, "--yes", config=path)
+    _cli("forget", "--user", ben, "--conversation", "baking", "--yes", config=path)
+    target = SelfHostedTarget(TargetConfig(kind="self-hosted", base_url=memos), None)
+    for _ in range(2):  # now, and after any extraction still running would have landed
+        assert _memories(memos, ada) == []
+        assert {n["metadata"]["session_id"] for n in _memories(memos, ben)} == {"climbing"}
+        assert not any("pixel" in (h["memory_value"] or "").lower() for h in target.search(ada, "dog Pixel", 10))
+        assert not any("rye" in (h["memory_value"] or "").lower() for h in target.search(ben, "rye bread", 10))
+        time.sleep(5)
+    _cli("reset", "chats", "--yes", config=path)
+    again = _report(_cli("sync", "chats", "--no-prefect", config=path))
+    assert int(again["erased (forgotten)"]) == 6 + 2 and int(again["add requests"]) == 0, again
+
+
 PROBES = {
     "valid": {"user_id": "probe", "session_id": "s", "messages": [{"role": "user", "content": "probe valid"}]},
     "bad role": {"user_id": "probe", "session_id": "s", "messages": [{"role": "robot", "content": "hi"}]},
@@ -258,3 +285,21 @@ def test_dev_server_answers_product_add_like_the_real_server(memos):
     with DevServer() as dev:
         for name, body in PROBES.items():
             assert _answer(dev.url, body) == _answer(memos, body), name
+
+
+DELETE_PROBES = {
+    "no mode": {},
+    "by id": {"memory_ids": ["00000000-0000-0000-0000-000000000000"]},
+    "by user": {"user_id": "nobody-here"},
+    "by user and session": {"user_id": "nobody-here", "session_id": "s"},
+}
+
+
+def test_dev_server_answers_delete_memory_like_the_real_server(memos):
+    def answer(base, body):
+        r = requests.post(base + "/product/delete_memory", json=body, timeout=60)
+        env = r.json()
+        return r.status_code, env.get("code"), env.get("message"), env.get("data")
+    with DevServer() as dev:
+        for name, body in DELETE_PROBES.items():
+            assert answer(dev.url, body) == answer(memos, body), name
