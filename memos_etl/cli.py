@@ -419,7 +419,7 @@ def forget(user: str = typer.Option(..., "--user", help="the MemOS user_id to er
 
     Exit codes: 0 erased; 1 error; 2 tombstone written but the target's memories not (all)
     deleted (run forget again)."""
-    from memos_etl.pipeline import make_target
+    from memos_etl.client import make_target, resolve_api_key
     from tasks.erase import forget as do_forget
     from tasks.ledger import Ledger
 
@@ -442,7 +442,7 @@ def forget(user: str = typer.Option(..., "--user", help="the MemOS user_id to er
     if not yes:
         typer.confirm(f"erase {scope} ({msgs} messages in {convs} conversations recorded as sent): delete {what}, "
                       "and keep them out of every later run?", abort=True)
-    t = make_target(cfg)
+    t = make_target(cfg.target, resolve_api_key(cfg.target))  # not through the pipeline: no GX import
     try:
         out = do_forget(cfg, t, user, conversation)
     except MemosEtlError as exc:

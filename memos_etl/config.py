@@ -508,13 +508,6 @@ def _check_mapping(mapping: Mapping, p: Path) -> Mapping:
         raise ConfigError(str(p), "nest", "format json is read record by record: describe the records with nest")
     if mapping.fields.role is None and mapping.roles.speaker_column is None:
         raise ConfigError(str(p), "fields.role", "set a role column, or roles.speaker_column for dialogues")
-    for key, value in (("on_change", mapping.on_change), ("on_delete", mapping.on_delete)):
-        if value != "report":
-            # rewriting conversations on the target is not built yet (README: When the source
-            # changes): refuse rather than let a user believe it happens
-            raise ConfigError(str(p), key, f"{value!r} is not available yet: use 'report' (changed and deleted "
-                                           "messages are counted and listed per conversation; `memos-etl forget` "
-                                           "and `replay` act on them)")
     return mapping
 
 

@@ -451,6 +451,8 @@ def create_app(store: Store | None = None, faults: Faults | None = None) -> Fast
 
     @app.post("/get/memory")
     async def get_memory(request: Request):
+        if faults.latency_ms:  # the network's latency, as for adds
+            await asyncio.sleep(faults.latency_ms / 1000.0)
         resp = auth_failed(request)
         if resp:
             return resp
@@ -471,6 +473,8 @@ def create_app(store: Store | None = None, faults: Faults | None = None) -> Fast
 
     @app.post("/delete/memory")
     async def delete_memory(request: Request):
+        if faults.latency_ms:
+            await asyncio.sleep(faults.latency_ms / 1000.0)
         resp = auth_failed(request)
         if resp:
             return resp

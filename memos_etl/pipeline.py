@@ -30,7 +30,7 @@ from memos_etl import shutdown
 from memos_etl.client import make_target as _make_target
 from memos_etl.client import resolve_api_key
 from memos_etl.config import Mapping, RunConfig
-from memos_etl.errors import (FatalTargetError, QualityThresholdError, SchemaDrift, SourceError,
+from memos_etl.errors import (FatalTargetError, MemosEtlError, QualityThresholdError, SchemaDrift, SourceError,
                               TargetIdentityError)
 from memos_etl.limiter import RateLimiter, fleet_limiter
 from memos_etl.report import Counts, RunReport
@@ -257,7 +257,8 @@ def run(mapping: Mapping, cfg: RunConfig, *, run_id: str | None = None, stage_ma
         ctx = LoadContext(mapping=mapping, load=cfg.load, target_cfg=target_cfg, client=target, ledger=ledger,
                           run_id=run_id, quarantine_dir=qdir, resend_in_doubt=resend_in_doubt,
                           limiter=limiter, stop=stop, outbox=Outbox(outbox) if outbox is not None else None,
-                          fleet=fleet_limiter(cfg.load) if outbox is None else None, erased=erased)
+                          fleet=fleet_limiter(cfg.load) if outbox is None else None, erased=erased,
+                          rewriting=flow == "rewrite")
         done = _Ticker(progress, "load", len(buckets))
         try:
             for c in load_map(load_bucket, [(ctx, stage_dir, b) for b in buckets], done):
@@ -269,6 +270,10 @@ def run(mapping: Mapping, cfg: RunConfig, *, run_id: str | None = None, stage_ma
             first = ctx.fatal[0]
             raise first if isinstance(first, Exception) else FatalTargetError(first)
         gone_from_files(ledger, target_cfg.ledger_name, name, [s for s in staged if s.keys is not None], counts)
+        if rewrite_kinds(mapping) and outbox is None and flow != "rewrite":
+            # the intent is durable before any state moves: a killed run's rewrites are finished
+            # by the next run, even if the files that showed the change are never read again
+            ledger.plan_rewrites(target_cfg.ledger_name, name, run_id, counts.changed_pairs(rewrite_kinds(mapping)))
         if target_cfg.track_extraction and not stop.is_set() and outbox is None:
             counts.extraction = track_extraction(target, ledger, run_id, target_cfg.extraction_wait_s, stop)
         keeps_state = not stateless and outbox is None and not (part is not None and part.filters_rows)
@@ -278,8 +283,8 @@ def run(mapping: Mapping, cfg: RunConfig, *, run_id: str | None = None, stage_ma
             report.status = "interrupted"
         elif outbox is not None:
             report.status = "planned"
-        elif counts.pending == 0 and counts.in_doubt == 0:
-            report.status = "completed"
+        elif counts.pending - counts.held_for_rewrite == 0 and counts.in_doubt == 0:
+            report.status = "completed"  # held messages are sent by the rewrite that follows
             if keeps_state:  # state moves only with a complete load: files done, cursor, schema
                 _save_state(ledger, name, target_cfg.ledger_name, run_id, staged, columns, nightly)
                 report.cursor_after = ledger.source_state(name, target_cfg.ledger_name)[0]
@@ -307,7 +312,60 @@ def run(mapping: Mapping, cfg: RunConfig, *, run_id: str | None = None, stage_ma
         if own_target:
             target.close()
         shutil.rmtree(work / "runs" / run_id, ignore_errors=True)
+    if rewrite_kinds(mapping) and outbox is None and flow != "rewrite" and report.status in ("completed", "incomplete"):
+        rewrite_conversations(mapping, cfg, report, progress=progress)
     return report
+
+
+def rewrite_kinds(mapping: Mapping) -> set[str]:
+    """The changes a source's policies rewrite conversations for (empty: report only)."""
+    return ({"changed"} if mapping.on_change == "replace" else set()) | \
+        ({"deleted", "gone"} if mapping.on_delete == "delete" else set())
+
+
+def rewrite_conversations(mapping: Mapping, cfg: RunConfig, report: RunReport, progress=None) -> None:
+    """Finish every planned rewrite of the source (this run's and any a killed run left):
+    delete each conversation's memories on the target, forget its requests, then send the
+    conversations again as the source now holds them, in order, with their original
+    chat_times (a run of flow `rewrite` over just those conversations). Adds a summary to
+    `report` (and makes it incomplete when the rewrite could not finish)."""
+    target_name = cfg.target.ledger_name
+    name = mapping.source.name
+    ledger = Ledger(cfg.state.ledger())
+    client = make_target(cfg)
+    summary = {"conversations": 0, "memories_deleted": 0, "messages_forgotten": 0}
+    try:
+        todo = ledger.pending_rewrites(target_name, name)
+        if not todo:
+            return
+        summary["conversations"] = len(todo)
+        for r in todo:
+            if r["status"] != "planned":
+                continue  # its memories are gone already: only the resend is left
+            keys = [b["batch_key"] for b in ledger.delivered_batches(
+                target_name, users=[r["user_id"]], conversations=[r["conversation_id"]])]
+            deleted = client.delete_conversation_memories(r["user_id"], r["conversation_id"], keys)
+            summary["memories_deleted"] += deleted or 0
+            summary["messages_forgotten"] += ledger.forget_for_rewrite(target_name, r["user_id"], r["conversation_id"])
+        part = Slice(users=tuple(sorted({r["user_id"] for r in todo})),
+                     conversations=tuple(sorted({r["conversation_id"] for r in todo})))
+        again = run(mapping, cfg, part=part, flow="rewrite", target=client, progress=progress)
+        summary.update(run_id=again.run_id, status=again.status, resent=again.counts.delivered,
+                       pending=again.counts.pending, in_doubt=again.counts.in_doubt)
+        if again.status == "completed":
+            ledger.finish_rewrites(target_name, [(r["user_id"], r["conversation_id"]) for r in todo])
+    except MemosEtlError as exc:
+        summary.update(status="failed", error=str(exc))
+    finally:
+        client.close()
+        ledger.close()
+        if summary["conversations"]:
+            report.rewrite = summary
+            if summary.get("status") != "completed":
+                report.status = "incomplete"
+                report.notes.append(f"conversation rewrites not finished ({summary.get('error') or summary.get('status')}):"
+                                    " the next run of this source finishes them; their messages wait until then")
+
 
 
 def check_target_identity(ledger: Ledger, source: str, target_cfg) -> None:

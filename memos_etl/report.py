@@ -45,11 +45,22 @@ class Counts:
     # the source changed or removed, per conversation (what on_change/on_delete act on)
     changes: dict = field(default_factory=dict)
 
+    held_for_rewrite: int = 0  # subset of pending: of conversations being rewritten (on_change/on_delete)
+
     def note_change(self, kind: str, pairs: list[tuple[str, str]]) -> None:
         """Count `kind` (changed | deleted | gone) for each (user, conversation) in `pairs`."""
         for (u, c), n in Counter(pairs).items():
-            entry = self.changes.setdefault(f"{u}/{c}", {})
+            entry = self.changes.setdefault(f"{u}/{c}", {"user_id": u, "conversation_id": c})
             entry[kind] = entry.get(kind, 0) + n
+
+    def changed_pairs(self, kinds: set[str]) -> dict[tuple[str, str], str]:
+        """(user, conversation) -> the first of `kinds` it has, for conversations that have any."""
+        out = {}
+        for e in self.changes.values():
+            hit = [k for k in ("changed", "deleted", "gone") if k in kinds and e.get(k)]
+            if hit:
+                out[(e["user_id"], e["conversation_id"])] = hit[0]
+        return out
 
     def add(self, other: "Counts") -> "Counts":
         for k, v in asdict(other).items():
@@ -62,7 +73,7 @@ class Counts:
                 for conv, kinds in other.changes.items():
                     entry = self.changes.setdefault(conv, {})
                     for kind, n in kinds.items():
-                        entry[kind] = entry.get(kind, 0) + n
+                        entry[kind] = n if kind in ("user_id", "conversation_id") else entry.get(kind, 0) + n
             else:
                 setattr(self, k, getattr(self, k) + v)
         return self
@@ -98,6 +109,9 @@ class RunReport:
     cursor_before: str | None = None  # the source cursor when the run started, and after it
     cursor_after: str | None = None
     outbox: str | None = None  # dry run: where the requests that would be sent were written
+    # conversations rewritten after this run (on_change: replace / on_delete: delete): counts,
+    # the rewrite run's id and status (see pipeline.rewrite_conversations)
+    rewrite: dict | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -123,7 +137,12 @@ class RunReport:
             *([("erased (forgotten)", str(c.erased))] if c.erased else []),
             ("in doubt", str(c.in_doubt)),
             ("pending", str(c.pending) + (f" ({c.leased_elsewhere} conversations busy in another run)"
-                                           if c.leased_elsewhere else "")), ("previously failed", str(c.previously_failed)),
+                                           if c.leased_elsewhere else "")
+             + (f" ({c.held_for_rewrite} held for conversation rewrites)" if c.held_for_rewrite else "")), ("previously failed", str(c.previously_failed)),
+            *([("rewritten conversations", f"{self.rewrite['conversations']}: "
+                f"{self.rewrite['memories_deleted']} memories deleted, {self.rewrite.get('resent', 0)} messages sent "
+                f"again (run {self.rewrite.get('run_id', '-')}, {self.rewrite.get('status', '?')})")]
+              if self.rewrite else []),
             ("late (appended)", str(c.late)), ("time goes backwards", str(c.out_of_order)),
             ("add requests", str(c.requests)),
             ("failed requests", str(c.failed_requests)), ("retries", str(c.retries)),
@@ -146,10 +165,11 @@ class RunReport:
             lines += [f"| {r} | {n} |" for r, n in self.counts.reasons.most_common(10)]
         if self.counts.changes:
             lines += ["", "## Changed or deleted after delivery", "",
-                      "Delivered messages the source has since changed or deleted (policy: report; MemOS still "
-                      "holds what was sent).", "", "| conversation | changed | deleted | gone from file |",
+                      "Delivered messages the source has since changed or deleted (with on_change: report / "
+                      "on_delete: report MemOS still holds what was sent).", "", "| conversation | changed | deleted | gone from file |",
                       "|---|---|---|---|"]
-            ranked = sorted(self.counts.changes.items(), key=lambda kv: -sum(kv[1].values()))
+            ranked = sorted(self.counts.changes.items(),
+                            key=lambda kv: -sum(kv[1].get(k, 0) for k in ("changed", "deleted", "gone")))
             lines += [f"| {conv} | {v.get('changed', 0)} | {v.get('deleted', 0)} | {v.get('gone', 0)} |"
                       for conv, v in ranked[:CHANGES_SHOWN]]
             if len(ranked) > CHANGES_SHOWN:

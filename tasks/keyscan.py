@@ -11,6 +11,7 @@ more (or read flagged deleted) = deleted in source.
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from memos_etl.config import Mapping, RunConfig
@@ -20,7 +21,6 @@ from tasks.extract import ROW_COLUMN, Slice, open_source
 from tasks.ledger import Ledger, unit_hash
 from tasks.map import map_batch
 from tasks.nest import explode
-from tasks.stage import with_columns
 
 _PAIR = np.dtype([("lo", np.int64), ("hi", np.int64)])
 
@@ -51,7 +51,11 @@ def scan(mapping: Mapping, cfg: RunConfig, source=None) -> dict:
                         partial.add(unit_hash(name, u.rel))
                     if ex.table.num_rows == 0:
                         continue
-                    rb = with_columns(ex.table, mapping).combine_chunks().to_batches()[0]
+                    table = ex.table
+                    for col in mapping.referenced_columns():  # a key no record had: nulls, as staging does
+                        if col not in table.schema.names and col not in mapping.constants:
+                            table = table.append_column(col, pa.nulls(table.num_rows, pa.string()))
+                    rb = table.combine_chunks().to_batches()[0]
                 mapped = map_batch(rb, mapping, u.rel, offset)
                 gone = pc.fill_null(mapped.column("deleted"), False).to_numpy(zero_copy_only=False)
                 lo, hi = mapped.column("key_lo").to_numpy(), mapped.column("key_hi").to_numpy()

@@ -55,6 +55,7 @@ class LoadContext:
     failures_in_a_row: int = 0  # across all senders; a breaker for a target that is down
     # tombstones of `memos-etl forget`, read once per run: (erased users, erased (user, conversation))
     erased: tuple = (frozenset(), frozenset())
+    rewriting: bool = False  # this run sends conversations being rewritten; other runs hold them back
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def failed(self, exc: Exception) -> None:
@@ -83,7 +84,7 @@ def load_bucket(ctx: LoadContext, stage_dir: Path, bucket: int) -> Counts:
     counts = Counts()
     table = sort_conversations(read_bucket(stage_dir, bucket))
     table = drop_erased(table, ctx.erased, counts)  # staging dropped them already, unless erased since
-    table = _split_deleted(ctx, table, counts)
+    table, hold = _split_deleted(ctx, table, counts)
     table, dups = drop_duplicates(table)
     counts.duplicates += dups.num_rows
     if ctx.outbox is None and table.num_rows:  # what the ledger keeps of each message it sends
@@ -93,7 +94,7 @@ def load_bucket(ctx: LoadContext, stage_dir: Path, bucket: int) -> Counts:
     # that held them before us has recorded everything it sent by the time we get them
     runs = conversation_runs(table)
     if ctx.outbox is not None:  # a dry run sends nothing, so it takes no leases either
-        return _load_leased(ctx, table, runs, set(runs[1]), counts, bucket)
+        return _load_leased(ctx, table, runs, set(runs[1]), counts, bucket, hold)
     settled, left = counts.outcomes(), table.num_rows
     try:
         held = ctx.ledger.acquire(ctx.target, ctx.run_id, runs[1], ctx.load.lease_ttl_s)
@@ -106,7 +107,9 @@ def load_bucket(ctx: LoadContext, stage_dir: Path, bucket: int) -> Counts:
                 table = drop_erased(table, erased, counts)
                 if table.num_rows != before:
                     runs = conversation_runs(table)
-            return _load_leased(ctx, table, runs, held, counts, bucket)
+            if not ctx.rewriting:  # conversations a rewrite is replacing get their messages from it
+                hold |= ctx.ledger.rewrite_pairs(ctx.target)
+            return _load_leased(ctx, table, runs, held, counts, bucket, hold)
         finally:
             ctx.ledger.release(ctx.target, ctx.run_id, sorted(held))
     except LedgerError as exc:
@@ -120,7 +123,8 @@ def load_bucket(ctx: LoadContext, stage_dir: Path, bucket: int) -> Counts:
         return counts
 
 
-def _load_leased(ctx: LoadContext, table: pa.Table, runs: tuple, held: set, counts: Counts, bucket: int) -> Counts:
+def _load_leased(ctx: LoadContext, table: pa.Table, runs: tuple, held: set, counts: Counts, bucket: int,
+                 hold: set) -> Counts:
     conv, convs = runs  # of `table` as given: each row's conversation number, the conversations
     busy_conv = np.fromiter((p not in held for p in convs), dtype=bool, count=len(convs))
     if busy_conv.any():
@@ -128,7 +132,7 @@ def _load_leased(ctx: LoadContext, table: pa.Table, runs: tuple, held: set, coun
         counts.pending += int(busy.sum())  # another run is sending to these conversations now
         counts.leased_elsewhere += int(busy_conv.sum())
         table = table.filter(pa.array(~busy))
-    table = _drop_known(ctx, table, counts)
+    table = _drop_known(ctx, table, counts, hold)
     # what each conversation already delivered, read once for both checks below
     marks = ctx.ledger.last_orders(ctx.target, table.column("conversation_id").to_pylist()) if table.num_rows else {}
     table = _late(ctx, table, counts, bucket, marks)
@@ -175,26 +179,30 @@ def drop_erased(table: pa.Table, erased: tuple, counts: Counts) -> pa.Table:
     return table.filter(pa.array(~hit))
 
 
-def _split_deleted(ctx: LoadContext, table: pa.Table, counts: Counts) -> pa.Table:
+def _split_deleted(ctx: LoadContext, table: pa.Table, counts: Counts) -> tuple[pa.Table, set]:
     """Rows the source marks deleted (fields.deleted): never sent; the delivered ones are
-    listed per conversation for the on_delete policy."""
+    listed per conversation. Returns the rest, and the conversations on_delete: delete will
+    rewrite (their other messages wait for the rewrite)."""
     if table.num_rows == 0 or ctx.mapping.fields.deleted is None:
-        return table
+        return table, set()
     gone = pc.fill_null(table.column("deleted"), False).to_numpy(zero_copy_only=False)
     if not gone.any():
-        return table
+        return table, set()
     rows = table.filter(pa.array(gone))
     counts.deleted_in_source += rows.num_rows
     status = ctx.ledger.message_status(ctx.target, rows.column("key_lo").to_numpy(), rows.column("key_hi").to_numpy())
     was = np.flatnonzero(status == "delivered")
+    pairs: list = []
     if len(was):
         idx = pa.array(was)
-        counts.note_change("deleted", list(zip(rows.column("user_id").take(idx).to_pylist(),
-                                               rows.column("conversation_id").take(idx).to_pylist())))
-    return table.filter(pa.array(~gone))
+        pairs = list(zip(rows.column("user_id").take(idx).to_pylist(),
+                         rows.column("conversation_id").take(idx).to_pylist()))
+        counts.note_change("deleted", pairs)
+    rewrite = set(pairs) if ctx.mapping.on_delete == "delete" and not ctx.rewriting else set()
+    return table.filter(pa.array(~gone)), rewrite
 
 
-def _drop_known(ctx: LoadContext, table: pa.Table, counts: Counts) -> pa.Table:
+def _drop_known(ctx: LoadContext, table: pa.Table, counts: Counts, hold: set | None = None) -> pa.Table:
     known = ctx.ledger.known_messages(ctx.target, table.column("key_lo").to_numpy(),
                                       table.column("key_hi").to_numpy())
     status = known.status
@@ -214,8 +222,11 @@ def _drop_known(ctx: LoadContext, table: pa.Table, counts: Counts) -> pa.Table:
             counts.changed_after_delivery += len(changed_at)
             delivered[changed_at] = False
             rows = pa.array(changed_at)
-            counts.note_change("changed", list(zip(table.column("user_id").take(rows).to_pylist(),
-                                                   table.column("conversation_id").take(rows).to_pylist())))
+            pairs = list(zip(table.column("user_id").take(rows).to_pylist(),
+                             table.column("conversation_id").take(rows).to_pylist()))
+            counts.note_change("changed", pairs)
+            if ctx.mapping.on_change == "replace" and hold is not None and not ctx.rewriting:
+                hold.update(pairs)
             status = status.copy()
             status[changed_at] = "changed"
     counts.already_delivered += int(delivered.sum())
@@ -233,6 +244,12 @@ def _drop_known(ctx: LoadContext, table: pa.Table, counts: Counts) -> pa.Table:
             waiting = keep & np.fromiter((p in blocked for p in convs), dtype=bool, count=len(convs))[conv]
             counts.pending += int(waiting.sum())
             keep &= ~waiting
+    if hold and keep.any():  # conversations being rewritten: the rewrite sends them whole, in order
+        conv, convs = conversation_runs(table)
+        held = keep & np.fromiter((p in hold for p in convs), dtype=bool, count=len(convs))[conv]
+        counts.pending += int(held.sum())
+        counts.held_for_rewrite += int(held.sum())
+        keep &= ~held
     return table if keep.all() else table.filter(pa.array(keep))
 
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from memos_etl.config import load_mapping
-from memos_etl.errors import ConfigError, TargetIdentityError
+from memos_etl.errors import TargetIdentityError
 from memos_etl.pipeline import run
 from tests.helpers import chat_rows, sample_mapping_at, stats, stored_messages, write_jsonl
 
@@ -42,7 +42,8 @@ def test_edit_and_removal_after_delivery_are_reported_not_resent(dev_server, pg_
     assert c.changed_after_delivery == 1 and c.already_delivered == 10
     assert c.gone_from_source == 1 and c.deleted_in_source == 0
     assert c.requests == 0 and c.delivered == 0 and c.accounted
-    assert c.changes == {"u0/c0": {"changed": 1}, "u1/c1": {"gone": 1}}
+    assert c.changes == {"u0/c0": {"user_id": "u0", "conversation_id": "c0", "changed": 1},
+                         "u1/c1": {"user_id": "u1", "conversation_id": "c1", "gone": 1}}
     text = dict(again.rows())
     assert text["changed after delivery"].startswith("1 ")
     assert text["deleted in source"] == "1 (0 marked deleted, 1 gone from re-read files)"
@@ -78,14 +79,8 @@ def test_soft_deleted_rows_are_counted_and_never_sent(dev_server, run_config, tm
     again = run(mapping, run_config)
     c = again.counts
     assert c.deleted_in_source == 2 and c.quarantined == 0 and c.requests == 0
-    assert c.changes == {"u0/c0": {"deleted": 1}} and c.accounted
+    assert c.changes == {"u0/c0": {"user_id": "u0", "conversation_id": "c0", "deleted": 1}} and c.accounted
     assert stats(dev_server.url)["add_requests"] == sent
-
-
-def test_replace_and_delete_policies_are_refused_until_built(tmp_path):
-    path = sample_mapping_at(tmp_path, tmp_path, on_change="replace")
-    with pytest.raises(ConfigError, match="on_change: 'replace' is not available yet"):
-        load_mapping(path)
 
 
 def test_same_target_through_a_second_url_stops_before_sending(dev_server, run_config, tmp_path):
@@ -139,5 +134,57 @@ def test_reconcile_finds_a_hard_deleted_sql_row_the_cursor_cannot_see(dev_server
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
     assert out["deleted_in_source"] == 1 and out["keys_read"] == 11 and out["delivered"] == 12
-    assert out["conversations"] == {"u1/c1": {"deleted": 1}}
+    assert out["conversations"] == {"u1/c1": {"user_id": "u1", "conversation_id": "c1", "deleted": 1}}
     eng.dispose()
+
+
+def _policy_mapping(tmp_path, data, **policy):
+    path = sample_mapping_at(tmp_path, data, **policy)
+    body = yaml.safe_load(path.read_text())
+    body["fields"]["deleted"] = "deleted_at"
+    path.write_text(yaml.safe_dump(body))
+    return load_mapping(path)
+
+
+def _expected(rows):
+    from tests.helpers import expected_from_rows
+
+    return expected_from_rows([r for r in rows if not r.get("deleted_at")])[0]
+
+
+def test_replace_and_delete_rewrite_the_conversation_as_the_source_now_holds_it(dev_server, pg_config, tmp_path):
+    data = tmp_path / "data"
+    rows = chat_rows(3, 5)
+    for r in rows:
+        r["deleted_at"] = None
+    write_jsonl(data / "a.jsonl", rows[:10])  # c0, c1
+    write_jsonl(data / "b.jsonl", rows[10:])  # c2
+    mapping = _policy_mapping(tmp_path, data, on_change="replace", on_delete="delete")
+    assert run(mapping, pg_config).counts.delivered == 15
+    assert stored_messages(dev_server.url) == _expected(rows)
+
+    rows[2]["text"] = "edited: the third message of c0"  # c0: edited in place
+    rows[6]["deleted_at"] = "2024-06-01T00:00:00Z"  # c1: soft-deleted
+    grown = dict(rows[4], message_id="c0-6", turn=6, text="a new sixth message of c0",
+                 sent_at="2024-03-01T06:30:00+00:00")
+    write_jsonl(data / "a.jsonl", rows[:10] + [grown])
+    kept = [r for r in rows[10:] if r["message_id"] != "c2-4"]  # c2: a message gone from its file
+    write_jsonl(data / "b.jsonl", kept)
+    again = run(mapping, pg_config)
+    now = rows[:10] + [grown] + kept
+    assert again.status == "completed", again.text()
+    c = again.counts
+    assert c.changed_after_delivery == 1 and c.deleted_in_source == 1 and c.gone_from_source == 1
+    assert c.held_for_rewrite == 1  # c0's new message waits for c0's rewrite and goes with it
+    assert again.rewrite["conversations"] == 3 and again.rewrite["status"] == "completed"
+    assert again.rewrite["resent"] == 6 + 4 + 4
+    # the server's copy of every conversation is the source as it now is, in order, with the
+    # original chat_times; nothing twice
+    assert stored_messages(dev_server.url) == _expected(now)
+
+    sent = stats(dev_server.url)["add_requests"]
+    for f in ("a.jsonl", "b.jsonl"):
+        (data / f).touch()
+    quiet = run(mapping, pg_config)
+    assert quiet.counts.requests == 0 and quiet.rewrite is None
+    assert stats(dev_server.url)["add_requests"] == sent

@@ -6,6 +6,7 @@
 * sources.py     file manifest, cursor, column types, per-source overview
 * backfill.py    backfill partitions
 * erasures.py    tombstones and the erasure log (`memos-etl forget`)
+* rewrites.py    conversations a source policy rewrites (on_change: replace, on_delete: delete)
 * tables.py      the schema; migrations/ upgrades an existing ledger to it in place (db.py)
 """
 
@@ -16,6 +17,7 @@ from tasks.ledger.db import OPEN_RETRY_S, RETRY_S, LedgerError, create_engine, g
 from tasks.ledger.deliveries import BatchRecord, Deliveries, KnownMessages, unit_hash
 from tasks.ledger.erasures import Erasures, erased_mask
 from tasks.ledger.leases import Leases
+from tasks.ledger.rewrites import Rewrites
 from tasks.ledger.runs import Runs
 from tasks.ledger.sources import Sources
 from tasks.ledger.tables import TAIL
@@ -23,7 +25,7 @@ from tasks.ledger.tables import TAIL
 __all__ = ["Ledger", "LedgerError", "BatchRecord", "KnownMessages", "TAIL", "erased_mask", "unit_hash"]
 
 
-class Ledger(Runs, Deliveries, Leases, Sources, Backfills, Erasures):
+class Ledger(Runs, Deliveries, Leases, Sources, Backfills, Erasures, Rewrites):
     """One ledger database; opening it upgrades its schema to the newest revision."""
 
     def __init__(self, url: str, retry_s: float = RETRY_S):

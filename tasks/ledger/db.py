@@ -24,7 +24,7 @@ from memos_etl.errors import MemosEtlError
 
 log = logging.getLogger("memos_etl.ledger")
 
-HEAD = "0002"  # newest revision in migrations/versions (a test checks the two agree)
+HEAD = "0003"  # newest revision in migrations/versions (a test checks the two agree)
 VERSION_TABLE = "memos_etl_ledger_version"
 RETRY_S = 60.0  # how long a lost connection is retried before the run stops
 OPEN_RETRY_S = 10.0  # ... and when the ledger is first opened

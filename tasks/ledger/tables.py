@@ -141,3 +141,16 @@ erasures = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),  # started | done
     sa.Index("ix_erasures_user", "user_id"),
 )
+
+rewrites = sa.Table(
+    "rewrites", metadata,  # conversations a source policy rewrites on the target (rewrites.py)
+    sa.Column("target", sa.String(512), primary_key=True),
+    sa.Column("user_id", sa.String(128), primary_key=True),
+    sa.Column("conversation_id", sa.String(128), primary_key=True),
+    sa.Column("source", sa.String(64), nullable=False),
+    sa.Column("reason", sa.String(16), nullable=False),  # changed | deleted | gone
+    sa.Column("status", sa.String(16), nullable=False),  # planned (memories not yet deleted) | deleted
+    sa.Column("run_id", sa.String(64), nullable=False),  # the run that planned it
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_rewrites_source", "target", "source"),
+)
