@@ -121,17 +121,22 @@ def pg_cluster():
         cluster.remove()
 
 
-@pytest.fixture
-def pg_ledger_url(postgres_url):
-    """A fresh database per test in the session's cluster."""
+def new_pg_database(server_url: str, prefix: str = "t") -> str:
+    """A new, empty database in the cluster at `server_url`; returns its URL."""
     import sqlalchemy as sa
 
-    name = f"t{time.time_ns()}"
-    eng = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    name = f"{prefix}{time.time_ns()}"
+    eng = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
     with eng.connect() as c:
         c.execute(sa.text(f"CREATE DATABASE {name}"))
     eng.dispose()
-    yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    return server_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture
+def pg_ledger_url(postgres_url):
+    """A fresh database per test in the session's cluster."""
+    return new_pg_database(postgres_url)
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ from memos_etl.pipeline import run
 from tasks.ledger import Ledger
 from tasks.ledger import db as ledger_db
 from tasks.ledger.tables import metadata as current
+from tests.conftest import new_pg_database
 from tests.helpers import chat_rows, sample_mapping_at, stats, write_jsonl
 
 # -- the ledger's tables as the code before revisions created them (metadata.create_all) ------
@@ -73,18 +74,7 @@ def urls(request, tmp_path):
     """(a ledger to fill with a real sync, the old-format ledger to copy it into)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'new.db'}", f"sqlite:///{tmp_path / 'old.db'}"
-    return request.getfixturevalue("pg_ledger_url"), _another_pg_db(request.getfixturevalue("postgres_url"))
-
-
-def _another_pg_db(server_url: str) -> str:
-    import time
-
-    name = f"old{time.time_ns()}"
-    eng = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with eng.connect() as c:
-        c.execute(sa.text(f"CREATE DATABASE {name}"))
-    eng.dispose()
-    return server_url.rsplit("/", 1)[0] + f"/{name}"
+    return request.getfixturevalue("pg_ledger_url"), new_pg_database(request.getfixturevalue("postgres_url"), "old")
 
 
 def schema_diff(conn) -> list:

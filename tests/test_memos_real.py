@@ -229,8 +229,8 @@ def test_sync_add_mode_fine_extraction_answers_with_the_memories(memos, tmp_path
 
 def test_forget_leaves_no_memory_of_the_erased_user_or_conversation(memos, tmp_path):
     """`forget` through MemOS 2.0.33's own /product/delete_memory: a whole user, and one
-    conversation of another; their memories are gone from the listing and from search, stay
-    gone once background extraction is over, and a full re-read sends nothing for them."""
+    conversation of another; their memories are gone from the listing and from search, and
+    stay gone once background extraction is over."""
     from memos_etl.client import SelfHostedTarget
 
     run = f"{time.time_ns() % 10**8}"
@@ -249,9 +249,8 @@ def test_forget_leaves_no_memory_of_the_erased_user_or_conversation(memos, tmp_p
         assert not any("pixel" in (h["memory_value"] or "").lower() for h in target.search(ada, "dog Pixel", 10))
         assert not any("rye" in (h["memory_value"] or "").lower() for h in target.search(ben, "rye bread", 10))
         time.sleep(5)
-    _cli("reset", "chats", "--yes", config=path)
-    again = _report(_cli("sync", "chats", "--no-prefect", config=path))
-    assert int(again["erased (forgotten)"]) == 6 + 2 and int(again["add requests"]) == 0, again
+    # (that no later run loads them again is the same ledger code whatever the target:
+    # tests/test_forget.py shows it against the dev-server)
 
 
 PROBES = {
