@@ -237,10 +237,14 @@ def run(mapping: Mapping, cfg: RunConfig, *, run_id: str | None = None, stage_ma
             resolve_unconfirmed(target, ledger, target_cfg.ledger_name, name, counts)
         validator = Validator(mapping, cfg.load, data_docs=cfg.state.data_docs) if units else None
         erased = ledger.tombstones()
+
+        def delivered_of(unit):  # what the ledger delivered from a unit read again
+            return ledger.unit_delivered(target_cfg.ledger_name, unit_hash(name, unit.rel))
+
         done = _Ticker(progress, "extract", len(units))
         staged: list[StageResult] = stage_map(stage_file, [
             (mapping, source, u, i, validator, run_id, stage_dir, qdir, bucket_count(mapping, cfg, units),
-             part, erased, u.rel in reread) for i, u in enumerate(units)], done)
+             part, erased, delivered_of if u.rel in reread else None) for i, u in enumerate(units)], done)
         buckets = sorted({b for s in staged for b in s.buckets})
         for s in staged:
             counts.add(s.counts)
@@ -269,7 +273,7 @@ def run(mapping: Mapping, cfg: RunConfig, *, run_id: str | None = None, stage_ma
         if ctx.fatal:
             first = ctx.fatal[0]
             raise first if isinstance(first, Exception) else FatalTargetError(first)
-        gone_from_files(ledger, target_cfg.ledger_name, name, [s for s in staged if s.keys is not None], counts)
+        gone_from_files(ledger, target_cfg.ledger_name, [s for s in staged if s.gone is not None], counts)
         if rewrite_kinds(mapping) and outbox is None and flow != "rewrite":
             # the intent is durable before any state moves: a killed run's rewrites are finished
             # by the next run, even if the files that showed the change are never read again
@@ -377,27 +381,14 @@ def check_target_identity(ledger: Ledger, source: str, target_cfg) -> None:
         raise TargetIdentityError(source, here, others)
 
 
-def gone_from_files(ledger: Ledger, target: str, source: str, staged: list[StageResult], counts) -> None:
+def gone_from_files(ledger: Ledger, target: str, staged: list[StageResult], counts) -> None:
     """Delivered messages of re-read files that the files no longer hold: deleted in the
     source. Counted and listed per conversation (they were not read, so not in `read`)."""
     for s in staged:
-        lo, hi = ledger.unit_keys(target, unit_hash(source, s.unit.rel))
-        if not len(lo):
-            continue
-        have = np.zeros(len(lo), dtype=bool)
-        read_lo, read_hi = s.keys
-        if len(read_lo):
-            # a key is the pair (lo, hi): compare both halves at once as one structured value
-            pair = np.dtype([("lo", np.int64), ("hi", np.int64)])
-            theirs = np.empty(len(lo), dtype=pair)
-            theirs["lo"], theirs["hi"] = lo, hi
-            ours = np.empty(len(read_lo), dtype=pair)
-            ours["lo"], ours["hi"] = read_lo, read_hi
-            have = np.isin(theirs, ours)
-        missing = ~have
-        if missing.any():
-            counts.gone_from_source += int(missing.sum())
-            counts.note_change("gone", ledger.conversations_of(target, lo[missing], hi[missing]))
+        lo, hi = s.gone
+        if len(lo):
+            counts.gone_from_source += len(lo)
+            counts.note_change("gone", ledger.conversations_of(target, lo, hi))
 
 
 def _save_state(ledger: Ledger, source: str, target: str, run_id: str, staged: list[StageResult], columns: dict,

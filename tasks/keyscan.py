@@ -18,18 +18,9 @@ from memos_etl.config import Mapping, RunConfig
 from memos_etl.errors import SourceError
 from memos_etl.report import Counts
 from tasks.extract import ROW_COLUMN, Slice, open_source
-from tasks.ledger import Ledger, unit_hash
+from tasks.ledger import Ledger, pairs, unit_hash
 from tasks.map import map_batch
 from tasks.nest import explode
-
-_PAIR = np.dtype([("lo", np.int64), ("hi", np.int64)])
-
-
-def _pairs(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    out = np.empty(len(lo), dtype=_PAIR)
-    out["lo"], out["hi"] = lo, hi
-    return out
-
 
 def scan(mapping: Mapping, cfg: RunConfig, source=None) -> dict:
     """Compare the source's keys now with what the ledger delivered for it. Returns a summary
@@ -66,12 +57,12 @@ def scan(mapping: Mapping, cfg: RunConfig, source=None) -> dict:
         except SourceError as exc:
             unreadable.append(f"{u.rel}: {exc}")
             partial.add(unit_hash(name, u.rel))
-    held = _pairs(np.concatenate(los) if los else np.empty(0, np.int64),
+    held = pairs(np.concatenate(los) if los else np.empty(0, np.int64),
                   np.concatenate(his) if his else np.empty(0, np.int64))
     ledger = Ledger(cfg.state.ledger())
     try:
         lo, hi, units_of = ledger.source_keys(target, name)
-        missing = ~np.isin(_pairs(lo, hi), held)
+        missing = ~np.isin(pairs(lo, hi), held)
         if partial:  # messages of units read only in part (or not at all) are not judged
             missing &= ~np.isin(units_of, np.array(sorted(partial), dtype=np.int64))
         counts = Counts()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -23,6 +23,7 @@ from memos_etl.errors import SchemaDrift, SourceError
 from memos_etl.memory import release_unused
 from memos_etl.report import Counts
 from tasks.extract import ROW_COLUMN, Slice, Unit
+from tasks.batch import fingerprints
 from tasks.ledger.erasures import erased_mask
 from tasks.map import MAPPED_SCHEMA, hash_keys, map_batch
 from tasks.nest import explode
@@ -38,9 +39,9 @@ class StageResult:
     columns: dict[str, str] = field(default_factory=dict)  # column -> type kind, for drift checks
     high_water: Any = None  # SQL: largest cursor value read
     failed: str | None = None  # the unit could not be read: quarantined as a whole
-    # keys (lo, hi) of every message read from the unit, when asked for (a re-read file whose
-    # delivered messages may be gone); None when not collected or not complete
-    keys: tuple[np.ndarray, np.ndarray] | None = None
+    # a re-read unit: keys (lo, hi) of the messages delivered from it that it no longer holds;
+    # None when the unit was not checked (not re-read, or not all of it became messages)
+    gone: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def bucket_of(table: pa.Table, buckets: int) -> np.ndarray:
@@ -86,15 +87,18 @@ def in_slice(mapped: pa.Table, part: Slice | None) -> np.ndarray | None:
 
 def stage_file(mapping: Mapping, source, unit: Unit, index: int, validator: Validator, run_id: str,
                stage_dir: Path, quarantine_dir: Path, buckets: int, part: Slice | None = None,
-               erased: tuple = (frozenset(), frozenset()), collect_keys: bool = False) -> StageResult:
+               erased: tuple = (frozenset(), frozenset()), delivered: Callable | None = None) -> StageResult:
     """Extract, map, validate and stage one unit; a unit that cannot be read is quarantined whole.
     Rows outside a row-level slice (`part`) are not this run's: not counted, not staged. Rows
     of erased users (`erased`, from the ledger's tombstones) are counted, never staged or
     quarantined. Rows the source marks deleted skip validation and are staged flagged, for
-    the loader to count. `collect_keys` keeps the key of every message read (StageResult.keys)."""
+    the loader to count. `delivered` (a unit read again after it changed) gives what the
+    ledger delivered from it: rows delivered and unchanged (same key, same fingerprint) are
+    counted `already delivered` here, without validating or staging them, and the delivered
+    keys the unit no longer holds are returned (StageResult.gone)."""
     counts = Counts()
-    keys_lo: list[np.ndarray] = []
-    keys_hi: list[np.ndarray] = []
+    known = delivered(unit) if delivered is not None else None
+    seen: list[np.ndarray] = []
     complete = True  # every record of the unit became messages (nothing quarantined whole by nest)
     columns: dict[str, str] = {}
     writers: dict[int, ipc.RecordBatchFileWriter] = {}
@@ -124,14 +128,13 @@ def stage_file(mapping: Mapping, source, unit: Unit, index: int, validator: Vali
             if keep is not None:
                 mask = pa.array(keep)
                 mapped, rb = mapped.filter(mask), rb.filter(mask)
-            if collect_keys:
-                keys_lo.append(mapped.column("key_lo").to_numpy())
-                keys_hi.append(mapped.column("key_hi").to_numpy())
             counts.read += rb.num_rows
             hit = erased_mask(mapped, *erased)
             if hit is not None:  # forgotten on purpose: not staged, not even quarantined
                 counts.erased += int(hit.sum())
                 mapped, rb = mapped.filter(pa.array(~hit)), rb.filter(pa.array(~hit))
+            if known is not None:
+                mapped, rb = _skip_delivered(mapped, rb, known, seen, counts, mapping.fields.deleted is not None)
             if mapping.fields.deleted is not None:
                 gone = mapped.column("deleted").to_numpy(zero_copy_only=False)
                 if gone.any():  # deleted in the source: not validated (an emptied row is not bad data)
@@ -178,11 +181,38 @@ def stage_file(mapping: Mapping, source, unit: Unit, index: int, validator: Vali
             w.close()
         quarantine.close()
         release_unused()
-    keys = None
-    if collect_keys and complete:
-        keys = (np.concatenate(keys_lo) if keys_lo else np.empty(0, dtype=np.int64),
-                np.concatenate(keys_hi) if keys_hi else np.empty(0, dtype=np.int64))
-    return StageResult(unit, counts, sorted(writers), columns, getattr(source, "high_water", None), keys=keys)
+    gone = None
+    if known is not None and complete:
+        empty = np.empty(0, dtype=np.int64)
+        gone = known.missing(np.concatenate([x[0] for x in seen]) if seen else empty,
+                             np.concatenate([x[1] for x in seen]) if seen else empty)
+    return StageResult(unit, counts, sorted(writers), columns, getattr(source, "high_water", None), gone=gone)
+
+
+def _skip_delivered(mapped: pa.Table, rb: pa.RecordBatch, known, seen: list, counts: Counts,
+                    soft_delete: bool) -> tuple[pa.Table, pa.RecordBatch]:
+    """Rows of a re-read unit that were delivered as they are now: counted, dropped before
+    validation (most of a re-read file, usually). Changed rows (another fingerprint) and rows
+    flagged deleted go on, for the loader to count and the policies to act on."""
+    lo, hi = mapped.column("key_lo").to_numpy(), mapped.column("key_hi").to_numpy()
+    seen.append((lo, hi))
+    hit, pos = known.match(lo, hi)
+    if not hit.any():
+        return mapped, rb
+    rows = np.flatnonzero(hit)
+    now = fingerprints(mapped.take(pa.array(rows)))
+    at = pos[rows]
+    same = np.zeros(len(hit), dtype=bool)
+    # no fingerprint recorded (delivered before ledger revision 0002): not compared, as in load
+    same[rows] = ~known.has_fp[at] | (now == known.fp[at])
+    if soft_delete:
+        same &= ~pc.fill_null(mapped.column("deleted"), False).to_numpy(zero_copy_only=False)
+    n = int(same.sum())
+    if not n:
+        return mapped, rb
+    counts.already_delivered += n
+    keep = pa.array(~same)
+    return mapped.filter(keep), rb.filter(keep)
 
 
 def _explode(mapping: Mapping, rb: pa.RecordBatch, offset: int, unit: Unit, run_id: str,

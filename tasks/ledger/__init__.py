@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from tasks.ledger.backfill import Backfills
 from tasks.ledger.db import OPEN_RETRY_S, RETRY_S, LedgerError, create_engine, guarded, safe_url, upgrade
-from tasks.ledger.deliveries import BatchRecord, Deliveries, KnownMessages, unit_hash
+from tasks.ledger.deliveries import BatchRecord, Deliveries, KnownMessages, UnitDelivered, pairs, unit_hash
 from tasks.ledger.erasures import Erasures, erased_mask
 from tasks.ledger.leases import Leases
 from tasks.ledger.rewrites import Rewrites
@@ -22,7 +22,8 @@ from tasks.ledger.runs import Runs
 from tasks.ledger.sources import Sources
 from tasks.ledger.tables import TAIL
 
-__all__ = ["Ledger", "LedgerError", "BatchRecord", "KnownMessages", "TAIL", "erased_mask", "unit_hash"]
+__all__ = ["Ledger", "LedgerError", "BatchRecord", "KnownMessages", "TAIL", "UnitDelivered", "erased_mask", "pairs",
+           "unit_hash"]
 
 
 class Ledger(Runs, Deliveries, Leases, Sources, Backfills, Erasures, Rewrites):
