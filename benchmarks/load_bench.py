@@ -113,6 +113,7 @@ def ours(url: str, mapping_path: Path, work: Path, duration: float, limits: dict
     cfg = RunConfig()
     cfg.target.base_url = url
     cfg.target.name = f"bench-{time.time_ns()}"
+    cfg.target.new_target = True  # a fresh dev-server each time: a different MemOS, on purpose
     cfg.state.work_dir = str(work)
     cfg.load.concurrency = concurrency
     cfg.load.requests_per_second = limits["rps"]

@@ -129,7 +129,7 @@ class RunReport:
             ("quarantined", str(c.quarantined)), ("duplicates", str(c.duplicates)),
             ("already delivered", str(c.already_delivered)),
             ("changed after delivery", str(c.changed_after_delivery)
-             + (f" (in {sum(1 for v in c.changes.values() if v.get('changed'))} conversations; not resent)"
+             + (f" (in {sum(1 for v in c.changes.values() if v.get('changed'))} conversations)"
                 if c.changed_after_delivery else "")),
             ("deleted in source", f"{c.deleted_in_source + c.gone_from_source}"
              + (f" ({c.deleted_in_source} marked deleted, {c.gone_from_source} gone from re-read files)"

@@ -253,6 +253,39 @@ def test_forget_leaves_no_memory_of_the_erased_user_or_conversation(memos, tmp_p
     # tests/test_forget.py shows it against the dev-server)
 
 
+def test_replace_leaves_no_memory_of_the_old_text(memos, tmp_path):
+    """on_change: replace against MemOS 2.0.33: an edited conversation's memories are deleted
+    and the conversation sent again; afterwards nothing MemOS holds for it says the old text."""
+    from memos_etl.client import SelfHostedTarget
+
+    run = f"{time.time_ns() % 10**8}"
+    path, config, _ = _write_source(tmp_path, run)
+    config["target"]["base_url"] = memos
+    config["sources"]["chats"]["on_change"] = "replace"
+    path.write_text(yaml.safe_dump(config))
+    _cli("sync", "chats", "--no-prefect", config=path)
+    ada = f"ada-{run}"
+    assert any("Pixel" in json.dumps(n) for n in _wait_extracted(memos, ada))
+
+    data = tmp_path / "data" / "chats.jsonl"
+    rows = [json.loads(x) for x in data.read_text().splitlines()]
+    for r in rows:  # ada's dog was never called Pixel: the source is corrected
+        if r["user"] == ada and r["conversation_id"] == "pets":
+            r["text"] = r["text"].replace("a border collie called Pixel", "a greyhound called Rocket") \
+                .replace("Pixel is a lovely name. Collies", "Rocket is a lovely name. Greyhounds") \
+                .replace("Pixel already fetches", "Rocket already fetches")
+    write_jsonl(data, rows)
+    report = _report(_cli("sync", "chats", "--no-prefect", config=path))
+    assert int(report["changed after delivery"].split()[0]) == 3, report
+    assert report["rewritten conversations"].startswith("1:") and "completed" in report["rewritten conversations"]
+    nodes = _wait_extracted(memos, ada)
+    stale = [n for n in nodes if "pixel" in json.dumps(n).lower()]
+    assert not stale, json.dumps(stale, indent=1)[:6000]  # no memory, no source
+    assert {n["metadata"]["session_id"] for n in nodes} == {"pets", "garden"}
+    hits = SelfHostedTarget(TargetConfig(kind="self-hosted", base_url=memos), None).search(ada, "my dog", 10)
+    assert any("rocket" in (h["memory_value"] or "").lower() for h in hits), hits
+
+
 PROBES = {
     "valid": {"user_id": "probe", "session_id": "s", "messages": [{"role": "user", "content": "probe valid"}]},
     "bad role": {"user_id": "probe", "session_id": "s", "messages": [{"role": "robot", "content": "hi"}]},
