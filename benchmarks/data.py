@@ -75,3 +75,42 @@ def edit(mapping_path: Path, every: int = 100) -> int:
         pq.write_table(table, f, row_group_size=65_536)
         changed += int(pc.sum(hit).as_py() or 0)
     return changed
+
+
+def _json_text(arr: pa.Array) -> pa.Array:
+    """Strings as JSON string literals (the generated words need no escaping but quotes)."""
+    return pc.binary_join_element_wise('"', arr, '"', "")
+
+
+def generate_openai_chat(out: Path, messages: int, files: int = 2, users: int = 5000, seed: int = 7) -> Path:
+    """The same messages as `generate`, as OpenAI-chat JSONL (one conversation of TURNS
+    messages a line, the `openai-chat` preset's shape) in `files` files; returns the mapping."""
+    data = out / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    phrases = np.array([" ".join(rng.choice(WORDS, 24)) for _ in range(997)])
+    convs = -(-messages // TURNS)
+    per_file = -(-convs // files)
+    for f in range(files):
+        lo, hi = f * per_file, min(convs, (f + 1) * per_file)
+        if lo >= hi:
+            break
+        i = np.arange(lo * TURNS, hi * TURNS, dtype=np.int64)
+        turn = i % TURNS + 1
+        role = np.where(turn % 2 == 1, "user", "assistant")
+        msg = pc.binary_join_element_wise('{"role": "', pa.array(role), '", "content": ',
+                                          _json_text(pa.array(phrases[i % len(phrases)])), "}", "")
+        msg = msg.combine_chunks() if isinstance(msg, pa.ChunkedArray) else msg
+        per_conv = pa.ListArray.from_arrays(pa.array(np.arange(0, len(i) + 1, TURNS, dtype=np.int32)), msg)
+        conv = np.arange(lo, hi, dtype=np.int64)
+        line = pc.binary_join_element_wise(
+            '{"id": "c', pa.array(conv).cast(pa.string()), '", "user": "u', pa.array(conv % users).cast(pa.string()),
+            '", "messages": [', pc.binary_join(per_conv, ", "), "]}", "")
+        with open(data / f"part-{f:03d}.jsonl", "w", encoding="utf-8") as fh:
+            for chunk in range(0, len(line), 10_000):
+                fh.write("\n".join(line.slice(chunk, 10_000).to_pylist()))
+                fh.write("\n")
+    path = out / "mapping.yaml"
+    path.write_text(yaml.safe_dump({"preset": "openai-chat", "source": {"name": "bench-openai", "path": str(data)}},
+                                   sort_keys=False))
+    return path

@@ -127,6 +127,10 @@ class RolesConfig(_Strict):
     # two-person dialogues without a role column: which speakers are the user
     speaker_column: str | None = None
     user_speakers: list[str] = []
+    # per-row alternative to user_speakers: the column holding this row's dialogue's user
+    # speaker (e.g. speaker_a); role is user where speaker equals it. A person can then be
+    # the user of one dialogue and the other speaker of another.
+    user_speaker_column: str | None = None
     other_speakers: Literal["assistant", "unknown"] = "assistant"
 
     @field_validator("map")
@@ -281,6 +285,8 @@ class Mapping(_Strict):
             cols.setdefault(part.column, f"content_append[{i}].column")
         if self.roles.speaker_column:
             cols.setdefault(self.roles.speaker_column, "roles.speaker_column")
+        if self.roles.user_speaker_column:
+            cols.setdefault(self.roles.user_speaker_column, "roles.user_speaker_column")
         return cols
 
     def check_columns(self, available: list[str], where: str) -> None:
@@ -508,6 +514,12 @@ def _check_mapping(mapping: Mapping, p: Path) -> Mapping:
         raise ConfigError(str(p), "nest", "format json is read record by record: describe the records with nest")
     if mapping.fields.role is None and mapping.roles.speaker_column is None:
         raise ConfigError(str(p), "fields.role", "set a role column, or roles.speaker_column for dialogues")
+    if mapping.roles.user_speaker_column and not mapping.roles.speaker_column:
+        raise ConfigError(str(p), "roles.user_speaker_column",
+                          "compares each row's speaker with it: set roles.speaker_column too")
+    if mapping.roles.user_speaker_column and mapping.roles.user_speakers:
+        raise ConfigError(str(p), "roles.user_speaker_column",
+                          "set either user_speakers (the same people everywhere) or user_speaker_column (per row)")
     return mapping
 
 

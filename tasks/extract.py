@@ -174,29 +174,21 @@ class FileSource:
                               f"cannot read: {exc}") from None
 
     def _records(self, unit: Unit) -> Iterator[tuple[int, pa.RecordBatch]]:
-        """Nested sources: one row per record, its JSON text in RECORD_COLUMN (tasks/nest.py
-        parses it; a line that is not JSON is quarantined there, not fatal here). JSONL is one
-        record a line; a JSON file is an array of records (or one record). A JSON file is
-        parsed whole: a ChatGPT export of a few hundred MB takes that much memory, twice."""
-        from tasks.nest import RECORD_COLUMN
+        """Nested sources: one row per record, its JSON text in RECORD_COLUMN, streamed
+        (tasks/records.py: JSONL in blocks of whole lines, a JSON array item by item); memory
+        does not grow with the file. tasks/nest.py explodes them; a line that is not JSON is
+        quarantined there, not fatal here; a JSON document that breaks off stops the unit."""
+        from tasks.records import NotJson, json_items, jsonl_blocks
 
-        batch_rows = self.mapping.source.batch_rows
         offset = 0
         with self.fs.open_input_stream(unit.path) as fh:
-            data = fh.read().decode("utf-8", "replace")
-        if self.mapping.source.format == "json":
+            batches = json_items(fh) if self.mapping.source.format == "json" else jsonl_blocks(fh)
             try:
-                doc = json.loads(data)
-            except ValueError as exc:
-                raise SourceError(self.mapping.source.name, unit.rel, f"not a JSON document: {exc}") from None
-            texts = [json.dumps(r, ensure_ascii=False) for r in (doc if isinstance(doc, list) else [doc])]
-        else:
-            texts = [line for line in data.splitlines() if line.strip()]
-        del data
-        for i in range(0, len(texts), batch_rows):
-            chunk = texts[i:i + batch_rows]
-            yield offset, pa.record_batch({RECORD_COLUMN: pa.array(chunk, pa.string())})
-            offset += len(chunk)
+                for rb in batches:
+                    yield offset, rb
+                    offset += rb.num_rows
+            except NotJson as exc:
+                raise SourceError(self.mapping.source.name, f"{unit.rel} after record {offset}", str(exc)) from None
 
     def _open_text(self, unit: Unit, schema: pa.Schema | None):
         stream = self.fs.open_input_stream(unit.path)
@@ -225,15 +217,22 @@ def _bad_json_line(fs: pafs.FileSystem, unit: Unit) -> str | None:
     """Find the first line that is not JSON, to name it in the error (only after a failure)."""
     try:
         with fs.open_input_stream(unit.path) as fh:
-            for n, line in enumerate(fh.read().decode("utf-8", "replace").splitlines(), start=1):
-                if line.strip():
-                    try:
-                        json.loads(line)
-                    except ValueError:
-                        return f"{unit.rel} line {n}"
+            n, rest = 0, b""
+            while True:
+                chunk = fh.read(_BLOCK_BYTES)
+                lines = (rest + chunk).split(b"\n")
+                rest = lines.pop() if chunk else b""
+                for line in lines:
+                    n += 1
+                    if line.strip():
+                        try:
+                            json.loads(line)
+                        except ValueError:
+                            return f"{unit.rel} line {n}"
+                if not chunk:
+                    return None
     except OSError:
         return None
-    return None
 
 
 def _partition_value(rel: str, key: str | None) -> str | None:

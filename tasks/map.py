@@ -70,7 +70,10 @@ def _roles(mapping: Mapping, rb: pa.RecordBatch) -> pa.Array:
     cfg = mapping.roles
     if cfg.speaker_column:
         speaker = as_text(rb.column(cfg.speaker_column))
-        is_user = pc.is_in(speaker, value_set=pa.array(cfg.user_speakers, pa.string()))
+        if cfg.user_speaker_column:  # this row's dialogue names its user
+            is_user = pc.fill_null(pc.equal(speaker, as_text(rb.column(cfg.user_speaker_column))), False)
+        else:
+            is_user = pc.is_in(speaker, value_set=pa.array(cfg.user_speakers, pa.string()))
         other = pa.scalar("assistant") if cfg.other_speakers == "assistant" else \
             pc.binary_join_element_wise("unknown speaker ", speaker, "")
         by_speaker = pc.if_else(is_user, pa.scalar("user"), other)

@@ -99,30 +99,14 @@ def stage_file(mapping: Mapping, source, unit: Unit, index: int, validator: Vali
     counts = Counts()
     known = delivered(unit) if delivered is not None else None
     seen: list[np.ndarray] = []
-    complete = True  # every record of the unit became messages (nothing quarantined whole by nest)
+    shape = {"complete": True}  # every record of the unit became messages (nothing quarantined whole by nest)
     columns: dict[str, str] = {}
     writers: dict[int, ipc.RecordBatchFileWriter] = {}
     quarantine = QuarantineWriter(quarantine_dir, f"extract-{index:05d}")
     try:
         if mapping.nest is None:  # nested records are checked after they are exploded
             mapping.check_columns(source.schema(unit).names, unit.rel)
-        for offset, rb in source.iter_batches(unit):
-            if mapping.nest is None:
-                mapping.check_columns(rb.schema.names, f"{unit.rel} at row {offset}")
-            for f in rb.schema:
-                kind = type_kind(f.type) or "null"  # all-null so far: present, type unknown
-                if columns.get(f.name, "null") == "null":
-                    columns[f.name] = kind
-                elif kind != "null" and columns[f.name] != kind and \
-                        mapping.referenced_columns().get(f.name, "fields.deleted") != "fields.deleted":
-                    raise SchemaDrift(mapping.source.name, unit.rel,
-                                      f"column {f.name!r} changed type within the unit: {columns[f.name]} -> {kind}")
-            if mapping.nest is not None and not getattr(source, "exploded", False):
-                before = counts.quarantined
-                rb = _explode(mapping, rb, offset, unit, run_id, quarantine, counts)
-                complete &= counts.quarantined == before
-                if rb is None:
-                    continue
+        for offset, rb in _message_batches(mapping, source, unit, columns, run_id, quarantine, counts, shape):
             mapped = map_batch(rb, mapping, unit.rel, offset)
             keep = in_slice(mapped, part)
             if keep is not None:
@@ -182,11 +166,80 @@ def stage_file(mapping: Mapping, source, unit: Unit, index: int, validator: Vali
         quarantine.close()
         release_unused()
     gone = None
-    if known is not None and complete:
+    if known is not None and shape["complete"]:
         empty = np.empty(0, dtype=np.int64)
         gone = known.missing(np.concatenate([x[0] for x in seen]) if seen else empty,
                              np.concatenate([x[1] for x in seen]) if seen else empty)
     return StageResult(unit, counts, sorted(writers), columns, getattr(source, "high_water", None), gone=gone)
+
+
+def _message_batches(mapping: Mapping, source, unit: Unit, columns: dict, run_id: str,
+                     quarantine: QuarantineWriter, counts: Counts, shape: dict):
+    """(row offset, batch of message rows) of a unit. Nested records are exploded (records of
+    the wrong shape quarantined whole) and their messages gathered into batches of about
+    `source.batch_rows` messages: a batch is bounded by the messages it holds, not by records,
+    and validation runs on full batches whatever the records' sizes."""
+    nested = mapping.nest is not None and not getattr(source, "exploded", False)
+    pending: list[pa.RecordBatch] = []
+    held = 0
+    for offset, rb in source.iter_batches(unit):
+        if mapping.nest is None:
+            mapping.check_columns(rb.schema.names, f"{unit.rel} at row {offset}")
+        for f in rb.schema:
+            kind = type_kind(f.type) or "null"  # all-null so far: present, type unknown
+            if columns.get(f.name, "null") == "null":
+                columns[f.name] = kind
+            elif kind != "null" and columns[f.name] != kind and \
+                    mapping.referenced_columns().get(f.name, "fields.deleted") != "fields.deleted":
+                raise SchemaDrift(mapping.source.name, unit.rel,
+                                  f"column {f.name!r} changed type within the unit: {columns[f.name]} -> {kind}")
+        if not nested:
+            yield offset, rb
+            continue
+        before = counts.quarantined
+        rows = _explode(mapping, rb, offset, unit, run_id, quarantine, counts)
+        shape["complete"] &= counts.quarantined == before
+        if rows is None:
+            continue
+        pending.append(rows)
+        held += rows.num_rows
+        if held >= mapping.source.batch_rows:
+            yield 0, _concat(pending)
+            pending, held = [], 0
+    if pending:
+        yield 0, _concat(pending)
+
+
+def _concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+    """One batch of exploded rows. Columns some batches lack are nulls; a column typed
+    differently by different batches (all-null text in one, numbers in another; numbers
+    here, text there) takes the type of its values, or text when they disagree."""
+    if len(batches) == 1:
+        return batches[0]
+    types: dict[str, set] = {}
+    for b in batches:
+        for f, col in zip(b.schema, b.columns):
+            if col.null_count < len(col):
+                types.setdefault(f.name, set()).add(f.type)
+            else:
+                types.setdefault(f.name, set())
+    tables = []
+    for b in batches:
+        cols, names = [], []
+        for f, col in zip(b.schema, b.columns):
+            seen = types[f.name]
+            want = next(iter(seen)) if len(seen) == 1 else pa.string() if seen else f.type
+            if col.type != want:
+                col = pa.nulls(len(col), want) if col.null_count == len(col) else col.cast(want)
+            cols.append(col)
+            names.append(f.name)
+        tables.append(pa.Table.from_arrays(cols, names=names))
+    table = pa.concat_tables(tables, promote_options="default" if _same_columns(tables) else "permissive")
+    return table.combine_chunks().to_batches()[0]
+
+
+def _same_columns(tables: list[pa.Table]) -> bool:
+    return all(t.schema == tables[0].schema for t in tables[1:])
 
 
 def _skip_delivered(mapped: pa.Table, rb: pa.RecordBatch, known, seen: list, counts: Counts,
