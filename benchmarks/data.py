@@ -114,3 +114,53 @@ def generate_openai_chat(out: Path, messages: int, files: int = 2, users: int = 
     path.write_text(yaml.safe_dump({"preset": "openai-chat", "source": {"name": "bench-openai", "path": str(data)}},
                                    sort_keys=False))
     return path
+
+
+def generate_chatgpt_export(out: Path, min_bytes: int, turns: int = 24, seed: int = 7) -> Path:
+    """A ChatGPT-export-shaped `conversations.json` of at least `min_bytes`: one JSON array
+    of conversations, each a `mapping` tree (root, a hidden system node, `turns` messages
+    with one regenerated-away branch) and its `current_node`; assistant answers ~1 KB, as
+    real exports have. Written as a stream; returns the mapping file (`chatgpt-export`)."""
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    short = [" ".join(rng.choice(WORDS, 30)) for _ in range(101)]
+    long = [" ".join(rng.choice(WORDS, 160)) for _ in range(103)]
+
+    def node(nid, parent, children, role, text, t):
+        msg = None if role is None else {
+            "id": nid, "author": {"role": role, "name": None, "metadata": {}}, "create_time": t,
+            "content": {"content_type": "text", "parts": [text]}, "status": "finished_successfully",
+            "metadata": {"is_visually_hidden_from_conversation": role == "system"}}
+        return {"id": nid, "message": msg, "parent": parent, "children": children}
+
+    path = out / "conversations.json"
+    written, c = 0, 0
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write("[")
+        while written < min_bytes:
+            t0 = 1_700_000_000.0 + c * 3600
+            ids = [f"c{c}-n{i}" for i in range(turns)]
+            mapping = {"root": node("root", None, [f"c{c}-sys"], None, None, None),
+                       f"c{c}-sys": node(f"c{c}-sys", "root", [ids[0]], "system", "", None)}
+            for i, nid in enumerate(ids):
+                parent = f"c{c}-sys" if i == 0 else ids[i - 1]
+                kids = [ids[i + 1]] if i + 1 < turns else []
+                if i == 1:
+                    kids = [f"c{c}-alt"] + kids
+                role = "user" if i % 2 == 0 else "assistant"
+                text = short[(c + i) % len(short)] if role == "user" else long[(c * 7 + i) % len(long)]
+                mapping[nid] = node(nid, parent, kids, role, text, t0 + i * 30)
+            mapping[f"c{c}-alt"] = node(f"c{c}-alt", ids[1], [], "assistant", "(regenerated away)", t0 + 31)
+            conv = {"title": f"conversation {c}", "create_time": t0, "update_time": t0 + turns * 30,
+                    "mapping": mapping, "current_node": ids[-1], "id": f"conv-{c}", "conversation_id": f"conv-{c}"}
+            text = ("," if c else "") + json.dumps(conv)
+            fh.write(text)
+            written += len(text)
+            c += 1
+        fh.write("]")
+    mapping_path = out / "mapping.yaml"
+    mapping_path.write_text(yaml.safe_dump({"preset": "chatgpt-export",
+                                            "source": {"name": "bench-chatgpt", "path": str(path)}}, sort_keys=False))
+    return mapping_path

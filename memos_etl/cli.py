@@ -18,17 +18,22 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 import typer  # noqa: E402
 
-from memos_etl.config import RunConfig, load_mapping, load_run_config  # noqa: E402
 from memos_etl.errors import MemosEtlError  # noqa: E402
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+# Commands import what they use when they run: `--help`, `status`, `presets`, `quarantine`,
+# `reset` and `search` never import Great Expectations or Prefect (seconds of CPU each), nor
+# pandas; plain help text (no rich) keeps `--help` to the interpreter's start-up and typer.
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  pretty_exceptions_enable=False,
                   help="Load chat history into MemOS, exactly once. See README.md.")
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_MAPPING = ROOT / "schemas" / "mappings" / "sample.yaml"
 
 
 def _config(config: Optional[Path], target_url: Optional[str], ledger: Optional[str],
-            work_dir: Optional[Path]) -> RunConfig:
+            work_dir: Optional[Path]) -> "RunConfig":
+    from memos_etl.config import load_run_config
+
     try:
         cfg = load_run_config(config)
     except MemosEtlError as exc:
@@ -86,7 +91,7 @@ NewTargetOpt = typer.Option(False, "--new-target", help="this source delivered t
 SourceArg = typer.Argument(..., help="a source name from the config's `sources:`, or a mapping file path")
 
 
-def _source(cfg: RunConfig, source: str):
+def _source(cfg: "RunConfig", source: str):
     return cfg.mapping(source)
 
 
@@ -615,6 +620,7 @@ def quarantine_redrive(source: str = SourceArg, config: Optional[Path] = ConfigO
 @app.command()
 def expectations(mapping: Path, out: Optional[Path] = typer.Option(None, help="write the suite here (JSON)")):
     """The Great Expectations suite a mapping validates with: canonical checks plus its `checks`."""
+    from memos_etl.config import load_mapping
     from tasks.validate import Validator
 
     suite = Validator(load_mapping(mapping), _config(None, None, None, None).load).suite_json()
@@ -630,10 +636,10 @@ def expectations(mapping: Path, out: Optional[Path] = typer.Option(None, help="w
 def search(user_id: str, query: str, target_url: Optional[str] = TargetOpt, config: Optional[Path] = ConfigOpt,
            limit: int = typer.Option(5)):
     """Search a user's memories on the target."""
-    from memos_etl.pipeline import make_target
+    from memos_etl.client import make_target, resolve_api_key
 
     cfg = _config(config, target_url, None, None)
-    t = make_target(cfg)
+    t = make_target(cfg.target, resolve_api_key(cfg.target))  # not through the pipeline: no GX import
     try:
         for m in t.search(user_id, query, limit):
             typer.echo(f"- {m.get('memory_value')}")

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from memos_etl.errors import ConfigError
-from schemas.message import ALLOWED_ROLES
+from schemas.roles import ALLOWED_ROLES
 
 #: Role spellings normalised out of the box; a mapping's `roles.map` adds to or overrides these.
 DEFAULT_ROLE_MAP = {

@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-#: Roles MemOS accepts in a message.
-ALLOWED_ROLES = ("user", "assistant", "system", "tool")
-
-#: MemOS rejects ids longer than this (error 4000x).
-MAX_ID_CHARS = 100
+from schemas.roles import ALLOWED_ROLES, MAX_ID_CHARS  # noqa: F401  (re-exported)
 
 MESSAGE_SCHEMA = pa.schema(
     [

@@ -90,9 +90,13 @@ def conversation(n: int, user: str) -> list[dict]:
     start = datetime(2024, 1, 1, tzinfo=timezone.utc) + timedelta(days=rng.randrange(600), minutes=rng.randrange(1440))
     tz = rng.choice(ZONES)
     conv = f"{user}-{topic}-{n:04d}"
-    rows, turn = [], 0
+    rows, turn, days = [], 0, 0
     for session in range(rng.randint(2, 4)):
-        t = start + timedelta(days=session * rng.randint(1, 20))
+        # each session 1-20 days after the one before: time only moves forward in a conversation
+        # (the same random draws as before, summed, so the sample's rows and text do not change)
+        gap = rng.randint(1, 20)
+        days += gap if session else 0
+        t = start + timedelta(days=days)
         for _ in range(rng.randint(2, 5)):
             q, a = rng.choice(TOPICS[topic])
             for role, text in ((rng.choice(USER_ROLE), q), (rng.choice(BOT_ROLE), a)):

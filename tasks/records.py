@@ -70,9 +70,11 @@ class _Prefixed:
         return self.fh.read(n) if n >= 0 else self.fh.read()
 
 
-def json_items(fh: BinaryIO, items: int = ITEMS) -> Iterator[pa.RecordBatch]:
+def json_items(fh: BinaryIO, items: int = ITEMS, block_bytes: int = BLOCK_BYTES) -> Iterator[pa.RecordBatch]:
     """Record batches of a JSON document's records: the items of a top-level array, or the
-    document itself when it is an object. Raises NotJson where the document stops being JSON."""
+    document itself when it is an object; a batch holds up to `items` records or about
+    `block_bytes` of their text, whichever comes first (a ChatGPT conversation can be MBs).
+    Raises NotJson where the document stops being JSON."""
     import ijson
     import orjson
 
@@ -86,12 +88,15 @@ def json_items(fh: BinaryIO, items: int = ITEMS) -> Iterator[pa.RecordBatch]:
     stream = _Prefixed(head, fh)
     prefix = "item" if first == b"[" else ""
     batch: list[str] = []
+    size = 0
     try:
         for rec in ijson.items(stream, prefix, use_float=True):
             batch.append(orjson.dumps(rec).decode())
-            if len(batch) >= items:
+            size += len(batch[-1])
+            del rec
+            if len(batch) >= items or size >= block_bytes:
                 yield pa.record_batch({RECORD_COLUMN: pa.array(batch, pa.string())})
-                batch = []
+                batch, size = [], 0
     except (ijson.JSONError, ijson.IncompleteJSONError, UnicodeDecodeError) as exc:
         raise NotJson(f"not a JSON document: {exc}") from None
     if batch:

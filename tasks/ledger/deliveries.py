@@ -15,9 +15,6 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from tasks.ledger.db import guarded, now
@@ -40,11 +37,17 @@ _CONVERSATION_ADVANCE = conversations.update().where(_CONVERSATION_KEY).values(
 
 def unit_hash(source: str, unit: str) -> int:
     """64-bit identity of a source's file or object, as messages.unit stores it."""
+    import pyarrow as pa
+
     return int(unit_hashes(source, pa.array([unit], pa.string()))[0])
 
 
-def unit_hashes(source: str, files: pa.Array | pa.ChunkedArray) -> np.ndarray:
+def unit_hashes(source: str, files: "pa.Array | pa.ChunkedArray") -> np.ndarray:
     """unit_hash of every row's source_file (hashed once per distinct file)."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     enc = pc.dictionary_encode(files)
     if isinstance(enc, pa.ChunkedArray):
         enc = enc.unify_dictionaries().combine_chunks() if enc.num_chunks else pa.array([], pa.dictionary(

@@ -13,8 +13,6 @@ import getpass
 import uuid
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from tasks.ledger.db import guarded, now
@@ -72,8 +70,11 @@ class Erasures:
         return users, convs
 
 
-def erased_mask(table: pa.Table, users: set[str], convs: set[tuple[str, str]]) -> np.ndarray | None:
+def erased_mask(table: "pa.Table", users: set[str], convs: set[tuple[str, str]]) -> np.ndarray | None:
     """Rows of a canonical table that belong to an erased user or conversation (None: none)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     if table.num_rows == 0 or not (users or convs):
         return None
     hit = np.zeros(table.num_rows, dtype=bool)
