@@ -120,7 +120,9 @@ def sync(source: str = SourceArg,
     (drained, re-run to resume).
     """
     from memos_etl import progress, shutdown
+    from tasks.validate import preload
 
+    preload()  # Great Expectations imports while the source is listed and Prefect starts
     shutdown.install()
     try:
         cfg = _config(config, target_url, ledger, work_dir)
@@ -161,6 +163,9 @@ def plan(source: str = SourceArg, config: Optional[Path] = ConfigOpt, target_url
          since: Optional[str] = typer.Option(None), until: Optional[str] = typer.Option(None),
          json_out: bool = typer.Option(False, "--json")):
     """What a sync would send now, written to an outbox file; nothing is sent (no Prefect server needed)."""
+    from tasks.validate import preload
+
+    preload()
     from memos_etl import progress
     from memos_etl.pipeline import run
     from tasks.cursor import parse_bound
@@ -255,7 +260,9 @@ def backfill(source: str = SourceArg, since: Optional[str] = typer.Option(None),
     """Backfill a range of a source in partitions; run it again to resume (done parts are skipped).
     Never moves the nightly cursor. Exit 0 when every part is done, 2 otherwise."""
     from memos_etl import shutdown
+    from tasks.validate import preload
 
+    preload()
     shutdown.install()
     try:
         cfg = _config(config, target_url, ledger, work_dir)
@@ -487,8 +494,7 @@ def status(config: Optional[Path] = ConfigOpt, ledger: Optional[str] = LedgerOpt
     then the erasure log (who was erased with `forget`, where and when: ids only)."""
     from tasks import cursor
     from tasks.ledger import Ledger
-    from tasks.quarantine import read_quarantine
-    from tasks.redrive import resolved, row_key
+    from tasks.quarantine import read_quarantine, resolved, row_key
 
     cfg = _config(config, None, ledger, work_dir)
     try:
@@ -674,7 +680,9 @@ def dev_server(port: int = typer.Option(8765), host: str = typer.Option("127.0.0
 def demo(work_dir: Path = typer.Option(Path(".memos-etl"), help="state directory for the demo")):
     """Sync the bundled sample into a local dev-server, print the report and a search."""
     from memos_etl.devserver import DevServer
+    from tasks.validate import preload
 
+    preload()  # Great Expectations imports while the dev-server and Prefect start
     work_dir.mkdir(parents=True, exist_ok=True)
     server = DevServer(db=str(work_dir / "devserver.db")).start()
     try:

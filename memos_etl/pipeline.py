@@ -197,7 +197,8 @@ def run(mapping: Mapping, cfg: RunConfig, *, run_id: str | None = None, stage_ma
     the ledger keeps no trace but the run's report. `progress` gets (phase, done, total)."""
     run_id = run_id or new_run_id()
     progress = progress or (lambda phase, done, total: None)
-    started = time.monotonic()
+    started, started_at = time.monotonic(), time.time()
+    ctx = None
     stage_map = stage_map or thread_map(min(cfg.load.concurrency, 4))
     load_map = load_map or thread_map(cfg.load.concurrency)
     work = Path(cfg.state.work_dir)
@@ -303,6 +304,9 @@ def run(mapping: Mapping, cfg: RunConfig, *, run_id: str | None = None, stage_ma
         stop.set()
         shutdown.unsubscribe(stop)
         report.duration_s = time.monotonic() - started
+        if ctx is not None and ctx.first_request_at is not None:
+            report.first_request_at = ctx.first_request_at
+            report.first_request_s = round(ctx.first_request_at - started_at, 3)
         if qdir.exists():
             report.quarantine_path = str(qdir)
         try:

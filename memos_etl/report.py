@@ -101,6 +101,10 @@ class RunReport:
     counts: Counts = field(default_factory=Counts)
     notes: list = field(default_factory=list)  # schema drift and other things worth a look
     duration_s: float = 0.0
+    # when the first request went out: epoch seconds, and seconds after the run started
+    # (what a user waits before anything reaches MemOS: imports, listing, reading, validating)
+    first_request_at: float | None = None
+    first_request_s: float | None = None
     quarantine_path: str | None = None
     data_docs: str | None = None  # Great Expectations Data Docs index page, when built
     error: str | None = None
@@ -153,7 +157,8 @@ class RunReport:
                                 f"{c.reconciled_unknown} unknown"),
             *([("extraction", ", ".join(f"{k} {v}" for k, v in sorted(c.extraction.items())))]
               if c.extraction else []),
-            ("duration", f"{self.duration_s:.1f}s"),
+            ("duration", f"{self.duration_s:.1f}s"
+             + (f" (first request after {self.first_request_s:.1f}s)" if self.first_request_s is not None else "")),
             ("read = outcomes", "yes" if c.accounted else f"NO ({c.outcomes()} accounted)"),
         ]
 

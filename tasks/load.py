@@ -56,6 +56,7 @@ class LoadContext:
     # tombstones of `memos-etl forget`, read once per run: (erased users, erased (user, conversation))
     erased: tuple = (frozenset(), frozenset())
     rewriting: bool = False  # this run sends conversations being rewritten; other runs hold them back
+    first_request_at: float | None = None  # time.time() of the run's first request to the target
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def failed(self, exc: Exception) -> None:
@@ -333,6 +334,8 @@ def _send(ctx: LoadContext, b: RequestBatch, table: pa.Table, counts: Counts,
             counts.retries += 1
         sends += 1
         counts.requests += 1
+        if ctx.first_request_at is None:
+            ctx.first_request_at = time.time()
         try:
             reply = ctx.client.add(b)
         except TransientError as exc:

@@ -82,3 +82,35 @@ def read_quarantine(work_dir: str, source: str | None = None, run_id: str | None
     if not files:
         return QUARANTINE_SCHEMA.empty_table()
     return pa.concat_tables(pq.read_table(f, schema=QUARANTINE_SCHEMA) for f in files)
+
+
+#: the message's place in its record, as tasks/nest.py names it (not imported: `status` stays light)
+POSITION = "position"
+
+#: a quarantined row: (source_file, source_row, position in its record; None when not nested)
+RowKey = tuple[str, int, "int | None"]
+
+
+def row_key(row: dict) -> RowKey:
+    """The key of a quarantine row (a dict with source_file, source_row and its record, as JSON text or parsed)."""
+    position = None
+    if row.get("record"):
+        rec = json.loads(row["record"]) if isinstance(row["record"], str) else row["record"]
+        position = rec.get(POSITION) if isinstance(rec, dict) else None
+    return row["source_file"], row["source_row"], position
+
+
+def resolved_dir(work_dir: str, source: str) -> Path:
+    return Path(work_dir) / "quarantine-resolved" / f"source={source}"
+
+
+def resolved(work_dir: str, source: str) -> set[RowKey]:
+    d = resolved_dir(work_dir, source)
+    files = sorted(d.glob("*.parquet")) if d.exists() else []
+    out: set[RowKey] = set()
+    for f in files:
+        t = pq.read_table(f)
+        positions = t.column("position").to_pylist() if "position" in t.schema.names else [None] * t.num_rows
+        for file, row, pos in zip(t.column("source_file").to_pylist(), t.column("source_row").to_pylist(), positions):
+            out.add((file, row, pos))
+    return out

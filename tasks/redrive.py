@@ -29,40 +29,11 @@ import pyarrow.parquet as pq
 from memos_etl.config import Mapping
 from tasks.extract import ROW_COLUMN, Slice, Unit
 from tasks.nest import POSITION
-from tasks.quarantine import read_quarantine
+from tasks.quarantine import RowKey, read_quarantine, resolved, resolved_dir, row_key  # noqa: F401
 
 RESOLVED_SCHEMA = pa.schema([("run_id", pa.string()), ("source_file", pa.string()), ("source_row", pa.int64()),
                              ("resolved_by", pa.string()), ("resolved_at", pa.timestamp("us", tz="UTC")),
                              ("position", pa.int64())])
-
-#: a quarantined row: (source_file, source_row, position in its record; None when not nested)
-RowKey = tuple[str, int, "int | None"]
-
-
-def row_key(row: dict) -> RowKey:
-    """The key of a quarantine row (a dict with source_file, source_row and its record, as JSON text or parsed)."""
-    position = None
-    if row.get("record"):
-        rec = json.loads(row["record"]) if isinstance(row["record"], str) else row["record"]
-        position = rec.get(POSITION) if isinstance(rec, dict) else None
-    return row["source_file"], row["source_row"], position
-
-
-def resolved_dir(work_dir: str, source: str) -> Path:
-    return Path(work_dir) / "quarantine-resolved" / f"source={source}"
-
-
-def resolved(work_dir: str, source: str) -> set[RowKey]:
-    d = resolved_dir(work_dir, source)
-    files = sorted(d.glob("*.parquet")) if d.exists() else []
-    out: set[RowKey] = set()
-    for f in files:
-        t = pq.read_table(f)
-        positions = t.column("position").to_pylist() if "position" in t.schema.names else [None] * t.num_rows
-        for file, row, pos in zip(t.column("source_file").to_pylist(), t.column("source_row").to_pylist(), positions):
-            out.add((file, row, pos))
-    return out
-
 
 @dataclass
 class QuarantineSource:

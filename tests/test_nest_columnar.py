@@ -189,3 +189,10 @@ def test_per_row_user_speaker(tmp_path, dev_server, run_config):
     got = {k: [(r, c) for r, c, _ in v] for k, v in stored_messages(dev_server.url).items()}
     assert got == {("Ann", "d1"): [("user", "hi Bo"), ("assistant", "hi Ann")],
                    ("Cy", "d2"): [("user", "hello Ann"), ("assistant", "hello Cy")]}
+
+
+def test_quarantine_names_the_position_column_as_nest_does():
+    import tasks.nest
+    import tasks.quarantine
+
+    assert tasks.quarantine.POSITION == tasks.nest.POSITION
