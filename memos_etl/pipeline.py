@@ -37,6 +37,7 @@ from memos_etl.report import Counts, RunReport
 from tasks.ledger import Ledger, LedgerError, unit_hash
 from tasks import cursor
 from tasks.cursor import behind
+from tasks.datadocs import localise
 from tasks.extract import Slice, open_source
 from tasks.load import LoadContext, load_bucket
 from tasks.quarantine import quarantine_dir
@@ -253,6 +254,10 @@ def run(mapping: Mapping, cfg: RunConfig, *, run_id: str | None = None, stage_ma
             page = validator.publish_docs(work / "data-docs" / name)
             if page:
                 report.data_docs = str(page)
+                try:  # the site's CSS/JS shipped with it: it opens where nothing public is reachable
+                    localise(page.parent)
+                except OSError as exc:
+                    report.notes.append(f"Data Docs load their CSS and JavaScript from public CDNs: {exc}")
         columns = {} if stateless else _drift(mapping, [s for s in staged if not s.failed], baseline, report)
         if counts.read and counts.quarantined / counts.read > cfg.load.max_failed_share:
             raise QualityThresholdError(name, counts.quarantined, counts.read,
