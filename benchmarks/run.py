@@ -1,6 +1,6 @@
 """Run every benchmark, side by side in one run, and print one table of ratios.
 
-    uv run python -m benchmarks.run            # about 10 minutes on 2 cores
+    uv run python -m benchmarks.run            # about 20 minutes on 2 cores
     uv run python -m benchmarks.run --quick    # smaller sizes, to try it out
 
 Results: benchmarks/results/results.json, results.md and load_vs_concurrency.png.
@@ -23,8 +23,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
-from benchmarks import load_bench, pipeline_bench, prefect_bench  # noqa: E402
-from benchmarks.data import edit, generate  # noqa: E402
+from benchmarks import cli_bench, load_bench, pipeline_bench, prefect_bench  # noqa: E402
+from benchmarks.data import edit, generate, generate_chatgpt_export, generate_openai_chat  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -63,6 +63,16 @@ def transform(base: Path, n: int, ledger_n: int) -> dict:
                         "extract_validate_map_stage_s": phases.seconds("extract"),
                         "batch_lookup_write_s": phases.seconds("load")}
     log(f"ours (dry run) {per_min(report.counts.planned, s) / 1e6:.2f}M/min")
+    # the same messages as OpenAI-chat JSONL (20 a line, two files): streamed, exploded on columns
+    nested = generate_openai_chat(base / f"oa{n}", n)
+    work = base / "work-nested"
+    pipeline_bench.reset(work)
+    report, phases, s = pipeline_bench.ours(nested, work, outbox=True)
+    out["nested_plan"] = {"seconds": s, "per_min": per_min(report.counts.planned, s),
+                          "ratio_to_flat": per_min(report.counts.planned, s) / out["ours_plan"]["per_min"],
+                          "quarantined": report.counts.quarantined}
+    log(f"nested (OpenAI chat JSONL) dry run {per_min(report.counts.planned, s) / 1e6:.2f}M/min, "
+        f"{out['nested_plan']['ratio_to_flat']:.2f} of flat")
     # the full path with ledger writes (sent + delivered per request) on a smaller set
     small = generate(base / f"m{ledger_n}", ledger_n)
     work = base / "work-full"
@@ -97,16 +107,34 @@ def transform(base: Path, n: int, ledger_n: int) -> dict:
 MEMORY_FILE_ROWS = 100_000
 
 
+def peak(mapping: Path, work: Path) -> dict:
+    res = subprocess.run([sys.executable, "-m", "benchmarks.memory", str(mapping), str(work)],
+                         cwd=ROOT, capture_output=True, text=True)
+    if res.returncode:
+        raise RuntimeError(res.stderr[-3000:])
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
 def memory(base: Path, sizes: list[int]) -> dict:
     out = {}
     for n in sizes:
-        mapping = generate(base / f"mem-data{n}", n, files=max(1, n // MEMORY_FILE_ROWS))
-        res = subprocess.run([sys.executable, "-m", "benchmarks.memory", str(mapping), str(base / f"mem{n}")],
-                             cwd=ROOT, capture_output=True, text=True)
-        if res.returncode:
-            raise RuntimeError(res.stderr[-3000:])
-        out[n] = json.loads(res.stdout.strip().splitlines()[-1])
+        out[n] = peak(generate(base / f"mem-data{n}", n, files=max(1, n // MEMORY_FILE_ROWS)), base / f"mem{n}")
         log(f"memory {n}: {out[n]['peak_rss_bytes'] / 2**20:.0f} MiB")
+    return out
+
+
+def nested_memory(base: Path, sizes: list[int], export_bytes: int) -> dict:
+    """Peak RSS of nested dry runs: OpenAI-chat JSONL in two files at each size (the files grow
+    with the input: memory must not), and one ChatGPT-export conversations.json of export_bytes."""
+    out: dict = {"openai_chat": {}}
+    for n in sizes:
+        out["openai_chat"][n] = peak(generate_openai_chat(base / f"oa{n}", n), base / f"mem-oa{n}")
+        log(f"nested memory {n}: {out['openai_chat'][n]['peak_rss_bytes'] / 2**20:.0f} MiB")
+    mapping = generate_chatgpt_export(base / "chatgpt-export", export_bytes)
+    out["chatgpt_export"] = peak(mapping, base / "mem-chatgpt")
+    out["chatgpt_export"]["file_bytes"] = (base / "chatgpt-export" / "conversations.json").stat().st_size
+    log(f"ChatGPT export {out['chatgpt_export']['file_bytes'] / 2**30:.2f} GiB: "
+        f"{out['chatgpt_export']['peak_rss_bytes'] / 2**20:.0f} MiB")
     return out
 
 
@@ -141,6 +169,10 @@ def table(r: dict) -> list[tuple[str, str, str, str]]:
     rows.append(("extract+validate+map+ledger lookups (dry run)", f"{ours_pm / 1e6:.2f}M msg/min",
                  f"{ours_pm / plain:.2f} of plain loop, {ours_pm / t['bare_read']['per_min']:.3f} of bare read",
                  ">= 5M/min, >= 0.3 of plain loop"))
+    if "nested_plan" in t:
+        nst = t["nested_plan"]
+        rows.append(("nested dry run: OpenAI-chat JSONL, same messages", f"{nst['per_min'] / 1e6:.2f}M msg/min",
+                     f"{nst['ratio_to_flat']:.2f} of the flat Parquet dry run", ">= 0.5 of flat"))
     rows.append(("  bare pyarrow read / plain-Python loop", f"{t['bare_read']['per_min'] / 1e6:.1f}M / "
                  f"{plain / 1e6:.1f}M msg/min", "reference", ""))
     p = t["ours_plan"]
@@ -165,6 +197,26 @@ def table(r: dict) -> list[tuple[str, str, str, str]]:
         rows.append((f"peak RSS, {int(sizes[0]):,} vs {int(sizes[-1]):,} messages",
                      f"{a['peak_rss_bytes'] / 2**20:.0f} / {b['peak_rss_bytes'] / 2**20:.0f} MiB",
                      f"{b['peak_rss_bytes'] / a['peak_rss_bytes']:.2f}x", "<= 1.2x, < 1 GiB"))
+    if "nested_memory" in r:
+        nm = r["nested_memory"]
+        ns = sorted(nm["openai_chat"], key=int)
+        a, b = nm["openai_chat"][ns[0]], nm["openai_chat"][ns[-1]]
+        rows.append((f"nested peak RSS, {int(ns[0]):,} vs {int(ns[-1]):,} messages (2 files each)",
+                     f"{a['peak_rss_bytes'] / 2**20:.0f} / {b['peak_rss_bytes'] / 2**20:.0f} MiB",
+                     f"{b['peak_rss_bytes'] / a['peak_rss_bytes']:.2f}x", "<= 1.2x, < 1 GiB"))
+        ce = nm["chatgpt_export"]
+        rows.append((f"ChatGPT export, one {ce['file_bytes'] / 2**30:.2f} GiB conversations.json "
+                     f"({ce['messages']:,} messages)", f"{ce['peak_rss_bytes'] / 2**20:.0f} MiB peak RSS",
+                     f"{ce['peak_rss_bytes'] / ce['file_bytes']:.2f} of the file's size, "
+                     f"{ce['messages'] / ce['seconds'] * 60 / 1e6:.2f}M msg/min", "< 1 GiB"))
+    if "cli" in r:
+        c = r["cli"]
+        rows.append(("`memos-etl --help` / `memos-etl status`", f"{c['help_s']:.2f}s / {c['status_s']:.2f}s",
+                     f"{c['help_s'] / c['python_pass_s']:.0f}x / {c['status_s'] / c['python_pass_s']:.0f}x "
+                     f"`python -c pass` ({c['python_pass_s'] * 1000:.0f} ms)", "< 1 s each"))
+        rows.append(("demo: time to first request", f"{c['demo_first_request_s']:.1f}s after start",
+                     f"{c['demo_first_request_after_run_start_s']:.1f}s after its run started "
+                     f"(Prefect's API server starts before), whole demo {c['demo_s']:.0f}s", "reported"))
     pr = r["prefect"]
     rows.append(("Prefect's share of a run", f"{pr['share'] * 100:.1f}%",
                  f"+{pr['overhead_s']:.2f}s per run: flow {pr['flow_s']:.2f}s vs direct {pr['direct_s']:.2f}s, medians of {len(pr['runs']['flow'])} pairs "
@@ -183,12 +235,13 @@ def table(r: dict) -> list[tuple[str, str, str, str]]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="small sizes (about 3 minutes)")
-    ap.add_argument("--skip", default="", help="comma-separated: transform,memory,prefect,load")
+    ap.add_argument("--skip", default="", help="comma-separated: transform,memory,nested,cli,prefect,load")
     args = ap.parse_args()
     base = Path(os.environ.get("MEMOS_ETL_BENCH_DIR", "/tmp/memos-etl-bench"))
     base.mkdir(parents=True, exist_ok=True)
     big, ledger_n, mem, pref, dur = ((1_000_000, 1_000_000, [1_000_000, 5_000_000], 100_000, 15.0) if not args.quick
                                      else (200_000, 50_000, [100_000, 500_000], 50_000, 10.0))
+    export_bytes = (1 << 30) if not args.quick else (64 << 20)
     skip = set(filter(None, args.skip.split(",")))
     results: dict = {"machine": {"cpus": os.cpu_count()}, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     t0 = time.perf_counter()
@@ -202,6 +255,13 @@ def main() -> None:
         log(f"prefect share {results['prefect']['share'] * 100:.1f}%")
     if "memory" not in skip:
         results["memory"] = memory(base, mem)
+    if "nested" not in skip:
+        results["nested_memory"] = nested_memory(base, mem, export_bytes)
+    if "cli" not in skip:
+        ledger_work = base / "work-full" if (base / "work-full" / "ledger.db").exists() else base / "cli-empty"
+        results["cli"] = cli_bench.bench(ledger_work, base / "demo")
+        log(f"cli: --help {results['cli']['help_s']:.2f}s, status {results['cli']['status_s']:.2f}s, "
+            f"demo first request {results['cli']['demo_first_request_s']:.1f}s")
     if "load" not in skip:
         results["load"] = load_bench.bench(generate(base / "mload", 20_000), base / "load", free_port(),
                                            duration=dur)

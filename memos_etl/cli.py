@@ -551,6 +551,13 @@ quarantine_app = typer.Typer(no_args_is_help=True, help="Inspect, export and re-
 app.add_typer(quarantine_app, name="quarantine")
 
 
+def pa_text_times(t):
+    import pyarrow as pa
+
+    return pa.Table.from_arrays([c.cast(pa.string()) if pa.types.is_timestamp(c.type) else c for c in t.columns],
+                                names=t.column_names)
+
+
 def _quarantined(work_dir, config, source, run):
     from tasks.quarantine import read_quarantine
 
@@ -565,7 +572,7 @@ def quarantine_list(source: Optional[str] = typer.Option(None), run: Optional[st
     """Quarantined rows with their reasons, newest runs last."""
     t = _quarantined(work_dir, config, source, run)
     typer.echo(f"{t.num_rows} quarantined rows")
-    for row in t.slice(0, limit).to_pylist():
+    for row in t.slice(0, limit).select(["run_id", "stage", "source_file", "source_row", "reasons"]).to_pylist():
         typer.echo(f"  {row['run_id']} [{row['stage']}] {row['source_file']}:{row['source_row']}  "
                    f"{'; '.join(row['reasons'])}")
 
@@ -575,6 +582,8 @@ def quarantine_show(source_file: str, source_row: int, source: Optional[str] = t
                     work_dir: Optional[Path] = WorkOpt, config: Optional[Path] = ConfigOpt):
     """Everything kept about one quarantined row: reasons and the raw record."""
     t = _quarantined(work_dir, config, source, None)
+    # times as ISO text: pyarrow turns tz-aware timestamps into datetimes through pandas
+    t = pa_text_times(t)
     hits = [r for r in t.to_pylist() if r["source_file"] == source_file and r["source_row"] == source_row]
     if not hits:
         typer.echo(f"no quarantined row {source_file}:{source_row}")
@@ -587,21 +596,23 @@ def quarantine_show(source_file: str, source_row: int, source: Optional[str] = t
 def quarantine_export(out: Path, source: Optional[str] = typer.Option(None), run: Optional[str] = typer.Option(None),
                       work_dir: Optional[Path] = WorkOpt, config: Optional[Path] = ConfigOpt):
     """Write quarantined rows to OUT: .parquet, .csv or .jsonl (by its suffix)."""
-    import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
     t = _quarantined(work_dir, config, source, run)
     if out.suffix == ".parquet":
         pq.write_table(t, out)
     elif out.suffix == ".csv":
-        import pyarrow.compute as pc
+        import csv
 
-        flat = t.set_column(t.schema.get_field_index("reasons"), "reasons",
-                            pc.binary_join(t.column("reasons"), "; "))
-        pacsv.write_csv(flat, out)
+        # the standard csv writer: building Arrow arrays from Python values imports pandas
+        with open(out, "w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=t.column_names)
+            w.writeheader()
+            for r in pa_text_times(t).to_pylist():
+                w.writerow({**r, "reasons": "; ".join(r["reasons"] or [])})
     elif out.suffix == ".jsonl":
         with open(out, "w") as fh:
-            for r in t.to_pylist():
+            for r in pa_text_times(t).to_pylist():
                 fh.write(json.dumps({**r, "record": json.loads(r["record"])}, default=str, ensure_ascii=False) + "\n")
     else:
         typer.secho("error: OUT must end in .parquet, .csv or .jsonl", fg="red", err=True)

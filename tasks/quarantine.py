@@ -80,8 +80,18 @@ def read_quarantine(work_dir: str, source: str | None = None, run_id: str | None
     if run_id:
         files = [f for f in files if f"{os.sep}run={run_id}{os.sep}" in f]
     if not files:
-        return QUARANTINE_SCHEMA.empty_table()
-    return pa.concat_tables(pq.read_table(f, schema=QUARANTINE_SCHEMA) for f in files)
+        return pa.Table.from_batches([], schema=QUARANTINE_SCHEMA)  # (Schema.empty_table imports pandas)
+    return pa.concat_tables(_read(f) for f in files)
+
+
+def _read(path: str) -> pa.Table:
+    """One quarantine file in QUARANTINE_SCHEMA (a column it lacks is null). Read with
+    ParquetFile, not read_table: that goes through pyarrow.dataset, which imports pandas,
+    and `status` and `quarantine list` stay light."""
+    t = pq.ParquetFile(path).read()
+    cols = [t.column(f.name).cast(f.type) if f.name in t.column_names else pa.nulls(t.num_rows, f.type)
+            for f in QUARANTINE_SCHEMA]
+    return pa.Table.from_arrays(cols, schema=QUARANTINE_SCHEMA)
 
 
 #: the message's place in its record, as tasks/nest.py names it (not imported: `status` stays light)

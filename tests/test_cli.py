@@ -40,3 +40,33 @@ def test_bad_mapping_is_a_clear_error_not_a_traceback(tmp_path):
     res = runner.invoke(app, ["sync", str(bad), "--work-dir", str(tmp_path), "--target-url", "http://127.0.0.1:9"])
     assert res.exit_code == 1
     assert "fields.content" in res.output and "'txt'" in res.output and "Traceback" not in res.output
+
+
+def test_quick_commands_import_neither_gx_nor_prefect_nor_pandas(tmp_path, dev_server):
+    """--help, status, presets, quarantine list/show/export, reset and search answer without
+    importing Great Expectations, Prefect or pandas (seconds of CPU each): each runs in a new
+    process that lists what it imported. The ledger and quarantine here hold a real run's state."""
+    import json
+    import subprocess
+    import sys
+
+    from memos_etl.config import load_mapping, load_run_config
+    from memos_etl.pipeline import run
+
+    cfg = load_run_config(None)
+    cfg.state.work_dir = str(tmp_path)
+    cfg.target.base_url = dev_server.url
+    run(load_mapping(SAMPLE_MAPPING), cfg)
+    probe = ("import sys, json; sys.argv = ['memos-etl'] + json.loads(sys.argv[1])\n"
+             "from memos_etl.cli import app\n"
+             "try:\n    app()\nexcept SystemExit:\n    pass\n"
+             "print('HEAVY', json.dumps(sorted(m for m in ('great_expectations', 'prefect', 'pandas') "
+             "if m in sys.modules)))")
+    w = ["--work-dir", str(tmp_path)]
+    for args in (["--help"], ["status", *w], ["presets"], ["quarantine", "list", *w],
+                 ["quarantine", "show", "chats-2024-part1.jsonl", "37", *w],
+                 ["quarantine", "export", str(tmp_path / "q.csv"), *w],
+                 ["search", "ana-00", "train", "--target-url", dev_server.url], ["reset", "nothing-here", "--yes", *w]):
+        res = subprocess.run([sys.executable, "-c", probe, json.dumps(args)], capture_output=True, text=True)
+        heavy = [json.loads(line[6:]) for line in res.stdout.splitlines() if line.startswith("HEAVY ")]
+        assert heavy == [[]], (args, res.stdout[-1500:], res.stderr[-1500:])
