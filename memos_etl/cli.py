@@ -493,19 +493,24 @@ def status(config: Optional[Path] = ConfigOpt, ledger: Optional[str] = LedgerOpt
     """Per source and target: cursor, last run, messages delivered, pending, in doubt, quarantined;
     then the erasure log (who was erased with `forget`, where and when: ids only)."""
     from tasks import cursor
-    from tasks.ledger import Ledger
-    from tasks.quarantine import read_quarantine, resolved, row_key
+    from tasks.status import overview
 
     cfg = _config(config, None, ledger, work_dir)
-    try:
-        led = Ledger(cfg.state.ledger())
+    fast = overview(cfg.state.ledger())  # plain SQL through the driver: no SQLAlchemy import
+    if fast is not None:
+        rows, erasures = fast
+    else:
+        from tasks.ledger import Ledger
+
         try:
-            rows = led.source_overview()
-            erasures = led.erasure_log()
-        finally:
-            led.close()
-    except MemosEtlError as exc:
-        _fail(exc)
+            led = Ledger(cfg.state.ledger())
+            try:
+                rows = led.source_overview()
+                erasures = led.erasure_log()
+            finally:
+                led.close()
+        except MemosEtlError as exc:
+            _fail(exc)
     if json_out:  # a list of sources, as before erasures existed; --erasures --json gives the log
         typer.echo(json.dumps(erasures if only_erasures else rows, indent=2, default=str))
         return
@@ -518,9 +523,14 @@ def status(config: Optional[Path] = ConfigOpt, ledger: Optional[str] = LedgerOpt
         rep = json.loads(last["report"]) if last.get("report") else {}
         c = rep.get("counts", {})
         try:
-            q = read_quarantine(cfg.state.work_dir, r["source"], None).select(["source_file", "source_row", "record"])
-            rows_q = {row_key(x) for x in q.to_pylist()}
-            quarantined = len(rows_q - resolved(cfg.state.work_dir, r["source"]))
+            quarantined = 0
+            if any((Path(cfg.state.work_dir) / "quarantine" / f"source={r['source']}").rglob("*.parquet")):
+                from tasks.quarantine import read_quarantine, resolved, row_key
+
+                q = read_quarantine(cfg.state.work_dir, r["source"], None).select(["source_file", "source_row",
+                                                                                   "record"])
+                rows_q = {row_key(x) for x in q.to_pylist()}
+                quarantined = len(rows_q - resolved(cfg.state.work_dir, r["source"]))
         except Exception as exc:  # unreadable quarantine files: say so rather than fail the status
             quarantined = f"? ({exc})"
         typer.echo(f"{r['source']} -> {r['target']}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from typer.testing import CliRunner
 
 from memos_etl.cli import app
@@ -70,3 +72,50 @@ def test_quick_commands_import_neither_gx_nor_prefect_nor_pandas(tmp_path, dev_s
         res = subprocess.run([sys.executable, "-c", probe, json.dumps(args)], capture_output=True, text=True)
         heavy = [json.loads(line[6:]) for line in res.stdout.splitlines() if line.startswith("HEAVY ")]
         assert heavy == [[]], (args, res.stdout[-1500:], res.stderr[-1500:])
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_status_reads_the_ledger_through_the_driver_as_the_ledger_class_does(store, tmp_path, dev_server, request):
+    """`status` reads a current ledger with plain SQL (no SQLAlchemy import): the same overview
+    and erasure log as tasks.ledger.Ledger, on SQLite and PostgreSQL, after a real sync and a
+    forget; a ledger at an older revision is left to the full path (None here)."""
+    import sqlalchemy as sa
+
+    from memos_etl.config import load_mapping, load_run_config
+    from memos_etl.pipeline import run
+    from tasks import status
+    from tasks.ledger import Ledger
+    from tasks.ledger.db import HEAD
+
+    assert status.HEAD == HEAD
+    cfg = load_run_config(None)
+    cfg.state.work_dir = str(tmp_path)
+    cfg.target.base_url = dev_server.url
+    if store == "postgresql":
+        cfg.state.ledger_url = request.getfixturevalue("pg_ledger_url")
+    run(load_mapping(SAMPLE_MAPPING), cfg)
+    url = cfg.state.ledger()
+    led = Ledger(url)
+    try:
+        led.finish_erasure(led.add_tombstone("nobody", None, "t"), 0, 0)
+        want = (led.source_overview(), led.erasure_log())
+    finally:
+        led.close()
+
+    def norm(v):
+        return str(v)[:19] if hasattr(v, "isoformat") or (isinstance(v, str) and v[:2] == "20" and len(v) >= 19
+                                                          and v[10] in " T") else v
+
+    def rows(x):
+        return [{k: ({kk: norm(vv) for kk, vv in v.items()} if isinstance(v, dict) else norm(v)) for k, v in r.items()}
+                for r in x]
+
+    got = status.overview(url)
+    assert got is not None
+    assert rows(got[0]) == rows(want[0]) and rows(got[1]) == rows(want[1])
+    assert want[0] and want[0][0]["delivered"] == 6466
+    eng = sa.create_engine(url)
+    with eng.begin() as c:
+        c.execute(sa.text("UPDATE memos_etl_ledger_version SET version_num = '0002'"))
+    eng.dispose()
+    assert status.overview(url) is None
