@@ -280,9 +280,38 @@ class SelfHostedTarget(_HttpTarget):
         return Reply(data=data if isinstance(data, dict) else {"data": data}, task_id=task_id)
 
     def get_messages(self, user_id: str, conversation_id: str, limit: int = 50) -> list[dict]:
-        # the open-source server stores memories, not the raw messages, and has no route
-        # that lists a session's messages: an unanswered add stays in doubt
+        # the open-source server stores memories, not the raw messages, and has no route that
+        # lists a session's messages: whether an add landed is read from its memories instead
+        # (request_landed)
         raise CannotTell("the self-hosted MemOS server cannot list a conversation's messages")
+
+    #: /product/get_all lists at most about this many of a user's memories (MemOS 2.0.33): a
+    #: listing this long may have left out the memories looked for
+    LISTING_CAP = 200
+
+    def request_landed(self, user_id: str, session_id: str, batch_key: str) -> tuple[bool | None, list[dict]]:
+        """Did an unanswered add land? Its memories carry the request's `info` (our batch_key)
+        and, in `sources`, the raw messages they came from. Waits (up to extraction_wait_s)
+        while any memory of the session is still at the fast stage: background extraction
+        replaces those, and a request whose memories are in flight is not judged missing.
+        Returns (True: a memory names the request; False: the settled, complete listing has
+        none; None: cannot tell), and the session's memories for the caller's own check of
+        their sources."""
+        deadline = time.monotonic() + self.cfg.extraction_wait_s
+        while True:
+            everything = self.memories(user_id)
+            nodes = [n for n in everything if (n.get("metadata") or {}).get("session_id") == session_id]
+            for n in nodes:
+                info = (n.get("metadata") or {}).get("info") or {}
+                if batch_key in (info.get("batch_key"), info.get("etl_batch_key")):
+                    return True, nodes
+            in_flight = any((n.get("metadata") or {}).get("is_fast") for n in nodes)
+            if not in_flight or time.monotonic() >= deadline:
+                break
+            time.sleep(1.0)
+        if in_flight or len(everything) >= self.LISTING_CAP:
+            return None, nodes
+        return False, nodes
 
     def task_status(self, task_id: str) -> str:
         return "unknown"

@@ -500,8 +500,8 @@ def create_app(store: Store | None = None, faults: Faults | None = None) -> Fast
     async def stats():
         hits = store.query("SELECT route, status, code, COUNT(*) FROM hits GROUP BY route, status, code")
         n = store.query("SELECT COUNT(*) FROM messages")[0][0]
-        adds = sum(c for r, _, _, c in hits if r == "/add/message")
-        ok = sum(c for r, s, _, c in hits if r == "/add/message" and s == 200)
+        adds = sum(c for r, _, _, c in hits if r in ("/add/message", "/product/add"))  # cloud or self-hosted
+        ok = sum(c for r, s, _, c in hits if r in ("/add/message", "/product/add") and s == 200)
         return {"add_requests": adds, "add_ok": ok, "messages": n,
                 "by_code": [{"route": r, "status": s, "code": c, "count": k} for r, s, c, k in hits]}
 

@@ -7,6 +7,12 @@ We compare hashes of (role, content): if the conversation ends with the request'
 it arrived; if not, it did not. One case is ambiguous and reported as such: the
 conversation already ended with those same messages before the request (a repeated
 exchange), which the ledger's per-conversation tail of delivered hashes reveals.
+
+The self-hosted server keeps no raw messages to list, but its memories carry the request's
+`info` (our batch_key) and the raw messages they came from (`sources`): a memory naming the
+request means it landed; a settled, complete listing with neither the batch_key nor all of
+its messages means it did not; memories still at the fast stage after a bounded wait, or a
+listing at the server's cap, mean cannot tell (SelfHostedTarget.request_landed).
 """
 
 from __future__ import annotations
@@ -36,12 +42,37 @@ def landed(held: list[dict], ours: np.ndarray, prior_tail: np.ndarray) -> bool |
     return False
 
 
+def landed_in_memories(nodes: list[dict], ours: np.ndarray, prior_tail: np.ndarray) -> bool | None:
+    """The self-hosted evidence when no memory names the request: its messages among the raw
+    messages the session's memories came from (`sources`). True when every one of them is
+    there and they were not already delivered before it (a repeated exchange: cannot tell)."""
+    sources = [s for n in nodes for s in ((n.get("metadata") or {}).get("sources") or []) if isinstance(s, dict)]
+    if not len(ours) or not sources:
+        return False
+    if not np.isin(ours, message_hashes(sources)).all():
+        return False
+    if len(prior_tail) and np.isin(ours, prior_tail).any():
+        return None
+    return True
+
+
 def check(client, ledger: Ledger, target: str, rec: BatchRecord) -> bool | None:
     """Ask the target whether an unconfirmed request arrived; None when it cannot tell."""
     try:
         held = client.get_messages(rec.user_id, rec.conversation_id, limit=TAIL)
     except CannotTell:
-        return None
+        if not hasattr(client, "request_landed"):
+            return None
+        try:  # self-hosted: read it from the session's memories (their info and sources)
+            found, nodes = client.request_landed(rec.user_id, rec.conversation_id, rec.batch_key)
+        except (TransientError, TerminalBatchError) as exc:
+            log.warning("%s/%s: cannot check the target's memories: %s", rec.user_id, rec.conversation_id, exc)
+            return None
+        if found is not False:
+            return found
+        by_sources = landed_in_memories(nodes, rec.msg_hashes,
+                                        ledger.conversation_tail(target, rec.user_id, rec.conversation_id))
+        return by_sources
     except (TransientError, TerminalBatchError) as exc:
         log.warning("%s/%s: cannot check what the target holds: %s", rec.user_id, rec.conversation_id, exc)
         return None

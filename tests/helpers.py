@@ -74,11 +74,12 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def chat_rows(conversations: int, turns: int, start_turn: int = 1, prefix: str = "c", user: str = "u") -> list[dict]:
+def chat_rows(conversations: int, turns: int, start_turn: int = 1, prefix: str = "c", user: str = "u",
+              users: int = 2) -> list[dict]:
     rows = []
     for c in range(conversations):
         for t in range(start_turn, start_turn + turns):
-            rows.append({"message_id": f"{prefix}{c}-{t}", "user": f"{user}{c % 2}", "conversation_id": f"{prefix}{c}",
+            rows.append({"message_id": f"{prefix}{c}-{t}", "user": f"{user}{c % users}", "conversation_id": f"{prefix}{c}",
                          "session": 1, "turn": t, "speaker": "user" if t % 2 else "assistant",
                          "text": f"conversation {prefix}{c} turn {t}: " + "words " * (t % 7),
                          "sent_at": f"2024-03-{1 + t // 24:02d}T{t % 24:02d}:00:00+00:00", "image_caption": None})

@@ -19,12 +19,16 @@ from tests.helpers import chat_rows, expected_messages, sample_mapping_at, stats
 
 @pytest.fixture
 def job(tmp_path, dev_server):
-    """A source of 1,600 messages in 400 requests, and a run config, as files for the CLI."""
+    return make_job(tmp_path, dev_server)
+
+
+def make_job(tmp_path, dev_server, kind: str = "cloud", users: int = 2, conversations: int = 80):
+    """A source of 1,600 messages in 400 requests (by default), and a run config, as files for the CLI."""
     data = tmp_path / "data"
-    write_jsonl(data / "a.jsonl", chat_rows(conversations=80, turns=20))
+    write_jsonl(data / "a.jsonl", chat_rows(conversations=conversations, turns=20, users=users))
     mapping = sample_mapping_at(tmp_path, data)
     cfg = {"target": {"base_url": dev_server.url, "timeout_s": 5, "in_doubt_grace_s": 0.05,
-                      "backoff_base_s": 0.01, "backoff_cap_s": 0.1},
+                      "backoff_base_s": 0.01, "backoff_cap_s": 0.1, "kind": kind},
            "load": {"max_messages_per_request": 4, "requests_per_second": 60, "concurrency": 4},
            "state": {"work_dir": str(tmp_path / "state")}}
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
@@ -48,6 +52,18 @@ def wait_for_sending(server_url, proc, before, timeout=60):
 
 
 def test_sigkill_at_random_moments_then_rerun_loses_and_duplicates_nothing(job, dev_server):
+    sigkill_then_rerun(job, dev_server)
+
+
+def test_sigkill_against_self_hosted_settles_every_request_from_its_memories(tmp_path, dev_server):
+    """The same chaos against the open-source server's routes: requests a killed run left
+    unanswered are settled from the session's memories (info.batch_key, sources), so the
+    re-runs finish with every message once, in order, and no --resend-in-doubt. (3,200
+    messages of 40 users: each user's memories fit in one listing.)"""
+    sigkill_then_rerun(make_job(tmp_path, dev_server, kind="self-hosted", users=40, conversations=160), dev_server)
+
+
+def sigkill_then_rerun(job, dev_server):
     cmd, expected, _ = job
     rng = random.Random(int(os.environ.get("CHAOS_SEED", "20261125")))
     kills = 0
@@ -70,7 +86,7 @@ def test_sigkill_at_random_moments_then_rerun_loses_and_duplicates_nothing(job, 
             break
     assert final.returncode == 0, final.stdout
     assert stored_messages(dev_server.url) == expected  # 0 missing, 0 duplicated, in order
-    assert 0 < stats(dev_server.url)["messages"] == 1600
+    assert 0 < stats(dev_server.url)["messages"] == sum(len(v) for v in expected.values())
 
 
 def test_sigterm_drains_and_exits_resumable(job, dev_server):
