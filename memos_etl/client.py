@@ -299,7 +299,7 @@ class SelfHostedTarget(_HttpTarget):
         their sources."""
         deadline = time.monotonic() + self.cfg.extraction_wait_s
         while True:
-            everything = self.memories(user_id)
+            everything, complete = self.listing(user_id)
             nodes = [n for n in everything if (n.get("metadata") or {}).get("session_id") == session_id]
             for n in nodes:
                 info = (n.get("metadata") or {}).get("info") or {}
@@ -309,7 +309,7 @@ class SelfHostedTarget(_HttpTarget):
             if not in_flight or time.monotonic() >= deadline:
                 break
             time.sleep(1.0)
-        if in_flight or len(everything) >= self.LISTING_CAP:
+        if in_flight or not complete:
             return None, nodes
         return False, nodes
 
@@ -317,21 +317,64 @@ class SelfHostedTarget(_HttpTarget):
         return "unknown"
 
     def find_memories(self, user_id: str, where: dict, page_size: int = 50) -> list[str]:
-        raise CannotTell("rollback needs the cloud API's /get/memory filter on info.*; the self-hosted "
-                         "server has no such route in the version verified")
+        """Ids of a user's memories whose metadata match `where` (e.g. {"info.run_id": ...}; an
+        info key the server reserves is looked up as etl_<key> too), from the complete listing,
+        once background extraction has replaced the fast memories (or extraction_wait_s passed)."""
+        deadline = time.monotonic() + self.cfg.extraction_wait_s
+        while True:
+            nodes, complete = self.listing(user_id)
+            if not any((n.get("metadata") or {}).get("is_fast") for n in nodes) or time.monotonic() >= deadline:
+                break
+            time.sleep(1.0)
+        if not complete:
+            raise CannotTell(f"{user_id} has more memories than /product/get_all lists and the server has no "
+                             "/product/get_memory: its memories cannot all be found")
+        return [str(n["id"]) for n in nodes if n.get("id") is not None and _matches(n.get("metadata") or {}, where)]
 
     def delete_memories(self, memory_ids: list[str]) -> int:
-        raise CannotTell("rollback is not supported on the self-hosted server")
+        """Delete memories by id through /product/delete_memory (its memory_ids mode)."""
+        for i in range(0, len(memory_ids), 100):
+            self._post("/product/delete_memory", {"memory_ids": memory_ids[i:i + 100]}, writes=True)
+        return len(memory_ids)
+
+    PAGE = 500  # memories per /product/get_memory page
 
     def memories(self, user_id: str, session_id: str | None = None) -> list[dict]:
-        """The user's text memories as /product/get_all lists them (MemOS 2.0.33 shows at most
-        about 200 of a user's memories there), optionally of one session."""
-        data = self._post("/product/get_all", {"user_id": user_id, "memory_type": "text_mem"}, writes=False)
-        nodes = [n for cube in data or [] if isinstance(cube, dict) for group in cube.get("memories") or []
-                 for n in group.get("nodes") or []]
+        """The user's text memories, optionally of one session: every one of them, from
+        /product/get_memory page by page (MemOS 2.0.33; its PostgreSQL graph store ignores
+        paging and answers all at once, others page: both end here). A server without that
+        route gets /product/get_all, which lists at most about 200 (`listing` says so)."""
+        nodes, _ = self.listing(user_id)
         if session_id is not None:
             nodes = [n for n in nodes if (n.get("metadata") or {}).get("session_id") == session_id]
         return nodes
+
+    def listing(self, user_id: str) -> tuple[list[dict], bool]:
+        """(the user's memories, whether that is every one of them)."""
+        try:
+            return self._memory_pages(user_id), True
+        except TerminalBatchError:  # no such route (an older server): the capped listing
+            data = self._post("/product/get_all", {"user_id": user_id, "memory_type": "text_mem"}, writes=False)
+            nodes = [n for cube in data or [] if isinstance(cube, dict) for group in cube.get("memories") or []
+                     for n in group.get("nodes") or []]
+            return nodes, len(nodes) < self.LISTING_CAP
+
+    def _memory_pages(self, user_id: str) -> list[dict]:
+        seen: dict[str, dict] = {}
+        page = 1
+        while True:
+            data = self._post("/product/get_memory", {
+                "mem_cube_id": user_id, "user_id": user_id, "page": page, "page_size": self.PAGE,
+                "include_preference": False, "include_tool_memory": False, "include_skill_memory": False},
+                writes=False)
+            cubes = (data or {}).get("text_mem") or []
+            nodes = [n for c in cubes if isinstance(c, dict) for n in c.get("memories") or [] if isinstance(n, dict)]
+            total = next((c.get("total_nodes") for c in cubes if isinstance(c, dict)), None)
+            new = [n for n in nodes if str(n.get("id")) not in seen]
+            seen.update((str(n.get("id")), n) for n in new)
+            if not new or len(nodes) != self.PAGE or (isinstance(total, int) and len(seen) >= total):
+                return list(seen.values())
+            page += 1
 
     def delete_user_memories(self, user_id: str, session_id: str | None = None) -> int:
         """Delete a user's (or one session's) memories with MemOS 2.0.33's
@@ -371,6 +414,20 @@ class SelfHostedTarget(_HttpTarget):
                 out.append({"memory_value": m.get("memory"), "conversation_id":
                             (m.get("metadata") or {}).get("session_id")})
         return out
+
+
+def _matches(metadata: dict, where: dict) -> bool:
+    for key, want in where.items():
+        *path, last = key.split(".")
+        holder = metadata
+        for part in path:
+            holder = holder.get(part) if isinstance(holder, dict) else None
+        if not isinstance(holder, dict):
+            return False
+        got = holder.get(last, holder.get(f"etl_{last}"))
+        if got is None or str(got) != str(want):
+            return False
+    return True
 
 
 def make_target(cfg: TargetConfig, api_key: str | None, pool_size: int = 8):

@@ -354,19 +354,41 @@ def create_app(store: Store | None = None, faults: Faults | None = None) -> Fast
         return [{"memory": text, "memory_id": str(uuid.uuid5(uuid.NAMESPACE_URL, task_id)),
                  "memory_type": "LongTermMemory", "cube_id": body["user_id"]}]
 
+    def product_nodes(user_id) -> list[dict]:
+        # a memory per stored message, with its session, the request's info and the raw message
+        # it came from in `sources` (MemOS 2.0.33 writes each source as JSON text)
+        rows = store.query("SELECT id, conversation_id, role, content, chat_time, info FROM messages "
+                           "WHERE user_id=? ORDER BY id", (user_id,))
+        return [{"id": str(i), "memory": f"{r}: {c}", "metadata": {
+            "session_id": conv, "info": json.loads(inf) if inf else {}, "is_fast": False, "memory_type": "LongTermMemory",
+            "sources": [json.dumps({"type": "chat", "role": r, "content": c, "chat_time": t})]}}
+            for i, conv, r, c, t, inf in rows]
+
     @app.post("/product/get_all")
     async def product_get_all(request: Request):
-        # like MemOS 2.0.33 (text_mem): the user's memories as one cube of node groups, each node
-        # with its session, the request's info and the raw message it came from in `sources`
+        # like MemOS 2.0.33 (text_mem): the user's memories as one cube of node groups
         body = await request.json()
-        rows = store.query("SELECT id, conversation_id, role, content, chat_time, info FROM messages "
-                           "WHERE user_id=? ORDER BY id", (body.get("user_id"),))
-        nodes = [{"id": str(i), "memory": f"{r}: {c}", "metadata": {
-            "session_id": conv, "info": json.loads(inf) if inf else {}, "is_fast": False, "memory_type": "LongTermMemory",
-            "sources": [{"type": "chat", "role": r, "content": c, "chat_time": t}]}}
-            for i, conv, r, c, t, inf in rows]
+        nodes = product_nodes(body.get("user_id"))
         cube = {"cube_id": body.get("user_id"), "memories": [{"id": "root", "nodes": nodes}] if nodes else []}
         return _env(200, "Memories retrieved successfully", [cube])
+
+    @app.post("/product/get_memory")
+    async def product_get_memory(request: Request):
+        # MemOS 2.0.33's paged listing: mem_cube_id (required), page from 1 and page_size (its
+        # PostgreSQL store ignores them and answers everything; this one pages, as its other
+        # stores do), text_mem[0] = {cube_id, memories, total_nodes}
+        body = await request.json()
+        if not body.get("mem_cube_id"):
+            return JSONResponse({"code": 422, "message": "Parameter validation error on POST /product/get_memory: "
+                                 "mem_cube_id: Field required", "data": None}, status_code=422)
+        nodes = product_nodes(body.get("user_id") or body["mem_cube_id"])
+        total = len(nodes)
+        if body.get("page") and body.get("page_size"):
+            start = (int(body["page"]) - 1) * int(body["page_size"])
+            nodes = nodes[start:start + int(body["page_size"])]
+        cube = {"cube_id": body["mem_cube_id"], "memories": nodes, "total_nodes": total}
+        return _env(200, "Memories retrieved successfully", {"text_mem": [cube], "pref_mem": [], "tool_mem": [],
+                                                             "skill_mem": []})
 
     @app.post("/product/delete_memory")
     async def product_delete_memory(request: Request):

@@ -12,11 +12,12 @@ The self-hosted server keeps no raw messages to list, but its memories carry the
 `info` (our batch_key) and the raw messages they came from (`sources`): a memory naming the
 request means it landed; a settled, complete listing with neither the batch_key nor all of
 its messages means it did not; memories still at the fast stage after a bounded wait, or a
-listing at the server's cap, mean cannot tell (SelfHostedTarget.request_landed).
+listing that may be incomplete, mean cannot tell (SelfHostedTarget.request_landed).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -46,7 +47,8 @@ def landed_in_memories(nodes: list[dict], ours: np.ndarray, prior_tail: np.ndarr
     """The self-hosted evidence when no memory names the request: its messages among the raw
     messages the session's memories came from (`sources`). True when every one of them is
     there and they were not already delivered before it (a repeated exchange: cannot tell)."""
-    sources = [s for n in nodes for s in ((n.get("metadata") or {}).get("sources") or []) if isinstance(s, dict)]
+    sources = [_source(s) for n in nodes for s in ((n.get("metadata") or {}).get("sources") or [])]
+    sources = [s for s in sources if s is not None]
     if not len(ours) or not sources:
         return False
     if not np.isin(ours, message_hashes(sources)).all():
@@ -54,6 +56,16 @@ def landed_in_memories(nodes: list[dict], ours: np.ndarray, prior_tail: np.ndarr
     if len(prior_tail) and np.isin(ours, prior_tail).any():
         return None
     return True
+
+
+def _source(s) -> dict | None:
+    """A memory's source message: a dict, or (MemOS 2.0.33) its JSON text."""
+    if isinstance(s, str):
+        try:
+            s = json.loads(s)
+        except ValueError:
+            return None
+    return s if isinstance(s, dict) else None
 
 
 def check(client, ledger: Ledger, target: str, rec: BatchRecord) -> bool | None:

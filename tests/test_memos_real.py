@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -337,3 +338,128 @@ def test_dev_server_answers_delete_memory_like_the_real_server(memos):
     with DevServer() as dev:
         for name, body in DELETE_PROBES.items():
             assert answer(dev.url, body) == answer(memos, body), name
+
+
+class CuttingProxy:
+    """A loopback HTTP proxy in front of MemOS that forwards everything but cuts one
+    /product/add: `after` forwards it and drops the answer once MemOS has stored it; `before`
+    drops the request before MemOS sees it. The client sees a dropped connection either way."""
+
+    def __init__(self, upstream: str, mode: str):
+        import http.server
+        import socketserver
+        import threading
+        import urllib.request
+
+        self.mode, self.cut, self.adds = mode, 0, 0
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                first_add = self.path == "/product/add" and proxy.cut == 0
+                if self.path == "/product/add":
+                    proxy.adds += 1
+                if first_add and proxy.mode == "before":
+                    proxy.cut += 1
+                    self.connection.close()  # MemOS never sees it
+                    return
+                req = urllib.request.Request(upstream + self.path, data=body, method="POST",
+                                             headers={"content-type": "application/json"})
+                with urllib.request.urlopen(req, timeout=300) as r:
+                    data, status = r.read(), r.status
+                if first_add:  # stored by MemOS: the answer is lost on the way back
+                    proxy.cut += 1
+                    self.connection.close()
+                    return
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+            daemon_threads = True
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+@pytest.mark.parametrize("mode", ["after", "before"])
+def test_a_cut_answer_is_found_landed_and_a_cut_request_is_resent(memos, tmp_path, mode):
+    """Against MemOS 2.0.33 through a proxy that cuts one add: cut after MemOS stored it, the
+    request is found among the session's memories (info.batch_key) and not resent; cut before,
+    it is found missing and sent again. Either way the run completes with 0 in doubt and no
+    --resend-in-doubt, each request's memories are there once; then `rollback RUN` leaves
+    none of the run's memories."""
+    run = f"{time.time_ns() % 10**8}"
+    path, config, sent_times = _write_source(tmp_path, run)
+    proxy = CuttingProxy(memos, mode)
+    try:
+        config["target"]["base_url"] = proxy.url
+        config["target"]["name"] = "memos-real"  # the same server, later reached without the proxy
+        config["target"]["timeout_s"] = 60
+        config["load"]["concurrency"] = 1
+        path.write_text(yaml.safe_dump(config))
+        report = _report(_cli("sync", "chats", "--no-prefect", config=path))
+    finally:
+        proxy.close()
+    assert proxy.cut == 1
+    assert report["status"] == "completed" and report["in doubt"] == "0", report
+    landed, missing = (int(x) for x in re.findall(r"(\d+) landed, (\d+) missing", report["in-doubt checks"])[0])
+    assert (landed, missing) == ((1, 0) if mode == "after" else (0, 1)), report
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "state" / "ledger.db") as c:
+        delivered = {k for (k,) in c.execute("SELECT batch_key FROM batches WHERE status = 'delivered'")}
+    # on the wire: each request reached MemOS once (cut before: that one was sent again)
+    assert proxy.adds == len(delivered) + (1 if mode == "before" else 0)
+    users = sorted({u for u, _ in sent_times})
+    keys = set()
+    for user in users:
+        keys |= {n["metadata"]["info"]["batch_key"] for n in _wait_extracted(memos, user)}
+    assert keys == delivered  # every delivered request, the cut one included, made memories
+    run_id = report["run"]
+    config["target"]["base_url"] = memos
+    path.write_text(yaml.safe_dump(config))
+    _cli("rollback", run_id, "--yes", config=path)
+    for user in users:
+        assert not [n for n in _memories(memos, user) if (n["metadata"].get("info") or {}).get("run_id") == run_id]
+
+
+def test_dev_server_lists_memories_like_the_real_server(memos):
+    """/product/get_memory as the adapter reads it: the envelope, text_mem[0] with its
+    memories and total_nodes, each memory's id, session, info and sources (JSON text), on
+    the real server and the dev-server alike; and get_memory without mem_cube_id is refused
+    by both."""
+    user = f"shape-{time.time_ns() % 10**8}"
+    body = {"user_id": user, "session_id": "s1", "async_mode": "sync", "info": {"batch_key": "k1", "run_id": "r1"},
+            "messages": [{"role": "user", "content": "My sister Lena lives in Graz."},
+                         {"role": "assistant", "content": "Graz is lovely."}]}
+
+    def shape(base: str):
+        requests.post(base + "/product/add", json=body, timeout=120).raise_for_status()
+        r = requests.post(base + "/product/get_memory", json={
+            "mem_cube_id": user, "user_id": user, "page": 1, "page_size": 50, "include_preference": False,
+            "include_tool_memory": False, "include_skill_memory": False}, timeout=60)
+        env = r.json()
+        cube = env["data"]["text_mem"][0]
+        nodes = cube["memories"]
+        assert nodes and cube["total_nodes"] == len(nodes)
+        for n in nodes:
+            meta = n["metadata"]
+            assert meta["session_id"] == "s1" and meta["info"] == body["info"]
+            assert all(isinstance(x, str) and json.loads(x)["role"] in ("user", "assistant") for x in meta["sources"])
+        bad = requests.post(base + "/product/get_memory", json={"user_id": user}, timeout=60)
+        return (r.status_code, env["code"], sorted(env["data"]), sorted(cube), {k for n in nodes for k in n},
+                bad.status_code)
+
+    with DevServer() as dev:
+        assert shape(dev.url) == shape(memos)

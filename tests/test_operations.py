@@ -98,3 +98,33 @@ def test_config_env_overrides_and_bad_keys(dev_server, tmp_path, monkeypatch):
     monkeypatch.delenv("MEMOS_ETL__LOAD__CONCURENCY")
     res = runner.invoke(app, ["sync", "no-such-source", "-c", cfg, "--no-prefect"])
     assert res.exit_code == 1 and "chats" in res.output and "no-such-source" in res.output
+
+
+def test_rollback_on_self_hosted_removes_that_runs_memories_only(dev_server, tmp_path):
+    """rollback RUN against the open-source server's routes: the run's memories are found by
+    their info.run_id in the complete /product/get_memory listing and deleted by id through
+    /product/delete_memory; another run's memories stay; a later sync loads the data once."""
+    from tests.helpers import chat_rows, sample_mapping_at, write_jsonl
+
+    data = tmp_path / "d"
+    write_jsonl(data / "a.jsonl", chat_rows(conversations=6, turns=6, users=3))
+    write_jsonl(data / "b.jsonl", chat_rows(conversations=2, turns=4, prefix="x", user="w"))
+    mapping = sample_mapping_at(tmp_path, data)
+    cfg = {"sources": {"chats": str(mapping)},
+           "target": {"base_url": dev_server.url, "kind": "self-hosted", "name": "sh-ops"},
+           "state": {"work_dir": str(tmp_path / "state")}}
+    p = tmp_path / "sh.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    want, _ = expected_messages([data / "a.jsonl", data / "b.jsonl"])
+    first = _json(runner.invoke(app, ["sync", "chats", "-c", str(p), "--no-prefect", "--json"]))
+    assert first["counts"]["delivered"] == 44 and stored_messages(dev_server.url) == want
+    # another run's memories in the same users' listings: loaded straight through the route
+    requests.post(dev_server.url + "/product/add", json={"user_id": "u0", "session_id": "other", "messages": [
+        {"role": "user", "content": "not from memos-etl"}], "info": {"run_id": "someone-else"}}, timeout=10)
+    res = runner.invoke(app, ["rollback", first["run_id"], "-c", str(p), "--yes"])
+    assert res.exit_code == 0, res.output
+    left = stored_messages(dev_server.url)
+    assert left == {("u0", "other"): [("user", "not from memos-etl", None)]}
+    again = _json(runner.invoke(app, ["sync", "chats", "-c", str(p), "--no-prefect", "--json"]))
+    assert again["counts"]["delivered"] == 44
+    assert {k: v for k, v in stored_messages(dev_server.url).items() if k[1] != "other"} == want
