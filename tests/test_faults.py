@@ -30,6 +30,16 @@ def medium(tmp_path, run_config):
     return load_mapping(sample_mapping_at(tmp_path, data)), expected_messages([data / "a.jsonl"])[0]
 
 
+def settled_counts(server_url, mapping, cfg, expected):
+    """Run until completed; the server holds exactly `expected`; the runs' counts added up."""
+    reports = run_until_done(mapping, cfg)
+    assert stored_messages(server_url) == expected
+    total = reports[0].counts
+    for r in reports[1:]:
+        total.add(r.counts)
+    return total
+
+
 def run_until_done(mapping, cfg, limit=5):
     reports = []
     for _ in range(limit):
@@ -54,11 +64,7 @@ MATRIX = {
 def test_fault_matrix_every_message_once_in_order(dev_server, run_config, medium, faults):
     mapping, expected = medium
     set_faults(dev_server.url, **faults)
-    reports = run_until_done(mapping, run_config)
-    assert stored_messages(dev_server.url) == expected
-    total = reports[0].counts
-    for r in reports[1:]:
-        total.add(r.counts)
+    total = settled_counts(dev_server.url, mapping, run_config, expected)
     assert total.delivered == 600 and total.quarantined == 0
     if "rps" in faults:
         assert total.throttled > 0 and total.retries > 0
@@ -127,22 +133,16 @@ SELF_HOSTED = {k: MATRIX[k] for k in ("5xx on 20% of requests", "commit-then-500
 def test_self_hosted_fault_matrix_every_message_once_without_resend_in_doubt(dev_server, run_config, medium, faults,
                                                                              tmp_path):
     """The open-source server lists no raw messages, but its memories carry each request's info
-    (batch_key) and their source messages (/product/get_all): an unanswered add is found
+    (batch_key) and their source messages (/product/get_memory): an unanswered add is found
     landed or missing there, so every message arrives once, in order, with 0 in doubt and no
-    --resend-in-doubt."""
-    # 10 users of 60 messages: each user's memories fit in one /product/get_all listing (the real
-    # server lists at most ~200); beyond that an unanswered add is `cannot tell` (test below)
+    --resend-in-doubt. (10 users of 60 messages; heavy users: the next test.)"""
     data = tmp_path / "sh"
     write_jsonl(data / "a.jsonl", chat_rows(conversations=30, turns=20, users=10))
     mapping = load_mapping(sample_mapping_at(tmp_path, data, name="sh.yaml"))
     expected = expected_messages([data / "a.jsonl"])[0]
     run_config.target.kind = "self-hosted"
     set_faults(dev_server.url, **faults)
-    reports = run_until_done(mapping, run_config)
-    assert stored_messages(dev_server.url) == expected
-    total = reports[0].counts
-    for r in reports[1:]:
-        total.add(r.counts)
+    total = settled_counts(dev_server.url, mapping, run_config, expected)
     assert total.delivered == 600 and total.in_doubt == 0 and total.reconciled_unknown == 0
     if faults.get("commit_then_fail_rate") or faults.get("drop_rate"):
         assert total.reconciled_landed > 0  # stored before the failure: found, not resent
@@ -160,11 +160,7 @@ def test_self_hosted_heavy_users_are_settled_page_by_page(dev_server, run_config
     mapping, expected = medium
     run_config.target.kind = "self-hosted"
     set_faults(dev_server.url, error_rate=0.1, commit_then_fail_rate=0.05, seed=8)
-    reports = run_until_done(mapping, run_config)
-    assert stored_messages(dev_server.url) == expected
-    total = reports[0].counts
-    for r in reports[1:]:
-        total.add(r.counts)
+    total = settled_counts(dev_server.url, mapping, run_config, expected)
     # (a listing that stopped at its first page would miss requests that landed: resent, stored twice)
     assert total.in_doubt == 0 and total.reconciled_unknown == 0 and total.reconciled_landed > 0
 
