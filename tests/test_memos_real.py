@@ -254,8 +254,6 @@ def test_forget_leaves_no_memory_of_the_erased_user_or_conversation(memos, tmp_p
     # tests/test_forget.py shows it against the dev-server)
 
 
-@pytest.mark.skip(reason="passed alone (88 s) but failed once in a full fresh-clone run after the forget test "
-                         "on the same server; cause not yet read: next session")
 def test_replace_leaves_no_memory_of_the_old_text(memos, tmp_path):
     """on_change: replace against MemOS 2.0.33: an edited conversation's memories are deleted
     and the conversation sent again; afterwards nothing MemOS holds for it says the old text."""
@@ -285,8 +283,13 @@ def test_replace_leaves_no_memory_of_the_old_text(memos, tmp_path):
     stale = [n for n in nodes if "pixel" in json.dumps(n).lower()]
     assert not stale, json.dumps(stale, indent=1)[:6000]  # no memory, no source
     assert {n["metadata"]["session_id"] for n in nodes} == {"pets", "garden"}
+    assert any("rocket" in json.dumps(n).lower() for n in nodes if n["metadata"]["session_id"] == "pets")
+    # and search shows nothing of the old text. (It is not required to find the new one: in 2 of
+    # 5 full-module runs here /product/search answered [] for ada for a minute while the listing
+    # above already held the rewritten memories; that was the failure that had this test
+    # skipped. The listing is what says whether MemOS holds the old text.)
     hits = SelfHostedTarget(TargetConfig(kind="self-hosted", base_url=memos), None).search(ada, "my dog", 10)
-    assert any("rocket" in (h["memory_value"] or "").lower() for h in hits), hits
+    assert not any("pixel" in (h["memory_value"] or "").lower() for h in hits), hits
 
 
 PROBES = {
