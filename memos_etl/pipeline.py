@@ -471,7 +471,8 @@ def _without_read(c: Counts) -> Counts:
 def redrive(mapping: Mapping, cfg: RunConfig, **kw) -> RunReport:
     """Re-validate this source's quarantined rows with the current mapping; load those that pass."""
     from tasks.quarantine import read_quarantine
-    from tasks.redrive import mark_resolved, open_quarantine_source, row_key
+    from tasks.quarantine import row_key
+    from tasks.redrive import mark_resolved, open_quarantine_source
 
     src = open_quarantine_source(mapping, cfg.state.work_dir)
     wanted = src.keys

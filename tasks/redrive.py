@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from memos_etl.config import Mapping
 from tasks.extract import ROW_COLUMN, Slice, Unit
 from tasks.nest import POSITION
-from tasks.quarantine import RowKey, read_quarantine, resolved, resolved_dir, row_key  # noqa: F401
+from tasks.quarantine import RowKey, read_quarantine, resolved, resolved_dir, row_key
 
 RESOLVED_SCHEMA = pa.schema([("run_id", pa.string()), ("source_file", pa.string()), ("source_row", pa.int64()),
                              ("resolved_by", pa.string()), ("resolved_at", pa.timestamp("us", tz="UTC")),
