@@ -234,12 +234,9 @@ def _concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
             cols.append(col)
             names.append(f.name)
         tables.append(pa.Table.from_arrays(cols, names=names))
-    table = pa.concat_tables(tables, promote_options="default" if _same_columns(tables) else "permissive")
+    # the types now agree column by column: a column some batches lack is all the default fills
+    table = pa.concat_tables(tables, promote_options="default")
     return table.combine_chunks().to_batches()[0]
-
-
-def _same_columns(tables: list[pa.Table]) -> bool:
-    return all(t.schema == tables[0].schema for t in tables[1:])
 
 
 def _skip_delivered(mapped: pa.Table, rb: pa.RecordBatch, known, seen: list, counts: Counts,
