@@ -297,21 +297,30 @@ class SelfHostedTarget(_HttpTarget):
         Returns (True: a memory names the request; False: the settled, complete listing has
         none; None: cannot tell), and the session's memories for the caller's own check of
         their sources."""
-        deadline = time.monotonic() + self.cfg.extraction_wait_s
-        while True:
-            everything, complete = self.listing(user_id)
-            nodes = [n for n in everything if (n.get("metadata") or {}).get("session_id") == session_id]
-            for n in nodes:
-                info = (n.get("metadata") or {}).get("info") or {}
-                if batch_key in (info.get("batch_key"), info.get("etl_batch_key")):
-                    return True, nodes
-            in_flight = any((n.get("metadata") or {}).get("is_fast") for n in nodes)
-            if not in_flight or time.monotonic() >= deadline:
-                break
-            time.sleep(1.0)
+        def names_it(nodes: list[dict]) -> bool:
+            return any(_matches(n.get("metadata") or {}, {"info.batch_key": batch_key}) for n in nodes)
+
+        nodes, complete, in_flight = self.settled_listing(user_id, session_id, until=names_it)
+        if names_it(nodes):
+            return True, nodes
         if in_flight or not complete:
             return None, nodes
         return False, nodes
+
+    def settled_listing(self, user_id: str, session_id: str | None = None,
+                        until=lambda nodes: False) -> tuple[list[dict], bool, bool]:
+        """The user's (or one session's) memories once none is at the fast stage: background
+        extraction replaces those. Polls for up to extraction_wait_s, or until `until(nodes)`.
+        Returns (memories, whether the listing is complete, whether some are still in flight)."""
+        deadline = time.monotonic() + self.cfg.extraction_wait_s
+        while True:
+            nodes, complete = self.listing(user_id)
+            if session_id is not None:
+                nodes = [n for n in nodes if (n.get("metadata") or {}).get("session_id") == session_id]
+            in_flight = any((n.get("metadata") or {}).get("is_fast") for n in nodes)
+            if not in_flight or until(nodes) or time.monotonic() >= deadline:
+                return nodes, complete, in_flight
+            time.sleep(1.0)
 
     def task_status(self, task_id: str) -> str:
         return "unknown"
@@ -320,12 +329,7 @@ class SelfHostedTarget(_HttpTarget):
         """Ids of a user's memories whose metadata match `where` (e.g. {"info.run_id": ...}; an
         info key the server reserves is looked up as etl_<key> too), from the complete listing,
         once background extraction has replaced the fast memories (or extraction_wait_s passed)."""
-        deadline = time.monotonic() + self.cfg.extraction_wait_s
-        while True:
-            nodes, complete = self.listing(user_id)
-            if not any((n.get("metadata") or {}).get("is_fast") for n in nodes) or time.monotonic() >= deadline:
-                break
-            time.sleep(1.0)
+        nodes, complete, _ = self.settled_listing(user_id)
         if not complete:
             raise CannotTell(f"{user_id} has more memories than /product/get_all lists and the server has no "
                              "/product/get_memory: its memories cannot all be found")
@@ -382,11 +386,7 @@ class SelfHostedTarget(_HttpTarget):
         extraction replaces fast memories after the add answered, so first wait (up to
         `extraction_wait_s`) until none is left at the fast stage, and check afterwards that
         the listing is empty. Returns how many memories were listed before the delete."""
-        deadline = time.monotonic() + self.cfg.extraction_wait_s
-        nodes = self.memories(user_id, session_id)
-        while any((n.get("metadata") or {}).get("is_fast") for n in nodes) and time.monotonic() < deadline:
-            time.sleep(1.0)
-            nodes = self.memories(user_id, session_id)
+        nodes, _, _ = self.settled_listing(user_id, session_id)
         body = {"user_id": user_id, **({"session_id": session_id} if session_id is not None else {})}
         for attempt in range(3):
             # 2.0.33 answers {"status": "failure"} to a delete by user_id / session_id even when
