@@ -42,6 +42,7 @@ from tasks.extract import Slice, open_source
 from tasks.load import LoadContext, load_bucket
 from tasks.quarantine import quarantine_dir
 from tasks.reconcile import resolve_unconfirmed
+from tasks.redact import redactor_for
 from tasks.stage import StageResult, stage_file
 from tasks.track import track_extraction
 from tasks.validate import Validator
@@ -228,6 +229,10 @@ def run(mapping: Mapping, cfg: RunConfig, *, run_id: str | None = None, stage_ma
     stop = threading.Event()
     shutdown.subscribe(stop)  # SIGTERM / Ctrl-C drain this run
     try:
+        # a missing secret, model or unknown entity stops the run here, before anything is read
+        redactor = redactor_for(mapping)
+        if redactor is not None:
+            report.redacting = redactor.entities
         if stateless:
             units, nightly, baseline, reread = source.units(Slice()), False, {}, set()
         else:
@@ -246,7 +251,7 @@ def run(mapping: Mapping, cfg: RunConfig, *, run_id: str | None = None, stage_ma
         done = _Ticker(progress, "extract", len(units))
         staged: list[StageResult] = stage_map(stage_file, [
             (mapping, source, u, i, validator, run_id, stage_dir, qdir, bucket_count(mapping, cfg, units),
-             part, erased, delivered_of if u.rel in reread else None) for i, u in enumerate(units)], done)
+             part, erased, delivered_of if u.rel in reread else None, redactor) for i, u in enumerate(units)], done)
         buckets = sorted({b for s in staged for b in s.buckets})
         for s in staged:
             counts.add(s.counts)

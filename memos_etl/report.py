@@ -40,6 +40,11 @@ class Counts:
     deleted_in_source: int = 0  # read with the source's deleted flag (fields.deleted): never sent
     gone_from_source: int = 0  # delivered earlier, no longer in their re-read file: not read, not an outcome
     erased: int = 0  # of a user or conversation `memos-etl forget` erased: never sent
+    redaction_dropped: int = 0  # held personal data whose operator is drop_message: never sent
+    redacted: int = 0  # messages whose text redaction changed (not an outcome: they go on)
+    redaction_candidates: int = 0  # messages the pre-filter passed to Presidio
+    # entity -> {"found": occurrences, "messages": messages holding it}
+    redaction: dict = field(default_factory=dict)
     reasons: Counter = field(default_factory=Counter)
     # "user_id/conversation_id" -> {"changed": n, "deleted": n, "gone": n}: delivered messages
     # the source changed or removed, per conversation (what on_change/on_delete act on)
@@ -66,6 +71,11 @@ class Counts:
         for k, v in asdict(other).items():
             if k == "reasons":
                 self.reasons.update(other.reasons)
+            elif k == "redaction":
+                for entity, n in other.redaction.items():
+                    entry = self.redaction.setdefault(entity, {"found": 0, "messages": 0})
+                    entry["found"] += n["found"]
+                    entry["messages"] += n["messages"]
             elif k == "extraction":
                 for status, n in other.extraction.items():
                     self.extraction[status] = self.extraction.get(status, 0) + n
@@ -81,7 +91,7 @@ class Counts:
     def outcomes(self) -> int:
         return (self.quarantined + self.duplicates + self.already_delivered + self.delivered +
                 self.in_doubt + self.pending + self.previously_failed + self.planned +
-                self.changed_after_delivery + self.deleted_in_source + self.erased)
+                self.changed_after_delivery + self.deleted_in_source + self.erased + self.redaction_dropped)
 
     @property
     def accounted(self) -> bool:
@@ -116,6 +126,7 @@ class RunReport:
     # conversations rewritten after this run (on_change: replace / on_delete: delete): counts,
     # the rewrite run's id and status (see pipeline.rewrite_conversations)
     rewrite: dict | None = None
+    redacting: list | None = None  # the entities redacted (the mapping's redact section), None: off
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -139,6 +150,10 @@ class RunReport:
              + (f" ({c.deleted_in_source} marked deleted, {c.gone_from_source} gone from re-read files)"
                 if c.deleted_in_source or c.gone_from_source else "")),
             *([("erased (forgotten)", str(c.erased))] if c.erased else []),
+            *([("personal data", f"{c.redacted} messages redacted, {c.redaction_dropped} dropped "
+                f"({c.redaction_candidates} read by Presidio): " + (", ".join(
+                    f"{e} {v['found']} in {v['messages']}" for e, v in sorted(c.redaction.items())) or "none found"))]
+              if self.redacting or c.redaction else []),
             ("in doubt", str(c.in_doubt)),
             ("pending", str(c.pending) + (f" ({c.leased_elsewhere} conversations busy in another run)"
                                            if c.leased_elsewhere else "")
@@ -168,6 +183,9 @@ class RunReport:
         if self.counts.reasons:
             lines += ["", "## Quarantine reasons", "", "| reason | rows |", "|---|---|"]
             lines += [f"| {r} | {n} |" for r, n in self.counts.reasons.most_common(10)]
+        if self.counts.redaction:
+            lines += ["", "## Personal data redacted", "", "| entity | found | messages |", "|---|---|---|"]
+            lines += [f"| {e} | {v['found']} | {v['messages']} |" for e, v in sorted(self.counts.redaction.items())]
         if self.counts.changes:
             lines += ["", "## Changed or deleted after delivery", "",
                       "Delivered messages the source has since changed or deleted (with on_change: report / "

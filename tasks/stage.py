@@ -87,7 +87,8 @@ def in_slice(mapped: pa.Table, part: Slice | None) -> np.ndarray | None:
 
 def stage_file(mapping: Mapping, source, unit: Unit, index: int, validator: Validator, run_id: str,
                stage_dir: Path, quarantine_dir: Path, buckets: int, part: Slice | None = None,
-               erased: tuple = (frozenset(), frozenset()), delivered: Callable | None = None) -> StageResult:
+               erased: tuple = (frozenset(), frozenset()), delivered: Callable | None = None,
+               redactor=None) -> StageResult:
     """Extract, map, validate and stage one unit; a unit that cannot be read is quarantined whole.
     Rows outside a row-level slice (`part`) are not this run's: not counted, not staged. Rows
     of erased users (`erased`, from the ledger's tombstones) are counted, never staged or
@@ -95,7 +96,10 @@ def stage_file(mapping: Mapping, source, unit: Unit, index: int, validator: Vali
     the loader to count. `delivered` (a unit read again after it changed) gives what the
     ledger delivered from it: rows delivered and unchanged (same key, same fingerprint) are
     counted `already delivered` here, without validating or staging them, and the delivered
-    keys the unit no longer holds are returned (StageResult.gone)."""
+    keys the unit no longer holds are returned (StageResult.gone). `redactor` (tasks/redact.py)
+    removes personal data from the content before anything below sees it: the fingerprints
+    compared with the ledger's, validation (and its Data Docs), staging; quarantine rows keep
+    the raw source row."""
     counts = Counts()
     known = delivered(unit) if delivered is not None else None
     seen: list[np.ndarray] = []
@@ -117,6 +121,8 @@ def stage_file(mapping: Mapping, source, unit: Unit, index: int, validator: Vali
             if hit is not None:  # forgotten on purpose: not staged, not even quarantined
                 counts.erased += int(hit.sum())
                 mapped, rb = mapped.filter(pa.array(~hit)), rb.filter(pa.array(~hit))
+            if redactor is not None:
+                mapped, rb = _redact(redactor, mapped, rb, counts)
             if known is not None:
                 mapped, rb = _skip_delivered(mapped, rb, known, seen, counts, mapping.fields.deleted is not None)
             if mapping.fields.deleted is not None:
@@ -237,6 +243,25 @@ def _concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
     # the types now agree column by column: a column some batches lack is all the default fills
     table = pa.concat_tables(tables, promote_options="default")
     return table.combine_chunks().to_batches()[0]
+
+
+def _redact(redactor, mapped: pa.Table, rb: pa.RecordBatch, counts: Counts) -> tuple[pa.Table, pa.RecordBatch]:
+    """Content with personal data replaced; messages whose entities say drop_message counted
+    and left out (they are read, never sent: an outcome of their own)."""
+    out = redactor.redact(mapped.column("content"))
+    counts.redaction_candidates += out.candidates
+    counts.redacted += int((out.changed & ~out.drop).sum())
+    for entity, n in out.found.items():
+        entry = counts.redaction.setdefault(entity, {"found": 0, "messages": 0})
+        entry["found"] += n
+        entry["messages"] += out.messages[entity]
+    if out.content is not mapped.column("content"):
+        mapped = mapped.set_column(mapped.schema.get_field_index("content"), "content", out.content)
+    if out.drop.any():
+        counts.redaction_dropped += int(out.drop.sum())
+        keep = pa.array(~out.drop)
+        mapped, rb = mapped.filter(keep), rb.filter(keep)
+    return mapped, rb
 
 
 def _skip_delivered(mapped: pa.Table, rb: pa.RecordBatch, known, seen: list, counts: Counts,

@@ -3,6 +3,7 @@ cluster, and one Prefect test server for the whole session."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import socket
@@ -23,6 +24,74 @@ from memos_etl.devserver import DevServer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_MAPPING = ROOT / "schemas" / "mappings" / "sample.yaml"
+
+
+_LOCAL_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", ""}
+
+
+def _loopback(host) -> bool:
+    if host is None:
+        return True
+    if isinstance(host, bytes):
+        host = host.decode()
+    host = str(host).split("%")[0].strip("[]").lower()
+    if host in _LOCAL_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class NetworkGuard:
+    """Refuses (and records) any connection or name lookup beyond loopback made by this test
+    process: the suite fails on a library reaching out (telemetry, model hubs, suffix lists)."""
+
+    def __init__(self):
+        self.attempts: list[str] = []
+        self._real = (socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo)
+
+    def _check(self, what: str, host) -> None:
+        if not _loopback(host):
+            self.attempts.append(f"{what} {host}")
+            raise OSError(f"non-loopback network access refused in tests: {what} {host}")
+
+    def install(self) -> None:
+        connect, connect_ex, getaddrinfo = self._real
+        guard = self
+
+        def guarded_connect(sock, address):
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                guard._check("connect", address[0])
+            return connect(sock, address)
+
+        def guarded_connect_ex(sock, address):
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                guard._check("connect", address[0])
+            return connect_ex(sock, address)
+
+        def guarded_getaddrinfo(host, *args, **kwargs):
+            guard._check("lookup", host)
+            return getaddrinfo(host, *args, **kwargs)
+
+        socket.socket.connect, socket.socket.connect_ex = guarded_connect, guarded_connect_ex
+        socket.getaddrinfo = guarded_getaddrinfo
+
+    def remove(self) -> None:
+        socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo = self._real
+
+
+@pytest.fixture(autouse=True)
+def network_guard():
+    """Every test: nothing in this process may reach past loopback (subprocesses that must
+    prove the same run under `unshare -n`, see tests/test_datadocs.py and test_redact.py)."""
+    guard = NetworkGuard()
+    guard.install()
+    try:
+        yield guard
+    finally:
+        guard.remove()
+    assert not guard.attempts, f"the test tried to reach beyond loopback: {guard.attempts}"
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,564 @@
+"""Redact: personal data found by Microsoft Presidio and removed from message text.
+
+Runs on a whole mapped batch, before validation, fingerprints, staging, the outbox, the
+ledger and MemOS see the content (tasks/stage.py); the quarantine keeps the raw source row.
+
+Presidio is thorough and slow (milliseconds a message, most of it python-phonenumbers), so a
+batch goes through a vectorised pre-filter first: for each entity, an RE2 expression (Arrow's
+regex kernels) that matches every text Presidio could find that entity in. Pattern
+recognizers' own expressions are loosened into such a superset (`loosen`: lookarounds and
+word boundaries dropped, back-references widened, Python's Unicode classes spelt out);
+phone numbers need a run of digits as long as the shortest valid number of the recognizer's
+regions. Only candidate messages reach Presidio, each asked for the entities its pre-filter
+matched, so the result is the one Presidio gives on every message, at a fraction of the cost.
+NER entities (spaCy) have no pre-filter: every message goes through the model.
+
+Everything is deterministic: the same text, config and secret give the same output, so a
+re-run sends nothing and batch keys do not move. `hash` is HMAC-SHA256 with the secret (not
+Presidio's salted hash, whose salt is random per call unless given, and which is not keyed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from memos_etl.config import RedactConfig
+from memos_etl.errors import ConfigError
+
+#: Found by patterns and checksums alone: no model, no download.
+DEFAULT_ENTITIES = ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "US_SSN"]
+#: Found only by a spaCy model's named-entity recognizer.
+NER_ENTITIES = {"PERSON", "LOCATION", "NRP", "ORGANIZATION"}
+HASH_CHARS = 16  # hex digits of the HMAC kept in a token: 64 bits
+
+_init_lock = threading.Lock()
+_offline = False
+
+
+def offline_suffix_list() -> None:
+    """Presidio's e-mail and URL checks use tldextract, whose default extractor downloads the
+    public suffix list on first use. Point it at the snapshot the package ships, no cache."""
+    global _offline
+    if _offline:
+        return
+    import tldextract
+    import tldextract.tldextract as tx
+
+    tx.TLD_EXTRACTOR = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+    _offline = True
+
+
+# --- the pre-filter: RE2 supersets of Presidio's expressions --------------------------------
+
+_WORD = r"\p{L}\p{N}\p{M}\p{Pc}"
+_SPACE = r"\s\p{Z}\x{85}\x{1c}-\x{1f}"
+_ANY = r"(?s:.)"
+_CLASS_ESC = {"d": r"\p{Nd}", "D": r"\P{Nd}", "w": _WORD, "s": _SPACE, "b": r"\x{8}"}
+_ESC = {"d": r"\p{Nd}", "D": r"\P{Nd}", "w": f"[{_WORD}]", "W": f"[^{_WORD}]", "s": f"[{_SPACE}]",
+        "S": f"[^{_SPACE}]"}
+_ZERO_WIDTH = set("bBAZzG")
+
+
+class _Unsupported(Exception):
+    pass
+
+
+def loosen(regex: str) -> str | None:
+    """An RE2 expression matching (somewhere) in every text where `regex` (Python `regex`
+    syntax, Presidio's flags) matches; None when it cannot be written (verbose mode,
+    conditionals). Wider is fine: it only chooses which messages Presidio reads."""
+    try:
+        body = _loosen(regex)
+    except (_Unsupported, IndexError):
+        return None
+    return "(?ims)" + body
+
+
+def _loosen(rx: str) -> str:
+    out: list[str] = []
+    i, n = 0, len(rx)
+    quantified = False  # the last thing written was a quantifier (a '+' after it is possessive)
+    while i < n:
+        c = rx[i]
+        if c == "+" and quantified:
+            i += 1
+            quantified = False
+            continue
+        quantified = False
+        if c == "\\":
+            e = rx[i + 1]
+            if e in _ESC:
+                out.append(_ESC[e])
+            elif e in _ZERO_WIDTH:
+                pass
+            elif e.isdigit() and e != "0":  # back-reference: whatever the group matched
+                j = i + 1
+                while j < n and rx[j].isdigit():
+                    j += 1
+                out.append(_ANY + "*")
+                i = j
+                continue
+            elif e == "g":  # \g<name>
+                i = rx.index(">", i) + 1
+                out.append(_ANY + "*")
+                continue
+            elif e in "uU":
+                width = 4 if e == "u" else 8
+                out.append(r"\x{" + rx[i + 2:i + 2 + width] + "}")
+                i += 2 + width
+                continue
+            elif e == "N":
+                i = rx.index("}", i) + 1
+                out.append(_ANY)
+                continue
+            elif e in "pP" and i + 2 < n and rx[i + 2] == "{":
+                j = rx.index("}", i) + 1
+                out.append(rx[i:j])
+                i = j
+                continue
+            elif e == "0":
+                out.append(r"\x{0}")
+            else:
+                out.append(rx[i:i + 2])
+            i += 2
+            continue
+        if c == "[":
+            j, cls = _class(rx, i)
+            out.append(cls)
+            i = j
+            continue
+        if c == "(":
+            if rx.startswith(("(?=", "(?!", "(?<=", "(?<!"), i):
+                i = _group_end(rx, i)  # an assertion: dropped
+                continue
+            if rx.startswith("(?#", i):
+                i = rx.index(")", i) + 1
+                continue
+            if rx.startswith("(?P=", i):
+                i = rx.index(")", i) + 1
+                out.append(_ANY + "*")
+                continue
+            if rx.startswith(("(?>", "(?:"), i):
+                out.append("(?:")
+                i += 3
+                continue
+            if rx.startswith("(?P<", i) or (rx.startswith("(?<", i) and rx[i + 3] not in "=!"):
+                out.append("(?:")
+                i = rx.index(">", i) + 1
+                continue
+            if rx.startswith("(?", i):  # inline flags: (?i) (?i:...) (?-i:...)
+                j = i + 2
+                while j < n and rx[j] not in ":)":
+                    j += 1
+                flags = rx[i + 2:j]
+                if any(f not in "imsu-aL" for f in flags) or not flags:
+                    raise _Unsupported(flags)  # verbose mode, conditionals, branch reset
+                kept = "".join(f for f in flags if f in "ims-")
+                kept = kept.rstrip("-")
+                if rx[j] == ")":
+                    out.append(f"(?{kept})" if kept.strip("-") else "")
+                else:
+                    out.append(f"(?{kept}:" if kept.strip("-") else "(?:")
+                i = j + 1
+                continue
+            out.append("(")
+            i += 1
+            continue
+        if c == "{":
+            j = rx.find("}", i)
+            inner = rx[i + 1:j] if j > 0 else ""
+            counted = j > 0 and (inner.replace(",", "", 1).isdigit() or
+                                 (inner.startswith(",") and inner[1:].isdigit()))
+            if counted:
+                out.append("{" + ("0" + inner if inner.startswith(",") else inner) + "}")
+                i = j + 1
+                quantified = True
+                continue
+            out.append(r"\{")
+            i += 1
+            continue
+        if c in "*+?":
+            out.append(c)
+            i += 1
+            quantified = True
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def _class(rx: str, i: int) -> tuple[int, str]:
+    """A character class at rx[i] == '[': (index after it, its RE2 form)."""
+    j = i + 1
+    out = ["["]
+    if rx[j] == "^":
+        out.append("^")
+        j += 1
+    first = True
+    wide = False  # holds \W or \S: no union of classes says it; any character instead
+    while True:
+        c = rx[j]
+        if c == "]" and not first:
+            j += 1
+            break
+        first = False
+        if c == "\\":
+            e = rx[j + 1]
+            if e in _CLASS_ESC:
+                out.append(_CLASS_ESC[e])
+            elif e in "WS" or e == "N":
+                wide = True
+                if e == "N":
+                    j = rx.index("}", j) + 1
+                    continue
+            elif e in "uU":
+                width = 4 if e == "u" else 8
+                out.append(r"\x{" + rx[j + 2:j + 2 + width] + "}")
+                j += 2 + width
+                continue
+            elif e in "pP" and rx[j + 2] == "{":
+                k = rx.index("}", j) + 1
+                out.append(rx[j:k])
+                j = k
+                continue
+            else:
+                out.append(rx[j:j + 2])
+            j += 2
+            continue
+        if c == "[":
+            if rx.startswith("[:", j):
+                k = rx.index(":]", j) + 2
+                out.append(rx[j:k])
+                j = k
+                continue
+            out.append(r"\[")
+            j += 1
+            continue
+        out.append(c)
+        j += 1
+    if wide:
+        return j, _ANY
+    return j, "".join(out) + "]"
+
+
+def _group_end(rx: str, i: int) -> int:
+    """Index after the group opening at rx[i] == '('."""
+    depth = 0
+    while i < len(rx):
+        c = rx[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "[":
+            i, _ = _class(rx, i)
+            continue
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    raise _Unsupported("unbalanced group")
+
+
+def re2_ok(pattern: str) -> bool:
+    try:
+        pc.match_substring_regex(pa.array([""], pa.string()), pattern)
+        return True
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return False
+
+
+def phone_prefilter(regions, leniency: int = 1) -> str:
+    """Digits as many as the shortest valid number of `regions` (or, at leniency 0, the
+    shortest locally dialable one), at most four other characters apart: python-phonenumbers'
+    matcher puts at most four punctuation characters between digit blocks."""
+    import phonenumbers
+
+    shortest = 32
+    for region in regions:
+        meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
+        if meta is None or meta.general_desc is None:
+            return _ANY  # unknown region: no bound
+        lengths = list(meta.general_desc.possible_length or ())
+        if not leniency:
+            lengths += list(meta.general_desc.possible_length_local_only or ())
+        shortest = min([shortest, *[n for n in lengths if n > 0]])
+    return r"\p{Nd}(?:\P{Nd}{0,4}\p{Nd}){%d}" % (shortest - 1)
+
+
+# --- the engine ------------------------------------------------------------------------------
+
+@dataclass
+class Redacted:
+    """A batch's content after redaction, and what was found in it."""
+
+    content: pa.Array
+    drop: np.ndarray  # messages dropped whole (an entity with operator drop_message)
+    changed: np.ndarray  # messages whose text changed (or were dropped)
+    found: Counter = field(default_factory=Counter)  # entity -> occurrences removed
+    messages: Counter = field(default_factory=Counter)  # entity -> messages holding it
+    candidates: int = 0  # messages the pre-filter sent to Presidio
+
+
+@dataclass
+class Finding:
+    entity: str
+    start: int
+    end: int
+    text: str
+    score: float
+
+
+class Redactor:
+    """Presidio analyzer + anonymizer for one mapping's `redact:` section. Built once per run
+    (seconds of imports, no model download: a missing model is a ConfigError naming it), then
+    shared by the stage threads."""
+
+    def __init__(self, cfg: RedactConfig, where: str = "mapping", secret: bytes | None = None):
+        self.cfg = cfg
+        self.where = where
+        self.secret = secret
+        with _init_lock:
+            self._build()
+
+    # construction ----------------------------------------------------------------------
+
+    def _error(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(self.where, f"redact.{key}", problem)
+
+    def _build(self) -> None:
+        import regex
+
+        logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
+        logging.getLogger("presidio-anonymizer").setLevel(logging.ERROR)
+        offline_suffix_list()
+        from presidio_analyzer import (AnalyzerEngine, BatchAnalyzerEngine, Pattern, PatternRecognizer,
+                                       RecognizerRegistry)
+        from presidio_analyzer.nlp_engine import NoOpNlpEngine, SpacyNlpEngine
+        from presidio_anonymizer import AnonymizerEngine
+        from presidio_anonymizer.entities import OperatorConfig
+
+        cfg, lang = self.cfg, self.cfg.language
+        self.entities = cfg.entity_list(DEFAULT_ENTITIES)
+        ner = [e for e in self.entities if e in NER_ENTITIES]
+        if cfg.spacy_model:
+            model = cfg.spacy_model
+            import spacy.util
+
+            if not (spacy.util.is_package(model) or Path(model).is_dir()):
+                raise self._error("spacy_model", f"spaCy model {model!r} is not installed (no package of that "
+                                  "name, no pipeline folder there); install the package (e.g. `uv pip install "
+                                  f"{model}` from spaCy's model releases) or point to a folder. Nothing is "
+                                  "downloaded on the fly.")
+            nlp = SpacyNlpEngine(models=[{"lang_code": lang, "model_name": model}])
+        elif ner:
+            raise self._error("entities", f"{', '.join(ner)} {'is' if len(ner) == 1 else 'are'} found by a spaCy "
+                              "named-entity model, and none is set: install one (e.g. the package "
+                              "`en_core_web_lg` from spaCy's model releases) and name it in redact.spacy_model, "
+                              "or leave these entities out (pattern entities need no model)")
+        else:
+            nlp = NoOpNlpEngine(models=[{"lang_code": lang, "model_name": "none"}])
+        nlp.load()
+        registry = RecognizerRegistry(supported_languages=[lang])
+        registry.load_predefined_recognizers(languages=[lang], nlp_engine=nlp)
+        custom = []
+        for i, p in enumerate(cfg.patterns):
+            try:
+                regex.compile(p.regex)
+            except regex.error as exc:
+                raise self._error(f"patterns[{i}].regex", f"not a regular expression: {exc}") from None
+            custom.append(PatternRecognizer(supported_entity=p.entity, supported_language=lang,
+                                            patterns=[Pattern(name=p.entity.lower(), regex=p.regex, score=p.score)],
+                                            context=p.context or None, name=f"mapping pattern {p.entity}"))
+        for entity, words in cfg.deny.items():
+            custom.append(PatternRecognizer(supported_entity=entity, supported_language=lang, deny_list=words,
+                                            name=f"mapping deny list {entity}"))
+        wanted = set(self.entities)
+        keep = []
+        for r in registry.recognizers + custom:
+            if not wanted & set(r.supported_entities):
+                continue
+            if not cfg.spacy_model and not isinstance(r, PatternRecognizer) and type(r).__name__ != "PhoneRecognizer":
+                continue  # an NLP recognizer with nothing to read
+            keep.append(r)
+        registry.recognizers = keep
+        known = {e for r in keep for e in r.supported_entities}
+        unknown = [e for e in self.entities if e not in known]
+        if unknown:
+            everything = RecognizerRegistry(supported_languages=[lang])
+            everything.load_predefined_recognizers(languages=[lang])
+            names = sorted({e for r in everything.recognizers for e in r.supported_entities})
+            raise self._error("entities", f"unknown entity {', '.join(unknown)} for language {lang!r}; Presidio "
+                              f"knows {', '.join(names)}; add your own under redact.patterns or redact.deny")
+        for e in list(cfg.operators):
+            if e not in wanted:
+                raise self._error(f"operators.{e}", f"{e} is not among the entities redacted ({', '.join(self.entities)})")
+        self.analyzer = AnalyzerEngine(registry=registry, nlp_engine=nlp, supported_languages=[lang])
+        self.batch = BatchAnalyzerEngine(analyzer_engine=self.analyzer)
+        self.anonymizer = AnonymizerEngine()
+        self.operators = {}
+        for e in self.entities:
+            op = cfg.operator_of(e)
+            if op == "replace":
+                self.operators[e] = OperatorConfig("replace", {"new_value": f"<{e}>"})
+            elif op == "mask":
+                self.operators[e] = OperatorConfig("mask", {"masking_char": cfg.mask_char,
+                                                            "chars_to_mask": 1 << 30, "from_end": False})
+            elif op == "hash":
+                if self.secret is None:
+                    raise self._error("operators", "the hash operator needs a secret: see redact.hash_secret_env")
+                self.operators[e] = OperatorConfig("custom", {"lambda": self._token_fn(e)})
+        self.drop_entities = {e for e in self.entities if cfg.operator_of(e) == "drop_message"}
+        self.prefilter = self._prefilters(keep)
+
+    def _token_fn(self, entity: str):
+        key = self.secret
+
+        def token(value: str) -> str:
+            return f"<{entity}:{hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:HASH_CHARS]}>"
+        return token
+
+    def _prefilters(self, recognizers) -> dict[str, str | None]:
+        """entity -> RE2 expression a message must match to be read by Presidio (None: all)."""
+        from presidio_analyzer import PatternRecognizer
+
+        per: dict[str, list[str] | None] = {e: [] for e in self.entities}
+        for r in recognizers:
+            if type(r).__name__ == "PhoneRecognizer":
+                exprs = [phone_prefilter(r.supported_regions, r.leniency or 0)]
+            elif isinstance(r, PatternRecognizer) and (type(r).analyze is PatternRecognizer.analyze
+                                                       or type(r).__name__ == "IbanRecognizer"):
+                exprs = [loosen(p.regex) for p in r.patterns]
+                if not exprs or any(x is None or not re2_ok(x) for x in exprs):
+                    exprs = None
+            else:
+                exprs = None
+            for e in r.supported_entities:
+                if e not in per:
+                    continue
+                if exprs is None or per[e] is None:
+                    per[e] = None
+                else:
+                    per[e] += exprs
+        out: dict[str, str | None] = {}
+        for e, exprs in per.items():
+            if exprs is None or not exprs:
+                out[e] = None
+                continue
+            union = "|".join(f"(?:{x})" for x in exprs)
+            out[e] = union if re2_ok(union) else None
+        return out
+
+    # use -------------------------------------------------------------------------------
+
+    def candidates(self, content: pa.Array) -> dict[str, np.ndarray]:
+        """entity -> which messages its pre-filter passes (vectorised, one RE2 pass each)."""
+        n = len(content)
+        out = {}
+        for e, expr in self.prefilter.items():
+            if expr is None:
+                out[e] = pc.is_valid(content).to_numpy(zero_copy_only=False)
+            else:
+                hit = pc.match_substring_regex(content, expr)
+                out[e] = pc.fill_null(hit, False).to_numpy(zero_copy_only=False) if n else np.zeros(0, bool)
+        return out
+
+    def analyze(self, texts: list[str], entities: list[str]) -> list[list]:
+        return list(self.batch.analyze_iterator(texts, language=self.cfg.language, entities=entities,
+                                                score_threshold=self.cfg.score_threshold,
+                                                allow_list=self.cfg.allow or None, batch_size=256))
+
+    def findings(self, content: pa.Array, prefilter: bool = True) -> tuple[np.ndarray, list[list]]:
+        """(rows read by Presidio, what was found in each of them)."""
+        if isinstance(content, pa.ChunkedArray):
+            content = content.combine_chunks()
+        if prefilter:
+            masks = self.candidates(content)
+        else:
+            valid = pc.is_valid(content).to_numpy(zero_copy_only=False)
+            masks = {e: valid for e in self.entities}
+        names = list(masks)
+        if not names:
+            return np.zeros(0, np.int64), []
+        stacked = np.stack([masks[e] for e in names], axis=1)
+        rows = np.flatnonzero(stacked.any(axis=1))
+        if not len(rows):
+            return rows, []
+        texts = content.take(pa.array(rows)).to_pylist()
+        # messages asking for the same entities go to Presidio together
+        sets = [tuple(names[k] for k in np.flatnonzero(stacked[r])) for r in rows]
+        results: list[list] = [[] for _ in rows]
+        groups: dict[tuple, list[int]] = {}
+        for i, s in enumerate(sets):
+            groups.setdefault(s, []).append(i)
+        for ents, idx in groups.items():
+            for i, res in zip(idx, self.analyze([texts[i] for i in idx], list(ents))):
+                results[i] = res
+        return rows, [(texts[i], results[i]) for i in range(len(rows))]
+
+    def redact(self, content: pa.Array, prefilter: bool = True) -> Redacted:
+        if isinstance(content, pa.ChunkedArray):
+            content = content.combine_chunks()
+        n = len(content)
+        drop = np.zeros(n, dtype=bool)
+        changed = np.zeros(n, dtype=bool)
+        out = Redacted(content, drop, changed)
+        rows, found = self.findings(content, prefilter)
+        out.candidates = len(rows)
+        new_rows, new_texts = [], []
+        for r, (text, results) in zip(rows.tolist(), found):
+            if not results:
+                continue
+            kinds = {x.entity_type for x in results}
+            if kinds & self.drop_entities:
+                drop[r] = changed[r] = True
+                for x in results:
+                    out.found[x.entity_type] += 1
+                for k in kinds:
+                    out.messages[k] += 1
+                continue
+            done = self.anonymizer.anonymize(text=text, analyzer_results=results, operators=self.operators)
+            kinds = Counter(item.entity_type for item in done.items)
+            out.found.update(kinds)
+            out.messages.update(kinds.keys())
+            if done.text != text:
+                changed[r] = True
+                new_rows.append(r)
+                new_texts.append(done.text)
+        if new_rows:
+            mask = np.zeros(n, dtype=bool)
+            mask[new_rows] = True
+            out.content = pc.replace_with_mask(content, pa.array(mask), pa.array(new_texts, pa.string()))
+        return out
+
+    def describe(self) -> dict[str, str]:
+        """entity -> how messages are chosen for it (for redact-check and the docs)."""
+        return {e: ("every message (no pre-filter)" if x is None else "pre-filtered") for e, x in self.prefilter.items()}
+
+
+def redactor_for(mapping, where: str | None = None) -> Redactor | None:
+    """The mapping's Redactor, or None when it redacts nothing. Config problems (unknown
+    entity, missing model or secret) are ConfigErrors raised here, before anything is read."""
+    cfg = mapping.redact
+    if cfg is None:
+        return None
+    where = where or str(mapping.path_ or "mapping")
+    try:
+        secret = cfg.secret()
+    except ValueError as exc:
+        raise ConfigError(where, "redact.hash_secret_env" if not cfg.hash_secret_block else "redact.hash_secret_block",
+                          str(exc)) from None
+    return Redactor(cfg, where, secret)
