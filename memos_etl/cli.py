@@ -214,6 +214,7 @@ def preview(source: Optional[str] = typer.Argument(None, help="a configured sour
     c = report.counts
     summary = {"source": m.source.name, "read": c.read, "requests": c.requests or None, "messages": c.planned,
                "quarantined": c.quarantined, "empty_skipped": c.empty_skipped, "reasons": dict(c.reasons),
+               "redacted": c.redacted, "redaction_dropped": c.redaction_dropped, "redaction": c.redaction,
                "notes": report.notes}
     if json_out:
         typer.echo(json.dumps({"requests": shown, "summary": summary}, indent=2, ensure_ascii=False))
@@ -223,10 +224,81 @@ def preview(source: Optional[str] = typer.Argument(None, help="a configured sour
         typer.echo(json.dumps(r["body"], indent=2, ensure_ascii=False))
     typer.echo(f"--- {m.source.name}: {c.read} messages read, {c.planned} in requests, {c.quarantined} quarantined"
                + (f", {c.empty_skipped} empty skipped" if c.empty_skipped else ""))
+    if report.redacting:
+        typer.echo(f"    personal data: {c.redacted} messages redacted, {c.redaction_dropped} dropped: "
+                   + (", ".join(f"{e} {v['found']}" for e, v in sorted(c.redaction.items())) or "none found"))
     for reason, n in c.reasons.most_common(10):
         typer.echo(f"    {n:>6}  {reason}")
     for note in report.notes:
         typer.echo(f"    note: {note}")
+
+
+@app.command("redact-check")
+def redact_check(source: str = SourceArg, sample: int = typer.Option(10_000, "--sample", help="messages to check"),
+                 examples: int = typer.Option(20, "--examples", help="findings to show with their values (0: none)"),
+                 config: Optional[Path] = ConfigOpt, json_out: bool = typer.Option(False, "--json")):
+    """What the mapping's `redact:` section would remove from the first messages of its source,
+    with counts per entity and examples; nothing is sent, no state is kept."""
+    import tempfile
+
+    import pyarrow as pa
+
+    from tasks.extract import open_source
+    from tasks.redact import redactor_for
+    from tasks.stage import sample_messages
+
+    try:
+        cfg = _config(config, None, None, None)
+        m = _source(cfg, source)
+        if m.redact is None:
+            raise MemosEtlError(f"source {m.source.name!r} has no redact section: nothing would be redacted")
+        redactor = redactor_for(m)
+        read = candidates = changed = dropped = 0
+        found: dict[str, list[int]] = {}
+        shown: list[dict] = []
+        with tempfile.TemporaryDirectory(prefix="memos-etl-redact-check-") as tmp:
+            for mapped in sample_messages(m, open_source(m), sample, Path(tmp)):
+                content = mapped.column("content").combine_chunks()
+                out = redactor.redact(content)
+                read += len(content)
+                candidates += out.candidates
+                changed += int((out.changed & ~out.drop).sum())
+                dropped += int(out.drop.sum())
+                for e, n in out.found.items():
+                    entry = found.setdefault(e, [0, 0])
+                    entry[0] += n
+                    entry[1] += out.messages[e]
+                if len(shown) < examples and out.changed.any():
+                    rows = pa.array(out.changed.nonzero()[0])
+                    where = zip(mapped.column("source_file").take(rows).to_pylist(),
+                                mapped.column("source_row").take(rows).to_pylist(),
+                                content.take(rows).to_pylist(), out.content.take(rows).to_pylist(),
+                                out.drop[out.changed].tolist())
+                    for file, row, before, after, drop in where:
+                        if len(shown) < examples:
+                            shown.append({"source_file": file, "source_row": row, "before": before,
+                                          "after": None if drop else after})
+    except MemosEtlError as exc:
+        _fail(exc)
+    summary = {"source": m.source.name, "messages": read, "read_by_presidio": candidates, "changed": changed,
+               "dropped": dropped, "entities": {e: {"found": v[0], "messages": v[1],
+                                                    "operator": m.redact.operator_of(e)} for e, v in sorted(found.items())},
+               "checked_for": redactor.entities}
+    if json_out:
+        typer.echo(json.dumps({"summary": summary, "examples": shown}, indent=2, ensure_ascii=False))
+        return
+    typer.echo(f"{m.source.name}: {read} messages checked, {candidates} read by Presidio (the rest cannot hold "
+               f"an entity), {changed} would change, {dropped} would be dropped; nothing was sent")
+    typer.echo(f"checked for: {', '.join(redactor.entities)}")
+    typer.echo(f"{'entity':<20} {'found':>7} {'messages':>9}  operator")
+    for e, v in summary["entities"].items():
+        typer.echo(f"{e:<20} {v['found']:>7} {v['messages']:>9}  {v['operator']}")
+    if shown:
+        typer.echo("examples (source values shown here only; they are what would be removed):")
+        for x in shown:
+            typer.echo(f"- {x['source_file']} row {x['source_row']}")
+            typer.echo(f"    before: {x['before']!r}")
+            typer.echo(f"    after:  {'(message dropped)' if x['after'] is None else repr(x['after'])}")
 
 
 @app.command()

@@ -48,6 +48,20 @@ def rows_table(run_id: str, source: str, stage: str, source_file: list[str], sou
     }, schema=QUARANTINE_SCHEMA)
 
 
+def private_dir(directory: Path) -> None:
+    """Create `directory` and make it and its parents up to the quarantine root owner-only."""
+    directory.mkdir(parents=True, exist_ok=True)
+    d = directory
+    for _ in range(3):  # run=<id>, source=<name>, quarantine/ (or a dry run's own folder)
+        try:
+            os.chmod(d, 0o700)
+        except OSError:
+            break
+        if d.name.startswith("quarantine") or d.name.endswith("-quarantine"):
+            break
+        d = d.parent
+
+
 class QuarantineWriter:
     """Appends quarantine rows to one Parquet file, opened on the first row."""
 
@@ -60,7 +74,9 @@ class QuarantineWriter:
         if table.num_rows == 0:
             return
         if self._writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(self.path.parent)
+            # raw source rows (personal data included, redaction or not): readable by the owner only
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600))
             self._writer = pq.ParquetWriter(self.path, QUARANTINE_SCHEMA)
         self._writer.write_table(table)
         self.rows += table.num_rows

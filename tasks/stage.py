@@ -179,6 +179,26 @@ def stage_file(mapping: Mapping, source, unit: Unit, index: int, validator: Vali
     return StageResult(unit, counts, sorted(writers), columns, getattr(source, "high_water", None), gone=gone)
 
 
+def sample_messages(mapping: Mapping, source, limit: int, quarantine_dir: Path, run_id: str = "sample"):
+    """Mapped messages of the first units, `limit` at most, in source order: what a check on a
+    sample reads (nested records exploded the way a run does; nothing validated or staged)."""
+    taken = 0
+    counts = Counts()
+    for index, unit in enumerate(source.units(Slice())):
+        quarantine = QuarantineWriter(quarantine_dir, f"sample-{index:05d}")
+        try:
+            for offset, rb in _message_batches(mapping, source, unit, {}, run_id, quarantine, counts, {"complete": True}):
+                mapped = map_batch(rb, mapping, unit.rel, offset)
+                if taken + mapped.num_rows > limit:
+                    mapped = mapped.slice(0, limit - taken)
+                taken += mapped.num_rows
+                yield mapped
+                if taken >= limit:
+                    return
+        finally:
+            quarantine.close()
+
+
 def _message_batches(mapping: Mapping, source, unit: Unit, columns: dict, run_id: str,
                      quarantine: QuarantineWriter, counts: Counts, shape: dict):
     """(row offset, batch of message rows) of a unit. Nested records are exploded (records of
