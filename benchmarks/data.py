@@ -164,3 +164,39 @@ def generate_chatgpt_export(out: Path, min_bytes: int, turns: int = 24, seed: in
     mapping_path.write_text(yaml.safe_dump({"preset": "chatgpt-export",
                                             "source": {"name": "bench-chatgpt", "path": str(path)}}, sort_keys=False))
     return mapping_path
+
+
+def generate_personal(out: Path, messages: int, entity_share: float = 0.02, seed: int = 11) -> tuple[Path, Path]:
+    """The `generate` dataset with personal data in `entity_share` of the messages (e-mails,
+    phone numbers, cards, IBANs, IP addresses, each value different) and everyday digits in
+    others (8%: times like 10:30 and years, which a phone number pre-filter must pass on to
+    Presidio; 2%: short numbers it need not). Returns (mapping without redaction, with it)."""
+    plain = generate(out, messages, seed=seed)
+    rng = np.random.default_rng(seed)
+    ibans = ["DE89 3704 0044 0532 0130 00", "GB82 WEST 1234 5698 7654 32", "FR14 2004 1010 0505 0001 3M02 606"]
+    cards = ["4111 1111 1111 1111", "5500-0000-0000-0004", "3400 000000 00009", "6011 0000 0000 0004"]
+    for path in sorted((out / "data").glob("*.parquet")):
+        table = pq.read_table(path)
+        text = np.array(table.column("text").to_pylist(), dtype=object)
+        n = len(text)
+        draw = rng.random(n)
+        ids = table.column("message_id").to_pylist()
+        for i in np.flatnonzero(draw < entity_share):
+            k = int(rng.integers(5))
+            mid = ids[i][1:]
+            value = (f"user{mid}@example.com", f"+1 415-555-{int(mid) % 10000:04d}", cards[int(mid) % len(cards)],
+                     ibans[int(mid) % len(ibans)], f"10.{int(mid) % 250}.{int(mid) // 250 % 250}.7")[k]
+            text[i] = f"{text[i]} {value}"
+        for i in np.flatnonzero((draw >= entity_share) & (draw < entity_share + 0.04)):
+            text[i] = f"{text[i]} at {int(rng.integers(24)):02d}:{int(rng.integers(60)):02d}"
+        for i in np.flatnonzero((draw >= entity_share + 0.04) & (draw < entity_share + 0.08)):
+            text[i] = f"{text[i]} in {int(rng.integers(1990, 2030))}"
+        for i in np.flatnonzero((draw >= entity_share + 0.08) & (draw < entity_share + 0.10)):
+            text[i] = f"{text[i]} room {int(rng.integers(100))}"
+        table = table.set_column(table.schema.get_field_index("text"), "text", pa.array(text.tolist(), pa.string()))
+        pq.write_table(table, path, row_group_size=65_536)
+    body = yaml.safe_load(plain.read_text())
+    body["redact"] = {}  # the default entities, replace
+    redacted = out / "mapping-redact.yaml"
+    redacted.write_text(yaml.safe_dump(body, sort_keys=False))
+    return plain, redacted

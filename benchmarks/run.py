@@ -24,7 +24,7 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 from benchmarks import cli_bench, load_bench, pipeline_bench, prefect_bench  # noqa: E402
-from benchmarks.data import edit, generate, generate_chatgpt_export, generate_openai_chat  # noqa: E402
+from benchmarks.data import edit, generate, generate_chatgpt_export, generate_openai_chat, generate_personal  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -63,6 +63,7 @@ def transform(base: Path, n: int, ledger_n: int) -> dict:
                         "extract_validate_map_stage_s": phases.seconds("extract"),
                         "batch_lookup_write_s": phases.seconds("load")}
     log(f"ours (dry run) {per_min(report.counts.planned, s) / 1e6:.2f}M/min")
+    out["redaction"] = redaction(base, n)
     # the same messages as OpenAI-chat JSONL (20 a line, two files): streamed, exploded on columns
     nested = generate_openai_chat(base / f"oa{n}", n)
     work = base / "work-nested"
@@ -97,6 +98,35 @@ def transform(base: Path, n: int, ledger_n: int) -> dict:
                            "conversations_listed": len(c.changes), "ratio_to_full": s3 / s if s else 0.0}
     log(f"re-sync with {edited} edited messages {s3:.2f}s ({s3 / s:.3f} of the full sync), "
         f"{c.changed_after_delivery} changed after delivery, {c.requests} requests")
+    return out
+
+
+def redaction(base: Path, n: int) -> dict:
+    """Dry runs of one dataset with ~2% personal data, without and with `redact:` (the default
+    entities), side by side; and the cloud API's message ceiling for the same messages."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from memos_etl.config import LoadConfig
+    from tasks.budget import estimate_tokens
+
+    plain, redacted = generate_personal(base / f"pii{n}", n)
+    out: dict = {"messages": n}
+    for name, mapping in (("without", plain), ("with", redacted)):
+        work = base / f"work-pii-{name}"
+        pipeline_bench.reset(work)
+        report, phases, s = pipeline_bench.ours(mapping, work, outbox=True)
+        c = report.counts
+        out[name] = {"seconds": s, "per_min": per_min(c.planned, s), "planned": c.planned,
+                     "read_by_presidio": c.redaction_candidates, "redacted": c.redacted, "entities": c.redaction}
+        log(f"dry run {name} redaction {per_min(c.planned, s) / 1e6:.3f}M/min"
+            + (f", {c.redaction_candidates} read by Presidio, {c.redacted} redacted" if name == "with" else ""))
+    text = pq.read_table(next((base / f"pii{n}" / "data").glob("*.parquet")), columns=["text"]).column("text")
+    load = LoadConfig()
+    tokens = float(estimate_tokens(pc.fill_null(text.combine_chunks(), ""), load).mean())
+    out["api_ceiling_per_min"] = load.tokens_per_minute / tokens  # 400k tokens a minute per key
+    out["ratio"] = out["with"]["per_min"] / out["without"]["per_min"]
+    out["times_ceiling"] = out["with"]["per_min"] / out["api_ceiling_per_min"]
     return out
 
 
@@ -173,6 +203,12 @@ def table(r: dict) -> list[tuple[str, str, str, str]]:
         nst = t["nested_plan"]
         rows.append(("nested dry run: OpenAI-chat JSONL, same messages", f"{nst['per_min'] / 1e6:.2f}M msg/min",
                      f"{nst['ratio_to_flat']:.2f} of the flat Parquet dry run", ">= 0.5 of flat"))
+    if "redaction" in t:
+        rd = t["redaction"]
+        rows.append((f"dry run with redaction, {rd['messages']:,} messages, ~2% personal data",
+                     f"{rd['with']['per_min'] / 1e6:.2f}M msg/min ({rd['with']['read_by_presidio']:,} read by Presidio)",
+                     f"{rd['ratio']:.2f} of the same dry run without; {rd['times_ceiling']:.0f}x the API's "
+                     f"{rd['api_ceiling_per_min'] / 1e3:.1f}k msg/min", ">= 10x the API ceiling (>= 100k msg/min)"))
     rows.append(("  bare pyarrow read / plain-Python loop", f"{t['bare_read']['per_min'] / 1e6:.1f}M / "
                  f"{plain / 1e6:.1f}M msg/min", "reference", ""))
     p = t["ours_plan"]
