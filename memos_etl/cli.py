@@ -130,6 +130,10 @@ def sync(source: str = SourceArg,
         from memos_etl.pipeline import preflight
 
         m = _source(cfg, source)
+        if m.redact is not None:
+            from tasks.redact import preload as preload_presidio
+
+            preload_presidio()
         preflight(m)  # config and column errors before Prefect starts
         box = None
         if dry_run or outbox:

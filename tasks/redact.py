@@ -46,6 +46,21 @@ _init_lock = threading.Lock()
 _offline = False
 
 
+def preload() -> threading.Thread:
+    """Import Presidio (and spaCy under it: ~3 s here) on a background thread while the caller
+    starts Prefect and lists the source; the Redactor then finds it imported."""
+    def _import() -> None:
+        try:
+            import presidio_analyzer  # noqa: F401
+            import presidio_anonymizer  # noqa: F401
+        except Exception:  # noqa: BLE001 - the Redactor imports it again and reports the error
+            pass
+
+    t = threading.Thread(target=_import, name="presidio-import", daemon=True)
+    t.start()
+    return t
+
+
 def offline_suffix_list() -> None:
     """Presidio's e-mail and URL checks use tldextract, whose default extractor downloads the
     public suffix list on first use. Point it at the snapshot the package ships, no cache."""

@@ -82,6 +82,9 @@ def message(rng: random.Random) -> tuple[str, str | None]:
     return plain, plain
 
 
+LONG = "x" * 300 + " and my phone is +1 415-555-0199"  # over checks.max_content_chars: quarantined
+
+
 def source(tmp_path: Path, name: str, seed: int, conversations: int = 30, turns: int = 6):
     rng = random.Random(seed)
     rows = chat_rows(conversations, turns, prefix=name[0], user=f"{name[0]}u")
@@ -91,8 +94,10 @@ def source(tmp_path: Path, name: str, seed: int, conversations: int = 30, turns:
         if want is not None:
             expected[(r["user"], r["conversation_id"])].append(want)
     bad = dict(rows[0], message_id="bad-1", user=None, text=f"no user here, mail {EMAILS[0]}")
-    write_jsonl(tmp_path / name / "chats.jsonl", rows + [bad])
-    m = sample_mapping_at(tmp_path, tmp_path / name, name=f"{name}.yaml", redact=REDACT)
+    long = dict(rows[0], message_id="bad-2", text=LONG)
+    write_jsonl(tmp_path / name / "chats.jsonl", rows + [bad, long])
+    m = sample_mapping_at(tmp_path, tmp_path / name, name=f"{name}.yaml", redact=REDACT,
+                          checks={"max_content_chars": 300})
     body = yaml.safe_load(m.read_text())
     body["source"]["name"] = name
     m.write_text(yaml.safe_dump(body))
@@ -108,18 +113,21 @@ def stored_contents(url: str) -> dict:
     return dict(out)
 
 
-SENSITIVE = EMAILS + PHONES + CARDS + IBANS + IPS + TICKETS
+SENSITIVE = EMAILS + PHONES + CARDS + IBANS + IPS + TICKETS + ["+1 415-555-0199"]
 
 
 def test_personal_data_never_reaches_the_target_and_reruns_send_nothing(dev_server, run_config, tmp_path,
                                                                          monkeypatch, network_guard):
     monkeypatch.setenv("MEMOS_ETL_REDACT_SECRET", SECRET)
+    run_config.state.data_docs = True  # Great Expectations' pages show failing values: redacted ones
     ma, rows_a, want_a = source(tmp_path, "alpha", seed=1)
     mb, rows_b, want_b = source(tmp_path, "beta", seed=2)
     report = run(load_mapping(ma), run_config)
     c = report.counts
     assert report.status == "completed" and c.accounted
-    assert c.quarantined == 1  # the row with no user: quarantined raw
+    assert c.quarantined == 2  # the row with no user, the over-long one: quarantined raw
+    assert report.data_docs and "<PHONE_NUMBER>" in "".join(
+        p.read_text(errors="replace") for p in Path(report.data_docs).parent.rglob("*.html"))
     dropped = sum(1 for r in rows_a if any(ip in r["text"] for ip in IPS))
     assert c.redaction_dropped == dropped > 0 and c.redaction["IP_ADDRESS"]["messages"] == dropped
     assert c.delivered == len(rows_a) - dropped
@@ -140,7 +148,8 @@ def test_personal_data_never_reaches_the_target_and_reruns_send_nothing(dev_serv
 
     # the raw row stays in quarantine (for re-drive), readable by its owner only
     q = read_quarantine(run_config.state.work_dir, "alpha")
-    assert q.num_rows == 1 and EMAILS[0] in q.column("record")[0].as_py()
+    records = "".join(q.column("record").to_pylist())
+    assert q.num_rows == 2 and EMAILS[0] in records and "+1 415-555-0199" in records
     qfile = next(Path(run_config.state.work_dir, "quarantine").rglob("*.parquet"))
     assert stat.S_IMODE(qfile.stat().st_mode) == 0o600
     assert stat.S_IMODE(qfile.parent.stat().st_mode) == 0o700
@@ -148,7 +157,7 @@ def test_personal_data_never_reaches_the_target_and_reruns_send_nothing(dev_serv
     for p in Path(run_config.state.work_dir).rglob("*"):
         if p.is_file() and "quarantine" not in p.parts[-4:-1] and p.suffix != ".parquet":
             data = p.read_bytes()
-            assert not any(v.encode() in data for v in SENSITIVE if v != EMAILS[0]), p
+            assert not any(v.encode() in data for v in SENSITIVE), p
 
     # a re-run sends nothing: same redaction, same batch keys, everything already delivered
     before = stats(dev_server.url)["add_requests"]
@@ -165,13 +174,23 @@ def test_personal_data_never_reaches_the_target_and_reruns_send_nothing(dev_serv
     assert network_guard.attempts == []
 
 
-def test_markdown_report_lists_entities(dev_server, run_config, tmp_path, monkeypatch):
+def test_flow_report_and_artifacts_count_entities_and_hold_no_value(prefect_server, dev_server, run_config,
+                                                                     tmp_path, monkeypatch):
+    from prefect.client.orchestration import get_client
+
+    from flows.sync import run_sync
+
     monkeypatch.setenv("MEMOS_ETL_REDACT_SECRET", SECRET)
-    m, _, _ = source(tmp_path, "gamma", seed=3, conversations=5)
-    report = run(load_mapping(m), run_config)
-    md = report.markdown()
-    assert "## Personal data redacted" in md and "| EMAIL_ADDRESS |" in md
-    assert any(k == "personal data" and "redacted" in v for k, v in report.rows())
+    m, rows, _ = source(tmp_path, "gamma", seed=3, conversations=8)
+    report = run_sync(str(m), run_config)
+    assert report["status"] == "completed" and report["counts"]["accounted"]
+    assert report["counts"]["redaction"]["EMAIL_ADDRESS"]["found"] >= 1
+    with get_client(sync_client=True) as client:
+        arts = [a for a in client.read_artifacts() if a.key and a.key.startswith("sync-gamma")]
+    md = next(a.data for a in arts if a.key == "sync-gamma")
+    assert "## Personal data redacted" in md and "| EMAIL_ADDRESS |" in md and "personal data" in md
+    everything = json.dumps([a.data for a in arts], default=str)
+    assert not any(v in everything for v in SENSITIVE)
 
 
 # --- the pre-filter changes nothing Presidio finds ----------------------------------------
