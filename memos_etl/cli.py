@@ -287,13 +287,16 @@ def redact_check(source: str = SourceArg, sample: int = typer.Option(10_000, "--
     summary = {"source": m.source.name, "messages": read, "read_by_presidio": candidates, "changed": changed,
                "dropped": dropped, "entities": {e: {"found": v[0], "messages": v[1],
                                                     "operator": m.redact.operator_of(e)} for e, v in sorted(found.items())},
-               "checked_for": redactor.entities}
+               "checked_for": redactor.entities,
+               "every_message": [e for e, how in redactor.describe().items() if how.startswith("every")]}
     if json_out:
         typer.echo(json.dumps({"summary": summary, "examples": shown}, indent=2, ensure_ascii=False))
         return
     typer.echo(f"{m.source.name}: {read} messages checked, {candidates} read by Presidio (the rest cannot hold "
                f"an entity), {changed} would change, {dropped} would be dropped; nothing was sent")
     typer.echo(f"checked for: {', '.join(redactor.entities)}")
+    if summary["every_message"]:
+        typer.echo(f"no pre-filter (Presidio reads every message for these): {', '.join(summary['every_message'])}")
     typer.echo(f"{'entity':<20} {'found':>7} {'messages':>9}  operator")
     for e, v in summary["entities"].items():
         typer.echo(f"{e:<20} {v['found']:>7} {v['messages']:>9}  {v['operator']}")

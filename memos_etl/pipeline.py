@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
+import pyarrow as pa
 
 from memos_etl import shutdown
 from memos_etl.client import make_target as _make_target
@@ -255,6 +256,7 @@ def run(mapping: Mapping, cfg: RunConfig, *, run_id: str | None = None, stage_ma
         buckets = sorted({b for s in staged for b in s.buckets})
         for s in staged:
             counts.add(s.counts)
+        dropped_after_delivery(ledger, target_cfg.ledger_name, mapping, staged, report)
         if validator is not None and cfg.state.data_docs:
             page = validator.publish_docs(work / "data-docs" / name)
             if page:
@@ -384,6 +386,28 @@ def rewrite_conversations(mapping: Mapping, cfg: RunConfig, report: RunReport, p
                 report.notes.append(f"conversation rewrites not finished ({summary.get('error') or summary.get('status')}):"
                                     " the next run of this source finishes them; their messages wait until then")
 
+
+
+def dropped_after_delivery(ledger: Ledger, target: str, mapping: Mapping, staged: list[StageResult],
+                           report: RunReport) -> None:
+    """Messages redaction now drops (drop_message) that were delivered before redaction said
+    so: their conversations changed on the target's side of things, like an edited message
+    (listed; on_change: replace rewrites them without these messages)."""
+    tables = [s.dropped for s in staged if s.dropped is not None and s.dropped.num_rows]
+    if not tables:
+        return
+    t = pa.concat_tables(tables)
+    status = ledger.message_status(target, t.column("key_lo").to_numpy(), t.column("key_hi").to_numpy())
+    was = np.flatnonzero(status == "delivered")
+    if not len(was):
+        return
+    idx = pa.array(was)
+    report.counts.note_change("changed", list(zip(t.column("user_id").take(idx).to_pylist(),
+                                                  t.column("conversation_id").take(idx).to_pylist())))
+    report.notes.append(
+        f"{len(was)} messages delivered before are now dropped by redaction (drop_message): "
+        + ("their conversations are rewritten (on_change: replace)" if mapping.on_change == "replace"
+           else "MemOS still holds them; set on_change: replace to rewrite their conversations"))
 
 
 def check_target_identity(ledger: Ledger, source: str, target_cfg) -> None:

@@ -35,6 +35,7 @@ import pyarrow.compute as pc
 
 from memos_etl.config import RedactConfig
 from memos_etl.errors import ConfigError
+from memos_etl.imports import import_in_background
 
 #: Found by patterns and checksums alone: no model, no download.
 DEFAULT_ENTITIES = ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "US_SSN"]
@@ -49,16 +50,7 @@ _offline = False
 def preload() -> threading.Thread:
     """Import Presidio (and spaCy under it: ~3 s here) on a background thread while the caller
     starts Prefect and lists the source; the Redactor then finds it imported."""
-    def _import() -> None:
-        try:
-            import presidio_analyzer  # noqa: F401
-            import presidio_anonymizer  # noqa: F401
-        except Exception:  # noqa: BLE001 - the Redactor imports it again and reports the error
-            pass
-
-    t = threading.Thread(target=_import, name="presidio-import", daemon=True)
-    t.start()
-    return t
+    return import_in_background("presidio-import", "presidio_analyzer", "presidio_anonymizer")
 
 
 def offline_suffix_list() -> None:
@@ -100,6 +92,19 @@ def loosen(regex: str) -> str | None:
     return "(?ims)" + body
 
 
+def _shared_escape(rx: str, i: int) -> tuple[int, str] | None:
+    """Escapes written the same way in and out of a class: \\uXXXX, \\UXXXXXXXX (RE2 spells
+    them \\x{...}) and \\p{...} properties (kept). (index after it, RE2 text) or None."""
+    e = rx[i + 1]
+    if e in "uU":
+        width = 4 if e == "u" else 8
+        return i + 2 + width, r"\x{" + rx[i + 2:i + 2 + width] + "}"
+    if e in "pP" and i + 2 < len(rx) and rx[i + 2] == "{":
+        j = rx.index("}", i) + 1
+        return j, rx[i:j]
+    return None
+
+
 def _loosen(rx: str) -> str:
     out: list[str] = []
     i, n = 0, len(rx)
@@ -113,6 +118,11 @@ def _loosen(rx: str) -> str:
         quantified = False
         if c == "\\":
             e = rx[i + 1]
+            shared = _shared_escape(rx, i)
+            if shared is not None:
+                i, text = shared
+                out.append(text)
+                continue
             if e in _ESC:
                 out.append(_ESC[e])
             elif e in _ZERO_WIDTH:
@@ -128,19 +138,9 @@ def _loosen(rx: str) -> str:
                 i = rx.index(">", i) + 1
                 out.append(_ANY + "*")
                 continue
-            elif e in "uU":
-                width = 4 if e == "u" else 8
-                out.append(r"\x{" + rx[i + 2:i + 2 + width] + "}")
-                i += 2 + width
-                continue
             elif e == "N":
                 i = rx.index("}", i) + 1
                 out.append(_ANY)
-                continue
-            elif e in "pP" and i + 2 < n and rx[i + 2] == "{":
-                j = rx.index("}", i) + 1
-                out.append(rx[i:j])
-                i = j
                 continue
             elif e == "0":
                 out.append(r"\x{0}")
@@ -200,6 +200,8 @@ def _loosen(rx: str) -> str:
                 i = j + 1
                 quantified = True
                 continue
+            if j > 0 and any(inner.lstrip().startswith(k) for k in "edis") and "<" in inner:
+                raise _Unsupported("fuzzy matching")  # regex's {e<=1}: no RE2 superset written here
             out.append(r"\{")
             i += 1
             continue
@@ -230,6 +232,11 @@ def _class(rx: str, i: int) -> tuple[int, str]:
         first = False
         if c == "\\":
             e = rx[j + 1]
+            shared = _shared_escape(rx, j)
+            if shared is not None:
+                j, text = shared
+                out.append(text)
+                continue
             if e in _CLASS_ESC:
                 out.append(_CLASS_ESC[e])
             elif e in "WS" or e == "N":
@@ -237,16 +244,6 @@ def _class(rx: str, i: int) -> tuple[int, str]:
                 if e == "N":
                     j = rx.index("}", j) + 1
                     continue
-            elif e in "uU":
-                width = 4 if e == "u" else 8
-                out.append(r"\x{" + rx[j + 2:j + 2 + width] + "}")
-                j += 2 + width
-                continue
-            elif e in "pP" and rx[j + 2] == "{":
-                k = rx.index("}", j) + 1
-                out.append(rx[j:k])
-                j = k
-                continue
             else:
                 out.append(rx[j:j + 2])
             j += 2

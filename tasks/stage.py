@@ -42,6 +42,9 @@ class StageResult:
     # a re-read unit: keys (lo, hi) of the messages delivered from it that it no longer holds;
     # None when the unit was not checked (not re-read, or not all of it became messages)
     gone: tuple[np.ndarray, np.ndarray] | None = None
+    # messages redaction dropped whole (drop_message): user_id, conversation_id, key_lo, key_hi,
+    # for the ledger to tell which were delivered before (their conversations changed)
+    dropped: pa.Table | None = None
 
 
 def bucket_of(table: pa.Table, buckets: int) -> np.ndarray:
@@ -103,6 +106,7 @@ def stage_file(mapping: Mapping, source, unit: Unit, index: int, validator: Vali
     counts = Counts()
     known = delivered(unit) if delivered is not None else None
     seen: list[np.ndarray] = []
+    dropped: list[pa.Table] = []
     shape = {"complete": True}  # every record of the unit became messages (nothing quarantined whole by nest)
     columns: dict[str, str] = {}
     writers: dict[int, ipc.RecordBatchFileWriter] = {}
@@ -122,7 +126,7 @@ def stage_file(mapping: Mapping, source, unit: Unit, index: int, validator: Vali
                 counts.erased += int(hit.sum())
                 mapped, rb = mapped.filter(pa.array(~hit)), rb.filter(pa.array(~hit))
             if redactor is not None:
-                mapped, rb = _redact(redactor, mapped, rb, counts)
+                mapped, rb = _redact(redactor, mapped, rb, counts, dropped)
             if known is not None:
                 mapped, rb = _skip_delivered(mapped, rb, known, seen, counts, mapping.fields.deleted is not None)
             if mapping.fields.deleted is not None:
@@ -176,7 +180,8 @@ def stage_file(mapping: Mapping, source, unit: Unit, index: int, validator: Vali
         empty = np.empty(0, dtype=np.int64)
         gone = known.missing(np.concatenate([x[0] for x in seen]) if seen else empty,
                              np.concatenate([x[1] for x in seen]) if seen else empty)
-    return StageResult(unit, counts, sorted(writers), columns, getattr(source, "high_water", None), gone=gone)
+    return StageResult(unit, counts, sorted(writers), columns, getattr(source, "high_water", None), gone=gone,
+                       dropped=pa.concat_tables(dropped) if dropped else None)
 
 
 def sample_messages(mapping: Mapping, source, limit: int, quarantine_dir: Path, run_id: str = "sample"):
@@ -265,9 +270,11 @@ def _concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
     return table.combine_chunks().to_batches()[0]
 
 
-def _redact(redactor, mapped: pa.Table, rb: pa.RecordBatch, counts: Counts) -> tuple[pa.Table, pa.RecordBatch]:
+def _redact(redactor, mapped: pa.Table, rb: pa.RecordBatch, counts: Counts,
+            dropped: list) -> tuple[pa.Table, pa.RecordBatch]:
     """Content with personal data replaced; messages whose entities say drop_message counted
-    and left out (they are read, never sent: an outcome of their own)."""
+    and left out (they are read, never sent: an outcome of their own), their keys kept in
+    `dropped`."""
     out = redactor.redact(mapped.column("content"))
     counts.redaction_candidates += out.candidates
     counts.redacted += int((out.changed & ~out.drop).sum())
@@ -279,6 +286,7 @@ def _redact(redactor, mapped: pa.Table, rb: pa.RecordBatch, counts: Counts) -> t
         mapped = mapped.set_column(mapped.schema.get_field_index("content"), "content", out.content)
     if out.drop.any():
         counts.redaction_dropped += int(out.drop.sum())
+        dropped.append(mapped.filter(pa.array(out.drop)).select(["user_id", "conversation_id", "key_lo", "key_hi"]))
         keep = pa.array(~out.drop)
         mapped, rb = mapped.filter(keep), rb.filter(keep)
     return mapped, rb

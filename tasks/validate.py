@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from memos_etl.config import LoadConfig, Mapping
+from memos_etl.imports import import_in_background
 from schemas.message import ALLOWED_ROLES, MAX_ID_CHARS
 from tasks.budget import estimate_tokens, request_overhead_tokens
 
@@ -31,17 +32,10 @@ def preload() -> threading.Thread:
     """Import Great Expectations on a background thread (seconds of CPU) while the caller
     lists the source, starts Prefect's API server and reads the first files; the first
     Validator then finds it imported, or waits on the import lock for the rest."""
-    def _import() -> None:
-        os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-        try:
-            import great_expectations  # noqa: F401
-            import great_expectations.expectations  # noqa: F401
-        except Exception:  # noqa: BLE001 - the Validator imports it again and reports the error
-            pass
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    return import_in_background("gx-import", "great_expectations", "great_expectations.expectations")
 
-    t = threading.Thread(target=_import, name="gx-import", daemon=True)
-    t.start()
-    return t
+
 _VALIDATED = ["source_key", "user_id", "conversation_id", "role", "content", "chat_time", "agent_id", "app_id"]
 
 

@@ -89,13 +89,17 @@ def source(tmp_path: Path, name: str, seed: int, conversations: int = 30, turns:
     rng = random.Random(seed)
     rows = chat_rows(conversations, turns, prefix=name[0], user=f"{name[0]}u")
     expected: dict = defaultdict(list)
+    wants = {}
     for r in rows:
         r["text"], want = message(rng)
+        wants[r["message_id"]] = want
         if want is not None:
             expected[(r["user"], r["conversation_id"])].append(want)
     bad = dict(rows[0], message_id="bad-1", user=None, text=f"no user here, mail {EMAILS[0]}")
     long = dict(rows[0], message_id="bad-2", text=LONG)
     write_jsonl(tmp_path / name / "chats.jsonl", rows + [bad, long])
+    for r in rows:
+        r["want"] = wants[r["message_id"]]  # what the target must hold of it (None: dropped)
     m = sample_mapping_at(tmp_path, tmp_path / name, name=f"{name}.yaml", redact=REDACT,
                           checks={"max_content_chars": 300})
     body = yaml.safe_load(m.read_text())
@@ -308,3 +312,35 @@ def test_redact_check_and_preview_show_what_would_be_removed_sending_nothing(tmp
     assert not any(v in bodies for v in SENSITIVE)
     assert "<PHONE_NUMBER>" in bodies or "<IBAN_CODE>" in bodies or "<TICKET_ID>" in bodies
     assert shown["summary"]["redaction_dropped"] >= 1
+
+
+def test_redaction_turned_on_after_delivery_rewrites_what_was_sent_raw(dev_server, run_config, tmp_path,
+                                                                        monkeypatch):
+    """Loaded raw, then the security review: add `redact:` with on_change: replace, reset the
+    source so it is read again, sync. The messages whose text redaction changes count as
+    changed after delivery; their conversations are rewritten; the store ends clean."""
+    from tasks.ledger import Ledger
+
+    monkeypatch.setenv("MEMOS_ETL_REDACT_SECRET", SECRET)
+    m, rows, want = source(tmp_path, "epsilon", seed=6, conversations=12)
+    body = yaml.safe_load(m.read_text())
+    raw = dict(body)
+    raw.pop("redact")
+    m.write_text(yaml.safe_dump(raw))
+    first = run(load_mapping(m), run_config)
+    assert first.status == "completed" and any(v in json.dumps(list(stored_contents(dev_server.url).values())) for v in SENSITIVE)
+
+    m.write_text(yaml.safe_dump(dict(body, on_change="replace")))
+    led = Ledger(run_config.state.ledger())
+    led.reset_cursor("epsilon", run_config.target.ledger_name)
+    led.close()
+    again = run(load_mapping(m), run_config)
+    assert again.status == "completed", again.text()
+    c = again.counts
+    assert c.changed_after_delivery == sum(1 for r in rows if r["want"] is not None and r["want"] != r["text"])
+    assert c.redaction_dropped == sum(1 for r in rows if r["want"] is None) > 0  # delivered raw, now dropped
+    assert any("now dropped by redaction" in n for n in again.notes)
+    assert again.rewrite and again.rewrite["status"] == "completed"
+    stored = stored_contents(dev_server.url)
+    assert stored == want
+    assert not any(v in json.dumps(list(stored.values()), ensure_ascii=False) for v in SENSITIVE)
