@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -323,15 +322,6 @@ class Redacted:
     found: Counter = field(default_factory=Counter)  # entity -> occurrences removed
     messages: Counter = field(default_factory=Counter)  # entity -> messages holding it
     candidates: int = 0  # messages the pre-filter sent to Presidio
-
-
-@dataclass
-class Finding:
-    entity: str
-    start: int
-    end: int
-    text: str
-    score: float
 
 
 class Redactor:

@@ -182,11 +182,18 @@ def test_flow_report_and_artifacts_count_entities_and_hold_no_value(prefect_serv
                                                                      tmp_path, monkeypatch):
     from prefect.client.orchestration import get_client
 
+    from prefect.blocks.system import Secret
+
     from flows.sync import run_sync
 
-    monkeypatch.setenv("MEMOS_ETL_REDACT_SECRET", SECRET)
-    m, rows, _ = source(tmp_path, "gamma", seed=3, conversations=8)
+    monkeypatch.delenv("MEMOS_ETL_REDACT_SECRET", raising=False)
+    Secret(value=SECRET).save("redact-test-secret", overwrite=True)  # the secret from a Prefect block
+    m, rows, want = source(tmp_path, "gamma", seed=3, conversations=8)
+    body = yaml.safe_load(m.read_text())
+    body["redact"]["hash_secret_block"] = "redact-test-secret"
+    m.write_text(yaml.safe_dump(body))
     report = run_sync(str(m), run_config)
+    assert stored_contents(dev_server.url) == want  # the block's secret gives the same tokens
     assert report["status"] == "completed" and report["counts"]["accounted"]
     assert report["counts"]["redaction"]["EMAIL_ADDRESS"]["found"] >= 1
     with get_client(sync_client=True) as client:
