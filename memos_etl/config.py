@@ -267,6 +267,9 @@ class RedactConfig(_Strict):
     patterns: list[RedactPattern] = []
     deny: dict[str, list[str]] = {}  # entity -> exact words always redacted (a Presidio deny list)
     language: str = "en"
+    # PHONE_NUMBER: the regions whose numbers count (ISO codes); default Presidio's US, GB, DE, FR,
+    # IL, IN, CA, BR. Fewer regions with longer numbers also pass fewer messages to Presidio.
+    phone_regions: list[str] | None = None
     # NER entities (PERSON, LOCATION, ...) need a spaCy pipeline: an installed package name or a folder
     spacy_model: str | None = None
     hash_secret_env: str = "MEMOS_ETL_REDACT_SECRET"  # the key of the `hash` operator ...

@@ -388,6 +388,18 @@ class Redactor:
         for entity, words in cfg.deny.items():
             custom.append(PatternRecognizer(supported_entity=entity, supported_language=lang, deny_list=words,
                                             name=f"mapping deny list {entity}"))
+        if cfg.phone_regions is not None:
+            import phonenumbers
+
+            regions = [r.upper() for r in cfg.phone_regions]
+            bad = [r for r in regions if r not in phonenumbers.SUPPORTED_REGIONS]
+            if bad or not regions:
+                raise self._error("phone_regions", f"not a region python-phonenumbers knows: {', '.join(bad) or '(none)'}"
+                                  " (ISO 3166 codes such as US, GB, DE)")
+            from presidio_analyzer.predefined_recognizers import PhoneRecognizer
+
+            registry.recognizers = [r for r in registry.recognizers if type(r).__name__ != "PhoneRecognizer"]
+            registry.add_recognizer(PhoneRecognizer(supported_language=lang, supported_regions=tuple(regions)))
         wanted = set(self.entities)
         keep = []
         for r in registry.recognizers + custom:

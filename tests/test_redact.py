@@ -254,6 +254,18 @@ def test_loosen_is_wider_and_re2():
     assert loosen(r"(?x) a b # verbose") is None
 
 
+def test_phone_regions_narrow_what_reaches_presidio():
+    texts = ["see you at 10:30 in 2024", "call +1 415-555-0134", "call 030 901820 in Berlin"]
+    everywhere = Redactor(RedactConfig(entities=["PHONE_NUMBER"]))
+    us = Redactor(RedactConfig(entities=["PHONE_NUMBER"], phone_regions=["us"]))
+    a, b = everywhere.redact(pa.array(texts)), us.redact(pa.array(texts))
+    assert a.candidates == 3 and b.candidates == 1  # a US number has 10 digits: the time and the 9 are not
+    assert b.content.to_pylist()[1] == "call <PHONE_NUMBER>"
+    assert a.content.to_pylist()[2] != texts[2] and b.content.to_pylist()[2] == texts[2]  # a German number
+    with pytest.raises(ConfigError, match="phone_regions"):
+        Redactor(RedactConfig(phone_regions=["XX"]))
+
+
 # --- configuration errors stop before anything is read -------------------------------------
 
 @pytest.mark.parametrize("redact, key, words", [
