@@ -368,3 +368,17 @@ def test_redaction_turned_on_after_delivery_rewrites_what_was_sent_raw(dev_serve
     stored = stored_contents(dev_server.url)
     assert stored == want
     assert not any(v in json.dumps(list(stored.values()), ensure_ascii=False) for v in SENSITIVE)
+
+
+def test_stage_threads_share_one_redactor():
+    """A run's stage threads call one Redactor at once: each gets what a lone call gives."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    r = Redactor(RedactConfig(entities=DEFAULT_ENTITIES + ["MAC_ADDRESS"],
+                              patterns=[{"entity": "TICKET_ID", "regex": r"\bTCK-\d{6}\b"}]))
+    texts = corpus(300, seed=9)
+    chunks = [texts[i::4] for i in range(4)]
+    alone = [r.redact(pa.array(c)).content.to_pylist() for c in chunks]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda c: r.redact(pa.array(c)).content.to_pylist(), chunks * 2))
+    assert together == alone * 2 and sum(a != b for a, b in zip(texts[::4], alone[0])) > 0
