@@ -247,9 +247,10 @@ def redact_check(source: str = SourceArg, sample: int = typer.Option(10_000, "--
 
     import pyarrow as pa
 
+    from memos_etl.report import Counts
     from tasks.extract import open_source
     from tasks.redact import redactor_for
-    from tasks.stage import sample_messages
+    from tasks.stage import count_redaction, sample_messages
 
     try:
         cfg = _config(config, None, None, None)
@@ -257,21 +258,14 @@ def redact_check(source: str = SourceArg, sample: int = typer.Option(10_000, "--
         if m.redact is None:
             raise MemosEtlError(f"source {m.source.name!r} has no redact section: nothing would be redacted")
         redactor = redactor_for(m)
-        read = candidates = changed = dropped = 0
-        found: dict[str, list[int]] = {}
+        c = Counts()
         shown: list[dict] = []
         with tempfile.TemporaryDirectory(prefix="memos-etl-redact-check-") as tmp:
             for mapped in sample_messages(m, open_source(m), sample, Path(tmp)):
                 content = mapped.column("content").combine_chunks()
                 out = redactor.redact(content)
-                read += len(content)
-                candidates += out.candidates
-                changed += int((out.changed & ~out.drop).sum())
-                dropped += int(out.drop.sum())
-                for e, n in out.found.items():
-                    entry = found.setdefault(e, [0, 0])
-                    entry[0] += n
-                    entry[1] += out.messages[e]
+                c.read += len(content)
+                count_redaction(c, out)
                 if len(shown) < examples and out.changed.any():
                     rows = pa.array(out.changed.nonzero()[0])
                     where = zip(mapped.column("source_file").take(rows).to_pylist(),
@@ -284,16 +278,16 @@ def redact_check(source: str = SourceArg, sample: int = typer.Option(10_000, "--
                                           "after": None if drop else after})
     except MemosEtlError as exc:
         _fail(exc)
-    summary = {"source": m.source.name, "messages": read, "read_by_presidio": candidates, "changed": changed,
-               "dropped": dropped, "entities": {e: {"found": v[0], "messages": v[1],
-                                                    "operator": m.redact.operator_of(e)} for e, v in sorted(found.items())},
-               "checked_for": redactor.entities,
-               "every_message": [e for e, how in redactor.describe().items() if how.startswith("every")]}
+    summary = {"source": m.source.name, "messages": c.read, "read_by_presidio": c.redaction_candidates,
+               "changed": c.redacted, "dropped": c.redaction_dropped,
+               "entities": {e: {**v, "operator": m.redact.operator_of(e)} for e, v in sorted(c.redaction.items())},
+               "checked_for": redactor.entities, "every_message": redactor.unfiltered}
     if json_out:
         typer.echo(json.dumps({"summary": summary, "examples": shown}, indent=2, ensure_ascii=False))
         return
-    typer.echo(f"{m.source.name}: {read} messages checked, {candidates} read by Presidio (the rest cannot hold "
-               f"an entity), {changed} would change, {dropped} would be dropped; nothing was sent")
+    typer.echo(f"{m.source.name}: {c.read} messages checked, {c.redaction_candidates} read by Presidio (the rest "
+               f"cannot hold an entity), {c.redacted} would change, {c.redaction_dropped} would be dropped; "
+               "nothing was sent")
     typer.echo(f"checked for: {', '.join(redactor.entities)}")
     if summary["every_message"]:
         typer.echo(f"no pre-filter (Presidio reads every message for these): {', '.join(summary['every_message'])}")

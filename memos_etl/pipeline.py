@@ -43,7 +43,7 @@ from tasks.extract import Slice, open_source
 from tasks.load import LoadContext, load_bucket
 from tasks.quarantine import quarantine_dir
 from tasks.reconcile import resolve_unconfirmed
-from tasks.redact import redactor_for
+from tasks.redact import DEFAULT_ENTITIES, redaction_secret, redactor_for
 from tasks.stage import StageResult, stage_file
 from tasks.track import track_extraction
 from tasks.validate import Validator
@@ -230,15 +230,17 @@ def run(mapping: Mapping, cfg: RunConfig, *, run_id: str | None = None, stage_ma
     stop = threading.Event()
     shutdown.subscribe(stop)  # SIGTERM / Ctrl-C drain this run
     try:
-        # a missing secret, model or unknown entity stops the run here, before anything is read
-        redactor = redactor_for(mapping)
-        if redactor is not None:
-            report.redacting = redactor.entities
+        redactor = secret = None
+        if mapping.redact is not None:  # a missing hash secret stops the run here, before anything else
+            secret = redaction_secret(mapping)
+            report.redacting = mapping.redact.entity_list(DEFAULT_ENTITIES)
         if stateless:
             units, nightly, baseline, reread = source.units(Slice()), False, {}, set()
         else:
             units, nightly, baseline, reread = _plan(mapping, source, ledger, target_cfg.ledger_name, part, report)
         report.files = len(units)
+        if mapping.redact is not None and units:  # Presidio (seconds of imports) only when there is a file to read;
+            redactor = redactor_for(mapping, secret)  # an unknown entity or missing model stops it here
         check_first_readable(mapping, source, units)  # a missing mapped column stops it here
         if outbox is None:
             check_target_identity(ledger, name, target_cfg)

@@ -558,21 +558,28 @@ class Redactor:
             out.content = pc.replace_with_mask(content, pa.array(mask), pa.array(new_texts, pa.string()))
         return out
 
-    def describe(self) -> dict[str, str]:
-        """entity -> how messages are chosen for it (for redact-check and the docs)."""
-        return {e: ("every message (no pre-filter)" if x is None else "pre-filtered") for e, x in self.prefilter.items()}
+    @property
+    def unfiltered(self) -> list[str]:
+        """The entities with no pre-filter: Presidio reads every message for them."""
+        return [e for e, x in self.prefilter.items() if x is None]
 
 
-def redactor_for(mapping, where: str | None = None) -> Redactor | None:
+def redaction_secret(mapping) -> bytes | None:
+    """The hash operator's key (None when nothing is hashed); a missing or short one is a
+    ConfigError naming the variable or block. Cheap: no Presidio import."""
+    cfg = mapping.redact
+    try:
+        return cfg.secret()
+    except ValueError as exc:
+        raise ConfigError(str(mapping.path_ or "mapping"), "redact.hash_secret_env" if not cfg.hash_secret_block
+                          else "redact.hash_secret_block", str(exc)) from None
+
+
+def redactor_for(mapping, secret: bytes | None = None) -> Redactor | None:
     """The mapping's Redactor, or None when it redacts nothing. Config problems (unknown
-    entity, missing model or secret) are ConfigErrors raised here, before anything is read."""
+    entity, missing model or secret) are ConfigErrors raised here, before anything is read.
+    `secret`: one redaction_secret already gave (else it is resolved here)."""
     cfg = mapping.redact
     if cfg is None:
         return None
-    where = where or str(mapping.path_ or "mapping")
-    try:
-        secret = cfg.secret()
-    except ValueError as exc:
-        raise ConfigError(where, "redact.hash_secret_env" if not cfg.hash_secret_block else "redact.hash_secret_block",
-                          str(exc)) from None
-    return Redactor(cfg, where, secret)
+    return Redactor(cfg, str(mapping.path_ or "mapping"), secret if secret is not None else redaction_secret(mapping))

@@ -270,22 +270,27 @@ def _concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
     return table.combine_chunks().to_batches()[0]
 
 
+def count_redaction(counts: Counts, out) -> None:
+    """Add one batch's redaction (tasks.redact.Redacted) to the run's counts."""
+    counts.redaction_candidates += out.candidates
+    counts.redacted += int((out.changed & ~out.drop).sum())
+    counts.redaction_dropped += int(out.drop.sum())
+    for entity, n in out.found.items():
+        entry = counts.redaction.setdefault(entity, {"found": 0, "messages": 0})
+        entry["found"] += n
+        entry["messages"] += out.messages[entity]
+
+
 def _redact(redactor, mapped: pa.Table, rb: pa.RecordBatch, counts: Counts,
             dropped: list) -> tuple[pa.Table, pa.RecordBatch]:
     """Content with personal data replaced; messages whose entities say drop_message counted
     and left out (they are read, never sent: an outcome of their own), their keys kept in
     `dropped`."""
     out = redactor.redact(mapped.column("content"))
-    counts.redaction_candidates += out.candidates
-    counts.redacted += int((out.changed & ~out.drop).sum())
-    for entity, n in out.found.items():
-        entry = counts.redaction.setdefault(entity, {"found": 0, "messages": 0})
-        entry["found"] += n
-        entry["messages"] += out.messages[entity]
-    if out.content is not mapped.column("content"):
+    count_redaction(counts, out)
+    if out.changed.any():
         mapped = mapped.set_column(mapped.schema.get_field_index("content"), "content", out.content)
     if out.drop.any():
-        counts.redaction_dropped += int(out.drop.sum())
         dropped.append(mapped.filter(pa.array(out.drop)).select(["user_id", "conversation_id", "key_lo", "key_hi"]))
         keep = pa.array(~out.drop)
         mapped, rb = mapped.filter(keep), rb.filter(keep)
