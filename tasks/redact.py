@@ -91,17 +91,36 @@ def loosen(regex: str) -> str | None:
     return "(?ims)" + body
 
 
-def _shared_escape(rx: str, i: int) -> tuple[int, str] | None:
-    """Escapes written the same way in and out of a class: \\uXXXX, \\UXXXXXXXX (RE2 spells
-    them \\x{...}) and \\p{...} properties (kept). (index after it, RE2 text) or None."""
+def _escape(rx: str, i: int, in_class: bool) -> tuple[int, str | None]:
+    """The escape at rx[i] == '\\' in RE2: (index after it, its text). Inside a class, None
+    for an escape no class can hold (\\W, \\S, \\N{...}): the class widens to any character."""
     e = rx[i + 1]
-    if e in "uU":
+    if e in "uU":  # \uXXXX, \UXXXXXXXX: RE2 spells them \x{...}
         width = 4 if e == "u" else 8
         return i + 2 + width, r"\x{" + rx[i + 2:i + 2 + width] + "}"
-    if e in "pP" and i + 2 < len(rx) and rx[i + 2] == "{":
+    if e in "pP" and i + 2 < len(rx) and rx[i + 2] == "{":  # properties: kept
         j = rx.index("}", i) + 1
         return j, rx[i:j]
-    return None
+    if e == "N":  # a named character
+        return rx.index("}", i) + 1, None if in_class else _ANY
+    if in_class:
+        if e in _CLASS_ESC:
+            return i + 2, _CLASS_ESC[e]
+        return i + 2, None if e in "WS" else rx[i:i + 2]
+    if e in _ESC:
+        return i + 2, _ESC[e]
+    if e in _ZERO_WIDTH:
+        return i + 2, ""
+    if e.isdigit() and e != "0":  # back-reference: whatever the group matched
+        j = i + 1
+        while j < len(rx) and rx[j].isdigit():
+            j += 1
+        return j, _ANY + "*"
+    if e == "g":  # \g<name>
+        return rx.index(">", i) + 1, _ANY + "*"
+    if e == "0":
+        return i + 2, r"\x{0}"
+    return i + 2, rx[i:i + 2]
 
 
 def _loosen(rx: str) -> str:
@@ -116,36 +135,8 @@ def _loosen(rx: str) -> str:
             continue
         quantified = False
         if c == "\\":
-            e = rx[i + 1]
-            shared = _shared_escape(rx, i)
-            if shared is not None:
-                i, text = shared
-                out.append(text)
-                continue
-            if e in _ESC:
-                out.append(_ESC[e])
-            elif e in _ZERO_WIDTH:
-                pass
-            elif e.isdigit() and e != "0":  # back-reference: whatever the group matched
-                j = i + 1
-                while j < n and rx[j].isdigit():
-                    j += 1
-                out.append(_ANY + "*")
-                i = j
-                continue
-            elif e == "g":  # \g<name>
-                i = rx.index(">", i) + 1
-                out.append(_ANY + "*")
-                continue
-            elif e == "N":
-                i = rx.index("}", i) + 1
-                out.append(_ANY)
-                continue
-            elif e == "0":
-                out.append(r"\x{0}")
-            else:
-                out.append(rx[i:i + 2])
-            i += 2
+            i, text = _escape(rx, i, in_class=False)
+            out.append(text)
             continue
         if c == "[":
             j, cls = _class(rx, i)
@@ -230,22 +221,11 @@ def _class(rx: str, i: int) -> tuple[int, str]:
             break
         first = False
         if c == "\\":
-            e = rx[j + 1]
-            shared = _shared_escape(rx, j)
-            if shared is not None:
-                j, text = shared
-                out.append(text)
-                continue
-            if e in _CLASS_ESC:
-                out.append(_CLASS_ESC[e])
-            elif e in "WS" or e == "N":
+            j, text = _escape(rx, j, in_class=True)
+            if text is None:
                 wide = True
-                if e == "N":
-                    j = rx.index("}", j) + 1
-                    continue
             else:
-                out.append(rx[j:j + 2])
-            j += 2
+                out.append(text)
             continue
         if c == "[":
             if rx.startswith("[:", j):
