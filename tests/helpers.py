@@ -94,3 +94,14 @@ def sample_mapping_at(tmp_path: Path, data_dir: Path, name: str = "mapping.yaml"
     p = tmp_path / name
     p.write_text(yaml.safe_dump(body))
     return p
+
+
+def without_network(cmd: list[str]) -> list[str] | None:
+    """`cmd` run in a network namespace with only a down loopback (nothing reachable), or None
+    where this machine cannot make one."""
+    import shutil
+    import subprocess
+
+    if shutil.which("unshare") and subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0:
+        return ["unshare", "-n", *cmd]
+    return None

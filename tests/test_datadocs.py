@@ -15,6 +15,7 @@ import pytest
 from memos_etl.config import load_mapping
 from memos_etl.pipeline import run
 from tasks.datadocs import external_assets
+from tests.helpers import without_network
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,8 +34,9 @@ def render(page: Path, profile: Path) -> str:
     cmd = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
            f"--user-data-dir={profile}", "--virtual-time-budget=10000", "--dump-dom", page.as_uri()]
-    if shutil.which("unshare") and subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0:
-        cmd = ["unshare", "-n", *cmd]  # a network namespace with only a down loopback: nothing reachable
+    offline = without_network(cmd)
+    if offline is not None:
+        cmd = offline
     else:  # no namespaces here: every host resolves to nothing and every connection goes nowhere
         cmd[1:1] = ["--proxy-server=127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)

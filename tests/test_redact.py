@@ -8,7 +8,6 @@ import hmac
 import json
 import os
 import random
-import shutil
 import stat
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from memos_etl.pipeline import run
 from tasks.quarantine import read_quarantine
 from tasks.redact import DEFAULT_ENTITIES, Redactor, loosen, re2_ok
 from tests.conftest import ROOT
-from tests.helpers import chat_rows, sample_mapping_at, stats, write_jsonl
+from tests.helpers import chat_rows, sample_mapping_at, stats, without_network, write_jsonl
 
 SECRET = "test-secret-0123456789abcdef"
 EMAILS = ["ana.lopez@example.com", "bo.chen@example.org", "carla+news@mail.example.net"]
@@ -303,17 +302,11 @@ def test_ner_entities_through_a_spacy_pipeline_folder(tmp_path):
 
 # --- the commands: redact-check and preview, offline --------------------------------------
 
-def _offline(cmd: list[str]) -> list[str]:
-    if shutil.which("unshare") and subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0:
-        return ["unshare", "-n", *cmd]  # a network namespace with only a down loopback: nothing reachable
-    return cmd
-
-
 def test_redact_check_and_preview_show_what_would_be_removed_sending_nothing(tmp_path, network_guard):
     m, rows, want = source(tmp_path, "delta", seed=4, conversations=10)
     env = dict(os.environ, MEMOS_ETL_REDACT_SECRET=SECRET)
-    out = subprocess.run(_offline([sys.executable, "-m", "memos_etl.cli", "redact-check", str(m), "--sample", "40",
-                                   "--json"]), capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    cmd = [sys.executable, "-m", "memos_etl.cli", "redact-check", str(m), "--sample", "40", "--json"]
+    out = subprocess.run(without_network(cmd) or cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout)
     s = got["summary"]
