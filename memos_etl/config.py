@@ -28,6 +28,16 @@ DEFAULT_ROLE_MAP = {
 }
 
 
+def secret_block(name: str) -> str:
+    """The value of a Prefect Secret block; ValueError naming the block when it cannot be loaded."""
+    from prefect.blocks.system import Secret
+
+    try:
+        return Secret.load(name).get()
+    except ValueError as exc:
+        raise ValueError(f"cannot load Prefect Secret block {name!r}: {exc}") from None
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -58,12 +68,10 @@ class SqlConfig(_Strict):
     def resolved_url(self) -> str:
         url = self.url or (os.environ.get(self.url_env) if self.url_env else None)
         if not url and self.url_block:
-            from prefect.blocks.system import Secret
-
             try:
-                url = Secret.load(self.url_block).get()
+                url = secret_block(self.url_block)
             except ValueError as exc:
-                raise ValueError(f"source.sql.url_block: cannot load Prefect Secret block {self.url_block!r}: {exc}")
+                raise ValueError(f"source.sql.url_block: {exc}")
         if not url:
             raise ValueError("source.sql: set url, url_env to a variable that holds it, or url_block to a Prefect "
                              f"Secret block{f' ({self.url_env} is empty)' if self.url_env else ''}")
@@ -291,12 +299,7 @@ class RedactConfig(_Strict):
         if "hash" not in {self.operator, *self.operators.values()}:
             return None
         if self.hash_secret_block:
-            from prefect.blocks.system import Secret
-
-            try:
-                value = Secret.load(self.hash_secret_block).get()
-            except ValueError as exc:
-                raise ValueError(f"cannot load Prefect Secret block {self.hash_secret_block!r}: {exc}") from None
+            value = secret_block(self.hash_secret_block)
         else:
             value = os.environ.get(self.hash_secret_env, "")
         key = str(value).encode()

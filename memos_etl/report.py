@@ -58,6 +58,12 @@ class Counts:
             entry = self.changes.setdefault(f"{u}/{c}", {"user_id": u, "conversation_id": c})
             entry[kind] = entry.get(kind, 0) + n
 
+    def note_redaction(self, entity: str, found: int, messages: int) -> None:
+        """Count `found` occurrences of `entity` redacted, in `messages` messages."""
+        entry = self.redaction.setdefault(entity, {"found": 0, "messages": 0})
+        entry["found"] += found
+        entry["messages"] += messages
+
     def changed_pairs(self, kinds: set[str]) -> dict[tuple[str, str], str]:
         """(user, conversation) -> the first of `kinds` it has, for conversations that have any."""
         out = {}
@@ -73,9 +79,7 @@ class Counts:
                 self.reasons.update(other.reasons)
             elif k == "redaction":
                 for entity, n in other.redaction.items():
-                    entry = self.redaction.setdefault(entity, {"found": 0, "messages": 0})
-                    entry["found"] += n["found"]
-                    entry["messages"] += n["messages"]
+                    self.note_redaction(entity, n["found"], n["messages"])
             elif k == "extraction":
                 for status, n in other.extraction.items():
                     self.extraction[status] = self.extraction.get(status, 0) + n

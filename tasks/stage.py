@@ -276,9 +276,7 @@ def count_redaction(counts: Counts, out) -> None:
     counts.redacted += int((out.changed & ~out.drop).sum())
     counts.redaction_dropped += int(out.drop.sum())
     for entity, n in out.found.items():
-        entry = counts.redaction.setdefault(entity, {"found": 0, "messages": 0})
-        entry["found"] += n
-        entry["messages"] += out.messages[entity]
+        counts.note_redaction(entity, n, out.messages[entity])
 
 
 def _redact(redactor, mapped: pa.Table, rb: pa.RecordBatch, counts: Counts,
