@@ -87,6 +87,27 @@ class SourceConfig(_Strict):
     sql: SqlConfig | None = None
     batch_rows: int = Field(default=131_072, ge=1)
     csv_delimiter: str = ","
+    # text formats (jsonl, csv, json): how bytes become text. A UTF-8 BOM is stripped and a
+    # UTF-16 BOM switches to UTF-16 whatever is set; bytes that do not decode quarantine their
+    # row (`quarantine`) or become U+FFFD (`replace`)
+    encoding: str = "utf-8"
+    encoding_errors: Literal["quarantine", "replace"] = "quarantine"
+    # `auto`: by the name's last extension (.gz, .bz2, .zst, .xz); a .zip is read member by member
+    compression: Literal["auto", "none", "gzip", "bz2", "zstd", "xz"] = "auto"
+    members: str | None = None  # .zip archives: a glob of the members to read (default: by format)
+    # a record (a JSONL line, a CSV row, a JSON item) longer than this is quarantined with its
+    # size and streamed past, never held whole
+    max_record_bytes: int = Field(default=64 << 20, ge=1 << 20)
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, v: str) -> str:
+        import codecs
+
+        try:
+            return codecs.lookup(v).name
+        except LookupError:
+            raise ValueError(f"unknown encoding {v!r} (e.g. utf-8, latin-1, cp1252, utf-16)") from None
 
     @model_validator(mode="after")
     def _complete(self):
@@ -552,8 +573,11 @@ def with_preset(data: dict, where: Path) -> dict:
     merged = _merge(_read_yaml(path), data)
     src = merged.setdefault("source", {})
     if not src.get("format") and src.get("path"):
+        suffixes = [x.lower() for x in Path(str(src["path"])).suffixes]
+        while suffixes and suffixes[-1] in (".gz", ".gzip", ".bz2", ".zst", ".zstd", ".xz", ".zip"):
+            suffixes.pop()  # export.jsonl.gz is jsonl; a .zip takes the preset's own format
         ext = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "csv",
-               ".tsv": "csv"}.get(Path(str(src["path"])).suffix.lower())
+               ".tsv": "csv"}.get(suffixes[-1] if suffixes else "")
         if ext:
             src["format"] = ext
     return merged

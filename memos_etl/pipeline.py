@@ -103,24 +103,28 @@ def check_first_readable(mapping: Mapping, source, units: list) -> None:
             if mapping.source.type == "sql":
                 raise  # no connection or no table: the whole source is unreadable
             continue
+        if not schema.names:
+            continue  # no rows (an empty file, a CSV header alone): the next unit is checked
         if mapping.nest is not None:
-            check_nested_columns(mapping, source, u)
-        else:
-            mapping.check_columns(schema.names, u.rel)
+            if check_nested_columns(mapping, source, u):
+                return
+            continue
+        mapping.check_columns(schema.names, u.rel)
         return
 
 
-def check_nested_columns(mapping: Mapping, source, unit) -> None:
+def check_nested_columns(mapping: Mapping, source, unit) -> bool:
     """A nested source: the columns the required fields name must appear in the first batch
-    of records once exploded (a key absent from every record is a typo, not optional data)."""
+    of records once exploded (a key absent from every record is a typo, not optional data).
+    False when the unit has no records to check against."""
     from memos_etl.errors import ConfigError
     from tasks.extract import ROW_COLUMN
     from tasks.nest import explode
 
-    for offset, rb in source.iter_batches(unit):
+    for offset, rb in source.iter_batches(unit, []):  # records that cannot be read are staging's to quarantine
         ex = explode(rb, mapping.nest, offset, ROW_COLUMN)
         if ex.table.num_rows == 0:
-            return  # nothing well-formed to check against: the records are quarantined with reasons
+            return True  # nothing well-formed to check against: the records are quarantined with reasons
         names = ex.table.schema.names
         for field in ("user_id", "conversation_id", "role", "content"):
             for tpl in mapping.templates(field):
@@ -129,7 +133,8 @@ def check_nested_columns(mapping: Mapping, source, unit) -> None:
                         raise ConfigError(str(mapping.path_ or "mapping"), f"fields.{field}",
                                           f"column {col!r} is in no record of {unit.rel}'s first batch after nest "
                                           f"(columns: {', '.join(n for n in names if n != ROW_COLUMN)})")
-        return
+        return True
+    return False
 
 
 def _plan(mapping: Mapping, source, ledger: Ledger, target: str, part: Slice | None, report: RunReport):

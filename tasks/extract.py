@@ -11,28 +11,30 @@ from __future__ import annotations
 import glob
 import json
 import os
+import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from datetime import time as dtime
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
-import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from memos_etl.config import Mapping
 from memos_etl.errors import SourceError
+from tasks.csvfile import csv_batches
+from tasks.lines import ROW_COLUMN, NotJsonl, flat_batches, record_batches
+from tasks.quarantine import BadRow
+from tasks.records import NotJson, json_items
+from tasks.streams import MEMBER_SEP, ZIP, WrongFormat, compression_of, open_text, strip_compression, zip_members
 
 _SUFFIXES = {"parquet": (".parquet", ".pq"), "jsonl": (".jsonl", ".json", ".ndjson"), "csv": (".csv", ".tsv"),
              "json": (".json",)}
-_BLOCK_BYTES = 8 << 20
-
-#: A source may carry each row's original position in this column (re-drive does): the
-#: mapper takes source_row from it instead of counting, and it is never data.
-ROW_COLUMN = "__memos_etl_row__"
+#: A source may carry each row's original position in ROW_COLUMN (re-drive does, and a block
+#: with bad lines does): the mapper takes source_row from it instead of counting; never data.
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,8 @@ class Unit:
     rel: str  # the stable location recorded in provenance and quarantine
     size: int = 0
     version: str = ""  # changes when the content changes: mtime+size, ETag, or "" (SQL)
-    path: str = ""  # what to open: local path or bucket/key
+    path: str = ""  # what to open: local path or bucket/key (a .zip: the archive)
+    member: str = ""  # a member of the .zip archive at `path`
     lo: Any = None  # SQL: cursor range [lo, hi)
     hi: Any = None
 
@@ -119,7 +122,11 @@ def row_group_runs(meta, batch_rows: int) -> list[list[int]]:
 
 @dataclass
 class FileSource:
-    """Parquet, JSONL or CSV files on a local disk or in S3 (via pyarrow's filesystems)."""
+    """Parquet, JSONL, CSV or JSON files (compressed, or members of .zip archives) on a local
+    disk or in S3 (via pyarrow's filesystems). A record that cannot be read is a BadRow (the
+    caller quarantines it) and the rest of its unit is read; only a unit that cannot be read
+    at all (no such object, a Parquet footer that is not one, the wrong format behind the
+    name) raises SourceError, for the unit to be quarantined whole."""
 
     mapping: Mapping
     fs: pafs.FileSystem
@@ -132,107 +139,112 @@ class FileSource:
         return out
 
     def schema(self, unit: Unit) -> pa.Schema:
-        try:
-            if self.mapping.source.format == "parquet":
-                with self.fs.open_input_file(unit.path) as fh:
-                    return pq.read_schema(fh)
-            return next(iter(self._open_text(unit, schema=None)), pa.record_batch([])).schema
-        except (pa.ArrowException, OSError) as exc:
-            where = _bad_json_line(self.fs, unit) if self.mapping.source.format == "jsonl" else None
-            raise SourceError(self.mapping.source.name, where or unit.rel, f"cannot read: {exc}") from None
-
-    def iter_batches(self, unit: Unit) -> Iterator[tuple[int, pa.RecordBatch]]:
-        """Yield (row offset in the unit, record batch)."""
-        offset = 0
-        fmt = self.mapping.source.format
-        try:
-            if self.mapping.nest is not None and fmt in ("jsonl", "json"):
-                yield from self._records(unit)
-                return
-            if fmt == "parquet":
+        """The columns of the unit's first rows; no columns when it has no rows (an empty
+        file, a CSV header alone): the mapping is checked against the first unit with rows."""
+        if self.mapping.source.format == "parquet":
+            try:
                 with self.fs.open_input_file(unit.path) as fh:
                     pf = pq.ParquetFile(fh)
-                    for groups in row_group_runs(pf.metadata, self.mapping.source.batch_rows):
-                        for rb in pf.iter_batches(batch_size=self.mapping.source.batch_rows, row_groups=groups):
-                            if rb.num_rows:
-                                yield offset, rb
-                                offset += rb.num_rows
+                    return pf.schema_arrow if pf.metadata.num_rows else pa.schema([])
+            except (pa.ArrowException, OSError) as exc:
+                raise SourceError(self.mapping.source.name, unit.rel, f"cannot read: {exc}") from None
+        bad: list[BadRow] = []
+        for _, rb in self.iter_batches(unit, bad):
+            return pa.schema([f for f in rb.schema if f.name != ROW_COLUMN])
+        return pa.schema([])
+
+    def iter_batches(self, unit: Unit, bad: list[BadRow] | None = None) -> Iterator[tuple[int, pa.RecordBatch]]:
+        """Yield (row offset in the unit, record batch). Records that cannot be read are
+        appended to `bad` as they are met (a caller drains it after each batch); without a
+        list, the first one stops the unit."""
+        strict = bad is None
+        sink: list[BadRow] = [] if bad is None else bad
+        src = self.mapping.source
+        where = unit.rel
+        if unit.path.lower().endswith(ZIP) and not unit.member and src.format != "parquet":
+            raise SourceError(src.name, where, _archive_problem(self.mapping, self.fs, unit))
+        try:
+            if src.format == "parquet":
+                yield from self._parquet(unit, sink)
                 return
-            schema = None
-            if fmt == "jsonl":
-                first = self.schema(unit)
-                # types come from the first block; columns null there are read as strings so
-                # that a later block with values does not break the stream
-                schema = pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in first])
-            for rb in self._open_text(unit, schema):
-                if rb.num_rows:
-                    yield offset, rb
-                    offset += rb.num_rows
-        except (pa.ArrowException, OSError) as exc:
-            where = _bad_json_line(self.fs, unit) if fmt == "jsonl" else None
-            raise SourceError(self.mapping.source.name, where or f"{unit.rel} after row {offset}",
-                              f"cannot read: {exc}") from None
+            compression = compression_of(unit.member or unit.path, src.compression)
+            replace = src.encoding_errors == "replace"
 
-    def _records(self, unit: Unit) -> Iterator[tuple[int, pa.RecordBatch]]:
-        """Nested sources: one row per record, its JSON text in RECORD_COLUMN, streamed
-        (tasks/records.py: JSONL in blocks of whole lines, a JSON array item by item); memory
-        does not grow with the file. tasks/nest.py explodes them; a line that is not JSON is
-        quarantined there, not fatal here; a JSON document that breaks off stops the unit."""
-        from tasks.records import NotJson, json_items, jsonl_blocks
+            def open_stream():
+                return open_text(self.fs, unit.path, src.encoding, unit.member, compression, src.format)
 
-        offset = 0
-        with self.fs.open_input_stream(unit.path) as fh:
-            batches = json_items(fh) if self.mapping.source.format == "json" else jsonl_blocks(fh)
-            try:
-                for rb in batches:
-                    yield offset, rb
-                    offset += rb.num_rows
-            except NotJson as exc:
-                raise SourceError(self.mapping.source.name, f"{unit.rel} after record {offset}", str(exc)) from None
+            if src.format == "csv":
+                delimiter = "\t" if strip_compression(unit.member or unit.path).endswith(".tsv") else src.csv_delimiter
+                batches = csv_batches(open_stream, delimiter, _text_columns(self.mapping), sink, replace)
+                yield from _checked(batches, sink, strict, unit)
+                return
+            with open_stream() as fh:
+                if src.format == "json":
+                    batches = json_items(fh, sink, src.max_record_bytes)
+                elif self.mapping.nest is not None:
+                    batches = record_batches(fh, sink, src.max_record_bytes, replace)
+                else:
+                    batches = flat_batches(fh, sink, src.max_record_bytes, replace)
+                yield from _checked(batches, sink, strict, unit)
+        except (WrongFormat, NotJsonl, NotJson) as exc:
+            raise SourceError(src.name, where, str(exc)) from None
+        except (pa.ArrowException, OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise SourceError(src.name, where, f"cannot read: {_plain(exc)}") from None
 
-    def _open_text(self, unit: Unit, schema: pa.Schema | None):
-        stream = self.fs.open_input_stream(unit.path)
-        if self.mapping.source.format == "jsonl":
-            parse = pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer") \
-                if schema is not None else None
-            return pajson.open_json(stream, read_options=pajson.ReadOptions(block_size=_BLOCK_BYTES),
-                                    parse_options=parse)
-        delimiter = "\t" if unit.path.endswith(".tsv") else self.mapping.source.csv_delimiter
-        return pacsv.open_csv(
-            stream,
-            read_options=pacsv.ReadOptions(block_size=_BLOCK_BYTES),
-            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
-            # ids and text stay strings even when they look like numbers ("007" is not 7)
-            convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in _text_columns(self.mapping)},
-                                                 strings_can_be_null=True),
-        )
+    def _parquet(self, unit: Unit, bad: list[BadRow]) -> Iterator[tuple[int, pa.RecordBatch]]:
+        """Row groups in runs of about batch_rows; a run that fails is read group by group,
+        and a group that cannot be read is one BadRow standing for its rows."""
+        batch_rows = self.mapping.source.batch_rows
+        with self.fs.open_input_file(unit.path) as fh:
+            pf = pq.ParquetFile(fh)
+            meta = pf.metadata
+            starts = np.cumsum([0] + [meta.row_group(i).num_rows for i in range(meta.num_row_groups)])
+            for groups in row_group_runs(meta, batch_rows):
+                try:
+                    out = [rb for rb in pf.iter_batches(batch_size=batch_rows, row_groups=groups) if rb.num_rows]
+                except (pa.ArrowException, OSError):
+                    out = None
+                if out is not None:
+                    offset = int(starts[groups[0]])
+                    for rb in out:
+                        yield offset, rb
+                        offset += rb.num_rows
+                    continue
+                for g in groups:
+                    try:
+                        one = [rb for rb in pf.iter_batches(batch_size=batch_rows, row_groups=[g]) if rb.num_rows]
+                    except (pa.ArrowException, OSError) as exc:
+                        n = meta.row_group(g).num_rows
+                        bad.append(BadRow(int(starts[g]), f"row group {g}", f"cannot read its {n} rows: {_plain(exc)}",
+                                          rows=n))
+                        continue
+                    offset = int(starts[g])
+                    for rb in one:
+                        yield offset, rb
+                        offset += rb.num_rows
+
+
+def _checked(batches, bad: list[BadRow], strict: bool, unit: Unit):
+    """`batches`, stopping at the first bad record when the caller keeps no list of them."""
+    for item in batches:
+        if strict and bad:
+            raise NotJson(f"{bad[0].where}: {bad[0].reason}")
+        yield item
+    if strict and bad:
+        raise NotJson(f"{bad[0].where}: {bad[0].reason}")
+
+
+def _plain(exc: BaseException) -> str:
+    """An Arrow or OS error in our words where we know it better than the library says it."""
+    text = str(exc)
+    if "straddling object" in text:
+        return "a record is larger than the reader's block"
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _text_columns(mapping: Mapping) -> list[str]:
     numeric_fields = {"fields.seq", "fields.chat_time"}
     return [c for c, key in mapping.referenced_columns().items() if key not in numeric_fields]
-
-
-def _bad_json_line(fs: pafs.FileSystem, unit: Unit) -> str | None:
-    """Find the first line that is not JSON, to name it in the error (only after a failure)."""
-    try:
-        with fs.open_input_stream(unit.path) as fh:
-            n, rest = 0, b""
-            while True:
-                chunk = fh.read(_BLOCK_BYTES)
-                lines = (rest + chunk).split(b"\n")
-                rest = lines.pop() if chunk else b""
-                for line in lines:
-                    n += 1
-                    if line.strip():
-                        try:
-                            json.loads(line)
-                        except ValueError:
-                            return f"{unit.rel} line {n}"
-                if not chunk:
-                    return None
-    except OSError:
-        return None
 
 
 def _partition_value(rel: str, key: str | None) -> str | None:
@@ -270,15 +282,66 @@ def _as_partition_text(bound) -> str:
     return str(bound)
 
 
+def suffixes(fmt: str) -> tuple[str, ...]:
+    return _SUFFIXES[fmt]
+
+
+def wanted(name: str, fmt: str) -> bool:
+    """A file or object a source of this format reads: by its name, compression extensions
+    aside (`day.jsonl.gz`), or a .zip archive of members (text formats)."""
+    lower = name.lower()
+    if lower.endswith(ZIP):
+        return fmt != "parquet"
+    return strip_compression(lower).endswith(_SUFFIXES[fmt])
+
+
+def with_members(mapping: Mapping, fs: pafs.FileSystem, units: list[Unit]) -> list[Unit]:
+    """Archives replaced by their members, each a unit of its own (`archive.zip!member`),
+    versioned by the member's CRC and size: a re-zipped archive whose member did not change
+    is not read again. An archive that cannot be listed, or has no member to read, stays one
+    unit, which staging quarantines with the reason."""
+    out: list[Unit] = []
+    fmt = mapping.source.format or ""
+    for u in units:
+        if not u.path.lower().endswith(ZIP) or fmt == "parquet":
+            out.append(u)
+            continue
+        try:
+            infos = zip_members(fs, u.path, _SUFFIXES[fmt], mapping.source.members)
+        except (zipfile.BadZipFile, OSError, pa.ArrowException):
+            infos = []
+        if not infos:
+            out.append(u)
+            continue
+        out.extend(Unit(rel=f"{u.rel}{MEMBER_SEP}{i.filename}", size=i.file_size,
+                        version=f"{i.CRC:08x}:{i.file_size}", path=u.path, member=i.filename) for i in infos)
+    return out
+
+
+def _archive_problem(mapping: Mapping, fs: pafs.FileSystem, unit: Unit) -> str:
+    """Why an archive listed as one unit has nothing to read."""
+    try:
+        with fs.open_input_file(unit.path) as fh:
+            names = [i.filename for i in zipfile.ZipFile(fh).infolist() if not i.is_dir()]
+    except (zipfile.BadZipFile, OSError, pa.ArrowException) as exc:
+        return f"not a readable .zip archive ({_plain(exc)})"
+    want = f"source.members={mapping.source.members!r}" if mapping.source.members \
+        else f"the {mapping.source.format} extensions ({', '.join(_SUFFIXES[mapping.source.format or 'jsonl'])})"
+    return f"no member of the archive matches {want}; it holds {', '.join(names[:10]) or 'nothing'}" + \
+        (f" and {len(names) - 10} more" if len(names) > 10 else "")
+
+
 def list_local(mapping: Mapping) -> list[Unit]:
-    """Local files in a stable order: a file, every matching file under a directory, or a glob."""
+    """Local files in a stable order: a file, every matching file under a directory, or a glob.
+    A link that leads nowhere (dangling, a loop) under a matching name is listed, so that it is
+    quarantined with its reason rather than passed over in silence."""
     root = mapping.resolve_path()
-    suffixes = _SUFFIXES[mapping.source.format]
+    fmt = mapping.source.format or ""
     if os.path.isfile(root):
         paths, base = [root], os.path.dirname(root)
     elif os.path.isdir(root):
         base = root
-        paths = [str(p) for p in Path(root).rglob("*") if p.is_file() and p.name.endswith(suffixes)
+        paths = [str(p) for p in Path(root).rglob("*") if wanted(p.name, fmt) and (p.is_file() or p.is_symlink())
                  and not any(part.startswith((".", "_")) for part in p.relative_to(root).parts)]
     else:
         paths = [p for p in glob.glob(root, recursive=True) if os.path.isfile(p)]
@@ -287,12 +350,19 @@ def list_local(mapping: Mapping) -> list[Unit]:
             raise SourceError(mapping.source.name, root, "no such file or directory, and no file matches it as a glob")
     out = []
     for p in sorted(paths):
-        st = os.stat(p)
+        try:
+            st = os.stat(p)
+            version = f"{st.st_size}:{st.st_mtime_ns}"
+        except OSError as exc:  # a link that leads nowhere: staging says so
+            st, version = os.lstat(p), f"unreadable:{exc.errno}"
+        if not version.startswith("unreadable") and not os.path.isfile(p):
+            continue  # a link to a directory
         rel = os.path.relpath(p, base).replace(os.sep, "/")
-        out.append(Unit(rel=rel, size=st.st_size, version=f"{st.st_size}:{st.st_mtime_ns}", path=os.path.abspath(p)))
+        out.append(Unit(rel=rel, size=st.st_size, version=version, path=os.path.abspath(p)))
     if not out:
-        raise SourceError(mapping.source.name, root, f"no {mapping.source.format} files ({', '.join(suffixes)}) found")
-    return out
+        raise SourceError(mapping.source.name, root, f"no {fmt} files ({', '.join(_SUFFIXES[fmt])}, compressed or "
+                          "zipped) found")
+    return with_members(mapping, pafs.LocalFileSystem(), out)
 
 
 def open_source(mapping: Mapping):

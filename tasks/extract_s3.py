@@ -14,7 +14,7 @@ import pyarrow.fs as pafs
 
 from memos_etl.config import Mapping
 from memos_etl.errors import SourceError
-from tasks.extract import _SUFFIXES, FileSource, Unit
+from tasks.extract import FileSource, Unit, suffixes, wanted, with_members
 
 
 def _credentials(block: str | None) -> dict:
@@ -36,14 +36,14 @@ def open_s3(mapping: Mapping) -> FileSource:
     name = mapping.source.name
     where = f"s3://{cfg.bucket}/{cfg.prefix}" + (f" at {cfg.endpoint_url}" if cfg.endpoint_url else "")
     client = boto3.client("s3", endpoint_url=cfg.endpoint_url, region_name=cfg.region, **creds)
-    suffixes = _SUFFIXES[mapping.source.format]
+    fmt = mapping.source.format or ""
     units = []
     try:
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=cfg.bucket, Prefix=cfg.prefix):
             for obj in page.get("Contents", []):
                 key = obj["Key"]
                 rel = key[len(cfg.prefix):].lstrip("/") if cfg.prefix else key
-                if not key.endswith(suffixes) or any(p.startswith((".", "_")) for p in rel.split("/")):
+                if not wanted(key, fmt) or any(p.startswith((".", "_")) for p in rel.split("/")):
                     continue
                 units.append(Unit(rel=rel, size=obj["Size"], version=obj["ETag"].strip('"'),
                                   path=f"{cfg.bucket}/{key}"))
@@ -60,7 +60,7 @@ def open_s3(mapping: Mapping) -> FileSource:
         raise SourceError(name, where, "no AWS credentials found (environment, profile, role, or "
                                        "source.s3.credentials_block)") from None
     if not units:
-        raise SourceError(name, where, f"no {mapping.source.format} objects ({', '.join(suffixes)}) under it")
+        raise SourceError(name, where, f"no {fmt} objects ({', '.join(suffixes(fmt))}, compressed or zipped) under it")
     units.sort(key=lambda u: u.rel)
     kwargs = {"region": cfg.region}
     if cfg.endpoint_url:
@@ -69,4 +69,5 @@ def open_s3(mapping: Mapping) -> FileSource:
     if creds:
         kwargs.update(access_key=creds.get("aws_access_key_id"), secret_key=creds.get("aws_secret_access_key"),
                       session_token=creds.get("aws_session_token"))
-    return FileSource(mapping, pafs.S3FileSystem(**kwargs), units)
+    fs = pafs.S3FileSystem(**kwargs)
+    return FileSource(mapping, fs, with_members(mapping, fs, units))

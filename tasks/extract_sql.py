@@ -63,7 +63,7 @@ class SqlSource:
                                   f"cannot query: {str(getattr(exc, 'orig', exc)).strip().splitlines()[0]}") from None
         return pa.schema([(k, pa.null()) for k in cols])
 
-    def iter_batches(self, unit: Unit) -> Iterator[tuple[int, pa.RecordBatch]]:
+    def iter_batches(self, unit: Unit, bad: list | None = None) -> Iterator[tuple[int, pa.RecordBatch]]:
         base = self._base()
         cur, key = sa.column(self.cfg.cursor_column), sa.column(self.cfg.key_column)
         offset, last = 0, None

@@ -35,7 +35,10 @@ def scan(mapping: Mapping, cfg: RunConfig, source=None) -> dict:
     units = source.units(Slice())
     for u in units:
         try:
-            for offset, rb in source.iter_batches(u):
+            bad: list = []
+            for offset, rb in source.iter_batches(u, bad):
+                if bad:  # records that cannot be read: their keys are unknown
+                    partial.add(unit_hash(name, u.rel))
                 if mapping.nest is not None:
                     ex = explode(rb, mapping.nest, offset, ROW_COLUMN)
                     if ex.bad:
@@ -54,6 +57,8 @@ def scan(mapping: Mapping, cfg: RunConfig, source=None) -> dict:
                 his.append(hi[~gone])
                 flagged_lo.append(lo[gone])
                 flagged_hi.append(hi[gone])
+            if bad:
+                partial.add(unit_hash(name, u.rel))
         except SourceError as exc:
             unreadable.append(f"{u.rel}: {exc}")
             partial.add(unit_hash(name, u.rel))

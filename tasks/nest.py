@@ -72,6 +72,8 @@ def explode_walk(rb: pa.RecordBatch, nest: NestConfig, offset: int, row_column: 
                 records.append(json.loads(t))
             except ValueError as exc:
                 records.append(NestError(f"not JSON: {exc}"))
+            except RecursionError:
+                records.append(NestError("not JSON: nested deeper than Python can read"))
     else:
         records = rb.to_pylist()
     rows: list[dict] = []

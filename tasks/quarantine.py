@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pyarrow.parquet as pq
 QUARANTINE_SCHEMA = pa.schema([
     ("run_id", pa.string()),
     ("source", pa.string()),
-    ("stage", pa.string()),  # validate | load
+    ("stage", pa.string()),  # extract | nest | validate | load
     ("source_file", pa.string()),
     ("source_row", pa.int64()),
     ("source_key", pa.string()),
@@ -26,6 +27,31 @@ QUARANTINE_SCHEMA = pa.schema([
     ("record", pa.string()),  # the raw source row (validate) or the mapped message (load), as JSON
     ("quarantined_at", pa.timestamp("us", tz="UTC")),
 ])
+
+
+#: how much of a bad record's raw text a quarantine row keeps (an oversized one is never held whole)
+PREVIEW_CHARS = 4096
+
+
+@dataclass
+class BadRow:
+    """A record a reader could not turn into a row (a JSONL line that is not JSON, a CSV row
+    with the wrong field count, an oversized record, a corrupt Parquet row group). The rest of
+    its unit is read as usual; this one is quarantined with its place and reason."""
+
+    row: int  # the record's number in its unit, counting bad ones (a good row's source_row)
+    where: str  # `line 12`, `row 7`, `row group 3`, `record 5`: in the file's own terms
+    reason: str  # in our words, the detail after a colon
+    raw: str = ""  # the record's text (at most PREVIEW_CHARS)
+    rows: int = 1  # source rows it stands for (a row group: all of its rows)
+
+    def record(self) -> dict:
+        return {"where": self.where, "raw": self.raw[:PREVIEW_CHARS], "rows": self.rows}
+
+
+def bad_rows_table(run_id: str, source: str, unit_rel: str, bad: list[BadRow]) -> pa.Table:
+    return rows_table(run_id, source, "extract", [unit_rel] * len(bad), [b.row for b in bad], [None] * len(bad),
+                      [[f"{b.where}: {b.reason}"] for b in bad], [b.record() for b in bad])
 
 
 def quarantine_dir(work_dir: str, source: str, run_id: str) -> Path:

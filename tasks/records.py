@@ -3,11 +3,12 @@
 A nested source holds one record per conversation (OpenAI chat JSONL, a ChatGPT export's
 `conversations.json`, ShareGPT). Its records are read here as a stream, never a whole file:
 
-- JSONL: blocks of whole lines (`BLOCK_BYTES`, a line longer than that is read whole);
-  blank lines are not records, as in pyarrow's JSON reader, so record numbers agree with it;
+- JSONL: blocks of whole lines (tasks/lines.py `record_batches`; a line that does not decode
+  is quarantined there, one that is not JSON by tasks/nest.py with the record's shape);
 - JSON: a top-level array is parsed item by item (ijson's C backend), `ITEMS` records at a
   time; a top-level object is one record. That parser stops at an integer beyond 64 bits
-  (`integer overflow`): the document is then reported unreadable, never loaded with a wrong value.
+  (`integer overflow`): that record and the rest are then quarantined as the document's
+  break, never loaded with a wrong value.
 
 Each yields record batches of one column, RECORD_COLUMN, the record's JSON text: one shape
 for the walk and the columnar explode alike (tasks/nest.py), and for quarantine rows. Memory
@@ -19,9 +20,11 @@ from __future__ import annotations
 from typing import BinaryIO, Iterator
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
-RECORD_COLUMN = "__record__"  # JSON text of one record
+from tasks.lines import RECORD_COLUMN
+from tasks.quarantine import PREVIEW_CHARS, BadRow
+from tasks.streams import Prefixed
+
 BLOCK_BYTES = 8 << 20
 ITEMS = 2048
 
@@ -30,51 +33,15 @@ class NotJson(ValueError):
     """The document is not JSON (a JSON source); the message says where."""
 
 
-def jsonl_blocks(fh: BinaryIO, block_bytes: int = BLOCK_BYTES) -> Iterator[pa.RecordBatch]:
-    """Record batches of a JSONL stream's non-blank lines, one batch per block of whole lines."""
-    rest = b""
-    while True:
-        chunk = fh.read(block_bytes)
-        if not chunk:
-            break
-        data = rest + chunk if rest else chunk
-        cut = data.rfind(b"\n")
-        if cut < 0:  # a line longer than a block: keep reading until it ends
-            rest = data
-            continue
-        rest = data[cut + 1:]
-        yield from _lines(data[:cut + 1])
-    if rest.strip():
-        yield from _lines(rest)
-
-
-def _lines(block: bytes) -> Iterator[pa.RecordBatch]:
-    text = pa.array([block.decode("utf-8", "replace")], pa.string())
-    lines = pc.list_flatten(pc.split_pattern(text, "\n"))
-    lines = pc.utf8_rtrim(lines, "\r")
-    lines = lines.filter(pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(lines)), 0))
-    if len(lines):
-        yield pa.record_batch({RECORD_COLUMN: lines})
-
-
-class _Prefixed:
-    """A stream with its first bytes put back (object-store streams cannot seek)."""
-
-    def __init__(self, head: bytes, fh: BinaryIO):
-        self.head, self.fh = head, fh
-
-    def read(self, n: int = -1) -> bytes:
-        if self.head:
-            out, self.head = (self.head, b"") if n < 0 or n >= len(self.head) else (self.head[:n], self.head[n:])
-            return out
-        return self.fh.read(n) if n >= 0 else self.fh.read()
-
-
-def json_items(fh: BinaryIO, items: int = ITEMS, block_bytes: int = BLOCK_BYTES) -> Iterator[pa.RecordBatch]:
-    """Record batches of a JSON document's records: the items of a top-level array, or the
-    document itself when it is an object; a batch holds up to `items` records or about
+def json_items(fh: BinaryIO, bad: list[BadRow] | None = None, max_record_bytes: int = 64 << 20, items: int = ITEMS,
+               block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[int, pa.RecordBatch]]:
+    """(record number, batch) of a JSON document's records: the items of a top-level array, or
+    the document itself when it is an object; a batch holds up to `items` records or about
     `block_bytes` of their text, whichever comes first (a ChatGPT conversation can be MBs).
-    Raises NotJson where the document stops being JSON."""
+    Where the document stops being JSON, the records before are kept and the break is one
+    BadRow in `bad` (nothing after it can be found again in a JSON document); without `bad`,
+    NotJson is raised. A record too deep to write again, or longer than max_record_bytes, is
+    a BadRow of its own."""
     import ijson
     import orjson
 
@@ -85,19 +52,42 @@ def json_items(fh: BinaryIO, items: int = ITEMS, block_bytes: int = BLOCK_BYTES)
         if not chunk or head.strip():
             break
     first = head.lstrip()[:1]
-    stream = _Prefixed(head, fh)
+    if not first:
+        return  # an empty document: no records
+    stream = Prefixed(head, fh)
     prefix = "item" if first == b"[" else ""
     batch: list[str] = []
     size = 0
+    n = start = 0
     try:
         for rec in ijson.items(stream, prefix, use_float=True):
-            batch.append(orjson.dumps(rec).decode())
-            size += len(batch[-1])
+            try:
+                text = orjson.dumps(rec).decode()
+                problem = None if len(text) <= max_record_bytes else \
+                    f"{len(text):,} bytes, more than source.max_record_bytes={max_record_bytes:,}: not read"
+            except (orjson.JSONEncodeError, RecursionError):
+                text, problem = "", "nested deeper than 1,024 levels: not read"
             del rec
+            if problem is not None and bad is not None:
+                if batch:
+                    yield start, pa.record_batch({RECORD_COLUMN: pa.array(batch, pa.string())})
+                bad.append(BadRow(n, f"record {n}", problem, text[:PREVIEW_CHARS]))
+                n += 1
+                batch, size, start = [], 0, n
+                continue
+            batch.append(text)
+            size += len(text)
+            n += 1
             if len(batch) >= items or size >= block_bytes:
-                yield pa.record_batch({RECORD_COLUMN: pa.array(batch, pa.string())})
-                batch, size = [], 0
-    except (ijson.JSONError, ijson.IncompleteJSONError, UnicodeDecodeError) as exc:
-        raise NotJson(f"not a JSON document: {exc}") from None
+                yield start, pa.record_batch({RECORD_COLUMN: pa.array(batch, pa.string())})
+                batch, size, start = [], 0, n
+    except (ijson.JSONError, ijson.IncompleteJSONError, UnicodeDecodeError, RecursionError) as exc:
+        if bad is None:
+            raise NotJson(f"not a JSON document: {exc}") from None
+        if batch:
+            yield start, pa.record_batch({RECORD_COLUMN: pa.array(batch, pa.string())})
+            batch = []
+        bad.append(BadRow(n, f"record {n}", f"the document stops being JSON here ({exc}); nothing after it is read"))
+        return
     if batch:
-        yield pa.record_batch({RECORD_COLUMN: pa.array(batch, pa.string())})
+        yield start, pa.record_batch({RECORD_COLUMN: pa.array(batch, pa.string())})

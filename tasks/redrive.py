@@ -64,7 +64,7 @@ class QuarantineSource:
         records = [{**rec, ROW_COLUMN: row} for row, rec in rows]
         return pa.RecordBatch.from_pylist(records)
 
-    def iter_batches(self, unit: Unit) -> Iterator[tuple[int, pa.RecordBatch]]:
+    def iter_batches(self, unit: Unit, bad: list | None = None) -> Iterator[tuple[int, pa.RecordBatch]]:
         yield 0, self._batch(unit)
 
 

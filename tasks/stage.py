@@ -27,7 +27,7 @@ from tasks.batch import fingerprints
 from tasks.ledger.erasures import erased_mask
 from tasks.map import MAPPED_SCHEMA, hash_keys, map_batch
 from tasks.nest import explode
-from tasks.quarantine import QuarantineWriter, rows_table
+from tasks.quarantine import BadRow, QuarantineWriter, bad_rows_table, rows_table
 from tasks.validate import Validator, split
 
 
@@ -112,9 +112,9 @@ def stage_file(mapping: Mapping, source, unit: Unit, index: int, validator: Vali
     writers: dict[int, ipc.RecordBatchFileWriter] = {}
     quarantine = QuarantineWriter(quarantine_dir, f"extract-{index:05d}")
     try:
-        if mapping.nest is None:  # nested records are checked after they are exploded
-            mapping.check_columns(source.schema(unit).names, unit.rel)
-        for offset, rb in _message_batches(mapping, source, unit, columns, run_id, quarantine, counts, shape):
+        # the columns are checked on the unit's first batch (_message_batches): a unit without
+        # rows (an empty file, a CSV header alone) has nothing to check and nothing to stage
+        for offset, rb in _message_batches(mapping, source, unit, columns, run_id, quarantine, counts, shape, part):
             mapped = map_batch(rb, mapping, unit.rel, offset)
             keep = in_slice(mapped, part)
             if keep is not None:
@@ -205,7 +205,7 @@ def sample_messages(mapping: Mapping, source, limit: int, quarantine_dir: Path, 
 
 
 def _message_batches(mapping: Mapping, source, unit: Unit, columns: dict, run_id: str,
-                     quarantine: QuarantineWriter, counts: Counts, shape: dict):
+                     quarantine: QuarantineWriter, counts: Counts, shape: dict, part: Slice | None = None):
     """(row offset, batch of message rows) of a unit. Nested records are exploded (records of
     the wrong shape quarantined whole) and their messages gathered into batches of about
     `source.batch_rows` messages: a batch is bounded by the messages it holds, not by records,
@@ -213,7 +213,9 @@ def _message_batches(mapping: Mapping, source, unit: Unit, columns: dict, run_id
     nested = mapping.nest is not None and not getattr(source, "exploded", False)
     pending: list[pa.RecordBatch] = []
     held = 0
-    for offset, rb in source.iter_batches(unit):
+    bad: list[BadRow] = []
+    for offset, rb in _drained(source.iter_batches(unit, bad), bad, mapping, unit, run_id, quarantine, counts,
+                               shape, part):
         if mapping.nest is None:
             mapping.check_columns(rb.schema.names, f"{unit.rel} at row {offset}")
         for f in rb.schema:
@@ -239,6 +241,33 @@ def _message_batches(mapping: Mapping, source, unit: Unit, columns: dict, run_id
             pending, held = [], 0
     if pending:
         yield 0, _concat(pending)
+
+
+def _drained(batches, bad: list[BadRow], mapping: Mapping, unit: Unit, run_id: str, quarantine: QuarantineWriter,
+             counts: Counts, shape: dict, part: Slice | None):
+    """`batches`, with the records the reader could not read quarantined as they come: read,
+    quarantined, and the unit no longer whole (its keys are not all known: nothing delivered
+    from it counts as gone). In a backfill cut by conversation (buckets, users) only the part
+    with bucket 0 takes them, so each is quarantined once: a bad record has no conversation."""
+    mine = part is None or not part.filters_rows or (bool(part.buckets) and 0 in part.buckets
+                                                      and not part.users and not part.conversations)
+
+    def drain() -> None:
+        if not bad:
+            return
+        shape["complete"] = False
+        if mine:
+            quarantine.write(bad_rows_table(run_id, mapping.source.name, unit.rel, bad))
+            for b in bad:
+                counts.read += b.rows
+                counts.quarantined += b.rows
+                counts.reasons[f"unreadable record ({b.reason.split(' (')[0].split(':')[0]})"] += b.rows
+        bad.clear()
+
+    for item in batches:
+        drain()
+        yield item
+    drain()
 
 
 def _concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:

@@ -21,7 +21,8 @@ from tasks.extract import ROW_COLUMN, Slice, open_source
 from tasks.map import map_batch
 from tasks.nest import explode_columnar, explode_walk
 from tasks.quarantine import read_quarantine
-from tasks.records import NotJson, json_items, jsonl_blocks
+from tasks.lines import record_batches
+from tasks.records import NotJson, json_items
 from tasks.stage import with_columns
 from tests.helpers import stored_messages
 
@@ -135,15 +136,18 @@ def test_jsonl_blocks_are_whole_lines_whatever_the_block_size():
     lines = [json.dumps({"i": i, "pad": "x" * (i * 37 % 300)}) for i in range(500)]
     lines[100] = json.dumps({"i": 100, "pad": "y" * 5000})  # longer than a block
     data = ("\n".join(lines[:200]) + "\n\n \n" + "\n".join(lines[200:])).encode()  # no final newline
-    got = [t for rb in jsonl_blocks(io.BytesIO(data), block_bytes=1024) for t in rb.column(0).to_pylist()]
-    assert got == lines
+    bad: list = []
+    batches = list(record_batches(io.BytesIO(data), bad, 1 << 20, False, block_bytes=1024))
+    got = [t for _, rb in batches for t in rb.column(0).to_pylist()]
+    assert got == lines and not bad
+    assert [off for off, _ in batches] == [sum(b.num_rows for _, b in batches[:i]) for i in range(len(batches))]
 
 
 def test_json_arrays_are_read_item_by_item():
     doc = json.dumps([{"id": i, "x": [1, 2.5, None, "é"]} for i in range(5000)]).encode()
-    got = [json.loads(t) for rb in json_items(io.BytesIO(doc), items=300) for t in rb.column(0).to_pylist()]
+    got = [json.loads(t) for _, rb in json_items(io.BytesIO(doc), items=300) for t in rb.column(0).to_pylist()]
     assert got == json.loads(doc)
-    one = [rb.column(0).to_pylist() for rb in json_items(io.BytesIO(b' \n{"id": 1, "big": 1234567890123456789}'))]
+    one = [rb.column(0).to_pylist() for _, rb in json_items(io.BytesIO(b' \n{"id": 1, "big": 1234567890123456789}'))]
     assert [json.loads(t) for t in one[0]] == [{"id": 1, "big": 1234567890123456789}]
     with pytest.raises(NotJson, match="integer overflow"):  # beyond 64 bits: a clear error, not a wrong value
         list(json_items(io.BytesIO(b'[{"id": 123456789012345678901234}]')))

@@ -110,7 +110,9 @@ def test_s3_corrupt_object_is_quarantined_and_the_others_load(dev_server, run_co
     assert again.counts.units_skipped == 2 and any("still unreadable" in n for n in again.notes)
 
 
-def test_s3_truncated_jsonl_names_the_line(dev_server, run_config, tmp_path, s3_endpoint, bucket):
+def test_s3_truncated_jsonl_costs_its_last_line(dev_server, run_config, tmp_path, s3_endpoint, bucket):
+    """An object cut off mid-line: that line is quarantined with its number, the lines before
+    it are delivered (they are whole), the other object as usual."""
     client, name = bucket
     rows = chat_rows(conversations=2, turns=3)
     body = "".join(json.dumps(r) + "\n" for r in rows) + '{"message_id": "x", "user": "u0", "te'
@@ -121,8 +123,10 @@ def test_s3_truncated_jsonl_names_the_line(dev_server, run_config, tmp_path, s3_
     source["s3"].pop("partition_key")
     report = run(mapping_file(tmp_path, source), run_config)
     q = read_quarantine(run_config.state.work_dir).to_pylist()
-    assert report.counts.units_failed == 1 and report.counts.delivered == 4
-    assert "a.jsonl line 7" in q[0]["reasons"][0]
+    assert report.counts.units_failed == 0 and report.counts.delivered == 10 and report.counts.quarantined == 1
+    assert (q[0]["source_file"], q[0]["source_row"], q[0]["stage"]) == ("a.jsonl", 6, "extract")
+    assert q[0]["reasons"][0].startswith("line 7: not JSON")
+    assert report.counts.read == 11
 
 
 def test_s3_missing_bucket_and_unreachable_endpoint_are_clear(run_config, tmp_path, s3_endpoint):

@@ -1,0 +1,357 @@
+"""Lines: JSONL read at Arrow's speed, where one bad line costs that line and nothing else.
+
+The stream is cut into blocks of whole lines (`BLOCK_BYTES`; a longer line is read whole, up
+to `source.max_record_bytes`, and beyond that streamed past and quarantined with its size).
+Each block takes the fast path when it can: checked to be UTF-8 without NUL bytes and without
+a line nested deep enough to overflow Arrow's recursive parser (`OPENERS_PER_LINE`), then
+parsed by Arrow in one call. Only a block that fails is read line by line (orjson, which
+checks UTF-8 and stops at 1,024 levels): a line that does not decode, is not JSON, is not an
+object, or whose fields have another JSON type than the other rows' becomes a `BadRow`; the
+rest of the block is parsed by Arrow as usual. A file with one bad line among millions is one
+slow block, not a slow file.
+
+Records are numbered as Arrow numbers rows: non-blank lines from 0, bad ones included, so a
+good row's `source_row` does not move when a line before it is fixed. Physical line numbers
+(from 1, blank lines included) are what a person opens the file at: quarantine rows give both.
+"""
+
+from __future__ import annotations
+
+from typing import BinaryIO, Iterator
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pajson
+
+from tasks.quarantine import PREVIEW_CHARS, BadRow
+
+BLOCK_BYTES = 8 << 20
+#: a line with this many `[`/`{` is checked by orjson before Arrow sees it: Arrow's parser
+#: recurses per level and overflowed the C stack between 5,000 and 20,000 levels here
+OPENERS_PER_LINE = 4096
+#: the first block of a file with this many bad lines and no good one is not JSONL at all
+NOT_JSONL_AFTER = 10
+RECORD_COLUMN = "__record__"  # nested sources: the JSON text of one record
+ROW_COLUMN = "__memos_etl_row__"  # flat sources: a row's record number, when lines before it were dropped
+
+
+class NotJsonl(ValueError):
+    """No line of the first block is a JSON object: the file is not JSONL."""
+
+
+class LineBlocks:
+    """Blocks of whole lines of a stream; over-long lines are reported in `bad` and skipped
+    without being held. `line` and `record` are where the next block starts: the caller
+    advances `record` by the records it found in each block (`done`)."""
+
+    def __init__(self, fh: BinaryIO, bad: list[BadRow], max_record_bytes: int, block_bytes: int = BLOCK_BYTES):
+        self.fh, self.bad = fh, bad
+        self.max_record = max_record_bytes
+        self.block_bytes = min(block_bytes, max_record_bytes)
+        self.line, self.record = 1, 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        pending: list[bytes] = []  # pieces of a line not yet ended
+        held = 0
+        skipped = -1  # bytes of an oversized line streamed past so far; -1 when not skipping
+        head = b""
+        while True:
+            chunk = self.fh.read(self.block_bytes)
+            if not chunk:
+                break
+            if skipped >= 0:
+                nl = chunk.find(b"\n")
+                if nl < 0:
+                    skipped += len(chunk)
+                    continue
+                self._oversized(head, skipped + nl)
+                skipped, chunk = -1, chunk[nl + 1:]
+                if not chunk:
+                    continue
+            cut = chunk.rfind(b"\n")
+            if cut < 0:
+                pending.append(chunk)
+                held += len(chunk)
+                if held > self.max_record:
+                    head = b"".join(pending)[:PREVIEW_CHARS]
+                    skipped, pending, held = held, [], 0
+                continue
+            data = b"".join((*pending, chunk[:cut + 1])) if pending else chunk[:cut + 1]
+            rest = chunk[cut + 1:]
+            pending, held = ([rest], len(rest)) if rest else ([], 0)
+            first = data.find(b"\n")
+            if first > self.max_record:  # the line that was pending ended over the limit
+                self._oversized(data[:PREVIEW_CHARS], first)
+                data = data[first + 1:]
+                if not data:
+                    continue
+            yield data
+        if skipped >= 0:
+            self._oversized(head, skipped)
+        elif pending:
+            data = b"".join(pending)
+            if data.strip():
+                yield data
+
+    def _oversized(self, head: bytes, size: int) -> None:
+        self.bad.append(BadRow(self.record, f"line {self.line}", f"{size:,} bytes, more than source.max_record_bytes="
+                               f"{self.max_record:,}: not read (raise the limit to load it)",
+                               head.decode("utf-8", "replace")))
+        self.line += 1
+        self.record += 1
+
+    def done(self, data: bytes, records: int) -> None:
+        """The block `data` held `records` records: move the counters past it."""
+        self.line += data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+        self.record += records
+
+
+def fast_ok(data: bytes) -> bool:
+    """The block can go to Arrow whole: UTF-8 (Arrow's JSON reader does not check it), no
+    NUL bytes (Arrow stops a document at one), no line deep enough to crash its parser."""
+    if b"\x00" in data:
+        return False
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return not _maybe_deep(data)
+
+
+def _maybe_deep(data: bytes) -> bool:
+    if data.count(b"[") + data.count(b"{") < OPENERS_PER_LINE:
+        return False
+    a = np.frombuffer(data, np.uint8)
+    opens = np.flatnonzero((a == 91) | (a == 123))
+    per_line = np.bincount(np.searchsorted(np.flatnonzero(a == 10), opens))
+    return bool(per_line.max() >= OPENERS_PER_LINE)
+
+
+def check_line(raw: bytes, replace: bool) -> tuple[bytes, object | None, str | None]:
+    """(the line as UTF-8, its parsed value, None) or (line, None, reason in our words)."""
+    if b"\x00" in raw:
+        return raw, None, "holds NUL bytes: not a JSON line"
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if not replace:
+            return raw, None, (f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); set "
+                               "source.encoding for another encoding, or source.encoding_errors: replace")
+        raw = raw.decode("utf-8", "replace").encode("utf-8")
+    try:
+        return raw, orjson.loads(raw), None
+    except orjson.JSONDecodeError as exc:
+        msg = str(exc)
+        if "recursion" in msg or "depth" in msg:
+            return raw, None, "nested deeper than 1,024 levels: not read"
+        return raw, None, f"not JSON ({msg})"
+
+
+def _preview(raw: bytes) -> str:
+    return raw[:PREVIEW_CHARS].decode("utf-8", "replace")
+
+
+def _kind(v) -> str:
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, int):
+        return "an integer"
+    if isinstance(v, float):
+        return "a number"
+    if isinstance(v, str):
+        return "a string"
+    if isinstance(v, dict):
+        return "an object"
+    return "an array"
+
+
+def _arrow_kind(t: pa.DataType) -> str | None:
+    """The JSON kind an Arrow column of this type takes, None when any kind may be converted."""
+    if pa.types.is_boolean(t):
+        return "a boolean"
+    if pa.types.is_integer(t):
+        return "an integer"
+    if pa.types.is_floating(t):
+        return "a number"
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_timestamp(t):
+        return "a string"
+    if pa.types.is_struct(t):
+        return "an object"
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return "an array"
+    return None
+
+
+def _fits(kind: str, want: str) -> bool:
+    return kind == want or (want == "a number" and kind == "an integer")
+
+
+def _schema_kinds(rows: list[dict], schema: pa.Schema | None) -> dict[str, str]:
+    """The JSON kind each field must have: the schema's, or (first block) the most common one."""
+    if schema is not None:
+        return {f.name: k for f in schema if (k := _arrow_kind(f.type)) is not None}
+    tally: dict[str, dict[str, int]] = {}
+    for r in rows:
+        for k, v in r.items():
+            if v is not None:
+                kind = _kind(v)
+                kind = "a number" if kind == "an integer" else kind
+                counts = tally.setdefault(k, {})
+                counts[kind] = counts.get(kind, 0) + 1
+    return {k: max(c, key=c.__getitem__) for k, c in tally.items()}
+
+
+def _read(lines: list[bytes], schema: pa.Schema | None) -> pa.Table:
+    data = b"\n".join(lines)
+    parse = pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer") if schema is not None \
+        else None
+    return pajson.read_json(pa.BufferReader(data), read_options=pajson.ReadOptions(block_size=len(data) + 64),
+                            parse_options=parse)
+
+
+def _isolate(lines: list[bytes], recs: list[int], schema: pa.Schema | None, where, bad: list[BadRow]):
+    """Arrow tables of `lines`, halving around what Arrow refuses until the refused lines are
+    single (a type conflict inside nested values, a string that is not the timestamp the
+    column holds). Rare: lines reach here only after the per-line checks passed them."""
+    try:
+        return [(_read(lines, schema), recs)]
+    except pa.ArrowInvalid as exc:
+        if len(lines) == 1:
+            bad.append(BadRow(recs[0], where(recs[0]), f"its values do not fit the other rows' types ({exc})",
+                              _preview(lines[0])))
+            return []
+    mid = len(lines) // 2
+    left = _isolate(lines[:mid], recs[:mid], schema, where, bad)
+    if schema is None and left:
+        schema = as_schema(left[0][0].schema)
+    return left + _isolate(lines[mid:], recs[mid:], schema, where, bad)
+
+
+def as_schema(schema: pa.Schema) -> pa.Schema:
+    """The types a file's later blocks are read with: the first block's, null columns as text
+    (so a later block with values does not conflict), without our own row column."""
+    return pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in schema
+                      if f.name != ROW_COLUMN])
+
+
+def slow_block(data: bytes, line0: int, rec0: int, schema: pa.Schema | None, replace: bool,
+               bad: list[BadRow]) -> tuple[pa.Table | None, int]:
+    """A block Arrow could not take whole, line by line: (its good rows, with their record
+    numbers in ROW_COLUMN; records in the block, good and bad)."""
+    raws, recs, rows, lines_at = [], [], [], {}
+    rec = rec0
+    for i, raw in enumerate(data.split(b"\n")):
+        raw = raw.rstrip(b"\r")
+        if not raw.strip():
+            continue
+        lines_at[rec] = line0 + i
+        text, value, reason = check_line(raw, replace)
+        if reason is None and not isinstance(value, dict):
+            reason = f"{'null' if value is None else _kind(value)}, not a JSON object"
+        if reason is not None:
+            bad.append(BadRow(rec, f"line {line0 + i}", reason, _preview(text)))
+        else:
+            raws.append(text)
+            recs.append(rec)
+            rows.append(value)
+        rec += 1
+    kinds = _schema_kinds(rows, schema)
+    keep = []
+    for j, r in enumerate(rows):
+        wrong = next(((k, _kind(v)) for k, v in r.items() if v is not None and k in kinds
+                      and not _fits(_kind(v), kinds[k])), None)
+        if wrong is None:
+            keep.append(j)
+        else:
+            bad.append(BadRow(recs[j], f"line {lines_at[recs[j]]}", f"field {wrong[0]!r} is {wrong[1]} where the "
+                              f"other rows have {kinds[wrong[0]]}", _preview(raws[j])))
+    if len(keep) < len(rows):
+        raws, recs = [raws[j] for j in keep], [recs[j] for j in keep]
+    records = rec - rec0
+    if not raws:
+        return None, records
+    parts = _isolate(raws, recs, schema, lambda r: f"line {lines_at[r]}", bad)
+    if not parts:
+        return None, records
+    tables = [t.append_column(ROW_COLUMN, pa.array(rs, pa.int64())) for t, rs in parts]
+    table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+    return table, records
+
+
+def flat_batches(fh: BinaryIO, bad: list[BadRow], max_record_bytes: int, replace: bool,
+                 block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[int, pa.RecordBatch]]:
+    """(record number of the batch's first row, batch) of a flat JSONL stream; bad lines in
+    `bad`. The first block's types are the file's; a later block is read with them (new
+    fields inferred), so a line with a field of another type is that line's problem."""
+    blocks = LineBlocks(fh, bad, max_record_bytes, block_bytes)
+    schema: pa.Schema | None = None
+    for data in blocks:
+        line0, rec0 = blocks.line, blocks.record
+        table = None
+        if fast_ok(data):
+            try:
+                table = _read([data], schema)
+                records = table.num_rows
+                if not _records_in(data, records):  # two objects on one line, say: read it line by line
+                    table = None
+            except pa.ArrowInvalid:
+                table = None
+        if table is None:
+            before = len(bad)
+            table, records = slow_block(data, line0, rec0, schema, replace, bad)
+            if schema is None and table is None and len(bad) - before >= min(NOT_JSONL_AFTER, records):
+                first = bad[before]
+                raise NotJsonl(f"no line of the first {records} is a JSON object ({first.where}: {first.reason})")
+        blocks.done(data, records)
+        if table is None or table.num_rows == 0:
+            continue
+        if schema is None:
+            schema = as_schema(table.schema)
+        for rb in table.combine_chunks().to_batches():
+            yield (rec0 if ROW_COLUMN not in rb.schema.names else int(rb.column(ROW_COLUMN)[0].as_py())), rb
+
+
+def _records_in(data: bytes, rows: int) -> bool:
+    """Arrow's `rows` are the block's non-blank lines (not so for two objects on one line)."""
+    if rows == data.count(b"\n") + (0 if data.endswith(b"\n") else 1):
+        return True
+    return rows == sum(1 for line in data.split(b"\n") if line.strip())
+
+
+def record_batches(fh: BinaryIO, bad: list[BadRow], max_record_bytes: int, replace: bool,
+                   block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[int, pa.RecordBatch]]:
+    """(record number, batch of RECORD_COLUMN: one non-blank line's JSON text a row) of a
+    nested JSONL stream. A line that does not decode or is nested too deep is a BadRow; a
+    line that is not JSON is left to tasks/nest.py, which quarantines it with the record's
+    shape problems. Batches are runs of consecutive records, so row numbers stay `offset + i`."""
+    blocks = LineBlocks(fh, bad, max_record_bytes, block_bytes)
+    for data in blocks:
+        rec0, line0 = blocks.record, blocks.line
+        if fast_ok(data):
+            text = pa.array([data.decode("utf-8")], pa.string())
+            lines = pc.utf8_rtrim(pc.list_flatten(pc.split_pattern(text, "\n")), "\r")
+            lines = lines.filter(pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(lines)), 0))
+            blocks.done(data, len(lines))
+            if len(lines):
+                yield rec0, pa.record_batch({RECORD_COLUMN: lines})
+            continue
+        run: list[str] = []
+        start = rec = rec0
+        for i, raw in enumerate(data.split(b"\n")):
+            raw = raw.rstrip(b"\r")
+            if not raw.strip():
+                continue
+            text, _, reason = check_line(raw, replace)
+            if reason is not None and not reason.startswith("not JSON"):
+                if run:
+                    yield start, pa.record_batch({RECORD_COLUMN: pa.array(run, pa.string())})
+                bad.append(BadRow(rec, f"line {line0 + i}", reason, _preview(text)))
+                run, start = [], rec + 1
+            else:
+                run.append(text.decode("utf-8", "replace"))
+            rec += 1
+        blocks.done(data, rec - rec0)
+        if run:
+            yield start, pa.record_batch({RECORD_COLUMN: pa.array(run, pa.string())})
