@@ -122,8 +122,14 @@ def _positions(start: int, n: int, bad_rows: list[int]) -> tuple[np.ndarray, int
 
 
 def _row_text(rb: pa.RecordBatch, i: int) -> str:
-    return ",".join("" if v is None else (v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v))
-                    for v in rb.slice(i, 1).to_pylist()[0].values())[:PREVIEW_CHARS]
+    """Row `i` as delimited text, for its quarantine row (text read as bytes: it may not decode)."""
+    values = []
+    for col in rb.columns:
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            col = col.view(pa.binary())
+        v = col[i].as_py()
+        values.append("" if v is None else v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v))
+    return ",".join(values)[:PREVIEW_CHARS]
 
 
 def _retype(rb: pa.RecordBatch, positions: np.ndarray, retyped: dict, bad: list[BadRow]):

@@ -160,7 +160,7 @@ def open_bytes(fs: pafs.FileSystem, path: str, member: str = "", compression: st
             archive.close()
             raise OSError(f"cannot open member {member!r}: {exc}") from None
     else:
-        stream = fs.open_input_stream(path)
+        stream = fs.open_input_stream(path, compression=None)  # (Arrow would guess by extension)
     if compression == "xz":
         import lzma
 

@@ -1,0 +1,343 @@
+"""Files as they really arrive, through the CLI into the dev-server: one bad record costs that
+record (quarantined with file, line or row, and reason), every good row of the same file is
+delivered exactly once, empty files are empty, and compressed, zipped and non-UTF-8 files are
+read as downloaded. Expected messages come from tests/helpers.py (plain Python over the rows)."""
+
+from __future__ import annotations
+
+import bz2
+import codecs
+import gzip
+import json
+import lzma
+import os
+import re
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from memos_etl.cli import app
+from tasks.quarantine import read_quarantine
+from tests.helpers import chat_rows, expected_from_rows, sample_mapping_at, stats, stored_messages
+
+runner = CliRunner()
+
+
+def sync(mapping: Path, dev_server, work: Path, *extra: str):
+    res = runner.invoke(app, ["sync", str(mapping), "--no-prefect", "--target-url", dev_server.url,
+                              "--work-dir", str(work), *extra])
+    assert "Traceback" not in res.output, res.output
+    return res
+
+
+def number(output: str, name: str) -> int:
+    m = re.search(rf"^{re.escape(name)} +(\d+)$", output, re.M)
+    assert m, f"no {name!r} line in:\n{output}"
+    return int(m.group(1))
+
+
+def lines(rows: list[dict]) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
+def quarantined(work: Path) -> list[dict]:
+    return sorted(read_quarantine(str(work)).to_pylist(), key=lambda r: (r["source_file"], r["source_row"]))
+
+
+def assert_delivered_once(dev_server, good_rows: list[dict]) -> None:
+    want, bad = expected_from_rows(good_rows)
+    assert bad == 0
+    got = stored_messages(dev_server.url)
+    if got != want:
+        _debug_diff(got, want)
+    assert got == want
+
+
+def test_bad_jsonl_lines_cost_one_line_each(tmp_path, dev_server):
+    """Each line the issue tried, among good lines; a 200 MB line among them is streamed past."""
+    data = tmp_path / "data"
+    data.mkdir()
+    good = chat_rows(2, 25, prefix="g")  # 50 messages in a clean file
+    (data / "a_good.jsonl").write_bytes(lines(good))
+    rows = chat_rows(4, 5, prefix="b")  # 20 good lines around the bad ones
+    deep = b'{"message_id": "deep", "user": "u0", "conversation_id": "b0", "text": ' + b"[" * 100_000 + \
+        b"]" * 100_000 + b"}"
+    wrong_types = json.dumps({**rows[0], "message_id": "typed", "user": {"id": 1}, "turn": "7"}).encode()
+    body = [json.dumps(r).encode() for r in rows]
+    bad_lines = {3: b'{"message_id": "trunc", "user": "u0", "te', 8: b'{"message_id": "bytes", "text": "caf\xe9"}',
+                 12: b"\x00" * 40, 15: deep, 18: wrong_types, 21: b"[1, 2, 3]"}
+    for at in sorted(bad_lines):
+        body.insert(at, bad_lines[at])
+    (data / "b_bad.jsonl").write_bytes(b"\n".join(body) + b"\n")
+    with open(data / "c_huge.jsonl", "wb") as fh:  # a 200 MB line between good ones
+        fh.write(lines(chat_rows(1, 4, prefix="h")))
+        fh.write(b'{"message_id": "huge", "user": "u0", "conversation_id": "h0", "text": "')
+        block = b"x" * (8 << 20)
+        for _ in range(25):
+            fh.write(block)
+        fh.write(b'"}\n')
+        fh.write(lines(chat_rows(1, 4, start_turn=5, prefix="h")))
+    mapping = sample_mapping_at(tmp_path, data)
+    res = sync(mapping, dev_server, tmp_path / "work")
+    assert res.exit_code == 0, res.output
+    huge_rows = chat_rows(1, 4, prefix="h") + chat_rows(1, 4, start_turn=5, prefix="h")
+    assert_delivered_once(dev_server, good + rows + huge_rows)
+    assert number(res.output, "quarantined") == 7 and re.search(r"^read = outcomes +yes$", res.output, re.M)
+    q = quarantined(tmp_path / "work")
+    got = {(r["source_file"], r["source_row"]): r["reasons"][0] for r in q}
+    assert set(got) == {("b_bad.jsonl", 3), ("b_bad.jsonl", 8), ("b_bad.jsonl", 12), ("b_bad.jsonl", 15),
+                        ("b_bad.jsonl", 18), ("b_bad.jsonl", 21), ("c_huge.jsonl", 4)}
+    assert got[("b_bad.jsonl", 3)].startswith("line 4: not JSON")
+    assert got[("b_bad.jsonl", 8)].startswith("line 9: not valid UTF-8 (byte 0xe9")
+    assert got[("b_bad.jsonl", 12)] == "line 13: holds NUL bytes: not a JSON line"
+    assert got[("b_bad.jsonl", 15)] == "line 16: nested deeper than 1,024 levels: not read"
+    assert got[("b_bad.jsonl", 18)] == "line 19: field 'user' is an object where the other rows have a string"
+    assert got[("b_bad.jsonl", 21)] == "line 22: an array, not a JSON object"
+    assert got[("c_huge.jsonl", 4)].startswith("line 5: 209,715,2") and "source.max_record_bytes" in got[
+        ("c_huge.jsonl", 4)]
+    assert all(r["stage"] == "extract" for r in q)
+    assert len(json.loads(q[-1]["record"])["raw"]) <= 4096  # the huge line is not kept
+
+    # the file is fixed: the next run reads it again and sends only the line that was bad
+    (data / "b_bad.jsonl").write_bytes(b"\n".join([json.dumps(r).encode() for r in rows] + [
+        json.dumps({**rows[0], "message_id": "typed", "turn": 7}).encode()]) + b"\n")
+    (data / "c_huge.jsonl").unlink()
+    before = stats(dev_server.url)["messages"]
+    res = sync(mapping, dev_server, tmp_path / "work")
+    assert res.exit_code == 0, res.output
+    assert stats(dev_server.url)["messages"] == before + 1  # the fixed line, once
+    res = sync(mapping, dev_server, tmp_path / "work")
+    assert stats(dev_server.url)["messages"] == before + 1
+
+
+def test_bad_csv_rows_cost_one_row_each_and_a_header_alone_is_empty(tmp_path, dev_server):
+    data = tmp_path / "data"
+    data.mkdir()
+    cols = ["message_id", "user", "conversation_id", "turn", "speaker", "text", "sent_at"]
+    rows = chat_rows(3, 6, prefix="k")
+    rows[4]["text"] = "a message\nover two lines, with a comma"
+
+    def row(r):
+        return ",".join('"' + str(r[c]).replace('"', '""') + '"' for c in cols).encode()
+
+    body = [",".join(cols).encode()] + [row(r) for r in rows]
+    body.insert(3, b'"extra","u0","k0","2","user","eight","fields","here"')  # 8 fields
+    body.insert(9, row({**rows[0], "message_id": "latin"}).replace(b"conversation", b"convers\xe9tion"))
+    (data / "chats.csv").write_bytes(b"\n".join(body) + b"\n")
+    (data / "header_only.csv").write_text(",".join(cols) + "\n")
+    (data / "zero.csv").write_bytes(b"")
+    mapping = sample_mapping_at(tmp_path, data, source={"name": "csv-chats", "format": "csv", "path": str(data)},
+                                content_append=[])
+    body_map = yaml.safe_load(mapping.read_text())
+    body_map["fields"].pop("info")
+    mapping.write_text(yaml.safe_dump(body_map))
+    res = sync(mapping, dev_server, tmp_path / "work")
+    assert res.exit_code == 0, res.output
+    assert_delivered_once(dev_server, rows)
+    q = quarantined(tmp_path / "work")
+    assert [(r["source_file"], r["source_row"], r["reasons"][0]) for r in q] == [
+        ("chats.csv", 2, "row 3: 8 fields where the header has 7"),
+        ("chats.csv", 8, "row 9: column 'text' is not valid UTF-8 (byte 0xe9); set source.encoding for another "
+                         "encoding, or source.encoding_errors: replace")]
+    assert number(res.output, "read") == len(rows) + 2
+
+
+def test_empty_files_are_empty(tmp_path, dev_server):
+    """Zero bytes, a BOM alone, a CSV header alone, a JSON []: no rows, no quarantine, no error;
+    a run whose files are all empty completes with nothing sent."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a_zero.jsonl").write_bytes(b"")
+    (data / "b_bom.jsonl").write_bytes(codecs.BOM_UTF8)
+    (data / "c_blank.jsonl").write_bytes(b"\n  \n\r\n")
+    mapping = sample_mapping_at(tmp_path, data)
+    res = sync(mapping, dev_server, tmp_path / "work")
+    assert res.exit_code == 0, res.output
+    assert number(res.output, "read") == 0 and number(res.output, "quarantined") == 0
+    assert not quarantined(tmp_path / "work") and stats(dev_server.url)["add_requests"] == 0
+    # an empty file first, then one with rows: the mapping is checked against the one with rows
+    (data / "d_rows.jsonl").write_bytes(lines(chat_rows(1, 3, prefix="e")))
+    res = sync(mapping, dev_server, tmp_path / "work")
+    assert res.exit_code == 0 and number(res.output, "delivered") == 3, res.output
+    # a ChatGPT export that is an empty array
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "conversations.json").write_text("[]")
+    m = tmp_path / "chatgpt.yaml"
+    m.write_text(yaml.safe_dump({"preset": "chatgpt-export", "source": {"path": str(export)}}))
+    res = sync(m, dev_server, tmp_path / "w2")
+    assert res.exit_code == 0 and number(res.output, "read") == 0, res.output
+
+
+def test_encodings_are_read_as_written(tmp_path, dev_server):
+    rows = chat_rows(2, 3, prefix="n")
+    for r in rows:
+        r["text"] += " café à l'œuvre"  # œ is in cp1252, not in latin-1
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "utf16.jsonl").write_bytes(codecs.BOM_UTF16_LE + lines(rows[:2]).decode().encode("utf-16-le"))
+    (data / "bom8.jsonl").write_bytes(codecs.BOM_UTF8 + lines(rows[2:4]))
+    mapping = sample_mapping_at(tmp_path, data)
+    res = sync(mapping, dev_server, tmp_path / "work")
+    assert res.exit_code == 0 and number(res.output, "delivered") == 4, res.output
+    cp = tmp_path / "cp"
+    cp.mkdir()
+    (cp / "old.jsonl").write_bytes("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows[4:])
+                                   .encode("cp1252"))
+    m2 = sample_mapping_at(tmp_path, cp, name="cp.yaml")
+    body = yaml.safe_load(m2.read_text())
+    body["source"].update(encoding="cp1252", name="old-chats")
+    m2.write_text(yaml.safe_dump(body))
+    res = sync(m2, dev_server, tmp_path / "work")
+    assert res.exit_code == 0 and number(res.output, "delivered") == 2, res.output
+    assert_delivered_once(dev_server, rows)
+
+
+def test_compressed_and_zipped_files_are_read_as_downloaded(tmp_path, dev_server):
+    rows = chat_rows(6, 4, prefix="z")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.jsonl.gz").write_bytes(gzip.compress(lines(rows[0:4])))
+    (data / "b.jsonl.bz2").write_bytes(bz2.compress(lines(rows[4:8])))
+    (data / "c.jsonl.xz").write_bytes(lzma.compress(lines(rows[8:12])))
+    raw = data / "d.jsonl"
+    raw.write_bytes(lines(rows[12:16]))
+    subprocess.run(["zstd", "-q", "--rm", str(raw)], check=True)
+    with zipfile.ZipFile(data / "e.zip", "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("logs/one.jsonl", lines(rows[16:20]))
+        z.writestr("logs/two.jsonl", lines(rows[20:22]) + b'{"broken\n' + lines(rows[22:24]))
+        z.writestr("README.txt", "not a member")
+    mapping = sample_mapping_at(tmp_path, data)
+    res = sync(mapping, dev_server, tmp_path / "work")
+    assert res.exit_code == 0, res.output
+    assert_delivered_once(dev_server, rows)
+    q = quarantined(tmp_path / "work")
+    assert [(r["source_file"], r["source_row"]) for r in q] == [("e.zip!logs/two.jsonl", 2)]
+    assert q[0]["reasons"][0].startswith("line 3: not JSON")
+    # the archive made again with one member changed (its broken line taken out): only that
+    # member is read again
+    with zipfile.ZipFile(data / "e.zip", "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("logs/one.jsonl", lines(rows[16:20]))
+        z.writestr("logs/two.jsonl", lines(rows[20:24]))
+    before = stats(dev_server.url)["messages"]
+    res = sync(mapping, dev_server, tmp_path / "work", "--json")
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output[res.output.index("{"):])
+    # the broken line was no message of its own: the member's four are delivered already
+    assert report["counts"]["read"] == 4 and report["counts"]["already_delivered"] == 4
+    assert stats(dev_server.url)["messages"] == before
+
+
+def test_chatgpt_export_zip_is_read_as_downloaded(tmp_path, dev_server):
+    sample = Path(__file__).resolve().parent.parent / "schemas" / "presets" / "samples"
+    conv = next(sample.glob("chatgpt*"))
+    conv = conv / "conversations.json" if conv.is_dir() else conv
+    export = tmp_path / "export"
+    export.mkdir()
+    with zipfile.ZipFile(export / "chatgpt-export.zip", "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("conversations.json", conv.read_bytes())
+        z.writestr("user.json", '{"id": "user-1"}')
+        z.writestr("chat.html", "<html></html>")
+    m = tmp_path / "chatgpt.yaml"
+    m.write_text(yaml.safe_dump({"preset": "chatgpt-export", "source": {"path": str(export / "chatgpt-export.zip")}}))
+    res = sync(m, dev_server, tmp_path / "work")
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(yaml.safe_dump({"preset": "chatgpt-export", "source": {"path": str(conv), "name": "plain"}}))
+    res2 = runner.invoke(app, ["plan", str(plain), "--work-dir", str(tmp_path / "w2"), "--target-url", dev_server.url])
+    assert res.exit_code == 0 and res2.exit_code == 0, res.output + res2.output
+    assert number(res.output, "delivered") == number(res2.output, "read") == 6
+    assert "1 read, 0 unchanged" in res.output  # conversations.json only: user.json and chat.html are not members
+
+
+def test_the_wrong_file_behind_the_right_name_is_one_quarantine_row(tmp_path, dev_server):
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = chat_rows(1, 4, prefix="w")
+    (data / "a_good.jsonl").write_bytes(lines(rows))
+    (data / "b_gzipped.jsonl").write_bytes(gzip.compress(lines(chat_rows(1, 2, prefix="x"))))
+    (data / "c_binary.jsonl").write_bytes(bytes(range(256)) * 64)
+    (data / "d_csv.jsonl").write_text("a,b,c\n" + "1,2,3\n" * 30)
+    os.symlink("e_loop.jsonl", data / "e_loop.jsonl")
+    os.symlink("nowhere.jsonl", data / "f_dangling.jsonl")
+    with zipfile.ZipFile(data / "g_empty.zip", "w") as z:
+        z.writestr("notes.txt", "nothing to read")
+    (data / "h_fake.zip").write_bytes(b"PK\x03\x04 this is not an archive")
+    res = sync(sample_mapping_at(tmp_path, data), dev_server, tmp_path / "work")
+    assert res.exit_code == 0, res.output
+    assert_delivered_once(dev_server, rows)
+    q = {r["source_file"]: r["reasons"][0] for r in quarantined(tmp_path / "work")}
+    assert set(q) == {"b_gzipped.jsonl", "c_binary.jsonl", "d_csv.jsonl", "e_loop.jsonl", "f_dangling.jsonl",
+                      "g_empty.zip", "h_fake.zip"}
+    assert "this is a gzip file, not jsonl text" in q["b_gzipped.jsonl"]
+    assert "binary content" in q["c_binary.jsonl"]
+    assert "no line of the first 31 is a JSON object" in q["d_csv.jsonl"]
+    assert "Too many levels of symbolic links" in q["e_loop.jsonl"]
+    assert "No such file" in q["f_dangling.jsonl"]
+    assert "no member of the archive matches" in q["g_empty.zip"] and "notes.txt" in q["g_empty.zip"]
+    assert "not a readable .zip archive" in q["h_fake.zip"]
+
+
+def test_a_corrupt_parquet_row_group_costs_that_group(tmp_path, dev_server):
+    rows = chat_rows(3, 40, prefix="p")  # 12 row groups: one bad is 8%, under load.max_failed_share
+    data = tmp_path / "data"
+    data.mkdir()
+    f = data / "chats.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), f, row_group_size=10, compression="snappy")
+    meta = pq.ParquetFile(f).metadata
+    col = meta.row_group(1).column(meta.schema.names.index("text"))
+    raw = bytearray(f.read_bytes())
+    start = col.data_page_offset  # the text column's pages of row group 1, overwritten
+    raw[start:start + col.total_compressed_size] = b"\xff" * col.total_compressed_size
+    f.write_bytes(bytes(raw))
+    mapping = sample_mapping_at(tmp_path, data, source={"name": "pq", "format": "parquet", "path": str(data)})
+    res = sync(mapping, dev_server, tmp_path / "work")
+    assert res.exit_code == 0, res.output
+    assert_delivered_once(dev_server, rows[:10] + rows[20:])
+    q = quarantined(tmp_path / "work")
+    assert [(r["source_file"], r["source_row"]) for r in q] == [("chats.parquet", 10)]
+    assert q[0]["reasons"][0].startswith("row group 1: cannot read its 10 rows")
+    assert number(res.output, "read") == 120 and number(res.output, "quarantined") == 10
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint):
+    import uuid
+
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    name = f"messy-{uuid.uuid4().hex[:8]}"
+    client.create_bucket(Bucket=name)
+    return client, name
+
+
+def test_s3_gzipped_jsonl_with_a_bad_line(tmp_path, dev_server, s3_endpoint, s3_bucket):
+    client, name = s3_bucket
+    rows = chat_rows(2, 5, prefix="s")
+    body = lines(rows[:5]) + b'{"not": json}\n' + lines(rows[5:])
+    client.put_object(Bucket=name, Key="raw/day.jsonl.gz", Body=gzip.compress(body))
+    with zipfile.ZipFile(tmp_path / "x.zip", "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("more.jsonl", lines(chat_rows(1, 3, prefix="t")))
+    client.put_object(Bucket=name, Key="raw/more.zip", Body=(tmp_path / "x.zip").read_bytes())
+    mapping = sample_mapping_at(tmp_path, tmp_path, source={
+        "name": "s3-messy", "type": "s3", "format": "jsonl",
+        "s3": {"bucket": name, "prefix": "raw/", "endpoint_url": s3_endpoint}})
+    res = sync(mapping, dev_server, tmp_path / "work")
+    assert res.exit_code == 0, res.output
+    assert_delivered_once(dev_server, rows + chat_rows(1, 3, prefix="t"))
+    q = quarantined(tmp_path / "work")
+    assert [(r["source_file"], r["source_row"], r["reasons"][0][:18]) for r in q] == [
+        ("day.jsonl.gz", 5, "line 6: not JSON (")]
+
+
+def _debug_diff(a, b):
+    for k in sorted(set(a) | set(b)):
+        if a.get(k) != b.get(k):
+            x, y = a.get(k) or [], b.get(k) or []
+            print(k, len(x), len(y), [m for m in x if m not in y][:3], [m for m in y if m not in x][:3])
