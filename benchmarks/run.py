@@ -23,7 +23,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
-from benchmarks import cli_bench, load_bench, pipeline_bench, prefect_bench  # noqa: E402
+from benchmarks import cli_bench, load_bench, messy_bench, pipeline_bench, prefect_bench  # noqa: E402
 from benchmarks.data import edit, generate, generate_chatgpt_export, generate_openai_chat, generate_personal  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -226,6 +226,8 @@ def table(r: dict) -> list[tuple[str, str, str, str]]:
                      f"{ch['seconds']:.2f}s, {ch['changed_after_delivery']:,} of {ch['edited']:,} edits seen, "
                      f"{ch['requests']} requests", f"{ch['ratio_to_full']:.3f} of the full sync",
                      "<= 0.1, every edit counted, 0 requests"))
+    if "messy" in r:
+        rows.extend(messy_bench.rows(r["messy"]))
     m = r["memory"]
     sizes = sorted(m, key=int)
     if len(sizes) >= 2:
@@ -271,7 +273,7 @@ def table(r: dict) -> list[tuple[str, str, str, str]]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="small sizes (about 3 minutes)")
-    ap.add_argument("--skip", default="", help="comma-separated: transform,memory,nested,cli,prefect,load")
+    ap.add_argument("--skip", default="", help="comma-separated: transform,memory,nested,cli,prefect,load,messy")
     args = ap.parse_args()
     base = Path(os.environ.get("MEMOS_ETL_BENCH_DIR", "/tmp/memos-etl-bench"))
     base.mkdir(parents=True, exist_ok=True)
@@ -298,6 +300,10 @@ def main() -> None:
         results["cli"] = cli_bench.bench(ledger_work, base / "demo")
         log(f"cli: --help {results['cli']['help_s']:.2f}s, status {results['cli']['status_s']:.2f}s, "
             f"demo first request {results['cli']['demo_first_request_s']:.1f}s")
+    if "messy" not in skip:
+        results["messy"] = messy_bench.run(base, big, peak)
+        log(f"messy JSONL {results['messy']['messy']['ratio']:.2f} of clean, .gz {results['messy']['gz']['ratio']:.2f}, "
+            f".zst {results['messy']['zst']['ratio']:.2f}")
     if "load" not in skip:
         results["load"] = load_bench.bench(generate(base / "mload", 20_000), base / "load", free_port(),
                                            duration=dur)
@@ -318,6 +324,9 @@ def main() -> None:
         for r in [head] + rows:
             print("  ".join(c.ljust(w[i]) for i, c in enumerate(r)))
         print(f"\n{results['seconds']:.0f} s; results in {RESULTS}/ (results.json, results.md, load_vs_concurrency.png)")
+    elif "messy" in results:  # a part of the benchmarks: its own rows
+        for r in messy_bench.rows(results["messy"]):
+            print("  ".join(r))
 
 
 if __name__ == "__main__":
