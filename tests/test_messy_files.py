@@ -341,3 +341,25 @@ def _debug_diff(a, b):
         if a.get(k) != b.get(k):
             x, y = a.get(k) or [], b.get(k) or []
             print(k, len(x), len(y), [m for m in x if m not in y][:3], [m for m in y if m not in x][:3])
+
+
+def test_a_csv_value_that_does_not_convert_late_in_the_file_costs_its_row():
+    """`turn` is an integer in the first block and `abc` in a later one: Arrow's stream stops
+    there, so the column is read again as text and converted batch by batch."""
+    import io
+
+    from tasks.csvfile import csv_batches
+
+    body = "id,turn,text\n" + "".join(f"m{i},{i},hello {i}\n" for i in range(2000))
+    body = body.replace("m1500,1500,", "m1500,abc,")
+    data = body.encode()
+    bad: list = []
+    got = list(csv_batches(lambda: io.BytesIO(data), ",", ["id", "text"], bad, False, block_bytes=4096))
+    table = pa.Table.from_batches([rb.select(["id", "turn"]) for _, rb in got])
+    assert table.num_rows == 1999 and table.schema.field("turn").type == pa.int64()
+    assert "m1500" not in table.column("id").to_pylist()
+    assert [(b.row, b.where, b.reason) for b in bad] == [
+        (1500, "row 1501", "column 'turn' holds 'abc', not int64 like the rows before it")]
+    positions = [p for off, rb in got for p in (rb.column("__memos_etl_row__").to_pylist()
+                 if "__memos_etl_row__" in rb.schema.names else range(off, off + rb.num_rows))]
+    assert positions == [i for i in range(2000) if i != 1500]
