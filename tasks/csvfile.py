@@ -1,8 +1,9 @@
 """CSV read with Arrow's streaming reader, where one bad row costs that row.
 
-- A row with another field count than the header (an extra delimiter, an unbalanced quote
-  that swallowed the next lines) is handed to Arrow's `invalid_row_handler` and becomes a
-  BadRow with its text; a quoted field that holds newlines is one field of a good row.
+- A row with another field count than the header (an extra delimiter, a stray quote) is
+  handed to Arrow's `invalid_row_handler` and becomes a BadRow with its text; a quoted field
+  that holds newlines is one field of a good row, unless its lines have a delimiter for every
+  column: then a quote left open swallowed the rows after it, and the row is a BadRow.
 - Text is read without Arrow's UTF-8 check, then each batch's text columns are checked at
   once (a cast to text validates); only a batch that fails is looked at value by value, and a
   row holding bytes that are not UTF-8 is quarantined (or its bytes replaced).
@@ -89,6 +90,7 @@ def csv_batches(open_stream: Callable, delimiter: str, text_columns: list[str], 
                 done += rb.num_rows  # Arrow's rows passed: what a re-opened stream skips
                 rb, positions = _retype(rb, positions, retyped, bad)
                 rb, positions = _utf8(rb, positions, bad, replace)
+                rb, positions = _swallowed(rb, positions, bad, delimiter)
                 if rb.num_rows == 0:
                     continue
                 if positions[-1] - positions[0] + 1 != len(positions):
@@ -158,6 +160,32 @@ def _retype(rb: pa.RecordBatch, positions: np.ndarray, retyped: dict, bad: list[
         rb, positions = rb.filter(keep), positions[ok]
         rb = rb.set_column(i, name, pc.cast(pc.utf8_trim_whitespace(rb.column(i)), want))
     return rb, positions
+
+
+def _swallowed(rb: pa.RecordBatch, positions: np.ndarray, bad: list[BadRow], delimiter: str):
+    """Rows where a quote left open swallowed the lines after it: a field holding lines that
+    have a delimiter for every column are rows of their own, not a multi-line message. Only
+    values with a newline are looked at (few); such a row is quarantined with what it holds."""
+    need = max(1, rb.num_columns - 1)
+    ok = None
+    for i, f in enumerate(rb.schema):
+        if not (pa.types.is_string(f.type) or pa.types.is_large_string(f.type)) or f.name == ROW_COLUMN:
+            continue
+        multi = pc.fill_null(pc.match_substring(rb.column(i), "\n"), False)
+        if not pc.any(multi).as_py():
+            continue
+        for j in np.flatnonzero(multi.to_numpy(zero_copy_only=False)):
+            text = rb.column(i)[int(j)].as_py()
+            rows = sum(1 for line in text.split("\n")[1:] if line.count(delimiter) >= need)
+            if rows:
+                ok = np.ones(rb.num_rows, dtype=bool) if ok is None else ok
+                ok[j] = False
+                bad.append(BadRow(int(positions[j]), f"row {int(positions[j]) + 1}",
+                                  f"column {f.name!r} holds {rows} line(s) that look like rows of their own: a quote "
+                                  "left open swallowed them; close it and the rows load", _row_text(rb, int(j))))
+    if ok is None:
+        return rb, positions
+    return rb.filter(pa.array(ok)), positions[ok]
 
 
 def _utf8(rb: pa.RecordBatch, positions: np.ndarray, bad: list[BadRow], replace: bool):

@@ -120,7 +120,7 @@ def test_bad_csv_rows_cost_one_row_each_and_a_header_alone_is_empty(tmp_path, de
     data = tmp_path / "data"
     data.mkdir()
     cols = ["message_id", "user", "conversation_id", "turn", "speaker", "text", "sent_at"]
-    rows = chat_rows(3, 6, prefix="k")
+    rows = chat_rows(3, 12, prefix="k")  # 36: three bad rows stay under load.max_failed_share
     rows[4]["text"] = "a message\nover two lines, with a comma"
 
     def row(r):
@@ -129,6 +129,11 @@ def test_bad_csv_rows_cost_one_row_each_and_a_header_alone_is_empty(tmp_path, de
     body = [",".join(cols).encode()] + [row(r) for r in rows]
     body.insert(3, b'"extra","u0","k0","2","user","eight","fields","here"')  # 8 fields
     body.insert(9, row({**rows[0], "message_id": "latin"}).replace(b"conversation", b"convers\xe9tion"))
+    # a quote left open: the next two rows end up inside its text, up to the next quote
+    body.insert(14, b'open,u0,k9,1,user,"it never closes,2024-03-01T01:00:00+00:00')
+    body.insert(15, b'o2,u0,k9,2,assistant,swallowed,2024-03-01T02:00:00+00:00')
+    body.insert(16, b'o3,u0,k9,3,user,swallowed too,2024-03-01T03:00:00+00:00')
+    body.insert(17, b'o4,u0,k9,4,assistant,"and" closed,2024-03-01T04:00:00+00:00')
     (data / "chats.csv").write_bytes(b"\n".join(body) + b"\n")
     (data / "header_only.csv").write_text(",".join(cols) + "\n")
     (data / "zero.csv").write_bytes(b"")
@@ -144,8 +149,10 @@ def test_bad_csv_rows_cost_one_row_each_and_a_header_alone_is_empty(tmp_path, de
     assert [(r["source_file"], r["source_row"], r["reasons"][0]) for r in q] == [
         ("chats.csv", 2, "row 3: 8 fields where the header has 7"),
         ("chats.csv", 8, "row 9: column 'text' is not valid UTF-8 (byte 0xe9); set source.encoding for another "
-                         "encoding, or source.encoding_errors: replace")]
-    assert number(res.output, "read") == len(rows) + 2
+                         "encoding, or source.encoding_errors: replace"),
+        ("chats.csv", 13, "row 14: column 'text' holds 2 line(s) that look like rows of their own: a quote left "
+                          "open swallowed them; close it and the rows load")]
+    assert number(res.output, "read") == len(rows) + 3
 
 
 def test_empty_files_are_empty(tmp_path, dev_server):
