@@ -32,6 +32,7 @@ from tasks.ledger import BatchRecord, Ledger, LedgerError, erased_mask
 from tasks.ledger.deliveries import unit_hashes
 from tasks.quarantine import QuarantineWriter, rows_table
 from tasks.reconcile import check
+from tasks.order import SortedRuns, bucket_parts, sort_runs
 from tasks.stage import read_bucket
 
 log = logging.getLogger("memos_etl.load")
@@ -83,34 +84,68 @@ def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | No
 
 def load_bucket(ctx: LoadContext, stage_dir: Path, bucket: int) -> Counts:
     counts = Counts()
-    table = sort_conversations(read_bucket(stage_dir, bucket))
-    table = drop_erased(table, ctx.erased, counts)  # staging dropped them already, unless erased since
-    table, hold = _split_deleted(ctx, table, counts)
-    table, dups = drop_duplicates(table)
-    counts.duplicates += dups.num_rows
+    hold: set = set()  # conversations whose messages wait for a rewrite
+    parts = bucket_parts(stage_dir, bucket)
+    staged = sum(p.stat().st_size for p in parts)
+    if staged > ctx.load.sort_in_memory_bytes:
+        # too big to sort in memory (one long conversation, say): ordered from sorted runs on
+        # disk and loaded in slices, with the same requests
+        runs = sort_runs(parts, stage_dir.parent / "order" / f"bucket={bucket:04d}", ctx.load.sort_in_memory_bytes,
+                         lambda part: _prepare(ctx, part, counts, hold))
+        log.info("bucket %d: %.1f MiB staged (load.sort_in_memory_bytes: %.1f MiB), ordered from %d sorted runs "
+                 "on disk", bucket, staged / 2**20, ctx.load.sort_in_memory_bytes / 2**20, len(runs.runs))
+        try:
+            return _with_leases(ctx, runs.conversations, runs.rows, counts, hold,
+                                lambda held, erased: _load_stream(ctx, runs, held, erased, counts, bucket, hold))
+        finally:
+            runs.close()
+    table = _prepare(ctx, sort_conversations(read_bucket(stage_dir, bucket)), counts, hold)
     if ctx.outbox is None and table.num_rows:  # what the ledger keeps of each message it sends
         table = table.append_column("fp", pa.array(fingerprints(table))).append_column(
             "unit", pa.array(unit_hashes(ctx.mapping.source.name, table.column("source_file"))))
-    # lease the bucket's conversations first, then ask the ledger what is delivered: a run
-    # that held them before us has recorded everything it sent by the time we get them
     runs = conversation_runs(table)
+
+    def leased(held: set, erased: tuple | None) -> Counts:
+        nonlocal table, runs
+        if erased is not None:
+            before = table.num_rows
+            table = drop_erased(table, erased, counts)
+            if table.num_rows != before:
+                runs = conversation_runs(table)
+        return _load_leased(ctx, table, runs, held, counts, bucket, hold)
+
+    return _with_leases(ctx, runs[1], table.num_rows, counts, hold, leased)
+
+
+def _prepare(ctx: LoadContext, table: pa.Table, counts: Counts, hold: set) -> pa.Table:
+    """A sorted table's rows that are candidates to send: erased, deleted-in-source and
+    repeated rows counted and dropped. Row by row and key by key, so it gives the same on a
+    bucket's hash partition of keys (tasks/order.py) as on the whole bucket."""
+    table = drop_erased(table, ctx.erased, counts)  # staging dropped them already, unless erased since
+    table, rewrite = _split_deleted(ctx, table, counts)
+    hold |= rewrite
+    table, dups = drop_duplicates(table)
+    counts.duplicates += dups.num_rows
+    return table
+
+
+def _with_leases(ctx: LoadContext, convs: list, left: int, counts: Counts, hold: set, load) -> Counts:
+    """Lease the bucket's conversations `convs` first, then `load(held, erased)`: `held` the
+    conversations this run got, `erased` the tombstones if they changed since the run began
+    (else None). A run that held them before us has recorded everything it sent by the time
+    we get them. `left`: the rows to settle, pending if the ledger goes away."""
     if ctx.outbox is not None:  # a dry run sends nothing, so it takes no leases either
-        return _load_leased(ctx, table, runs, set(runs[1]), counts, bucket, hold)
-    settled, left = counts.outcomes(), table.num_rows
+        return load(set(convs), None)
+    settled = counts.outcomes()
     try:
-        held = ctx.ledger.acquire(ctx.target, ctx.run_id, runs[1], ctx.load.lease_ttl_s)
+        held = ctx.ledger.acquire(ctx.target, ctx.run_id, convs, ctx.load.lease_ttl_s)
         try:
             # tombstones again, now that the leases are ours: `forget` writes its tombstone, then
             # waits for leases, so either it waits for this bucket or this bucket sees the tombstone
             erased = ctx.ledger.tombstones()
-            if erased != ctx.erased:
-                before = table.num_rows
-                table = drop_erased(table, erased, counts)
-                if table.num_rows != before:
-                    runs = conversation_runs(table)
             if not ctx.rewriting:  # conversations a rewrite is replacing get their messages from it
                 hold |= ctx.ledger.rewrite_pairs(ctx.target)
-            return _load_leased(ctx, table, runs, held, counts, bucket, hold)
+            return load(held, erased if erased != ctx.erased else None)
         finally:
             ctx.ledger.release(ctx.target, ctx.run_id, sorted(held))
     except LedgerError as exc:
@@ -126,49 +161,148 @@ def load_bucket(ctx: LoadContext, stage_dir: Path, bucket: int) -> Counts:
 
 def _load_leased(ctx: LoadContext, table: pa.Table, runs: tuple, held: set, counts: Counts, bucket: int,
                  hold: set) -> Counts:
-    conv, convs = runs  # of `table` as given: each row's conversation number, the conversations
-    busy_conv = np.fromiter((p not in held for p in convs), dtype=bool, count=len(convs))
-    if busy_conv.any():
-        busy = busy_conv[conv]
-        counts.pending += int(busy.sum())  # another run is sending to these conversations now
-        counts.leased_elsewhere += int(busy_conv.sum())
-        table = table.filter(pa.array(~busy))
+    table = _drop_busy(table, runs, held, counts, set())
     table = _drop_known(ctx, table, counts, hold)
     # what each conversation already delivered, read once for both checks below
     marks = ctx.ledger.last_orders(ctx.target, table.column("conversation_id").to_pylist()) if table.num_rows else {}
     table = _late(ctx, table, counts, bucket, marks)
     table = _conversation_checks(ctx, table, counts, marks)
+    sending = _Sending(ctx, bucket)
+    try:
+        sending.send(_requests(ctx, table), table, counts)
+    finally:
+        sending.close()
+    return counts
+
+
+def _load_stream(ctx: LoadContext, runs: SortedRuns, held: set, erased: tuple | None, counts: Counts, bucket: int,
+                 hold: set) -> Counts:
+    """_load_leased for a bucket as sorted runs on disk, in slices of its order, with the same
+    requests. What _load_leased reads of the whole table first is read for the whole bucket
+    before the first request: the ledger's requests in doubt and last orders per conversation
+    (sending changes both), and, when a policy needs it, which conversations change (on_change:
+    replace holds them whole) and which have a user message (checks), in one pass over the runs.
+    A request that could grow into the next slice waits for it."""
+    ids = [c for _, c in runs.conversations]
+    blocked = set() if ctx.resend_in_doubt else ctx.ledger.in_doubt_conversations(ctx.target, ids)
+    marks = ctx.ledger.last_orders(ctx.target, ids) if runs.rows else {}
+    sending = _Sending(ctx, bucket)
+    with_user = None
+    try:
+        if (ctx.mapping.on_change == "replace" and not ctx.rewriting) or \
+                ctx.mapping.checks.conversation_needs_user_message:
+            with_user = _survey(ctx, runs, held, erased, hold, blocked, marks, sending)
+        late, done, prev, carry = counts.late, 0, [None, None], None
+        for part in runs.ordered():
+            if ctx.stop.is_set():  # the run is stopping: what is left waits for the next run
+                break
+            done += part.num_rows
+            if erased is not None:
+                part = drop_erased(part, erased, counts)
+            part = _drop_busy(part, conversation_runs(part), held, counts, sending.busy)
+            if ctx.outbox is None and part.num_rows:
+                part = part.append_column("fp", pa.array(fingerprints(part))).append_column(
+                    "unit", pa.array(unit_hashes(ctx.mapping.source.name, part.column("source_file"))))
+            part = _drop_known(ctx, part, counts, hold, blocked)
+            part = _late(ctx, part, counts, bucket, marks, warn=False)
+            part = _conversation_checks(ctx, part, counts, marks, prev, with_user)
+            table = part if carry is None else pa.concat_tables([carry, part]).combine_chunks()
+            batches = _requests(ctx, table)
+            if batches:
+                sending.send(batches[:-1], table, counts)
+                carry = table.slice(batches[-1].rows[0])  # the last request may go on in the next slice
+        counts.pending += runs.rows - done
+        if carry is not None:
+            sending.send(_requests(ctx, carry), carry, counts)
+        if counts.late > late and ctx.load.late_messages == "append":
+            log.warning("bucket %d: %d messages are older than what their conversations already hold; "
+                        "appending them (load.late_messages=append)", bucket, counts.late - late)
+    finally:
+        sending.close()
+    return counts
+
+
+def _survey(ctx: LoadContext, runs: SortedRuns, held: set, erased: tuple | None, hold: set, blocked: set,
+            marks: dict, sending: "_Sending") -> set:
+    """One pass over a bucket's runs, before anything is sent, for what needs whole
+    conversations: adds to `hold` the conversations on_change: replace will rewrite (as
+    _drop_known does), and returns the conversations with a user message among the rows
+    that would be sent. Counts nothing (the slices count) and quarantines nothing."""
+    scratch = Counts()
+    with_user: set = set()
+    for chunk in runs.chunks():
+        sending.renew()
+        if erased is not None:
+            chunk = drop_erased(chunk, erased, scratch)
+        chunk = _drop_busy(chunk, conversation_runs(chunk), held, scratch, set())
+        chunk = _drop_known(ctx, chunk, scratch, hold, blocked)
+        late = _late_mask(chunk, marks)
+        if late is not None and ctx.load.late_messages == "quarantine":
+            chunk = chunk.filter(pa.array(~late))
+        users = chunk.filter(pc.fill_null(pc.equal(chunk.column("role"), "user"), False))
+        if users.num_rows:
+            with_user.update(conversation_runs(users)[1])
+    return with_user
+
+
+class _Sending:
+    """Sends a bucket's requests in order, a list (a slice's) at a time: a conversation whose
+    request did not settle sends nothing more; the leases are renewed as it goes."""
+
+    def __init__(self, ctx: LoadContext, bucket: int):
+        self.ctx = ctx
+        self.quarantine = QuarantineWriter(ctx.quarantine_dir, f"load-{bucket:04d}")
+        self.renewed = time.monotonic()
+        self.stopped: tuple | None = None  # (user, conversation) whose later requests wait
+        self.busy: set = set()  # conversations leased elsewhere, counted once
+
+    def send(self, batches: list[RequestBatch], table: pa.Table, counts: Counts) -> None:
+        ctx = self.ctx
+        for b in batches:
+            conv = (b.user_id, b.conversation_id)
+            if conv == self.stopped:
+                # later requests of this conversation must wait: order inside it is the contract
+                counts.pending += b.n_messages
+                continue
+            self.renew()
+            if ctx.stop.is_set():  # the run is stopping: what is left waits for the next run
+                counts.pending += b.n_messages
+                outcome = "pending"
+            else:
+                outcome = _send(ctx, b, table, counts, self.quarantine)
+            if outcome in ("pending", "in_doubt"):
+                self.stopped = conv
+
+    def renew(self) -> None:
+        ctx = self.ctx
+        if ctx.outbox is None and time.monotonic() - self.renewed > ctx.load.lease_ttl_s / 3:
+            ctx.ledger.renew(ctx.target, ctx.run_id, ctx.load.lease_ttl_s)
+            self.renewed = time.monotonic()
+
+    def close(self) -> None:
+        self.quarantine.close()
+        release_unused()
+
+
+def _requests(ctx: LoadContext, table: pa.Table) -> list[RequestBatch]:
     provenance = {"source": ctx.mapping.source.name, "run_id": ctx.run_id, "loader": "memos-etl"}
     # a dry run writes no ledger rows, so it needs no message hashes
-    batches = make_batches(table, ctx.load, ctx.target, provenance, ctx.mapping.tags, hashes=ctx.outbox is None)
-    quarantine = QuarantineWriter(ctx.quarantine_dir, f"load-{bucket:04d}")
-    renewed = time.monotonic()
-    try:
-        i = 0
-        while i < len(batches):
-            if time.monotonic() - renewed > ctx.load.lease_ttl_s / 3 and ctx.outbox is None:
-                ctx.ledger.renew(ctx.target, ctx.run_id, ctx.load.lease_ttl_s)
-                renewed = time.monotonic()
-            conv = (batches[i].user_id, batches[i].conversation_id)
-            j = i
-            while j < len(batches) and (batches[j].user_id, batches[j].conversation_id) == conv:
-                j += 1
-            for k in range(i, j):
-                if ctx.stop.is_set():  # the run is stopping: what is left waits for the next run
-                    counts.pending += batches[k].n_messages
-                    outcome = "pending"
-                else:
-                    outcome = _send(ctx, batches[k], table, counts, quarantine)
-                if outcome in ("pending", "in_doubt"):
-                    # later requests of this conversation must wait: order inside it is the contract
-                    for b in batches[k + 1:j]:
-                        counts.pending += b.n_messages
-                    break
-            i = j
-    finally:
-        quarantine.close()
-        release_unused()
-    return counts
+    return make_batches(table, ctx.load, ctx.target, provenance, ctx.mapping.tags, hashes=ctx.outbox is None)
+
+
+def _drop_busy(table: pa.Table, runs: tuple, held: set, counts: Counts, seen: set) -> pa.Table:
+    """Rows of conversations another run is sending to now (not in `held`): pending. Each
+    such conversation is counted once (`seen`: the ones counted before)."""
+    conv, convs = runs  # of `table` as given: each row's conversation number, the conversations
+    busy_conv = np.fromiter((p not in held for p in convs), dtype=bool, count=len(convs))
+    if not busy_conv.any():
+        return table
+    busy = busy_conv[conv]
+    counts.pending += int(busy.sum())
+    new = {p for p, b in zip(convs, busy_conv.tolist()) if b} - seen
+    counts.leased_elsewhere += len(new)
+    seen |= new
+    return table.filter(pa.array(~busy))
 
 
 def drop_erased(table: pa.Table, erased: tuple, counts: Counts) -> pa.Table:
@@ -203,7 +337,12 @@ def _split_deleted(ctx: LoadContext, table: pa.Table, counts: Counts) -> tuple[p
     return table.filter(pa.array(~gone)), rewrite
 
 
-def _drop_known(ctx: LoadContext, table: pa.Table, counts: Counts, hold: set | None = None) -> pa.Table:
+def _drop_known(ctx: LoadContext, table: pa.Table, counts: Counts, hold: set | None = None,
+                blocked: set | None = None) -> pa.Table:
+    """Rows the ledger knows (delivered, failed, in doubt, changed after delivery) counted and
+    dropped; rows of conversations waiting on a request in doubt (`blocked`, else looked up)
+    or held for a rewrite (`hold`, which conversations changed under on_change: replace join)
+    pending."""
     known = ctx.ledger.known_messages(ctx.target, table.column("key_lo").to_numpy(),
                                       table.column("key_hi").to_numpy())
     status = known.status
@@ -239,7 +378,8 @@ def _drop_known(ctx: LoadContext, table: pa.Table, counts: Counts, hold: set | N
         keep = status == ""
         # a conversation waiting on an unconfirmed request takes nothing new: sending its later
         # messages first would put them ahead of the ones that may still be missing
-        blocked = ctx.ledger.in_doubt_conversations(ctx.target, table.column("conversation_id").to_pylist())
+        if blocked is None:
+            blocked = ctx.ledger.in_doubt_conversations(ctx.target, table.column("conversation_id").to_pylist())
         if blocked:
             conv, convs = conversation_runs(table)
             waiting = keep & np.fromiter((p in blocked for p in convs), dtype=bool, count=len(convs))[conv]
@@ -254,22 +394,17 @@ def _drop_known(ctx: LoadContext, table: pa.Table, counts: Counts, hold: set | N
     return table if keep.all() else table.filter(pa.array(keep))
 
 
-def _late(ctx: LoadContext, table: pa.Table, counts: Counts, bucket: int, marks: dict) -> pa.Table:
+def _late(ctx: LoadContext, table: pa.Table, counts: Counts, bucket: int, marks: dict, warn: bool = True) -> pa.Table:
     """Messages ordered before what their conversation already delivered: append or quarantine."""
-    if table.num_rows == 0 or not marks:
-        return table
-    conv, convs = conversation_runs(table)
-    last = np.array([marks.get(k) if marks.get(k) is not None else np.iinfo(np.int64).min
-                     for k in convs], dtype=np.int64)[conv]
-    order = pc.fill_null(order_values(table), np.iinfo(np.int64).max).to_numpy()
-    late = order < last
-    n_late = int(late.sum())
+    late = _late_mask(table, marks)
+    n_late = int(late.sum()) if late is not None else 0
     if not n_late:
         return table
     counts.late += n_late
     if ctx.load.late_messages == "append":
-        log.warning("bucket %d: %d messages are older than what their conversations already hold; "
-                    "appending them (load.late_messages=append)", bucket, n_late)
+        if warn:
+            log.warning("bucket %d: %d messages are older than what their conversations already hold; "
+                        "appending them (load.late_messages=append)", bucket, n_late)
         return table
     bad = table.filter(pa.array(late))
     _quarantine_rows(ctx, bad, ["late: older than messages already delivered to this conversation "
@@ -277,23 +412,44 @@ def _late(ctx: LoadContext, table: pa.Table, counts: Counts, bucket: int, marks:
     return table.filter(pa.array(~late))
 
 
-def _conversation_checks(ctx: LoadContext, table: pa.Table, counts: Counts, delivered: dict) -> pa.Table:
-    """Checks that need a whole conversation: time going backwards (reported), no user message."""
+def _late_mask(table: pa.Table, marks: dict) -> np.ndarray | None:
+    """Per row: ordered before the last message its conversation delivered (`marks`)."""
+    if table.num_rows == 0 or not marks:
+        return None
+    conv, convs = conversation_runs(table)
+    last = np.array([marks.get(k) if marks.get(k) is not None else np.iinfo(np.int64).min
+                     for k in convs], dtype=np.int64)[conv]
+    order = pc.fill_null(order_values(table), np.iinfo(np.int64).max).to_numpy()
+    return order < last
+
+
+def _conversation_checks(ctx: LoadContext, table: pa.Table, counts: Counts, delivered: dict,
+                         prev: list | None = None, with_user: set | None = None) -> pa.Table:
+    """Checks that need a whole conversation: time going backwards (reported), no user message.
+    For a slice of a longer ordered stream: `prev` is [conversation, chat_time] of the row
+    before the slice (updated to its last row), `with_user` the conversations that have a
+    user message anywhere."""
     if table.num_rows == 0:
         return table
     conv, convs = conversation_runs(table)
     new_conv = np.r_[True, conv[1:] != conv[:-1]]
     times = table.column("chat_time").cast(pa.int64()).to_numpy(zero_copy_only=False)
-    if len(times) > 1:
-        back = np.zeros(len(times), dtype=bool)
-        with np.errstate(invalid="ignore"):
-            back[1:] = (~new_conv[1:]) & (times[1:] < times[:-1])
-        counts.out_of_order += int(back.sum())  # ordered by seq anyway; chat_time is sent as it is
+    back = np.zeros(len(times), dtype=bool)
+    with np.errstate(invalid="ignore"):
+        back[1:] = (~new_conv[1:]) & (times[1:] < times[:-1])
+        if prev is not None:
+            back[0] = prev[0] == convs[0] and bool(times[0] < prev[1])
+    counts.out_of_order += int(back.sum())  # ordered by seq anyway; chat_time is sent as it is
+    if prev is not None:
+        prev[:] = [convs[-1], times[-1]]
     if not ctx.mapping.checks.conversation_needs_user_message:
         return table
-    is_user = pc.fill_null(pc.equal(table.column("role"), "user"), False).to_numpy(zero_copy_only=False)
-    has_user = np.zeros(len(convs), dtype=bool)
-    has_user[conv[is_user]] = True
+    if with_user is not None:
+        has_user = np.fromiter((p in with_user for p in convs), dtype=bool, count=len(convs))
+    else:
+        is_user = pc.fill_null(pc.equal(table.column("role"), "user"), False).to_numpy(zero_copy_only=False)
+        has_user = np.zeros(len(convs), dtype=bool)
+        has_user[conv[is_user]] = True
     # a conversation that delivered messages before may go on without a user message
     bad_conv = np.fromiter((not u and p not in delivered for u, p in zip(has_user.tolist(), convs)), dtype=bool,
                            count=len(convs))
