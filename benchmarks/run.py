@@ -23,7 +23,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
-from benchmarks import cli_bench, load_bench, messy_bench, pipeline_bench, prefect_bench  # noqa: E402
+from benchmarks import (cli_bench, conversation_bench, load_bench, messy_bench, pipeline_bench,  # noqa: E402
+                        prefect_bench)
 from benchmarks.data import edit, generate, generate_chatgpt_export, generate_openai_chat, generate_personal  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -247,6 +248,13 @@ def table(r: dict) -> list[tuple[str, str, str, str]]:
                      f"({ce['messages']:,} messages)", f"{ce['peak_rss_bytes'] / 2**20:.0f} MiB peak RSS",
                      f"{ce['peak_rss_bytes'] / ce['file_bytes']:.2f} of the file's size, "
                      f"{ce['messages'] / ce['seconds'] * 60 / 1e6:.2f}M msg/min", "< 1 GiB"))
+    if "conversation" in r:
+        cv = r["conversation"]
+        one, flat = cv["one_conversation"], cv["flat"]
+        rows.append((f"dry run, {one['messages']:,} messages in one conversation (JSONL)",
+                     f"{one['peak_rss_bytes'] / 2**20:.0f} MiB peak RSS, {one['per_min'] / 1e6:.2f}M msg/min",
+                     f"{cv['rss_ratio']:.2f}x the peak of {flat['messages']:,} in 20-message conversations "
+                     f"({flat['peak_rss_bytes'] / 2**20:.0f} MiB); {cv['speed_ratio']:.2f} of its msg/min", "<= 1.2x"))
     if "cli" in r:
         c = r["cli"]
         rows.append(("`memos-etl --help` / `memos-etl status`", f"{c['help_s']:.2f}s / {c['status_s']:.2f}s",
@@ -273,7 +281,8 @@ def table(r: dict) -> list[tuple[str, str, str, str]]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="small sizes (about 3 minutes)")
-    ap.add_argument("--skip", default="", help="comma-separated: transform,memory,nested,cli,prefect,load,messy")
+    ap.add_argument("--skip", default="",
+                    help="comma-separated: transform,memory,nested,conversation,cli,prefect,load,messy")
     args = ap.parse_args()
     base = Path(os.environ.get("MEMOS_ETL_BENCH_DIR", "/tmp/memos-etl-bench"))
     base.mkdir(parents=True, exist_ok=True)
@@ -295,6 +304,8 @@ def main() -> None:
         results["memory"] = memory(base, mem)
     if "nested" not in skip:
         results["nested_memory"] = nested_memory(base, mem, export_bytes)
+    if "conversation" not in skip:
+        results["conversation"] = conversation_bench.bench(base, *conversation_bench.sizes(args.quick), log=log)
     if "cli" not in skip:
         ledger_work = base / "work-full" if (base / "work-full" / "ledger.db").exists() else base / "cli-empty"
         results["cli"] = cli_bench.bench(ledger_work, base / "demo")
