@@ -4,11 +4,15 @@ The stream is cut into blocks of whole lines (`BLOCK_BYTES`; a longer line is re
 to `source.max_record_bytes`, and beyond that streamed past and quarantined with its size).
 Each block takes the fast path when it can: checked to be UTF-8 without NUL bytes and without
 a line nested deep enough to overflow Arrow's recursive parser (`OPENERS_PER_LINE`), then
-parsed by Arrow in one call. Only a block that fails is read line by line (orjson, which
-checks UTF-8 and stops at 1,024 levels): a line that does not decode, is not JSON, is not an
-object, or whose fields have another JSON type than the other rows' becomes a `BadRow`; the
-rest of the block is parsed by Arrow as usual. A file with one bad line among millions is one
-slow block, not a slow file.
+parsed by Arrow in one call. A block that fails has its bad lines found (`Block.recover`):
+bytes that are not UTF-8 by a decode that names the byte, NUL bytes by a search, then Arrow
+parses the good lines in pieces and its own errors name the row that is bad; each is cut out
+and the rest parsed, so a block with a few bad lines costs about one more parse. Past
+RECOVERIES bad lines in a block, or when a file's first rows disagree on a field's type, the
+block is read line by line (orjson, which checks UTF-8 and stops at 1,024 levels; a field's
+type is then the block's majority). Either way a line that does not decode, is not JSON, is
+not an object, or whose fields have another JSON type than the other rows' becomes a
+`BadRow`. A file with one bad line among millions is one slower block, not a slow file.
 
 Records are numbered as Arrow numbers rows: non-blank lines from 0, bad ones included, so a
 good row's `source_row` does not move when a line before it is fixed. Physical line numbers
@@ -17,6 +21,8 @@ good row's `source_row` does not move when a line before it is fixed. Physical l
 
 from __future__ import annotations
 
+import codecs
+import re
 from typing import BinaryIO, Iterator
 
 import numpy as np
@@ -207,8 +213,8 @@ def _read(lines: list[bytes], schema: pa.Schema | None) -> pa.Table:
     data = b"\n".join(lines)
     parse = pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer") if schema is not None \
         else None
-    return pajson.read_json(pa.BufferReader(data), read_options=pajson.ReadOptions(block_size=len(data) + 64),
-                            parse_options=parse)
+    opts = pajson.ReadOptions(block_size=len(data) + 64, use_threads=False)  # one block: nothing to share out
+    return pajson.read_json(pa.BufferReader(data), read_options=opts, parse_options=parse)
 
 
 def _isolate(lines: list[bytes], recs: list[int], schema: pa.Schema | None, where, bad: list[BadRow]):
@@ -294,13 +300,18 @@ def flat_batches(fh: BinaryIO, bad: list[BadRow], max_record_bytes: int, replace
             try:
                 table = _read([data], schema)
                 records = table.num_rows
-                if not _records_in(data, records):  # two objects on one line, say: read it line by line
+                if not _records_in(data, records):  # two objects on one line, say: find the line
                     table = None
             except pa.ArrowInvalid:
                 table = None
         if table is None:
             before = len(bad)
-            table, records = slow_block(data, line0, rec0, schema, replace, bad)
+            found = Block(data, line0, rec0).recover(schema, replace, bad)
+            if found is None:  # too many to cut out one by one, or the first block's types in question
+                del bad[before:]
+                table, records = slow_block(data, line0, rec0, schema, replace, bad)
+            else:
+                table, records = found
             if schema is None and table is None and len(bad) - before >= min(NOT_JSONL_AFTER, records):
                 first = bad[before]
                 raise NotJsonl(f"no line of the first {records} is a JSON object ({first.where}: {first.reason})")
@@ -311,6 +322,156 @@ def flat_batches(fh: BinaryIO, bad: list[BadRow], max_record_bytes: int, replace
             schema = as_schema(table.schema)
         for rb in table.combine_chunks().to_batches():
             yield (rec0 if ROW_COLUMN not in rb.schema.names else int(rb.column(ROW_COLUMN)[0].as_py())), rb
+
+
+#: at most this many bad lines are cut out of a block by Arrow's own error messages; beyond,
+#: the block is read line by line (orjson), which costs the same whatever the number
+RECOVERIES = 64
+#: a block with bad lines is parsed in pieces of about this many bytes
+PIECE_BYTES = 256 << 10
+#: in a file's first block, a field's type is the one its first rows agree on when at least this
+#: many do before a row differs; fewer, and the block's majority decides (line by line)
+FIRST_AGREE = 16
+_CHANGED = re.compile(r"Column\(([^)]*)\) changed from (\w+) to (\w+) in row (\d+)")
+_IN_ROW = re.compile(r"JSON parse error: (.*?)\.? in row (\d+)$")
+_KINDS = {"object": "an object", "array": "an array", "string": "a string", "number": "a number",
+          "boolean": "a boolean", "null": "null"}
+
+
+class Block:
+    """A block Arrow could not take whole, its bad lines found from Arrow's own errors (which
+    name the row) and a UTF-8 check that names the byte: the good lines are parsed by Arrow
+    in runs between the bad ones, so a block with a few bad lines costs about two parses."""
+
+    def __init__(self, data: bytes, line0: int, rec0: int):
+        self.data, self.line0, self.rec0 = data, line0, rec0
+        a = np.frombuffer(data, np.uint8)
+        nl = np.flatnonzero(a == 10)
+        self.starts = np.r_[0, nl + 1]
+        self.ends = np.r_[nl, len(data)]
+        if data.endswith(b"\n"):
+            self.starts, self.ends = self.starts[:-1], self.ends[:-1]
+        # blank lines are not records: a line is blank when empty or all whitespace (only the
+        # lines that start with whitespace are looked at one by one: few)
+        first = a[np.minimum(self.starts, len(data) - 1)] if len(data) else np.empty(0, np.uint8)
+        maybe = np.flatnonzero((self.starts >= self.ends) | (first == 32) | (first == 9) | (first == 13))
+        blank = [int(i) for i in maybe if not data[self.starts[i]:self.ends[i]].strip()]
+        self.lines = np.delete(np.arange(len(self.starts)), blank)  # record -> line in the block
+        self.bad: dict[int, str] = {}  # record in the block -> reason
+
+    def _line_of(self, pos: int) -> int:
+        return int(np.searchsorted(self.ends, pos))
+
+    def _mark(self, line: int, reason: str) -> None:
+        r = int(np.searchsorted(self.lines, line))
+        if r < len(self.lines) and self.lines[r] == line:
+            self.bad.setdefault(r, reason)
+
+    def _raw(self, r: int) -> bytes:
+        i = self.lines[r]
+        return self.data[self.starts[i]:self.ends[i]].rstrip(b"\r")
+
+    def recover(self, schema: pa.Schema | None, replace: bool, bad: list[BadRow]):
+        """(good rows with ROW_COLUMN, records in the block), or None for the line-by-line read."""
+        data = self.data
+        pos = 0
+        view = memoryview(data)
+        while pos < len(data):  # each bad byte once: the decode goes on after its line
+            try:
+                codecs.utf_8_decode(view[pos:], "strict", True)
+                break
+            except UnicodeDecodeError as exc:
+                if replace:
+                    return None
+                line = self._line_of(pos + exc.start)
+                self._mark(line, check_line(self._raw_line(line), False)[2] or "not valid UTF-8")
+                pos = int(self.ends[line]) + 1
+        pos = data.find(b"\x00")
+        while pos >= 0:
+            line = self._line_of(pos)
+            self._mark(line, "holds NUL bytes: not a JSON line")
+            pos = data.find(b"\x00", int(self.ends[line]) + 1)
+        if _maybe_deep(data):
+            for r in range(len(self.lines)):
+                raw = self._raw(r)
+                if r not in self.bad and raw.count(b"[") + raw.count(b"{") >= OPENERS_PER_LINE:
+                    reason = check_line(raw, False)[2]
+                    if reason is not None:
+                        self.bad[r] = reason
+        if len(self.bad) > RECOVERIES:
+            return None
+        parts: list[tuple[pa.Table, np.ndarray]] = []
+        # pieces of about PIECE_BYTES: a bad line Arrow finds costs the parse of its piece up
+        # to it, not of the block
+        rec_at = self.starts[self.lines]
+        todo = []
+        for lo, hi in self._runs(0, len(self.lines)):
+            cuts = np.searchsorted(rec_at[lo:hi], np.arange(rec_at[lo] + PIECE_BYTES, rec_at[hi - 1], PIECE_BYTES))
+            edges = [lo, *(lo + int(c) for c in np.unique(cuts) if 0 < c < hi - lo), hi]
+            todo.extend(zip(edges[:-1], edges[1:]))
+        while todo:
+            lo, hi = todo.pop(0)
+            try:
+                t = _read([self._span(lo, hi)], schema)
+            except pa.ArrowInvalid as exc:
+                msg = str(exc)
+                changed, in_row = _CHANGED.search(msg), _IN_ROW.search(msg)
+                row = int((changed or in_row).group(changed.lastindex if changed else 2)) if changed or in_row else -1
+                if row < 0 or lo + row >= hi:  # no row named (a value that does not convert): halve
+                    if hi - lo == 1:
+                        self.bad[lo] = f"its values do not fit the other rows' types ({msg.splitlines()[0]})"
+                    else:
+                        mid = (lo + hi) // 2
+                        todo[:0] = [(lo, mid), (mid, hi)]
+                    continue
+                if changed and schema is None and changed.group(1).strip("/") and row < FIRST_AGREE:
+                    return None  # the file's first rows disagree: which type is the file's is a majority question
+                self.bad[lo + row] = _arrow_reason(changed, in_row)
+                if len(self.bad) > RECOVERIES:
+                    return None
+                todo[:0] = [x for x in ((lo, lo + row), (lo + row + 1, hi)) if x[0] < x[1]]
+                continue
+            if t.num_rows != hi - lo:  # two objects on one line somewhere in the run
+                return None
+            parts.append((t, np.arange(self.rec0 + lo, self.rec0 + hi, dtype=np.int64)))
+            if schema is None:
+                schema = as_schema(t.schema)
+        for r in sorted(self.bad):
+            bad.append(BadRow(self.rec0 + r, f"line {self.line0 + int(self.lines[r])}", self.bad[r],
+                              _preview(self._raw(r))))
+        records = len(self.lines)
+        if not parts:
+            return None, records
+        tables = [t.append_column(ROW_COLUMN, pa.array(rs)) for t, rs in parts]
+        return (pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]), records
+
+    def _raw_line(self, line: int) -> bytes:
+        return self.data[self.starts[line]:self.ends[line]].rstrip(b"\r")
+
+    def _runs(self, lo: int, hi: int) -> list[tuple[int, int]]:
+        """Runs of records in [lo, hi) between the bad ones."""
+        out, start = [], lo
+        for r in sorted(b for b in self.bad if lo <= b < hi):
+            if start < r:
+                out.append((start, r))
+            start = r + 1
+        if start < hi:
+            out.append((start, hi))
+        return out
+
+    def _span(self, lo: int, hi: int) -> bytes:
+        return self.data[self.starts[self.lines[lo]]:self.ends[self.lines[hi - 1]]]
+
+
+def _arrow_reason(changed, in_row) -> str:
+    """Arrow's JSON error for one row, in our words."""
+    if changed:
+        path, was, now = changed.group(1), changed.group(2), changed.group(3)
+        if not path.strip("/"):  # the line itself
+            return f"{_KINDS.get(now, now)}, not a JSON object"
+        name = path.strip("/").replace("/", ".")
+        return f"field {name!r} is {_KINDS.get(now, now)} where the other rows have {_KINDS.get(was, was)}"
+    return f"not JSON ({in_row.group(1).lower()})"
 
 
 def _records_in(data: bytes, rows: int) -> bool:

@@ -29,9 +29,9 @@ from tests.helpers import chat_rows, expected_from_rows, sample_mapping_at, stat
 runner = CliRunner()
 
 
-def sync(mapping: Path, dev_server, work: Path, *extra: str):
+def sync(mapping: Path, dev_server, work: Path, *extra: str, env: dict | None = None):
     res = runner.invoke(app, ["sync", str(mapping), "--no-prefect", "--target-url", dev_server.url,
-                              "--work-dir", str(work), *extra])
+                              "--work-dir", str(work), *extra], env=env)
     assert "Traceback" not in res.output, res.output
     return res
 
@@ -370,3 +370,94 @@ def test_a_csv_value_that_does_not_convert_late_in_the_file_costs_its_row():
     positions = [p for off, rb in got for p in (rb.column("__memos_etl_row__").to_pylist()
                  if "__memos_etl_row__" in rb.schema.names else range(off, off + rb.num_rows))]
     assert positions == [i for i in range(2000) if i != 1500]
+
+
+def test_nested_records_cost_one_record_each(tmp_path, dev_server):
+    """OpenAI-chat JSONL (a record a line) and a ChatGPT export cut off halfway: the record
+    that cannot be read is quarantined with its line or number, the others are delivered."""
+    samples = Path(__file__).resolve().parent.parent / "schemas" / "presets" / "samples"
+    good = samples.joinpath("openai-chat.jsonl").read_bytes().splitlines()
+    data = tmp_path / "oa"
+    data.mkdir()
+    deep = b'{"id": "deep", "user": "u", "messages": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
+    big = b'{"id": "big", "user": "u", "messages": [{"role": "user", "content": "' + b"y" * (2 << 20) + b'"}]}'
+    body = [good[0], b'{"id": "latin", "user": "u", "messages": [{"role": "user", "content": "caf\xe9"}]}', good[1],
+            deep, b"{not json", big, good[2]]
+    (data / "chats.jsonl").write_bytes(b"\n".join(body) + b"\n")
+    m = tmp_path / "oa.yaml"
+    m.write_text(yaml.safe_dump({"preset": "openai-chat", "source": {"path": str(data), "max_record_bytes": 1 << 20}}))
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    (clean / "chats.jsonl").write_bytes(b"\n".join(good) + b"\n")
+    m_clean = tmp_path / "clean.yaml"
+    m_clean.write_text(yaml.safe_dump({"preset": "openai-chat", "source": {"path": str(clean), "name": "clean"}}))
+    res = sync(m, dev_server, tmp_path / "work", env={"MEMOS_ETL__LOAD__MAX_FAILED_SHARE": "0.5"})  # 4 of 15
+    plan = runner.invoke(app, ["plan", str(m_clean), "--work-dir", str(tmp_path / "w2"), "--target-url", dev_server.url])
+    assert res.exit_code == 0 and plan.exit_code == 0, res.output + plan.output
+    assert number(res.output, "delivered") == number(plan.output, "read") > 0
+    q = quarantined(tmp_path / "work")
+    assert [(r["source_row"], r["stage"], r["reasons"][0].split(":")[0]) for r in q] == [
+        (1, "extract", "line 2"), (3, "extract", "line 4"), (4, "nest", "nest"), (5, "extract", "line 6")]
+    assert "not valid UTF-8" in q[0]["reasons"][0] and "nested deeper" in q[1]["reasons"][0]
+    assert "not JSON" in q[2]["reasons"][0] and "more than source.max_record_bytes=1,048,576" in q[3]["reasons"][0]
+
+    export = json.loads(samples.joinpath("chatgpt-export.json").read_text())
+    doc = json.dumps(export).encode()
+    cut = doc[: len(doc) - len(json.dumps(export[-1])) // 2]  # the last conversation cut off halfway
+    (tmp_path / "ex").mkdir()
+    (tmp_path / "ex" / "conversations.json").write_bytes(cut)
+    first = tmp_path / "first"
+    first.mkdir()
+    (first / "conversations.json").write_text(json.dumps(export[:-1]))
+    m = tmp_path / "ex.yaml"
+    m.write_text(yaml.safe_dump({"preset": "chatgpt-export", "source": {"path": str(tmp_path / "ex"), "name": "ex"}}))
+    m_first = tmp_path / "first.yaml"
+    m_first.write_text(yaml.safe_dump({"preset": "chatgpt-export", "source": {"path": str(first), "name": "first"}}))
+    res = sync(m, dev_server, tmp_path / "work3", env={"MEMOS_ETL__LOAD__MAX_FAILED_SHARE": "0.5"})
+    plan = runner.invoke(app, ["plan", str(m_first), "--work-dir", str(tmp_path / "w4"), "--target-url", dev_server.url])
+    assert res.exit_code == 0 and plan.exit_code == 0, res.output + plan.output
+    assert number(res.output, "delivered") == number(plan.output, "read") > 0
+    q = quarantined(tmp_path / "work3")
+    assert [(r["source_row"], r["reasons"][0].split(" (")[0]) for r in q] == [
+        (len(export) - 1, f"record {len(export) - 1}: the document stops being JSON here")]
+
+
+def test_bad_lines_are_found_the_same_in_every_block():
+    """Many blocks (16 KiB each), bad lines of every kind at random places: Arrow's errors cut
+    them out (or, past RECOVERIES, the line-by-line read does); either way exactly the bad
+    lines are BadRows and every good row comes out once with its record number."""
+    import io
+    import random
+
+    from tasks.lines import ROW_COLUMN, flat_batches
+
+    rnd = random.Random(5)
+    kinds = [b'{"id": "x", "text": "cut', b'{"id": "x", "text": "caf\xe9"}', b"\x00\x00",
+             b'{"id": {"o": 1}, "n": 1, "text": "t"}', b'{"id": "x", "n": "seven", "text": "t"}', b"[1]",
+             b'{"id": "x", "n": 1.5, "text": "t"}', b'{"id": "x", "n": 1}{"id": "y", "n": 2}',
+             b'{"id": "x", "text": ' + b"[" * 6000 + b"]" * 6000 + b"}"]
+    lines, want_bad = [], set()
+    for i in range(3000):
+        if i > 100 and rnd.random() < 0.01:
+            lines.append(rnd.choice(kinds))
+            want_bad.add(i)
+        else:
+            lines.append(json.dumps({"id": f"m{i}", "n": i, "text": "hello " * (i % 9)}).encode())
+    lines[1500:1500] = [b"   ", b""]  # blank lines are not records
+    data = b"\n".join(lines) + b"\n"
+    for dense in (False, True):
+        if dense:  # more bad lines in one block than are cut out one by one
+            data = b"\n".join(lines[:200] + [kinds[0]] * 100 + lines[200:]) + b"\n"
+            want = {i if i < 200 else i + 100 for i in want_bad} | set(range(200, 300))
+        else:
+            want = want_bad
+        bad: list = []
+        got = {}
+        for off, rb in flat_batches(io.BytesIO(data), bad, 1 << 20, False, block_bytes=16 << 10):
+            rows = rb.column(ROW_COLUMN).to_pylist() if ROW_COLUMN in rb.schema.names else range(off, off + rb.num_rows)
+            for r, v in zip(rows, rb.column("id").to_pylist()):
+                assert r not in got
+                got[r] = v
+        assert {b.row for b in bad} == want
+        assert set(got) == set(range(len(got) + len(want))) - want
+        assert all(got[r] == f"m{r if not dense or r < 200 else r - 100}" for r in got)
