@@ -520,5 +520,7 @@ def redrive(mapping: Mapping, cfg: RunConfig, **kw) -> RunReport:
         report.notes.append(f"re-drive: {len(wanted - still)} of {len(wanted)} quarantined rows now pass")
     for stage, n in sorted(src.not_redriven.items()):
         report.notes.append(f"re-drive: {n} rows quarantined at stage {stage!r} are not re-driven (there is no "
-                            f"mapped row to re-validate): fix the file, then `memos-etl reset` and sync again")
+                            f"mapped row to re-validate): fix the file and sync again (a changed file is read again, "
+                            f"its delivered rows are not sent twice); if the mapping was at fault, `memos-etl reset` "
+                            f"first")
     return report

@@ -426,7 +426,9 @@ class Block:
                     continue
                 if changed and schema is None and changed.group(1).strip("/") and row < FIRST_AGREE:
                     return None  # the file's first rows disagree: which type is the file's is a majority question
-                self.bad[lo + row] = _arrow_reason(changed, in_row)
+                # a syntax error in orjson's words (it names the column); a type change in ours
+                self.bad[lo + row] = (None if changed else check_line(self._raw(lo + row), False)[2]) or \
+                    _arrow_reason(changed, in_row)
                 if len(self.bad) > RECOVERIES:
                     return None
                 todo[:0] = [x for x in ((lo, lo + row), (lo + row + 1, hi)) if x[0] < x[1]]
