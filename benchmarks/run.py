@@ -321,7 +321,10 @@ def main() -> None:
         log("load done")
     results["seconds"] = time.perf_counter() - t0
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    # a part of the benchmarks (--skip) does not replace the full run's results
+    parts = sorted(k for k in results if k not in ("machine", "started", "seconds"))
+    name = "results.json" if not skip else f"results-{'-'.join(parts)}.json"
+    (RESULTS / name).write_text(json.dumps(results, indent=2, default=str))
     if {"transform", "memory", "prefect", "load"} - skip == {"transform", "memory", "prefect", "load"}:
         plot(results["load"], RESULTS / "load_vs_concurrency.png")
         rows = table(results)

@@ -34,9 +34,12 @@ _CONVERSION = re.compile(r"In CSV column #(\d+): .*CSV conversion error to (\S+?
 
 
 def csv_batches(open_stream: Callable, delimiter: str, text_columns: list[str], bad: list[BadRow], replace: bool,
-                block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[int, pa.RecordBatch]]:
+                block_bytes: int = BLOCK_BYTES, max_record_bytes: int = 64 << 20) -> Iterator[tuple[int, pa.RecordBatch]]:
     """(row number of the batch's first row, batch) of a CSV stream (`open_stream()` opens it,
-    again if a column must be re-read as text); bad rows in `bad`."""
+    again if a column must be re-read as text, or a row is longer than a block: then with
+    blocks of max_record_bytes); bad rows in `bad`. A row longer than that raises
+    RowTooLong: a CSV row's end cannot be found without parsing its quotes, so the file is
+    not read past it."""
     retyped: dict[str, pa.DataType] = {}
     types: dict[str, pa.DataType] = {}
     done = 0  # Arrow's rows read so far: a re-opened stream passes over them
@@ -104,6 +107,12 @@ def csv_batches(open_stream: Callable, delimiter: str, text_columns: list[str], 
                                       f"has {row.expected_columns}", row.text[:PREVIEW_CHARS]))
             return
         except pa.ArrowInvalid as exc:
+            if "straddling object" in str(exc):
+                if block_bytes > max_record_bytes:
+                    raise RowTooLong(f"a row after row {done} is longer than source.max_record_bytes="
+                                     f"{max_record_bytes:,}: raise it to read this file") from None
+                block_bytes = max_record_bytes + 1  # read again in blocks that hold the longest row allowed
+                continue
             m = _CONVERSION.search(str(exc))
             name = reader.schema.names[int(m.group(1))] if m and int(m.group(1)) < len(reader.schema) else None
             if name is None or name in retyped or name not in types:
@@ -111,6 +120,10 @@ def csv_batches(open_stream: Callable, delimiter: str, text_columns: list[str], 
             retyped[name] = types[name]  # read it as text from the start; convert batch by batch
         finally:
             stream.close()
+
+
+class RowTooLong(ValueError):
+    """A CSV row longer than source.max_record_bytes."""
 
 
 def _positions(start: int, n: int, bad_rows: list[int]) -> tuple[np.ndarray, int]:

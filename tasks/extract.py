@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from memos_etl.config import Mapping
 from memos_etl.errors import SourceError
-from tasks.csvfile import csv_batches
+from tasks.csvfile import RowTooLong, csv_batches
 from tasks.lines import ROW_COLUMN, NotJsonl, flat_batches, record_batches
 from tasks.quarantine import BadRow
 from tasks.records import NotJson, json_items
@@ -175,7 +175,8 @@ class FileSource:
 
             if src.format == "csv":
                 delimiter = "\t" if strip_compression(unit.member or unit.path).endswith(".tsv") else src.csv_delimiter
-                batches = csv_batches(open_stream, delimiter, _text_columns(self.mapping), sink, replace)
+                batches = csv_batches(open_stream, delimiter, _text_columns(self.mapping), sink, replace,
+                                      max_record_bytes=src.max_record_bytes)
                 yield from _checked(batches, sink, strict, unit)
                 return
             with open_stream() as fh:
@@ -186,7 +187,7 @@ class FileSource:
                 else:
                     batches = flat_batches(fh, sink, src.max_record_bytes, replace)
                 yield from _checked(batches, sink, strict, unit)
-        except (WrongFormat, NotJsonl, NotJson) as exc:
+        except (WrongFormat, NotJsonl, NotJson, RowTooLong) as exc:
             raise SourceError(src.name, where, str(exc)) from None
         except (pa.ArrowException, OSError, EOFError, zipfile.BadZipFile) as exc:
             raise SourceError(src.name, where, f"cannot read: {_plain(exc)}") from None

@@ -467,3 +467,17 @@ def test_bad_lines_are_found_the_same_in_every_block():
         assert {b.row for b in bad} == want
         assert set(got) == set(range(len(got) + len(want))) - want
         assert all(got[r] == f"m{r if not dense or r < 200 else r - 100}" for r in got)
+
+
+def test_a_csv_row_longer_than_a_block_is_read_and_one_past_the_limit_is_a_clear_error():
+    import io
+
+    from tasks.csvfile import RowTooLong, csv_batches
+
+    body = b"id,text\n1,hello\n2," + b"x" * (3 << 20) + b"\n3,after\n"
+    got = list(csv_batches(lambda: io.BytesIO(body), ",", ["id", "text"], [], False, block_bytes=1 << 20,
+                           max_record_bytes=2 << 20))
+    assert [len(t) for _, rb in got for t in rb.column("text").to_pylist()] == [5, 3 << 20, 5]
+    with pytest.raises(RowTooLong, match="longer than source.max_record_bytes=1,048,576"):
+        list(csv_batches(lambda: io.BytesIO(body), ",", ["id", "text"], [], False, block_bytes=1 << 19,
+                         max_record_bytes=1 << 20))
