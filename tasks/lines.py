@@ -64,7 +64,7 @@ class LineBlocks:
         skipped = -1  # bytes of an oversized line streamed past so far; -1 when not skipping
         head = b""
         while True:
-            chunk = self.fh.read(self.block_bytes)
+            chunk = self._read()
             if not chunk:
                 break
             if skipped >= 0:
@@ -100,6 +100,21 @@ class LineBlocks:
             data = b"".join(pending)
             if data.strip():
                 yield data
+
+    def _read(self) -> bytes:
+        """A whole block (or the rest): streams may return less than asked, and the first
+        block's size decides the types a file is read with."""
+        chunk = self.fh.read(self.block_bytes)
+        if not chunk or len(chunk) >= self.block_bytes:
+            return chunk
+        parts, size = [chunk], len(chunk)
+        while size < self.block_bytes:
+            more = self.fh.read(self.block_bytes - size)
+            if not more:
+                break
+            parts.append(more)
+            size += len(more)
+        return b"".join(parts)
 
     def _oversized(self, head: bytes, size: int) -> None:
         self.bad.append(BadRow(self.record, f"line {self.line}", f"{size:,} bytes, more than source.max_record_bytes="
@@ -419,7 +434,7 @@ class Block:
                 row = int((changed or in_row).group(changed.lastindex if changed else 2)) if changed or in_row else -1
                 if row < 0 or lo + row >= hi:  # no row named (a value that does not convert): halve
                     if hi - lo == 1:
-                        self.bad[lo] = f"its values do not fit the other rows' types ({msg.splitlines()[0]})"
+                        self.bad[lo] = _conversion_reason(msg, self._raw(lo))
                     else:
                         mid = (lo + hi) // 2
                         todo[:0] = [(lo, mid), (mid, hi)]
@@ -463,6 +478,25 @@ class Block:
 
     def _span(self, lo: int, hi: int) -> bytes:
         return self.data[self.starts[self.lines[lo]]:self.ends[self.lines[hi - 1]]]
+
+
+_CONVERT = re.compile(r"Failed to convert JSON to (\S+), couldn't parse:(.*)$", re.S)
+
+
+def _conversion_reason(msg: str, raw: bytes) -> str:
+    """A value Arrow could not convert to its column's type, with the field that holds it."""
+    m = _CONVERT.search(msg)
+    if m is None:
+        return f"its values do not fit the other rows' types ({msg.splitlines()[0]})"
+    want, value = m.group(1), m.group(2)
+    try:
+        row = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        row = {}
+    name = next((k for k, v in row.items() if isinstance(v, (str, int, float)) and str(v) == value), None) \
+        if isinstance(row, dict) else None
+    return (f"field {name!r} holds {value[:100]!r}, not a {want} like the rows before it" if name else
+            f"the value {value[:100]!r} is not a {want} like its field in the rows before it")
 
 
 def _arrow_reason(changed, in_row) -> str:

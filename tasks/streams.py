@@ -127,13 +127,11 @@ class Prefixed(_Stream):
 
     def read(self, n: int = -1) -> bytes:
         if self.head:
-            if n is None or n < 0 or n >= len(self.head):
+            if n is None or n < 0:
                 out, self.head = self.head, b""
-                if n is None or n < 0:
-                    out += self.raw.read()
-                return out
+                return out + self.raw.read()
             out, self.head = self.head[:n], self.head[n:]
-            return out
+            return out + self.raw.read(n - len(out)) if len(out) < n else out  # a full read, as asked
         return self.raw.read(n) if n is not None and n >= 0 else self.raw.read()
 
 
