@@ -210,6 +210,24 @@ def test_encodings_are_read_as_written(tmp_path, dev_server):
     res = sync(m2, dev_server, tmp_path / "work")
     assert res.exit_code == 0 and number(res.output, "delivered") == 2, res.output
     assert_delivered_once(dev_server, rows)
+    # CSV from an older system: Latin-1, gzipped, inside a zip
+    more = chat_rows(2, 2, prefix="l")
+    for r in more:
+        r["text"] += " déjà vu"
+    cols = ["message_id", "user", "conversation_id", "turn", "speaker", "text", "sent_at"]
+    text = ",".join(cols) + "\n" + "".join(",".join(f'"{r[c]}"' for c in cols) + "\n" for r in more)
+    lat = tmp_path / "latin"
+    lat.mkdir()
+    with zipfile.ZipFile(lat / "export.zip", "w") as z:
+        z.writestr("2024/chats.csv.gz", gzip.compress(text.encode("latin-1")))
+    m3 = sample_mapping_at(tmp_path, lat, name="lat.yaml", content_append=[],
+                           source={"name": "latin", "format": "csv", "path": str(lat), "encoding": "latin-1"})
+    body = yaml.safe_load(m3.read_text())
+    body["fields"].pop("info")
+    m3.write_text(yaml.safe_dump(body))
+    res = sync(m3, dev_server, tmp_path / "work")
+    assert res.exit_code == 0 and number(res.output, "delivered") == 4, res.output
+    assert_delivered_once(dev_server, rows + more)
 
 
 def test_compressed_and_zipped_files_are_read_as_downloaded(tmp_path, dev_server):
