@@ -481,10 +481,11 @@ class LoadConfig(_Strict):
     # concurrency limits with slot decay (<name>-requests, <name>-tokens), created or updated
     # from requests_per_second/tokens_per_minute at the start of a run. None: per process only.
     fleet_limit: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,48}$")
-    # a bucket whose staged files are larger than this is ordered from sorted runs on disk of
-    # about this size (tasks/order.py) instead of in memory: a loader's memory then does not
-    # grow with the largest conversation. Same requests either way
-    sort_in_memory_bytes: int = Field(default=64 << 20, ge=1)
+    # a bucket whose staged files are larger than this (a conversation of ~60k messages and
+    # more) is ordered from sorted runs on disk of about this size (tasks/order.py) instead of
+    # in memory: a loader's memory then does not grow with the largest conversation. Same
+    # requests either way
+    sort_in_memory_bytes: int = Field(default=16 << 20, ge=1)
 
 
 class StateConfig(_Strict):

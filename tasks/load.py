@@ -37,6 +37,11 @@ from tasks.stage import read_bucket
 
 log = logging.getLogger("memos_etl.load")
 
+#: rows a bucket ordered on disk is loaded in at a time, at most: about what a bucket loaded in
+#: memory holds (pipeline.BUCKET_ROWS), so both paths need about the same memory (fewer when
+#: a quarter of load.sort_in_memory_bytes holds fewer)
+STREAM_ROWS = 20_000
+
 
 @dataclass
 class LoadContext:
@@ -193,7 +198,8 @@ def _load_stream(ctx: LoadContext, runs: SortedRuns, held: set, erased: tuple | 
                 ctx.mapping.checks.conversation_needs_user_message:
             with_user = _survey(ctx, runs, held, erased, hold, blocked, marks, sending)
         late, done, prev, carry = counts.late, 0, [None, None], None
-        for part in runs.ordered():
+        rows = max(16, min(STREAM_ROWS, int(ctx.load.sort_in_memory_bytes / 4 / runs.row_bytes)))
+        for part in runs.ordered(rows):
             if ctx.stop.is_set():  # the run is stopping: what is left waits for the next run
                 break
             done += part.num_rows
@@ -206,6 +212,8 @@ def _load_stream(ctx: LoadContext, runs: SortedRuns, held: set, erased: tuple | 
             part = _drop_known(ctx, part, counts, hold, blocked)
             part = _late(ctx, part, counts, bucket, marks, warn=False)
             part = _conversation_checks(ctx, part, counts, marks, prev, with_user)
+            if part.num_rows == 0:
+                continue
             table = part if carry is None else pa.concat_tables([carry, part]).combine_chunks()
             batches = _requests(ctx, table)
             if batches:

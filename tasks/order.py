@@ -51,8 +51,10 @@ class SortedRuns:
     """A bucket as sorted runs on disk. `conversations`: its (user_id, conversation_id) pairs
     in the bucket's order; `rows`: the rows the caller kept."""
 
-    def __init__(self, tmp: Path, runs: list[Path], rows: int, conversations: list[tuple], chunk_rows: int):
-        self.tmp, self.runs, self.rows, self.conversations, self.chunk_rows = tmp, runs, rows, conversations, chunk_rows
+    def __init__(self, tmp: Path, runs: list[Path], rows: int, conversations: list[tuple], chunk_rows: int,
+                 row_bytes: float):
+        self.tmp, self.runs, self.rows, self.conversations = tmp, runs, rows, conversations
+        self.chunk_rows, self.row_bytes = chunk_rows, row_bytes  # rows a run is read in; staged bytes a row
 
     def chunks(self) -> Iterator[pa.Table]:
         """Every row, a batch at a time, run after run: not in order (for facts about whole
@@ -61,33 +63,38 @@ class SortedRuns:
             for rb in _batches(path):
                 yield pa.Table.from_batches([rb]).drop_columns([POS])
 
-    def ordered(self) -> Iterator[pa.Table]:
-        """Every row in order, in slices of about half the runs' buffers. Each step sorts what
-        the runs' buffers hold and gives out the rows up to the smallest last row among runs
-        that still have rows on disk: nothing still on disk can come before those."""
+    def ordered(self, max_rows: int) -> Iterator[pa.Table]:
+        """Every row in order, in slices of at most `max_rows`. Each step sorts what the runs'
+        buffers hold and gives out the rows up to the smallest last row among runs that still
+        have rows on disk: nothing still on disk can come before those."""
         runs = [_Run(p, self.chunk_rows) for p in self.runs]
         while True:
             live = [r for r in runs if r.buf.num_rows]
             if not live:
                 return
             lens = np.array([r.buf.num_rows for r in live], dtype=np.int64)
-            pool = pa.concat_tables([r.buf for r in live])
+            # one copy of what the buffers hold, which then hold slices of it (the batches they
+            # held are freed): the slices below are taken from one array, not from chunks
+            pool = pa.concat_tables([r.buf for r in live]).combine_chunks()
+            at = np.r_[0, np.cumsum(lens)]
+            for i, r in enumerate(live):
+                r.buf = pool.slice(int(at[i]), int(lens[i]))
             idx = pc.sort_indices(pool.select(_KEY_COLUMNS), sort_keys=ORDER_KEYS).to_numpy()
             waiting = [i for i, r in enumerate(live) if not r.done]
             if waiting:
                 rank = np.empty(len(idx), dtype=np.int64)
                 rank[idx] = np.arange(len(idx))
-                last = np.cumsum(lens) - 1  # each buffer's last (largest) row in the pool
+                last = at[1:] - 1  # each buffer's last (largest) row in the pool
                 cut = int(rank[last[waiting]].min()) + 1
             else:
                 cut = len(idx)
-            take = idx[:cut]
-            taken = np.bincount(np.repeat(np.arange(len(live)), lens)[take], minlength=len(live))
-            out = pool.take(pa.array(take)).drop_columns([POS])
+            for start in range(0, cut, max_rows):
+                yield pool.take(pa.array(idx[start:min(cut, start + max_rows)])).drop_columns([POS])
+            taken = np.bincount(np.repeat(np.arange(len(live)), lens)[idx[:cut]], minlength=len(live))
             del pool
             for r, n in zip(live, taken.tolist()):
                 r.consume(n)  # a buffer's rows given out are its first ones: it is sorted
-            yield out
+            release_unused()
 
     def close(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -126,7 +133,7 @@ def sort_runs(parts: list[Path], tmp: Path, run_bytes: int, prepare: Callable[[p
     """Deal the rows of `parts` (read_bucket's files) into hash partitions of their key of
     about `run_bytes`, sort each by SORT_KEYS, give it to `prepare` (which may drop rows and
     must keep the order: it sees every copy of a key at once) and write it as a sorted run
-    under `tmp`. The runs' buffers together hold about `run_bytes` when merged."""
+    under `tmp`. The runs' buffers together hold at most about half `run_bytes` when merged."""
     tmp.mkdir(parents=True, exist_ok=True)
     total = sum(p.stat().st_size for p in parts)
     n = max(2, -(-total // max(1, run_bytes)))
@@ -155,7 +162,7 @@ def sort_runs(parts: list[Path], tmp: Path, run_bytes: int, prepare: Callable[[p
             w.close()
     release_unused()
     row_bytes = total / pos if pos else 1.0
-    chunk_rows = max(64, int(run_bytes / 2 / n / row_bytes))  # merging holds ~1-2 chunks of each run
+    chunk_rows = max(64, int(run_bytes / 4 / n / row_bytes))  # merging holds 1-2 chunks of each run
     runs, rows, pairs = [], 0, []
     for k in sorted(writers):
         with pa.OSFile(str(paths[k])) as f:
@@ -176,4 +183,4 @@ def sort_runs(parts: list[Path], tmp: Path, run_bytes: int, prepare: Callable[[p
         both = pa.concat_tables(pairs).group_by(["user_id", "conversation_id"]).aggregate([])
         both = both.sort_by([("user_id", "ascending"), ("conversation_id", "ascending")])
         convs = list(zip(both.column("user_id").to_pylist(), both.column("conversation_id").to_pylist()))
-    return SortedRuns(tmp, runs, rows, convs, chunk_rows)
+    return SortedRuns(tmp, runs, rows, convs, chunk_rows, row_bytes)
