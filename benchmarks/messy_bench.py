@@ -100,5 +100,6 @@ def rows(m: dict) -> list[tuple[str, str, str, str]]:
         ("the same JSONL as .jsonl.gz / .jsonl.zst",
          f"{m['gz']['per_min'] / 1e6:.2f}M / {m['zst']['per_min'] / 1e6:.2f}M msg/min",
          f"{m['gz']['ratio']:.2f} / {m['zst']['ratio']:.2f} of plain .jsonl "
-         f"({m['gz']['bytes'] / c['bytes']:.2f} / {m['zst']['bytes'] / c['bytes']:.2f} of its bytes)", ">= 0.7 of plain"),
+         f"({m['gz']['bytes'] / c['bytes']:.2f} / {m['zst']['bytes'] / c['bytes']:.2f} of its bytes)",
+         ">= 0.7 of plain"),
     ]

@@ -27,14 +27,15 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from tasks.lines import ROW_COLUMN
-from tasks.quarantine import PREVIEW_CHARS, BadRow
+from tasks.quarantine import PREVIEW_CHARS, BadRow, Reason
 
 BLOCK_BYTES = 8 << 20
 _CONVERSION = re.compile(r"In CSV column #(\d+): .*CSV conversion error to (\S+?):")
 
 
 def csv_batches(open_stream: Callable, delimiter: str, text_columns: list[str], bad: list[BadRow], replace: bool,
-                block_bytes: int = BLOCK_BYTES, max_record_bytes: int = 64 << 20) -> Iterator[tuple[int, pa.RecordBatch]]:
+                block_bytes: int = BLOCK_BYTES, max_record_bytes: int = 64 << 20
+                ) -> Iterator[tuple[int, pa.RecordBatch]]:
     """(row number of the batch's first row, batch) of a CSV stream (`open_stream()` opens it,
     again if a column must be re-read as text, or a row is longer than a block: then with
     blocks of max_record_bytes); bad rows in `bad`. A row longer than that raises
@@ -76,8 +77,7 @@ def csv_batches(open_stream: Callable, delimiter: str, text_columns: list[str], 
                     if number not in seen_bad:
                         seen_bad.add(number)
                         if number not in bad_rows and skip == 0:
-                            bad.append(BadRow(number, f"row {number + 1}", f"{row.actual_columns} fields where the "
-                                              f"header has {row.expected_columns}", row.text[:PREVIEW_CHARS]))
+                            bad.append(BadRow(number, f"row {number + 1}", _field_count(row), row.text[:PREVIEW_CHARS]))
                         if number not in bad_rows:
                             bad_rows.append(number)
                 invalid.clear()
@@ -103,8 +103,7 @@ def csv_batches(open_stream: Callable, delimiter: str, text_columns: list[str], 
                 number = row.number - 2
                 if number not in bad_rows:
                     bad_rows.append(number)
-                    bad.append(BadRow(number, f"row {number + 1}", f"{row.actual_columns} fields where the header "
-                                      f"has {row.expected_columns}", row.text[:PREVIEW_CHARS]))
+                    bad.append(BadRow(number, f"row {number + 1}", _field_count(row), row.text[:PREVIEW_CHARS]))
             return
         except pa.ArrowInvalid as exc:
             if "straddling object" in str(exc):
@@ -120,6 +119,10 @@ def csv_batches(open_stream: Callable, delimiter: str, text_columns: list[str], 
             retyped[name] = types[name]  # read it as text from the start; convert batch by batch
         finally:
             stream.close()
+
+
+def _field_count(row) -> Reason:
+    return Reason("wrong field count", f"{row.actual_columns} fields where the header has {row.expected_columns}")
 
 
 class RowTooLong(ValueError):
@@ -167,7 +170,8 @@ def _retype(rb: pa.RecordBatch, positions: np.ndarray, retyped: dict, bad: list[
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 ok[j] = False
                 bad.append(BadRow(int(positions[j]), f"row {int(positions[j]) + 1}",
-                                  f"column {name!r} holds {v[:100]!r}, not {want} like the rows before it",
+                                  Reason("a value that does not convert",
+                                         f"column {name!r} holds {v[:100]!r}, not {want} like the rows before it"),
                                   _row_text(rb, j)))
         keep = pa.array(ok)
         rb, positions = rb.filter(keep), positions[ok]
@@ -194,8 +198,9 @@ def _swallowed(rb: pa.RecordBatch, positions: np.ndarray, bad: list[BadRow], del
                 ok = np.ones(rb.num_rows, dtype=bool) if ok is None else ok
                 ok[j] = False
                 bad.append(BadRow(int(positions[j]), f"row {int(positions[j]) + 1}",
-                                  f"column {f.name!r} holds {rows} line(s) that look like rows of their own: a quote "
-                                  "left open swallowed them; close it and the rows load", _row_text(rb, int(j))))
+                                  Reason("a quote left open", f"column {f.name!r} holds {rows} line(s) that look like "
+                                         "rows of their own: a quote left open swallowed them; close it and the rows "
+                                         "load"), _row_text(rb, int(j))))
     if ok is None:
         return rb, positions
     return rb.filter(pa.array(ok)), positions[ok]
@@ -226,8 +231,9 @@ def _utf8(rb: pa.RecordBatch, positions: np.ndarray, bad: list[BadRow], replace:
                 if not replace:
                     ok[j] = False
                     bad.append(BadRow(int(positions[j]), f"row {int(positions[j]) + 1}",
-                                      f"column {f.name!r} is not valid UTF-8 (byte 0x{v[exc.start]:02x}); set "
-                                      "source.encoding for another encoding, or source.encoding_errors: replace",
+                                      Reason("not valid UTF-8", f"column {f.name!r} is not valid UTF-8 (byte "
+                                             f"0x{v[exc.start]:02x}); set source.encoding for another encoding, or "
+                                             "source.encoding_errors: replace"),
                                       _row_text(rb, j)))
         rb = rb.set_column(i, f.name, pa.array(fixed, f.type))
         if not ok.all():

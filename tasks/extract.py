@@ -27,7 +27,7 @@ from memos_etl.config import Mapping
 from memos_etl.errors import SourceError
 from tasks.csvfile import RowTooLong, csv_batches
 from tasks.lines import ROW_COLUMN, NotJsonl, flat_batches, record_batches
-from tasks.quarantine import BadRow
+from tasks.quarantine import BadRow, Reason
 from tasks.records import NotJson, json_items
 from tasks.streams import MEMBER_SEP, ZIP, WrongFormat, compression_of, open_text, strip_compression, zip_members
 
@@ -216,8 +216,8 @@ class FileSource:
                         one = [rb for rb in pf.iter_batches(batch_size=batch_rows, row_groups=[g]) if rb.num_rows]
                     except (pa.ArrowException, OSError) as exc:
                         n = meta.row_group(g).num_rows
-                        bad.append(BadRow(int(starts[g]), f"row group {g}", f"cannot read its {n} rows: {_plain(exc)}",
-                                          rows=n))
+                        bad.append(BadRow(int(starts[g]), f"row group {g}", Reason(
+                            "unreadable row group", f"cannot read its {n} rows: {_plain(exc)}"), rows=n))
                         continue
                     offset = int(starts[g])
                     for rb in one:

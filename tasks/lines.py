@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
 
-from tasks.quarantine import PREVIEW_CHARS, BadRow
+from tasks.quarantine import PREVIEW_CHARS, BadRow, Reason
 
 BLOCK_BYTES = 8 << 20
 #: a line with this many `[`/`{` is checked by orjson before Arrow sees it: Arrow's parser
@@ -41,6 +41,10 @@ OPENERS_PER_LINE = 4096
 NOT_JSONL_AFTER = 10
 RECORD_COLUMN = "__record__"  # nested sources: the JSON text of one record
 ROW_COLUMN = "__memos_etl_row__"  # flat sources: a row's record number, when lines before it were dropped
+
+
+TOO_DEEP = Reason("nested too deep", "nested deeper than 1,024 levels: not read")
+NUL_BYTES = Reason("NUL bytes", "holds NUL bytes: not a JSON line")
 
 
 class NotJsonl(ValueError):
@@ -117,8 +121,8 @@ class LineBlocks:
         return b"".join(parts)
 
     def _oversized(self, head: bytes, size: int) -> None:
-        self.bad.append(BadRow(self.record, f"line {self.line}", f"{size:,} bytes, more than source.max_record_bytes="
-                               f"{self.max_record:,}: not read (raise the limit to load it)",
+        self.bad.append(BadRow(self.record, f"line {self.line}", Reason("too long", f"{size:,} bytes, more than "
+                               f"source.max_record_bytes={self.max_record:,}: not read (raise the limit to load it)"),
                                head.decode("utf-8", "replace")))
         self.line += 1
         self.record += 1
@@ -150,24 +154,25 @@ def _maybe_deep(data: bytes) -> bool:
     return bool(per_line.max() >= OPENERS_PER_LINE)
 
 
-def check_line(raw: bytes, replace: bool) -> tuple[bytes, object | None, str | None]:
+def check_line(raw: bytes, replace: bool) -> tuple[bytes, object | None, Reason | None]:
     """(the line as UTF-8, its parsed value, None) or (line, None, reason in our words)."""
     if b"\x00" in raw:
-        return raw, None, "holds NUL bytes: not a JSON line"
+        return raw, None, NUL_BYTES
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         if not replace:
-            return raw, None, (f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); set "
-                               "source.encoding for another encoding, or source.encoding_errors: replace")
+            return raw, None, Reason("not valid UTF-8", f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column "
+                                     f"{exc.start + 1}); set source.encoding for another encoding, or "
+                                     "source.encoding_errors: replace")
         raw = raw.decode("utf-8", "replace").encode("utf-8")
     try:
         return raw, orjson.loads(raw), None
     except orjson.JSONDecodeError as exc:
         msg = str(exc)
         if "recursion" in msg or "depth" in msg:
-            return raw, None, "nested deeper than 1,024 levels: not read"
-        return raw, None, f"not JSON ({msg})"
+            return raw, None, TOO_DEEP
+        return raw, None, Reason("not JSON", f"not JSON ({msg})")
 
 
 def _preview(raw: bytes) -> str:
@@ -240,8 +245,8 @@ def _isolate(lines: list[bytes], recs: list[int], schema: pa.Schema | None, wher
         return [(_read(lines, schema), recs)]
     except pa.ArrowInvalid as exc:
         if len(lines) == 1:
-            bad.append(BadRow(recs[0], where(recs[0]), f"its values do not fit the other rows' types ({exc})",
-                              _preview(lines[0])))
+            bad.append(BadRow(recs[0], where(recs[0]), Reason("a value of another type", f"its values do not fit "
+                              f"the other rows' types ({exc})"), _preview(lines[0])))
             return []
     mid = len(lines) // 2
     left = _isolate(lines[:mid], recs[:mid], schema, where, bad)
@@ -270,7 +275,7 @@ def slow_block(data: bytes, line0: int, rec0: int, schema: pa.Schema | None, rep
         lines_at[rec] = line0 + i
         text, value, reason = check_line(raw, replace)
         if reason is None and not isinstance(value, dict):
-            reason = f"{'null' if value is None else _kind(value)}, not a JSON object"
+            reason = _not_object("null" if value is None else _kind(value))
         if reason is not None:
             bad.append(BadRow(rec, f"line {line0 + i}", reason, _preview(text)))
         else:
@@ -286,8 +291,8 @@ def slow_block(data: bytes, line0: int, rec0: int, schema: pa.Schema | None, rep
         if wrong is None:
             keep.append(j)
         else:
-            bad.append(BadRow(recs[j], f"line {lines_at[recs[j]]}", f"field {wrong[0]!r} is {wrong[1]} where the "
-                              f"other rows have {kinds[wrong[0]]}", _preview(raws[j])))
+            bad.append(BadRow(recs[j], f"line {lines_at[recs[j]]}", _other_type(wrong[0], wrong[1], kinds[wrong[0]]),
+                              _preview(raws[j])))
     if len(keep) < len(rows):
         raws, recs = [raws[j] for j in keep], [recs[j] for j in keep]
     records = rec - rec0
@@ -372,12 +377,12 @@ class Block:
         maybe = np.flatnonzero((self.starts >= self.ends) | (first == 32) | (first == 9) | (first == 13))
         blank = [int(i) for i in maybe if not data[self.starts[i]:self.ends[i]].strip()]
         self.lines = np.delete(np.arange(len(self.starts)), blank)  # record -> line in the block
-        self.bad: dict[int, str] = {}  # record in the block -> reason
+        self.bad: dict[int, Reason] = {}  # record in the block -> reason
 
     def _line_of(self, pos: int) -> int:
         return int(np.searchsorted(self.ends, pos))
 
-    def _mark(self, line: int, reason: str) -> None:
+    def _mark(self, line: int, reason: Reason) -> None:
         r = int(np.searchsorted(self.lines, line))
         if r < len(self.lines) and self.lines[r] == line:
             self.bad.setdefault(r, reason)
@@ -399,12 +404,13 @@ class Block:
                 if replace:
                     return None
                 line = self._line_of(pos + exc.start)
-                self._mark(line, check_line(self._raw_line(line), False)[2] or "not valid UTF-8")
+                self._mark(line, check_line(self._raw_line(line), False)[2] or Reason("not valid UTF-8",
+                                                                                       "not valid UTF-8"))
                 pos = int(self.ends[line]) + 1
         pos = data.find(b"\x00")
         while pos >= 0:
             line = self._line_of(pos)
-            self._mark(line, "holds NUL bytes: not a JSON line")
+            self._mark(line, NUL_BYTES)
             pos = data.find(b"\x00", int(self.ends[line]) + 1)
         if _maybe_deep(data):
             for r in range(len(self.lines)):
@@ -483,11 +489,11 @@ class Block:
 _CONVERT = re.compile(r"Failed to convert JSON to (\S+), couldn't parse:(.*)$", re.S)
 
 
-def _conversion_reason(msg: str, raw: bytes) -> str:
+def _conversion_reason(msg: str, raw: bytes) -> Reason:
     """A value Arrow could not convert to its column's type, with the field that holds it."""
     m = _CONVERT.search(msg)
     if m is None:
-        return f"its values do not fit the other rows' types ({msg.splitlines()[0]})"
+        return Reason("a value of another type", f"its values do not fit the other rows' types ({msg.splitlines()[0]})")
     want, value = m.group(1), m.group(2)
     try:
         row = orjson.loads(raw)
@@ -495,19 +501,27 @@ def _conversion_reason(msg: str, raw: bytes) -> str:
         row = {}
     name = next((k for k, v in row.items() if isinstance(v, (str, int, float)) and str(v) == value), None) \
         if isinstance(row, dict) else None
-    return (f"field {name!r} holds {value[:100]!r}, not a {want} like the rows before it" if name else
-            f"the value {value[:100]!r} is not a {want} like its field in the rows before it")
+    return Reason("a value that does not convert",
+                  f"field {name!r} holds {value[:100]!r}, not a {want} like the rows before it" if name else
+                  f"the value {value[:100]!r} is not a {want} like its field in the rows before it")
 
 
-def _arrow_reason(changed, in_row) -> str:
+def _arrow_reason(changed, in_row) -> Reason:
     """Arrow's JSON error for one row, in our words."""
     if changed:
         path, was, now = changed.group(1), changed.group(2), changed.group(3)
         if not path.strip("/"):  # the line itself
-            return f"{_KINDS.get(now, now)}, not a JSON object"
-        name = path.strip("/").replace("/", ".")
-        return f"field {name!r} is {_KINDS.get(now, now)} where the other rows have {_KINDS.get(was, was)}"
-    return f"not JSON ({in_row.group(1).lower()})"
+            return _not_object(_KINDS.get(now, now))
+        return _other_type(path.strip("/").replace("/", "."), _KINDS.get(now, now), _KINDS.get(was, was))
+    return Reason("not JSON", f"not JSON ({in_row.group(1).lower()})")
+
+
+def _not_object(kind: str) -> Reason:
+    return Reason("not a JSON object", f"{kind}, not a JSON object")
+
+
+def _other_type(name: str, kind: str, others: str) -> Reason:
+    return Reason("a field of another type", f"field {name!r} is {kind} where the other rows have {others}")
 
 
 def _records_in(data: bytes, rows: int) -> bool:
@@ -541,7 +555,7 @@ def record_batches(fh: BinaryIO, bad: list[BadRow], max_record_bytes: int, repla
             if not raw.strip():
                 continue
             text, _, reason = check_line(raw, replace)
-            if reason is not None and not reason.startswith("not JSON"):
+            if reason is not None and reason.kind != "not JSON":
                 if run:
                     yield start, pa.record_batch({RECORD_COLUMN: pa.array(run, pa.string())})
                 bad.append(BadRow(rec, f"line {line0 + i}", reason, _preview(text)))

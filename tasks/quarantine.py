@@ -33,6 +33,18 @@ QUARANTINE_SCHEMA = pa.schema([
 PREVIEW_CHARS = 4096
 
 
+class Reason(str):
+    """A reason in our words, carrying the short kind a report groups it by ("not JSON",
+    "too long"): the words hold the detail (sizes, bytes, names), the kind does not."""
+
+    kind: str
+
+    def __new__(cls, kind: str, text: str) -> "Reason":
+        obj = super().__new__(cls, text)
+        obj.kind = kind
+        return obj
+
+
 @dataclass
 class BadRow:
     """A record a reader could not turn into a row (a JSONL line that is not JSON, a CSV row
@@ -44,6 +56,10 @@ class BadRow:
     reason: str  # in our words, the detail after a colon
     raw: str = ""  # the record's text (at most PREVIEW_CHARS)
     rows: int = 1  # source rows it stands for (a row group: all of its rows)
+
+    @property
+    def kind(self) -> str:
+        return getattr(self.reason, "kind", self.reason)
 
     def record(self) -> dict:
         return {"where": self.where, "raw": self.raw[:PREVIEW_CHARS], "rows": self.rows}

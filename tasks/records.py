@@ -22,7 +22,7 @@ from typing import BinaryIO, Iterator
 import pyarrow as pa
 
 from tasks.lines import RECORD_COLUMN
-from tasks.quarantine import PREVIEW_CHARS, BadRow
+from tasks.quarantine import PREVIEW_CHARS, BadRow, Reason
 from tasks.streams import Prefixed
 
 BLOCK_BYTES = 8 << 20
@@ -63,10 +63,10 @@ def json_items(fh: BinaryIO, bad: list[BadRow] | None = None, max_record_bytes: 
         for rec in ijson.items(stream, prefix, use_float=True):
             try:
                 text = orjson.dumps(rec).decode()
-                problem = None if len(text) <= max_record_bytes else \
-                    f"{len(text):,} bytes, more than source.max_record_bytes={max_record_bytes:,}: not read"
+                problem = None if len(text) <= max_record_bytes else Reason("too long", (
+                    f"{len(text):,} bytes, more than source.max_record_bytes={max_record_bytes:,}: not read"))
             except (orjson.JSONEncodeError, RecursionError):
-                text, problem = "", "nested deeper than 1,024 levels: not read"
+                text, problem = "", Reason("nested too deep", "nested too deep to be written as JSON again: not read")
             del rec
             if problem is not None and bad is not None:
                 if batch:
@@ -87,7 +87,8 @@ def json_items(fh: BinaryIO, bad: list[BadRow] | None = None, max_record_bytes: 
         if batch:
             yield start, pa.record_batch({RECORD_COLUMN: pa.array(batch, pa.string())})
             batch = []
-        bad.append(BadRow(n, f"record {n}", f"the document stops being JSON here ({exc}); nothing after it is read"))
+        bad.append(BadRow(n, f"record {n}", Reason("the document breaks off", f"the document stops being JSON here "
+                                                                            f"({exc}); nothing after it is read")))
         return
     if batch:
         yield start, pa.record_batch({RECORD_COLUMN: pa.array(batch, pa.string())})

@@ -261,7 +261,7 @@ def _drained(batches, bad: list[BadRow], mapping: Mapping, unit: Unit, run_id: s
             for b in bad:
                 counts.read += b.rows
                 counts.quarantined += b.rows
-                counts.reasons[f"unreadable record ({b.reason.split(' (')[0].split(':')[0]})"] += b.rows
+                counts.reasons[f"unreadable record ({b.kind})"] += b.rows
         bad.clear()
 
     for item in batches:

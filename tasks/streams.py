@@ -55,7 +55,8 @@ def what_it_is(head: bytes) -> str | None:
     return next((what for magic, what in _MAGIC if head.startswith(magic)), None)
 
 
-def zip_members(fs: pafs.FileSystem, path: str, suffixes: tuple[str, ...], pattern: str | None) -> list[zipfile.ZipInfo]:
+def zip_members(fs: pafs.FileSystem, path: str, suffixes: tuple[str, ...],
+                pattern: str | None) -> list[zipfile.ZipInfo]:
     """The members of an archive to read: those matching `pattern` (a glob on the member's
     path or its base name), else those whose names end with the format's suffixes. Folders,
     macOS resource forks and hidden files are never members."""

@@ -89,6 +89,9 @@ def test_bad_jsonl_lines_cost_one_line_each(tmp_path, dev_server):
     huge_rows = chat_rows(1, 4, prefix="h") + chat_rows(1, 4, start_turn=5, prefix="h")
     assert_delivered_once(dev_server, good + rows + huge_rows)
     assert number(res.output, "quarantined") == 7 and re.search(r"^read = outcomes +yes$", res.output, re.M)
+    for kind in ("not JSON", "not valid UTF-8", "NUL bytes", "nested too deep", "a field of another type",
+                 "not a JSON object", "too long"):  # the report groups by kind, the rows hold the detail
+        assert re.search(rf"^ +1  unreadable record \({kind}\)$", res.output, re.M), (kind, res.output)
     q = quarantined(tmp_path / "work")
     got = {(r["source_file"], r["source_row"]): r["reasons"][0] for r in q}
     assert set(got) == {("b_bad.jsonl", 3), ("b_bad.jsonl", 8), ("b_bad.jsonl", 12), ("b_bad.jsonl", 15),
@@ -416,7 +419,8 @@ def test_nested_records_cost_one_record_each(tmp_path, dev_server):
     m_clean = tmp_path / "clean.yaml"
     m_clean.write_text(yaml.safe_dump({"preset": "openai-chat", "source": {"path": str(clean), "name": "clean"}}))
     res = sync(m, dev_server, tmp_path / "work", env={"MEMOS_ETL__LOAD__MAX_FAILED_SHARE": "0.5"})  # 4 of 15
-    plan = runner.invoke(app, ["plan", str(m_clean), "--work-dir", str(tmp_path / "w2"), "--target-url", dev_server.url])
+    plan = runner.invoke(app, ["plan", str(m_clean), "--work-dir", str(tmp_path / "w2"),
+                               "--target-url", dev_server.url])
     assert res.exit_code == 0 and plan.exit_code == 0, res.output + plan.output
     assert number(res.output, "delivered") == number(plan.output, "read") > 0
     q = quarantined(tmp_path / "work")
@@ -438,7 +442,8 @@ def test_nested_records_cost_one_record_each(tmp_path, dev_server):
     m_first = tmp_path / "first.yaml"
     m_first.write_text(yaml.safe_dump({"preset": "chatgpt-export", "source": {"path": str(first), "name": "first"}}))
     res = sync(m, dev_server, tmp_path / "work3", env={"MEMOS_ETL__LOAD__MAX_FAILED_SHARE": "0.5"})
-    plan = runner.invoke(app, ["plan", str(m_first), "--work-dir", str(tmp_path / "w4"), "--target-url", dev_server.url])
+    plan = runner.invoke(app, ["plan", str(m_first), "--work-dir", str(tmp_path / "w4"),
+                               "--target-url", dev_server.url])
     assert res.exit_code == 0 and plan.exit_code == 0, res.output + plan.output
     assert number(res.output, "delivered") == number(plan.output, "read") > 0
     q = quarantined(tmp_path / "work3")
