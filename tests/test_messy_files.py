@@ -504,3 +504,17 @@ def test_a_csv_row_longer_than_a_block_is_read_and_one_past_the_limit_is_a_clear
     with pytest.raises(RowTooLong, match="longer than source.max_record_bytes=1,048,576"):
         list(csv_batches(lambda: io.BytesIO(body), ",", ["id", "text"], [], False, block_bytes=1 << 19,
                          max_record_bytes=1 << 20))
+
+
+def test_bad_records_count_towards_the_quality_threshold(tmp_path, dev_server):
+    """A day where half the lines are bad stops before sending anything, like any other failed
+    share over load.max_failed_share (exit 1: an error, as README's exit codes say); the bad
+    lines are in the quarantine."""
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = chat_rows(2, 5, prefix="t")
+    (data / "day.jsonl").write_bytes(b"".join(json.dumps(r).encode() + b"\n{\n" for r in rows))
+    res = sync(sample_mapping_at(tmp_path, data), dev_server, tmp_path / "work")
+    assert res.exit_code == 1, res.output
+    assert "10 of 20 rows failed validation" in res.output and stats(dev_server.url)["add_requests"] == 0
+    assert len(quarantined(tmp_path / "work")) == 10
