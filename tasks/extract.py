@@ -26,6 +26,8 @@ import pyarrow.parquet as pq
 from memos_etl.config import Mapping
 from memos_etl.errors import SourceError
 from tasks.csvfile import RowTooLong, csv_batches
+# a source may carry each row's original position in ROW_COLUMN (re-drive does, and a JSONL
+# block with bad lines does): the mapper takes source_row from it instead of counting; never data
 from tasks.lines import ROW_COLUMN, NotJsonl, flat_batches, record_batches
 from tasks.quarantine import BadRow, Reason
 from tasks.records import NotJson, json_items
@@ -33,8 +35,6 @@ from tasks.streams import MEMBER_SEP, ZIP, WrongFormat, compression_of, open_tex
 
 _SUFFIXES = {"parquet": (".parquet", ".pq"), "jsonl": (".jsonl", ".json", ".ndjson"), "csv": (".csv", ".tsv"),
              "json": (".json",)}
-#: A source may carry each row's original position in ROW_COLUMN (re-drive does, and a block
-#: with bad lines does): the mapper takes source_row from it instead of counting; never data.
 
 
 @dataclass(frozen=True)
@@ -177,7 +177,7 @@ class FileSource:
                 delimiter = "\t" if strip_compression(unit.member or unit.path).endswith(".tsv") else src.csv_delimiter
                 batches = csv_batches(open_stream, delimiter, _text_columns(self.mapping), sink, replace,
                                       max_record_bytes=src.max_record_bytes)
-                yield from _checked(batches, sink, strict, unit)
+                yield from _checked(batches, sink, strict)
                 return
             with open_stream() as fh:
                 if src.format == "json":
@@ -186,7 +186,7 @@ class FileSource:
                     batches = record_batches(fh, sink, src.max_record_bytes, replace)
                 else:
                     batches = flat_batches(fh, sink, src.max_record_bytes, replace)
-                yield from _checked(batches, sink, strict, unit)
+                yield from _checked(batches, sink, strict)
         except (WrongFormat, NotJsonl, NotJson, RowTooLong) as exc:
             raise SourceError(src.name, where, str(exc)) from None
         except (pa.ArrowException, OSError, EOFError, zipfile.BadZipFile) as exc:
@@ -225,7 +225,7 @@ class FileSource:
                         offset += rb.num_rows
 
 
-def _checked(batches, bad: list[BadRow], strict: bool, unit: Unit):
+def _checked(batches, bad: list[BadRow], strict: bool):
     """`batches`, stopping at the first bad record when the caller keeps no list of them."""
     for item in batches:
         if strict and bad:
