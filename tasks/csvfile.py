@@ -44,7 +44,7 @@ def csv_batches(open_stream: Callable, delimiter: str, text_columns: list[str], 
     retyped: dict[str, pa.DataType] = {}
     types: dict[str, pa.DataType] = {}
     done = 0  # Arrow's rows read so far: a re-opened stream passes over them
-    bad_rows: list[int] = []  # row numbers of bad rows not yet passed
+    bad_rows: set[int] = set()  # row numbers of the bad rows met so far
     while True:
         invalid: list = []
 
@@ -69,18 +69,18 @@ def csv_batches(open_stream: Callable, delimiter: str, text_columns: list[str], 
             raise
         skip = done
         next_row = 0
-        seen_bad: set[int] = set()
+
+        def take_invalid() -> None:
+            for row in invalid:
+                number = row.number - 2  # Arrow counts the header as row 1
+                if number not in bad_rows:  # (a re-opened stream meets the same rows again)
+                    bad_rows.add(number)
+                    bad.append(BadRow(number, f"row {number + 1}", _field_count(row), row.text[:PREVIEW_CHARS]))
+            invalid.clear()
+
         try:
             for rb in reader:
-                for row in invalid:
-                    number = row.number - 2  # Arrow counts the header as row 1
-                    if number not in seen_bad:
-                        seen_bad.add(number)
-                        if number not in bad_rows and skip == 0:
-                            bad.append(BadRow(number, f"row {number + 1}", _field_count(row), row.text[:PREVIEW_CHARS]))
-                        if number not in bad_rows:
-                            bad_rows.append(number)
-                invalid.clear()
+                take_invalid()
                 positions, next_row = _positions(next_row, rb.num_rows, bad_rows)
                 if skip:  # a re-opened stream: these rows were read before
                     take = min(skip, rb.num_rows)
@@ -99,11 +99,7 @@ def csv_batches(open_stream: Callable, delimiter: str, text_columns: list[str], 
                 if positions[-1] - positions[0] + 1 != len(positions):
                     rb = rb.append_column(ROW_COLUMN, pa.array(positions, pa.int64()))
                 yield int(positions[0]), rb
-            for row in invalid:  # bad rows after the last good one
-                number = row.number - 2
-                if number not in bad_rows:
-                    bad_rows.append(number)
-                    bad.append(BadRow(number, f"row {number + 1}", _field_count(row), row.text[:PREVIEW_CHARS]))
+            take_invalid()  # bad rows after the last good one
             return
         except pa.ArrowInvalid as exc:
             if "straddling object" in str(exc):
@@ -129,7 +125,7 @@ class RowTooLong(ValueError):
     """A CSV row longer than source.max_record_bytes."""
 
 
-def _positions(start: int, n: int, bad_rows: list[int]) -> tuple[np.ndarray, int]:
+def _positions(start: int, n: int, bad_rows: set[int]) -> tuple[np.ndarray, int]:
     """Row numbers of the next `n` good rows from `start`, passing over the bad ones."""
     later = sorted(b for b in bad_rows if b >= start)
     if not later or later[0] >= start + n:

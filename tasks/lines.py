@@ -388,8 +388,7 @@ class Block:
             self.bad.setdefault(r, reason)
 
     def _raw(self, r: int) -> bytes:
-        i = self.lines[r]
-        return self.data[self.starts[i]:self.ends[i]].rstrip(b"\r")
+        return self._raw_line(int(self.lines[r]))
 
     def recover(self, schema: pa.Schema | None, replace: bool, bad: list[BadRow]):
         """(good rows with ROW_COLUMN, records in the block), or None for the line-by-line read."""
