@@ -79,14 +79,19 @@ def sigkill_then_rerun(job, dev_server):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         kills += 1
-    # then re-run until done
+    rerun_until_done(cmd, dev_server, expected)
+    assert 0 < stats(dev_server.url)["messages"] == sum(len(v) for v in expected.values())
+
+
+def rerun_until_done(cmd, dev_server, expected) -> None:
+    """Run `cmd` again (up to 3 times) until it completes; then the store holds every expected
+    message once, in order."""
     for _ in range(3):
         final = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         if final.returncode == 0:
             break
     assert final.returncode == 0, final.stdout
     assert stored_messages(dev_server.url) == expected  # 0 missing, 0 duplicated, in order
-    assert 0 < stats(dev_server.url)["messages"] == sum(len(v) for v in expected.values())
 
 
 def test_sigterm_drains_and_exits_resumable(job, dev_server):

@@ -10,7 +10,6 @@ import logging
 import random
 import signal
 import sqlite3
-import subprocess
 import sys
 import time
 
@@ -28,7 +27,7 @@ from tasks.order import bucket_parts, sort_runs
 from tasks.stage import read_bucket
 from tests.conftest import ROOT
 from tests.helpers import chat_rows, expected_messages, sample_mapping_at, stats, stored_messages, write_jsonl
-from tests.test_crash import start, wait_for_sending
+from tests.test_crash import rerun_until_done, start, wait_for_sending
 
 runner = CliRunner()
 SPILL = 100_000  # bytes: the long conversation's bucket (~1 MB staged) spills, the short ones do not
@@ -261,9 +260,4 @@ def test_killed_mid_bucket_then_rerun_delivers_each_message_once_in_order(tmp_pa
         assert proc.poll() is None, "the run finished before it was killed"
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    for _ in range(3):
-        final = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-        if final.returncode == 0:
-            break
-    assert final.returncode == 0, final.stdout
-    assert stored_messages(dev_server.url) == expected  # 0 missing, 0 duplicated, in order
+    rerun_until_done(cmd, dev_server, expected)
