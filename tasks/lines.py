@@ -326,9 +326,8 @@ def flat_batches(fh: BinaryIO, bad: list[BadRow], max_record_bytes: int, replace
                 table = None
         if table is None:
             before = len(bad)
-            found = Block(data, line0, rec0).recover(schema, replace, bad)
+            found = Block(data, line0, rec0).recover(schema, replace, bad)  # adds to `bad` only when it succeeds
             if found is None:  # too many to cut out one by one, or the first block's types in question
-                del bad[before:]
                 table, records = slow_block(data, line0, rec0, schema, replace, bad)
             else:
                 table, records = found

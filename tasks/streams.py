@@ -108,9 +108,14 @@ class _Utf8(_Stream):
         self.done = False
 
     def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:  # all of it, as files do
+            parts = []
+            while part := self.read(8 << 20):
+                parts.append(part)
+            return b"".join(parts)
         out = b""
         while not out and not self.done:
-            chunk = self.head or (self.raw.read(n if n and n > 0 else 8 << 20))
+            chunk = self.head or self.raw.read(n)
             self.head = b""
             if not chunk:
                 self.done = True
