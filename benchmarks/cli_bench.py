@@ -31,15 +31,18 @@ def wall(cmd: list[str], runs: int = 5, env: dict | None = None) -> float:
 
 def bench(work_with_ledger: Path, demo_dir: Path) -> dict:
     cli = str(BIN / "memos-etl")
-    out = {"python_pass_s": wall([sys.executable, "-c", "pass"]),
-           "help_s": wall([cli, "--help"]),
-           "status_s": wall([cli, "status", "--work-dir", str(work_with_ledger)])}
+    out = {
+        "python_pass_s": wall([sys.executable, "-c", "pass"]),
+        "help_s": wall([cli, "--help"]),
+        "status_s": wall([cli, "status", "--work-dir", str(work_with_ledger)]),
+    }
     shutil.rmtree(demo_dir, ignore_errors=True)
     demo_dir.mkdir(parents=True)
     env = dict(os.environ)
     t0 = time.time()
-    res = subprocess.run([cli, "demo", "--work-dir", str(demo_dir)], capture_output=True, text=True, env=env,
-                         cwd=demo_dir)
+    res = subprocess.run(
+        [cli, "demo", "--work-dir", str(demo_dir)], capture_output=True, text=True, env=env, cwd=demo_dir
+    )
     out["demo_s"] = time.time() - t0
     if res.returncode:
         raise RuntimeError(res.stdout[-2000:] + res.stderr[-2000:])

@@ -45,23 +45,42 @@ def generate_jsonl(out: Path, messages: int, one_conversation: bool, seed: int =
         else:
             i = np.arange(f * FILE_ROWS, min(messages, (f + 1) * FILE_ROWS), dtype=np.int64)
             conv, turn = i // TURNS, i % TURNS + 1
-        sent = (np.datetime64("2024-01-01T00:00:00", "s") + (conv * 3600 + turn * 30).astype("timedelta64[s]"))
+        sent = np.datetime64("2024-01-01T00:00:00", "s") + (conv * 3600 + turn * 30).astype("timedelta64[s]")
         s = pa.array
         line = pc.binary_join_element_wise(
-            '{"message_id": "m', s(i).cast(pa.string()), '", "user": "u', s(conv % 5000).cast(pa.string()),
-            '", "conversation_id": "c', s(conv).cast(pa.string()), '", "session": 1, "turn": ',
-            s(turn).cast(pa.string()), ', "speaker": "', s(np.where(turn % 2 == 1, "Human", "Assistant")),
-            '", "text": "', s(phrases[i % len(phrases)]), '", "sent_at": "',
-            s(np.datetime_as_string(sent, unit="s")), 'Z", "image_caption": null}', "")
+            '{"message_id": "m',
+            s(i).cast(pa.string()),
+            '", "user": "u',
+            s(conv % 5000).cast(pa.string()),
+            '", "conversation_id": "c',
+            s(conv).cast(pa.string()),
+            '", "session": 1, "turn": ',
+            s(turn).cast(pa.string()),
+            ', "speaker": "',
+            s(np.where(turn % 2 == 1, "Human", "Assistant")),
+            '", "text": "',
+            s(phrases[i % len(phrases)]),
+            '", "sent_at": "',
+            s(np.datetime_as_string(sent, unit="s")),
+            'Z", "image_caption": null}',
+            "",
+        )
         with open(data / f"part-{f:04d}.jsonl", "w", encoding="utf-8") as fh:
             for chunk in range(0, len(line), 20_000):
                 fh.write("\n".join(line.slice(chunk, 20_000).to_pylist()))
                 fh.write("\n")
     mapping = {
         "source": {"name": "bench-long" if one_conversation else "bench-flat", "format": "jsonl", "path": str(data)},
-        "fields": {"user_id": "user", "conversation_id": "conversation_id", "role": "speaker", "content": "text",
-                   "chat_time": "sent_at", "seq": "turn", "source_key": "message_id",
-                   "info": '{{"session": {session}}}'},
+        "fields": {
+            "user_id": "user",
+            "conversation_id": "conversation_id",
+            "role": "speaker",
+            "content": "text",
+            "chat_time": "sent_at",
+            "seq": "turn",
+            "source_key": "message_id",
+            "info": '{{"session": {session}}}',
+        },
         "content_append": [{"column": "image_caption", "template": "\n[image: {}]"}],
         "time": {"formats": ["iso"], "timezone": "UTC"},
         "tags": ["memos-etl-sample"],
@@ -73,8 +92,9 @@ def generate_jsonl(out: Path, messages: int, one_conversation: bool, seed: int =
 
 def dry_run(mapping: Path, work: Path) -> dict:
     """benchmarks.memory in a process of its own: seconds, planned messages, peak RSS."""
-    res = subprocess.run([sys.executable, "-m", "benchmarks.memory", str(mapping), str(work)], cwd=ROOT,
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "benchmarks.memory", str(mapping), str(work)], cwd=ROOT, capture_output=True, text=True
+    )
     if res.returncode:
         raise RuntimeError(res.stderr[-3000:])
     out = json.loads(res.stdout.strip().splitlines()[-1])

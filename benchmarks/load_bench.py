@@ -22,7 +22,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import requests
 
-from memos_etl.config import RunConfig, load_mapping
+from core.config import RunConfig, load_mapping
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,9 +30,12 @@ ROOT = Path(__file__).resolve().parent.parent
 class Server:
     def __init__(self, port: int):
         self.url = f"http://127.0.0.1:{port}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "memos_etl.cli", "dev-server", "--port", str(port),
-                                      "--db", ":memory:"], cwd=ROOT, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "memos_etl.cli", "dev-server", "--port", str(port), "--db", ":memory:"],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -60,9 +63,13 @@ class Server:
             k = (m["user_id"], m["conversation_id"], m["content"])
             dups += k in seen
             seen.add(k)
-        return {"tokens": sum(math.ceil(len(m["content"].encode()) / 3) for m in inside),
-                "messages": len(inside), "rejected": rejected, "duplicates": dups,
-                "requests": stats["add_ok"]}
+        return {
+            "tokens": sum(math.ceil(len(m["content"].encode()) / 3) for m in inside),
+            "messages": len(inside),
+            "rejected": rejected,
+            "duplicates": dups,
+            "requests": stats["add_ok"],
+        }
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -76,7 +83,8 @@ def requests_of(mapping_path: Path) -> list[dict]:
     for f in sorted(Path(m.source.path).glob("*.parquet")):
         for r in pq.read_table(f).to_pylist():
             convs.setdefault((r["user"], r["conversation_id"]), []).append(
-                {"role": r["speaker"], "content": r["text"], "chat_time": r["sent_at"].isoformat()})
+                {"role": r["speaker"], "content": r["text"], "chat_time": r["sent_at"].isoformat()}
+            )
     return [{"user_id": u, "conversation_id": c, "messages": msgs} for (u, c), msgs in convs.items()]
 
 
@@ -101,14 +109,15 @@ def threads_loop(url: str, bodies: list[dict], duration: float, threads: int = 1
         if not hasattr(local, "s"):
             local.s = requests.Session()
         local.s.post(url + "/add/message", json=b, timeout=30)
+
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(send, bodies))
 
 
 def ours(url: str, mapping_path: Path, work: Path, duration: float, limits: dict, concurrency: int) -> dict:
     """Our sync, stopped after `duration` seconds of sending (a drain, like SIGTERM)."""
-    from memos_etl import shutdown
-    from memos_etl.pipeline import run
+    from core import shutdown
+    from flows.runner import run
 
     cfg = RunConfig()
     cfg.target.base_url = url
@@ -132,6 +141,7 @@ def ours(url: str, mapping_path: Path, work: Path, duration: float, limits: dict
         started.wait()
         time.sleep(duration + 0.5)
         shutdown.requested.set()
+
     t = threading.Thread(target=stopper, daemon=True)
     t.start()
     try:
@@ -141,11 +151,16 @@ def ours(url: str, mapping_path: Path, work: Path, duration: float, limits: dict
     return report.to_dict()["counts"]
 
 
-def bench(mapping_path: Path, work: Path, port: int, duration: float = 15.0, sweep=(1, 2, 4, 8, 16),
-          latency_ms: float = 50.0) -> dict:
+def bench(
+    mapping_path: Path, work: Path, port: int, duration: float = 15.0, sweep=(1, 2, 4, 8, 16), latency_ms: float = 50.0
+) -> dict:
     limits = {"rps": 40, "tokens_per_window": 150_000, "window_s": 5.0}
-    faults = {"latency_ms": latency_ms, "rps": limits["rps"], "tokens_per_minute": limits["tokens_per_window"],
-              "token_window_s": limits["window_s"]}
+    faults = {
+        "latency_ms": latency_ms,
+        "rps": limits["rps"],
+        "tokens_per_minute": limits["tokens_per_window"],
+        "token_window_s": limits["window_s"],
+    }
     # a sliding window admits a full window's worth at its start: over a run of whole windows
     # the most the server can accept is tokens_per_window x windows
     windows = max(1, round(duration / limits["window_s"]))
@@ -153,12 +168,21 @@ def bench(mapping_path: Path, work: Path, port: int, duration: float = 15.0, swe
     ceiling = limits["tokens_per_window"] * windows
     bodies = requests_of(mapping_path)
     server = Server(port)
-    out: dict = {"limits": {**limits, "latency_ms": latency_ms, "duration_s": duration,
-                            "tokens_per_minute_equivalent": limits["tokens_per_window"] * 60 / limits["window_s"]},
-                 "loaders": {}, "sweep": {}}
+    out: dict = {
+        "limits": {
+            **limits,
+            "latency_ms": latency_ms,
+            "duration_s": duration,
+            "tokens_per_minute_equivalent": limits["tokens_per_window"] * 60 / limits["window_s"],
+        },
+        "loaders": {},
+        "sweep": {},
+    }
     try:
-        for name, fn in (("quick-start loop", lambda: plain_loop(server.url, bodies, duration)),
-                         ("10 threads, no rate control", lambda: threads_loop(server.url, bodies, duration))):
+        for name, fn in (
+            ("quick-start loop", lambda: plain_loop(server.url, bodies, duration)),
+            ("10 threads, no rate control", lambda: threads_loop(server.url, bodies, duration)),
+        ):
             server.reset(**faults)
             fn()
             o = server.outcome(duration)

@@ -27,5 +27,14 @@ if __name__ == "__main__":
     mapping, work = Path(sys.argv[1]), Path(sys.argv[2])
     reset(work)
     report, phases, seconds = ours(mapping, work, outbox=True)
-    print(json.dumps({"messages": report.counts.read, "planned": report.counts.planned, "seconds": seconds,
-                      "peak_rss_bytes": high_water_bytes(), "at": time.time()}))
+    print(
+        json.dumps(
+            {
+                "messages": report.counts.read,
+                "planned": report.counts.planned,
+                "seconds": seconds,
+                "peak_rss_bytes": high_water_bytes(),
+                "at": time.time(),
+            }
+        )
+    )

@@ -18,10 +18,13 @@ from benchmarks.pipeline_bench import ours, reset
 
 #: one line in this many is bad in the messy copy
 BAD_EVERY = 1000
-_BAD = (lambda line: line[: len(line) // 2],  # cut short
-        lambda line: line.replace(b'"text": "', b'"text": "\xff', 1),  # not UTF-8
-        lambda line: line.replace(b'"user": "', b'"user": {"id": "', 1).replace(b'", "conversation_id"',
-                                                                                b'"}, "conversation_id"', 1))
+_BAD = (
+    lambda line: line[: len(line) // 2],  # cut short
+    lambda line: line.replace(b'"text": "', b'"text": "\xff', 1),  # not UTF-8
+    lambda line: line.replace(b'"user": "', b'"user": {"id": "', 1).replace(
+        b'", "conversation_id"', b'"}, "conversation_id"', 1
+    ),
+)
 
 
 def _jsonl(parquet_dir: Path, out: Path, bad_every: int = 0) -> int:
@@ -55,8 +58,13 @@ def _plan(mapping: Path, work: Path) -> dict:
     reset(work)
     report, _, seconds = ours(mapping, work, outbox=True)
     c = report.counts
-    return {"seconds": seconds, "read": c.read, "planned": c.planned, "quarantined": c.quarantined,
-            "per_min": c.read / seconds * 60}
+    return {
+        "seconds": seconds,
+        "read": c.read,
+        "planned": c.planned,
+        "quarantined": c.quarantined,
+        "per_min": c.read / seconds * 60,
+    }
 
 
 def run(base: Path, n: int, peak) -> dict:
@@ -84,7 +92,8 @@ def run(base: Path, n: int, peak) -> dict:
         out[key]["ratio"] = out[key]["per_min"] / out["clean"]["per_min"]
     for key, d in (("clean", clean), ("messy", messy)):
         out[key]["peak_rss_bytes"] = peak(_mapping(parquet, d, f"messy-{key}"), base / f"mem-messy-{key}")[
-            "peak_rss_bytes"]
+            "peak_rss_bytes"
+        ]
     out["messy"]["rss_ratio"] = out["messy"]["peak_rss_bytes"] / out["clean"]["peak_rss_bytes"]
     return out
 
@@ -93,13 +102,18 @@ def rows(m: dict) -> list[tuple[str, str, str, str]]:
     """Rows for the results table."""
     c, b = m["clean"], m["messy"]
     return [
-        (f"JSONL dry run, {m['messages']:,} messages, {m['bad_lines']:,} bad lines (0.1%) spread over every file",
-         f"{b['per_min'] / 1e6:.2f}M msg/min ({b['quarantined']:,} quarantined), clean {c['per_min'] / 1e6:.2f}M",
-         f"{b['ratio']:.2f} of clean; peak RSS {b['peak_rss_bytes'] / 2**20:.0f} / {c['peak_rss_bytes'] / 2**20:.0f}"
-         f" MiB = {b['rss_ratio']:.2f}x", ">= 0.8 of clean, RSS <= 1.1x"),
-        ("the same JSONL as .jsonl.gz / .jsonl.zst",
-         f"{m['gz']['per_min'] / 1e6:.2f}M / {m['zst']['per_min'] / 1e6:.2f}M msg/min",
-         f"{m['gz']['ratio']:.2f} / {m['zst']['ratio']:.2f} of plain .jsonl "
-         f"({m['gz']['bytes'] / c['bytes']:.2f} / {m['zst']['bytes'] / c['bytes']:.2f} of its bytes)",
-         ">= 0.7 of plain"),
+        (
+            f"JSONL dry run, {m['messages']:,} messages, {m['bad_lines']:,} bad lines (0.1%) spread over every file",
+            f"{b['per_min'] / 1e6:.2f}M msg/min ({b['quarantined']:,} quarantined), clean {c['per_min'] / 1e6:.2f}M",
+            f"{b['ratio']:.2f} of clean; peak RSS {b['peak_rss_bytes'] / 2**20:.0f} / {c['peak_rss_bytes'] / 2**20:.0f}"
+            f" MiB = {b['rss_ratio']:.2f}x",
+            ">= 0.8 of clean, RSS <= 1.1x",
+        ),
+        (
+            "the same JSONL as .jsonl.gz / .jsonl.zst",
+            f"{m['gz']['per_min'] / 1e6:.2f}M / {m['zst']['per_min'] / 1e6:.2f}M msg/min",
+            f"{m['gz']['ratio']:.2f} / {m['zst']['ratio']:.2f} of plain .jsonl "
+            f"({m['gz']['bytes'] / c['bytes']:.2f} / {m['zst']['bytes'] / c['bytes']:.2f} of its bytes)",
+            ">= 0.7 of plain",
+        ),
     ]

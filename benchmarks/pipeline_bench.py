@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from memos_etl.client import Reply, body_json
-from memos_etl.config import RunConfig, load_mapping
+from core.client import Reply, body_json
+from core.config import RunConfig, load_mapping
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
@@ -32,8 +32,10 @@ class InstantTarget:
         self.messages = 0
 
     def add_payload(self, batch) -> str:
-        return body_json({"user_id": batch.user_id, "conversation_id": batch.conversation_id, "info": batch.info},
-                         batch.messages_json)
+        return body_json(
+            {"user_id": batch.user_id, "conversation_id": batch.conversation_id, "info": batch.info},
+            batch.messages_json,
+        )
 
     def add(self, batch) -> Reply:
         self.requests += 1
@@ -80,8 +82,8 @@ def plain_loop(files: list[str], per_request: int = 50, batch_rows: int = 65_536
                 convs[(u, c)].append({"role": r, "content": x, "chat_time": ts})
             for (user, conv), msgs in convs.items():
                 for i in range(0, len(msgs), per_request):
-                    json.dumps({"user_id": user, "conversation_id": conv, "messages": msgs[i:i + per_request]})
-                    n += len(msgs[i:i + per_request])
+                    json.dumps({"user_id": user, "conversation_id": conv, "messages": msgs[i : i + per_request]})
+                    n += len(msgs[i : i + per_request])
     return n, time.perf_counter() - t
 
 
@@ -114,14 +116,20 @@ class Phases:
 
 def ours(mapping_path: Path, work: Path, outbox: bool = False, workers: int = 2):
     """One full sync (or a plan with `outbox`) through pipeline.run; returns (report, phases, seconds)."""
-    from memos_etl.pipeline import run, thread_map
+    from flows.runner import run, thread_map
 
     cfg = config(work, workers)
     phases = Phases()
     t = time.perf_counter()
-    report = run(load_mapping(mapping_path), cfg, target=InstantTarget(), stage_map=thread_map(workers),
-                 load_map=thread_map(workers), progress=phases,
-                 outbox=(work / "outbox.jsonl") if outbox else None)
+    report = run(
+        load_mapping(mapping_path),
+        cfg,
+        target=InstantTarget(),
+        stage_map=thread_map(workers),
+        load_map=thread_map(workers),
+        progress=phases,
+        outbox=(work / "outbox.jsonl") if outbox else None,
+    )
     return report, phases, time.perf_counter() - t
 
 

@@ -12,9 +12,9 @@ from benchmarks.pipeline_bench import config, reset
 def bench(mapping_path: Path, work: Path, large: Path | None = None) -> dict:
     """Prefect's share of a dry run of `mapping_path` (7 flow/direct pairs); with `large`, also
     of that input (3 pairs): the same fixed cost per flow run over a longer run."""
+    from core.config import load_mapping
+    from flows.runner import run, thread_map
     from flows.sync import run_sync
-    from memos_etl.config import load_mapping
-    from memos_etl.pipeline import run, thread_map
 
     cfg = config(work / "cfg", 2)
     t = time.perf_counter()

@@ -12,20 +12,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+import core  # noqa: E402,F401  (the no-telemetry defaults)
+
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
-from benchmarks import (cli_bench, conversation_bench, load_bench, messy_bench, pipeline_bench,  # noqa: E402
-                        prefect_bench)
+from benchmarks import cli_bench, conversation_bench, load_bench, messy_bench, pipeline_bench, prefect_bench  # noqa: E402
 from benchmarks.data import edit, generate, generate_chatgpt_export, generate_openai_chat, generate_personal  # noqa: E402
+from memos_etl.devserver import free_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -33,12 +32,6 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 def per_min(n: int, s: float) -> float:
     return n / s * 60 if s else 0.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def log(msg: str) -> None:
@@ -60,9 +53,12 @@ def transform(base: Path, n: int, ledger_n: int) -> dict:
     work = base / "work-plan"
     pipeline_bench.reset(work)
     report, phases, s = pipeline_bench.ours(mapping, work, outbox=True)
-    out["ours_plan"] = {"seconds": s, "per_min": per_min(report.counts.planned, s),
-                        "extract_validate_map_stage_s": phases.seconds("extract"),
-                        "batch_lookup_write_s": phases.seconds("load")}
+    out["ours_plan"] = {
+        "seconds": s,
+        "per_min": per_min(report.counts.planned, s),
+        "extract_validate_map_stage_s": phases.seconds("extract"),
+        "batch_lookup_write_s": phases.seconds("load"),
+    }
     log(f"ours (dry run) {per_min(report.counts.planned, s) / 1e6:.2f}M/min")
     out["redaction"] = redaction(base, n)
     # the same messages as OpenAI-chat JSONL (20 a line, two files): streamed, exploded on columns
@@ -70,35 +66,56 @@ def transform(base: Path, n: int, ledger_n: int) -> dict:
     work = base / "work-nested"
     pipeline_bench.reset(work)
     report, phases, s = pipeline_bench.ours(nested, work, outbox=True)
-    out["nested_plan"] = {"seconds": s, "per_min": per_min(report.counts.planned, s),
-                          "ratio_to_flat": per_min(report.counts.planned, s) / out["ours_plan"]["per_min"],
-                          "quarantined": report.counts.quarantined}
-    log(f"nested (OpenAI chat JSONL) dry run {per_min(report.counts.planned, s) / 1e6:.2f}M/min, "
-        f"{out['nested_plan']['ratio_to_flat']:.2f} of flat")
+    out["nested_plan"] = {
+        "seconds": s,
+        "per_min": per_min(report.counts.planned, s),
+        "ratio_to_flat": per_min(report.counts.planned, s) / out["ours_plan"]["per_min"],
+        "quarantined": report.counts.quarantined,
+    }
+    log(
+        f"nested (OpenAI chat JSONL) dry run {per_min(report.counts.planned, s) / 1e6:.2f}M/min, "
+        f"{out['nested_plan']['ratio_to_flat']:.2f} of flat"
+    )
     # the full path with ledger writes (sent + delivered per request) on a smaller set
     small = generate(base / f"m{ledger_n}", ledger_n)
     work = base / "work-full"
     pipeline_bench.reset(work)
     report, phases, s = pipeline_bench.ours(small, work)
-    out["ours_full_ledger"] = {"messages": ledger_n, "seconds": s, "per_min": per_min(report.counts.delivered, s),
-                               "requests": report.counts.requests,
-                               "requests_per_s": report.counts.requests / phases.seconds("load")
-                               if phases.seconds("load") else 0.0,
-                               "extract_s": phases.seconds("extract"), "load_s": phases.seconds("load")}
+    out["ours_full_ledger"] = {
+        "messages": ledger_n,
+        "seconds": s,
+        "per_min": per_min(report.counts.delivered, s),
+        "requests": report.counts.requests,
+        "requests_per_s": report.counts.requests / phases.seconds("load") if phases.seconds("load") else 0.0,
+        "extract_s": phases.seconds("extract"),
+        "load_s": phases.seconds("load"),
+    }
     log(f"ours (full, ledger writes) {per_min(report.counts.delivered, s) / 1e6:.2f}M/min")
     again, _, s2 = pipeline_bench.ours(small, work)
-    out["noop"] = {"seconds": s2, "requests": again.counts.requests, "units_skipped": again.counts.units_skipped,
-                   "ratio_to_extract": s2 / phases.seconds("extract") if phases.seconds("extract") else 0.0}
+    out["noop"] = {
+        "seconds": s2,
+        "requests": again.counts.requests,
+        "units_skipped": again.counts.units_skipped,
+        "ratio_to_extract": s2 / phases.seconds("extract") if phases.seconds("extract") else 0.0,
+    }
     log(f"no-op re-sync {s2:.2f}s, {again.counts.requests} requests")
     # the source edited after delivery: 1% of the messages changed, every file re-read
     edited = edit(small, every=100)
     changed, _, s3 = pipeline_bench.ours(small, work)
     c = changed.counts
-    out["changed_1pct"] = {"seconds": s3, "edited": edited, "changed_after_delivery": c.changed_after_delivery,
-                           "already_delivered": c.already_delivered, "requests": c.requests,
-                           "conversations_listed": len(c.changes), "ratio_to_full": s3 / s if s else 0.0}
-    log(f"re-sync with {edited} edited messages {s3:.2f}s ({s3 / s:.3f} of the full sync), "
-        f"{c.changed_after_delivery} changed after delivery, {c.requests} requests")
+    out["changed_1pct"] = {
+        "seconds": s3,
+        "edited": edited,
+        "changed_after_delivery": c.changed_after_delivery,
+        "already_delivered": c.already_delivered,
+        "requests": c.requests,
+        "conversations_listed": len(c.changes),
+        "ratio_to_full": s3 / s if s else 0.0,
+    }
+    log(
+        f"re-sync with {edited} edited messages {s3:.2f}s ({s3 / s:.3f} of the full sync), "
+        f"{c.changed_after_delivery} changed after delivery, {c.requests} requests"
+    )
     return out
 
 
@@ -108,8 +125,8 @@ def redaction(base: Path, n: int) -> dict:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from memos_etl.config import LoadConfig
-    from tasks.budget import estimate_tokens
+    from core.budget import estimate_tokens
+    from core.config import LoadConfig
 
     plain, redacted = generate_personal(base / f"pii{n}", n)
     out: dict = {"messages": n}
@@ -118,10 +135,18 @@ def redaction(base: Path, n: int) -> dict:
         pipeline_bench.reset(work)
         report, phases, s = pipeline_bench.ours(mapping, work, outbox=True)
         c = report.counts
-        out[name] = {"seconds": s, "per_min": per_min(c.planned, s), "planned": c.planned,
-                     "read_by_presidio": c.redaction_candidates, "redacted": c.redacted, "entities": c.redaction}
-        log(f"dry run {name} redaction {per_min(c.planned, s) / 1e6:.3f}M/min"
-            + (f", {c.redaction_candidates} read by Presidio, {c.redacted} redacted" if name == "with" else ""))
+        out[name] = {
+            "seconds": s,
+            "per_min": per_min(c.planned, s),
+            "planned": c.planned,
+            "read_by_presidio": c.redaction_candidates,
+            "redacted": c.redacted,
+            "entities": c.redaction,
+        }
+        log(
+            f"dry run {name} redaction {per_min(c.planned, s) / 1e6:.3f}M/min"
+            + (f", {c.redaction_candidates} read by Presidio, {c.redacted} redacted" if name == "with" else "")
+        )
     text = pq.read_table(next((base / f"pii{n}" / "data").glob("*.parquet")), columns=["text"]).column("text")
     load = LoadConfig()
     tokens = float(estimate_tokens(pc.fill_null(text.combine_chunks(), ""), load).mean())
@@ -139,8 +164,9 @@ MEMORY_FILE_ROWS = 100_000
 
 
 def peak(mapping: Path, work: Path) -> dict:
-    res = subprocess.run([sys.executable, "-m", "benchmarks.memory", str(mapping), str(work)],
-                         cwd=ROOT, capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "benchmarks.memory", str(mapping), str(work)], cwd=ROOT, capture_output=True, text=True
+    )
     if res.returncode:
         raise RuntimeError(res.stderr[-3000:])
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -164,8 +190,10 @@ def nested_memory(base: Path, sizes: list[int], export_bytes: int) -> dict:
     mapping = generate_chatgpt_export(base / "chatgpt-export", export_bytes)
     out["chatgpt_export"] = peak(mapping, base / "mem-chatgpt")
     out["chatgpt_export"]["file_bytes"] = (base / "chatgpt-export" / "conversations.json").stat().st_size
-    log(f"ChatGPT export {out['chatgpt_export']['file_bytes'] / 2**30:.2f} GiB: "
-        f"{out['chatgpt_export']['peak_rss_bytes'] / 2**20:.0f} MiB")
+    log(
+        f"ChatGPT export {out['chatgpt_export']['file_bytes'] / 2**30:.2f} GiB: "
+        f"{out['chatgpt_export']['peak_rss_bytes'] / 2**20:.0f} MiB"
+    )
     return out
 
 
@@ -185,8 +213,10 @@ def plot(load: dict, path: Path) -> None:
     ax.set_xscale("log", base=2)
     ax.set_xlabel("conversations in flight (load.concurrency)")
     ax.set_ylabel("accepted tokens / token ceiling")
-    ax.set_title(f"dev-server {load['limits']['latency_ms']:.0f} ms latency, {load['limits']['rps']} rps, "
-                 f"{load['limits']['tokens_per_window']} tokens / {load['limits']['window_s']:.0f} s")
+    ax.set_title(
+        f"dev-server {load['limits']['latency_ms']:.0f} ms latency, {load['limits']['rps']} rps, "
+        f"{load['limits']['tokens_per_window']} tokens / {load['limits']['window_s']:.0f} s"
+    )
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -197,97 +227,198 @@ def table(r: dict) -> list[tuple[str, str, str, str]]:
     t = r["transform"]
     plain = t["plain_loop"]["per_min"]
     ours_pm = t["ours_plan"]["per_min"]
-    rows.append(("extract+validate+map+ledger lookups (dry run)", f"{ours_pm / 1e6:.2f}M msg/min",
-                 f"{ours_pm / plain:.2f} of plain loop, {ours_pm / t['bare_read']['per_min']:.3f} of bare read",
-                 ">= 5M/min, >= 0.3 of plain loop"))
+    rows.append(
+        (
+            "extract+validate+map+ledger lookups (dry run)",
+            f"{ours_pm / 1e6:.2f}M msg/min",
+            f"{ours_pm / plain:.2f} of plain loop, {ours_pm / t['bare_read']['per_min']:.3f} of bare read",
+            ">= 5M/min, >= 0.3 of plain loop",
+        )
+    )
     if "nested_plan" in t:
         nst = t["nested_plan"]
-        rows.append(("nested dry run: OpenAI-chat JSONL, same messages", f"{nst['per_min'] / 1e6:.2f}M msg/min",
-                     f"{nst['ratio_to_flat']:.2f} of the flat Parquet dry run", ">= 0.5 of flat"))
+        rows.append(
+            (
+                "nested dry run: OpenAI-chat JSONL, same messages",
+                f"{nst['per_min'] / 1e6:.2f}M msg/min",
+                f"{nst['ratio_to_flat']:.2f} of the flat Parquet dry run",
+                ">= 0.5 of flat",
+            )
+        )
     if "redaction" in t:
         rd = t["redaction"]
-        rows.append((f"dry run with redaction, {rd['messages']:,} messages, ~2% personal data",
-                     f"{rd['with']['per_min'] / 1e6:.2f}M msg/min ({rd['with']['read_by_presidio']:,} read by Presidio)",
-                     f"{rd['ratio']:.2f} of the same dry run without; {rd['times_ceiling']:.0f}x the API's "
-                     f"{rd['api_ceiling_per_min'] / 1e3:.1f}k msg/min", ">= 10x the API ceiling (>= 100k msg/min)"))
-    rows.append(("  bare pyarrow read / plain-Python loop", f"{t['bare_read']['per_min'] / 1e6:.1f}M / "
-                 f"{plain / 1e6:.1f}M msg/min", "reference", ""))
+        rows.append(
+            (
+                f"dry run with redaction, {rd['messages']:,} messages, ~2% personal data",
+                f"{rd['with']['per_min'] / 1e6:.2f}M msg/min ({rd['with']['read_by_presidio']:,} read by Presidio)",
+                f"{rd['ratio']:.2f} of the same dry run without; {rd['times_ceiling']:.0f}x the API's "
+                f"{rd['api_ceiling_per_min'] / 1e3:.1f}k msg/min",
+                ">= 10x the API ceiling (>= 100k msg/min)",
+            )
+        )
+    rows.append(
+        (
+            "  bare pyarrow read / plain-Python loop",
+            f"{t['bare_read']['per_min'] / 1e6:.1f}M / {plain / 1e6:.1f}M msg/min",
+            "reference",
+            "",
+        )
+    )
     p = t["ours_plan"]
-    rows.append(("  where the dry run's time goes", f"{p['extract_validate_map_stage_s']:.1f}s extract+validate+map"
-                 f"+stage, {p['batch_lookup_write_s']:.1f}s batch+lookup+outbox", "", ""))
+    rows.append(
+        (
+            "  where the dry run's time goes",
+            f"{p['extract_validate_map_stage_s']:.1f}s extract+validate+map"
+            f"+stage, {p['batch_lookup_write_s']:.1f}s batch+lookup+outbox",
+            "",
+            "",
+        )
+    )
     f = t["ours_full_ledger"]
-    rows.append(("full sync, ledger writes, instant target", f"{f['per_min'] / 1e6:.2f}M msg/min",
-                 f"{f['requests_per_s']:.0f} requests/s of ledger (MemOS allows ~50)", ""))
+    rows.append(
+        (
+            "full sync, ledger writes, instant target",
+            f"{f['per_min'] / 1e6:.2f}M msg/min",
+            f"{f['requests_per_s']:.0f} requests/s of ledger (MemOS allows ~50)",
+            "",
+        )
+    )
     n = t["noop"]
-    rows.append(("no-op re-sync", f"{n['seconds']:.2f}s, {n['requests']} requests",
-                 f"{n['ratio_to_extract']:.3f} of the full sync's extract time", "<= 0.05, 0 requests"))
+    rows.append(
+        (
+            "no-op re-sync",
+            f"{n['seconds']:.2f}s, {n['requests']} requests",
+            f"{n['ratio_to_extract']:.3f} of the full sync's extract time",
+            "<= 0.05, 0 requests",
+        )
+    )
     if "changed_1pct" in t:
         ch = t["changed_1pct"]
-        rows.append(("re-sync, 1% edited after delivery (on_change: report)",
-                     f"{ch['seconds']:.2f}s, {ch['changed_after_delivery']:,} of {ch['edited']:,} edits seen, "
-                     f"{ch['requests']} requests", f"{ch['ratio_to_full']:.3f} of the full sync",
-                     "<= 0.1, every edit counted, 0 requests"))
+        rows.append(
+            (
+                "re-sync, 1% edited after delivery (on_change: report)",
+                f"{ch['seconds']:.2f}s, {ch['changed_after_delivery']:,} of {ch['edited']:,} edits seen, "
+                f"{ch['requests']} requests",
+                f"{ch['ratio_to_full']:.3f} of the full sync",
+                "<= 0.1, every edit counted, 0 requests",
+            )
+        )
     if "messy" in r:
         rows.extend(messy_bench.rows(r["messy"]))
     m = r["memory"]
     sizes = sorted(m, key=int)
     if len(sizes) >= 2:
         a, b = m[sizes[0]], m[sizes[-1]]
-        rows.append((f"peak RSS, {int(sizes[0]):,} vs {int(sizes[-1]):,} messages",
-                     f"{a['peak_rss_bytes'] / 2**20:.0f} / {b['peak_rss_bytes'] / 2**20:.0f} MiB",
-                     f"{b['peak_rss_bytes'] / a['peak_rss_bytes']:.2f}x", "<= 1.2x, < 1 GiB"))
+        rows.append(
+            (
+                f"peak RSS, {int(sizes[0]):,} vs {int(sizes[-1]):,} messages",
+                f"{a['peak_rss_bytes'] / 2**20:.0f} / {b['peak_rss_bytes'] / 2**20:.0f} MiB",
+                f"{b['peak_rss_bytes'] / a['peak_rss_bytes']:.2f}x",
+                "<= 1.2x, < 1 GiB",
+            )
+        )
     if "nested_memory" in r:
         nm = r["nested_memory"]
         ns = sorted(nm["openai_chat"], key=int)
         a, b = nm["openai_chat"][ns[0]], nm["openai_chat"][ns[-1]]
-        rows.append((f"nested peak RSS, {int(ns[0]):,} vs {int(ns[-1]):,} messages (2 files each)",
-                     f"{a['peak_rss_bytes'] / 2**20:.0f} / {b['peak_rss_bytes'] / 2**20:.0f} MiB",
-                     f"{b['peak_rss_bytes'] / a['peak_rss_bytes']:.2f}x", "<= 1.2x, < 1 GiB"))
+        rows.append(
+            (
+                f"nested peak RSS, {int(ns[0]):,} vs {int(ns[-1]):,} messages (2 files each)",
+                f"{a['peak_rss_bytes'] / 2**20:.0f} / {b['peak_rss_bytes'] / 2**20:.0f} MiB",
+                f"{b['peak_rss_bytes'] / a['peak_rss_bytes']:.2f}x",
+                "<= 1.2x, < 1 GiB",
+            )
+        )
         ce = nm["chatgpt_export"]
-        rows.append((f"ChatGPT export, one {ce['file_bytes'] / 2**30:.2f} GiB conversations.json "
-                     f"({ce['messages']:,} messages)", f"{ce['peak_rss_bytes'] / 2**20:.0f} MiB peak RSS",
-                     f"{ce['peak_rss_bytes'] / ce['file_bytes']:.2f} of the file's size, "
-                     f"{ce['messages'] / ce['seconds'] * 60 / 1e6:.2f}M msg/min", "< 1 GiB"))
+        rows.append(
+            (
+                f"ChatGPT export, one {ce['file_bytes'] / 2**30:.2f} GiB conversations.json "
+                f"({ce['messages']:,} messages)",
+                f"{ce['peak_rss_bytes'] / 2**20:.0f} MiB peak RSS",
+                f"{ce['peak_rss_bytes'] / ce['file_bytes']:.2f} of the file's size, "
+                f"{ce['messages'] / ce['seconds'] * 60 / 1e6:.2f}M msg/min",
+                "< 1 GiB",
+            )
+        )
     if "conversation" in r:
         cv = r["conversation"]
         one, flat = cv["one_conversation"], cv["flat"]
-        rows.append((f"dry run, {one['messages']:,} messages in one conversation (JSONL)",
-                     f"{one['peak_rss_bytes'] / 2**20:.0f} MiB peak RSS, {one['per_min'] / 1e6:.2f}M msg/min",
-                     f"{cv['rss_ratio']:.2f}x the peak of {flat['messages']:,} in 20-message conversations "
-                     f"({flat['peak_rss_bytes'] / 2**20:.0f} MiB); {cv['speed_ratio']:.2f} of its msg/min", "<= 1.2x"))
+        rows.append(
+            (
+                f"dry run, {one['messages']:,} messages in one conversation (JSONL)",
+                f"{one['peak_rss_bytes'] / 2**20:.0f} MiB peak RSS, {one['per_min'] / 1e6:.2f}M msg/min",
+                f"{cv['rss_ratio']:.2f}x the peak of {flat['messages']:,} in 20-message conversations "
+                f"({flat['peak_rss_bytes'] / 2**20:.0f} MiB); {cv['speed_ratio']:.2f} of its msg/min",
+                "<= 1.2x",
+            )
+        )
     if "cli" in r:
         c = r["cli"]
-        rows.append(("`memos-etl --help` / `memos-etl status`", f"{c['help_s']:.2f}s / {c['status_s']:.2f}s",
-                     f"{c['help_s'] / c['python_pass_s']:.0f}x / {c['status_s'] / c['python_pass_s']:.0f}x "
-                     f"`python -c pass` ({c['python_pass_s'] * 1000:.0f} ms)", "< 1 s each"))
-        rows.append(("demo: time to first request", f"{c['demo_first_request_s']:.1f}s after start",
-                     f"{c['demo_first_request_after_run_start_s']:.1f}s after its run started "
-                     f"(Prefect's API server starts before), whole demo {c['demo_s']:.0f}s", "reported"))
+        rows.append(
+            (
+                "`memos-etl --help` / `memos-etl status`",
+                f"{c['help_s']:.2f}s / {c['status_s']:.2f}s",
+                f"{c['help_s'] / c['python_pass_s']:.0f}x / {c['status_s'] / c['python_pass_s']:.0f}x "
+                f"`python -c pass` ({c['python_pass_s'] * 1000:.0f} ms)",
+                "< 1 s each",
+            )
+        )
+        rows.append(
+            (
+                "demo: time to first request",
+                f"{c['demo_first_request_s']:.1f}s after start",
+                f"{c['demo_first_request_after_run_start_s']:.1f}s after its run started "
+                f"(Prefect's API server starts before), whole demo {c['demo_s']:.0f}s",
+                "reported",
+            )
+        )
     pr = r["prefect"]
-    rows.append(("Prefect's share of a run", f"{pr['share'] * 100:.1f}%",
-                 f"+{pr['overhead_s']:.2f}s per run: flow {pr['flow_s']:.2f}s vs direct {pr['direct_s']:.2f}s, medians of {len(pr['runs']['flow'])} pairs "
-                 f"(API server start {pr['server_start_and_first_flow_s']:.0f}s, once per process)", "<= 10%"))
+    rows.append(
+        (
+            "Prefect's share of a run",
+            f"{pr['share'] * 100:.1f}%",
+            f"+{pr['overhead_s']:.2f}s per run: flow {pr['flow_s']:.2f}s vs direct {pr['direct_s']:.2f}s, "
+            f"medians of {len(pr['runs']['flow'])} pairs "
+            f"(API server start {pr['server_start_and_first_flow_s']:.0f}s, once per process)",
+            "<= 10%",
+        )
+    )
     if "large" in pr:
         lg = pr["large"]
-        rows.append((f"  the same on the {lg.get('messages', 0):,}-message dry run", f"{lg['share'] * 100:.1f}%",
-                     f"+{lg['overhead_s']:.2f}s per run: flow {lg['flow_s']:.1f}s vs direct {lg['direct_s']:.1f}s", ""))
+        rows.append(
+            (
+                f"  the same on the {lg.get('messages', 0):,}-message dry run",
+                f"{lg['share'] * 100:.1f}%",
+                f"+{lg['overhead_s']:.2f}s per run: flow {lg['flow_s']:.1f}s vs direct {lg['direct_s']:.1f}s",
+                "",
+            )
+        )
     for name, v in r["load"]["loaders"].items():
-        rows.append((f"load: {name}", f"{v['share']:.2f} of ceiling",
-                     f"{v['rejected']} rejected, {v['duplicates']} duplicates, {v['messages']} messages",
-                     ">= 0.9, 0 rejected, 0 duplicates" if name.startswith("memos-etl") else "comparison"))
+        rows.append(
+            (
+                f"load: {name}",
+                f"{v['share']:.2f} of ceiling",
+                f"{v['rejected']} rejected, {v['duplicates']} duplicates, {v['messages']} messages",
+                ">= 0.9, 0 rejected, 0 duplicates" if name.startswith("memos-etl") else "comparison",
+            )
+        )
     return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="small sizes (about 3 minutes)")
-    ap.add_argument("--skip", default="",
-                    help="comma-separated: transform,memory,nested,conversation,cli,prefect,load,messy")
+    ap.add_argument(
+        "--skip", default="", help="comma-separated: transform,memory,nested,conversation,cli,prefect,load,messy"
+    )
     args = ap.parse_args()
     base = Path(os.environ.get("MEMOS_ETL_BENCH_DIR", "/tmp/memos-etl-bench"))
     base.mkdir(parents=True, exist_ok=True)
-    big, ledger_n, mem, pref, dur = ((1_000_000, 1_000_000, [1_000_000, 5_000_000], 100_000, 15.0) if not args.quick
-                                     else (200_000, 50_000, [100_000, 500_000], 50_000, 10.0))
+    big, ledger_n, mem, pref, dur = (
+        (1_000_000, 1_000_000, [1_000_000, 5_000_000], 100_000, 15.0)
+        if not args.quick
+        else (200_000, 50_000, [100_000, 500_000], 50_000, 10.0)
+    )
     export_bytes = (1 << 30) if not args.quick else (64 << 20)
     skip = set(filter(None, args.skip.split(",")))
     results: dict = {"machine": {"cpus": os.cpu_count()}, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -295,8 +426,9 @@ def main() -> None:
     if "transform" not in skip:
         results["transform"] = transform(base, big, ledger_n)
     if "prefect" not in skip:
-        results["prefect"] = prefect_bench.bench(generate(base / f"m{pref}", pref), base / "prefect",
-                                                 large=generate(base / f"m{big}", big))
+        results["prefect"] = prefect_bench.bench(
+            generate(base / f"m{pref}", pref), base / "prefect", large=generate(base / f"m{big}", big)
+        )
         if "large" in results["prefect"]:
             results["prefect"]["large"]["messages"] = big
         log(f"prefect share {results['prefect']['share'] * 100:.1f}%")
@@ -309,15 +441,19 @@ def main() -> None:
     if "cli" not in skip:
         ledger_work = base / "work-full" if (base / "work-full" / "ledger.db").exists() else base / "cli-empty"
         results["cli"] = cli_bench.bench(ledger_work, base / "demo")
-        log(f"cli: --help {results['cli']['help_s']:.2f}s, status {results['cli']['status_s']:.2f}s, "
-            f"demo first request {results['cli']['demo_first_request_s']:.1f}s")
+        log(
+            f"cli: --help {results['cli']['help_s']:.2f}s, status {results['cli']['status_s']:.2f}s, "
+            f"demo first request {results['cli']['demo_first_request_s']:.1f}s"
+        )
     if "messy" not in skip:
         results["messy"] = messy_bench.run(base, big, peak)
-        log(f"messy JSONL {results['messy']['messy']['ratio']:.2f} of clean, .gz {results['messy']['gz']['ratio']:.2f}, "
-            f".zst {results['messy']['zst']['ratio']:.2f}")
+        log(
+            f"messy JSONL {results['messy']['messy']['ratio']:.2f} of clean, "
+            f".gz {results['messy']['gz']['ratio']:.2f}, "
+            f".zst {results['messy']['zst']['ratio']:.2f}"
+        )
     if "load" not in skip:
-        results["load"] = load_bench.bench(generate(base / "mload", 20_000), base / "load", free_port(),
-                                           duration=dur)
+        results["load"] = load_bench.bench(generate(base / "mload", 20_000), base / "load", free_port(), duration=dur)
         log("load done")
     results["seconds"] = time.perf_counter() - t0
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -333,11 +469,14 @@ def main() -> None:
         lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
         md = "\n".join(lines)
-        (RESULTS / "results.md").write_text(f"Run {results['started']} on {os.cpu_count()} cores, "
-                                            f"{results['seconds']:.0f} s in all.\n\n{md}\n")
+        (RESULTS / "results.md").write_text(
+            f"Run {results['started']} on {os.cpu_count()} cores, {results['seconds']:.0f} s in all.\n\n{md}\n"
+        )
         for r in [head] + rows:
             print("  ".join(c.ljust(w[i]) for i, c in enumerate(r)))
-        print(f"\n{results['seconds']:.0f} s; results in {RESULTS}/ (results.json, results.md, load_vs_concurrency.png)")
+        print(
+            f"\n{results['seconds']:.0f} s; results in {RESULTS}/ (results.json, results.md, load_vs_concurrency.png)"
+        )
     elif "messy" in results:  # a part of the benchmarks: its own rows
         for r in messy_bench.rows(results["messy"]):
             print("  ".join(r))

@@ -1,3 +1,3 @@
-"""Prefect flows of memos-etl; importing them sets the no-telemetry defaults (memos_etl)."""
+"""Orchestration: the Prefect flows and the Prefect-free runner (flows/runner/) they wrap."""
 
-import memos_etl  # noqa: F401
+import core  # noqa: F401  (the no-telemetry defaults, before Prefect is imported)

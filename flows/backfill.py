@@ -19,19 +19,19 @@ from __future__ import annotations
 import json
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from core.config import Mapping, RunConfig
+from core.ledger import Ledger
+from core.report import Counts
+from flows import runner as pipeline
 from flows.heartbeat import beating
 from flows.sync import drain_on_sigterm, execute, resolve, slug
-from memos_etl import pipeline
-from memos_etl.config import Mapping, RunConfig
-from memos_etl.report import Counts
-from tasks.ledger import Ledger
 from tasks.extract import Slice, open_source
 from tasks.partition import backfill_id as make_backfill_id
 from tasks.partition import split
@@ -39,8 +39,7 @@ from tasks.partition import split
 PART_DEPLOYMENT = "memos-etl-backfill-part/backfill-part"
 
 
-def run_part(mapping: Mapping, cfg: RunConfig, backfill: str, part_key: str, spec: dict,
-             in_flow: bool = True) -> dict:
+def run_part(mapping: Mapping, cfg: RunConfig, backfill: str, part_key: str, spec: dict, in_flow: bool = True) -> dict:
     """Claim one partition in the ledger, load it, record how it ended. Safe to call twice:
     a done part is skipped, a part another live run is loading is left to it."""
     ledger = Ledger(cfg.state.ledger())
@@ -54,18 +53,26 @@ def run_part(mapping: Mapping, cfg: RunConfig, backfill: str, part_key: str, spe
         def beat():
             while not stop.wait(cfg.backfill.part_ttl_s / 4):
                 ledger.beat_part(backfill, part_key)
+
         beater = threading.Thread(target=beat, name="memos-etl-part-heartbeat", daemon=True)
         beater.start()
         status, counts = "failed", {}
         try:
-            report = execute(mapping, cfg, Slice.from_spec(spec), flow="sync", run_id=run_id, in_flow=in_flow,
-                             publish_key=f"backfill-{slug(mapping.source.name)}-{slug(part_key)[:60]}")
+            report = execute(
+                mapping,
+                cfg,
+                Slice.from_spec(spec),
+                flow="sync",
+                run_id=run_id,
+                in_flow=in_flow,
+                publish_key=f"backfill-{slug(mapping.source.name)}-{slug(part_key)[:60]}",
+            )
             status = "done" if report.status == "completed" else report.status
             counts = report.to_dict()["counts"]
         finally:
             stop.set()
             beater.join(timeout=5)
-            counts = _with_earlier_attempts(ledger, backfill, part_key, counts)
+            counts = with_earlier_attempts(ledger, backfill, part_key, counts)
             ledger.mark_part(backfill, part_key, status=status, report=json.dumps(counts, default=str))
         return {"part": part_key, "status": status, "run_id": run_id, "counts": counts}
     finally:
@@ -74,11 +81,20 @@ def run_part(mapping: Mapping, cfg: RunConfig, backfill: str, part_key: str, spe
 
 #: what each attempt at a part did by itself: summed over attempts, so the backfill's totals
 #: count the messages an earlier, incomplete attempt delivered
-_PER_ATTEMPT = ("delivered", "requests", "failed_requests", "retries", "throttled", "quarantined_requests",
-                "reconciled_landed", "reconciled_missing", "reconciled_unknown")
+_PER_ATTEMPT = (
+    "delivered",
+    "requests",
+    "failed_requests",
+    "retries",
+    "throttled",
+    "quarantined_requests",
+    "reconciled_landed",
+    "reconciled_missing",
+    "reconciled_unknown",
+)
 
 
-def _with_earlier_attempts(ledger: Ledger, backfill: str, part_key: str, counts: dict) -> dict:
+def with_earlier_attempts(ledger: Ledger, backfill: str, part_key: str, counts: dict) -> dict:
     earlier = next((r["report"] for r in ledger.backfill_state(backfill) if r["part_key"] == part_key), None)
     if not earlier or not counts:
         return counts
@@ -91,8 +107,9 @@ def _with_earlier_attempts(ledger: Ledger, backfill: str, part_key: str, counts:
 
 
 @flow(name="memos-etl-backfill-part", log_prints=False)
-def backfill_part_flow(source: str, backfill_id: str, part_key: str, spec: dict,
-                       config_path: str | None = None, config: dict | None = None) -> dict:
+def backfill_part_flow(
+    source: str, backfill_id: str, part_key: str, spec: dict, config_path: str | None = None, config: dict | None = None
+) -> dict:
     """Load one partition of a backfill (started by backfill_flow through a deployment)."""
     with beating():
         cfg, mapping = resolve(source, config_path, config)
@@ -106,17 +123,38 @@ part_task = task(run_part, name="backfill-part", cache_policy=NO_CACHE, retries=
 
 
 @flow(name="memos-etl-backfill", log_prints=False)
-def backfill_flow(source: str, since: str | None = None, until: str | None = None, by: str = "auto",
-                  every: str | None = None, buckets: int = 16, fan_out: str = "local", parallel: int = 2,
-                  config_path: str | None = None, config: dict | None = None,
-                  deployment: str = PART_DEPLOYMENT) -> dict:
+def backfill_flow(
+    source: str,
+    since: str | None = None,
+    until: str | None = None,
+    by: str = "auto",
+    every: str | None = None,
+    buckets: int = 16,
+    fan_out: str = "local",
+    parallel: int = 2,
+    config_path: str | None = None,
+    config: dict | None = None,
+    deployment: str = PART_DEPLOYMENT,
+) -> dict:
     """Backfill [since, until) of a source, split `by` cursor | partition | file | hash (auto:
     cursor for SQL, partition for Hive layouts, else file), `every` per part."""
     with beating():
         cfg, mapping = resolve(source, config_path, config)
-        return backfill(mapping, cfg, source=source, since=since, until=until, by=by, every=every,
-                        buckets=buckets, fan_out=fan_out, parallel=parallel, config_path=config_path,
-                        config=config, deployment=deployment)
+        return backfill(
+            mapping,
+            cfg,
+            source=source,
+            since=since,
+            until=until,
+            by=by,
+            every=every,
+            buckets=buckets,
+            fan_out=fan_out,
+            parallel=parallel,
+            config_path=config_path,
+            config=config,
+            deployment=deployment,
+        )
 
 
 def plan(mapping: Mapping, cfg: RunConfig, since=None, until=None, by="auto", every=None, buckets=16):
@@ -132,9 +170,23 @@ def plan(mapping: Mapping, cfg: RunConfig, since=None, until=None, by="auto", ev
     return bid, parts
 
 
-def backfill(mapping: Mapping, cfg: RunConfig, *, source: str, since=None, until=None, by="auto", every=None,
-             buckets=16, fan_out="local", parallel=2, config_path=None, config=None,
-             deployment=PART_DEPLOYMENT, in_flow: bool = True) -> dict:
+def backfill(
+    mapping: Mapping,
+    cfg: RunConfig,
+    *,
+    source: str,
+    since=None,
+    until=None,
+    by="auto",
+    every=None,
+    buckets=16,
+    fan_out="local",
+    parallel=2,
+    config_path=None,
+    config=None,
+    deployment=PART_DEPLOYMENT,
+    in_flow: bool = True,
+) -> dict:
     if fan_out not in ("local", "deployment"):
         raise ValueError(f"fan_out must be local or deployment, not {fan_out!r}")
     log = get_run_logger() if in_flow else None
@@ -160,16 +212,25 @@ def backfill(mapping: Mapping, cfg: RunConfig, *, source: str, since=None, until
             part_counts.reasons.update(reasons)
             total.add(part_counts)
     done = sum(r["status"] == "done" for r in state)
-    result = {"backfill_id": bid, "source": mapping.source.name, "parts": len(state), "done": done, "ran": ran,
-              "status": "completed" if done == len(state) else "incomplete",
-              "not_done": {r["part_key"]: r["status"] for r in state if r["status"] != "done"},
-              "counts": {**{k: v for k, v in total.__dict__.items() if k != "reasons"},
-                         "reasons": dict(total.reasons)}}
+    result = {
+        "backfill_id": bid,
+        "source": mapping.source.name,
+        "parts": len(state),
+        "done": done,
+        "ran": ran,
+        "status": "completed" if done == len(state) else "incomplete",
+        "not_done": {r["part_key"]: r["status"] for r in state if r["status"] != "done"},
+        "counts": {**{k: v for k, v in total.__dict__.items() if k != "reasons"}, "reasons": dict(total.reasons)},
+    }
     if in_flow:
         create_table_artifact(
-            [{"part": r["part_key"], "status": r["status"], "attempts": r["attempts"], "run": r["run_id"] or ""}
-             for r in state], key=f"backfill-{slug(mapping.source.name)}",
-            description=f"backfill {bid} of {mapping.source.name}: {done}/{len(state)} parts done")
+            [
+                {"part": r["part_key"], "status": r["status"], "attempts": r["attempts"], "run": r["run_id"] or ""}
+                for r in state
+            ],
+            key=f"backfill-{slug(mapping.source.name)}",
+            description=f"backfill {bid} of {mapping.source.name}: {done}/{len(state)} parts done",
+        )
         log.info("backfill %s: %d of %d parts done", bid, done, len(state))
     return result
 
@@ -183,9 +244,20 @@ def _local(mapping, cfg, bid, specs, parallel, ledger, in_flow) -> None:
         if in_flow:
             runner = ThreadPoolTaskRunner(max_workers=max(1, parallel))
             with runner:
-                futures = [runner.submit(part_task, parameters={"mapping": mapping, "cfg": cfg, "backfill": bid,
-                                                                "part_key": k, "spec": specs[k], "in_flow": False})
-                           for k in todo]
+                futures = [
+                    runner.submit(
+                        part_task,
+                        parameters={
+                            "mapping": mapping,
+                            "cfg": cfg,
+                            "backfill": bid,
+                            "part_key": k,
+                            "spec": specs[k],
+                            "in_flow": False,
+                        },
+                    )
+                    for k in todo
+                ]
                 for f in futures:
                     f.wait()
         else:
@@ -202,9 +274,19 @@ def _fan_out(mapping, cfg, bid, specs, ledger, source, config_path, config, depl
     runs_of: dict[str, int] = {}
 
     def submit(key: str) -> None:
-        fr = run_deployment(deployment, parameters={"source": source, "backfill_id": bid, "part_key": key,
-                                                    "spec": specs[key], "config_path": config_path,
-                                                    "config": config}, timeout=0, as_subflow=False)
+        fr = run_deployment(
+            deployment,
+            parameters={
+                "source": source,
+                "backfill_id": bid,
+                "part_key": key,
+                "spec": specs[key],
+                "config_path": config_path,
+                "config": config,
+            },
+            timeout=0,
+            as_subflow=False,
+        )
         submitted[key] = str(fr.id)
         runs_of[key] = runs_of.get(key, 0) + 1
         # a fresh attempt: the part is claimed again by the run that starts for it
@@ -213,8 +295,9 @@ def _fan_out(mapping, cfg, bid, specs, ledger, source, config_path, config, depl
 
     def retry(key: str, fr, why: str) -> None:
         if not fr.state.is_final():
-            client.set_flow_run_state(fr.id, Crashed(message=f"memos-etl backfill: {why}; part resubmitted"),
-                                      force=True)
+            client.set_flow_run_state(
+                fr.id, Crashed(message=f"memos-etl backfill: {why}; part resubmitted"), force=True
+            )
         log.warning("part %s: %s", key, why)
         if runs_of[key] < cfg.backfill.max_attempts:
             submit(key)
@@ -242,7 +325,7 @@ def _fan_out(mapping, cfg, bid, specs, ledger, source, config_path, config, depl
                     retry(key, fr, f"flow run {fr.name} ended {st.name} with the part {row['status']}")
                 elif st.is_running() and row["status"] == "pending":
                     started = fr.start_time or fr.expected_start_time
-                    if started is not None and (datetime.now(timezone.utc) - started).total_seconds() > ttl:
+                    if started is not None and (datetime.now(UTC) - started).total_seconds() > ttl:
                         retry(key, fr, f"flow run {fr.name} started {ttl:.0f}s ago and never claimed the part")
                 elif row["status"] == "running" and not ledger.part_alive(row, ttl):
                     retry(key, fr, f"flow run {fr.name} stopped reporting (its worker is gone)")

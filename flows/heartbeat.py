@@ -21,8 +21,8 @@ from __future__ import annotations
 import contextvars
 import logging
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 EVENT = "prefect.flow-run.heartbeat"
 MINIMUM_S = 30  # Prefect's floor for the interval
@@ -44,7 +44,8 @@ def in_process() -> Iterator[None]:
     # a copy with one field changed; prefect's temporary_settings would rebuild every setting
     # from the environment and profile (tens of milliseconds, each run)
     off = current.settings.model_copy(
-        update={"flows": current.settings.flows.model_copy(update={"heartbeat_frequency": None})})
+        update={"flows": current.settings.flows.model_copy(update={"heartbeat_frequency": None})}
+    )
     token = _interval.set(max(seconds, MINIMUM_S))
     try:
         with SettingsContext(profile=current.profile, settings=off):
@@ -79,8 +80,9 @@ def beating() -> Iterator[None]:
                 return
 
     # the copied context carries the run's settings (its API URL) into the thread
-    thread = threading.Thread(target=contextvars.copy_context().run, args=(loop,), daemon=True,
-                              name="memos-etl-heartbeat")
+    thread = threading.Thread(
+        target=contextvars.copy_context().run, args=(loop,), daemon=True, name="memos-etl-heartbeat"
+    )
     thread.start()
     try:
         yield
@@ -96,14 +98,29 @@ def _event_of(ctx) -> tuple[dict[str, str], list]:
     from prefect.events.related import RelatedResource, tags_as_related_resources
 
     run = ctx.flow_run
-    resource = {"prefect.resource.id": f"prefect.flow-run.{run.id}", "prefect.resource.name": run.name or "",
-                "prefect.version": __version__}
+    resource = {
+        "prefect.resource.id": f"prefect.flow-run.{run.id}",
+        "prefect.resource.name": run.name or "",
+        "prefect.version": __version__,
+    }
     related = []
     if run.flow_id:
-        related.append(RelatedResource.model_validate({"prefect.resource.id": f"prefect.flow.{run.flow_id}",
-                                                       "prefect.resource.role": "flow",
-                                                       "prefect.resource.name": ctx.flow.name if ctx.flow else ""}))
+        related.append(
+            RelatedResource.model_validate(
+                {
+                    "prefect.resource.id": f"prefect.flow.{run.flow_id}",
+                    "prefect.resource.role": "flow",
+                    "prefect.resource.name": ctx.flow.name if ctx.flow else "",
+                }
+            )
+        )
     if run.deployment_id:
-        related.append(RelatedResource.model_validate({"prefect.resource.id": f"prefect.deployment.{run.deployment_id}",
-                                                       "prefect.resource.role": "deployment"}))
+        related.append(
+            RelatedResource.model_validate(
+                {
+                    "prefect.resource.id": f"prefect.deployment.{run.deployment_id}",
+                    "prefect.resource.role": "deployment",
+                }
+            )
+        )
     return resource, related + tags_as_related_resources(set(run.tags or []))

@@ -1,17 +1,22 @@
-"""Prefect flow: replay some users' or conversations' messages on purpose (tasks/replay.py)."""
+"""Prefect flow: replay some users' or conversations' messages on purpose (flows/runner/replay.py)."""
 
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
 from flows.heartbeat import beating
+from flows.runner.replay import replay
 from flows.sync import drain_on_sigterm, publish, resolve, slug, task_maps
-from tasks.replay import replay
 
 
 @flow(name="memos-etl-replay", log_prints=False)
-def replay_flow(source: str, users: list[str] | None = None, conversations: list[str] | None = None,
-                config_path: str | None = None, config: dict | None = None) -> dict:
+def replay_flow(
+    source: str,
+    users: list[str] | None = None,
+    conversations: list[str] | None = None,
+    config_path: str | None = None,
+    config: dict | None = None,
+) -> dict:
     """Forget these users'/conversations' deliveries in the ledger and send them again, in order."""
     with beating():
         cfg, mapping = resolve(source, config_path, config)

@@ -37,11 +37,20 @@ def to_deployments(defs: list[dict]):
     out = []
     for d in defs:
         fl = load_entrypoint(d["entrypoint"])
-        schedules = [Cron(s["cron"], timezone=s.get("timezone", "UTC")) for s in d.get("schedules") or []
-                     if s.get("active", True)]
-        out.append(fl.to_deployment(name=d["name"], parameters=d.get("parameters") or {},
-                                    schedules=schedules or None, description=d.get("description"),
-                                    tags=d.get("tags") or None))
+        schedules = [
+            Cron(s["cron"], timezone=s.get("timezone", "UTC"))
+            for s in d.get("schedules") or []
+            if s.get("active", True)
+        ]
+        out.append(
+            fl.to_deployment(
+                name=d["name"],
+                parameters=d.get("parameters") or {},
+                schedules=schedules or None,
+                description=d.get("description"),
+                tags=d.get("tags") or None,
+            )
+        )
     return out
 
 
@@ -53,8 +62,10 @@ def main() -> None:
     defs = definitions(args.file)
     if args.list:
         for d in defs:
-            crons = ", ".join(f"{s['cron']} {s.get('timezone', 'UTC')}{'' if s.get('active', True) else ' (off)'}"
-                              for s in d.get("schedules") or [])
+            crons = ", ".join(
+                f"{s['cron']} {s.get('timezone', 'UTC')}{'' if s.get('active', True) else ' (off)'}"
+                for s in d.get("schedules") or []
+            )
             print(f"{d['name']:<24} {d['entrypoint']:<40} {crons or 'no schedule'}")
         return
     os.chdir(ROOT)  # mapping and config paths in the parameters are relative to the repo

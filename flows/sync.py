@@ -22,12 +22,14 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from core import progress, shutdown
+from core.config import Mapping, RunConfig, load_run_config
+from core.report import RunReport
+from flows import runner as pipeline
 from flows.heartbeat import beating, in_process
-from memos_etl import pipeline, progress, shutdown
-from memos_etl.config import Mapping, RunConfig, load_run_config
-from memos_etl.report import RunReport
 from tasks.cursor import parse_bound
 from tasks.extract import Slice
+
 
 def lanes(fn, items: list[tuple], width: int, sizes: list[int] | None = None, on_done=None) -> list:
     """`fn(*item)` for every item on `width` threads, largest first when sizes are given (a big
@@ -41,8 +43,10 @@ def lanes(fn, items: list[tuple], width: int, sizes: list[int] | None = None, on
 
     order = sorted(range(len(items)), key=lambda i: -sizes[i]) if sizes else list(range(len(items)))
     results: list = [None] * len(items)
-    for i, r in zip(order, pipeline.thread_map(width)(in_context(fn), [items[i] for i in order],
-                                                      in_context(on_done) if on_done else None)):
+    for i, r in zip(
+        order,
+        pipeline.thread_map(width)(in_context(fn), [items[i] for i in order], in_context(on_done) if on_done else None),
+    ):
         results[i] = r
     return results
 
@@ -56,9 +60,11 @@ load_task = task(lanes, name="load-buckets", cache_policy=NO_CACHE, retries=0)
 
 def prefect_map(t, width: int, size=None):
     """A pipeline Mapper that runs a phase as one task run of `t` (see `lanes`)."""
+
     def run_all(fn, items, on_done=None):
         items = list(items)
         return t(fn, items, width, [size(a) for a in items] if size else None, on_done)
+
     return run_all
 
 
@@ -68,8 +74,10 @@ def _unit_size(args: tuple) -> int:
 
 def task_maps(cfg: RunConfig) -> dict:
     """stage_map / load_map for pipeline.run inside a flow run, as wide as the run's parallelism."""
-    return {"stage_map": prefect_map(stage_task, min(cfg.load.concurrency, 4), _unit_size),
-            "load_map": prefect_map(load_task, cfg.load.concurrency)}
+    return {
+        "stage_map": prefect_map(stage_task, min(cfg.load.concurrency, 4), _unit_size),
+        "load_map": prefect_map(load_task, cfg.load.concurrency),
+    }
 
 
 def resolve(source: str, config_path: str | None, config: dict | None) -> tuple[RunConfig, Mapping]:
@@ -82,9 +90,18 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
 
 
-def execute(mapping: Mapping, cfg: RunConfig, part: Slice | None = None, *, flow: str = "sync",
-            resend_in_doubt: bool = False, outbox: str | None = None, run_id: str | None = None,
-            in_flow: bool = True, publish_key: str | None = None) -> RunReport:
+def execute(
+    mapping: Mapping,
+    cfg: RunConfig,
+    part: Slice | None = None,
+    *,
+    flow: str = "sync",
+    resend_in_doubt: bool = False,
+    outbox: str | None = None,
+    run_id: str | None = None,
+    in_flow: bool = True,
+    publish_key: str | None = None,
+) -> RunReport:
     """One pipeline run with progress and report artifacts; task runs when inside a flow run."""
     sinks = []
     if in_flow:
@@ -94,9 +111,17 @@ def execute(mapping: Mapping, cfg: RunConfig, part: Slice | None = None, *, flow
     else:
         maps = {}
     try:
-        report = pipeline.run(mapping, cfg, part=part, flow=flow, resend_in_doubt=resend_in_doubt,
-                              outbox=Path(outbox) if outbox else None, run_id=run_id,
-                              progress=progress.combined(*sinks), **maps)
+        report = pipeline.run(
+            mapping,
+            cfg,
+            part=part,
+            flow=flow,
+            resend_in_doubt=resend_in_doubt,
+            outbox=Path(outbox) if outbox else None,
+            run_id=run_id,
+            progress=progress.combined(*sinks),
+            **maps,
+        )
     except Exception as exc:
         if in_flow and getattr(exc, "report", None) is not None:
             publish(exc.report, publish_key)
@@ -114,9 +139,16 @@ def drain_on_sigterm() -> None:
 
 
 @flow(name="memos-etl-sync", log_prints=False)
-def sync_flow(source: str, config_path: str | None = None, config: dict | None = None,
-              resend_in_doubt: bool = False, since: str | None = None, until: str | None = None,
-              partitions: list[str] | None = None, outbox: str | None = None) -> dict:
+def sync_flow(
+    source: str,
+    config_path: str | None = None,
+    config: dict | None = None,
+    resend_in_doubt: bool = False,
+    since: str | None = None,
+    until: str | None = None,
+    partitions: list[str] | None = None,
+    outbox: str | None = None,
+) -> dict:
     """Sync one source into the configured MemOS target: the nightly run.
 
     since/until/partitions select a slice ([since, until) of the SQL cursor or the Hive
@@ -141,10 +173,18 @@ def publish(report: RunReport, key: str | None = None) -> None:
     create_table_artifact(rows, key=f"{key}-table", description=f"outcomes of run {report.run_id}")
 
 
-def run_sync(source: str, cfg: RunConfig, resend_in_doubt: bool = False, since: str | None = None,
-             until: str | None = None, partitions: list[str] | None = None, outbox: str | None = None) -> dict:
+def run_sync(
+    source: str,
+    cfg: RunConfig,
+    resend_in_doubt: bool = False,
+    since: str | None = None,
+    until: str | None = None,
+    partitions: list[str] | None = None,
+    outbox: str | None = None,
+) -> dict:
     """Run the flow in this process (the CLI's way)."""
     overrides = cfg.model_dump(exclude={"sources"})
     with in_process():
-        return sync_flow(source, str(cfg.path_) if cfg.path_ else None, overrides, resend_in_doubt, since, until,
-                         partitions, outbox)
+        return sync_flow(
+            source, str(cfg.path_) if cfg.path_ else None, overrides, resend_in_doubt, since, until, partitions, outbox
+        )

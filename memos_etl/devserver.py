@@ -31,12 +31,18 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from core.budget import BYTES_PER_TOKEN
 from schemas.message import ALLOWED_ROLES, MAX_ID_CHARS
-from tasks.budget import BYTES_PER_TOKEN
 
 # codes this server answers with, inside MemOS's documented ranges
 E_MISSING_FIELD, E_ID_TOO_LONG, E_BAD_MESSAGES, E_BAD_ROLE, E_EMPTY_CONTENT, E_TOO_LARGE = (
-    40001, 40002, 40003, 40004, 40005, 40006)
+    40001,
+    40002,
+    40003,
+    40004,
+    40005,
+    40006,
+)
 
 
 class Faults:
@@ -97,12 +103,26 @@ class Store:
     def add(self, body: dict) -> str:
         rid = uuid.uuid4().hex
         now = time.time()
-        rows = [(rid, body["user_id"], body["conversation_id"], m["role"], m["content"], m.get("chat_time"),
-                 json.dumps(body.get("info") or {}), json.dumps(body.get("tags") or []), now)
-                for m in body["messages"]]
+        rows = [
+            (
+                rid,
+                body["user_id"],
+                body["conversation_id"],
+                m["role"],
+                m["content"],
+                m.get("chat_time"),
+                json.dumps(body.get("info") or {}),
+                json.dumps(body.get("tags") or []),
+                now,
+            )
+            for m in body["messages"]
+        ]
         with self.lock, self.db:
-            self.db.executemany("INSERT INTO messages (request_id, user_id, conversation_id, role, content, "
-                                "chat_time, info, tags, created_at) VALUES (?,?,?,?,?,?,?,?,?)", rows)
+            self.db.executemany(
+                "INSERT INTO messages (request_id, user_id, conversation_id, role, content, "
+                "chat_time, info, tags, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                rows,
+            )
         return rid
 
     def hit(self, route: str, status: int, code: int) -> None:
@@ -206,17 +226,29 @@ def validate_product_add(body) -> JSONResponse | None:
             if not isinstance(m, dict):
                 problems.append((["body", "messages", i], "model_type", "Input should be an object"))
             elif m.get("role") not in ALLOWED_ROLES:
-                problems.append((["body", "messages", i, "role"], "literal_error",
-                                 f"Input should be one of {ALLOWED_ROLES}"))
+                problems.append(
+                    (["body", "messages", i, "role"], "literal_error", f"Input should be one of {ALLOWED_ROLES}")
+                )
             elif not isinstance(m.get("content"), str):
                 kind = "missing" if "content" not in m else "string_type"
-                problems.append((["body", "messages", i, "content"], kind,
-                                 "Field required" if kind == "missing" else "Input should be a valid string"))
+                problems.append(
+                    (
+                        ["body", "messages", i, "content"],
+                        kind,
+                        "Field required" if kind == "missing" else "Input should be a valid string",
+                    )
+                )
     if problems:
         text = "; ".join(f"[{' -> '.join(map(str, loc))}] {msg} (type: {kind})" for loc, kind, msg in problems)
-        return JSONResponse({"code": 422, "message": f"Parameter validation error on POST /product/add: {text}",
-                             "detail": [{"type": kind, "loc": loc, "msg": msg} for loc, kind, msg in problems],
-                             "data": None}, status_code=422)
+        return JSONResponse(
+            {
+                "code": 422,
+                "message": f"Parameter validation error on POST /product/add: {text}",
+                "detail": [{"type": kind, "loc": loc, "msg": msg} for loc, kind, msg in problems],
+                "data": None,
+            },
+            status_code=422,
+        )
     if body.get("user_id") is None:
         return _env(400, "user_id and session_id must be strings", status=400)
     return None
@@ -235,8 +267,13 @@ class _DroppedResponse(Response):
     """Starts an answer, then breaks the connection: the client cannot know what happened."""
 
     async def __call__(self, scope, receive, send):
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"400")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"400")],
+            }
+        )
         await send({"type": "http.response.body", "body": b'{"code": 0, "mess', "more_body": True})
         raise ConnectionAbortedError("dev-server: injected connection drop")
 
@@ -280,14 +317,16 @@ def create_app(store: Store | None = None, faults: Faults | None = None) -> Fast
                 body = product_messages(body)
                 tokens = request_tokens(body)
         elif resp is None:
-            bad = (E_BAD_MESSAGES, "body must be a JSON object") if not isinstance(body, dict) \
+            bad = (
+                (E_BAD_MESSAGES, "body must be a JSON object")
+                if not isinstance(body, dict)
                 else validate_add(body, conversation)
+            )
             tokens = request_tokens(body) if not bad else 0
             if bad:
                 resp = _env(bad[0], bad[1], status=400)
             elif tokens > faults.max_request_tokens:
-                resp = _env(E_TOO_LARGE, f"request has ~{tokens} tokens, limit {faults.max_request_tokens}",
-                            status=400)
+                resp = _env(E_TOO_LARGE, f"request has ~{tokens} tokens, limit {faults.max_request_tokens}", status=400)
         if resp is None and faults.script:
             fault = faults.script.popleft()
             if fault.get("pass"):
@@ -310,8 +349,9 @@ def create_app(store: Store | None = None, faults: Faults | None = None) -> Fast
                 resp = _env(50000, "injected: failed after commit", status=500)
             else:
                 headers = {"Retry-After": str(fault["retry_after"])} if "retry_after" in fault else None
-                resp = _env(fault.get("code", 50000), "injected fault", status=fault.get("status", 500),
-                            headers=headers)
+                resp = _env(
+                    fault.get("code", 50000), "injected fault", status=fault.get("status", 500), headers=headers
+                )
         if resp is None and faults.chance(faults.error_rate):
             resp = _env(50000, "injected random server error", status=500)
         if resp is None:
@@ -338,8 +378,12 @@ def create_app(store: Store | None = None, faults: Faults | None = None) -> Fast
 
     @app.post("/add/message")
     async def add_message(request: Request):
-        return await add(request, "conversation_id", 0,
-                         lambda task_id, body: {"success": True, "task_id": task_id, "status": "running"})
+        return await add(
+            request,
+            "conversation_id",
+            0,
+            lambda task_id, body: {"success": True, "task_id": task_id, "status": "running"},
+        )
 
     @app.post("/product/add")
     async def product_add(request: Request):
@@ -351,18 +395,36 @@ def create_app(store: Store | None = None, faults: Faults | None = None) -> Fast
         if not body["messages"]:
             return []
         text = "".join(f"{m['role']}: [{m.get('chat_time') or 'now'}]: {m['content']}\n" for m in body["messages"])
-        return [{"memory": text, "memory_id": str(uuid.uuid5(uuid.NAMESPACE_URL, task_id)),
-                 "memory_type": "LongTermMemory", "cube_id": body["user_id"]}]
+        return [
+            {
+                "memory": text,
+                "memory_id": str(uuid.uuid5(uuid.NAMESPACE_URL, task_id)),
+                "memory_type": "LongTermMemory",
+                "cube_id": body["user_id"],
+            }
+        ]
 
     def product_nodes(user_id) -> list[dict]:
         # a memory per stored message, with its session, the request's info and the raw message
         # it came from in `sources` (MemOS 2.0.33 writes each source as JSON text)
-        rows = store.query("SELECT id, conversation_id, role, content, chat_time, info FROM messages "
-                           "WHERE user_id=? ORDER BY id", (user_id,))
-        return [{"id": str(i), "memory": f"{r}: {c}", "metadata": {
-            "session_id": conv, "info": json.loads(inf) if inf else {}, "is_fast": False, "memory_type": "LongTermMemory",
-            "sources": [json.dumps({"type": "chat", "role": r, "content": c, "chat_time": t})]}}
-            for i, conv, r, c, t, inf in rows]
+        rows = store.query(
+            "SELECT id, conversation_id, role, content, chat_time, info FROM messages WHERE user_id=? ORDER BY id",
+            (user_id,),
+        )
+        return [
+            {
+                "id": str(i),
+                "memory": f"{r}: {c}",
+                "metadata": {
+                    "session_id": conv,
+                    "info": json.loads(inf) if inf else {},
+                    "is_fast": False,
+                    "memory_type": "LongTermMemory",
+                    "sources": [json.dumps({"type": "chat", "role": r, "content": c, "chat_time": t})],
+                },
+            }
+            for i, conv, r, c, t, inf in rows
+        ]
 
     @app.post("/product/get_all")
     async def product_get_all(request: Request):
@@ -379,16 +441,25 @@ def create_app(store: Store | None = None, faults: Faults | None = None) -> Fast
         # stores do), text_mem[0] = {cube_id, memories, total_nodes}
         body = await request.json()
         if not body.get("mem_cube_id"):
-            return JSONResponse({"code": 422, "message": "Parameter validation error on POST /product/get_memory: "
-                                 "mem_cube_id: Field required", "data": None}, status_code=422)
+            return JSONResponse(
+                {
+                    "code": 422,
+                    "message": "Parameter validation error on POST /product/get_memory: mem_cube_id: Field required",
+                    "data": None,
+                },
+                status_code=422,
+            )
         nodes = product_nodes(body.get("user_id") or body["mem_cube_id"])
         total = len(nodes)
         if body.get("page") and body.get("page_size"):
             start = (int(body["page"]) - 1) * int(body["page_size"])
-            nodes = nodes[start:start + int(body["page_size"])]
+            nodes = nodes[start : start + int(body["page_size"])]
         cube = {"cube_id": body["mem_cube_id"], "memories": nodes, "total_nodes": total}
-        return _env(200, "Memories retrieved successfully", {"text_mem": [cube], "pref_mem": [], "tool_mem": [],
-                                                             "skill_mem": []})
+        return _env(
+            200,
+            "Memories retrieved successfully",
+            {"text_mem": [cube], "pref_mem": [], "tool_mem": [], "skill_mem": []},
+        )
 
     @app.post("/product/delete_memory")
     async def product_delete_memory(request: Request):
@@ -410,8 +481,11 @@ def create_app(store: Store | None = None, faults: Faults | None = None) -> Fast
             # the handler fails on preference memory the server was started without
             return _env(200, "Failed to delete memories", {"status": "failure"})
         else:
-            return _env(200, "Exactly one delete mode must be provided: memory_ids, file_ids, or "
-                             "filter/user_id/session_id.", {"status": "failure"})
+            return _env(
+                200,
+                "Exactly one delete mode must be provided: memory_ids, file_ids, or filter/user_id/session_id.",
+                {"status": "failure"},
+            )
         return _env(200, "Memories deleted successfully", {"status": "success"})
 
     @app.post("/product/search")
@@ -423,8 +497,9 @@ def create_app(store: Store | None = None, faults: Faults | None = None) -> Fast
         floor = float(body["relativity"]) if body.get("relativity") is not None else 0.45
         hits = [h for h in hits if h["relativity"] >= floor]
         memories = [{"memory": h["memory_value"], "metadata": {"session_id": h["conversation_id"]}} for h in hits]
-        return _env(200, "Search completed successfully", {"text_mem": [{"cube_id": body.get("user_id"),
-                                                                          "memories": memories}]})
+        return _env(
+            200, "Search completed successfully", {"text_mem": [{"cube_id": body.get("user_id"), "memories": memories}]}
+        )
 
     def search(user_id, query: str, limit: int, conversation_id=None) -> list[dict]:
         words = [w for w in str(query).lower().split() if len(w) > 2]
@@ -443,9 +518,16 @@ def create_app(store: Store | None = None, faults: Faults | None = None) -> Fast
         scored.sort(key=lambda r: -r[0])
         seen: set = set()  # like MemOS, one memory per fact, however often it was said
         scored = [r for r in scored if not (r[3] in seen or seen.add(r[3]))]
-        return [{"memory_key": f"{role} said", "memory_value": content, "conversation_id": conv,
-                 "chat_time": chat_time, "relativity": score / max(1, len(words))}
-                for score, conv, role, content, chat_time in scored[:limit]]
+        return [
+            {
+                "memory_key": f"{role} said",
+                "memory_value": content,
+                "conversation_id": conv,
+                "chat_time": chat_time,
+                "relativity": score / max(1, len(words)),
+            }
+            for score, conv, role, content, chat_time in scored[:limit]
+        ]
 
     @app.post("/get/message")
     async def get_message(request: Request):
@@ -456,8 +538,11 @@ def create_app(store: Store | None = None, faults: Faults | None = None) -> Fast
             return _env(50000, "injected: get/message unavailable", status=503)
         body = await request.json()
         limit = max(1, min(int(body.get("message_limit_number") or 6), 50))
-        rows = store.query("SELECT role, content, created_at FROM messages WHERE user_id=? AND conversation_id=? "
-                           "ORDER BY id DESC LIMIT ?", (body.get("user_id"), body.get("conversation_id"), limit))
+        rows = store.query(
+            "SELECT role, content, created_at FROM messages WHERE user_id=? AND conversation_id=? "
+            "ORDER BY id DESC LIMIT ?",
+            (body.get("user_id"), body.get("conversation_id"), limit),
+        )
         detail = [{"role": r, "content": c, "create_time": t, "update_time": t} for r, c, t in reversed(rows)]
         return _env(0, "ok", {"message_detail_list": detail})
 
@@ -467,8 +552,12 @@ def create_app(store: Store | None = None, faults: Faults | None = None) -> Fast
         if resp:
             return resp
         body = await request.json()
-        hits = search(body.get("user_id"), body.get("query", ""), int(body.get("memory_limit_number") or 6),
-                      body.get("conversation_id"))
+        hits = search(
+            body.get("user_id"),
+            body.get("query", ""),
+            int(body.get("memory_limit_number") or 6),
+            body.get("conversation_id"),
+        )
         return _env(0, "ok", {"memory_detail_list": hits})
 
     @app.post("/get/memory")
@@ -489,9 +578,23 @@ def create_app(store: Store | None = None, faults: Faults | None = None) -> Fast
             sql += f" AND json_extract(info, '$.{key[5:]}') = ?"
             args.append(value)
         rows = store.query(sql + " ORDER BY id LIMIT ? OFFSET ?", args + [size, (page - 1) * size])
-        return _env(0, "ok", {"memory_detail_list": [
-            {"id": str(i), "memory_key": f"{r} said", "memory_value": c, "conversation_id": conv,
-             "chat_time": t, "info": json.loads(inf)} for i, conv, r, c, t, inf in rows]})
+        return _env(
+            0,
+            "ok",
+            {
+                "memory_detail_list": [
+                    {
+                        "id": str(i),
+                        "memory_key": f"{r} said",
+                        "memory_value": c,
+                        "conversation_id": conv,
+                        "chat_time": t,
+                        "info": json.loads(inf),
+                    }
+                    for i, conv, r, c, t, inf in rows
+                ]
+            },
+        )
 
     @app.post("/delete/memory")
     async def delete_memory(request: Request):
@@ -524,15 +627,30 @@ def create_app(store: Store | None = None, faults: Faults | None = None) -> Fast
         n = store.query("SELECT COUNT(*) FROM messages")[0][0]
         adds = sum(c for r, _, _, c in hits if r in ("/add/message", "/product/add"))  # cloud or self-hosted
         ok = sum(c for r, s, _, c in hits if r in ("/add/message", "/product/add") and s == 200)
-        return {"add_requests": adds, "add_ok": ok, "messages": n,
-                "by_code": [{"route": r, "status": s, "code": c, "count": k} for r, s, c, k in hits]}
+        return {
+            "add_requests": adds,
+            "add_ok": ok,
+            "messages": n,
+            "by_code": [{"route": r, "status": s, "code": c, "count": k} for r, s, c, k in hits],
+        }
 
     @app.get("/_dev/messages")
     async def all_messages():
-        rows = store.query("SELECT user_id, conversation_id, role, content, chat_time, info, created_at "
-                           "FROM messages ORDER BY id")
-        return [{"user_id": u, "conversation_id": c, "role": r, "content": t, "chat_time": ct,
-                 "info": json.loads(i), "created_at": at} for u, c, r, t, ct, i, at in rows]
+        rows = store.query(
+            "SELECT user_id, conversation_id, role, content, chat_time, info, created_at FROM messages ORDER BY id"
+        )
+        return [
+            {
+                "user_id": u,
+                "conversation_id": c,
+                "role": r,
+                "content": t,
+                "chat_time": ct,
+                "info": json.loads(i),
+                "created_at": at,
+            }
+            for u, c, r, t, ct, i, at in rows
+        ]
 
     @app.post("/_dev/faults")
     async def set_faults(request: Request):
@@ -567,8 +685,9 @@ class DevServer:
         self.store = Store(db)
         self.app = create_app(self.store, self.faults)
         # injected connection drops are exceptions by design: keep uvicorn from printing them
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="critical",
-                                access_log=False, timeout_keep_alive=30)
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=self.port, log_level="critical", access_log=False, timeout_keep_alive=30
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="memos-dev-server", daemon=True)
 
@@ -576,7 +695,7 @@ class DevServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "DevServer":
+    def start(self) -> DevServer:
         self.thread.start()
         deadline = time.monotonic() + 20
         while not self.server.started:

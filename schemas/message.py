@@ -13,14 +13,22 @@ from schemas.roles import ALLOWED_ROLES, MAX_ID_CHARS  # noqa: F401  (re-exporte
 
 MESSAGE_SCHEMA = pa.schema(
     [
-        pa.field("source_key", pa.string(), nullable=False,
-                 metadata={"doc": "stable key of the message in its source (message id or content identity)"}),
+        pa.field(
+            "source_key",
+            pa.string(),
+            nullable=False,
+            metadata={"doc": "stable key of the message in its source (message id or content identity)"},
+        ),
         pa.field("user_id", pa.string(), metadata={"doc": "MemOS user_id, at most 100 chars"}),
         pa.field("conversation_id", pa.string(), metadata={"doc": "MemOS conversation_id, at most 100 chars"}),
         pa.field("role", pa.string(), metadata={"doc": "user | assistant | system | tool, after normalisation"}),
         pa.field("content", pa.string(), metadata={"doc": "message text sent to MemOS"}),
         pa.field("chat_time", pa.timestamp("us", tz="UTC"), metadata={"doc": "when the message was said, tz-aware"}),
-        pa.field("seq", pa.int64(), metadata={"doc": "order within the conversation (null: order by chat_time, then source position)"}),
+        pa.field(
+            "seq",
+            pa.int64(),
+            metadata={"doc": "order within the conversation (null: order by chat_time, then source position)"},
+        ),
         pa.field("agent_id", pa.string()),
         pa.field("app_id", pa.string()),
         pa.field("tags", pa.list_(pa.string())),
@@ -38,8 +46,20 @@ MESSAGE_SCHEMA = pa.schema(
 )
 
 #: Fields a mapping config can fill; the rest are derived by the pipeline.
-MAPPABLE_FIELDS = ("user_id", "conversation_id", "role", "content", "chat_time", "seq",
-                   "agent_id", "app_id", "tags", "info", "source_key", "deleted")
+MAPPABLE_FIELDS = (
+    "user_id",
+    "conversation_id",
+    "role",
+    "content",
+    "chat_time",
+    "seq",
+    "agent_id",
+    "app_id",
+    "tags",
+    "info",
+    "source_key",
+    "deleted",
+)
 REQUIRED_FIELDS = ("user_id", "conversation_id", "content")
 
 

@@ -8,58 +8,114 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parent.parent / "data" / "sample"
 rng = random.Random(20261125)
 
-NAMES = ["Ana", "Ben", "Chloe", "Dev", "Elif", "Farid", "Greta", "Hiro", "Ines", "Jonas", "Kemal", "Lena",
-         "Mateo", "Nadia", "Omar", "Priya", "Quinn", "Rosa", "Sven", "Tariq", "Uma", "Viktor", "Wen", "Yara"]
+NAMES = [
+    "Ana",
+    "Ben",
+    "Chloe",
+    "Dev",
+    "Elif",
+    "Farid",
+    "Greta",
+    "Hiro",
+    "Ines",
+    "Jonas",
+    "Kemal",
+    "Lena",
+    "Mateo",
+    "Nadia",
+    "Omar",
+    "Priya",
+    "Quinn",
+    "Rosa",
+    "Sven",
+    "Tariq",
+    "Uma",
+    "Viktor",
+    "Wen",
+    "Yara",
+]
 TOPICS = {
     "travel": [
-        ("I'm planning a trip to {city} in {month}. Any tips?",
-         "{city} in {month} is lovely. Book museums ahead and pack layers; evenings get cool."),
-        ("I prefer window seats and I always travel with carry-on only.",
-         "Noted: window seat, carry-on only. I'll keep that in mind for flight suggestions."),
-        ("Can you suggest a quiet neighbourhood to stay in {city}?",
-         "For a quiet stay in {city}, look at residential areas a few metro stops from the centre."),
+        (
+            "I'm planning a trip to {city} in {month}. Any tips?",
+            "{city} in {month} is lovely. Book museums ahead and pack layers; evenings get cool.",
+        ),
+        (
+            "I prefer window seats and I always travel with carry-on only.",
+            "Noted: window seat, carry-on only. I'll keep that in mind for flight suggestions.",
+        ),
+        (
+            "Can you suggest a quiet neighbourhood to stay in {city}?",
+            "For a quiet stay in {city}, look at residential areas a few metro stops from the centre.",
+        ),
     ],
     "cooking": [
-        ("I'm allergic to {allergen}, so please keep recipes free of it.",
-         "Understood, I'll leave out {allergen} and flag dishes that often contain it."),
-        ("What can I cook tonight with {ingredient} and rice?",
-         "Try a quick {ingredient} stir-fry: garlic, soy sauce, a little ginger, served over rice."),
-        ("My partner is vegetarian, we cook together on Sundays.",
-         "Then Sunday dishes should be vegetarian; a lentil curry or a veggie lasagne would work."),
+        (
+            "I'm allergic to {allergen}, so please keep recipes free of it.",
+            "Understood, I'll leave out {allergen} and flag dishes that often contain it.",
+        ),
+        (
+            "What can I cook tonight with {ingredient} and rice?",
+            "Try a quick {ingredient} stir-fry: garlic, soy sauce, a little ginger, served over rice.",
+        ),
+        (
+            "My partner is vegetarian, we cook together on Sundays.",
+            "Then Sunday dishes should be vegetarian; a lentil curry or a veggie lasagne would work.",
+        ),
     ],
     "fitness": [
-        ("I run {km} km three times a week and want to do a half marathon.",
-         "With {km} km three times a week, a 12-week plan adding one long run will get you there."),
-        ("My left knee hurts after long runs.",
-         "Ease off the long runs, add strength work for hips and quads, and see a physio if it persists."),
-        ("I can only train before 7am on weekdays.",
-         "Early sessions it is: keep weekday runs short and move the long run to the weekend."),
+        (
+            "I run {km} km three times a week and want to do a half marathon.",
+            "With {km} km three times a week, a 12-week plan adding one long run will get you there.",
+        ),
+        (
+            "My left knee hurts after long runs.",
+            "Ease off the long runs, add strength work for hips and quads, and see a physio if it persists.",
+        ),
+        (
+            "I can only train before 7am on weekdays.",
+            "Early sessions it is: keep weekday runs short and move the long run to the weekend.",
+        ),
     ],
     "work": [
-        ("I'm preparing for an interview as a {job} next week.",
-         "For a {job} interview, prepare two project stories with numbers and questions about the team."),
-        ("My manager wants a report on {project} by Friday.",
-         "Outline the {project} report first: goal, status, risks, next steps. Then fill in data."),
-        ("I started a new job at {company} this month.",
-         "Congratulations on joining {company}! The first month is for learning who knows what."),
+        (
+            "I'm preparing for an interview as a {job} next week.",
+            "For a {job} interview, prepare two project stories with numbers and questions about the team.",
+        ),
+        (
+            "My manager wants a report on {project} by Friday.",
+            "Outline the {project} report first: goal, status, risks, next steps. Then fill in data.",
+        ),
+        (
+            "I started a new job at {company} this month.",
+            "Congratulations on joining {company}! The first month is for learning who knows what.",
+        ),
     ],
     "pets": [
-        ("My dog {pet} is {age} years old and hates the vacuum cleaner.",
-         "Many dogs fear vacuums. Let {pet} watch from a distance while you give treats."),
-        ("{pet} needs a vet check-up, he keeps scratching his ear.",
-         "Ear scratching can mean an infection or mites; a vet visit for {pet} is a good call."),
+        (
+            "My dog {pet} is {age} years old and hates the vacuum cleaner.",
+            "Many dogs fear vacuums. Let {pet} watch from a distance while you give treats.",
+        ),
+        (
+            "{pet} needs a vet check-up, he keeps scratching his ear.",
+            "Ear scratching can mean an infection or mites; a vet visit for {pet} is a good call.",
+        ),
     ],
     "books": [
-        ("I just finished {book} and loved it.",
-         "If you loved {book}, you might enjoy something with a similar slow-building plot."),
-        ("I read mostly on the train, so short chapters are best for me.",
-         "Short chapters for train reading, got it; novellas and story collections fit well."),
+        (
+            "I just finished {book} and loved it.",
+            "If you loved {book}, you might enjoy something with a similar slow-building plot.",
+        ),
+        (
+            "I read mostly on the train, so short chapters are best for me.",
+            "Short chapters for train reading, got it; novellas and story collections fit well.",
+        ),
     ],
 }
 FILL = {
@@ -77,7 +133,7 @@ FILL = {
 }
 USER_ROLE = ["user", "User", "Human", "human", "USER"]
 BOT_ROLE = ["assistant", "Assistant", "AI", "bot"]
-ZONES = [timezone.utc, timezone(timedelta(hours=2)), timezone(timedelta(hours=-5)), timezone(timedelta(hours=9))]
+ZONES = [UTC, timezone(timedelta(hours=2)), timezone(timedelta(hours=-5)), timezone(timedelta(hours=9))]
 
 
 def fill(text: str, values: dict) -> str:
@@ -87,7 +143,7 @@ def fill(text: str, values: dict) -> str:
 def conversation(n: int, user: str) -> list[dict]:
     topic = rng.choice(list(TOPICS))
     values = {k: rng.choice(v) for k, v in FILL.items()}
-    start = datetime(2024, 1, 1, tzinfo=timezone.utc) + timedelta(days=rng.randrange(600), minutes=rng.randrange(1440))
+    start = datetime(2024, 1, 1, tzinfo=UTC) + timedelta(days=rng.randrange(600), minutes=rng.randrange(1440))
     tz = rng.choice(ZONES)
     conv = f"{user}-{topic}-{n:04d}"
     rows, turn, days = [], 0, 0
@@ -105,9 +161,19 @@ def conversation(n: int, user: str) -> list[dict]:
                 stamp = t.astimezone(tz).isoformat(timespec="seconds")
                 if rng.random() < 0.1:  # some sources write naive UTC wall-clock times
                     stamp = t.strftime("%Y-%m-%d %H:%M:%S")
-                rows.append({"message_id": f"{conv}-{turn:03d}", "user": user, "conversation_id": conv,
-                             "session": session + 1, "turn": turn, "speaker": role, "text": fill(text, values),
-                             "sent_at": stamp, "image_caption": None})
+                rows.append(
+                    {
+                        "message_id": f"{conv}-{turn:03d}",
+                        "user": user,
+                        "conversation_id": conv,
+                        "session": session + 1,
+                        "turn": turn,
+                        "speaker": role,
+                        "text": fill(text, values),
+                        "sent_at": stamp,
+                        "image_caption": None,
+                    }
+                )
         if rng.random() < 0.2:
             rows[-2]["image_caption"] = f"photo the user shared about {topic}"
     return rows
@@ -119,8 +185,14 @@ def main() -> None:
         user = f"{rng.choice(NAMES).lower()}-{n % 97:02d}"
         rows.extend(conversation(n, user))
     bad = [
-        ("text", ""), ("text", "   "), ("speaker", "narrator"), ("conversation_id", None),
-        ("sent_at", "yesterday afternoon"), ("user", "u" * 150), ("speaker", None), ("sent_at", "2024-02-30 10:00:00"),
+        ("text", ""),
+        ("text", "   "),
+        ("speaker", "narrator"),
+        ("conversation_id", None),
+        ("sent_at", "yesterday afternoon"),
+        ("user", "u" * 150),
+        ("speaker", None),
+        ("sent_at", "2024-02-30 10:00:00"),
     ]
     for i, (col, value) in enumerate(bad):
         rows[37 + i * 613][col] = value
@@ -132,8 +204,10 @@ def main() -> None:
         with open(OUT / name, "w") as fh:
             for r in part:
                 fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-    print(f"{len(rows)} messages in {len({r['conversation_id'] for r in rows})} conversations, "
-          f"{len(bad)} bad rows -> {OUT}")
+    print(
+        f"{len(rows)} messages in {len({r['conversation_id'] for r in rows})} conversations, "
+        f"{len(bad)} bad rows -> {OUT}"
+    )
 
 
 if __name__ == "__main__":

@@ -17,11 +17,17 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from memos_etl.config import LoadConfig
-from tasks.budget import estimate_tokens, request_overhead_tokens
+from core.budget import estimate_tokens, request_overhead_tokens
+from core.config import LoadConfig
 
-SORT_KEYS = [("user_id", "ascending"), ("conversation_id", "ascending"), ("seq", "ascending"),
-             ("chat_time", "ascending"), ("source_file", "ascending"), ("source_row", "ascending")]
+SORT_KEYS = [
+    ("user_id", "ascending"),
+    ("conversation_id", "ascending"),
+    ("seq", "ascending"),
+    ("chat_time", "ascending"),
+    ("source_file", "ascending"),
+    ("source_row", "ascending"),
+]
 
 
 @dataclass
@@ -70,8 +76,9 @@ def column_hashes(role: pa.Array, content: pa.Array) -> np.ndarray:
     per row is all that is left in Python."""
     joined = pc.binary_join_element_wise(role, content, "\x1f").cast(pa.binary())
     if joined.null_count:  # a missing role or content hashes as the text "None", as message_hash does
-        joined = pc.binary_join_element_wise(pc.fill_null(role.cast(pa.string()), "None"),
-                                             pc.fill_null(content.cast(pa.string()), "None"), "\x1f").cast(pa.binary())
+        joined = pc.binary_join_element_wise(
+            pc.fill_null(role.cast(pa.string()), "None"), pc.fill_null(content.cast(pa.string()), "None"), "\x1f"
+        ).cast(pa.binary())
     blake = hashlib.blake2b
     raw = b"".join([blake(x, digest_size=8).digest() for x in joined.to_pylist()])
     return np.frombuffer(raw, dtype="<i8").astype(np.int64)
@@ -91,8 +98,11 @@ def fingerprints(table: pa.Table) -> np.ndarray:
     parts.append(pc.fill_null(table.column("chat_time").cast(pa.int64()).cast(pa.string()), null))
     parts += [pc.fill_null(table.column(c).cast(pa.string()), null) for c in ("user_id", "conversation_id")]
     joined = pc.binary_join_element_wise(*parts, "\x1f")
-    values = joined.to_numpy(zero_copy_only=False) if isinstance(joined, pa.Array) else \
-        joined.combine_chunks().to_numpy(zero_copy_only=False)
+    values = (
+        joined.to_numpy(zero_copy_only=False)
+        if isinstance(joined, pa.Array)
+        else joined.combine_chunks().to_numpy(zero_copy_only=False)
+    )
     return pd.util.hash_array(values, hash_key=_FP_KEY, categorize=False).view(np.int64)
 
 
@@ -153,8 +163,12 @@ def cut_points(table: pa.Table, load: LoadConfig, tokens: np.ndarray | None = No
     n = table.num_rows
     if n == 0:
         return []
-    boundary = changes(table.column("user_id")) | changes(table.column("conversation_id")) | \
-        changes(table.column("agent_id")) | changes(table.column("app_id"))
+    boundary = (
+        changes(table.column("user_id"))
+        | changes(table.column("conversation_id"))
+        | changes(table.column("agent_id"))
+        | changes(table.column("app_id"))
+    )
     if tokens is None:  # make_batches passes the estimate it needs anyway
         tokens = estimate_tokens(table.column("content").combine_chunks(), load)
     budget = load.max_tokens_per_request - request_overhead_tokens(load)
@@ -175,8 +189,15 @@ def cut_points(table: pa.Table, load: LoadConfig, tokens: np.ndarray | None = No
     return cuts
 
 
-_JSON_ESCAPES = (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"), ("\x08", "\\b"),
-                 ("\x0c", "\\f"))
+_JSON_ESCAPES = (
+    ("\\", "\\\\"),
+    ('"', '\\"'),
+    ("\n", "\\n"),
+    ("\r", "\\r"),
+    ("\t", "\\t"),
+    ("\x08", "\\b"),
+    ("\x0c", "\\f"),
+)
 _OTHER_CONTROL = r"[\x00-\x07\x0b\x0e-\x1f]"  # escaped by json as \u00XX: left to json.dumps
 
 
@@ -191,8 +212,11 @@ def json_strings(arr: pa.Array) -> pa.Array:
     other than \\n \\r \\t \\b \\f goes through json.dumps."""
     s = arr.cast(pa.large_string())
     data = s.buffers()[2]
-    present = np.bincount(np.frombuffer(data, dtype=np.uint8), minlength=256) if data is not None \
+    present = (
+        np.bincount(np.frombuffer(data, dtype=np.uint8), minlength=256)
+        if data is not None
         else np.zeros(256, dtype=np.int64)
+    )
     esc = s
     for old, new in _JSON_ESCAPES:
         if present[ord(old)]:
@@ -230,8 +254,9 @@ def message_json(role: pa.Array, content: pa.Array, chat_time: pa.Array) -> pa.A
     "chat_time"]}, ensure_ascii=False, sort_keys=True); chat_time is left out where null."""
     r, c = json_strings(role), json_strings(content)
     t = chat_time.cast(pa.large_string())
-    timed = pc.binary_join_element_wise(_lit('{"chat_time": "'), t, _lit('", "content": '), c, _lit(', "role": '), r,
-                                        _lit("}"), _lit(""))
+    timed = pc.binary_join_element_wise(
+        _lit('{"chat_time": "'), t, _lit('", "content": '), c, _lit(', "role": '), r, _lit("}"), _lit("")
+    )
     untimed = pc.binary_join_element_wise(_lit('{"content": '), c, _lit(', "role": '), r, _lit("}"), _lit(""))
     out = pc.if_else(pc.is_valid(t), timed, untimed)
     if out.null_count:  # a null role or content (validation keeps them out): spelled by json itself
@@ -254,8 +279,9 @@ def request_json(messages: pa.Array, cuts: list[tuple[int, int]]) -> list[str]:
     return pc.binary_join_element_wise(_lit("["), joined, _lit("]"), _lit("")).to_pylist()
 
 
-def make_batches(table: pa.Table, load: LoadConfig, target: str, provenance: dict,
-                 constant_tags: list[str], hashes: bool = True) -> list[RequestBatch]:
+def make_batches(
+    table: pa.Table, load: LoadConfig, target: str, provenance: dict, constant_tags: list[str], hashes: bool = True
+) -> list[RequestBatch]:
     """Cut a sorted, de-duplicated table into requests and give each its deterministic key.
 
     Column-wise: message JSON, hashes, token sums and each request's first-row fields are
@@ -271,8 +297,11 @@ def make_batches(table: pa.Table, load: LoadConfig, target: str, provenance: dic
     msg_hashes = column_hashes(role, content) if hashes else np.zeros(table.num_rows, dtype=np.int64)
     starts = np.array([s for s, _ in cuts], dtype=np.int64)
     lasts = np.array([e - 1 for _, e in cuts], dtype=np.int64)
-    first = table.take(pa.array(starts)).select(["user_id", "conversation_id", "agent_id", "app_id", "source_key",
-                                                  "tags", "info"]).to_pydict()
+    first = (
+        table.take(pa.array(starts))
+        .select(["user_id", "conversation_id", "agent_id", "app_id", "source_key", "tags", "info"])
+        .to_pydict()
+    )
     last_keys = table.column("source_key").take(pa.array(lasts)).to_pylist()
     n_tokens = (np.add.reduceat(tokens, starts) + request_overhead_tokens(load)).tolist()
     missing = np.iinfo(np.int64).min
@@ -294,13 +323,24 @@ def make_batches(table: pa.Table, load: LoadConfig, target: str, provenance: dic
         if raw not in infos:
             infos[raw] = _info(raw)
         b = RequestBatch(
-            user_id=first["user_id"][i], conversation_id=first["conversation_id"][i],
-            agent_id=first["agent_id"][i], app_id=first["app_id"][i], messages_json=bodies[i], tags=tags,
-            info=dict(infos[raw]), key_lo=lo[start:stop], key_hi=hi[start:stop],
-            first_key=first["source_key"][i], last_key=last_keys[i],
+            user_id=first["user_id"][i],
+            conversation_id=first["conversation_id"][i],
+            agent_id=first["agent_id"][i],
+            app_id=first["app_id"][i],
+            messages_json=bodies[i],
+            tags=tags,
+            info=dict(infos[raw]),
+            key_lo=lo[start:stop],
+            key_hi=hi[start:stop],
+            first_key=first["source_key"][i],
+            last_key=last_keys[i],
             last_order=last_orders[i] if last_orders[i] != missing else None,
-            n_tokens=n_tokens[i], rows=(start, stop), msg_hashes=msg_hashes[start:stop],
-            fp=fps[start:stop] if fps is not None else None, unit=units[start:stop] if units is not None else None)
+            n_tokens=n_tokens[i],
+            rows=(start, stop),
+            msg_hashes=msg_hashes[start:stop],
+            fp=fps[start:stop] if fps is not None else None,
+            unit=units[start:stop] if units is not None else None,
+        )
         b.batch_key = batch_key(target, b)
         # provenance travels with the memory: source, run, and the exact rows it came from
         b.info.update({**provenance, "first_key": b.first_key, "last_key": b.last_key, "batch_key": b.batch_key})
@@ -329,4 +369,3 @@ def batch_key(target: str, b: RequestBatch) -> str:
     h.update(b.key_hi.tobytes())
     h.update(b.messages_json.encode())
     return h.hexdigest()
-

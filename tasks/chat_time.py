@@ -3,7 +3,8 @@
 Formats are tried in order per value; a value no format parses becomes null (validation then
 quarantines its row, quoting the raw value). Times without an offset are wall-clock times in
 the mapping's `time.timezone`; they are placed on the instant with `assume_timezone`, so a
-day-light saving gap or overlap resolves to the first valid instant (overlap: the earlier one; gap: its end) instead of failing the batch.
+day-light saving gap or overlap resolves to the first valid instant (overlap: the earlier one;
+gap: its end) instead of failing the batch.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 # ISO 8601 date, optional time, optional fraction, optional offset ("Z", "+02:00", "+0200", "UTC")
-_ISO = (r"^(?P<date>\d{4}-\d{2}-\d{2})(?:[T ](?P<hm>\d{2}:\d{2})(?P<sec>:\d{2})?"
-        r"(?:[.,](?P<frac>\d{1,9}))?)?\s*(?P<tz>Z|z|UTC|[+-]\d{2}:?\d{2})?$")
+_ISO = (
+    r"^(?P<date>\d{4}-\d{2}-\d{2})(?:[T ](?P<hm>\d{2}:\d{2})(?P<sec>:\d{2})?"
+    r"(?:[.,](?P<frac>\d{1,9}))?)?\s*(?P<tz>Z|z|UTC|[+-]\d{2}:?\d{2})?$"
+)
 _US = pa.timestamp("us", tz="UTC")
 
 
@@ -68,8 +71,9 @@ def _iso(text: pa.Array, timezone: str) -> pa.Array:
     date, hm, sec, frac, tz = (pc.struct_field(parts, n) for n in ("date", "hm", "sec", "frac", "tz"))
     hm = pc.if_else(pc.equal(pc.utf8_length(hm), 0), "00:00", hm)
     sec = pc.if_else(pc.equal(pc.utf8_length(sec), 0), ":00", sec)
-    wall = pc.strptime(pc.binary_join_element_wise(date, " ", hm, sec, ""), format="%Y-%m-%d %H:%M:%S",
-                       unit="us", error_is_null=True)
+    wall = pc.strptime(
+        pc.binary_join_element_wise(date, " ", hm, sec, ""), format="%Y-%m-%d %H:%M:%S", unit="us", error_is_null=True
+    )
     wall = _reject_rollover(wall, date)
     frac_us = pc.utf8_slice_codeunits(pc.binary_join_element_wise(frac, "000000", ""), 0, 6).cast(pa.int64())
     wall_us = pc.add(wall.cast(pa.int64()), frac_us)
@@ -77,14 +81,17 @@ def _iso(text: pa.Array, timezone: str) -> pa.Array:
     has_tz = pc.greater(pc.utf8_length(tz), 0)
     digits = pc.replace_substring(tz, ":", "")
     sign = pc.if_else(pc.starts_with(digits, "-"), -1, 1)
-    hours = pc.if_else(pc.match_substring_regex(digits, r"^[+-]\d{4}$"),
-                       pc.utf8_slice_codeunits(digits, 1, 3), "00").cast(pa.int64())
-    minutes = pc.if_else(pc.match_substring_regex(digits, r"^[+-]\d{4}$"),
-                         pc.utf8_slice_codeunits(digits, 3, 5), "00").cast(pa.int64())
+    hours = pc.if_else(
+        pc.match_substring_regex(digits, r"^[+-]\d{4}$"), pc.utf8_slice_codeunits(digits, 1, 3), "00"
+    ).cast(pa.int64())
+    minutes = pc.if_else(
+        pc.match_substring_regex(digits, r"^[+-]\d{4}$"), pc.utf8_slice_codeunits(digits, 3, 5), "00"
+    ).cast(pa.int64())
     offset_us = pc.multiply(pc.multiply(sign, pc.add(pc.multiply(hours, 60), minutes)), 60_000_000)
     with_offset = pc.subtract(wall_us, offset_us).cast(_US)
-    local = pc.assume_timezone(wall_us.cast(pa.timestamp("us")), timezone,
-                               ambiguous="earliest", nonexistent="latest").cast(_US)
+    local = pc.assume_timezone(
+        wall_us.cast(pa.timestamp("us")), timezone, ambiguous="earliest", nonexistent="latest"
+    ).cast(_US)
     return pc.if_else(has_tz, with_offset, local)
 
 

@@ -11,7 +11,7 @@ stays exact across DST changes. String cursors take no lag.
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -50,7 +50,7 @@ def behind(value: Any, lag: float) -> Any:
         return value
     if isinstance(value, datetime):
         if value.tzinfo is not None:
-            return (value.astimezone(timezone.utc) - timedelta(seconds=lag)).astimezone(value.tzinfo)
+            return (value.astimezone(UTC) - timedelta(seconds=lag)).astimezone(value.tzinfo)
         return value - timedelta(seconds=lag)
     if isinstance(value, date):
         return value - timedelta(days=int(lag // 86400))

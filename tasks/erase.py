@@ -24,16 +24,16 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from memos_etl.client import CannotTell, TransientError
-from memos_etl.config import RunConfig
-from tasks.ledger import Ledger
-from tasks.ledger.tables import leases
+from core.client import CannotTell, TransientError
+from core.config import RunConfig
+from core.ledger import Ledger
 
 log = logging.getLogger("memos_etl.erase")
 
 
-def forget(cfg: RunConfig, client, user_id: str, conversation_id: str | None = None, *,
-           lease_wait_s: float = 120.0) -> dict:
+def forget(
+    cfg: RunConfig, client, user_id: str, conversation_id: str | None = None, *, lease_wait_s: float = 120.0
+) -> dict:
     """Erase `user_id` (or one of its conversations) from the configured target and from every
     later run. Returns a summary; `complete` is False when the target could not delete."""
     target = cfg.target.ledger_name
@@ -42,53 +42,60 @@ def forget(cfg: RunConfig, client, user_id: str, conversation_id: str | None = N
         erasure = ledger.add_tombstone(user_id, conversation_id, target)
         busy = _wait_for_leases(ledger, target, user_id, conversation_id, lease_wait_s)
         if busy:
-            return {"erasure_id": erasure, "complete": False,
-                    "problem": f"{busy} of these conversations are still leased by a run after {lease_wait_s:.0f}s; "
-                               "nothing more was sent to them (tombstone), run forget again when it ends"}
-        batches = ledger.delivered_batches(target, users=[user_id],
-                                           conversations=[conversation_id] if conversation_id else None)
+            return {
+                "erasure_id": erasure,
+                "complete": False,
+                "problem": f"{busy} of these conversations are still leased by a run after {lease_wait_s:.0f}s; "
+                "nothing more was sent to them (tombstone), run forget again when it ends",
+            }
+        batches = ledger.delivered_batches(
+            target, users=[user_id], conversations=[conversation_id] if conversation_id else None
+        )
         try:
             if conversation_id is None:
                 deleted = client.delete_user_memories(user_id)
             else:
-                deleted = client.delete_conversation_memories(user_id, conversation_id,
-                                                              [b["batch_key"] for b in batches])
+                deleted = client.delete_conversation_memories(
+                    user_id, conversation_id, [b["batch_key"] for b in batches]
+                )
         except (CannotTell, TransientError) as exc:
-            return {"erasure_id": erasure, "complete": False, "requests": len(batches),
-                    "problem": f"{exc}: the memories on {target} were NOT deleted; no later run loads this "
-                               "user again (tombstone), and the ledger still lists what the target holds"}
+            return {
+                "erasure_id": erasure,
+                "complete": False,
+                "requests": len(batches),
+                "problem": f"{exc}: the memories on {target} were NOT deleted; no later run loads this "
+                "user again (tombstone), and the ledger still lists what the target holds",
+            }
         forgotten = ledger.forget_batches(target, [b["batch_key"] for b in batches])
         purged = purge_local(cfg.state.work_dir, ledger, user_id, conversation_id, cfg)
         ledger.finish_erasure(erasure, -1 if deleted is None else deleted, forgotten)
-        return {"erasure_id": erasure, "complete": True, "requests": len(batches), "memories_deleted": deleted,
-                "messages_forgotten": forgotten, **purged}
+        return {
+            "erasure_id": erasure,
+            "complete": True,
+            "requests": len(batches),
+            "memories_deleted": deleted,
+            "messages_forgotten": forgotten,
+            **purged,
+        }
     finally:
         ledger.close()
 
 
 def _wait_for_leases(ledger: Ledger, target: str, user_id: str, conversation_id: str | None, wait_s: float) -> int:
     """Wait until no live run holds a lease on the erased conversations; returns how many still do."""
-    import sqlalchemy as sa
-
-    from tasks.ledger.db import now
-
     deadline = time.monotonic() + wait_s
     while True:
         ledger.dead_runs()  # leases of runs that are over do not count
-        q = sa.select(sa.func.count()).select_from(leases).where(
-            leases.c.target == target, leases.c.user_id == user_id, leases.c.expires_at >= now())
-        if conversation_id is not None:
-            q = q.where(leases.c.conversation_id == conversation_id)
-        with ledger.engine.connect() as c:
-            n = c.execute(q).scalar_one()
+        n = ledger.live_leases(target, user_id, conversation_id)
         if not n or time.monotonic() >= deadline:
-            return int(n)
+            return n
         time.sleep(1.0)
 
 
 def _matches(values: dict, user_id: str, conversation_id: str | None) -> bool:
-    return values.get("user_id") == user_id and (conversation_id is None or
-                                                 values.get("conversation_id") == conversation_id)
+    return values.get("user_id") == user_id and (
+        conversation_id is None or values.get("conversation_id") == conversation_id
+    )
 
 
 def _mentions(record, user_id: str, conversation_id: str | None) -> bool:
@@ -105,6 +112,7 @@ def _mentions(record, user_id: str, conversation_id: str | None) -> bool:
                 walk(x)
         elif v is not None:
             seen.add(str(v))
+
     walk(record)
     return user_id in seen and (conversation_id is None or conversation_id in seen)
 
@@ -209,6 +217,8 @@ def purge_local(work_dir: str, ledger: Ledger, user_id: str, conversation_id: st
         except Exception as exc:  # noqa: BLE001 - a broken mapping must not stop an erasure
             log.warning("forget: mapping %s unreadable (%s); its quarantine is scanned by value", name, exc)
     ledger.dead_runs()
-    return {"quarantine_rows_removed": purge_quarantine(work_dir, user_id, conversation_id, mappings),
-            "outbox_requests_removed": purge_outboxes(work_dir, user_id, conversation_id),
-            "staging_dirs_removed": purge_staging(work_dir, ledger)}
+    return {
+        "quarantine_rows_removed": purge_quarantine(work_dir, user_id, conversation_id, mappings),
+        "outbox_requests_removed": purge_outboxes(work_dir, user_id, conversation_id),
+        "staging_dirs_removed": purge_staging(work_dir, ledger),
+    }

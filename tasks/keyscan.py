@@ -14,13 +14,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from memos_etl.config import Mapping, RunConfig
-from memos_etl.errors import SourceError
-from memos_etl.report import Counts
+from core.config import Mapping, RunConfig
+from core.errors import SourceError
+from core.identity import pairs, unit_hash
+from core.ledger import Ledger
+from core.report import Counts
 from tasks.extract import ROW_COLUMN, Slice, open_source
-from tasks.ledger import Ledger, pairs, unit_hash
 from tasks.map import map_batch
 from tasks.nest import explode
+
 
 def scan(mapping: Mapping, cfg: RunConfig, source=None) -> dict:
     """Compare the source's keys now with what the ledger delivered for it. Returns a summary
@@ -62,8 +64,9 @@ def scan(mapping: Mapping, cfg: RunConfig, source=None) -> dict:
         except SourceError as exc:
             unreadable.append(f"{u.rel}: {exc}")
             partial.add(unit_hash(name, u.rel))
-    held = pairs(np.concatenate(los) if los else np.empty(0, np.int64),
-                  np.concatenate(his) if his else np.empty(0, np.int64))
+    held = pairs(
+        np.concatenate(los) if los else np.empty(0, np.int64), np.concatenate(his) if his else np.empty(0, np.int64)
+    )
     ledger = Ledger(cfg.state.ledger())
     try:
         lo, hi, units_of = ledger.source_keys(target, name)
@@ -75,7 +78,15 @@ def scan(mapping: Mapping, cfg: RunConfig, source=None) -> dict:
             counts.note_change("deleted", ledger.conversations_of(target, lo[missing], hi[missing]))
     finally:
         ledger.close()
-    return {"source": name, "target": target, "units": len(units), "keys_read": int(len(held)),
-            "flagged_deleted": int(sum(len(x) for x in flagged_lo)), "delivered": int(len(lo)),
-            "deleted_in_source": int(missing.sum()), "conversations": counts.changes, "unreadable": unreadable,
-            "units_not_judged": len(partial)}
+    return {
+        "source": name,
+        "target": target,
+        "units": len(units),
+        "keys_read": int(len(held)),
+        "flagged_deleted": int(sum(len(x) for x in flagged_lo)),
+        "delivered": int(len(lo)),
+        "deleted_in_source": int(missing.sum()),
+        "conversations": counts.changes,
+        "unreadable": unreadable,
+        "units_not_judged": len(partial),
+    }

@@ -20,19 +20,26 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from memos_etl.client import TerminalBatchError, TransientError
-from memos_etl.config import LoadConfig, Mapping, TargetConfig
-from memos_etl.errors import FatalTargetError
-from memos_etl.limiter import RateLimiter
-from memos_etl.memory import release_unused
-from memos_etl.report import Counts
-from tasks.batch import (RequestBatch, conversation_runs, drop_duplicates, fingerprints, make_batches,
-                         order_values, sort_conversations)
-from tasks.ledger import BatchRecord, Ledger, LedgerError, erased_mask
-from tasks.ledger.deliveries import unit_hashes
+from core.client import TerminalBatchError, TransientError
+from core.config import LoadConfig, Mapping, TargetConfig
+from core.errors import FatalTargetError
+from core.identity import unit_hashes
+from core.ledger import BatchRecord, Ledger, LedgerError, erased_mask
+from core.limiter import RateLimiter
+from core.memory import release_unused
+from core.report import Counts
+from tasks.batch import (
+    RequestBatch,
+    conversation_runs,
+    drop_duplicates,
+    fingerprints,
+    make_batches,
+    order_values,
+    sort_conversations,
+)
+from tasks.order import SortedRuns, bucket_parts, sort_runs
 from tasks.quarantine import QuarantineWriter, rows_table
 from tasks.reconcile import check
-from tasks.order import SortedRuns, bucket_parts, sort_runs
 from tasks.stage import read_bucket
 
 log = logging.getLogger("memos_etl.load")
@@ -69,8 +76,10 @@ class LoadContext:
         with self._lock:
             self.failures_in_a_row += 1
             if self.failures_in_a_row >= self.load.max_consecutive_failures and not self.fatal:
-                self.fatal.append(f"MemOS at {self.target_cfg.base_url} looks down: {self.failures_in_a_row} "
-                                  f"requests failed in a row (last: {exc}). Nothing is lost; re-run when it is back.")
+                self.fatal.append(
+                    f"MemOS at {self.target_cfg.base_url} looks down: {self.failures_in_a_row} "
+                    f"requests failed in a row (last: {exc}). Nothing is lost; re-run when it is back."
+                )
                 self.stop.set()
 
     def succeeded(self) -> None:
@@ -83,7 +92,7 @@ class LoadContext:
 
 def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | None) -> float:
     """Exponential backoff with full jitter; never shorter than the server's Retry-After."""
-    delay = random.uniform(0, min(cap, base * (2 ** attempt)))
+    delay = random.uniform(0, min(cap, base * (2**attempt)))
     return max(delay, retry_after or 0.0)
 
 
@@ -95,19 +104,35 @@ def load_bucket(ctx: LoadContext, stage_dir: Path, bucket: int) -> Counts:
     if staged > ctx.load.sort_in_memory_bytes:
         # too big to sort in memory (one long conversation, say): ordered from sorted runs on
         # disk and loaded in slices, with the same requests
-        runs = sort_runs(parts, stage_dir.parent / "order" / f"bucket={bucket:04d}", ctx.load.sort_in_memory_bytes,
-                         lambda part: _prepare(ctx, part, counts, hold))
-        log.info("bucket %d: %.1f MiB staged (load.sort_in_memory_bytes: %.1f MiB), ordered from %d sorted runs "
-                 "on disk", bucket, staged / 2**20, ctx.load.sort_in_memory_bytes / 2**20, len(runs.runs))
+        runs = sort_runs(
+            parts,
+            stage_dir.parent / "order" / f"bucket={bucket:04d}",
+            ctx.load.sort_in_memory_bytes,
+            lambda part: _prepare(ctx, part, counts, hold),
+        )
+        log.info(
+            "bucket %d: %.1f MiB staged (load.sort_in_memory_bytes: %.1f MiB), ordered from %d sorted runs on disk",
+            bucket,
+            staged / 2**20,
+            ctx.load.sort_in_memory_bytes / 2**20,
+            len(runs.runs),
+        )
         try:
-            return _with_leases(ctx, runs.conversations, runs.rows, counts, hold,
-                                lambda held, erased: _load_stream(ctx, runs, held, erased, counts, bucket, hold))
+            return _with_leases(
+                ctx,
+                runs.conversations,
+                runs.rows,
+                counts,
+                hold,
+                lambda held, erased: _load_stream(ctx, runs, held, erased, counts, bucket, hold),
+            )
         finally:
             runs.close()
     table = _prepare(ctx, sort_conversations(read_bucket(stage_dir, bucket)), counts, hold)
     if ctx.outbox is None and table.num_rows:  # what the ledger keeps of each message it sends
         table = table.append_column("fp", pa.array(fingerprints(table))).append_column(
-            "unit", pa.array(unit_hashes(ctx.mapping.source.name, table.column("source_file"))))
+            "unit", pa.array(unit_hashes(ctx.mapping.source.name, table.column("source_file")))
+        )
     runs = conversation_runs(table)
 
     def leased(held: set, erased: tuple | None) -> Counts:
@@ -164,8 +189,9 @@ def _with_leases(ctx: LoadContext, convs: list, left: int, counts: Counts, hold:
         return counts
 
 
-def _load_leased(ctx: LoadContext, table: pa.Table, runs: tuple, held: set, counts: Counts, bucket: int,
-                 hold: set) -> Counts:
+def _load_leased(
+    ctx: LoadContext, table: pa.Table, runs: tuple, held: set, counts: Counts, bucket: int, hold: set
+) -> Counts:
     table = _drop_busy(table, runs, held, counts, set())
     table = _drop_known(ctx, table, counts, hold)
     # what each conversation already delivered, read once for both checks below
@@ -180,8 +206,9 @@ def _load_leased(ctx: LoadContext, table: pa.Table, runs: tuple, held: set, coun
     return counts
 
 
-def _load_stream(ctx: LoadContext, runs: SortedRuns, held: set, erased: tuple | None, counts: Counts, bucket: int,
-                 hold: set) -> Counts:
+def _load_stream(
+    ctx: LoadContext, runs: SortedRuns, held: set, erased: tuple | None, counts: Counts, bucket: int, hold: set
+) -> Counts:
     """_load_leased for a bucket as sorted runs on disk, in slices of its order, with the same
     requests. What _load_leased reads of the whole table first is read for the whole bucket
     before the first request: the ledger's requests in doubt and last orders per conversation
@@ -194,8 +221,9 @@ def _load_stream(ctx: LoadContext, runs: SortedRuns, held: set, erased: tuple | 
     sending = _Sending(ctx, bucket)
     with_user = None
     try:
-        if (ctx.mapping.on_change == "replace" and not ctx.rewriting) or \
-                ctx.mapping.checks.conversation_needs_user_message:
+        if (
+            ctx.mapping.on_change == "replace" and not ctx.rewriting
+        ) or ctx.mapping.checks.conversation_needs_user_message:
             with_user = _survey(ctx, runs, held, erased, hold, blocked, marks, sending)
         late, done, prev, carry = counts.late, 0, [None, None], None
         rows = max(16, min(STREAM_ROWS, int(ctx.load.sort_in_memory_bytes / 4 / runs.row_bytes)))
@@ -208,7 +236,8 @@ def _load_stream(ctx: LoadContext, runs: SortedRuns, held: set, erased: tuple | 
             part = _drop_busy(part, conversation_runs(part), held, counts, sending.busy)
             if ctx.outbox is None and part.num_rows:
                 part = part.append_column("fp", pa.array(fingerprints(part))).append_column(
-                    "unit", pa.array(unit_hashes(ctx.mapping.source.name, part.column("source_file"))))
+                    "unit", pa.array(unit_hashes(ctx.mapping.source.name, part.column("source_file")))
+                )
             part = _drop_known(ctx, part, counts, hold, blocked)
             part = _late(ctx, part, counts, bucket, marks, warn=False)
             part = _conversation_checks(ctx, part, counts, marks, prev, with_user)
@@ -223,15 +252,27 @@ def _load_stream(ctx: LoadContext, runs: SortedRuns, held: set, erased: tuple | 
         if carry is not None:
             sending.send(_requests(ctx, carry), carry, counts)
         if counts.late > late and ctx.load.late_messages == "append":
-            log.warning("bucket %d: %d messages are older than what their conversations already hold; "
-                        "appending them (load.late_messages=append)", bucket, counts.late - late)
+            log.warning(
+                "bucket %d: %d messages are older than what their conversations already hold; "
+                "appending them (load.late_messages=append)",
+                bucket,
+                counts.late - late,
+            )
     finally:
         sending.close()
     return counts
 
 
-def _survey(ctx: LoadContext, runs: SortedRuns, held: set, erased: tuple | None, hold: set, blocked: set,
-            marks: dict, sending: "_Sending") -> set:
+def _survey(
+    ctx: LoadContext,
+    runs: SortedRuns,
+    held: set,
+    erased: tuple | None,
+    hold: set,
+    blocked: set,
+    marks: dict,
+    sending: _Sending,
+) -> set:
     """One pass over a bucket's runs, before anything is sent, for what needs whole
     conversations: adds to `hold` the conversations on_change: replace will rewrite (as
     _drop_known does), and returns the conversations with a user message among the rows
@@ -338,21 +379,22 @@ def _split_deleted(ctx: LoadContext, table: pa.Table, counts: Counts) -> tuple[p
     pairs: list = []
     if len(was):
         idx = pa.array(was)
-        pairs = list(zip(rows.column("user_id").take(idx).to_pylist(),
-                         rows.column("conversation_id").take(idx).to_pylist()))
+        pairs = list(
+            zip(rows.column("user_id").take(idx).to_pylist(), rows.column("conversation_id").take(idx).to_pylist())
+        )
         counts.note_change("deleted", pairs)
     rewrite = set(pairs) if ctx.mapping.on_delete == "delete" and not ctx.rewriting else set()
     return table.filter(pa.array(~gone)), rewrite
 
 
-def _drop_known(ctx: LoadContext, table: pa.Table, counts: Counts, hold: set | None = None,
-                blocked: set | None = None) -> pa.Table:
+def _drop_known(
+    ctx: LoadContext, table: pa.Table, counts: Counts, hold: set | None = None, blocked: set | None = None
+) -> pa.Table:
     """Rows the ledger knows (delivered, failed, in doubt, changed after delivery) counted and
     dropped; rows of conversations waiting on a request in doubt (`blocked`, else looked up)
     or held for a rewrite (`hold`, which conversations changed under on_change: replace join)
     pending."""
-    known = ctx.ledger.known_messages(ctx.target, table.column("key_lo").to_numpy(),
-                                      table.column("key_hi").to_numpy())
+    known = ctx.ledger.known_messages(ctx.target, table.column("key_lo").to_numpy(), table.column("key_hi").to_numpy())
     status = known.status
     delivered = status == "delivered"
     in_doubt = status == "sent"
@@ -370,8 +412,12 @@ def _drop_known(ctx: LoadContext, table: pa.Table, counts: Counts, hold: set | N
             counts.changed_after_delivery += len(changed_at)
             delivered[changed_at] = False
             rows = pa.array(changed_at)
-            pairs = list(zip(table.column("user_id").take(rows).to_pylist(),
-                             table.column("conversation_id").take(rows).to_pylist()))
+            pairs = list(
+                zip(
+                    table.column("user_id").take(rows).to_pylist(),
+                    table.column("conversation_id").take(rows).to_pylist(),
+                )
+            )
             counts.note_change("changed", pairs)
             if ctx.mapping.on_change == "replace" and hold is not None and not ctx.rewriting:
                 hold.update(pairs)
@@ -411,12 +457,22 @@ def _late(ctx: LoadContext, table: pa.Table, counts: Counts, bucket: int, marks:
     counts.late += n_late
     if ctx.load.late_messages == "append":
         if warn:
-            log.warning("bucket %d: %d messages are older than what their conversations already hold; "
-                        "appending them (load.late_messages=append)", bucket, n_late)
+            log.warning(
+                "bucket %d: %d messages are older than what their conversations already hold; "
+                "appending them (load.late_messages=append)",
+                bucket,
+                n_late,
+            )
         return table
     bad = table.filter(pa.array(late))
-    _quarantine_rows(ctx, bad, ["late: older than messages already delivered to this conversation "
-                                "(load.late_messages=quarantine)"], counts, None, "late")
+    _quarantine_rows(
+        ctx,
+        bad,
+        ["late: older than messages already delivered to this conversation (load.late_messages=quarantine)"],
+        counts,
+        None,
+        "late",
+    )
     return table.filter(pa.array(~late))
 
 
@@ -425,14 +481,21 @@ def _late_mask(table: pa.Table, marks: dict) -> np.ndarray | None:
     if table.num_rows == 0 or not marks:
         return None
     conv, convs = conversation_runs(table)
-    last = np.array([marks.get(k) if marks.get(k) is not None else np.iinfo(np.int64).min
-                     for k in convs], dtype=np.int64)[conv]
+    last = np.array(
+        [marks.get(k) if marks.get(k) is not None else np.iinfo(np.int64).min for k in convs], dtype=np.int64
+    )[conv]
     order = pc.fill_null(order_values(table), np.iinfo(np.int64).max).to_numpy()
     return order < last
 
 
-def _conversation_checks(ctx: LoadContext, table: pa.Table, counts: Counts, delivered: dict,
-                         prev: list | None = None, with_user: set | None = None) -> pa.Table:
+def _conversation_checks(
+    ctx: LoadContext,
+    table: pa.Table,
+    counts: Counts,
+    delivered: dict,
+    prev: list | None = None,
+    with_user: set | None = None,
+) -> pa.Table:
     """Checks that need a whole conversation: time going backwards (reported), no user message.
     For a slice of a longer ordered stream: `prev` is [conversation, chat_time] of the row
     before the slice (updated to its last row), `with_user` the conversations that have a
@@ -459,28 +522,45 @@ def _conversation_checks(ctx: LoadContext, table: pa.Table, counts: Counts, deli
         has_user = np.zeros(len(convs), dtype=bool)
         has_user[conv[is_user]] = True
     # a conversation that delivered messages before may go on without a user message
-    bad_conv = np.fromiter((not u and p not in delivered for u, p in zip(has_user.tolist(), convs)), dtype=bool,
-                           count=len(convs))
+    bad_conv = np.fromiter(
+        (not u and p not in delivered for u, p in zip(has_user.tolist(), convs)), dtype=bool, count=len(convs)
+    )
     bad = bad_conv[conv]
     if not bad.any():
         return table
-    _quarantine_rows(ctx, table.filter(pa.array(bad)), ["conversation has no user message "
-                                                         "(checks.conversation_needs_user_message)"],
-                     counts, None, "checks")
+    _quarantine_rows(
+        ctx,
+        table.filter(pa.array(bad)),
+        ["conversation has no user message (checks.conversation_needs_user_message)"],
+        counts,
+        None,
+        "checks",
+    )
     return table.filter(pa.array(~bad))
 
 
-def _send(ctx: LoadContext, b: RequestBatch, table: pa.Table, counts: Counts,
-          quarantine: QuarantineWriter) -> str:
+def _send(ctx: LoadContext, b: RequestBatch, table: pa.Table, counts: Counts, quarantine: QuarantineWriter) -> str:
     """Send one request with retries. Returns delivered | failed | pending | in_doubt."""
     if ctx.outbox is not None:
         ctx.outbox.write(ctx.client.route, ctx.client.add_payload(b))
         counts.planned += b.n_messages
         return "delivered"
-    rec = BatchRecord(batch_key=b.batch_key, source=ctx.mapping.source.name, run_id=ctx.run_id,
-                      user_id=b.user_id, conversation_id=b.conversation_id, n_tokens=b.n_tokens,
-                      first_key=b.first_key, last_key=b.last_key, last_order=b.last_order,
-                      key_lo=b.key_lo, key_hi=b.key_hi, msg_hashes=b.msg_hashes, fp=b.fp, unit=b.unit)
+    rec = BatchRecord(
+        batch_key=b.batch_key,
+        source=ctx.mapping.source.name,
+        run_id=ctx.run_id,
+        user_id=b.user_id,
+        conversation_id=b.conversation_id,
+        n_tokens=b.n_tokens,
+        first_key=b.first_key,
+        last_key=b.last_key,
+        last_order=b.last_order,
+        key_lo=b.key_lo,
+        key_hi=b.key_hi,
+        msg_hashes=b.msg_hashes,
+        fp=b.fp,
+        unit=b.unit,
+    )
     ctx.ledger.record_sent(ctx.target, rec, replace=ctx.resend_in_doubt)
     cfg = ctx.target_cfg
     maybe_applied = False
@@ -527,11 +607,16 @@ def _send(ctx: LoadContext, b: RequestBatch, table: pa.Table, counts: Counts,
                 counts.reconciled_missing += 1
                 maybe_applied = False
             if not exc.throttled:
-                log.warning("%s/%s: %s (attempt %d of %d)", b.user_id, b.conversation_id, exc,
-                            attempt, cfg.max_attempts)
+                log.warning(
+                    "%s/%s: %s (attempt %d of %d)", b.user_id, b.conversation_id, exc, attempt, cfg.max_attempts
+                )
             if attempt < cfg.max_attempts:
-                delay = backoff_delay(max(attempt, 1) - 1 if not exc.throttled else min(sends, 6),
-                                      cfg.backoff_base_s, cfg.backoff_cap_s, exc.retry_after)
+                delay = backoff_delay(
+                    max(attempt, 1) - 1 if not exc.throttled else min(sends, 6),
+                    cfg.backoff_base_s,
+                    cfg.backoff_cap_s,
+                    exc.retry_after,
+                )
                 counts.backoff_wait_s += delay
                 ctx.stop.wait(delay)
             continue
@@ -562,13 +647,22 @@ def _send(ctx: LoadContext, b: RequestBatch, table: pa.Table, counts: Counts,
     return "pending"
 
 
-def _quarantine_rows(ctx: LoadContext, rows: pa.Table, reasons: list[str], counts: Counts,
-                     writer: QuarantineWriter | None, part: str) -> None:
-    records = rows.drop_columns([c for c in ("key_lo", "key_hi", "fp", "unit", "deleted")
-                                 if c in rows.schema.names]).to_pylist()
-    table = rows_table(ctx.run_id, ctx.mapping.source.name, "load", rows.column("source_file").to_pylist(),
-                       rows.column("source_row").to_pylist(), rows.column("source_key").to_pylist(),
-                       [reasons] * rows.num_rows, records)
+def _quarantine_rows(
+    ctx: LoadContext, rows: pa.Table, reasons: list[str], counts: Counts, writer: QuarantineWriter | None, part: str
+) -> None:
+    records = rows.drop_columns(
+        [c for c in ("key_lo", "key_hi", "fp", "unit", "deleted") if c in rows.schema.names]
+    ).to_pylist()
+    table = rows_table(
+        ctx.run_id,
+        ctx.mapping.source.name,
+        "load",
+        rows.column("source_file").to_pylist(),
+        rows.column("source_row").to_pylist(),
+        rows.column("source_key").to_pylist(),
+        [reasons] * rows.num_rows,
+        records,
+    )
     if writer is None:
         writer = QuarantineWriter(ctx.quarantine_dir, f"{part}-{threading.get_ident()}-{time.time_ns()}")
         writer.write(table)

@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from memos_etl.config import Mapping, Template
+from core.config import Mapping, Template
 from schemas.message import MESSAGE_SCHEMA
 from tasks.chat_time import parse_times
 from tasks.extract import ROW_COLUMN
@@ -74,8 +74,11 @@ def _roles(mapping: Mapping, rb: pa.RecordBatch) -> pa.Array:
             is_user = pc.fill_null(pc.equal(speaker, as_text(rb.column(cfg.user_speaker_column))), False)
         else:
             is_user = pc.is_in(speaker, value_set=pa.array(cfg.user_speakers, pa.string()))
-        other = pa.scalar("assistant") if cfg.other_speakers == "assistant" else \
-            pc.binary_join_element_wise("unknown speaker ", speaker, "")
+        other = (
+            pa.scalar("assistant")
+            if cfg.other_speakers == "assistant"
+            else pc.binary_join_element_wise("unknown speaker ", speaker, "")
+        )
         by_speaker = pc.if_else(is_user, pa.scalar("user"), other)
         role = pc.coalesce(role, by_speaker)
     return role
@@ -175,11 +178,14 @@ def map_batch(rb: pa.RecordBatch, mapping: Mapping, file_rel: str, offset: int) 
     else:
         # no message id in the source: a message is identified by what it is and where it sits
         ident = pc.binary_join_element_wise(
-            name, *(pc.fill_null(as_text(a), "\x00") for a in
-                    (user, conv, seq, chat_time.cast(pa.int64()), role, content)), _SEP)
+            name,
+            *(pc.fill_null(as_text(a), "\x00") for a in (user, conv, seq, chat_time.cast(pa.int64()), role, content)),
+            _SEP,
+        )
         lo, hi = hash_keys(ident)
-        source_key = pc.binary_join_element_wise(name, ":h", pa.array(lo).cast(pa.string()),
-                                                 pa.array(hi).cast(pa.string()), "")
+        source_key = pc.binary_join_element_wise(
+            name, ":h", pa.array(lo).cast(pa.string()), pa.array(hi).cast(pa.string()), ""
+        )
     lo, hi = hash_keys(source_key)
     cols = {
         "source_key": source_key,
@@ -194,14 +200,16 @@ def map_batch(rb: pa.RecordBatch, mapping: Mapping, file_rel: str, offset: int) 
         "tags": _tags(mapping, rb),
         "info": _info(mapping, rb),
         "source_file": pa.repeat(pa.scalar(file_rel, pa.string()), n),
-        "source_row": rb.column(ROW_COLUMN).cast(pa.int64()) if ROW_COLUMN in rb.schema.names
+        "source_row": rb.column(ROW_COLUMN).cast(pa.int64())
+        if ROW_COLUMN in rb.schema.names
         else pa.array(np.arange(offset, offset + n, dtype=np.int64)),
         "key_lo": pa.array(lo),
         "key_hi": pa.array(hi),
         "deleted": _deleted(mapping, rb),
     }
-    arrays = [as_text(cols[f.name]) if pa.types.is_string(f.type) else cols[f.name].cast(f.type)
-              for f in MESSAGE_SCHEMA]
+    arrays = [
+        as_text(cols[f.name]) if pa.types.is_string(f.type) else cols[f.name].cast(f.type) for f in MESSAGE_SCHEMA
+    ]
     return pa.Table.from_arrays(arrays, schema=MAPPED_SCHEMA)
 
 

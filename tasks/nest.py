@@ -20,8 +20,8 @@ against the other on every preset sample and on generated data):
   per record. OpenAI chat, ShareGPT and a table's list<struct> column usually take it.
 - walked (`explode_walk`): Python per record, for what Arrow cannot type: content that is a
   string here and a list of parts there, trees, numbered keys, perspectives, a bad line in
-  the batch. Rows still come out as Arrow columns; everything after this step is columnar. A record that does not have the
-shape the mapping describes (not a list, a missing key, a cycle in a tree, not JSON) is
+  the batch. Rows still come out as Arrow columns; everything after this step is columnar.
+A record that does not have the shape the mapping describes (not a list, a missing key, a cycle in a tree, not JSON) is
 returned with its reason, for quarantine; it never stops the file.
 """
 
@@ -36,10 +36,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
 
-from memos_etl.config import MediaText, NestConfig, NestLevel
+from core.config import MediaText, NestConfig, NestLevel
+from tasks.extract.records import RECORD_COLUMN  # noqa: F401  (JSON text of one record: tasks/extract/records.py)
+from tasks.quarantine import POSITION  # noqa: E402,F401  (re-exported: the column nest writes)
 
-from tasks.records import RECORD_COLUMN  # noqa: F401  (JSON text of one record: tasks/records.py)
-POSITION = "position"
 RECORD = "record"
 PERSPECTIVE = "perspective"
 
@@ -93,8 +93,13 @@ def explode_walk(rb: pa.RecordBatch, nest: NestConfig, offset: int, row_column: 
             _flatten(rec, "", base, text_paths, nest.media, skip=roots)
             for r in roots:
                 if isinstance(rec.get(r), dict):
-                    base.update({f"{r}.{k}": v for k, v in rec[r].items()
-                                 if v is None or isinstance(v, (str, int, float, bool))})
+                    base.update(
+                        {
+                            f"{r}.{k}": v
+                            for k, v in rec[r].items()
+                            if v is None or isinstance(v, (str, int, float, bool))
+                        }
+                    )
             found: list[dict] = []
             skipped = _walk(rec, nest, text_paths, 0, base, {}, found)
         except NestError as exc:
@@ -112,16 +117,21 @@ def explode_walk(rb: pa.RecordBatch, nest: NestConfig, offset: int, row_column: 
     return out
 
 
-def _walk(rec: dict, nest: NestConfig, text_paths: set, depth: int, flat: dict, scope: dict,
-          out: list[dict]) -> int:
+def _walk(rec: dict, nest: NestConfig, text_paths: set, depth: int, flat: dict, scope: dict, out: list[dict]) -> int:
     """Depth-first over the levels; appends one flat dict per innermost element."""
     level = nest.levels[depth]
     skipped = 0
     for idx, elem in enumerate(_elements(rec, level, scope)):
         row = dict(flat)
         if isinstance(elem, dict):
-            _flatten(elem, level.name + ".", row, text_paths, nest.media,
-                     skip={k for k in elem if _next_uses(nest, depth, f"{level.name}.{k}")})
+            _flatten(
+                elem,
+                level.name + ".",
+                row,
+                text_paths,
+                nest.media,
+                skip={k for k in elem if _next_uses(nest, depth, f"{level.name}.{k}")},
+            )
         else:
             row[f"{level.name}.value"] = elem
         row[f"{level.name}.index"] = idx
@@ -178,8 +188,10 @@ def _elements(rec: dict, level: NestLevel, scope: dict) -> list:
         seen.add(node_id)
         node = nodes.get(node_id)
         if not isinstance(node, dict):
-            raise NestError(f"{level.column}: node {node_id!r} is missing"
-                            + (" (named by " + level.current + ")" if node_id == current else ""))
+            raise NestError(
+                f"{level.column}: node {node_id!r} is missing"
+                + (" (named by " + level.current + ")" if node_id == current else "")
+            )
         branch.append(node)
         node_id = node.get(level.parent)
     return [n[level.value] for n in reversed(branch) if n.get(level.value) is not None]
@@ -197,7 +209,9 @@ def _perspectives(rec: dict, rows: list[dict], nest: NestConfig) -> list[dict]:
             c = dict(r)
             c[PERSPECTIVE] = str(who)
             speaker = r.get(p.speaker)
-            c[f"{PERSPECTIVE}.role"] = None if speaker is None else ("user" if str(speaker) == str(who) else "assistant")
+            c[f"{PERSPECTIVE}.role"] = (
+                None if speaker is None else ("user" if str(speaker) == str(who) else "assistant")
+            )
             out.append(c)
     return out
 
@@ -261,7 +275,7 @@ def _root(path: str) -> str:
 
 
 def _next_uses(nest: NestConfig, depth: int, column: str) -> bool:
-    return any(lv.column == column for lv in nest.levels[depth + 1:])
+    return any(lv.column == column for lv in nest.levels[depth + 1 :])
 
 
 def _empty(v) -> bool:
@@ -270,7 +284,8 @@ def _empty(v) -> bool:
 
 def _kind(v) -> str:
     return {dict: "an object", list: "a list", str: "text", bool: "a boolean", type(None): "null"}.get(
-        type(v), "a number" if isinstance(v, (int, float)) else type(v).__name__)
+        type(v), "a number" if isinstance(v, (int, float)) else type(v).__name__
+    )
 
 
 def _to_table(rows: list[dict]) -> pa.Table:
@@ -286,13 +301,16 @@ def _to_table(rows: list[dict]) -> pa.Table:
             if pa.types.is_null(arr.type):
                 arr = arr.cast(pa.string())
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-            arr = pa.array([None if v is None else v if isinstance(v, str) else json.dumps(v, default=str)
-                            for v in values], pa.string())
+            arr = pa.array(
+                [None if v is None else v if isinstance(v, str) else json.dumps(v, default=str) for v in values],
+                pa.string(),
+            )
         cols[n] = arr
     return pa.table(cols)
 
 
 # -- columnar ------------------------------------------------------------------------------
+
 
 def explode_columnar(rb: pa.RecordBatch, nest: NestConfig, offset: int, row_column: str) -> Exploded | None:
     """The walk's rows computed on Arrow columns, or None when this batch needs the walk: more
@@ -314,8 +332,7 @@ def explode_columnar(rb: pa.RecordBatch, nest: NestConfig, offset: int, row_colu
     text = set(nest.text)
     base: dict[str, pa.Array] = {}
     for name in table.column_names:
-        arr = table.column(name).chunk(0) if table.column(name).num_chunks == 1 else \
-            table.column(name).combine_chunks()
+        arr = table.column(name).chunk(0) if table.column(name).num_chunks == 1 else table.column(name).combine_chunks()
         if name == root:
             continue
         if not _flat(name, arr, base, text):
@@ -418,8 +435,11 @@ def _parse_lines(texts: pa.ChunkedArray | pa.Array) -> pa.Table | None:
         table = pajson.read_json(pa.BufferReader(buf), read_options=opts)
         if any(_has_time(f.type) for f in table.schema):
             schema = pa.schema([f.with_type(_time_as_text(f.type)) for f in table.schema])
-            table = pajson.read_json(pa.BufferReader(buf), read_options=opts, parse_options=pajson.ParseOptions(
-                explicit_schema=schema, unexpected_field_behavior="infer"))
+            table = pajson.read_json(
+                pa.BufferReader(buf),
+                read_options=opts,
+                parse_options=pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer"),
+            )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
     if table.num_rows != len(texts) or any(_has_time(f.type) for f in table.schema):

@@ -16,15 +16,15 @@ rows as written); each row carries that place (POS) as the last sort key here.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
-from memos_etl.memory import release_unused
+from core.memory import release_unused
 from tasks.batch import SORT_KEYS
 
 POS = "_pos"  # a row's place in the bucket as read_bucket concatenates it
@@ -51,8 +51,9 @@ class SortedRuns:
     """A bucket as sorted runs on disk. `conversations`: its (user_id, conversation_id) pairs
     in the bucket's order; `rows`: the rows the caller kept."""
 
-    def __init__(self, tmp: Path, runs: list[Path], rows: int, conversations: list[tuple], chunk_rows: int,
-                 row_bytes: float):
+    def __init__(
+        self, tmp: Path, runs: list[Path], rows: int, conversations: list[tuple], chunk_rows: int, row_bytes: float
+    ):
         self.tmp, self.runs, self.rows, self.conversations = tmp, runs, rows, conversations
         self.chunk_rows, self.row_bytes = chunk_rows, row_bytes  # rows a run is read in; staged bytes a row
 
@@ -89,7 +90,7 @@ class SortedRuns:
             else:
                 cut = len(idx)
             for start in range(0, cut, max_rows):
-                yield pool.take(pa.array(idx[start:min(cut, start + max_rows)])).drop_columns([POS])
+                yield pool.take(pa.array(idx[start : min(cut, start + max_rows)])).drop_columns([POS])
             taken = np.bincount(np.repeat(np.arange(len(live)), lens)[idx[:cut]], minlength=len(live))
             del pool
             for r, n in zip(live, taken.tolist()):

@@ -11,7 +11,7 @@ A backfill is split by one of:
   keeps the conversations of its bucket): for sources that cannot be cut any other way.
 
 Every slice has a stable key; the backfill's id is a hash of the source, target and split,
-so running the same backfill again resumes it (tasks/ledger/backfill.py).
+so running the same backfill again resumes it (core/ledger/backfill.py).
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from memos_etl.config import Mapping
-from memos_etl.errors import ConfigError
+from core.config import Mapping
+from core.errors import ConfigError
 from tasks.cursor import parse_bound
-from tasks.extract import Slice, _partition_value
+from tasks.extract.units import Slice, partition_value
 
 BY = ("auto", "cursor", "partition", "file", "hash")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -47,8 +47,15 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=float(m.group(1)) * _UNIT_S[m.group(2)])
 
 
-def split(mapping: Mapping, source, by: str = "auto", since: str | None = None, until: str | None = None,
-          every: str | int | None = None, buckets: int = 16) -> list[Part]:
+def split(
+    mapping: Mapping,
+    source,
+    by: str = "auto",
+    since: str | None = None,
+    until: str | None = None,
+    every: str | int | None = None,
+    buckets: int = 16,
+) -> list[Part]:
     if by not in BY:
         raise ConfigError("backfill", "by", f"{by!r}: choose one of {', '.join(BY)}")
     lo, hi = parse_bound(since), parse_bound(until)
@@ -68,11 +75,14 @@ def split(mapping: Mapping, source, by: str = "auto", since: str | None = None, 
     else:
         if buckets < 1:
             raise ConfigError("backfill", "buckets", "needs at least 1")
-        parts = [Part(f"hash:{i}/{buckets}", Slice(since=lo, until=hi, buckets=(i,), of_buckets=buckets))
-                 for i in range(buckets)]
+        parts = [
+            Part(f"hash:{i}/{buckets}", Slice(since=lo, until=hi, buckets=(i,), of_buckets=buckets))
+            for i in range(buckets)
+        ]
     if not parts:
-        raise ConfigError("backfill", "since/until", f"nothing of source {mapping.source.name} is in "
-                          f"[{since or ''}, {until or ''})")
+        raise ConfigError(
+            "backfill", "since/until", f"nothing of source {mapping.source.name} is in [{since or ''}, {until or ''})"
+        )
     return parts
 
 
@@ -106,7 +116,7 @@ def _cursor_parts(lo: Any, hi: Any, every) -> list[Part]:
 
 
 def _aware(d: datetime) -> datetime:
-    return d if d.tzinfo else d.replace(tzinfo=timezone.utc)
+    return d if d.tzinfo else d.replace(tzinfo=UTC)
 
 
 def _text(v: Any) -> str:
@@ -119,7 +129,7 @@ def _partition_key(mapping: Mapping) -> str | None:
 
 def _has_partitions(mapping: Mapping, source) -> bool:
     key = _partition_key(mapping)
-    return any(_partition_value(u.rel, key) is not None for u in source.units(Slice()))
+    return any(partition_value(u.rel, key) is not None for u in source.units(Slice()))
 
 
 def _groups(values: list[str], every: int, join: str) -> list[tuple[tuple[str, ...], str]]:
@@ -127,18 +137,22 @@ def _groups(values: list[str], every: int, join: str) -> list[tuple[tuple[str, .
     step = max(1, every)
     out = []
     for i in range(0, len(values), step):
-        group = tuple(values[i:i + step])
-        out.append((group, group[0] if len(group) == 1 else join.format(first=group[0], last=group[-1],
-                                                                         more=len(group) - 1)))
+        group = tuple(values[i : i + step])
+        out.append(
+            (group, group[0] if len(group) == 1 else join.format(first=group[0], last=group[-1], more=len(group) - 1))
+        )
     return out
 
 
 def _partition_parts(mapping: Mapping, source, lo, hi, every: int) -> list[Part]:
     key = _partition_key(mapping)
-    values = sorted({v for u in source.units(Slice(since=lo, until=hi))
-                     if (v := _partition_value(u.rel, key)) is not None})
-    return [Part(f"partition:{label}", Slice(partitions=group))
-            for group, label in _groups(values, every, "{first}..{last}")]
+    values = sorted(
+        {v for u in source.units(Slice(since=lo, until=hi)) if (v := partition_value(u.rel, key)) is not None}
+    )
+    return [
+        Part(f"partition:{label}", Slice(partitions=group))
+        for group, label in _groups(values, every, "{first}..{last}")
+    ]
 
 
 def _file_parts(mapping: Mapping, source, lo, hi, every: int) -> list[Part]:

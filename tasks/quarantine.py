@@ -10,23 +10,25 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-QUARANTINE_SCHEMA = pa.schema([
-    ("run_id", pa.string()),
-    ("source", pa.string()),
-    ("stage", pa.string()),  # extract | nest | validate | load
-    ("source_file", pa.string()),
-    ("source_row", pa.int64()),
-    ("source_key", pa.string()),
-    ("reasons", pa.list_(pa.string())),
-    ("record", pa.string()),  # the raw source row (validate) or the mapped message (load), as JSON
-    ("quarantined_at", pa.timestamp("us", tz="UTC")),
-])
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("source", pa.string()),
+        ("stage", pa.string()),  # extract | nest | validate | load
+        ("source_file", pa.string()),
+        ("source_row", pa.int64()),
+        ("source_key", pa.string()),
+        ("reasons", pa.list_(pa.string())),
+        ("record", pa.string()),  # the raw source row (validate) or the mapped message (load), as JSON
+        ("quarantined_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
 
 
 #: how much of a bad record's raw text a quarantine row keeps (an oversized one is never held whole)
@@ -39,7 +41,7 @@ class Reason(str):
 
     kind: str
 
-    def __new__(cls, kind: str, text: str) -> "Reason":
+    def __new__(cls, kind: str, text: str) -> Reason:
         obj = super().__new__(cls, text)
         obj.kind = kind
         return obj
@@ -66,28 +68,47 @@ class BadRow:
 
 
 def bad_rows_table(run_id: str, source: str, unit_rel: str, bad: list[BadRow]) -> pa.Table:
-    return rows_table(run_id, source, "extract", [unit_rel] * len(bad), [b.row for b in bad], [None] * len(bad),
-                      [[f"{b.where}: {b.reason}"] for b in bad], [b.record() for b in bad])
+    return rows_table(
+        run_id,
+        source,
+        "extract",
+        [unit_rel] * len(bad),
+        [b.row for b in bad],
+        [None] * len(bad),
+        [[f"{b.where}: {b.reason}"] for b in bad],
+        [b.record() for b in bad],
+    )
 
 
 def quarantine_dir(work_dir: str, source: str, run_id: str) -> Path:
     return Path(work_dir) / "quarantine" / f"source={source}" / f"run={run_id}"
 
 
-def rows_table(run_id: str, source: str, stage: str, source_file: list[str], source_row: list[int],
-               source_key: list[str | None], reasons: list[list[str]], records: list[dict]) -> pa.Table:
-    now = datetime.now(timezone.utc)
-    return pa.table({
-        "run_id": [run_id] * len(reasons),
-        "source": [source] * len(reasons),
-        "stage": [stage] * len(reasons),
-        "source_file": source_file,
-        "source_row": source_row,
-        "source_key": source_key,
-        "reasons": reasons,
-        "record": [json.dumps(r, default=str, ensure_ascii=False) for r in records],
-        "quarantined_at": [now] * len(reasons),
-    }, schema=QUARANTINE_SCHEMA)
+def rows_table(
+    run_id: str,
+    source: str,
+    stage: str,
+    source_file: list[str],
+    source_row: list[int],
+    source_key: list[str | None],
+    reasons: list[list[str]],
+    records: list[dict],
+) -> pa.Table:
+    now = datetime.now(UTC)
+    return pa.table(
+        {
+            "run_id": [run_id] * len(reasons),
+            "source": [source] * len(reasons),
+            "stage": [stage] * len(reasons),
+            "source_file": source_file,
+            "source_row": source_row,
+            "source_key": source_key,
+            "reasons": reasons,
+            "record": [json.dumps(r, default=str, ensure_ascii=False) for r in records],
+            "quarantined_at": [now] * len(reasons),
+        },
+        schema=QUARANTINE_SCHEMA,
+    )
 
 
 def private_dir(directory: Path) -> None:
@@ -147,12 +168,14 @@ def _read(path: str) -> pa.Table:
     ParquetFile, not read_table: that goes through pyarrow.dataset, which imports pandas,
     and `status` and `quarantine list` stay light."""
     t = pq.ParquetFile(path).read()
-    cols = [t.column(f.name).cast(f.type) if f.name in t.column_names else pa.nulls(t.num_rows, f.type)
-            for f in QUARANTINE_SCHEMA]
+    cols = [
+        t.column(f.name).cast(f.type) if f.name in t.column_names else pa.nulls(t.num_rows, f.type)
+        for f in QUARANTINE_SCHEMA
+    ]
     return pa.Table.from_arrays(cols, schema=QUARANTINE_SCHEMA)
 
 
-#: the message's place in its record, as tasks/nest.py names it (not imported: `status` stays light)
+#: the message's place in its record (a column of nest's exploded rows; defined here, the lighter module)
 POSITION = "position"
 
 #: a quarantined row: (source_file, source_row, position in its record; None when not nested)

@@ -22,10 +22,10 @@ import logging
 
 import numpy as np
 
-from memos_etl.client import CannotTell, TerminalBatchError, TransientError
-from memos_etl.report import Counts
+from core.client import CannotTell, TerminalBatchError, TransientError
+from core.ledger import TAIL, BatchRecord, Ledger
+from core.report import Counts
 from tasks.batch import message_hashes
-from tasks.ledger import TAIL, BatchRecord, Ledger
 
 log = logging.getLogger("memos_etl.reconcile")
 
@@ -82,8 +82,9 @@ def check(client, ledger: Ledger, target: str, rec: BatchRecord) -> bool | None:
             return None
         if found is not False:
             return found
-        by_sources = landed_in_memories(nodes, rec.msg_hashes,
-                                        ledger.conversation_tail(target, rec.user_id, rec.conversation_id))
+        by_sources = landed_in_memories(
+            nodes, rec.msg_hashes, ledger.conversation_tail(target, rec.user_id, rec.conversation_id)
+        )
         return by_sources
     except (TransientError, TerminalBatchError) as exc:
         log.warning("%s/%s: cannot check what the target holds: %s", rec.user_id, rec.conversation_id, exc)

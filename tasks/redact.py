@@ -32,9 +32,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from memos_etl.config import RedactConfig
-from memos_etl.errors import ConfigError
-from memos_etl.imports import import_in_background
+from core.config import RedactConfig
+from core.errors import ConfigError
+from core.imports import import_in_background
 
 #: Found by patterns and checksums alone: no model, no download.
 DEFAULT_ENTITIES = ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "US_SSN"]
@@ -71,8 +71,7 @@ _WORD = r"\p{L}\p{N}\p{M}\p{Pc}"
 _SPACE = r"\s\p{Z}\x{85}\x{1c}-\x{1f}"
 _ANY = r"(?s:.)"
 _CLASS_ESC = {"d": r"\p{Nd}", "D": r"\P{Nd}", "w": _WORD, "s": _SPACE, "b": r"\x{8}"}
-_ESC = {"d": r"\p{Nd}", "D": r"\P{Nd}", "w": f"[{_WORD}]", "W": f"[^{_WORD}]", "s": f"[{_SPACE}]",
-        "S": f"[^{_SPACE}]"}
+_ESC = {"d": r"\p{Nd}", "D": r"\P{Nd}", "w": f"[{_WORD}]", "W": f"[^{_WORD}]", "s": f"[{_SPACE}]", "S": f"[^{_SPACE}]"}
 _ZERO_WIDTH = set("bBAZzG")
 
 
@@ -97,7 +96,7 @@ def _escape(rx: str, i: int, in_class: bool) -> tuple[int, str | None]:
     e = rx[i + 1]
     if e in "uU":  # \uXXXX, \UXXXXXXXX: RE2 spells them \x{...}
         width = 4 if e == "u" else 8
-        return i + 2 + width, r"\x{" + rx[i + 2:i + 2 + width] + "}"
+        return i + 2 + width, r"\x{" + rx[i + 2 : i + 2 + width] + "}"
     if e in "pP" and i + 2 < len(rx) and rx[i + 2] == "{":  # properties: kept
         j = rx.index("}", i) + 1
         return j, rx[i:j]
@@ -106,7 +105,7 @@ def _escape(rx: str, i: int, in_class: bool) -> tuple[int, str | None]:
     if in_class:
         if e in _CLASS_ESC:
             return i + 2, _CLASS_ESC[e]
-        return i + 2, None if e in "WS" else rx[i:i + 2]
+        return i + 2, None if e in "WS" else rx[i : i + 2]
     if e in _ESC:
         return i + 2, _ESC[e]
     if e in _ZERO_WIDTH:
@@ -120,7 +119,7 @@ def _escape(rx: str, i: int, in_class: bool) -> tuple[int, str | None]:
         return rx.index(">", i) + 1, _ANY + "*"
     if e == "0":
         return i + 2, r"\x{0}"
-    return i + 2, rx[i:i + 2]
+    return i + 2, rx[i : i + 2]
 
 
 def _loosen(rx: str) -> str:
@@ -166,7 +165,7 @@ def _loosen(rx: str) -> str:
                 j = i + 2
                 while j < n and rx[j] not in ":)":
                     j += 1
-                flags = rx[i + 2:j]
+                flags = rx[i + 2 : j]
                 if any(f not in "imsu-aL" for f in flags) or not flags:
                     raise _Unsupported(flags)  # verbose mode, conditionals, branch reset
                 kept = "".join(f for f in flags if f in "ims-")
@@ -182,9 +181,8 @@ def _loosen(rx: str) -> str:
             continue
         if c == "{":
             j = rx.find("}", i)
-            inner = rx[i + 1:j] if j > 0 else ""
-            counted = j > 0 and (inner.replace(",", "", 1).isdigit() or
-                                 (inner.startswith(",") and inner[1:].isdigit()))
+            inner = rx[i + 1 : j] if j > 0 else ""
+            counted = j > 0 and (inner.replace(",", "", 1).isdigit() or (inner.startswith(",") and inner[1:].isdigit()))
             if counted:
                 out.append("{" + ("0" + inner if inner.startswith(",") else inner) + "}")
                 i = j + 1
@@ -287,10 +285,11 @@ def phone_prefilter(regions, leniency: int = 1) -> str:
         if not leniency:
             lengths += list(meta.general_desc.possible_length_local_only or ())
         shortest = min([shortest, *[n for n in lengths if n > 0]])
-    return r"\p{Nd}(?:\P{Nd}{0,4}\p{Nd}){%d}" % (shortest - 1)
+    return r"\p{Nd}(?:\P{Nd}{0,4}\p{Nd}){%d}" % (shortest - 1)  # noqa: UP031 (a regex of braces)
 
 
 # --- the engine ------------------------------------------------------------------------------
+
 
 @dataclass
 class Redacted:
@@ -327,8 +326,13 @@ class Redactor:
         logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
         logging.getLogger("presidio-anonymizer").setLevel(logging.ERROR)
         offline_suffix_list()
-        from presidio_analyzer import (AnalyzerEngine, BatchAnalyzerEngine, Pattern, PatternRecognizer,
-                                       RecognizerRegistry)
+        from presidio_analyzer import (
+            AnalyzerEngine,
+            BatchAnalyzerEngine,
+            Pattern,
+            PatternRecognizer,
+            RecognizerRegistry,
+        )
         from presidio_analyzer.nlp_engine import NoOpNlpEngine, SpacyNlpEngine
         from presidio_anonymizer import AnonymizerEngine
         from presidio_anonymizer.entities import OperatorConfig
@@ -341,16 +345,22 @@ class Redactor:
             import spacy.util
 
             if not (spacy.util.is_package(model) or Path(model).is_dir()):
-                raise self._error("spacy_model", f"spaCy model {model!r} is not installed (no package of that "
-                                  "name, no pipeline folder there); install the package (e.g. `uv pip install "
-                                  f"{model}` from spaCy's model releases) or point to a folder. Nothing is "
-                                  "downloaded on the fly.")
+                raise self._error(
+                    "spacy_model",
+                    f"spaCy model {model!r} is not installed (no package of that "
+                    "name, no pipeline folder there); install the package (e.g. `uv pip install "
+                    f"{model}` from spaCy's model releases) or point to a folder. Nothing is "
+                    "downloaded on the fly.",
+                )
             nlp = SpacyNlpEngine(models=[{"lang_code": lang, "model_name": model}])
         elif ner:
-            raise self._error("entities", f"{', '.join(ner)} {'is' if len(ner) == 1 else 'are'} found by a spaCy "
-                              "named-entity model, and none is set: install one (e.g. the package "
-                              "`en_core_web_lg` from spaCy's model releases) and name it in redact.spacy_model, "
-                              "or leave these entities out (pattern entities need no model)")
+            raise self._error(
+                "entities",
+                f"{', '.join(ner)} {'is' if len(ner) == 1 else 'are'} found by a spaCy "
+                "named-entity model, and none is set: install one (e.g. the package "
+                "`en_core_web_lg` from spaCy's model releases) and name it in redact.spacy_model, "
+                "or leave these entities out (pattern entities need no model)",
+            )
         else:
             nlp = NoOpNlpEngine(models=[{"lang_code": lang, "model_name": "none"}])
         nlp.load()
@@ -362,20 +372,35 @@ class Redactor:
                 regex.compile(p.regex)
             except regex.error as exc:
                 raise self._error(f"patterns[{i}].regex", f"not a regular expression: {exc}") from None
-            custom.append(PatternRecognizer(supported_entity=p.entity, supported_language=lang,
-                                            patterns=[Pattern(name=p.entity.lower(), regex=p.regex, score=p.score)],
-                                            context=p.context or None, name=f"mapping pattern {p.entity}"))
+            custom.append(
+                PatternRecognizer(
+                    supported_entity=p.entity,
+                    supported_language=lang,
+                    patterns=[Pattern(name=p.entity.lower(), regex=p.regex, score=p.score)],
+                    context=p.context or None,
+                    name=f"mapping pattern {p.entity}",
+                )
+            )
         for entity, words in cfg.deny.items():
-            custom.append(PatternRecognizer(supported_entity=entity, supported_language=lang, deny_list=words,
-                                            name=f"mapping deny list {entity}"))
+            custom.append(
+                PatternRecognizer(
+                    supported_entity=entity,
+                    supported_language=lang,
+                    deny_list=words,
+                    name=f"mapping deny list {entity}",
+                )
+            )
         if cfg.phone_regions is not None:
             import phonenumbers
 
             regions = [r.upper() for r in cfg.phone_regions]
             bad = [r for r in regions if r not in phonenumbers.SUPPORTED_REGIONS]
             if bad or not regions:
-                raise self._error("phone_regions", f"not a region python-phonenumbers knows: {', '.join(bad) or '(none)'}"
-                                  " (ISO 3166 codes such as US, GB, DE)")
+                raise self._error(
+                    "phone_regions",
+                    f"not a region python-phonenumbers knows: {', '.join(bad) or '(none)'}"
+                    " (ISO 3166 codes such as US, GB, DE)",
+                )
             from presidio_analyzer.predefined_recognizers import PhoneRecognizer
 
             registry.recognizers = [r for r in registry.recognizers if type(r).__name__ != "PhoneRecognizer"]
@@ -395,11 +420,16 @@ class Redactor:
             everything = RecognizerRegistry(supported_languages=[lang])
             everything.load_predefined_recognizers(languages=[lang])
             names = sorted({e for r in everything.recognizers for e in r.supported_entities})
-            raise self._error("entities", f"unknown entity {', '.join(unknown)} for language {lang!r}; Presidio "
-                              f"knows {', '.join(names)}; add your own under redact.patterns or redact.deny")
+            raise self._error(
+                "entities",
+                f"unknown entity {', '.join(unknown)} for language {lang!r}; Presidio "
+                f"knows {', '.join(names)}; add your own under redact.patterns or redact.deny",
+            )
         for e in list(cfg.operators):
             if e not in wanted:
-                raise self._error(f"operators.{e}", f"{e} is not among the entities redacted ({', '.join(self.entities)})")
+                raise self._error(
+                    f"operators.{e}", f"{e} is not among the entities redacted ({', '.join(self.entities)})"
+                )
         self.analyzer = AnalyzerEngine(registry=registry, nlp_engine=nlp, supported_languages=[lang])
         self.batch = BatchAnalyzerEngine(analyzer_engine=self.analyzer)
         self.anonymizer = AnonymizerEngine()
@@ -409,8 +439,9 @@ class Redactor:
             if op == "replace":
                 self.operators[e] = OperatorConfig("replace", {"new_value": f"<{e}>"})
             elif op == "mask":
-                self.operators[e] = OperatorConfig("mask", {"masking_char": cfg.mask_char,
-                                                            "chars_to_mask": 1 << 30, "from_end": False})
+                self.operators[e] = OperatorConfig(
+                    "mask", {"masking_char": cfg.mask_char, "chars_to_mask": 1 << 30, "from_end": False}
+                )
             elif op == "hash":
                 if self.secret is None:
                     raise self._error("operators", "the hash operator needs a secret: see redact.hash_secret_env")
@@ -423,6 +454,7 @@ class Redactor:
 
         def token(value: str) -> str:
             return f"<{entity}:{hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:HASH_CHARS]}>"
+
         return token
 
     def _prefilters(self, recognizers) -> dict[str, str | None]:
@@ -433,8 +465,9 @@ class Redactor:
         for r in recognizers:
             if type(r).__name__ == "PhoneRecognizer":
                 exprs = [phone_prefilter(r.supported_regions, r.leniency or 0)]
-            elif isinstance(r, PatternRecognizer) and (type(r).analyze is PatternRecognizer.analyze
-                                                       or type(r).__name__ == "IbanRecognizer"):
+            elif isinstance(r, PatternRecognizer) and (
+                type(r).analyze is PatternRecognizer.analyze or type(r).__name__ == "IbanRecognizer"
+            ):
                 exprs = [loosen(p.regex) for p in r.patterns]
                 if not exprs or any(x is None or not re2_ok(x) for x in exprs):
                     exprs = None
@@ -471,9 +504,16 @@ class Redactor:
         return out
 
     def analyze(self, texts: list[str], entities: list[str]) -> list[list]:
-        return list(self.batch.analyze_iterator(texts, language=self.cfg.language, entities=entities,
-                                                score_threshold=self.cfg.score_threshold,
-                                                allow_list=self.cfg.allow or None, batch_size=256))
+        return list(
+            self.batch.analyze_iterator(
+                texts,
+                language=self.cfg.language,
+                entities=entities,
+                score_threshold=self.cfg.score_threshold,
+                allow_list=self.cfg.allow or None,
+                batch_size=256,
+            )
+        )
 
     def findings(self, content: pa.Array, prefilter: bool = True) -> tuple[np.ndarray, list[list]]:
         """(rows read by Presidio, what was found in each of them)."""
@@ -551,8 +591,11 @@ def redaction_secret(mapping) -> bytes | None:
     try:
         return cfg.secret()
     except ValueError as exc:
-        raise ConfigError(str(mapping.path_ or "mapping"), "redact.hash_secret_env" if not cfg.hash_secret_block
-                          else "redact.hash_secret_block", str(exc)) from None
+        raise ConfigError(
+            str(mapping.path_ or "mapping"),
+            "redact.hash_secret_env" if not cfg.hash_secret_block else "redact.hash_secret_block",
+            str(exc),
+        ) from None
 
 
 def redactor_for(mapping, secret: bytes | None = None) -> Redactor | None:

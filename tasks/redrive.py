@@ -18,22 +18,29 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from pathlib import Path
-from typing import Iterator
+from datetime import UTC, datetime
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from memos_etl.config import Mapping
+from core.config import Mapping
 from tasks.extract import ROW_COLUMN, Slice, Unit
 from tasks.nest import POSITION
 from tasks.quarantine import RowKey, read_quarantine, resolved, resolved_dir, row_key
 
-RESOLVED_SCHEMA = pa.schema([("run_id", pa.string()), ("source_file", pa.string()), ("source_row", pa.int64()),
-                             ("resolved_by", pa.string()), ("resolved_at", pa.timestamp("us", tz="UTC")),
-                             ("position", pa.int64())])
+RESOLVED_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("source_file", pa.string()),
+        ("source_row", pa.int64()),
+        ("resolved_by", pa.string()),
+        ("resolved_at", pa.timestamp("us", tz="UTC")),
+        ("position", pa.int64()),
+    ]
+)
+
 
 @dataclass
 class QuarantineSource:
@@ -94,9 +101,19 @@ def mark_resolved(work_dir: str, source: str, run_id: str, keys: set[RowKey]) ->
         return
     d = resolved_dir(work_dir, source)
     d.mkdir(parents=True, exist_ok=True)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     ordered = sorted(keys, key=lambda k: (k[0], k[1], -1 if k[2] is None else k[2]))
-    pq.write_table(pa.table({"run_id": [run_id] * len(ordered), "source_file": [k[0] for k in ordered],
-                             "source_row": [k[1] for k in ordered], "resolved_by": [run_id] * len(ordered),
-                             "resolved_at": [now] * len(ordered), "position": [k[2] for k in ordered]},
-                            schema=RESOLVED_SCHEMA), d / f"{run_id}.parquet")
+    pq.write_table(
+        pa.table(
+            {
+                "run_id": [run_id] * len(ordered),
+                "source_file": [k[0] for k in ordered],
+                "source_row": [k[1] for k in ordered],
+                "resolved_by": [run_id] * len(ordered),
+                "resolved_at": [now] * len(ordered),
+                "position": [k[2] for k in ordered],
+            },
+            schema=RESOLVED_SCHEMA,
+        ),
+        d / f"{run_id}.parquet",
+    )

@@ -9,22 +9,23 @@ record batch here and by a bucket when loading.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
-from memos_etl.config import Mapping
-from memos_etl.errors import SchemaDrift, SourceError
-from memos_etl.memory import release_unused
-from memos_etl.report import Counts
-from tasks.extract import ROW_COLUMN, Slice, Unit
+from core.config import Mapping
+from core.errors import SchemaDrift, SourceError
+from core.ledger import erased_mask
+from core.memory import release_unused
+from core.report import Counts
 from tasks.batch import fingerprints
-from tasks.ledger.erasures import erased_mask
+from tasks.extract import ROW_COLUMN, Slice, Unit
 from tasks.map import MAPPED_SCHEMA, hash_keys, map_batch
 from tasks.nest import explode
 from tasks.quarantine import BadRow, QuarantineWriter, bad_rows_table, rows_table
@@ -49,8 +50,9 @@ class StageResult:
 
 def bucket_of(table: pa.Table, buckets: int) -> np.ndarray:
     """Conversation bucket per row: a stable hash of (user_id, conversation_id)."""
-    ident = pc.binary_join_element_wise(pc.fill_null(table.column("user_id"), ""),
-                                        pc.fill_null(table.column("conversation_id"), ""), "\x1f")
+    ident = pc.binary_join_element_wise(
+        pc.fill_null(table.column("user_id"), ""), pc.fill_null(table.column("conversation_id"), ""), "\x1f"
+    )
     lo, _ = hash_keys(ident.combine_chunks() if isinstance(ident, pa.ChunkedArray) else ident)
     return (lo.view(np.uint64) % np.uint64(buckets)).astype(np.int64)
 
@@ -59,11 +61,16 @@ def type_kind(t: pa.DataType) -> str | None:
     """Coarse type of a column: widths and string flavours are not a schema change."""
     if pa.types.is_null(t):
         return None
-    for kind, test in (("int", pa.types.is_integer), ("float", pa.types.is_floating),
-                       ("decimal", pa.types.is_decimal), ("bool", pa.types.is_boolean),
-                       ("timestamp", pa.types.is_timestamp), ("date", pa.types.is_date),
-                       ("list", lambda x: pa.types.is_list(x) or pa.types.is_large_list(x)),
-                       ("struct", pa.types.is_struct)):
+    for kind, test in (
+        ("int", pa.types.is_integer),
+        ("float", pa.types.is_floating),
+        ("decimal", pa.types.is_decimal),
+        ("bool", pa.types.is_boolean),
+        ("timestamp", pa.types.is_timestamp),
+        ("date", pa.types.is_date),
+        ("list", lambda x: pa.types.is_list(x) or pa.types.is_large_list(x)),
+        ("struct", pa.types.is_struct),
+    ):
         if test(t):
             return kind
     if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t):
@@ -81,17 +88,30 @@ def in_slice(mapped: pa.Table, part: Slice | None) -> np.ndarray | None:
         keep &= np.isin(bucket_of(mapped, part.of_buckets), np.array(part.buckets, dtype=np.int64))
     if part.users:
         keep &= pc.fill_null(pc.is_in(mapped.column("user_id"), pa.array(part.users)), False).to_numpy(
-            zero_copy_only=False)
+            zero_copy_only=False
+        )
     if part.conversations:
-        keep &= pc.fill_null(pc.is_in(mapped.column("conversation_id"), pa.array(part.conversations)),
-                             False).to_numpy(zero_copy_only=False)
+        keep &= pc.fill_null(pc.is_in(mapped.column("conversation_id"), pa.array(part.conversations)), False).to_numpy(
+            zero_copy_only=False
+        )
     return keep
 
 
-def stage_file(mapping: Mapping, source, unit: Unit, index: int, validator: Validator, run_id: str,
-               stage_dir: Path, quarantine_dir: Path, buckets: int, part: Slice | None = None,
-               erased: tuple = (frozenset(), frozenset()), delivered: Callable | None = None,
-               redactor=None) -> StageResult:
+def stage_file(
+    mapping: Mapping,
+    source,
+    unit: Unit,
+    index: int,
+    validator: Validator,
+    run_id: str,
+    stage_dir: Path,
+    quarantine_dir: Path,
+    buckets: int,
+    part: Slice | None = None,
+    erased: tuple = (frozenset(), frozenset()),
+    delivered: Callable | None = None,
+    redactor=None,
+) -> StageResult:
     """Extract, map, validate and stage one unit; a unit that cannot be read is quarantined whole.
     Rows outside a row-level slice (`part`) are not this run's: not counted, not staged. Rows
     of erased users (`erased`, from the ledger's tombstones) are counted, never staged or
@@ -141,11 +161,18 @@ def stage_file(mapping: Mapping, source, unit: Unit, index: int, validator: Vali
                 if ROW_COLUMN in raw_table.schema.names:
                     raw_table = raw_table.drop_columns([ROW_COLUMN])
                 raw = raw_table.to_pylist()
-                quarantine.write(rows_table(
-                    run_id, mapping.source.name, "validate", [unit.rel] * len(bad),
-                    mapped.column("source_row").take(pa.array(bad)).to_pylist(),
-                    mapped.column("source_key").take(pa.array(bad)).to_pylist(),
-                    [reasons[int(i)] for i in bad], raw))
+                quarantine.write(
+                    rows_table(
+                        run_id,
+                        mapping.source.name,
+                        "validate",
+                        [unit.rel] * len(bad),
+                        mapped.column("source_row").take(pa.array(bad)).to_pylist(),
+                        mapped.column("source_key").take(pa.array(bad)).to_pylist(),
+                        [reasons[int(i)] for i in bad],
+                        raw,
+                    )
+                )
                 counts.quarantined += len(bad)
                 for i in bad:
                     counts.reasons.update(reasons[int(i)])
@@ -162,9 +189,18 @@ def stage_file(mapping: Mapping, source, unit: Unit, index: int, validator: Vali
         quarantine.close()
         quarantine.path.unlink(missing_ok=True)
         writer = QuarantineWriter(quarantine_dir, f"extract-{index:05d}")
-        writer.write(rows_table(run_id, mapping.source.name, "extract", [unit.rel], [-1], [None],
-                                [[f"unreadable: {exc}"]], [{"object": unit.rel, "version": unit.version,
-                                                            "rows_read_before_error": counts.read}]))
+        writer.write(
+            rows_table(
+                run_id,
+                mapping.source.name,
+                "extract",
+                [unit.rel],
+                [-1],
+                [None],
+                [[f"unreadable: {exc}"]],
+                [{"object": unit.rel, "version": unit.version, "rows_read_before_error": counts.read}],
+            )
+        )
         writer.close()
         failed = Counts()
         failed.units_failed = 1
@@ -178,10 +214,19 @@ def stage_file(mapping: Mapping, source, unit: Unit, index: int, validator: Vali
     gone = None
     if known is not None and shape["complete"]:
         empty = np.empty(0, dtype=np.int64)
-        gone = known.missing(np.concatenate([x[0] for x in seen]) if seen else empty,
-                             np.concatenate([x[1] for x in seen]) if seen else empty)
-    return StageResult(unit, counts, sorted(writers), columns, getattr(source, "high_water", None), gone=gone,
-                       dropped=pa.concat_tables(dropped) if dropped else None)
+        gone = known.missing(
+            np.concatenate([x[0] for x in seen]) if seen else empty,
+            np.concatenate([x[1] for x in seen]) if seen else empty,
+        )
+    return StageResult(
+        unit,
+        counts,
+        sorted(writers),
+        columns,
+        getattr(source, "high_water", None),
+        gone=gone,
+        dropped=pa.concat_tables(dropped) if dropped else None,
+    )
 
 
 def sample_messages(mapping: Mapping, source, limit: int, quarantine_dir: Path, run_id: str = "sample"):
@@ -192,7 +237,9 @@ def sample_messages(mapping: Mapping, source, limit: int, quarantine_dir: Path, 
     for index, unit in enumerate(source.units(Slice())):
         quarantine = QuarantineWriter(quarantine_dir, f"sample-{index:05d}")
         try:
-            for offset, rb in _message_batches(mapping, source, unit, {}, run_id, quarantine, counts, {"complete": True}):
+            for offset, rb in _message_batches(
+                mapping, source, unit, {}, run_id, quarantine, counts, {"complete": True}
+            ):
                 mapped = map_batch(rb, mapping, unit.rel, offset)
                 if taken + mapped.num_rows > limit:
                     mapped = mapped.slice(0, limit - taken)
@@ -204,8 +251,17 @@ def sample_messages(mapping: Mapping, source, limit: int, quarantine_dir: Path, 
             quarantine.close()
 
 
-def _message_batches(mapping: Mapping, source, unit: Unit, columns: dict, run_id: str,
-                     quarantine: QuarantineWriter, counts: Counts, shape: dict, part: Slice | None = None):
+def _message_batches(
+    mapping: Mapping,
+    source,
+    unit: Unit,
+    columns: dict,
+    run_id: str,
+    quarantine: QuarantineWriter,
+    counts: Counts,
+    shape: dict,
+    part: Slice | None = None,
+):
     """(row offset, batch of message rows) of a unit. Nested records are exploded (records of
     the wrong shape quarantined whole) and their messages gathered into batches of about
     `source.batch_rows` messages: a batch is bounded by the messages it holds, not by records,
@@ -214,18 +270,25 @@ def _message_batches(mapping: Mapping, source, unit: Unit, columns: dict, run_id
     pending: list[pa.RecordBatch] = []
     held = 0
     bad: list[BadRow] = []
-    for offset, rb in _drained(source.iter_batches(unit, bad), bad, mapping, unit, run_id, quarantine, counts,
-                               shape, part):
+    for offset, rb in _drained(
+        source.iter_batches(unit, bad), bad, mapping, unit, run_id, quarantine, counts, shape, part
+    ):
         if mapping.nest is None:
             mapping.check_columns(rb.schema.names, f"{unit.rel} at row {offset}")
         for f in rb.schema:
             kind = type_kind(f.type) or "null"  # all-null so far: present, type unknown
             if columns.get(f.name, "null") == "null":
                 columns[f.name] = kind
-            elif kind != "null" and columns[f.name] != kind and \
-                    mapping.referenced_columns().get(f.name, "fields.deleted") != "fields.deleted":
-                raise SchemaDrift(mapping.source.name, unit.rel,
-                                  f"column {f.name!r} changed type within the unit: {columns[f.name]} -> {kind}")
+            elif (
+                kind != "null"
+                and columns[f.name] != kind
+                and mapping.referenced_columns().get(f.name, "fields.deleted") != "fields.deleted"
+            ):
+                raise SchemaDrift(
+                    mapping.source.name,
+                    unit.rel,
+                    f"column {f.name!r} changed type within the unit: {columns[f.name]} -> {kind}",
+                )
         if not nested:
             yield offset, rb
             continue
@@ -243,14 +306,26 @@ def _message_batches(mapping: Mapping, source, unit: Unit, columns: dict, run_id
         yield 0, _concat(pending)
 
 
-def _drained(batches, bad: list[BadRow], mapping: Mapping, unit: Unit, run_id: str, quarantine: QuarantineWriter,
-             counts: Counts, shape: dict, part: Slice | None):
+def _drained(
+    batches,
+    bad: list[BadRow],
+    mapping: Mapping,
+    unit: Unit,
+    run_id: str,
+    quarantine: QuarantineWriter,
+    counts: Counts,
+    shape: dict,
+    part: Slice | None,
+):
     """`batches`, with the records the reader could not read quarantined as they come: read,
     quarantined, and the unit no longer whole (its keys are not all known: nothing delivered
     from it counts as gone). In a backfill cut by conversation (buckets, users) only the part
     with bucket 0 takes them, so each is quarantined once: a bad record has no conversation."""
-    mine = part is None or not part.filters_rows or (bool(part.buckets) and 0 in part.buckets
-                                                      and not part.users and not part.conversations)
+    mine = (
+        part is None
+        or not part.filters_rows
+        or (bool(part.buckets) and 0 in part.buckets and not part.users and not part.conversations)
+    )
 
     def drain() -> None:
         if not bad:
@@ -308,8 +383,9 @@ def count_redaction(counts: Counts, out) -> None:
         counts.note_redaction(entity, n, out.messages[entity])
 
 
-def _redact(redactor, mapped: pa.Table, rb: pa.RecordBatch, counts: Counts,
-            dropped: list) -> tuple[pa.Table, pa.RecordBatch]:
+def _redact(
+    redactor, mapped: pa.Table, rb: pa.RecordBatch, counts: Counts, dropped: list
+) -> tuple[pa.Table, pa.RecordBatch]:
     """Content with personal data replaced; messages whose entities say drop_message counted
     and left out (they are read, never sent: an outcome of their own), their keys kept in
     `dropped`."""
@@ -324,8 +400,9 @@ def _redact(redactor, mapped: pa.Table, rb: pa.RecordBatch, counts: Counts,
     return mapped, rb
 
 
-def _skip_delivered(mapped: pa.Table, rb: pa.RecordBatch, known, seen: list, counts: Counts,
-                    soft_delete: bool) -> tuple[pa.Table, pa.RecordBatch]:
+def _skip_delivered(
+    mapped: pa.Table, rb: pa.RecordBatch, known, seen: list, counts: Counts, soft_delete: bool
+) -> tuple[pa.Table, pa.RecordBatch]:
     """Rows of a re-read unit that were delivered as they are now: counted, dropped before
     validation (most of a re-read file, usually). Changed rows (another fingerprint) and rows
     flagged deleted go on, for the loader to count and the policies to act on."""
@@ -350,15 +427,31 @@ def _skip_delivered(mapped: pa.Table, rb: pa.RecordBatch, known, seen: list, cou
     return mapped.filter(keep), rb.filter(keep)
 
 
-def _explode(mapping: Mapping, rb: pa.RecordBatch, offset: int, unit: Unit, run_id: str,
-             quarantine: QuarantineWriter, counts: Counts) -> pa.RecordBatch | None:
+def _explode(
+    mapping: Mapping,
+    rb: pa.RecordBatch,
+    offset: int,
+    unit: Unit,
+    run_id: str,
+    quarantine: QuarantineWriter,
+    counts: Counts,
+) -> pa.RecordBatch | None:
     """Nested records -> one row per message; records of the wrong shape are quarantined
     whole (one row each, with the reason). None when no message is left in the batch."""
     ex = explode(rb, mapping.nest, offset, ROW_COLUMN)
     if ex.bad:
-        quarantine.write(rows_table(run_id, mapping.source.name, "nest", [unit.rel] * len(ex.bad),
-                                    [b[0] for b in ex.bad], [None] * len(ex.bad), [[b[1]] for b in ex.bad],
-                                    [b[2] if isinstance(b[2], dict) else {"record": b[2]} for b in ex.bad]))
+        quarantine.write(
+            rows_table(
+                run_id,
+                mapping.source.name,
+                "nest",
+                [unit.rel] * len(ex.bad),
+                [b[0] for b in ex.bad],
+                [None] * len(ex.bad),
+                [[b[1]] for b in ex.bad],
+                [b[2] if isinstance(b[2], dict) else {"record": b[2]} for b in ex.bad],
+            )
+        )
         counts.read += len(ex.bad)
         counts.quarantined += len(ex.bad)
         for b in ex.bad:

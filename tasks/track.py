@@ -12,15 +12,16 @@ import threading
 import time
 from collections import Counter
 
-from memos_etl.client import TerminalBatchError, TransientError
-from tasks.ledger import Ledger
+from core.client import TerminalBatchError, TransientError
+from core.ledger import Ledger
 
 _RUNNING = {"running", "pending", "queued", "waiting", "processing", "in_progress"}
 _DONE = {"completed", "success", "succeeded", "done", "finished"}
 
 
-def track_extraction(client, ledger: Ledger, run_id: str, wait_s: float, stop: threading.Event,
-                     poll_s: float = 1.0) -> dict[str, int]:
+def track_extraction(
+    client, ledger: Ledger, run_id: str, wait_s: float, stop: threading.Event, poll_s: float = 1.0
+) -> dict[str, int]:
     """Final status of each extraction task of a run: completed | failed | running | unknown."""
     out: Counter = Counter()
     todo = ledger.run_task_ids(run_id)

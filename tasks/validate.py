@@ -8,22 +8,22 @@ failed. GX is imported once per process (it costs seconds) and only by code that
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import threading
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from memos_etl.config import LoadConfig, Mapping
-from memos_etl.imports import import_in_background
+from core.budget import estimate_tokens, request_overhead_tokens
+from core.config import LoadConfig, Mapping
+from core.imports import import_in_background
 from schemas.message import ALLOWED_ROLES, MAX_ID_CHARS
-from tasks.budget import estimate_tokens, request_overhead_tokens
 
 _gx_lock = threading.Lock()
 
@@ -32,7 +32,6 @@ def preload() -> threading.Thread:
     """Import Great Expectations on a background thread (seconds of CPU) while the caller
     lists the source, starts Prefect's API server and reads the first files; the first
     Validator then finds it imported, or waits on the import lock for the rest."""
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     return import_in_background("gx-import", "great_expectations", "great_expectations.expectations")
 
 
@@ -52,10 +51,29 @@ class Check:
     low: object = None  # between
     high: object = None
 
+
 #: "empty or only whitespace": Python's \s spelled out as its 29 characters, anchored with \Z,
 #: so pandas hands the match to Arrow's RE2 (with \s or $ it falls back to Python, row by row)
-BLANK = "^[" + "".join(chr(c) for c in (*range(0x09, 0x0E), *range(0x1C, 0x21), 0x85, 0xA0, 0x1680,
-                                        *range(0x2000, 0x200B), 0x2028, 0x2029, 0x202F, 0x205F, 0x3000)) + "]*\\Z"
+BLANK = (
+    "^["
+    + "".join(
+        chr(c)
+        for c in (
+            *range(0x09, 0x0E),
+            *range(0x1C, 0x21),
+            0x85,
+            0xA0,
+            0x1680,
+            *range(0x2000, 0x200B),
+            0x2028,
+            0x2029,
+            0x202F,
+            0x205F,
+            0x3000,
+        )
+    )
+    + "]*\\Z"
+)
 
 #: Raw column copied into the validation frame for `checks.allowed_speakers`.
 SPEAKER = "__speaker__"
@@ -66,8 +84,11 @@ def build_checks(mapping: Mapping) -> list[Check]:
     checks = [Check("not_null", c, f"{c} is missing") for c in ("source_key", "user_id", "conversation_id", "content")]
     checks.append(Check("not_null", "role", "role is missing (no role value and no speaker rule matched)"))
     if mapping.fields.chat_time is not None:
-        checks.append(Check("not_null", "chat_time",
-                            f"chat_time is missing or matches none of time.formats {mapping.time.formats}"))
+        checks.append(
+            Check(
+                "not_null", "chat_time", f"chat_time is missing or matches none of time.formats {mapping.time.formats}"
+            )
+        )
     checks.append(Check("in_set", "role", f"role not one of {', '.join(ALLOWED_ROLES)}"))
     for c in ("user_id", "conversation_id", "agent_id", "app_id"):
         if c in ("user_id", "conversation_id") or getattr(mapping.fields, c):
@@ -75,26 +96,39 @@ def build_checks(mapping: Mapping) -> list[Check]:
     checks.append(Check("not_blank", "content", "content is empty or only whitespace"))
     extra = mapping.checks
     if extra.allowed_speakers is not None:
-        checks.append(Check("in_set", SPEAKER, "speaker not in checks.allowed_speakers",
-                            values=tuple(extra.allowed_speakers)))
+        checks.append(
+            Check("in_set", SPEAKER, "speaker not in checks.allowed_speakers", values=tuple(extra.allowed_speakers))
+        )
     if extra.max_content_chars:
-        checks.append(Check("length", "content", f"content longer than checks.max_content_chars="
-                            f"{extra.max_content_chars}", extra.max_content_chars, min_len=0))
+        checks.append(
+            Check(
+                "length",
+                "content",
+                f"content longer than checks.max_content_chars={extra.max_content_chars}",
+                extra.max_content_chars,
+                min_len=0,
+            )
+        )
     if extra.chat_time_min or extra.chat_time_max:
-        checks.append(Check("between", "chat_time", f"chat_time outside [{extra.chat_time_min}, "
-                            f"{extra.chat_time_max}] (checks.chat_time_min/max)",
-                            low=_utc(extra.chat_time_min), high=_utc(extra.chat_time_max)))
+        checks.append(
+            Check(
+                "between",
+                "chat_time",
+                f"chat_time outside [{extra.chat_time_min}, {extra.chat_time_max}] (checks.chat_time_min/max)",
+                low=_utc(extra.chat_time_min),
+                high=_utc(extra.chat_time_max),
+            )
+        )
     return checks
 
 
 def _utc(value):
-    from datetime import timezone
 
     import pandas as pd
 
     if value is None:
         return None
-    return pd.Timestamp(value if value.tzinfo else value.replace(tzinfo=timezone.utc)).tz_convert("UTC")
+    return pd.Timestamp(value if value.tzinfo else value.replace(tzinfo=UTC)).tz_convert("UTC")
 
 
 def speaker_column(mapping: Mapping) -> str | None:
@@ -117,7 +151,6 @@ class Validator:
         self._lock = threading.Lock()  # one GX validation at a time: its context is not thread-safe
 
     def _build_suite(self):
-        os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
         with warnings.catch_warnings():  # GX's own deprecated imports are not our users' concern
             warnings.simplefilter("ignore", DeprecationWarning)
             import great_expectations as gx
@@ -143,11 +176,13 @@ class Validator:
             elif chk.kind == "in_set":
                 exp = gxe.ExpectColumnValuesToBeInSet(column=chk.column, value_set=list(chk.values), meta=meta)
             elif chk.kind == "length":
-                exp = gxe.ExpectColumnValueLengthsToBeBetween(column=chk.column, min_value=chk.min_len,
-                                                              max_value=chk.max_len, meta=meta)
+                exp = gxe.ExpectColumnValueLengthsToBeBetween(
+                    column=chk.column, min_value=chk.min_len, max_value=chk.max_len, meta=meta
+                )
             elif chk.kind == "between":
-                exp = gxe.ExpectColumnValuesToBeBetween(column=chk.column, min_value=chk.low, max_value=chk.high,
-                                                        meta=meta)
+                exp = gxe.ExpectColumnValuesToBeBetween(
+                    column=chk.column, min_value=chk.low, max_value=chk.high, meta=meta
+                )
             else:
                 exp = gxe.ExpectColumnValuesToNotMatchRegex(column=chk.column, regex=BLANK, meta=meta)
             suite.add_expectation(exp)
@@ -156,12 +191,15 @@ class Validator:
         if self.data_docs:
             # opt-in: a checkpoint stores every batch's result and renders it into Data Docs
             # (an HTML site in a temp dir, copied out by publish_docs); slower than validate()
-            vd = ctx.validation_definitions.add(gx.ValidationDefinition(name="messages", data=definition,
-                                                                        suite=suite))
-            self._checkpoint = ctx.checkpoints.add(gx.Checkpoint(
-                name="memos-etl", validation_definitions=[vd],
-                actions=[gx.checkpoint.UpdateDataDocsAction(name="data-docs")],
-                result_format={"result_format": "COMPLETE", "include_unexpected_rows": False}))
+            vd = ctx.validation_definitions.add(gx.ValidationDefinition(name="messages", data=definition, suite=suite))
+            self._checkpoint = ctx.checkpoints.add(
+                gx.Checkpoint(
+                    name="memos-etl",
+                    validation_definitions=[vd],
+                    actions=[gx.checkpoint.UpdateDataDocsAction(name="data-docs")],
+                    result_format={"result_format": "COMPLETE", "include_unexpected_rows": False},
+                )
+            )
             self._context = ctx
         return definition, suite
 
@@ -180,8 +218,9 @@ class Validator:
                 result = next(iter(run.run_results.values()))
             else:
                 batch = self._batch_definition.get_batch(batch_parameters={"dataframe": frame})
-                result = batch.validate(self._suite, result_format={"result_format": "COMPLETE",
-                                                                    "include_unexpected_rows": False})
+                result = batch.validate(
+                    self._suite, result_format={"result_format": "COMPLETE", "include_unexpected_rows": False}
+                )
         for res in result.results:
             if res.success:
                 continue
@@ -195,10 +234,11 @@ class Validator:
         # the request budget is in estimated tokens (utf-8 bytes), which no built-in expectation measures
         tokens = estimate_tokens(pc.fill_null(table.column("content"), ""), self.load)
         for idx in np.flatnonzero(tokens > self.max_message_tokens):
-            out[int(idx)].append(f"content too large for one request (~{int(tokens[idx])} tokens, "
-                                 f"budget load.max_tokens_per_request={self.load.max_tokens_per_request})")
+            out[int(idx)].append(
+                f"content too large for one request (~{int(tokens[idx])} tokens, "
+                f"budget load.max_tokens_per_request={self.load.max_tokens_per_request})"
+            )
         return out
-
 
     def suite_json(self) -> dict:
         """The expectation suite as Great Expectations serialises it (for review and versioning)."""

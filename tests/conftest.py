@@ -4,6 +4,7 @@ cluster, and one Prefect test server for the whole session."""
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import shutil
 import socket
@@ -12,15 +13,13 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 import pytest  # noqa: E402
 
-from memos_etl.config import RunConfig  # noqa: E402
-from memos_etl.devserver import DevServer  # noqa: E402
+from core.config import RunConfig  # noqa: E402
+from memos_etl.devserver import DevServer, free_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_MAPPING = ROOT / "schemas" / "mappings" / "sample.yaml"
@@ -121,12 +120,6 @@ def run_config(tmp_path, dev_server) -> RunConfig:
     return cfg
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class PgCluster:
     """A throwaway PostgreSQL 15 cluster on loopback, as the `postgres` user when run as root
     (PostgreSQL refuses to run as root). `stop`/`start` are a real server outage."""
@@ -139,15 +132,21 @@ class PgCluster:
             os.chmod(self.base, 0o755)
             shutil.chown(self.base, "postgres", "postgres")
             self.as_user = ["runuser", "-u", "postgres", "--"]
-        self.port = _free_port()
-        subprocess.run(self.as_user + ["initdb", "-D", self.data, "-A", "trust", "-U", "postgres", "--no-sync",
-                                       "-E", "UTF8"], check=True, capture_output=True)
+        self.port = free_port()
+        subprocess.run(
+            self.as_user + ["initdb", "-D", self.data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"],
+            check=True,
+            capture_output=True,
+        )
         self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
 
     def start(self) -> None:
         opts = f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100"
-        subprocess.run(self.as_user + ["pg_ctl", "-D", self.data, "-o", opts, "-l", os.path.join(self.base, "log"),
-                                       "-w", "start"], check=True, capture_output=True)
+        subprocess.run(
+            self.as_user + ["pg_ctl", "-D", self.data, "-o", opts, "-l", os.path.join(self.base, "log"), "-w", "start"],
+            check=True,
+            capture_output=True,
+        )
 
     def stop(self, mode: str = "immediate") -> None:
         subprocess.run(self.as_user + ["pg_ctl", "-D", self.data, "-m", mode, "-w", "stop"], capture_output=True)
@@ -213,10 +212,17 @@ def s3_endpoint():
     """moto's S3 server on loopback: the real S3 HTTP API, in a thread of this process."""
     from moto.server import ThreadedMotoServer
 
-    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                 "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}.items():
+    for k, v in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }.items():
         os.environ.setdefault(k, v)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
+    # its request log goes through the root logger: after a CLI test, Prefect's console handler
+    # there writes to a CliRunner stream that is closed ("Logging error" in a later test's output)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import requests
@@ -22,8 +22,8 @@ def _time(value):
     except (TypeError, ValueError):
         return None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def expected_messages(files: list[Path]) -> tuple[dict, int]:
@@ -40,8 +40,14 @@ def expected_from_rows(rows: list[dict]) -> tuple[dict, int]:
         sent = r.get("sent_at")
         when = _time(sent.isoformat() if isinstance(sent, datetime) else sent)
         text = r.get("text") or ""
-        if (not text.strip() or role is None or not r.get("conversation_id") or not r.get("user")
-                or len(r["user"]) > 100 or when is None):
+        if (
+            not text.strip()
+            or role is None
+            or not r.get("conversation_id")
+            or not r.get("user")
+            or len(r["user"]) > 100
+            or when is None
+        ):
             bad += 1
             continue
         if r.get("image_caption"):
@@ -74,15 +80,25 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def chat_rows(conversations: int, turns: int, start_turn: int = 1, prefix: str = "c", user: str = "u",
-              users: int = 2) -> list[dict]:
+def chat_rows(
+    conversations: int, turns: int, start_turn: int = 1, prefix: str = "c", user: str = "u", users: int = 2
+) -> list[dict]:
     rows = []
     for c in range(conversations):
         for t in range(start_turn, start_turn + turns):
-            rows.append({"message_id": f"{prefix}{c}-{t}", "user": f"{user}{c % users}", "conversation_id": f"{prefix}{c}",
-                         "session": 1, "turn": t, "speaker": "user" if t % 2 else "assistant",
-                         "text": f"conversation {prefix}{c} turn {t}: " + "words " * (t % 7),
-                         "sent_at": f"2024-03-{1 + t // 24:02d}T{t % 24:02d}:00:00+00:00", "image_caption": None})
+            rows.append(
+                {
+                    "message_id": f"{prefix}{c}-{t}",
+                    "user": f"{user}{c % users}",
+                    "conversation_id": f"{prefix}{c}",
+                    "session": 1,
+                    "turn": t,
+                    "speaker": "user" if t % 2 else "assistant",
+                    "text": f"conversation {prefix}{c} turn {t}: " + "words " * (t % 7),
+                    "sent_at": f"2024-03-{1 + t // 24:02d}T{t % 24:02d}:00:00+00:00",
+                    "image_caption": None,
+                }
+            )
     return rows
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from memos_etl.config import load_mapping
-from memos_etl.pipeline import run
+from core.config import load_mapping
+from flows.runner import run
 from tasks.quarantine import read_quarantine
 from tests.helpers import sample_mapping_at, stored_messages, write_jsonl
 
@@ -14,9 +14,18 @@ T = "2024-06-01T10:{:02d}:00Z"
 
 
 def row(i, expect, **kw):
-    base = {"message_id": f"m{i}", "user": "u1", "conversation_id": "c1", "session": 1, "turn": i,
-            "speaker": "user" if i % 2 else "assistant", "text": f"message {i}", "sent_at": T.format(i % 60),
-            "image_caption": None, "expect": expect}
+    base = {
+        "message_id": f"m{i}",
+        "user": "u1",
+        "conversation_id": "c1",
+        "session": 1,
+        "turn": i,
+        "speaker": "user" if i % 2 else "assistant",
+        "text": f"message {i}",
+        "sent_at": T.format(i % 60),
+        "image_caption": None,
+        "expect": expect,
+    }
     return {**base, **kw}
 
 
@@ -38,7 +47,7 @@ def adversarial():
         row(14, "ok", text="CJK 你好世界 こんにちは 안녕하세요"),
         row(15, "ok", text="zero\u200bwidth\u200djoiner\ufeffbom"),
         row(16, "ok", sent_at=T.format(2)),  # chat_time goes backwards: reported, order by turn kept
-        row(17, "ok", text="message 17 mentions \"quotes\" and \\ backslashes"),
+        row(17, "ok", text='message 17 mentions "quotes" and \\ backslashes'),
         row(18, "content is missing", text=None, message="the text column was renamed here"),
         row(19, "ok", user="ü" * 100),  # exactly 100 characters: allowed
     ]
@@ -69,21 +78,35 @@ def test_adversarial_rows_each_delivered_or_quarantined_with_reason(dev_server, 
     stored = stored_messages(dev_server.url)
     sent = [m[1] for v in stored.values() for m in v]
     assert sorted(sent) == sorted(r["text"] for r in rows if r["expect"] == "ok")  # unicode byte for byte
-    assert [m[1] for m in stored[("u1", "c1")]] == [r["text"] for r in rows if r["expect"] == "ok"
-                                                     and r["user"] == "u1"]  # in turn order
+    assert [m[1] for m in stored[("u1", "c1")]] == [
+        r["text"] for r in rows if r["expect"] == "ok" and r["user"] == "u1"
+    ]  # in turn order
 
 
 def test_source_checks_from_config(dev_server, run_config, tmp_path):
     data = tmp_path / "data"
-    rows = [row(1, "ok"), row(2, "ok", speaker="bot"), row(3, "ok", text="y" * 50),
-            row(4, "ok", sent_at="2019-01-01T00:00:00Z"),
-            row(5, "ok", conversation_id="c2", speaker="assistant"), row(6, "ok", conversation_id="c2",
-                                                                          speaker="assistant")]
+    rows = [
+        row(1, "ok"),
+        row(2, "ok", speaker="bot"),
+        row(3, "ok", text="y" * 50),
+        row(4, "ok", sent_at="2019-01-01T00:00:00Z"),
+        row(5, "ok", conversation_id="c2", speaker="assistant"),
+        row(6, "ok", conversation_id="c2", speaker="assistant"),
+    ]
     write_jsonl(data / "a.jsonl", rows)
     run_config.load.max_failed_share = 1.0
-    mapping = load_mapping(sample_mapping_at(tmp_path, data, checks={
-        "allowed_speakers": ["user", "assistant"], "max_content_chars": 40, "chat_time_min": "2020-01-01T00:00:00Z",
-        "conversation_needs_user_message": True}))
+    mapping = load_mapping(
+        sample_mapping_at(
+            tmp_path,
+            data,
+            checks={
+                "allowed_speakers": ["user", "assistant"],
+                "max_content_chars": 40,
+                "chat_time_min": "2020-01-01T00:00:00Z",
+                "conversation_needs_user_message": True,
+            },
+        )
+    )
     report = run(mapping, run_config)
     reasons = {r["source_row"]: " ".join(r["reasons"]) for r in read_quarantine(run_config.state.work_dir).to_pylist()}
     assert "allowed_speakers" in reasons[1] and "max_content_chars" in reasons[2] and "chat_time outside" in reasons[3]

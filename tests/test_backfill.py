@@ -13,10 +13,18 @@ import time
 import sqlalchemy as sa
 import yaml
 
-from memos_etl.config import load_mapping
-from memos_etl.pipeline import run
+from core.config import load_mapping
+from flows.runner import run
 from tests.conftest import ROOT
-from tests.helpers import chat_rows, expected_from_rows, set_faults, stats, stored_messages, sample_mapping_at, write_jsonl
+from tests.helpers import (
+    chat_rows,
+    expected_from_rows,
+    sample_mapping_at,
+    set_faults,
+    stats,
+    stored_messages,
+    write_jsonl,
+)
 
 
 def _files(tmp_path, n_files=4, conversations=12, turns=16):
@@ -34,12 +42,31 @@ def test_backfill_killed_then_resumed_exactly(dev_server, tmp_path):
     mapping = sample_mapping_at(tmp_path, tmp_path / "data")
     set_faults(dev_server.url, latency_ms=40)
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump({"sources": {"chats": str(mapping)},
-                                   "target": {"base_url": dev_server.url, "name": "bf"},
-                                   "load": {"max_messages_per_request": 4, "concurrency": 2},
-                                   "state": {"work_dir": str(tmp_path / "state")}}))
-    cmd = [sys.executable, "-m", "memos_etl.cli", "backfill", "chats", "-c", str(cfg), "--by", "file",
-           "--parallel", "1", "--no-prefect", "--json"]
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "sources": {"chats": str(mapping)},
+                "target": {"base_url": dev_server.url, "name": "bf"},
+                "load": {"max_messages_per_request": 4, "concurrency": 2},
+                "state": {"work_dir": str(tmp_path / "state")},
+            }
+        )
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "memos_etl.cli",
+        "backfill",
+        "chats",
+        "-c",
+        str(cfg),
+        "--by",
+        "file",
+        "--parallel",
+        "1",
+        "--no-prefect",
+        "--json",
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ledger = sa.create_engine(f"sqlite:///{tmp_path / 'state' / 'ledger.db'}")
     deadline = time.monotonic() + 180
@@ -61,7 +88,7 @@ def test_backfill_killed_then_resumed_exactly(dev_server, tmp_path):
     set_faults(dev_server.url, latency_ms=0)
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
-    out = json.loads(res.stdout[res.stdout.index("{"):])
+    out = json.loads(res.stdout[res.stdout.index("{") :])
     assert out["status"] == "completed" and out["done"] == 4
     assert out["ran"] < 4  # parts done before the kill were not run again
     assert stored_messages(dev_server.url) == want  # every message once, in order
@@ -83,8 +110,10 @@ def test_nightly_and_backfill_at_once_on_postgres(dev_server, tmp_path, run_conf
         results["nightly"] = run(mapping, run_config)
 
     def bf():
-        results["backfill"] = backfill(mapping, run_config, source="chats", by="hash", buckets=4, parallel=2,
-                                       in_flow=False)
+        results["backfill"] = backfill(
+            mapping, run_config, source="chats", by="hash", buckets=4, parallel=2, in_flow=False
+        )
+
     threads = [threading.Thread(target=nightly), threading.Thread(target=bf)]
     for t in threads:
         t.start()
@@ -105,15 +134,17 @@ def test_nightly_and_backfill_at_once_on_postgres(dev_server, tmp_path, run_conf
 
 def test_part_totals_add_up_over_attempts(tmp_path):
     """A part retried after an incomplete attempt reports what both attempts delivered, once."""
-    from flows.backfill import _with_earlier_attempts
-    from tasks.ledger import Ledger
+    from core.ledger import Ledger
+    from flows.backfill import with_earlier_attempts
 
     led = Ledger(f"sqlite:///{tmp_path / 'l.db'}")
     led.plan_backfill("b1", "src", "tgt", [("hash:0/2", {})])
     first = {"read": 30, "delivered": 20, "pending": 10, "already_delivered": 0, "requests": 4}
-    led.mark_part("b1", "hash:0/2", status="incomplete", report=json.dumps(_with_earlier_attempts(led, "b1", "hash:0/2", first)))
+    led.mark_part(
+        "b1", "hash:0/2", status="incomplete", report=json.dumps(with_earlier_attempts(led, "b1", "hash:0/2", first))
+    )
     second = {"read": 30, "delivered": 10, "pending": 0, "already_delivered": 20, "requests": 2}
-    total = _with_earlier_attempts(led, "b1", "hash:0/2", second)
+    total = with_earlier_attempts(led, "b1", "hash:0/2", second)
     assert total["delivered"] == 30 and total["already_delivered"] == 0 and total["requests"] == 6
     assert total["read"] == total["delivered"] + total["already_delivered"] + total["pending"]
     led.close()

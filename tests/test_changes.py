@@ -9,9 +9,9 @@ import json
 import pytest
 import yaml
 
-from memos_etl.config import load_mapping
-from memos_etl.errors import TargetIdentityError
-from memos_etl.pipeline import run
+from core.config import load_mapping
+from core.errors import TargetIdentityError
+from flows.runner import run
 from tests.helpers import chat_rows, sample_mapping_at, stats, stored_messages, write_jsonl
 
 
@@ -42,8 +42,10 @@ def test_edit_and_removal_after_delivery_are_reported_not_resent(dev_server, pg_
     assert c.changed_after_delivery == 1 and c.already_delivered == 10
     assert c.gone_from_source == 1 and c.deleted_in_source == 0
     assert c.requests == 0 and c.delivered == 0 and c.accounted
-    assert c.changes == {"u0/c0": {"user_id": "u0", "conversation_id": "c0", "changed": 1},
-                         "u1/c1": {"user_id": "u1", "conversation_id": "c1", "gone": 1}}
+    assert c.changes == {
+        "u0/c0": {"user_id": "u0", "conversation_id": "c0", "changed": 1},
+        "u1/c1": {"user_id": "u1", "conversation_id": "c1", "gone": 1},
+    }
     text = dict(again.rows())
     assert text["changed after delivery"].startswith("1 ")
     assert text["deleted in source"] == "1 (0 marked deleted, 1 gone from re-read files)"
@@ -110,8 +112,7 @@ def test_same_target_through_a_second_url_stops_before_sending(dev_server, run_c
     assert sum(len(v) for v in stored_messages(dev_server.url).values()) == 6
 
 
-def test_reconcile_finds_a_hard_deleted_sql_row_the_cursor_cannot_see(dev_server, run_config, tmp_path,
-                                                                       pg_ledger_url):
+def test_reconcile_finds_a_hard_deleted_sql_row_the_cursor_cannot_see(dev_server, run_config, tmp_path, pg_ledger_url):
     from typer.testing import CliRunner
 
     from memos_etl.cli import app
@@ -128,8 +129,15 @@ def test_reconcile_finds_a_hard_deleted_sql_row_the_cursor_cannot_see(dev_server
     assert nightly.counts.gone_from_source == 0 and nightly.counts.deleted_in_source == 0  # invisible to a cursor
 
     cfg = tmp_path / "memos-etl.yaml"
-    cfg.write_text(yaml.safe_dump({"sources": {"chats": str(tmp_path / "m.yaml")}, "target": {"base_url": dev_server.url},
-                                   "state": {"work_dir": run_config.state.work_dir, "ledger_url": pg_ledger_url}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "sources": {"chats": str(tmp_path / "m.yaml")},
+                "target": {"base_url": dev_server.url},
+                "state": {"work_dir": run_config.state.work_dir, "ledger_url": pg_ledger_url},
+            }
+        )
+    )
     res = CliRunner().invoke(app, ["reconcile", "chats", "-c", str(cfg), "--json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
@@ -165,8 +173,9 @@ def test_replace_and_delete_rewrite_the_conversation_as_the_source_now_holds_it(
 
     rows[2]["text"] = "edited: the third message of c0"  # c0: edited in place
     rows[6]["deleted_at"] = "2024-06-01T00:00:00Z"  # c1: soft-deleted
-    grown = dict(rows[4], message_id="c0-6", turn=6, text="a new sixth message of c0",
-                 sent_at="2024-03-01T06:30:00+00:00")
+    grown = dict(
+        rows[4], message_id="c0-6", turn=6, text="a new sixth message of c0", sent_at="2024-03-01T06:30:00+00:00"
+    )
     write_jsonl(data / "a.jsonl", rows[:10] + [grown])
     kept = [r for r in rows[10:] if r["message_id"] != "c2-4"]  # c2: a message gone from its file
     write_jsonl(data / "b.jsonl", kept)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from typer.testing import CliRunner
 
 from memos_etl.cli import app
@@ -37,8 +36,11 @@ def test_sync_status_quarantine_and_search(prefect_server, dev_server, tmp_path)
 def test_bad_mapping_is_a_clear_error_not_a_traceback(tmp_path):
     bad = tmp_path / "bad.yaml"
     data = (SAMPLE_MAPPING.parent / "../../data/sample").resolve()
-    bad.write_text(SAMPLE_MAPPING.read_text().replace("content: text", "content: txt")
-                   .replace("path: ../../data/sample", f"path: {data}"))
+    bad.write_text(
+        SAMPLE_MAPPING.read_text()
+        .replace("content: text", "content: txt")
+        .replace("path: ../../data/sample", f"path: {data}")
+    )
     res = runner.invoke(app, ["sync", str(bad), "--work-dir", str(tmp_path), "--target-url", "http://127.0.0.1:9"])
     assert res.exit_code == 1
     assert "fields.content" in res.output and "'txt'" in res.output and "Traceback" not in res.output
@@ -52,23 +54,31 @@ def test_quick_commands_import_neither_gx_nor_prefect_nor_pandas(tmp_path, dev_s
     import subprocess
     import sys
 
-    from memos_etl.config import load_mapping, load_run_config
-    from memos_etl.pipeline import run
+    from core.config import load_mapping, load_run_config
+    from flows.runner import run
 
     cfg = load_run_config(None)
     cfg.state.work_dir = str(tmp_path)
     cfg.target.base_url = dev_server.url
     run(load_mapping(SAMPLE_MAPPING), cfg)
-    probe = ("import sys, json; sys.argv = ['memos-etl'] + json.loads(sys.argv[1])\n"
-             "from memos_etl.cli import app\n"
-             "try:\n    app()\nexcept SystemExit:\n    pass\n"
-             "print('HEAVY', json.dumps(sorted(m for m in ('great_expectations', 'prefect', 'pandas') "
-             "if m in sys.modules)))")
+    probe = (
+        "import sys, json; sys.argv = ['memos-etl'] + json.loads(sys.argv[1])\n"
+        "from memos_etl.cli import app\n"
+        "try:\n    app()\nexcept SystemExit:\n    pass\n"
+        "print('HEAVY', json.dumps(sorted(m for m in ('great_expectations', 'prefect', 'pandas') "
+        "if m in sys.modules)))"
+    )
     w = ["--work-dir", str(tmp_path)]
-    for args in (["--help"], ["status", *w], ["presets"], ["quarantine", "list", *w],
-                 ["quarantine", "show", "chats-2024-part1.jsonl", "37", *w],
-                 ["quarantine", "export", str(tmp_path / "q.csv"), *w],
-                 ["search", "ana-00", "train", "--target-url", dev_server.url], ["reset", "nothing-here", "--yes", *w]):
+    for args in (
+        ["--help"],
+        ["status", *w],
+        ["presets"],
+        ["quarantine", "list", *w],
+        ["quarantine", "show", "chats-2024-part1.jsonl", "37", *w],
+        ["quarantine", "export", str(tmp_path / "q.csv"), *w],
+        ["search", "ana-00", "train", "--target-url", dev_server.url],
+        ["reset", "nothing-here", "--yes", *w],
+    ):
         res = subprocess.run([sys.executable, "-c", probe, json.dumps(args)], capture_output=True, text=True)
         heavy = [json.loads(line[6:]) for line in res.stdout.splitlines() if line.startswith("HEAVY ")]
         assert heavy == [[]], (args, res.stdout[-1500:], res.stderr[-1500:])
@@ -77,15 +87,15 @@ def test_quick_commands_import_neither_gx_nor_prefect_nor_pandas(tmp_path, dev_s
 @pytest.mark.parametrize("store", ["sqlite", "postgresql"])
 def test_status_reads_the_ledger_through_the_driver_as_the_ledger_class_does(store, tmp_path, dev_server, request):
     """`status` reads a current ledger with plain SQL (no SQLAlchemy import): the same overview
-    and erasure log as tasks.ledger.Ledger, on SQLite and PostgreSQL, after a real sync and a
+    and erasure log as core.ledger.Ledger, on SQLite and PostgreSQL, after a real sync and a
     forget; a ledger at an older revision is left to the full path (None here)."""
     import sqlalchemy as sa
 
-    from memos_etl.config import load_mapping, load_run_config
-    from memos_etl.pipeline import run
-    from tasks import status
-    from tasks.ledger import Ledger
-    from tasks.ledger.db import HEAD
+    from core.config import load_mapping, load_run_config
+    from core.ledger import Ledger
+    from core.ledger import overview as status
+    from core.ledger.db import HEAD
+    from flows.runner import run
 
     assert status.HEAD == HEAD
     cfg = load_run_config(None)
@@ -103,12 +113,17 @@ def test_status_reads_the_ledger_through_the_driver_as_the_ledger_class_does(sto
         led.close()
 
     def norm(v):
-        return str(v)[:19] if hasattr(v, "isoformat") or (isinstance(v, str) and v[:2] == "20" and len(v) >= 19
-                                                          and v[10] in " T") else v
+        return (
+            str(v)[:19]
+            if hasattr(v, "isoformat") or (isinstance(v, str) and v[:2] == "20" and len(v) >= 19 and v[10] in " T")
+            else v
+        )
 
     def rows(x):
-        return [{k: ({kk: norm(vv) for kk, vv in v.items()} if isinstance(v, dict) else norm(v)) for k, v in r.items()}
-                for r in x]
+        return [
+            {k: ({kk: norm(vv) for kk, vv in v.items()} if isinstance(v, dict) else norm(v)) for k, v in r.items()}
+            for r in x
+        ]
 
     got = status.overview(url)
     assert got is not None

@@ -27,19 +27,41 @@ def make_job(tmp_path, dev_server, kind: str = "cloud", users: int = 2, conversa
     data = tmp_path / "data"
     write_jsonl(data / "a.jsonl", chat_rows(conversations=conversations, turns=20, users=users))
     mapping = sample_mapping_at(tmp_path, data)
-    cfg = {"target": {"base_url": dev_server.url, "timeout_s": 5, "in_doubt_grace_s": 0.05,
-                      "backoff_base_s": 0.01, "backoff_cap_s": 0.1, "kind": kind},
-           "load": {"max_messages_per_request": 4, "requests_per_second": 60, "concurrency": 4},
-           "state": {"work_dir": str(tmp_path / "state")}}
+    cfg = {
+        "target": {
+            "base_url": dev_server.url,
+            "timeout_s": 5,
+            "in_doubt_grace_s": 0.05,
+            "backoff_base_s": 0.01,
+            "backoff_cap_s": 0.1,
+            "kind": kind,
+        },
+        "load": {"max_messages_per_request": 4, "requests_per_second": 60, "concurrency": 4},
+        "state": {"work_dir": str(tmp_path / "state")},
+    }
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
-    cmd = [sys.executable, "-m", "memos_etl.cli", "sync", str(mapping), "--config",
-           str(tmp_path / "run.yaml"), "--no-prefect"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "memos_etl.cli",
+        "sync",
+        str(mapping),
+        "--config",
+        str(tmp_path / "run.yaml"),
+        "--no-prefect",
+    ]
     return cmd, expected_messages([data / "a.jsonl"])[0], tmp_path / "state" / "ledger.db"
 
 
 def start(cmd):
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 def wait_for_sending(server_url, proc, before, timeout=60):
@@ -105,7 +127,9 @@ def test_sigterm_drains_and_exits_resumable(job, dev_server):
     assert "interrupted" in out
     with sqlite3.connect(ledger) as db:  # in-flight requests were finished and recorded
         assert db.execute("SELECT COUNT(*) FROM batches WHERE status='sent'").fetchone()[0] == 0
-        delivered = db.execute("SELECT COALESCE(SUM(n_messages), 0) FROM batches WHERE status='delivered'").fetchone()[0]
+        delivered = db.execute("SELECT COALESCE(SUM(n_messages), 0) FROM batches WHERE status='delivered'").fetchone()[
+            0
+        ]
     assert 0 < delivered < 1200
     assert sum(len(v) for v in stored_messages(dev_server.url).values()) == delivered
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)

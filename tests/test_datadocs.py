@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from memos_etl.config import load_mapping
-from memos_etl.pipeline import run
+from core.config import load_mapping
+from flows.runner import run
 from tasks.datadocs import external_assets
 from tests.helpers import without_network
 
@@ -31,9 +31,20 @@ def chromium() -> str:
 
 def render(page: Path, profile: Path) -> str:
     """The page's DOM after its scripts ran, in headless Chromium without any network."""
-    cmd = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={profile}", "--virtual-time-budget=10000", "--dump-dom", page.as_uri()]
+    cmd = [
+        chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        page.as_uri(),
+    ]
     offline = without_network(cmd)
     if offline is not None:
         cmd = offline

@@ -9,8 +9,8 @@ import inspect
 import pytest
 from prefect.schedules import Cron
 
+from core.config import load_run_config
 from flows.serve import PREFECT_YAML, definitions, load_entrypoint, to_deployments
-from memos_etl.config import load_run_config
 from tests.conftest import ROOT
 
 DEFS = definitions()
@@ -28,9 +28,13 @@ def test_deployment_matches_its_flow(d):
     required = {n for n, p in sig.parameters.items() if p.default is inspect.Parameter.empty}
     missing = required - set(params) - PASSED_AT_RUN_TIME.get(d["name"], set())
     assert not missing, f"{d['name']}: required parameters {missing} not given"
-    fl.validate_parameters({**{n: "x" for n in PASSED_AT_RUN_TIME.get(d["name"], ()) if n != "spec"},
-                            **({"spec": {}} if "spec" in sig.parameters and d["name"] == "backfill-part" else {}),
-                            **params})
+    fl.validate_parameters(
+        {
+            **{n: "x" for n in PASSED_AT_RUN_TIME.get(d["name"], ()) if n != "spec"},
+            **({"spec": {}} if "spec" in sig.parameters and d["name"] == "backfill-part" else {}),
+            **params,
+        }
+    )
     if "source" in params:  # the source is one the config file names, and its mapping loads
         cfg = load_run_config(ROOT / params.get("config_path", "deployments/memos-etl.yaml"), environ={})
         assert cfg.mapping(params["source"]).source.name
@@ -41,8 +45,12 @@ def test_deployment_matches_its_flow(d):
 
 def test_every_flow_is_deployed_and_serve_builds_them():
     deployed = {d["entrypoint"] for d in DEFS}
-    for entry in ("flows/sync.py:sync_flow", "flows/backfill.py:backfill_flow",
-                  "flows/backfill.py:backfill_part_flow", "flows/replay.py:replay_flow"):
+    for entry in (
+        "flows/sync.py:sync_flow",
+        "flows/backfill.py:backfill_flow",
+        "flows/backfill.py:backfill_part_flow",
+        "flows/replay.py:replay_flow",
+    ):
         assert entry in deployed
     nightly = [d for d in DEFS if d["name"].endswith("-nightly")]
     cfg = load_run_config(ROOT / "deployments/memos-etl.yaml", environ={})
@@ -54,5 +62,7 @@ def test_every_flow_is_deployed_and_serve_builds_them():
     from flows.backfill import PART_DEPLOYMENT
 
     assert PART_DEPLOYMENT == "memos-etl-backfill-part/backfill-part"
-    assert any(d["name"] == "backfill-part" and load_entrypoint(d["entrypoint"]).name == "memos-etl-backfill-part"
-               for d in DEFS)
+    assert any(
+        d["name"] == "backfill-part" and load_entrypoint(d["entrypoint"]).name == "memos-etl-backfill-part"
+        for d in DEFS
+    )

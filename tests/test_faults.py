@@ -8,14 +8,13 @@ import time
 
 import pytest
 
-from memos_etl.client import parse_retry_after
-from memos_etl.config import load_mapping
-from memos_etl.errors import FatalTargetError
-from memos_etl.limiter import RateLimiter
-from memos_etl.pipeline import run
+from core.client import parse_retry_after
+from core.config import load_mapping
+from core.errors import FatalTargetError
+from core.limiter import RateLimiter
+from flows.runner import run
 from tasks.quarantine import read_quarantine
-from tests.helpers import (chat_rows, expected_messages, sample_mapping_at, set_faults, stored_messages,
-                           write_jsonl)
+from tests.helpers import chat_rows, expected_messages, sample_mapping_at, set_faults, stored_messages, write_jsonl
 
 
 @pytest.fixture
@@ -108,8 +107,14 @@ def test_a_rejected_batch_is_quarantined_with_the_answer_and_the_rest_loads(dev_
     assert all("40001" in r["reasons"][0] and r["stage"] == "load" for r in q)
     import json
 
-    refused = {(json.loads(r["record"])["user_id"], json.loads(r["record"])["conversation_id"],
-                json.loads(r["record"])["content"]) for r in q}
+    refused = {
+        (
+            json.loads(r["record"])["user_id"],
+            json.loads(r["record"])["conversation_id"],
+            json.loads(r["record"])["content"],
+        )
+        for r in q
+    }
     want = {k: [m for m in v if (k[0], k[1], m[1]) not in refused] for k, v in expected.items()}
     assert stored_messages(dev_server.url) == want
     assert run(mapping, run_config).counts.requests == 0  # not retried by later runs either
@@ -125,13 +130,22 @@ def test_failed_background_extraction_is_reported(dev_server, run_config, medium
     assert "extraction" in report.text()
 
 
-SELF_HOSTED = {k: MATRIX[k] for k in ("5xx on 20% of requests", "commit-then-500 on 10%", "commit-then-drop on 10%",
-                                       "slow answers", "everything at once")}
+SELF_HOSTED = {
+    k: MATRIX[k]
+    for k in (
+        "5xx on 20% of requests",
+        "commit-then-500 on 10%",
+        "commit-then-drop on 10%",
+        "slow answers",
+        "everything at once",
+    )
+}
 
 
 @pytest.mark.parametrize("faults", SELF_HOSTED.values(), ids=SELF_HOSTED.keys())
-def test_self_hosted_fault_matrix_every_message_once_without_resend_in_doubt(dev_server, run_config, medium, faults,
-                                                                             tmp_path):
+def test_self_hosted_fault_matrix_every_message_once_without_resend_in_doubt(
+    dev_server, run_config, medium, faults, tmp_path
+):
     """The open-source server lists no raw messages, but its memories carry each request's info
     (batch_key) and their source messages (/product/get_memory): an unanswered add is found
     landed or missing there, so every message arrives once, in order, with 0 in doubt and no
@@ -154,7 +168,7 @@ def test_self_hosted_heavy_users_are_settled_page_by_page(dev_server, run_config
     """Users with 300 memories each, listed 64 a page through /product/get_memory (MemOS 2.0.33
     lists at most ~200 through /product/get_all): unanswered adds are still settled, none left
     in doubt, every message once."""
-    from memos_etl.client import SelfHostedTarget
+    from core.client import SelfHostedTarget
 
     monkeypatch.setattr(SelfHostedTarget, "PAGE", 64)
     mapping, expected = medium
@@ -201,7 +215,7 @@ def test_limiter_keeps_both_sliding_windows():
     for _ in range(200):
         lim.acquire(100)
         sends.append(clock.t)
-    for i, t in enumerate(sends):  # never more than 10 in any second, 60 (6000 tokens) in any minute
+    for t in sends:  # never more than 10 in any second, 60 (6000 tokens) in any minute
         assert sum(1 for u in sends if t <= u < t + 1.0) <= 10
         assert sum(100 for u in sends if t <= u < t + 60.0) <= 6000
     assert sends[-1] >= 60 * (200 // 60)  # the token window, not the request rate, binds
@@ -211,7 +225,7 @@ def test_limiter_slows_down_on_throttling_and_recovers():
     lim = RateLimiter(requests_per_second=100)
     for _ in range(5):
         lim.on_throttled()
-    assert lim.factor == pytest.approx(0.7 ** 5)
+    assert lim.factor == pytest.approx(0.7**5)
     for _ in range(100):
         lim.on_success()
     assert lim.factor == 1.0
@@ -253,7 +267,13 @@ def test_two_runs_at_once_on_one_source_send_each_message_once(dev_server, run_c
         t.join()
     assert len(results) == 2
     delivered = sum(r.counts.delivered for r in results)
-    print("two runs:", [(r.counts.delivered, r.counts.pending, r.counts.leased_elsewhere, r.counts.already_delivered) for r in results])
+    print(
+        "two runs:",
+        [
+            (r.counts.delivered, r.counts.pending, r.counts.leased_elsewhere, r.counts.already_delivered)
+            for r in results
+        ],
+    )
     assert stored_messages(dev_server.url) == expected  # every message once, in order
     assert delivered == 600
     if all(r.status == "completed" for r in results):

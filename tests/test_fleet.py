@@ -18,8 +18,17 @@ import pytest
 import requests
 import yaml
 
-from tests.conftest import ROOT, _free_port
-from tests.helpers import chat_rows, expected_from_rows, sample_mapping_at, set_faults, stats, stored_messages, write_jsonl
+from memos_etl.devserver import free_port
+from tests.conftest import ROOT
+from tests.helpers import (
+    chat_rows,
+    expected_from_rows,
+    sample_mapping_at,
+    set_faults,
+    stats,
+    stored_messages,
+    write_jsonl,
+)
 
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
@@ -55,14 +64,24 @@ def _kill_tree(proc: subprocess.Popen) -> None:
 
 @pytest.fixture
 def prefect_api(tmp_path):
-    port = _free_port()
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_UI_ENABLED": "false", "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-           "PREFECT_SERVER_LOGGING_LEVEL": "WARNING", "PREFECT_LOGGING_LEVEL": "WARNING"}
+    port = free_port()
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+    }
     env.pop("PREFECT_API_KEY", None)
-    server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "w"),
-                              start_new_session=True)
+    server = subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "server.log", "w"),
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
@@ -79,8 +98,12 @@ def prefect_api(tmp_path):
 
 
 def test_backfill_over_two_workers_survives_a_killed_worker(prefect_api, dev_server, pg_ledger_url, tmp_path):
-    env = {**prefect_api, "MEMOS_ETL_HOME": str(ROOT), "PREFECT_WORKER_QUERY_SECONDS": "1",
-           "PREFECT_WORKER_PREFETCH_SECONDS": "1"}
+    env = {
+        **prefect_api,
+        "MEMOS_ETL_HOME": str(ROOT),
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_WORKER_PREFETCH_SECONDS": "1",
+    }
     rows = []
     for i in range(4):
         part = chat_rows(12, 16, prefix=f"w{i}c", user=f"w{i}u")
@@ -91,14 +114,24 @@ def test_backfill_over_two_workers_survives_a_killed_worker(prefect_api, dev_ser
     rps = 12
     set_faults(dev_server.url, latency_ms=20, rps=rps)  # the server refuses anything faster
     cfg = tmp_path / "fleet.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "sources": {"chats": str(mapping)},
-        "target": {"base_url": dev_server.url, "name": "fleet", "backoff_base_s": 0.05, "backoff_cap_s": 0.5},
-        # each process alone would send at `rps`; only the fleet limit keeps the two together under it
-        "load": {"max_messages_per_request": 4, "concurrency": 4, "requests_per_second": rps,
-                 "tokens_per_minute": 0, "fleet_limit": "memos-etl-test"},
-        "state": {"work_dir": str(tmp_path / "state"), "ledger_url": pg_ledger_url},
-        "backfill": {"part_ttl_s": 10, "poll_s": 1, "max_attempts": 3}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "sources": {"chats": str(mapping)},
+                "target": {"base_url": dev_server.url, "name": "fleet", "backoff_base_s": 0.05, "backoff_cap_s": 0.5},
+                # each process alone would send at `rps`; only the fleet limit keeps the two together under it
+                "load": {
+                    "max_messages_per_request": 4,
+                    "concurrency": 4,
+                    "requests_per_second": rps,
+                    "tokens_per_minute": 0,
+                    "fleet_limit": "memos-etl-test",
+                },
+                "state": {"work_dir": str(tmp_path / "state"), "ledger_url": pg_ledger_url},
+                "backfill": {"part_ttl_s": 10, "poll_s": 1, "max_attempts": 3},
+            }
+        )
+    )
 
     prefect = str(BIN / "prefect")
     run = lambda *a: subprocess.run([prefect, *a], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)  # noqa: E731
@@ -113,11 +146,36 @@ def test_backfill_over_two_workers_survives_a_killed_worker(prefect_api, dev_ser
     for name in ("w1", "w2"):
         log = open(tmp_path / f"{name}.log", "w")
         logs.append(log)
-        workers.append(subprocess.Popen([prefect, "worker", "start", "--pool", "memos-etl", "--name", name],
-                                        env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT))
-    backfill = subprocess.Popen([sys.executable, "-m", "memos_etl.cli", "backfill", "chats", "-c", str(cfg),
-                                 "--by", "file", "--fan-out", "deployment", "--json"],
-                                env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        workers.append(
+            subprocess.Popen(
+                [prefect, "worker", "start", "--pool", "memos-etl", "--name", name],
+                env=env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+    backfill = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "memos_etl.cli",
+            "backfill",
+            "chats",
+            "-c",
+            str(cfg),
+            "--by",
+            "file",
+            "--fan-out",
+            "deployment",
+            "--json",
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         # kill a worker, and its flow runs with it, once it is loading a part
         victim = None
@@ -143,7 +201,7 @@ def test_backfill_over_two_workers_survives_a_killed_worker(prefect_api, dev_ser
         for log in logs:
             log.close()
     assert backfill.returncode == 0, out[-3000:] + err[-5000:]
-    result = json.loads(out[out.index("{"):])
+    result = json.loads(out[out.index("{") :])
     assert result["status"] == "completed" and result["done"] == 4
     assert stored_messages(dev_server.url) == want  # every message once, in order
     s = stats(dev_server.url)

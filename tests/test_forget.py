@@ -24,9 +24,11 @@ def _setup(tmp_path: Path, url: str, ledger_url: str):
     bad = dict(rows[0], message_id="bad-u0", turn=50, text="")  # quarantined: empty content
     write_jsonl(data / "a.jsonl", rows + [bad])
     mapping = sample_mapping_at(tmp_path, data)
-    cfg = {"sources": {"chats": str(mapping)},
-           "target": {"base_url": url, "backoff_base_s": 0.01, "backoff_cap_s": 0.05},
-           "state": {"work_dir": str(tmp_path / "state"), "ledger_url": ledger_url}}
+    cfg = {
+        "sources": {"chats": str(mapping)},
+        "target": {"base_url": url, "backoff_base_s": 0.01, "backoff_cap_s": 0.05},
+        "state": {"work_dir": str(tmp_path / "state"), "ledger_url": ledger_url},
+    }
     p = tmp_path / "memos-etl.yaml"
     p.write_text(yaml.safe_dump(cfg))
     return str(p), data, rows
@@ -34,7 +36,7 @@ def _setup(tmp_path: Path, url: str, ledger_url: str):
 
 def _json(res) -> dict:
     assert res.exit_code in (0, 2), res.output
-    return json.loads(res.output[res.output.index("{"):])
+    return json.loads(res.output[res.output.index("{") :])
 
 
 def test_forget_a_user_then_nothing_brings_them_back(dev_server, tmp_path, pg_ledger_url):
@@ -106,7 +108,9 @@ def test_forget_on_a_self_hosted_target_deletes_by_user_and_session(dev_server, 
     body = yaml.safe_load(Path(cfg).read_text())
     body["target"]["kind"] = "self-hosted"
     Path(cfg).write_text(yaml.safe_dump(body))
-    assert _json(runner.invoke(app, ["sync", "chats", "-c", cfg, "--no-prefect", "--json"]))["counts"]["delivered"] == 12
+    assert (
+        _json(runner.invoke(app, ["sync", "chats", "-c", cfg, "--no-prefect", "--json"]))["counts"]["delivered"] == 12
+    )
     res = runner.invoke(app, ["forget", "--user", "u1", "--conversation", "c3", "-c", cfg, "--yes"])
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["forget", "--user", "u0", "-c", cfg, "--yes"])

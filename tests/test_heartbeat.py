@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
+from core import progress
 from flows.sync import run_sync, sync_flow
-from memos_etl import progress
 from tests.helpers import chat_rows, sample_mapping_at, write_jsonl
 
 
@@ -15,8 +15,13 @@ def heartbeats(flow_run_id) -> list[dict]:
     (events are persisted asynchronously: wait for the run's Completed event)."""
     from prefect.client.orchestration import get_client
 
-    body = {"filter": {"event": {"prefix": ["prefect.flow-run."]},
-                       "any_resource": {"id": [f"prefect.flow-run.{flow_run_id}"]}}, "limit": 50}
+    body = {
+        "filter": {
+            "event": {"prefix": ["prefect.flow-run."]},
+            "any_resource": {"id": [f"prefect.flow-run.{flow_run_id}"]},
+        },
+        "limit": 50,
+    }
     deadline = time.monotonic() + 30
     with get_client(sync_client=True) as client:
         while True:
@@ -33,8 +38,9 @@ def latest_runs(flow_name: str, n: int) -> list:
     from prefect.client.schemas.sorting import FlowRunSort
 
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
-                                     sort=FlowRunSort.START_TIME_DESC, limit=n)
+        runs = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])), sort=FlowRunSort.START_TIME_DESC, limit=n
+        )
     return [r.id for r in runs]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.ledger import BatchRecord, Ledger
+from core.ledger import BatchRecord, Ledger
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

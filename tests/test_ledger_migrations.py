@@ -8,65 +8,125 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from alembic.config import Config
 
-from memos_etl.config import load_mapping
-from memos_etl.pipeline import run
-from tasks.ledger import Ledger
-from tasks.ledger import db as ledger_db
-from tasks.ledger.tables import metadata as current
+from core.config import load_mapping
+from core.ledger import Ledger
+from core.ledger import db as ledger_db
+from core.ledger.tables import metadata as current
+from flows.runner import run
 from tests.conftest import new_pg_database
 from tests.helpers import chat_rows, sample_mapping_at, stats, write_jsonl
 
 # -- the ledger's tables as the code before revisions created them (metadata.create_all) ------
 OLD = sa.MetaData()
 tz = sa.DateTime(timezone=True)
-sa.Table("runs", OLD, sa.Column("run_id", sa.String(64), primary_key=True),
-         sa.Column("flow", sa.String(32), nullable=False), sa.Column("source", sa.String(64), nullable=False),
-         sa.Column("target", sa.String(512), nullable=False), sa.Column("started_at", tz, nullable=False),
-         sa.Column("finished_at", tz), sa.Column("status", sa.String(16), nullable=False),
-         sa.Column("host", sa.String(255)), sa.Column("pid", sa.Integer), sa.Column("report", sa.Text))
-sa.Table("batches", OLD, sa.Column("batch_key", sa.String(64), primary_key=True),
-         sa.Column("target", sa.String(512), nullable=False), sa.Column("source", sa.String(64), nullable=False),
-         sa.Column("run_id", sa.String(64), nullable=False), sa.Column("user_id", sa.String(128), nullable=False),
-         sa.Column("conversation_id", sa.String(128), nullable=False),
-         sa.Column("status", sa.String(16), nullable=False), sa.Column("n_messages", sa.Integer, nullable=False),
-         sa.Column("n_tokens", sa.Integer, nullable=False), sa.Column("first_key", sa.Text, nullable=False),
-         sa.Column("last_key", sa.Text, nullable=False), sa.Column("last_order", sa.BigInteger),
-         sa.Column("sent_at", tz, nullable=False), sa.Column("acked_at", tz), sa.Column("task_id", sa.String(128)),
-         sa.Column("detail", sa.Text), sa.Column("msg_hashes", sa.LargeBinary, nullable=False),
-         sa.Index("ix_batches_conv", "target", "user_id", "conversation_id"),
-         sa.Index("ix_batches_status", "target", "status"))
-sa.Table("messages", OLD, sa.Column("target", sa.String(512), primary_key=True),
-         sa.Column("key_lo", sa.BigInteger, primary_key=True, autoincrement=False),
-         sa.Column("key_hi", sa.BigInteger, primary_key=True, autoincrement=False),
-         sa.Column("batch_key", sa.String(64), nullable=False))
-sa.Table("conversations", OLD, sa.Column("target", sa.String(512), primary_key=True),
-         sa.Column("user_id", sa.String(128), primary_key=True),
-         sa.Column("conversation_id", sa.String(128), primary_key=True),
-         sa.Column("delivered_messages", sa.BigInteger, nullable=False), sa.Column("last_order", sa.BigInteger),
-         sa.Column("last_batch_key", sa.String(64)), sa.Column("tail", sa.LargeBinary),
-         sa.Column("updated_at", tz, nullable=False))
-sa.Table("objects", OLD, sa.Column("source", sa.String(64), primary_key=True),
-         sa.Column("target", sa.String(512), primary_key=True), sa.Column("unit", sa.String(1024), primary_key=True),
-         sa.Column("version", sa.String(256), nullable=False), sa.Column("size", sa.BigInteger),
-         sa.Column("status", sa.String(16), nullable=False), sa.Column("run_id", sa.String(64), nullable=False),
-         sa.Column("detail", sa.Text), sa.Column("updated_at", tz, nullable=False))
-sa.Table("source_state", OLD, sa.Column("source", sa.String(64), primary_key=True),
-         sa.Column("target", sa.String(512), primary_key=True), sa.Column("cursor", sa.Text),
-         sa.Column("columns", sa.Text), sa.Column("updated_at", tz, nullable=False))
-sa.Table("leases", OLD, sa.Column("target", sa.String(512), primary_key=True),
-         sa.Column("user_id", sa.String(128), primary_key=True),
-         sa.Column("conversation_id", sa.String(128), primary_key=True),
-         sa.Column("holder", sa.String(64), nullable=False), sa.Column("expires_at", tz, nullable=False))
-sa.Table("backfill_parts", OLD, sa.Column("backfill_id", sa.String(32), primary_key=True),
-         sa.Column("part_key", sa.String(512), primary_key=True), sa.Column("source", sa.String(64), nullable=False),
-         sa.Column("target", sa.String(512), nullable=False), sa.Column("spec", sa.Text, nullable=False),
-         sa.Column("status", sa.String(16), nullable=False), sa.Column("run_id", sa.String(64)),
-         sa.Column("flow_run_id", sa.String(64)), sa.Column("attempts", sa.Integer, nullable=False, default=0),
-         sa.Column("heartbeat_at", tz), sa.Column("updated_at", tz, nullable=False), sa.Column("report", sa.Text))
+sa.Table(
+    "runs",
+    OLD,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("flow", sa.String(32), nullable=False),
+    sa.Column("source", sa.String(64), nullable=False),
+    sa.Column("target", sa.String(512), nullable=False),
+    sa.Column("started_at", tz, nullable=False),
+    sa.Column("finished_at", tz),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("host", sa.String(255)),
+    sa.Column("pid", sa.Integer),
+    sa.Column("report", sa.Text),
+)
+sa.Table(
+    "batches",
+    OLD,
+    sa.Column("batch_key", sa.String(64), primary_key=True),
+    sa.Column("target", sa.String(512), nullable=False),
+    sa.Column("source", sa.String(64), nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("user_id", sa.String(128), nullable=False),
+    sa.Column("conversation_id", sa.String(128), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("n_messages", sa.Integer, nullable=False),
+    sa.Column("n_tokens", sa.Integer, nullable=False),
+    sa.Column("first_key", sa.Text, nullable=False),
+    sa.Column("last_key", sa.Text, nullable=False),
+    sa.Column("last_order", sa.BigInteger),
+    sa.Column("sent_at", tz, nullable=False),
+    sa.Column("acked_at", tz),
+    sa.Column("task_id", sa.String(128)),
+    sa.Column("detail", sa.Text),
+    sa.Column("msg_hashes", sa.LargeBinary, nullable=False),
+    sa.Index("ix_batches_conv", "target", "user_id", "conversation_id"),
+    sa.Index("ix_batches_status", "target", "status"),
+)
+sa.Table(
+    "messages",
+    OLD,
+    sa.Column("target", sa.String(512), primary_key=True),
+    sa.Column("key_lo", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("key_hi", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("batch_key", sa.String(64), nullable=False),
+)
+sa.Table(
+    "conversations",
+    OLD,
+    sa.Column("target", sa.String(512), primary_key=True),
+    sa.Column("user_id", sa.String(128), primary_key=True),
+    sa.Column("conversation_id", sa.String(128), primary_key=True),
+    sa.Column("delivered_messages", sa.BigInteger, nullable=False),
+    sa.Column("last_order", sa.BigInteger),
+    sa.Column("last_batch_key", sa.String(64)),
+    sa.Column("tail", sa.LargeBinary),
+    sa.Column("updated_at", tz, nullable=False),
+)
+sa.Table(
+    "objects",
+    OLD,
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("target", sa.String(512), primary_key=True),
+    sa.Column("unit", sa.String(1024), primary_key=True),
+    sa.Column("version", sa.String(256), nullable=False),
+    sa.Column("size", sa.BigInteger),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("detail", sa.Text),
+    sa.Column("updated_at", tz, nullable=False),
+)
+sa.Table(
+    "source_state",
+    OLD,
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("target", sa.String(512), primary_key=True),
+    sa.Column("cursor", sa.Text),
+    sa.Column("columns", sa.Text),
+    sa.Column("updated_at", tz, nullable=False),
+)
+sa.Table(
+    "leases",
+    OLD,
+    sa.Column("target", sa.String(512), primary_key=True),
+    sa.Column("user_id", sa.String(128), primary_key=True),
+    sa.Column("conversation_id", sa.String(128), primary_key=True),
+    sa.Column("holder", sa.String(64), nullable=False),
+    sa.Column("expires_at", tz, nullable=False),
+)
+sa.Table(
+    "backfill_parts",
+    OLD,
+    sa.Column("backfill_id", sa.String(32), primary_key=True),
+    sa.Column("part_key", sa.String(512), primary_key=True),
+    sa.Column("source", sa.String(64), nullable=False),
+    sa.Column("target", sa.String(512), nullable=False),
+    sa.Column("spec", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("flow_run_id", sa.String(64)),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("heartbeat_at", tz),
+    sa.Column("updated_at", tz, nullable=False),
+    sa.Column("report", sa.Text),
+)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -78,9 +138,11 @@ def urls(request, tmp_path):
 
 
 def schema_diff(conn) -> list:
-    """Differences between a database and tasks/ledger/tables.py (the version table aside)."""
-    ctx = MigrationContext.configure(conn, opts={
-        "include_name": lambda name, kind, parent: not (kind == "table" and name == ledger_db.VERSION_TABLE)})
+    """Differences between a database and core/ledger/tables.py (the version table aside)."""
+    ctx = MigrationContext.configure(
+        conn,
+        opts={"include_name": lambda name, kind, parent: not (kind == "table" and name == ledger_db.VERSION_TABLE)},
+    )
     return compare_metadata(ctx, current)
 
 
@@ -90,8 +152,9 @@ def test_head_constant_is_the_newest_migration():
     assert ScriptDirectory.from_config(cfg).get_current_head() == ledger_db.HEAD
 
 
-def test_ledger_from_before_versions_upgrades_in_place_and_resends_nothing(urls, dev_server, run_config, tmp_path,
-                                                                           capfd):
+def test_ledger_from_before_versions_upgrades_in_place_and_resends_nothing(
+    urls, dev_server, run_config, tmp_path, capfd
+):
     new_url, old_url = urls
     data = tmp_path / "data"
     write_jsonl(data / "chats.jsonl", chat_rows(4, 6))
@@ -106,8 +169,10 @@ def test_ledger_from_before_versions_upgrades_in_place_and_resends_nothing(urls,
     OLD.create_all(dst)
     with src.connect() as r, dst.begin() as w:
         for table in OLD.sorted_tables:
-            rows = [{k: v for k, v in row.items() if k in table.c}
-                    for row in r.execute(sa.select(current.tables[table.name])).mappings()]
+            rows = [
+                {k: v for k, v in row.items() if k in table.c}
+                for row in r.execute(sa.select(current.tables[table.name])).mappings()
+            ]
             if rows:
                 w.execute(table.insert(), rows)
     src.dispose()
@@ -124,10 +189,12 @@ def test_ledger_from_before_versions_upgrades_in_place_and_resends_nothing(urls,
     assert stats(dev_server.url)["add_requests"] == sent
 
     with dst.connect() as c:
-        assert MigrationContext.configure(c, opts={"version_table": ledger_db.VERSION_TABLE}) \
-            .get_current_revision() == ledger_db.HEAD
+        assert (
+            MigrationContext.configure(c, opts={"version_table": ledger_db.VERSION_TABLE}).get_current_revision()
+            == ledger_db.HEAD
+        )
         diff = schema_diff(c)
-    assert diff == [], f"upgraded ledger differs from tasks/ledger/tables.py: {diff}"
+    assert diff == [], f"upgraded ledger differs from core/ledger/tables.py: {diff}"
     # opening it again is quiet: nothing to upgrade
     Ledger(old_url).close()
     assert "upgrading" not in capfd.readouterr().err

@@ -13,11 +13,18 @@ import time
 
 import pytest
 
-from memos_etl.config import load_mapping
-from memos_etl.pipeline import run
-from tasks.ledger import LedgerError
-from tests.helpers import (chat_rows, expected_from_rows, sample_mapping_at, set_faults, stats, stored_messages,
-                           write_jsonl)
+from core.config import load_mapping
+from core.ledger import LedgerError
+from flows.runner import run
+from tests.helpers import (
+    chat_rows,
+    expected_from_rows,
+    sample_mapping_at,
+    set_faults,
+    stats,
+    stored_messages,
+    write_jsonl,
+)
 
 
 def _source(tmp_path, conversations=40, turns=10):
@@ -40,6 +47,7 @@ def _in_thread(mapping, cfg):
             out["report"] = run(mapping, cfg)
         except Exception as exc:  # noqa: BLE001 - the test inspects what the run raised
             out["error"] = exc
+
     t = threading.Thread(target=go)
     t.start()
     return t, out

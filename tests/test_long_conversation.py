@@ -25,8 +25,7 @@ from tasks.batch import sort_conversations
 from tasks.map import MAPPED_SCHEMA
 from tasks.order import bucket_parts, sort_runs
 from tasks.stage import read_bucket
-from tests.conftest import ROOT
-from tests.helpers import chat_rows, expected_messages, sample_mapping_at, stats, stored_messages, write_jsonl
+from tests.helpers import chat_rows, expected_messages, sample_mapping_at, stats, write_jsonl
 from tests.test_crash import rerun_until_done, start, wait_for_sending
 
 runner = CliRunner()
@@ -41,11 +40,19 @@ def long_rows(n: int, seed: int = 5) -> list[list[dict]]:
     rng = random.Random(seed)
     rows = []
     for t in range(1, n + 1):
-        rows.append({"message_id": f"long-{t}", "user": "u-long", "conversation_id": "channel", "session": 1,
-                     "turn": t if t % 97 else t - 1, "speaker": "Human" if t % 3 else "Assistant",
-                     "text": f"message {t} " + "words " * rng.choice((1, 3, 30, 200)),
-                     "sent_at": f"2024-01-{1 + t // 2000:02d}T{t // 60 % 24:02d}:{t % 60:02d}:00Z",
-                     "image_caption": None})
+        rows.append(
+            {
+                "message_id": f"long-{t}",
+                "user": "u-long",
+                "conversation_id": "channel",
+                "session": 1,
+                "turn": t if t % 97 else t - 1,
+                "speaker": "Human" if t % 3 else "Assistant",
+                "text": f"message {t} " + "words " * rng.choice((1, 3, 30, 200)),
+                "sent_at": f"2024-01-{1 + t // 2000:02d}T{t // 60 % 24:02d}:{t % 60:02d}:00Z",
+                "image_caption": None,
+            }
+        )
     for r in rows[::151]:
         r.pop("turn")
     rows += chat_rows(conversations=40, turns=20, users=7)
@@ -62,10 +69,17 @@ def job(tmp_path, dev_server, name: str, spill: int | None, rows: list[list[dict
         for i, part in enumerate(rows):
             write_jsonl(data / f"part-{i}.jsonl", part)
     mapping = sample_mapping_at(tmp_path, data)
-    cfg = {"target": {"base_url": dev_server.url, "timeout_s": 5, "in_doubt_grace_s": 0.05,
-                      "backoff_base_s": 0.01, "backoff_cap_s": 0.1},
-           "load": {"max_tokens_per_request": 1500, "requests_per_second": 0, "tokens_per_minute": 0, **load},
-           "state": {"work_dir": str(tmp_path / name)}}
+    cfg = {
+        "target": {
+            "base_url": dev_server.url,
+            "timeout_s": 5,
+            "in_doubt_grace_s": 0.05,
+            "backoff_base_s": 0.01,
+            "backoff_cap_s": 0.1,
+        },
+        "load": {"max_tokens_per_request": 1500, "requests_per_second": 0, "tokens_per_minute": 0, **load},
+        "state": {"work_dir": str(tmp_path / name)},
+    }
     if spill is not None:
         cfg["load"]["sort_in_memory_bytes"] = spill
     run_yaml = tmp_path / f"{name}.yaml"
@@ -76,7 +90,7 @@ def job(tmp_path, dev_server, name: str, spill: int | None, rows: list[list[dict
 def sync(mapping, run_yaml) -> dict:
     res = runner.invoke(app, ["sync", str(mapping), "--config", str(run_yaml), "--no-prefect", "--json"])
     assert res.exit_code == 0, res.output
-    return json.loads(res.output[res.output.index("{"):])
+    return json.loads(res.output[res.output.index("{") :])
 
 
 def requests_by_conversation(server_url: str) -> dict:
@@ -92,10 +106,13 @@ def requests_by_conversation(server_url: str) -> dict:
 
 def ledger_rows(path) -> tuple[list, list]:
     with sqlite3.connect(path) as db:
-        batches = db.execute("SELECT batch_key, user_id, conversation_id, status, n_messages, first_key, last_key, "
-                             "last_order FROM batches ORDER BY batch_key").fetchall()
-        convs = db.execute("SELECT user_id, conversation_id, last_order FROM conversations "
-                           "ORDER BY user_id, conversation_id").fetchall()
+        batches = db.execute(
+            "SELECT batch_key, user_id, conversation_id, status, n_messages, first_key, last_key, "
+            "last_order FROM batches ORDER BY batch_key"
+        ).fetchall()
+        convs = db.execute(
+            "SELECT user_id, conversation_id, last_order FROM conversations ORDER BY user_id, conversation_id"
+        ).fetchall()
     return batches, convs
 
 
@@ -145,7 +162,7 @@ def test_spilled_plan_is_the_in_memory_plan(tmp_path, dev_server, caplog):
         box = tmp_path / f"{name}.jsonl"
         res = runner.invoke(app, ["plan", str(mapping), "--config", str(run_yaml), "--outbox", str(box), "--json"])
         assert res.exit_code == 0, res.output
-        run_id = json.loads(res.output[res.output.index("{"):])["run_id"]
+        run_id = json.loads(res.output[res.output.index("{") :])["run_id"]
         boxes.append(box.read_text().replace(run_id, "RUN"))
     assert spilled(caplog) == 1
     assert boxes[0] == boxes[1] and boxes[0].count("\n") > 80
@@ -158,15 +175,33 @@ def test_whole_conversation_policies_give_the_same_on_disk(tmp_path, dev_server,
     message comes last, in another file, is sent, one without any is quarantined (checks);
     time going backwards is counted across slices. Counts, requests and ledger as in memory."""
     caplog.set_level(logging.INFO, logger="memos_etl.load")
-    long = [{"message_id": f"long-{t}", "user": "u-long", "conversation_id": "channel", "session": 1, "turn": t,
-             "speaker": "user" if t % 5 == 0 else "assistant", "text": f"message {t} " + "words " * (t % 40),
-             "image_caption": None, "sent_at": f"2024-01-01T{t // 3600:02d}:{t // 60 % 60:02d}:{t % 60:02d}Z"}
-            for t in range(1, 2001)]
+    long = [
+        {
+            "message_id": f"long-{t}",
+            "user": "u-long",
+            "conversation_id": "channel",
+            "session": 1,
+            "turn": t,
+            "speaker": "user" if t % 5 == 0 else "assistant",
+            "text": f"message {t} " + "words " * (t % 40),
+            "image_caption": None,
+            "sent_at": f"2024-01-01T{t // 3600:02d}:{t // 60 % 60:02d}:{t % 60:02d}Z",
+        }
+        for t in range(1, 2001)
+    ]
     for r in long[::170]:
         r["sent_at"] = "2023-12-31T00:00:00Z"  # time going backwards
     first_day = [r for r in long if r["turn"] % 10]  # turns 10, 20, ... come the next day, late
-    quiet = [dict(r, user="u-q", conversation_id=f"quiet-{r['conversation_id']}", speaker="assistant",
-                  message_id=f"q-{r['message_id']}") for r in chat_rows(conversations=2, turns=200)]
+    quiet = [
+        dict(
+            r,
+            user="u-q",
+            conversation_id=f"quiet-{r['conversation_id']}",
+            speaker="assistant",
+            message_id=f"q-{r['message_id']}",
+        )
+        for r in chat_rows(conversations=2, turns=200)
+    ]
     day2 = [r for r in long if r["turn"] % 10 == 0] + [dict(quiet[0], speaker="user", message_id="q-user", turn=999)]
     results = []
     for name, spill in (("in-memory", None), ("on-disk", SPILL)):
@@ -174,16 +209,28 @@ def test_whole_conversation_policies_give_the_same_on_disk(tmp_path, dev_server,
         data = tmp_path / name / "data"
         write_jsonl(data / "day1.jsonl", first_day + quiet)
         _, run_yaml, ledger = job(tmp_path / name, dev_server, "state", spill, [], buckets=1, concurrency=1)
-        mapping = sample_mapping_at(tmp_path / name, data, "policies.yaml", on_change="replace",
-                                    checks={"conversation_needs_user_message": True})
+        mapping = sample_mapping_at(
+            tmp_path / name,
+            data,
+            "policies.yaml",
+            on_change="replace",
+            checks={"conversation_needs_user_message": True},
+        )
         first = sync(mapping, run_yaml)
         edited = [dict(r, text=r["text"] + " (edited)") if r["turn"] == 1999 else r for r in first_day]
         write_jsonl(data / "day1.jsonl", edited + quiet)
         write_jsonl(data / "day2.jsonl", day2)
         second = sync(mapping, run_yaml)
         rewrite = {k: v for k, v in second["rewrite"].items() if k != "run_id"}
-        results.append((comparable(first["counts"]), comparable(second["counts"]), rewrite,
-                        requests_by_conversation(dev_server.url), ledger_rows(ledger)))
+        results.append(
+            (
+                comparable(first["counts"]),
+                comparable(second["counts"]),
+                rewrite,
+                requests_by_conversation(dev_server.url),
+                ledger_rows(ledger),
+            )
+        )
         if name == "in-memory":
             assert spilled(caplog) == 0
     assert spilled(caplog) == 3  # the first sync, the second, its rewrite
@@ -209,14 +256,21 @@ def test_sorted_runs_merge_to_the_in_memory_order(tmp_path):
         seq = rng.integers(0, 300, m).astype(object)
         seq[rng.random(m) < 0.1] = None
         t = MAPPED_SCHEMA.empty_table().to_pydict()
-        t.update({"source_key": [f"k{int(x)}" for x in rng.integers(0, 9000, m)],
-                  "user_id": [f"u{int(x)}" for x in rng.integers(0, 3, m)],
-                  "conversation_id": [None if x == 0 else f"c{int(x)}" for x in rng.integers(0, 4, m)],
-                  "role": ["user"] * m, "content": [f"row {n + i}" for i in range(m)],
-                  "chat_time": [None if x == 0 else int(x) * 1_000_000 for x in rng.integers(0, 50, m)],
-                  "seq": list(seq), "source_file": [f"f{p % 2}"] * m,
-                  "source_row": [int(x) for x in rng.integers(0, 40, m)], "key_lo": list(range(n, n + m)),
-                  "key_hi": [0] * m})
+        t.update(
+            {
+                "source_key": [f"k{int(x)}" for x in rng.integers(0, 9000, m)],
+                "user_id": [f"u{int(x)}" for x in rng.integers(0, 3, m)],
+                "conversation_id": [None if x == 0 else f"c{int(x)}" for x in rng.integers(0, 4, m)],
+                "role": ["user"] * m,
+                "content": [f"row {n + i}" for i in range(m)],
+                "chat_time": [None if x == 0 else int(x) * 1_000_000 for x in rng.integers(0, 50, m)],
+                "seq": list(seq),
+                "source_file": [f"f{p % 2}"] * m,
+                "source_row": [int(x) for x in rng.integers(0, 40, m)],
+                "key_lo": list(range(n, n + m)),
+                "key_hi": [0] * m,
+            }
+        )
         for c in ("agent_id", "app_id", "tags", "info", "deleted"):
             t[c] = [None] * m
         table = pa.Table.from_pydict(t, schema=MAPPED_SCHEMA)
@@ -241,13 +295,25 @@ def test_killed_mid_bucket_then_rerun_delivers_each_message_once_in_order(tmp_pa
     """SIGKILL while the long conversation's spilled bucket is being sent, three times, then
     re-runs: every message once, in order."""
     data = tmp_path / "data"
-    long = [{"message_id": f"long-{t}", "user": "u-long", "conversation_id": "channel", "session": 1, "turn": t,
-             "speaker": "user" if t % 2 else "assistant", "text": f"message {t}", "image_caption": None,
-             "sent_at": f"2024-01-01T{t // 3600:02d}:{t // 60 % 60:02d}:{t % 60:02d}Z"} for t in range(1, 2001)]
+    long = [
+        {
+            "message_id": f"long-{t}",
+            "user": "u-long",
+            "conversation_id": "channel",
+            "session": 1,
+            "turn": t,
+            "speaker": "user" if t % 2 else "assistant",
+            "text": f"message {t}",
+            "image_caption": None,
+            "sent_at": f"2024-01-01T{t // 3600:02d}:{t // 60 % 60:02d}:{t % 60:02d}Z",
+        }
+        for t in range(1, 2001)
+    ]
     write_jsonl(data / "a.jsonl", long)
     write_jsonl(data / "b.jsonl", chat_rows(conversations=6, turns=20))
-    mapping, run_yaml, _ = job(tmp_path, dev_server, "state", 50_000, [],
-                               max_messages_per_request=4, requests_per_second=60)
+    mapping, run_yaml, _ = job(
+        tmp_path, dev_server, "state", 50_000, [], max_messages_per_request=4, requests_per_second=60
+    )
     cmd = [sys.executable, "-m", "memos_etl.cli", "sync", str(mapping), "--config", str(run_yaml), "--no-prefect"]
     expected = expected_messages([data / "a.jsonl", data / "b.jsonl"])[0]
     for wait in (0.3, 1.0, 0.6):

@@ -25,7 +25,7 @@ import pytest
 import requests
 import yaml
 
-from memos_etl.config import TargetConfig
+from core.config import TargetConfig
 from memos_etl.devserver import DevServer
 from tests.helpers import write_jsonl
 
@@ -34,7 +34,9 @@ pytestmark = pytest.mark.memos_real
 
 
 def _stack():
-    spec = importlib.util.spec_from_file_location("memos_local_stack", ROOT / "deployments" / "memos-local" / "stack.py")
+    spec = importlib.util.spec_from_file_location(
+        "memos_local_stack", ROOT / "deployments" / "memos-local" / "stack.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -98,23 +100,40 @@ def _write_source(tmp_path: Path, run: str) -> tuple[Path, dict, dict]:
     for (user, conv), msgs in CONVERSATIONS.items():
         for turn, (role, text) in enumerate(msgs, 1):
             when = f"2024-04-{1 + len(sent_times) % 27:02d}T{8 + turn:02d}:30:00+00:00"
-            rows.append({"message_id": f"{conv}-{turn}", "user": f"{user}-{run}", "conversation_id": conv,
-                         "session": 1, "turn": turn, "speaker": role, "text": text, "sent_at": when,
-                         "image_caption": None})
+            rows.append(
+                {
+                    "message_id": f"{conv}-{turn}",
+                    "user": f"{user}-{run}",
+                    "conversation_id": conv,
+                    "session": 1,
+                    "turn": turn,
+                    "speaker": role,
+                    "text": text,
+                    "sent_at": when,
+                    "image_caption": None,
+                }
+            )
             sent_times[(f"{user}-{run}", text)] = when.replace("+00:00", "Z")
     write_jsonl(tmp_path / "data" / "chats.jsonl", rows)
     mapping = yaml.safe_load((ROOT / "schemas" / "mappings" / "sample.yaml").read_text())
     mapping["source"]["path"] = str(tmp_path / "data")
-    config = {"sources": {"chats": mapping},
-              "target": {"kind": "self-hosted", "base_url": "SET-BELOW"},
-              "load": {"max_messages_per_request": 2, "concurrency": 2},
-              "state": {"work_dir": str(tmp_path / "state")}}
+    config = {
+        "sources": {"chats": mapping},
+        "target": {"kind": "self-hosted", "base_url": "SET-BELOW"},
+        "load": {"max_messages_per_request": 2, "concurrency": 2},
+        "state": {"work_dir": str(tmp_path / "state")},
+    }
     return tmp_path / "memos-etl.yaml", config, sent_times
 
 
 def _cli(*args: str, config: Path) -> str:
-    r = subprocess.run([sys.executable, "-m", "memos_etl.cli", *args, "--config", str(config)],
-                       capture_output=True, text=True, cwd=ROOT, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "memos_etl.cli", *args, "--config", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     return r.stdout
 
@@ -149,7 +168,7 @@ def _wait_extracted(base: str, user: str, timeout: float = 180.0) -> list[dict]:
 
 
 def test_sync_into_real_memos_search_finds_each_users_facts_and_rerun_adds_nothing(memos, tmp_path):
-    from memos_etl.client import SelfHostedTarget
+    from core.client import SelfHostedTarget
 
     run = f"{time.time_ns() % 10**8}"
     path, config, sent_times = _write_source(tmp_path, run)
@@ -185,17 +204,21 @@ def test_sync_into_real_memos_search_finds_each_users_facts_and_rerun_adds_nothi
 
     # our self-hosted adapter's search, through MemOS's own /product/search
     target = SelfHostedTarget(TargetConfig(kind="self-hosted", base_url=memos), None)
-    checks = [("ada", "What is my dog called?", "Pixel", "pets"),
-              ("ben", "Where do I go climbing?", "Stanage", "climbing"),
-              ("ben", "What bread do I bake?", "rye", "baking"),
-              ("cy", "Which instrument am I learning?", "cello", "music")]
+    checks = [
+        ("ada", "What is my dog called?", "Pixel", "pets"),
+        ("ben", "Where do I go climbing?", "Stanage", "climbing"),
+        ("ben", "What bread do I bake?", "rye", "baking"),
+        ("cy", "Which instrument am I learning?", "cello", "music"),
+    ]
     for user, query, needle, conv in checks:
         hits = target.search(f"{user}-{run}", query, 5)
-        assert any(needle.lower() in (h["memory_value"] or "").lower() and h["conversation_id"] == conv
-                   for h in hits), (user, query, hits)
+        assert any(
+            needle.lower() in (h["memory_value"] or "").lower() and h["conversation_id"] == conv for h in hits
+        ), (user, query, hits)
     # and nobody else's: ben's memories know nothing of Pixel
-    assert not any("pixel" in (h["memory_value"] or "").lower()
-                   for h in target.search(f"ben-{run}", "border collie Pixel", 10))
+    assert not any(
+        "pixel" in (h["memory_value"] or "").lower() for h in target.search(f"ben-{run}", "border collie Pixel", 10)
+    )
 
     counts = {u: len(nodes) for u, nodes in extracted.items()}
     # a re-run adds nothing: unchanged files are skipped ...
@@ -213,7 +236,7 @@ def test_sync_into_real_memos_search_finds_each_users_facts_and_rerun_adds_nothi
 def test_sync_add_mode_fine_extraction_answers_with_the_memories(memos, tmp_path):
     """async_mode false + mode fine: MemOS extracts before answering, so the memories are
     searchable as soon as the run ends, none left at the fast stage."""
-    from memos_etl.client import SelfHostedTarget
+    from core.client import SelfHostedTarget
 
     run = f"{time.time_ns() % 10**8}"
     path, config, sent_times = _write_source(tmp_path, run)
@@ -224,7 +247,8 @@ def test_sync_add_mode_fine_extraction_answers_with_the_memories(memos, tmp_path
     nodes = _memories(memos, f"cy-{run}")
     assert nodes and not any(n["metadata"].get("is_fast") for n in nodes)
     hits = SelfHostedTarget(TargetConfig(kind="self-hosted", base_url=memos), None).search(
-        f"cy-{run}", "Which instrument am I learning?", 3)
+        f"cy-{run}", "Which instrument am I learning?", 3
+    )
     assert any("cello" in (h["memory_value"] or "") for h in hits), hits
 
 
@@ -232,7 +256,7 @@ def test_forget_leaves_no_memory_of_the_erased_user_or_conversation(memos, tmp_p
     """`forget` through MemOS 2.0.33's own /product/delete_memory: a whole user, and one
     conversation of another; their memories are gone from the listing and from search, and
     stay gone once background extraction is over."""
-    from memos_etl.client import SelfHostedTarget
+    from core.client import SelfHostedTarget
 
     run = f"{time.time_ns() % 10**8}"
     path, config, sent_times = _write_source(tmp_path, run)
@@ -257,7 +281,7 @@ def test_forget_leaves_no_memory_of_the_erased_user_or_conversation(memos, tmp_p
 def test_replace_leaves_no_memory_of_the_old_text(memos, tmp_path):
     """on_change: replace against MemOS 2.0.33: an edited conversation's memories are deleted
     and the conversation sent again; afterwards nothing MemOS holds for it says the old text."""
-    from memos_etl.client import SelfHostedTarget
+    from core.client import SelfHostedTarget
 
     run = f"{time.time_ns() % 10**8}"
     path, config, _ = _write_source(tmp_path, run)
@@ -272,9 +296,12 @@ def test_replace_leaves_no_memory_of_the_old_text(memos, tmp_path):
     rows = [json.loads(x) for x in data.read_text().splitlines()]
     for r in rows:  # ada's dog was never called Pixel: the source is corrected
         if r["user"] == ada and r["conversation_id"] == "pets":
-            r["text"] = r["text"].replace("a border collie called Pixel", "a greyhound called Rocket") \
-                .replace("Pixel is a lovely name. Collies", "Rocket is a lovely name. Greyhounds") \
+            r["text"] = (
+                r["text"]
+                .replace("a border collie called Pixel", "a greyhound called Rocket")
+                .replace("Pixel is a lovely name. Collies", "Rocket is a lovely name. Greyhounds")
                 .replace("Pixel already fetches", "Rocket already fetches")
+            )
     write_jsonl(data, rows)
     report = _report(_cli("sync", "chats", "--no-prefect", config=path))
     assert int(report["changed after delivery"].split()[0]) == 3, report
@@ -338,6 +365,7 @@ def test_dev_server_answers_delete_memory_like_the_real_server(memos):
         r = requests.post(base + "/product/delete_memory", json=body, timeout=60)
         env = r.json()
         return r.status_code, env.get("code"), env.get("message"), env.get("data")
+
     with DevServer() as dev:
         for name, body in DELETE_PROBES.items():
             assert answer(dev.url, body) == answer(memos, body), name
@@ -370,8 +398,9 @@ class CuttingProxy:
                     proxy.cut += 1
                     self.connection.close()  # MemOS never sees it
                     return
-                req = urllib.request.Request(upstream + self.path, data=body, method="POST",
-                                             headers={"content-type": "application/json"})
+                req = urllib.request.Request(
+                    upstream + self.path, data=body, method="POST", headers={"content-type": "application/json"}
+                )
                 with urllib.request.urlopen(req, timeout=300) as r:
                     data, status = r.read(), r.status
                 if first_add:  # stored by MemOS: the answer is lost on the way back
@@ -443,15 +472,32 @@ def test_dev_server_lists_memories_like_the_real_server(memos):
     the real server and the dev-server alike; and get_memory without mem_cube_id is refused
     by both."""
     user = f"shape-{time.time_ns() % 10**8}"
-    body = {"user_id": user, "session_id": "s1", "async_mode": "sync", "info": {"batch_key": "k1", "run_id": "r1"},
-            "messages": [{"role": "user", "content": "My sister Lena lives in Graz."},
-                         {"role": "assistant", "content": "Graz is lovely."}]}
+    body = {
+        "user_id": user,
+        "session_id": "s1",
+        "async_mode": "sync",
+        "info": {"batch_key": "k1", "run_id": "r1"},
+        "messages": [
+            {"role": "user", "content": "My sister Lena lives in Graz."},
+            {"role": "assistant", "content": "Graz is lovely."},
+        ],
+    }
 
     def shape(base: str):
         requests.post(base + "/product/add", json=body, timeout=120).raise_for_status()
-        r = requests.post(base + "/product/get_memory", json={
-            "mem_cube_id": user, "user_id": user, "page": 1, "page_size": 50, "include_preference": False,
-            "include_tool_memory": False, "include_skill_memory": False}, timeout=60)
+        r = requests.post(
+            base + "/product/get_memory",
+            json={
+                "mem_cube_id": user,
+                "user_id": user,
+                "page": 1,
+                "page_size": 50,
+                "include_preference": False,
+                "include_tool_memory": False,
+                "include_skill_memory": False,
+            },
+            timeout=60,
+        )
         env = r.json()
         cube = env["data"]["text_mem"][0]
         nodes = cube["memories"]
@@ -461,8 +507,14 @@ def test_dev_server_lists_memories_like_the_real_server(memos):
             assert meta["session_id"] == "s1" and meta["info"] == body["info"]
             assert all(isinstance(x, str) and json.loads(x)["role"] in ("user", "assistant") for x in meta["sources"])
         bad = requests.post(base + "/product/get_memory", json={"user_id": user}, timeout=60)
-        return (r.status_code, env["code"], sorted(env["data"]), sorted(cube), {k for n in nodes for k in n},
-                bad.status_code)
+        return (
+            r.status_code,
+            env["code"],
+            sorted(env["data"]),
+            sorted(cube),
+            {k for n in nodes for k in n},
+            bad.status_code,
+        )
 
     with DevServer() as dev:
         assert shape(dev.url) == shape(memos)

@@ -30,8 +30,11 @@ runner = CliRunner()
 
 
 def sync(mapping: Path, dev_server, work: Path, *extra: str, env: dict | None = None):
-    res = runner.invoke(app, ["sync", str(mapping), "--no-prefect", "--target-url", dev_server.url,
-                              "--work-dir", str(work), *extra], env=env)
+    res = runner.invoke(
+        app,
+        ["sync", str(mapping), "--no-prefect", "--target-url", dev_server.url, "--work-dir", str(work), *extra],
+        env=env,
+    )
     assert "Traceback" not in res.output, res.output
     return res
 
@@ -66,12 +69,22 @@ def test_bad_jsonl_lines_cost_one_line_each(tmp_path, dev_server):
     good = chat_rows(2, 25, prefix="g")  # 50 messages in a clean file
     (data / "a_good.jsonl").write_bytes(lines(good))
     rows = chat_rows(4, 5, prefix="b")  # 20 good lines around the bad ones
-    deep = b'{"message_id": "deep", "user": "u0", "conversation_id": "b0", "text": ' + b"[" * 100_000 + \
-        b"]" * 100_000 + b"}"
+    deep = (
+        b'{"message_id": "deep", "user": "u0", "conversation_id": "b0", "text": '
+        + b"[" * 100_000
+        + b"]" * 100_000
+        + b"}"
+    )
     wrong_types = json.dumps({**rows[0], "message_id": "typed", "user": {"id": 1}, "turn": "7"}).encode()
     body = [json.dumps(r).encode() for r in rows]
-    bad_lines = {3: b'{"message_id": "trunc", "user": "u0", "te', 8: b'{"message_id": "bytes", "text": "caf\xe9"}',
-                 12: b"\x00" * 40, 15: deep, 18: wrong_types, 21: b"[1, 2, 3]"}
+    bad_lines = {
+        3: b'{"message_id": "trunc", "user": "u0", "te',
+        8: b'{"message_id": "bytes", "text": "caf\xe9"}',
+        12: b"\x00" * 40,
+        15: deep,
+        18: wrong_types,
+        21: b"[1, 2, 3]",
+    }
     for at in sorted(bad_lines):
         body.insert(at, bad_lines[at])
     (data / "b_bad.jsonl").write_bytes(b"\n".join(body) + b"\n")
@@ -89,21 +102,37 @@ def test_bad_jsonl_lines_cost_one_line_each(tmp_path, dev_server):
     huge_rows = chat_rows(1, 4, prefix="h") + chat_rows(1, 4, start_turn=5, prefix="h")
     assert_delivered_once(dev_server, good + rows + huge_rows)
     assert number(res.output, "quarantined") == 7 and re.search(r"^read = outcomes +yes$", res.output, re.M)
-    for kind in ("not JSON", "not valid UTF-8", "NUL bytes", "nested too deep", "a field of another type",
-                 "not a JSON object", "too long"):  # the report groups by kind, the rows hold the detail
+    for kind in (
+        "not JSON",
+        "not valid UTF-8",
+        "NUL bytes",
+        "nested too deep",
+        "a field of another type",
+        "not a JSON object",
+        "too long",
+    ):  # the report groups by kind, the rows hold the detail
         assert re.search(rf"^ +1  unreadable record \({kind}\)$", res.output, re.M), (kind, res.output)
     q = quarantined(tmp_path / "work")
     got = {(r["source_file"], r["source_row"]): r["reasons"][0] for r in q}
-    assert set(got) == {("b_bad.jsonl", 3), ("b_bad.jsonl", 8), ("b_bad.jsonl", 12), ("b_bad.jsonl", 15),
-                        ("b_bad.jsonl", 18), ("b_bad.jsonl", 21), ("c_huge.jsonl", 4)}
+    assert set(got) == {
+        ("b_bad.jsonl", 3),
+        ("b_bad.jsonl", 8),
+        ("b_bad.jsonl", 12),
+        ("b_bad.jsonl", 15),
+        ("b_bad.jsonl", 18),
+        ("b_bad.jsonl", 21),
+        ("c_huge.jsonl", 4),
+    }
     assert got[("b_bad.jsonl", 3)].startswith("line 4: not JSON")
     assert got[("b_bad.jsonl", 8)].startswith("line 9: not valid UTF-8 (byte 0xe9")
     assert got[("b_bad.jsonl", 12)] == "line 13: holds NUL bytes: not a JSON line"
     assert got[("b_bad.jsonl", 15)] == "line 16: nested deeper than 1,024 levels: not read"
     assert got[("b_bad.jsonl", 18)] == "line 19: field 'user' is an object where the other rows have a string"
     assert got[("b_bad.jsonl", 21)] == "line 22: an array, not a JSON object"
-    assert got[("c_huge.jsonl", 4)].startswith("line 5: 209,715,2") and "source.max_record_bytes" in got[
-        ("c_huge.jsonl", 4)]
+    assert (
+        got[("c_huge.jsonl", 4)].startswith("line 5: 209,715,2")
+        and "source.max_record_bytes" in got[("c_huge.jsonl", 4)]
+    )
     assert all(r["stage"] == "extract" for r in q)
     assert len(json.loads(q[-1]["record"])["raw"]) <= 4096  # the huge line is not kept
 
@@ -114,8 +143,13 @@ def test_bad_jsonl_lines_cost_one_line_each(tmp_path, dev_server):
     assert res.exit_code == 0 and "2 units were read only in part" in res.output, res.output
 
     # the file is fixed: the next run reads it again and sends only the line that was bad
-    (data / "b_bad.jsonl").write_bytes(b"\n".join([json.dumps(r).encode() for r in rows] + [
-        json.dumps({**rows[0], "message_id": "typed", "turn": 7}).encode()]) + b"\n")
+    (data / "b_bad.jsonl").write_bytes(
+        b"\n".join(
+            [json.dumps(r).encode() for r in rows]
+            + [json.dumps({**rows[0], "message_id": "typed", "turn": 7}).encode()]
+        )
+        + b"\n"
+    )
     (data / "c_huge.jsonl").unlink()
     before = stats(dev_server.url)["messages"]
     res = sync(mapping, dev_server, tmp_path / "work")
@@ -140,14 +174,15 @@ def test_bad_csv_rows_cost_one_row_each_and_a_header_alone_is_empty(tmp_path, de
     body.insert(9, row({**rows[0], "message_id": "latin"}).replace(b"conversation", b"convers\xe9tion"))
     # a quote left open: the next two rows end up inside its text, up to the next quote
     body.insert(14, b'open,u0,k9,1,user,"it never closes,2024-03-01T01:00:00+00:00')
-    body.insert(15, b'o2,u0,k9,2,assistant,swallowed,2024-03-01T02:00:00+00:00')
-    body.insert(16, b'o3,u0,k9,3,user,swallowed too,2024-03-01T03:00:00+00:00')
+    body.insert(15, b"o2,u0,k9,2,assistant,swallowed,2024-03-01T02:00:00+00:00")
+    body.insert(16, b"o3,u0,k9,3,user,swallowed too,2024-03-01T03:00:00+00:00")
     body.insert(17, b'o4,u0,k9,4,assistant,"and" closed,2024-03-01T04:00:00+00:00')
     (data / "chats.csv").write_bytes(b"\n".join(body) + b"\n")
     (data / "header_only.csv").write_text(",".join(cols) + "\n")
     (data / "zero.csv").write_bytes(b"")
-    mapping = sample_mapping_at(tmp_path, data, source={"name": "csv-chats", "format": "csv", "path": str(data)},
-                                content_append=[])
+    mapping = sample_mapping_at(
+        tmp_path, data, source={"name": "csv-chats", "format": "csv", "path": str(data)}, content_append=[]
+    )
     body_map = yaml.safe_load(mapping.read_text())
     body_map["fields"].pop("info")
     mapping.write_text(yaml.safe_dump(body_map))
@@ -157,10 +192,19 @@ def test_bad_csv_rows_cost_one_row_each_and_a_header_alone_is_empty(tmp_path, de
     q = quarantined(tmp_path / "work")
     assert [(r["source_file"], r["source_row"], r["reasons"][0]) for r in q] == [
         ("chats.csv", 2, "row 3: 8 fields where the header has 7"),
-        ("chats.csv", 8, "row 9: column 'text' is not valid UTF-8 (byte 0xe9); set source.encoding for another "
-                         "encoding, or source.encoding_errors: replace"),
-        ("chats.csv", 13, "row 14: column 'text' holds 2 line(s) that look like rows of their own: a quote left "
-                          "open swallowed them; close it and the rows load")]
+        (
+            "chats.csv",
+            8,
+            "row 9: column 'text' is not valid UTF-8 (byte 0xe9); set source.encoding for another "
+            "encoding, or source.encoding_errors: replace",
+        ),
+        (
+            "chats.csv",
+            13,
+            "row 14: column 'text' holds 2 line(s) that look like rows of their own: a quote left "
+            "open swallowed them; close it and the rows load",
+        ),
+    ]
     assert number(res.output, "read") == len(rows) + 3
 
 
@@ -204,8 +248,7 @@ def test_encodings_are_read_as_written(tmp_path, dev_server):
     assert res.exit_code == 0 and number(res.output, "delivered") == 4, res.output
     cp = tmp_path / "cp"
     cp.mkdir()
-    (cp / "old.jsonl").write_bytes("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows[4:])
-                                   .encode("cp1252"))
+    (cp / "old.jsonl").write_bytes("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows[4:]).encode("cp1252"))
     m2 = sample_mapping_at(tmp_path, cp, name="cp.yaml")
     body = yaml.safe_load(m2.read_text())
     body["source"].update(encoding="cp1252", name="old-chats")
@@ -223,8 +266,13 @@ def test_encodings_are_read_as_written(tmp_path, dev_server):
     lat.mkdir()
     with zipfile.ZipFile(lat / "export.zip", "w") as z:
         z.writestr("2024/chats.csv.gz", gzip.compress(text.encode("latin-1")))
-    m3 = sample_mapping_at(tmp_path, lat, name="lat.yaml", content_append=[],
-                           source={"name": "latin", "format": "csv", "path": str(lat), "encoding": "latin-1"})
+    m3 = sample_mapping_at(
+        tmp_path,
+        lat,
+        name="lat.yaml",
+        content_append=[],
+        source={"name": "latin", "format": "csv", "path": str(lat), "encoding": "latin-1"},
+    )
     body = yaml.safe_load(m3.read_text())
     body["fields"].pop("info")
     m3.write_text(yaml.safe_dump(body))
@@ -262,7 +310,7 @@ def test_compressed_and_zipped_files_are_read_as_downloaded(tmp_path, dev_server
     before = stats(dev_server.url)["messages"]
     res = sync(mapping, dev_server, tmp_path / "work", "--json")
     assert res.exit_code == 0, res.output
-    report = json.loads(res.output[res.output.index("{"):])
+    report = json.loads(res.output[res.output.index("{") :])
     # the broken line was no message of its own: the member's four are delivered already
     assert report["counts"]["read"] == 4 and report["counts"]["already_delivered"] == 4
     assert stats(dev_server.url)["messages"] == before
@@ -306,8 +354,15 @@ def test_the_wrong_file_behind_the_right_name_is_one_quarantine_row(tmp_path, de
     assert res.exit_code == 0, res.output
     assert_delivered_once(dev_server, rows)
     q = {r["source_file"]: r["reasons"][0] for r in quarantined(tmp_path / "work")}
-    assert set(q) == {"b_gzipped.jsonl", "c_binary.jsonl", "d_csv.jsonl", "e_loop.jsonl", "f_dangling.jsonl",
-                      "g_empty.zip", "h_fake.zip"}
+    assert set(q) == {
+        "b_gzipped.jsonl",
+        "c_binary.jsonl",
+        "d_csv.jsonl",
+        "e_loop.jsonl",
+        "f_dangling.jsonl",
+        "g_empty.zip",
+        "h_fake.zip",
+    }
     assert "this is a gzip file, not jsonl text" in q["b_gzipped.jsonl"]
     assert "binary content" in q["c_binary.jsonl"]
     assert "no line of the first 31 is a JSON object" in q["d_csv.jsonl"]
@@ -327,7 +382,7 @@ def test_a_corrupt_parquet_row_group_costs_that_group(tmp_path, dev_server):
     col = meta.row_group(1).column(meta.schema.names.index("text"))
     raw = bytearray(f.read_bytes())
     start = col.data_page_offset  # the text column's pages of row group 1, overwritten
-    raw[start:start + col.total_compressed_size] = b"\xff" * col.total_compressed_size
+    raw[start : start + col.total_compressed_size] = b"\xff" * col.total_compressed_size
     f.write_bytes(bytes(raw))
     mapping = sample_mapping_at(tmp_path, data, source={"name": "pq", "format": "parquet", "path": str(data)})
     res = sync(mapping, dev_server, tmp_path / "work")
@@ -359,15 +414,23 @@ def test_s3_gzipped_jsonl_with_a_bad_line(tmp_path, dev_server, s3_endpoint, s3_
     with zipfile.ZipFile(tmp_path / "x.zip", "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("more.jsonl", lines(chat_rows(1, 3, prefix="t")))
     client.put_object(Bucket=name, Key="raw/more.zip", Body=(tmp_path / "x.zip").read_bytes())
-    mapping = sample_mapping_at(tmp_path, tmp_path, source={
-        "name": "s3-messy", "type": "s3", "format": "jsonl",
-        "s3": {"bucket": name, "prefix": "raw/", "endpoint_url": s3_endpoint}})
+    mapping = sample_mapping_at(
+        tmp_path,
+        tmp_path,
+        source={
+            "name": "s3-messy",
+            "type": "s3",
+            "format": "jsonl",
+            "s3": {"bucket": name, "prefix": "raw/", "endpoint_url": s3_endpoint},
+        },
+    )
     res = sync(mapping, dev_server, tmp_path / "work")
     assert res.exit_code == 0, res.output
     assert_delivered_once(dev_server, rows + chat_rows(1, 3, prefix="t"))
     q = quarantined(tmp_path / "work")
     assert [(r["source_file"], r["source_row"], r["reasons"][0][:18]) for r in q] == [
-        ("day.jsonl.gz", 5, "line 6: not JSON (")]
+        ("day.jsonl.gz", 5, "line 6: not JSON (")
+    ]
 
 
 def _debug_diff(a, b):
@@ -382,7 +445,7 @@ def test_a_csv_value_that_does_not_convert_late_in_the_file_costs_its_row():
     there, so the column is read again as text and converted batch by batch."""
     import io
 
-    from tasks.csvfile import csv_batches
+    from tasks.extract.csvfile import csv_batches
 
     body = "id,turn,text\n" + "".join(f"m{i},{i},hello {i}\n" for i in range(2000))
     body = body.replace("m1500,1500,", "m1500,abc,")
@@ -393,9 +456,17 @@ def test_a_csv_value_that_does_not_convert_late_in_the_file_costs_its_row():
     assert table.num_rows == 1999 and table.schema.field("turn").type == pa.int64()
     assert "m1500" not in table.column("id").to_pylist()
     assert [(b.row, b.where, b.reason) for b in bad] == [
-        (1500, "row 1501", "column 'turn' holds 'abc', not int64 like the rows before it")]
-    positions = [p for off, rb in got for p in (rb.column("__memos_etl_row__").to_pylist()
-                 if "__memos_etl_row__" in rb.schema.names else range(off, off + rb.num_rows))]
+        (1500, "row 1501", "column 'turn' holds 'abc', not int64 like the rows before it")
+    ]
+    positions = [
+        p
+        for off, rb in got
+        for p in (
+            rb.column("__memos_etl_row__").to_pylist()
+            if "__memos_etl_row__" in rb.schema.names
+            else range(off, off + rb.num_rows)
+        )
+    ]
     assert positions == [i for i in range(2000) if i != 1500]
 
 
@@ -408,8 +479,15 @@ def test_nested_records_cost_one_record_each(tmp_path, dev_server):
     data.mkdir()
     deep = b'{"id": "deep", "user": "u", "messages": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
     big = b'{"id": "big", "user": "u", "messages": [{"role": "user", "content": "' + b"y" * (2 << 20) + b'"}]}'
-    body = [good[0], b'{"id": "latin", "user": "u", "messages": [{"role": "user", "content": "caf\xe9"}]}', good[1],
-            deep, b"{not json", big, good[2]]
+    body = [
+        good[0],
+        b'{"id": "latin", "user": "u", "messages": [{"role": "user", "content": "caf\xe9"}]}',
+        good[1],
+        deep,
+        b"{not json",
+        big,
+        good[2],
+    ]
     (data / "chats.jsonl").write_bytes(b"\n".join(body) + b"\n")
     m = tmp_path / "oa.yaml"
     m.write_text(yaml.safe_dump({"preset": "openai-chat", "source": {"path": str(data), "max_record_bytes": 1 << 20}}))
@@ -419,13 +497,18 @@ def test_nested_records_cost_one_record_each(tmp_path, dev_server):
     m_clean = tmp_path / "clean.yaml"
     m_clean.write_text(yaml.safe_dump({"preset": "openai-chat", "source": {"path": str(clean), "name": "clean"}}))
     res = sync(m, dev_server, tmp_path / "work", env={"MEMOS_ETL__LOAD__MAX_FAILED_SHARE": "0.5"})  # 4 of 15
-    plan = runner.invoke(app, ["plan", str(m_clean), "--work-dir", str(tmp_path / "w2"),
-                               "--target-url", dev_server.url])
+    plan = runner.invoke(
+        app, ["plan", str(m_clean), "--work-dir", str(tmp_path / "w2"), "--target-url", dev_server.url]
+    )
     assert res.exit_code == 0 and plan.exit_code == 0, res.output + plan.output
     assert number(res.output, "delivered") == number(plan.output, "read") > 0
     q = quarantined(tmp_path / "work")
     assert [(r["source_row"], r["stage"], r["reasons"][0].split(":")[0]) for r in q] == [
-        (1, "extract", "line 2"), (3, "extract", "line 4"), (4, "nest", "nest"), (5, "extract", "line 6")]
+        (1, "extract", "line 2"),
+        (3, "extract", "line 4"),
+        (4, "nest", "nest"),
+        (5, "extract", "line 6"),
+    ]
     assert "not valid UTF-8" in q[0]["reasons"][0] and "nested deeper" in q[1]["reasons"][0]
     assert "not JSON" in q[2]["reasons"][0] and "more than source.max_record_bytes=1,048,576" in q[3]["reasons"][0]
 
@@ -442,13 +525,15 @@ def test_nested_records_cost_one_record_each(tmp_path, dev_server):
     m_first = tmp_path / "first.yaml"
     m_first.write_text(yaml.safe_dump({"preset": "chatgpt-export", "source": {"path": str(first), "name": "first"}}))
     res = sync(m, dev_server, tmp_path / "work3", env={"MEMOS_ETL__LOAD__MAX_FAILED_SHARE": "0.5"})
-    plan = runner.invoke(app, ["plan", str(m_first), "--work-dir", str(tmp_path / "w4"),
-                               "--target-url", dev_server.url])
+    plan = runner.invoke(
+        app, ["plan", str(m_first), "--work-dir", str(tmp_path / "w4"), "--target-url", dev_server.url]
+    )
     assert res.exit_code == 0 and plan.exit_code == 0, res.output + plan.output
     assert number(res.output, "delivered") == number(plan.output, "read") > 0
     q = quarantined(tmp_path / "work3")
     assert [(r["source_row"], r["reasons"][0].split(" (")[0]) for r in q] == [
-        (len(export) - 1, f"record {len(export) - 1}: the document stops being JSON here")]
+        (len(export) - 1, f"record {len(export) - 1}: the document stops being JSON here")
+    ]
 
 
 def test_bad_lines_are_found_the_same_in_every_block():
@@ -458,13 +543,20 @@ def test_bad_lines_are_found_the_same_in_every_block():
     import io
     import random
 
-    from tasks.lines import ROW_COLUMN, flat_batches
+    from tasks.extract.lines import ROW_COLUMN, flat_batches
 
     rnd = random.Random(5)
-    kinds = [b'{"id": "x", "text": "cut', b'{"id": "x", "text": "caf\xe9"}', b"\x00\x00",
-             b'{"id": {"o": 1}, "n": 1, "text": "t"}', b'{"id": "x", "n": "seven", "text": "t"}', b"[1]",
-             b'{"id": "x", "n": 1.5, "text": "t"}', b'{"id": "x", "n": 1}{"id": "y", "n": 2}',
-             b'{"id": "x", "text": ' + b"[" * 6000 + b"]" * 6000 + b"}"]
+    kinds = [
+        b'{"id": "x", "text": "cut',
+        b'{"id": "x", "text": "caf\xe9"}',
+        b"\x00\x00",
+        b'{"id": {"o": 1}, "n": 1, "text": "t"}',
+        b'{"id": "x", "n": "seven", "text": "t"}',
+        b"[1]",
+        b'{"id": "x", "n": 1.5, "text": "t"}',
+        b'{"id": "x", "n": 1}{"id": "y", "n": 2}',
+        b'{"id": "x", "text": ' + b"[" * 6000 + b"]" * 6000 + b"}",
+    ]
     lines, want_bad = [], set()
     for i in range(3000):
         if i > 100 and rnd.random() < 0.01:
@@ -495,15 +587,21 @@ def test_bad_lines_are_found_the_same_in_every_block():
 def test_a_csv_row_longer_than_a_block_is_read_and_one_past_the_limit_is_a_clear_error():
     import io
 
-    from tasks.csvfile import RowTooLong, csv_batches
+    from tasks.extract.csvfile import RowTooLong, csv_batches
 
     body = b"id,text\n1,hello\n2," + b"x" * (3 << 20) + b"\n3,after\n"
-    got = list(csv_batches(lambda: io.BytesIO(body), ",", ["id", "text"], [], False, block_bytes=1 << 20,
-                           max_record_bytes=2 << 20))
+    got = list(
+        csv_batches(
+            lambda: io.BytesIO(body), ",", ["id", "text"], [], False, block_bytes=1 << 20, max_record_bytes=2 << 20
+        )
+    )
     assert [len(t) for _, rb in got for t in rb.column("text").to_pylist()] == [5, 3 << 20, 5]
     with pytest.raises(RowTooLong, match="longer than source.max_record_bytes=1,048,576"):
-        list(csv_batches(lambda: io.BytesIO(body), ",", ["id", "text"], [], False, block_bytes=1 << 19,
-                         max_record_bytes=1 << 20))
+        list(
+            csv_batches(
+                lambda: io.BytesIO(body), ",", ["id", "text"], [], False, block_bytes=1 << 19, max_record_bytes=1 << 20
+            )
+        )
 
 
 def test_bad_records_count_towards_the_quality_threshold(tmp_path, dev_server):

@@ -12,17 +12,16 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 import yaml
 
-from memos_etl.config import PRESETS, load_mapping, preset_mapping, preset_names
-from memos_etl.pipeline import run
+from core.config import PRESETS, load_mapping, preset_mapping, preset_names
+from flows.runner import run
 from tasks.extract import ROW_COLUMN, Slice, open_source
+from tasks.extract.lines import record_batches
+from tasks.extract.records import NotJson, json_items
 from tasks.map import map_batch
 from tasks.nest import explode_columnar, explode_walk
 from tasks.quarantine import read_quarantine
-from tasks.lines import record_batches
-from tasks.records import NotJson, json_items
 from tasks.stage import with_columns
 from tests.helpers import stored_messages
 
@@ -38,8 +37,14 @@ def batches(mapping):
 
 def mapped(table: pa.Table, mapping, rel: str) -> pa.Table:
     table = with_columns(table, mapping)
-    return map_batch(table.combine_chunks().to_batches()[0] if table.num_rows else
-                     pa.RecordBatch.from_pylist([], schema=table.schema), mapping, rel, 0)
+    return map_batch(
+        table.combine_chunks().to_batches()[0]
+        if table.num_rows
+        else pa.RecordBatch.from_pylist([], schema=table.schema),
+        mapping,
+        rel,
+        0,
+    )
 
 
 def assert_same(mapping) -> list[str]:
@@ -93,8 +98,9 @@ def test_openai_sample_without_parts_takes_the_columnar_path(tmp_path):
 def generated_records(n: int) -> list[dict]:
     out = []
     for i in range(n):
-        msgs = [{"role": "user" if t % 2 == 0 else "assistant", "content": f"message {i}.{t} é ✓ \"q\""}
-                for t in range(i % 7)]
+        msgs = [
+            {"role": "user" if t % 2 == 0 else "assistant", "content": f'message {i}.{t} é ✓ "q"'} for t in range(i % 7)
+        ]
         if i % 3 == 0 and msgs:
             msgs[0]["ts"] = f"2024-03-{1 + i % 28:02d}T08:00:{i % 60:02d}Z"  # ISO text stays text
         if i % 5 == 0 and msgs:
@@ -115,17 +121,28 @@ def generated_records(n: int) -> list[dict]:
 def test_generated_shapes_give_the_same_rows_both_ways(tmp_path, skip_empty):
     f = tmp_path / "gen.jsonl"
     f.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in generated_records(3000)) + "\n\n  \n")
-    m = preset_mapping("openai-chat", f, {"nest": {"skip_empty": skip_empty},
-                                          "fields": {"chat_time": ["msg.ts"]}, "source": {"batch_rows": 700}})
+    m = preset_mapping(
+        "openai-chat",
+        f,
+        {"nest": {"skip_empty": skip_empty}, "fields": {"chat_time": ["msg.ts"]}, "source": {"batch_rows": 700}},
+    )
     taken = assert_same(m)
     assert taken and set(taken) == {"columnar"}
 
 
 def test_a_list_struct_column_of_a_parquet_table_explodes_columnar(tmp_path):
-    rows = [{"conversation_id": f"c{i}", "user_id": f"u{i % 3}", "started_at": "2024-03-01T08:00:00Z",
-             "messages": [{"role": "user", "content": f"hi {i}", "ts": None},
-                          {"role": "assistant", "content": f"hello {i}", "ts": "2024-03-01T08:01:00Z"}]}
-             for i in range(50)]
+    rows = [
+        {
+            "conversation_id": f"c{i}",
+            "user_id": f"u{i % 3}",
+            "started_at": "2024-03-01T08:00:00Z",
+            "messages": [
+                {"role": "user", "content": f"hi {i}", "ts": None},
+                {"role": "assistant", "content": f"hello {i}", "ts": "2024-03-01T08:01:00Z"},
+            ],
+        }
+        for i in range(50)
+    ]
     f = tmp_path / "conversations.parquet"
     pq.write_table(pa.Table.from_pylist(rows), f)
     m = preset_mapping("table-json-column", f)
@@ -159,8 +176,16 @@ def test_bad_lines_and_records_are_quarantined_with_their_numbers(tmp_path, dev_
     """A line that is not JSON and a record whose messages are not a list, inside blocks that
     otherwise take the columnar path: those two records are quarantined with their record
     numbers, every other message is delivered, and read = delivered + quarantined."""
-    recs = [json.dumps({"id": f"c{i}", "user": "ann", "messages": [
-        {"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}) for i in range(400)]
+    recs = [
+        json.dumps(
+            {
+                "id": f"c{i}",
+                "user": "ann",
+                "messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}],
+            }
+        )
+        for i in range(400)
+    ]
     recs[123] = '{"id": "c123", "user": "ann", "messages": [{"role": "user", "content": "cut off'
     recs[321] = json.dumps({"id": "c321", "user": "ann", "messages": {"role": "user", "content": "not a list"}})
     f = tmp_path / "chats.jsonl"
@@ -179,20 +204,27 @@ def test_bad_lines_and_records_are_quarantined_with_their_numbers(tmp_path, dev_
 def test_per_row_user_speaker(tmp_path, dev_server, run_config):
     """Ann is the user of her dialogue with Bo and the other speaker of Cy's dialogue with her."""
     f = tmp_path / "dialogues.csv"
-    f.write_text("dialogue,user_speaker,speaker,turn,text\n"
-                 "d1,Ann,Ann,1,hi Bo\n" "d1,Ann,Bo,2,hi Ann\n"
-                 "d2,Cy,Cy,1,hello Ann\n" "d2,Cy,Ann,2,hello Cy\n")
+    f.write_text(
+        "dialogue,user_speaker,speaker,turn,text\n"
+        "d1,Ann,Ann,1,hi Bo\n"
+        "d1,Ann,Bo,2,hi Ann\n"
+        "d2,Cy,Cy,1,hello Ann\n"
+        "d2,Cy,Ann,2,hello Cy\n"
+    )
     spec = {
         "source": {"name": "dlg", "type": "files", "format": "csv", "path": str(f)},
         "fields": {"user_id": "user_speaker", "conversation_id": "dialogue", "content": "text", "seq": "turn"},
-        "roles": {"speaker_column": "speaker", "user_speaker_column": "user_speaker"}}
+        "roles": {"speaker_column": "speaker", "user_speaker_column": "user_speaker"},
+    }
     (tmp_path / "m.yaml").write_text(yaml.safe_dump(spec))
     m = load_mapping(tmp_path / "m.yaml")
     report = run(m, run_config)
     assert report.counts.delivered == 4
     got = {k: [(r, c) for r, c, _ in v] for k, v in stored_messages(dev_server.url).items()}
-    assert got == {("Ann", "d1"): [("user", "hi Bo"), ("assistant", "hi Ann")],
-                   ("Cy", "d2"): [("user", "hello Ann"), ("assistant", "hello Cy")]}
+    assert got == {
+        ("Ann", "d1"): [("user", "hi Bo"), ("assistant", "hi Ann")],
+        ("Cy", "d2"): [("user", "hello Ann"), ("assistant", "hello Cy")],
+    }
 
 
 def test_quarantine_names_the_position_column_as_nest_does():

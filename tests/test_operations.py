@@ -20,9 +20,11 @@ DATA = sorted((ROOT / "data" / "sample").glob("*.jsonl"))
 
 
 def _config(tmp_path: Path, url: str) -> Path:
-    cfg = {"sources": {"chats": str(SAMPLE_MAPPING)},
-           "target": {"base_url": url, "name": "ops-test", "backoff_base_s": 0.01, "backoff_cap_s": 0.05},
-           "state": {"work_dir": str(tmp_path / "state")}}
+    cfg = {
+        "sources": {"chats": str(SAMPLE_MAPPING)},
+        "target": {"base_url": url, "name": "ops-test", "backoff_base_s": 0.01, "backoff_cap_s": 0.05},
+        "state": {"work_dir": str(tmp_path / "state")},
+    }
     p = tmp_path / "memos-etl.yaml"
     p.write_text(yaml.safe_dump(cfg))
     return p
@@ -30,7 +32,7 @@ def _config(tmp_path: Path, url: str) -> Path:
 
 def _json(res) -> dict:
     assert res.exit_code == 0, res.output
-    return json.loads(res.output[res.output.index("{"):])
+    return json.loads(res.output[res.output.index("{") :])
 
 
 def test_plan_replay_rollback_reset(dev_server, tmp_path):
@@ -70,7 +72,10 @@ def test_plan_replay_rollback_reset(dev_server, tmp_path):
     assert set(u for u, _ in left) == {user}
     # ... and a later sync loads the rolled-back data again, once
     after = _json(runner.invoke(app, ["sync", "chats", "-c", cfg, "--no-prefect", "--json"]))
-    assert after["counts"]["units_skipped"] == 0 and after["counts"]["already_delivered"] == replayed["counts"]["delivered"]
+    assert (
+        after["counts"]["units_skipped"] == 0
+        and after["counts"]["already_delivered"] == replayed["counts"]["delivered"]
+    )
     got = stored_messages(dev_server.url)
     assert sum(len(v) for v in got.values()) == n_want
     assert {k: v for k, v in got.items() if k[0] != user} == {k: v for k, v in want.items() if k[0] != user}
@@ -110,17 +115,27 @@ def test_rollback_on_self_hosted_removes_that_runs_memories_only(dev_server, tmp
     write_jsonl(data / "a.jsonl", chat_rows(conversations=6, turns=6, users=3))
     write_jsonl(data / "b.jsonl", chat_rows(conversations=2, turns=4, prefix="x", user="w"))
     mapping = sample_mapping_at(tmp_path, data)
-    cfg = {"sources": {"chats": str(mapping)},
-           "target": {"base_url": dev_server.url, "kind": "self-hosted", "name": "sh-ops"},
-           "state": {"work_dir": str(tmp_path / "state")}}
+    cfg = {
+        "sources": {"chats": str(mapping)},
+        "target": {"base_url": dev_server.url, "kind": "self-hosted", "name": "sh-ops"},
+        "state": {"work_dir": str(tmp_path / "state")},
+    }
     p = tmp_path / "sh.yaml"
     p.write_text(yaml.safe_dump(cfg))
     want, _ = expected_messages([data / "a.jsonl", data / "b.jsonl"])
     first = _json(runner.invoke(app, ["sync", "chats", "-c", str(p), "--no-prefect", "--json"]))
     assert first["counts"]["delivered"] == 44 and stored_messages(dev_server.url) == want
     # another run's memories in the same users' listings: loaded straight through the route
-    requests.post(dev_server.url + "/product/add", json={"user_id": "u0", "session_id": "other", "messages": [
-        {"role": "user", "content": "not from memos-etl"}], "info": {"run_id": "someone-else"}}, timeout=10)
+    requests.post(
+        dev_server.url + "/product/add",
+        json={
+            "user_id": "u0",
+            "session_id": "other",
+            "messages": [{"role": "user", "content": "not from memos-etl"}],
+            "info": {"run_id": "someone-else"},
+        },
+        timeout=10,
+    )
     res = runner.invoke(app, ["rollback", first["run_id"], "-c", str(p), "--yes"])
     assert res.exit_code == 0, res.output
     left = stored_messages(dev_server.url)

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import csv
 import json
+from datetime import UTC
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from memos_etl.config import preset_mapping, preset_names
-from memos_etl.pipeline import run
+from core.config import preset_mapping, preset_names
+from flows.runner import run
 from tasks.quarantine import read_quarantine
 from tests.helpers import stored_messages
 
@@ -20,9 +21,9 @@ T0 = 1709280000  # 2024-03-01T08:00:00Z
 
 
 def iso(epoch: float) -> str:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def load(preset: str, path, cfg, overrides=None):
@@ -32,33 +33,67 @@ def load(preset: str, path, cfg, overrides=None):
 
 
 def test_every_preset_has_a_sample_and_a_description():
-    from memos_etl.config import PRESETS
+    from core.config import PRESETS
 
     for name in preset_names():
         text = (PRESETS / f"{name}.yaml").read_text()
         assert text.startswith("# "), name
-    assert set(preset_names()) >= {"openai-chat", "sharegpt", "chatgpt-export", "dialogue-sessions",
-                                   "dialogue-sessions-one-speaker", "table-json-column"}
+    assert set(preset_names()) >= {
+        "openai-chat",
+        "sharegpt",
+        "chatgpt-export",
+        "dialogue-sessions",
+        "dialogue-sessions-one-speaker",
+        "table-json-column",
+    }
 
 
 def test_openai_chat_jsonl_with_parts_becomes_text_messages(tmp_path, dev_server, run_config):
     f = tmp_path / "chats.jsonl"
-    f.write_text("\n".join(json.dumps(r) for r in [
-        {"id": "c1", "user": "ann", "messages": [
-            {"role": "system", "content": "Be brief."},
-            {"role": "user", "content": [{"type": "text", "text": "What is on this label?"},
-                                         {"type": "image_url", "image_url": {"url": "http://x.invalid/a.png"}}]},
-            {"role": "assistant", "content": "Flour, water, salt."},
-            {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "..."}},
-                                         {"type": "file", "file": {"filename": "menu.pdf"}}]}]},
-        {"id": "c2", "user": "bo", "messages": [{"role": "user", "content": "hi"},
-                                                {"role": "assistant", "content": "Hello, Bo."}]},
-    ]) + "\n")
+    f.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {
+                    "id": "c1",
+                    "user": "ann",
+                    "messages": [
+                        {"role": "system", "content": "Be brief."},
+                        {
+                            "role": "user",
+                            "content": [
+                                {"type": "text", "text": "What is on this label?"},
+                                {"type": "image_url", "image_url": {"url": "http://x.invalid/a.png"}},
+                            ],
+                        },
+                        {"role": "assistant", "content": "Flour, water, salt."},
+                        {
+                            "role": "user",
+                            "content": [
+                                {"type": "input_audio", "input_audio": {"data": "..."}},
+                                {"type": "file", "file": {"filename": "menu.pdf"}},
+                            ],
+                        },
+                    ],
+                },
+                {
+                    "id": "c2",
+                    "user": "bo",
+                    "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello, Bo."}],
+                },
+            ]
+        )
+        + "\n"
+    )
     report = load("openai-chat", f, run_config)
     assert report.counts.delivered == 6 and report.counts.quarantined == 0
     assert stored_messages(dev_server.url) == {
-        ("ann", "c1"): [("system", "Be brief.", None), ("user", "What is on this label?\n[image]", None),
-                        ("assistant", "Flour, water, salt.", None), ("user", "[audio]\n[file: menu.pdf]", None)],
+        ("ann", "c1"): [
+            ("system", "Be brief.", None),
+            ("user", "What is on this label?\n[image]", None),
+            ("assistant", "Flour, water, salt.", None),
+            ("user", "[audio]\n[file: menu.pdf]", None),
+        ],
         ("bo", "c2"): [("user", "hi", None), ("assistant", "Hello, Bo.", None)],
     }
     again = load("openai-chat", f, run_config)
@@ -67,55 +102,118 @@ def test_openai_chat_jsonl_with_parts_becomes_text_messages(tmp_path, dev_server
 
 def test_sharegpt_roles_and_order(tmp_path, dev_server, run_config):
     f = tmp_path / "share.json"
-    f.write_text(json.dumps([{"id": "s1", "user": "cy", "conversations": [
-        {"from": "human", "value": "Translate 'thank you' to German."},
-        {"from": "gpt", "value": "Danke."},
-        {"from": "human", "value": "And to Dutch?"},
-        {"from": "chatgpt", "value": "Dank je."}]}]))
+    f.write_text(
+        json.dumps(
+            [
+                {
+                    "id": "s1",
+                    "user": "cy",
+                    "conversations": [
+                        {"from": "human", "value": "Translate 'thank you' to German."},
+                        {"from": "gpt", "value": "Danke."},
+                        {"from": "human", "value": "And to Dutch?"},
+                        {"from": "chatgpt", "value": "Dank je."},
+                    ],
+                }
+            ]
+        )
+    )
     load("sharegpt", f, run_config)
-    assert stored_messages(dev_server.url) == {("cy", "s1"): [
-        ("user", "Translate 'thank you' to German.", None), ("assistant", "Danke.", None),
-        ("user", "And to Dutch?", None), ("assistant", "Dank je.", None)]}
+    assert stored_messages(dev_server.url) == {
+        ("cy", "s1"): [
+            ("user", "Translate 'thank you' to German.", None),
+            ("assistant", "Danke.", None),
+            ("user", "And to Dutch?", None),
+            ("assistant", "Dank je.", None),
+        ]
+    }
 
 
 def _node(i, parent, role=None, parts=None, t=None, ctype="text", hidden=False):
-    msg = None if role is None else {
-        "id": i, "author": {"role": role}, "create_time": t, "content": {"content_type": ctype, "parts": parts},
-        "metadata": {"is_visually_hidden_from_conversation": hidden}}
+    msg = (
+        None
+        if role is None
+        else {
+            "id": i,
+            "author": {"role": role},
+            "create_time": t,
+            "content": {"content_type": ctype, "parts": parts},
+            "metadata": {"is_visually_hidden_from_conversation": hidden},
+        }
+    )
     return {"id": i, "message": msg, "parent": parent, "children": []}
 
 
 def test_chatgpt_export_follows_the_current_branch(tmp_path, dev_server, run_config):
     f = tmp_path / "conversations.json"
-    f.write_text(json.dumps([{"id": "g1", "create_time": T0, "current_node": "d", "mapping": {
-        "root": _node("root", None),
-        "sys": _node("sys", "root", "system", [""], hidden=True),
-        "a": _node("a", "sys", "user", ["Plan a 3-day trip to Kyoto."], T0 + 10),
-        "old": _node("old", "a", "assistant", ["(edited away)"], T0 + 20),
-        "b": _node("b", "a", "assistant", ["Day 1: Fushimi Inari. Day 2: Arashiyama. Day 3: Gion."], T0 + 30),
-        "c": _node("c", "b", "user", ["Here is my hotel:", {"content_type": "image_asset_pointer",
-                                                            "asset_pointer": "file-service://x"}],
-                   T0 + 40, ctype="multimodal_text"),
-        "d": _node("d", "c", "assistant", ["It is close to Kyoto station: good for day trips."], None),
-    }}]))
+    f.write_text(
+        json.dumps(
+            [
+                {
+                    "id": "g1",
+                    "create_time": T0,
+                    "current_node": "d",
+                    "mapping": {
+                        "root": _node("root", None),
+                        "sys": _node("sys", "root", "system", [""], hidden=True),
+                        "a": _node("a", "sys", "user", ["Plan a 3-day trip to Kyoto."], T0 + 10),
+                        "old": _node("old", "a", "assistant", ["(edited away)"], T0 + 20),
+                        "b": _node(
+                            "b", "a", "assistant", ["Day 1: Fushimi Inari. Day 2: Arashiyama. Day 3: Gion."], T0 + 30
+                        ),
+                        "c": _node(
+                            "c",
+                            "b",
+                            "user",
+                            [
+                                "Here is my hotel:",
+                                {"content_type": "image_asset_pointer", "asset_pointer": "file-service://x"},
+                            ],
+                            T0 + 40,
+                            ctype="multimodal_text",
+                        ),
+                        "d": _node("d", "c", "assistant", ["It is close to Kyoto station: good for day trips."], None),
+                    },
+                }
+            ]
+        )
+    )
     report = load("chatgpt-export", f, run_config, {"constants": {"owner": "dee"}})
     assert report.counts.empty_skipped == 1 and report.counts.quarantined == 0
-    assert stored_messages(dev_server.url) == {("dee", "g1"): [
-        ("user", "Plan a 3-day trip to Kyoto.", iso(T0 + 10)),
-        ("assistant", "Day 1: Fushimi Inari. Day 2: Arashiyama. Day 3: Gion.", iso(T0 + 30)),
-        ("user", "Here is my hotel:\n[image]", iso(T0 + 40)),
-        ("assistant", "It is close to Kyoto station: good for day trips.", iso(T0))]}  # no time: the conversation's
+    assert stored_messages(dev_server.url) == {
+        ("dee", "g1"): [
+            ("user", "Plan a 3-day trip to Kyoto.", iso(T0 + 10)),
+            ("assistant", "Day 1: Fushimi Inari. Day 2: Arashiyama. Day 3: Gion.", iso(T0 + 30)),
+            ("user", "Here is my hotel:\n[image]", iso(T0 + 40)),
+            ("assistant", "It is close to Kyoto station: good for day trips.", iso(T0)),
+        ]
+    }  # no time: the conversation's
 
 
-DIALOGUE = [{"sample_id": "x", "conversation": {
-    "speaker_a": "Ivy", "speaker_b": "Jon",
-    "session_2_date_time": "10:04 am on 9 June, 2023",
-    "session_2": [{"speaker": "Jon", "dia_id": "D2:1", "text": "Still climbing?"},
-                  {"speaker": "Ivy", "dia_id": "D2:2", "text": "Twice a week now."}],
-    "session_1_date_time": "1:47 pm on 18 May, 2023",
-    "session_1": [{"speaker": "Ivy", "dia_id": "D1:1", "text": "I joined a climbing gym.",
-                   "blip_caption": "a photo of a bouldering wall"},
-                  {"speaker": "Jon", "dia_id": "D1:2", "text": "Which one?"}]}}]
+DIALOGUE = [
+    {
+        "sample_id": "x",
+        "conversation": {
+            "speaker_a": "Ivy",
+            "speaker_b": "Jon",
+            "session_2_date_time": "10:04 am on 9 June, 2023",
+            "session_2": [
+                {"speaker": "Jon", "dia_id": "D2:1", "text": "Still climbing?"},
+                {"speaker": "Ivy", "dia_id": "D2:2", "text": "Twice a week now."},
+            ],
+            "session_1_date_time": "1:47 pm on 18 May, 2023",
+            "session_1": [
+                {
+                    "speaker": "Ivy",
+                    "dia_id": "D1:1",
+                    "text": "I joined a climbing gym.",
+                    "blip_caption": "a photo of a bouldering wall",
+                },
+                {"speaker": "Jon", "dia_id": "D1:2", "text": "Which one?"},
+            ],
+        },
+    }
+]
 
 
 def test_dialogue_sessions_from_both_perspectives(tmp_path, dev_server, run_config):
@@ -131,8 +229,11 @@ def test_dialogue_sessions_from_both_perspectives(tmp_path, dev_server, run_conf
         return [("user" if who == me else "assistant", text, t) for text, who, t in turns]
 
     assert stored_messages(dev_server.url) == {
-        ("x-Ivy", "x-session-1"): view("Ivy", one), ("x-Ivy", "x-session-2"): view("Ivy", two),
-        ("x-Jon", "x-session-1"): view("Jon", one), ("x-Jon", "x-session-2"): view("Jon", two)}
+        ("x-Ivy", "x-session-1"): view("Ivy", one),
+        ("x-Ivy", "x-session-2"): view("Ivy", two),
+        ("x-Jon", "x-session-1"): view("Jon", one),
+        ("x-Jon", "x-session-2"): view("Jon", two),
+    }
 
 
 def test_dialogue_sessions_from_one_speaker(tmp_path, dev_server, run_config):
@@ -146,9 +247,19 @@ def test_dialogue_sessions_from_one_speaker(tmp_path, dev_server, run_config):
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_table_with_a_json_column(tmp_path, dev_server, run_config, fmt):
-    rows = [{"conversation_id": "t1", "user_id": "eve", "started_at": "2024-04-02T09:00:00Z",
-             "messages": json.dumps([{"role": "user", "content": "Offsite dates?", "ts": "2024-04-02T09:00:05Z"},
-                                     {"role": "assistant", "content": "14-16 May."}])}]
+    rows = [
+        {
+            "conversation_id": "t1",
+            "user_id": "eve",
+            "started_at": "2024-04-02T09:00:00Z",
+            "messages": json.dumps(
+                [
+                    {"role": "user", "content": "Offsite dates?", "ts": "2024-04-02T09:00:05Z"},
+                    {"role": "assistant", "content": "14-16 May."},
+                ]
+            ),
+        }
+    ]
     f = tmp_path / f"t.{fmt}"
     if fmt == "csv":
         with open(f, "w", newline="") as fh:
@@ -159,20 +270,29 @@ def test_table_with_a_json_column(tmp_path, dev_server, run_config, fmt):
         rows[0]["messages"] = json.loads(rows[0]["messages"])
         pq.write_table(pa.Table.from_pylist(rows), f)
     load("table-json-column", f, run_config)
-    assert stored_messages(dev_server.url) == {("eve", "t1"): [
-        ("user", "Offsite dates?", "2024-04-02T09:00:05Z"), ("assistant", "14-16 May.", "2024-04-02T09:00:00Z")]}
+    assert stored_messages(dev_server.url) == {
+        ("eve", "t1"): [
+            ("user", "Offsite dates?", "2024-04-02T09:00:05Z"),
+            ("assistant", "14-16 May.", "2024-04-02T09:00:00Z"),
+        ]
+    }
 
 
 def test_malformed_nesting_is_quarantined_with_reasons(tmp_path, dev_server, run_config):
     f = tmp_path / "chats.jsonl"
-    f.write_text("\n".join([
-        json.dumps({"id": "ok", "user": "u", "messages": [{"role": "user", "content": "fine"}]}),
-        json.dumps({"id": "text", "user": "u", "messages": "hello"}),
-        json.dumps({"id": "none", "user": "u"}),
-        "{not json",
-        json.dumps([1, 2]),
-        json.dumps({"id": "nokey", "user": "u", "messages": [{"role": "user"}]}),
-    ]) + "\n")
+    f.write_text(
+        "\n".join(
+            [
+                json.dumps({"id": "ok", "user": "u", "messages": [{"role": "user", "content": "fine"}]}),
+                json.dumps({"id": "text", "user": "u", "messages": "hello"}),
+                json.dumps({"id": "none", "user": "u"}),
+                "{not json",
+                json.dumps([1, 2]),
+                json.dumps({"id": "nokey", "user": "u", "messages": [{"role": "user"}]}),
+            ]
+        )
+        + "\n"
+    )
     run_config.load.max_failed_share = 1.0
     report = run(preset_mapping("openai-chat", f), run_config)
     c = report.counts
@@ -187,10 +307,16 @@ def test_malformed_nesting_is_quarantined_with_reasons(tmp_path, dev_server, run
 
 
 def test_a_cycle_or_a_missing_node_in_a_tree_is_quarantined(tmp_path, dev_server, run_config):
-    good = {"id": "g", "current_node": "b", "mapping": {"a": _node("a", None, "user", ["hi"], T0),
-                                                        "b": _node("b", "a", "assistant", ["hello"], T0 + 1)}}
-    cycle = {"id": "c", "current_node": "b", "mapping": {"a": _node("a", "b", "user", ["hi"], T0),
-                                                         "b": _node("b", "a", "assistant", ["hello"], T0 + 1)}}
+    good = {
+        "id": "g",
+        "current_node": "b",
+        "mapping": {"a": _node("a", None, "user", ["hi"], T0), "b": _node("b", "a", "assistant", ["hello"], T0 + 1)},
+    }
+    cycle = {
+        "id": "c",
+        "current_node": "b",
+        "mapping": {"a": _node("a", "b", "user", ["hi"], T0), "b": _node("b", "a", "assistant", ["hello"], T0 + 1)},
+    }
     lost = {"id": "l", "current_node": "zz", "mapping": {"a": _node("a", None, "user", ["hi"], T0)}}
     nolist = {"id": "n", "current_node": "a", "mapping": ["a"]}
     f = tmp_path / "conversations.json"
@@ -204,7 +330,7 @@ def test_a_cycle_or_a_missing_node_in_a_tree_is_quarantined(tmp_path, dev_server
 
 
 def test_a_mistyped_nested_column_stops_before_anything_is_sent(tmp_path, dev_server, run_config):
-    from memos_etl.errors import ConfigError
+    from core.errors import ConfigError
 
     f = tmp_path / "chats.jsonl"
     f.write_text(json.dumps({"id": "c", "user": "u", "messages": [{"role": "user", "content": "x"}]}) + "\n")
@@ -219,10 +345,26 @@ def test_preview_shows_requests_and_sends_nothing(tmp_path, dev_server):
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
-    out = subprocess.run([sys.executable, "-m", "memos_etl.cli", "preview", "--preset", "sharegpt", "--source",
-                          str(root / "schemas/presets/samples/sharegpt.json"), "--json", "-n", "5"],
-                         capture_output=True, text=True, cwd=tmp_path, timeout=300,
-                         env={**__import__("os").environ, "MEMOS_ETL__TARGET__BASE_URL": dev_server.url})
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "memos_etl.cli",
+            "preview",
+            "--preset",
+            "sharegpt",
+            "--source",
+            str(root / "schemas/presets/samples/sharegpt.json"),
+            "--json",
+            "-n",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        env={**__import__("os").environ, "MEMOS_ETL__TARGET__BASE_URL": dev_server.url},
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     got = json.loads(out.stdout)
     assert got["summary"]["messages"] == 7 and len(got["requests"]) == 2  # one per conversation

@@ -18,9 +18,9 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from memos_etl.config import RedactConfig, load_mapping
-from memos_etl.errors import ConfigError
-from memos_etl.pipeline import run
+from core.config import RedactConfig, load_mapping
+from core.errors import ConfigError
+from flows.runner import run
 from tasks.quarantine import read_quarantine
 from tasks.redact import DEFAULT_ENTITIES, Redactor, loosen, re2_ok
 from tests.conftest import ROOT
@@ -35,8 +35,15 @@ IBANS = ["DE89 3704 0044 0532 0130 00", "GB82 WEST 1234 5698 7654 32"]
 IPS = ["10.20.30.40", "2001:db8::1"]
 TICKETS = ["TCK-123456", "TCK-654321"]
 SUPPORT = "support@acme.example"  # allow-listed
-PLAIN = ["see you at 10:30 tomorrow", "I ran 5 km in 27 minutes", "the 2024 plan is fine", "ok, thanks!",
-         "room 101 at 9", "wir sehen uns um 18 Uhr", "año 1999 — ¿sí?"]
+PLAIN = [
+    "see you at 10:30 tomorrow",
+    "I ran 5 km in 27 minutes",
+    "the 2024 plan is fine",
+    "ok, thanks!",
+    "room 101 at 9",
+    "wir sehen uns um 18 Uhr",
+    "año 1999 — ¿sí?",
+]
 
 REDACT = {
     "operators": {"EMAIL_ADDRESS": "hash", "CREDIT_CARD": "mask", "IP_ADDRESS": "drop_message"},
@@ -51,8 +58,9 @@ def token(value: str) -> str:
 
 def message(rng: random.Random) -> tuple[str, str | None]:
     """(source text, what the target must store; None: dropped)."""
-    kind = rng.choice(["email", "phone", "card", "not_card", "iban", "ip", "ticket", "support", "mixed",
-                       "plain", "plain", "plain"])
+    kind = rng.choice(
+        ["email", "phone", "card", "not_card", "iban", "ip", "ticket", "support", "mixed", "plain", "plain", "plain"]
+    )
     plain = rng.choice(PLAIN)
     if kind == "email":
         v = rng.choice(EMAILS)
@@ -99,8 +107,9 @@ def source(tmp_path: Path, name: str, seed: int, conversations: int = 30, turns:
     write_jsonl(tmp_path / name / "chats.jsonl", rows + [bad, long])
     for r in rows:
         r["want"] = wants[r["message_id"]]  # what the target must hold of it (None: dropped)
-    m = sample_mapping_at(tmp_path, tmp_path / name, name=f"{name}.yaml", redact=REDACT,
-                          checks={"max_content_chars": 300})
+    m = sample_mapping_at(
+        tmp_path, tmp_path / name, name=f"{name}.yaml", redact=REDACT, checks={"max_content_chars": 300}
+    )
     body = yaml.safe_load(m.read_text())
     body["source"]["name"] = name
     m.write_text(yaml.safe_dump(body))
@@ -119,8 +128,9 @@ def stored_contents(url: str) -> dict:
 SENSITIVE = EMAILS + PHONES + CARDS + IBANS + IPS + TICKETS + ["+1 415-555-0199"]
 
 
-def test_personal_data_never_reaches_the_target_and_reruns_send_nothing(dev_server, run_config, tmp_path,
-                                                                         monkeypatch, network_guard):
+def test_personal_data_never_reaches_the_target_and_reruns_send_nothing(
+    dev_server, run_config, tmp_path, monkeypatch, network_guard
+):
     monkeypatch.setenv("MEMOS_ETL_REDACT_SECRET", SECRET)
     run_config.state.data_docs = True  # Great Expectations' pages show failing values: redacted ones
     ma, rows_a, want_a = source(tmp_path, "alpha", seed=1)
@@ -130,7 +140,8 @@ def test_personal_data_never_reaches_the_target_and_reruns_send_nothing(dev_serv
     assert report.status == "completed" and c.accounted
     assert c.quarantined == 2  # the row with no user, the over-long one: quarantined raw
     assert report.data_docs and "<PHONE_NUMBER>" in "".join(
-        p.read_text(errors="replace") for p in Path(report.data_docs).parent.rglob("*.html"))
+        p.read_text(errors="replace") for p in Path(report.data_docs).parent.rglob("*.html")
+    )
     dropped = sum(1 for r in rows_a if any(ip in r["text"] for ip in IPS))
     assert c.redaction_dropped == dropped > 0 and c.redaction["IP_ADDRESS"]["messages"] == dropped
     assert c.delivered == len(rows_a) - dropped
@@ -177,11 +188,11 @@ def test_personal_data_never_reaches_the_target_and_reruns_send_nothing(dev_serv
     assert network_guard.attempts == []
 
 
-def test_flow_report_and_artifacts_count_entities_and_hold_no_value(prefect_server, dev_server, run_config,
-                                                                     tmp_path, monkeypatch):
-    from prefect.client.orchestration import get_client
-
+def test_flow_report_and_artifacts_count_entities_and_hold_no_value(
+    prefect_server, dev_server, run_config, tmp_path, monkeypatch
+):
     from prefect.blocks.system import Secret
+    from prefect.client.orchestration import get_client
 
     from flows.sync import run_sync
 
@@ -205,12 +216,65 @@ def test_flow_report_and_artifacts_count_entities_and_hold_no_value(prefect_serv
 
 # --- the pre-filter changes nothing Presidio finds ----------------------------------------
 
-PIECES = ["hello", "the", "at", "km", "tel", "call", "phone:", "+", "(", ")", "-", ".", "/", ":", "::", "@", ",",
-          "x", "ext.", "www.", "http://", "example.com", "mail.example.org", "10:30", "2024", "7", "42", "555",
-          "0134", "4111", "1111", "DE89", "3704", "0044", "0532", "0130", "00", "GB82", "WEST", "192.168.1.20",
-          "2001:db8::7", "fe80::1%eth0", "00:1A:2B:3C:4D:5E", "00-1a-2b-3c-4d-5e", "0123.4567.89ab",
-          "٠١٢٣٤٥٦٧٨٩", "０９０-１２３４-５６７８", "078-05-1120", "123-45-6789", "943 476 5919", "TCK-", "123456",
-          "ana@example.com", "émile.zola@exemple.fr", "1BoatSLRHtKNngkdXEeobR76b53LETtpyT", "ünïcödé", "\n"]
+PIECES = [
+    "hello",
+    "the",
+    "at",
+    "km",
+    "tel",
+    "call",
+    "phone:",
+    "+",
+    "(",
+    ")",
+    "-",
+    ".",
+    "/",
+    ":",
+    "::",
+    "@",
+    ",",
+    "x",
+    "ext.",
+    "www.",
+    "http://",
+    "example.com",
+    "mail.example.org",
+    "10:30",
+    "2024",
+    "7",
+    "42",
+    "555",
+    "0134",
+    "4111",
+    "1111",
+    "DE89",
+    "3704",
+    "0044",
+    "0532",
+    "0130",
+    "00",
+    "GB82",
+    "WEST",
+    "192.168.1.20",
+    "2001:db8::7",
+    "fe80::1%eth0",
+    "00:1A:2B:3C:4D:5E",
+    "00-1a-2b-3c-4d-5e",
+    "0123.4567.89ab",
+    "٠١٢٣٤٥٦٧٨٩",
+    "０９０-１２３４-５６７８",
+    "078-05-1120",
+    "123-45-6789",
+    "943 476 5919",
+    "TCK-",
+    "123456",
+    "ana@example.com",
+    "émile.zola@exemple.fr",
+    "1BoatSLRHtKNngkdXEeobR76b53LETtpyT",
+    "ünïcödé",
+    "\n",
+]
 
 
 def corpus(n: int, seed: int = 5) -> list[str]:
@@ -224,12 +288,16 @@ def corpus(n: int, seed: int = 5) -> list[str]:
 
 
 def test_prefilter_gives_exactly_what_presidio_gives_on_every_message():
-    cfg = RedactConfig(entities=DEFAULT_ENTITIES + ["URL", "MAC_ADDRESS", "CRYPTO", "UK_NHS", "US_BANK_NUMBER",
-                                                    "US_ITIN", "DATE_TIME"],
-                       score_threshold=0.0,
-                       patterns=[{"entity": "TICKET_ID", "regex": r"(?<![\w-])TCK-\d{6}(?!\d)"},
-                                 {"entity": "CODE_WORD", "regex": r"\b(?i:west)\s*\d{4}\b"}],
-                       deny={"SECRET_PROJECT": ["ünïcödé"]})
+    cfg = RedactConfig(
+        entities=DEFAULT_ENTITIES
+        + ["URL", "MAC_ADDRESS", "CRYPTO", "UK_NHS", "US_BANK_NUMBER", "US_ITIN", "DATE_TIME"],
+        score_threshold=0.0,
+        patterns=[
+            {"entity": "TICKET_ID", "regex": r"(?<![\w-])TCK-\d{6}(?!\d)"},
+            {"entity": "CODE_WORD", "regex": r"\b(?i:west)\s*\d{4}\b"},
+        ],
+        deny={"SECRET_PROJECT": ["ünïcödé"]},
+    )
     r = Redactor(cfg)
     assert all(x is not None for x in r.prefilter.values()), r.unfiltered  # every one pre-filtered
     texts = corpus(1000)
@@ -241,10 +309,14 @@ def test_prefilter_gives_exactly_what_presidio_gives_on_every_message():
 
 
 def test_loosen_is_wider_and_re2():
-    for rx, hits in [(r"(?<!\d)\d{3}-\d{2}(?!\d)", ["x123-45y", "1123-456"]),
-                     (r"\b[0-9A-F]{2}([:-])(?:[0-9A-F]{2}\1){4}[0-9A-F]{2}\b", ["00:1a-2b:3c:4d:5e"]),
-                     (r"(?P<w>\w+)@(?P=w)", ["ab@cd"]), (r"a{,3}b", ["aab"]), (r"(?>ab|a)c", ["ac"]),
-                     (r"\d++x", ["٣x"])]:
+    for rx, hits in [
+        (r"(?<!\d)\d{3}-\d{2}(?!\d)", ["x123-45y", "1123-456"]),
+        (r"\b[0-9A-F]{2}([:-])(?:[0-9A-F]{2}\1){4}[0-9A-F]{2}\b", ["00:1a-2b:3c:4d:5e"]),
+        (r"(?P<w>\w+)@(?P=w)", ["ab@cd"]),
+        (r"a{,3}b", ["aab"]),
+        (r"(?>ab|a)c", ["ac"]),
+        (r"\d++x", ["٣x"]),
+    ]:
         wide = loosen(rx)
         assert wide is not None and re2_ok(wide), rx
         import pyarrow.compute as pc
@@ -267,14 +339,22 @@ def test_phone_regions_narrow_what_reaches_presidio():
 
 # --- configuration errors stop before anything is read -------------------------------------
 
-@pytest.mark.parametrize("redact, key, words", [
-    ({"entities": ["EMAIL_ADRESS"]}, "redact.entities", "unknown entity EMAIL_ADRESS"),
-    ({"entities": ["PERSON", "EMAIL_ADDRESS"]}, "redact.entities", "spaCy"),
-    ({"spacy_model": "en_core_web_lg"}, "redact.spacy_model", "not installed"),
-    ({"operator": "hash"}, "redact.hash_secret_env", "MEMOS_ETL_REDACT_SECRET"),
-    ({"patterns": [{"entity": "BAD", "regex": "(unclosed"}]}, "redact.patterns[0].regex", "not a regular expression"),
-    ({"operators": {"URL": "mask"}}, "redact.operators.URL", "not among the entities"),
-])
+
+@pytest.mark.parametrize(
+    "redact, key, words",
+    [
+        ({"entities": ["EMAIL_ADRESS"]}, "redact.entities", "unknown entity EMAIL_ADRESS"),
+        ({"entities": ["PERSON", "EMAIL_ADDRESS"]}, "redact.entities", "spaCy"),
+        ({"spacy_model": "en_core_web_lg"}, "redact.spacy_model", "not installed"),
+        ({"operator": "hash"}, "redact.hash_secret_env", "MEMOS_ETL_REDACT_SECRET"),
+        (
+            {"patterns": [{"entity": "BAD", "regex": "(unclosed"}]},
+            "redact.patterns[0].regex",
+            "not a regular expression",
+        ),
+        ({"operators": {"URL": "mask"}}, "redact.operators.URL", "not among the entities"),
+    ],
+)
 def test_config_errors_name_the_key(dev_server, run_config, tmp_path, monkeypatch, redact, key, words):
     monkeypatch.delenv("MEMOS_ETL_REDACT_SECRET", raising=False)
     write_jsonl(tmp_path / "d" / "x.jsonl", chat_rows(2, 2))
@@ -301,6 +381,7 @@ def test_ner_entities_through_a_spacy_pipeline_folder(tmp_path):
 
 
 # --- the commands: redact-check and preview, offline --------------------------------------
+
 
 def test_redact_check_and_preview_show_what_would_be_removed_sending_nothing(tmp_path, network_guard):
     m, rows, want = source(tmp_path, "delta", seed=4, conversations=10)
@@ -331,12 +412,11 @@ def test_redact_check_and_preview_show_what_would_be_removed_sending_nothing(tmp
     assert network_guard.attempts == []
 
 
-def test_redaction_turned_on_after_delivery_rewrites_what_was_sent_raw(dev_server, run_config, tmp_path,
-                                                                        monkeypatch):
+def test_redaction_turned_on_after_delivery_rewrites_what_was_sent_raw(dev_server, run_config, tmp_path, monkeypatch):
     """Loaded raw, then the security review: add `redact:` with on_change: replace, reset the
     source so it is read again, sync. The messages whose text redaction changes count as
     changed after delivery; their conversations are rewritten; the store ends clean."""
-    from tasks.ledger import Ledger
+    from core.ledger import Ledger
 
     monkeypatch.setenv("MEMOS_ETL_REDACT_SECRET", SECRET)
     m, rows, want = source(tmp_path, "epsilon", seed=6, conversations=12)
@@ -345,7 +425,9 @@ def test_redaction_turned_on_after_delivery_rewrites_what_was_sent_raw(dev_serve
     raw.pop("redact")
     m.write_text(yaml.safe_dump(raw))
     first = run(load_mapping(m), run_config)
-    assert first.status == "completed" and any(v in json.dumps(list(stored_contents(dev_server.url).values())) for v in SENSITIVE)
+    assert first.status == "completed" and any(
+        v in json.dumps(list(stored_contents(dev_server.url).values())) for v in SENSITIVE
+    )
 
     m.write_text(yaml.safe_dump(dict(body, on_change="replace")))
     led = Ledger(run_config.state.ledger())
@@ -367,8 +449,11 @@ def test_stage_threads_share_one_redactor():
     """A run's stage threads call one Redactor at once: each gets what a lone call gives."""
     from concurrent.futures import ThreadPoolExecutor
 
-    r = Redactor(RedactConfig(entities=DEFAULT_ENTITIES + ["MAC_ADDRESS"],
-                              patterns=[{"entity": "TICKET_ID", "regex": r"\bTCK-\d{6}\b"}]))
+    r = Redactor(
+        RedactConfig(
+            entities=DEFAULT_ENTITIES + ["MAC_ADDRESS"], patterns=[{"entity": "TICKET_ID", "regex": r"\bTCK-\d{6}\b"}]
+        )
+    )
     texts = corpus(300, seed=9)
     chunks = [texts[i::4] for i in range(4)]
     alone = [r.redact(pa.array(c)).content.to_pylist() for c in chunks]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
+from core.config import load_mapping
+from flows.runner import redrive, run
 from memos_etl.cli import app
-from memos_etl.config import load_mapping
-from memos_etl.pipeline import redrive, run
 from tasks.quarantine import read_quarantine
 from tests.conftest import SAMPLE_MAPPING
 from tests.helpers import chat_rows, sample_mapping_at, stats, stored_messages, write_jsonl
@@ -31,7 +31,8 @@ def test_fixed_mapping_redrives_quarantined_rows_once(dev_server, run_config, tm
     # the re-driven messages are appended to their conversations as late messages (MemOS only appends)
     assert sorted(m for v in stored.values() for m in v) == sorted(
         (("system" if r["speaker"] == "narrator" else r["speaker"]), r["text"], r["sent_at"].replace("+00:00", "Z"))
-        for r in rows)
+        for r in rows
+    )
     requests = stats(dev_server.url)["add_requests"]
     assert redrive(fixed, run_config).counts.read == 0  # resolved rows are not read again
     assert stats(dev_server.url)["add_requests"] == requests
@@ -55,18 +56,34 @@ def test_nested_source_redrives_each_message_not_the_record_again(dev_server, ru
     """A nested record's messages share its source_row: re-drive tells them apart by position,
     loads the re-driven messages without exploding them a second time, and says which
     quarantined rows (the record's shape: stage nest) it cannot take."""
-    from memos_etl.config import preset_mapping
+    from core.config import preset_mapping
 
     path = tmp_path / "chats.jsonl"
-    write_jsonl(path, [
-        {"id": "c1", "user": "amy", "messages": [
-            {"role": "user", "content": "hello"}, {"role": "narrator", "content": "the sun sets"},
-            {"role": "assistant", "content": "hi amy"}, {"role": "narrator", "content": "night falls"}]},
-        {"id": "c2", "user": "bo", "messages": [
-            {"role": "user", "content": "one"}, {"role": "narrator", "content": "a pause"},
-            {"role": "assistant", "content": "two"}]},
-        {"id": "c3", "user": "bo", "messages": "[not json"},
-    ])
+    write_jsonl(
+        path,
+        [
+            {
+                "id": "c1",
+                "user": "amy",
+                "messages": [
+                    {"role": "user", "content": "hello"},
+                    {"role": "narrator", "content": "the sun sets"},
+                    {"role": "assistant", "content": "hi amy"},
+                    {"role": "narrator", "content": "night falls"},
+                ],
+            },
+            {
+                "id": "c2",
+                "user": "bo",
+                "messages": [
+                    {"role": "user", "content": "one"},
+                    {"role": "narrator", "content": "a pause"},
+                    {"role": "assistant", "content": "two"},
+                ],
+            },
+            {"id": "c3", "user": "bo", "messages": "[not json"},
+        ],
+    )
     run_config.load.max_failed_share = 0.6
     first = run(preset_mapping("openai-chat", path), run_config)
     assert first.counts.quarantined == 4 and first.counts.delivered == 4
@@ -79,7 +96,8 @@ def test_nested_source_redrives_each_message_not_the_record_again(dev_server, ru
     assert any("1 rows quarantined at stage 'nest'" in n for n in again.notes)
     stored = stored_messages(dev_server.url)
     assert sorted(c for v in stored.values() for _, c, _ in v) == sorted(
-        ["hello", "the sun sets", "hi amy", "night falls", "one", "a pause", "two"])
+        ["hello", "the sun sets", "hi amy", "night falls", "one", "a pause", "two"]
+    )
     assert [r for r, c, _ in stored[("amy", "c1")] if c in ("the sun sets", "night falls")] == ["system", "system"]
 
     requests = stats(dev_server.url)["add_requests"]

@@ -13,11 +13,18 @@ import time
 import sqlalchemy as sa
 import yaml
 
-from memos_etl.config import load_mapping, load_run_config
-from memos_etl.pipeline import run
+from core.config import load_mapping, load_run_config
+from flows.runner import run
 from tests.conftest import ROOT
-from tests.helpers import (chat_rows, expected_from_rows, sample_mapping_at, set_faults, stats, stored_messages,
-                           write_jsonl)
+from tests.helpers import (
+    chat_rows,
+    expected_from_rows,
+    sample_mapping_at,
+    set_faults,
+    stats,
+    stored_messages,
+    write_jsonl,
+)
 
 
 def _statuses(ledger_url: str) -> dict:
@@ -34,16 +41,25 @@ def _statuses(ledger_url: str) -> dict:
 def _kill_at(cmd, point: str, dev_server, ledger_url: str, conversations: int) -> None:
     """Start a sync and SIGKILL it once the rewrite reached `point`."""
     set_faults(dev_server.url, latency_ms=40)
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     sent = stats(dev_server.url)["add_requests"]
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline:
         st = _statuses(ledger_url)
         if point == "deleting" and st.get("deleted", 0) >= conversations // 4 and st.get("planned"):
             break
-        if point == "resending" and st.get("deleted", 0) == conversations and \
-                stats(dev_server.url)["add_requests"] >= sent + conversations:
+        if (
+            point == "resending"
+            and st.get("deleted", 0) == conversations
+            and stats(dev_server.url)["add_requests"] >= sent + conversations
+        ):
             break
         time.sleep(0.02)
     assert proc.poll() is None, "the run ended before the kill point: " + (proc.stdout.read() if proc.stdout else "")
@@ -58,13 +74,28 @@ def test_kill_during_a_replace_then_rerun_converges_exactly(dev_server, tmp_path
     rows = chat_rows(n, 10)
     write_jsonl(data / "a.jsonl", rows)
     mapping = sample_mapping_at(tmp_path, data, on_change="replace")
-    cfg = {"target": {"base_url": dev_server.url, "timeout_s": 5, "in_doubt_grace_s": 0.05,
-                      "backoff_base_s": 0.01, "backoff_cap_s": 0.1},
-           "load": {"max_messages_per_request": 2, "concurrency": 2},
-           "state": {"work_dir": str(tmp_path / "state"), "ledger_url": pg_ledger_url}}
+    cfg = {
+        "target": {
+            "base_url": dev_server.url,
+            "timeout_s": 5,
+            "in_doubt_grace_s": 0.05,
+            "backoff_base_s": 0.01,
+            "backoff_cap_s": 0.1,
+        },
+        "load": {"max_messages_per_request": 2, "concurrency": 2},
+        "state": {"work_dir": str(tmp_path / "state"), "ledger_url": pg_ledger_url},
+    }
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
-    cmd = [sys.executable, "-m", "memos_etl.cli", "sync", str(mapping), "--config", str(tmp_path / "run.yaml"),
-           "--no-prefect"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "memos_etl.cli",
+        "sync",
+        str(mapping),
+        "--config",
+        str(tmp_path / "run.yaml"),
+        "--no-prefect",
+    ]
     # the killed runs are processes of their own; the others run here (a process costs ~18 s
     # here just importing Great Expectations)
     config = load_run_config(tmp_path / "run.yaml")

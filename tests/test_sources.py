@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import json
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import boto3
 import pyarrow as pa
@@ -15,9 +15,9 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from memos_etl.config import load_mapping
-from memos_etl.errors import SchemaDrift, SourceError
-from memos_etl.pipeline import run
+from core.config import load_mapping
+from core.errors import SchemaDrift, SourceError
+from flows.runner import run
 from tasks.extract import Slice
 from tasks.quarantine import read_quarantine
 from tests.conftest import SAMPLE_MAPPING
@@ -27,14 +27,18 @@ FIELDS = yaml.safe_load(SAMPLE_MAPPING.read_text())["fields"]
 
 
 def mapping_file(tmp_path, source: dict, fields: dict | None = None, name="m.yaml"):
-    body = {"source": source, "fields": fields or {k: v for k, v in FIELDS.items() if k != "info"},
-            "time": {"formats": ["iso"], "timezone": "UTC"}}
+    body = {
+        "source": source,
+        "fields": fields or {k: v for k, v in FIELDS.items() if k != "info"},
+        "time": {"formats": ["iso"], "timezone": "UTC"},
+    }
     p = tmp_path / name
     p.write_text(yaml.safe_dump(body))
     return load_mapping(p)
 
 
 # -- S3 -----------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def bucket(s3_endpoint):
@@ -51,8 +55,12 @@ def put_parquet(client, bucket, key, rows):
 
 
 def s3_source(s3_endpoint, bucket, fmt="parquet"):
-    return {"name": "s3-chats", "type": "s3", "format": fmt,
-            "s3": {"bucket": bucket, "prefix": "raw/", "endpoint_url": s3_endpoint, "partition_key": "dt"}}
+    return {
+        "name": "s3-chats",
+        "type": "s3",
+        "format": fmt,
+        "s3": {"bucket": bucket, "prefix": "raw/", "endpoint_url": s3_endpoint, "partition_key": "dt"},
+    }
 
 
 def test_s3_prefix_end_to_end_incremental(dev_server, run_config, tmp_path, s3_endpoint, bucket):
@@ -94,8 +102,7 @@ def test_s3_backfill_slice_reads_only_its_partitions(dev_server, run_config, tmp
     assert stored_messages(dev_server.url) == expected_from_rows([r for v in days.values() for r in v])[0]
 
 
-def test_s3_corrupt_object_is_quarantined_and_the_others_load(dev_server, run_config, tmp_path, s3_endpoint,
-                                                             bucket):
+def test_s3_corrupt_object_is_quarantined_and_the_others_load(dev_server, run_config, tmp_path, s3_endpoint, bucket):
     client, name = bucket
     good = chat_rows(conversations=3, turns=4)
     put_parquet(client, name, "raw/dt=2024-03-01/good.parquet", good)
@@ -117,8 +124,9 @@ def test_s3_truncated_jsonl_costs_its_last_line(dev_server, run_config, tmp_path
     rows = chat_rows(conversations=2, turns=3)
     body = "".join(json.dumps(r) + "\n" for r in rows) + '{"message_id": "x", "user": "u0", "te'
     client.put_object(Bucket=name, Key="raw/a.jsonl", Body=body.encode())
-    client.put_object(Bucket=name, Key="raw/b.jsonl", Body="".join(json.dumps(r) + "\n" for r in
-                                                                 chat_rows(2, 2, prefix="b")).encode())
+    client.put_object(
+        Bucket=name, Key="raw/b.jsonl", Body="".join(json.dumps(r) + "\n" for r in chat_rows(2, 2, prefix="b")).encode()
+    )
     source = s3_source(s3_endpoint, name, "jsonl")
     source["s3"].pop("partition_key")
     report = run(mapping_file(tmp_path, source), run_config)
@@ -138,7 +146,7 @@ def test_s3_missing_bucket_and_unreachable_endpoint_are_clear(run_config, tmp_pa
 
 # -- SQL ------------------------------------------------------------------------------------
 
-T0 = datetime(2024, 5, 1, tzinfo=timezone.utc)
+T0 = datetime(2024, 5, 1, tzinfo=UTC)
 
 
 def sql_rows(conversations, turns, start_turn=1, prefix="c", at=T0):
@@ -152,12 +160,20 @@ def sql_rows(conversations, turns, start_turn=1, prefix="c", at=T0):
 def create_table(url, name="chat_messages"):
     eng = sa.create_engine(url)
     meta = sa.MetaData()
-    t = sa.Table(name, meta, sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
-                                       autoincrement=True),
-                 sa.Column("message_id", sa.Text), sa.Column("user", sa.Text), sa.Column("conversation_id", sa.Text),
-                 sa.Column("speaker", sa.Text), sa.Column("text", sa.Text), sa.Column("turn", sa.Integer),
-                 sa.Column("sent_at", sa.DateTime(timezone=True)), sa.Column("image_caption", sa.Text),
-                 sa.Column("updated_at", sa.DateTime(timezone=True), index=True))
+    t = sa.Table(
+        name,
+        meta,
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+        sa.Column("message_id", sa.Text),
+        sa.Column("user", sa.Text),
+        sa.Column("conversation_id", sa.Text),
+        sa.Column("speaker", sa.Text),
+        sa.Column("text", sa.Text),
+        sa.Column("turn", sa.Integer),
+        sa.Column("sent_at", sa.DateTime(timezone=True)),
+        sa.Column("image_caption", sa.Text),
+        sa.Column("updated_at", sa.DateTime(timezone=True), index=True),
+    )
     meta.create_all(eng)
     return eng, t
 
@@ -169,9 +185,19 @@ def insert(eng, t, rows):
 
 
 def sql_source(url, **kw):
-    return {"name": "pg-chats", "type": "sql",
-            "sql": {"url": url, "table": "chat_messages", "cursor_column": "updated_at", "key_column": "id",
-                    "lag": 3600, "page_rows": 25, **kw}}
+    return {
+        "name": "pg-chats",
+        "type": "sql",
+        "sql": {
+            "url": url,
+            "table": "chat_messages",
+            "cursor_column": "updated_at",
+            "key_column": "id",
+            "lag": 3600,
+            "page_rows": 25,
+            **kw,
+        },
+    }
 
 
 def test_postgres_table_incremental_with_lag_and_backfill(dev_server, run_config, tmp_path, pg_ledger_url):
@@ -197,7 +223,7 @@ def test_postgres_table_incremental_with_lag_and_backfill(dev_server, run_config
 
 
 def test_sql_backfill_slice_does_not_move_the_cursor(dev_server, run_config, tmp_path, pg_ledger_url):
-    from tasks.ledger import Ledger
+    from core.ledger import Ledger
 
     eng, t = create_table(pg_ledger_url)
     rows = sql_rows(4, 10)  # updated_at T0 .. T0+39s
@@ -239,9 +265,17 @@ def test_sqlite_query_source_and_unreachable_database(dev_server, run_config, tm
     eng, t = create_table(url)
     rows = sql_rows(3, 4)
     insert(eng, t, rows)
-    source = {"name": "lite", "type": "sql", "sql": {
-        "url": url, "query": "SELECT * FROM chat_messages WHERE speaker != 'system'",
-        "cursor_column": "id", "key_column": "id", "page_rows": 5}}
+    source = {
+        "name": "lite",
+        "type": "sql",
+        "sql": {
+            "url": url,
+            "query": "SELECT * FROM chat_messages WHERE speaker != 'system'",
+            "cursor_column": "id",
+            "key_column": "id",
+            "page_rows": 5,
+        },
+    }
     report = run(mapping_file(tmp_path, source), run_config)
     assert report.counts.delivered == 12
     assert stored_messages(dev_server.url) == expected_from_rows(rows)[0]
@@ -259,8 +293,16 @@ def test_sql_url_from_a_prefect_secret_block(prefect_server, dev_server, run_con
     rows = sql_rows(2, 3)
     insert(eng, t, rows)
     Secret(value=url).save("memos-etl-test-chats-url", overwrite=True)
-    source = {"name": "lite", "type": "sql", "sql": {"url_block": "memos-etl-test-chats-url", "table": "chat_messages",
-                                                     "cursor_column": "id", "key_column": "id"}}
+    source = {
+        "name": "lite",
+        "type": "sql",
+        "sql": {
+            "url_block": "memos-etl-test-chats-url",
+            "table": "chat_messages",
+            "cursor_column": "id",
+            "key_column": "id",
+        },
+    }
     assert run(mapping_file(tmp_path, source), run_config).counts.delivered == 6
     missing = {**source, "sql": {**source["sql"], "url_block": "no-such-block"}}
     with pytest.raises(SourceError, match="no-such-block"):

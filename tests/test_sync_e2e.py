@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 
 import pytest
 
-from pathlib import Path
-
+from core.config import load_mapping
+from core.errors import FatalTargetError, QualityThresholdError
+from flows.runner import run
 from flows.sync import run_sync
-from memos_etl.config import load_mapping
-from memos_etl.errors import FatalTargetError, QualityThresholdError
-from memos_etl.pipeline import run
 from tasks.quarantine import read_quarantine
 from tests.conftest import SAMPLE_MAPPING
-from tests.helpers import (chat_rows, sample_mapping_at, expected_messages, set_faults, stats, stored_infos, stored_messages,
-                           write_jsonl)
+from tests.helpers import (
+    chat_rows,
+    expected_messages,
+    sample_mapping_at,
+    set_faults,
+    stats,
+    stored_infos,
+    stored_messages,
+    write_jsonl,
+)
 
 SAMPLE_FILES = sorted((SAMPLE_MAPPING.parent.parent.parent / "data" / "sample").glob("*.jsonl"))
 
@@ -32,8 +39,14 @@ def test_flow_delivers_every_valid_message_once_in_order_then_nothing(prefect_se
     # what the server stored equals the source minus the quarantined rows, message by message
     assert stored_messages(dev_server.url) == expected
     infos = stored_infos(dev_server.url)
-    assert all(i["source"] == "sample-chats" and i["run_id"] == report["run_id"] and i["first_key"] and
-               i["last_key"] and "session" in i for i in infos)
+    assert all(
+        i["source"] == "sample-chats"
+        and i["run_id"] == report["run_id"]
+        and i["first_key"]
+        and i["last_key"]
+        and "session" in i
+        for i in infos
+    )
     q = read_quarantine(run_config.state.work_dir, "sample-chats")
     assert q.num_rows == bad and all(len(r) >= 1 for r in q.column("reasons").to_pylist())
     assert set(q.column("source_file").to_pylist()) <= {f.name for f in SAMPLE_FILES}
@@ -62,8 +75,10 @@ def test_grown_source_sends_only_new_messages_appended_in_order(dev_server, run_
     mapping = load_mapping(sample_mapping_at(tmp_path, data))
     first = run(mapping, run_config)
     assert first.counts.delivered == 72
-    write_jsonl(data / "day2.jsonl", chat_rows(conversations=6, turns=5, start_turn=13) +
-                chat_rows(conversations=2, turns=4, prefix="new"))
+    write_jsonl(
+        data / "day2.jsonl",
+        chat_rows(conversations=6, turns=5, start_turn=13) + chat_rows(conversations=2, turns=4, prefix="new"),
+    )
     second = run(mapping, run_config)
     assert second.counts.delivered == 6 * 5 + 2 * 4 and second.counts.units_skipped == 1  # day1 not re-read
     assert second.counts.late == 0
@@ -77,8 +92,9 @@ def test_postgres_ledger_gives_the_same_exactly_once(dev_server, run_config, tmp
     data = tmp_path / "data"
     write_jsonl(data / "a.jsonl", chat_rows(conversations=20, turns=9))
     mapping = load_mapping(sample_mapping_at(tmp_path, data))
-    from memos_etl.pipeline import serial_map
     from concurrent.futures import ThreadPoolExecutor
+
+    from flows.runner import serial_map
 
     def parallel(fn, items, on_done=None):
         with ThreadPoolExecutor(4) as ex:
@@ -109,8 +125,14 @@ def small(tmp_path, run_config):
 
 def test_server_errors_are_retried_without_duplicates(dev_server, run_config, small):
     mapping, expected = small
-    set_faults(dev_server.url, script=[{"status": 500, "code": 50000}, {"status": 503, "code": 50002},
-                                       {"status": 429, "code": 40300, "retry_after": 0.05}])
+    set_faults(
+        dev_server.url,
+        script=[
+            {"status": 500, "code": 50000},
+            {"status": 503, "code": 50002},
+            {"status": 429, "code": 40300, "retry_after": 0.05},
+        ],
+    )
     report = run(mapping, run_config)
     assert report.counts.delivered == 24 and report.counts.retries == 3
     assert stored_messages(dev_server.url) == expected

@@ -5,17 +5,26 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from memos_etl.config import LoadConfig, Mapping
+from core.budget import estimate_tokens
+from core.config import LoadConfig, Mapping
 from tasks.batch import cut_points, drop_duplicates, make_batches, sort_conversations
-from tasks.budget import estimate_tokens
 from tasks.map import map_batch
 from tasks.validate import Validator, split
 
-MAPPING = Mapping.model_validate({
-    "source": {"name": "t", "format": "jsonl", "path": "x"},
-    "fields": {"user_id": "user", "conversation_id": "conv", "role": "role", "content": "text",
-               "chat_time": "ts", "seq": "n", "source_key": "id"},
-})
+MAPPING = Mapping.model_validate(
+    {
+        "source": {"name": "t", "format": "jsonl", "path": "x"},
+        "fields": {
+            "user_id": "user",
+            "conversation_id": "conv",
+            "role": "role",
+            "content": "text",
+            "chat_time": "ts",
+            "seq": "n",
+            "source_key": "id",
+        },
+    }
+)
 
 
 def table(rows):
@@ -23,8 +32,15 @@ def table(rows):
 
 
 def row(i, **kw):
-    base = {"user": "u1", "conv": "c1", "role": "user", "text": f"message {i}", "ts": "2024-01-01T00:00:00Z",
-            "n": i, "id": str(i)}
+    base = {
+        "user": "u1",
+        "conv": "c1",
+        "role": "user",
+        "text": f"message {i}",
+        "ts": "2024-01-01T00:00:00Z",
+        "n": i,
+        "id": str(i),
+    }
     return {**base, **kw}
 
 
@@ -34,8 +50,18 @@ def validator():
 
 
 def test_each_bad_row_gets_every_reason_and_good_rows_pass(validator):
-    t = table([row(0), row(1, text=""), row(2, role="narrator", text="   "), row(3, conv=None),
-               row(4, ts="not a time"), row(5, user="x" * 101), row(6, text="é" * 2000), row(7)])
+    t = table(
+        [
+            row(0),
+            row(1, text=""),
+            row(2, role="narrator", text="   "),
+            row(3, conv=None),
+            row(4, ts="not a time"),
+            row(5, user="x" * 101),
+            row(6, text="é" * 2000),
+            row(7),
+        ]
+    )
     reasons = validator.reasons(t)
     assert set(reasons) == {1, 2, 3, 4, 5, 6}
     assert any("empty" in r for r in reasons[1])
@@ -99,7 +125,7 @@ def test_committed_sample_suite_matches_the_mapping():
     import json
     from pathlib import Path
 
-    from memos_etl.config import load_mapping
+    from core.config import load_mapping
 
     root = Path(__file__).resolve().parent.parent
     committed = json.loads((root / "schemas" / "expectations" / "sample-chats.json").read_text())
@@ -107,8 +133,18 @@ def test_committed_sample_suite_matches_the_mapping():
     assert json.loads(json.dumps(built, default=str)) == committed
 
 
-TRICKY = ["plain", 'quote " and \\ backslash', "new\nline\r\n\ttab", "bell\x07 nul\x00 esc\x1b[0m",
-          "bs\x08 ff\x0c del\x7f", "é 中文 🎉", "\u2028 line separator", "", '"\\"\\n', "\x1f\x0b"]
+TRICKY = [
+    "plain",
+    'quote " and \\ backslash',
+    "new\nline\r\n\ttab",
+    "bell\x07 nul\x00 esc\x1b[0m",
+    "bs\x08 ff\x0c del\x7f",
+    "é 中文 🎉",
+    "\u2028 line separator",
+    "",
+    '"\\"\\n',
+    "\x1f\x0b",
+]
 
 
 def test_column_wise_message_json_and_hashes_equal_the_per_message_definitions():
@@ -132,8 +168,10 @@ def test_column_wise_message_json_and_hashes_equal_the_per_message_definitions()
     assert message_json(roles, content, pa.array(text)).to_pylist() == want
     import pyarrow.compute as pc
 
-    assert text == pc.strftime(times.cast(pa.timestamp("s", tz="UTC"), safe=False),
-                               format="%Y-%m-%dT%H:%M:%SZ").to_pylist()
+    assert (
+        text
+        == pc.strftime(times.cast(pa.timestamp("s", tz="UTC"), safe=False), format="%Y-%m-%dT%H:%M:%SZ").to_pylist()
+    )
     assert text[2] == "2023-11-14T22:13:20Z"
     ours = column_hashes(roles, content)
     assert ours.tolist() == [message_hash(r, c) for r, c in zip(roles.to_pylist(), TRICKY)]

@@ -53,9 +53,13 @@ def register_vector_caster() -> None:
     import psycopg2
     import psycopg2.extensions as ext
 
-    conn = psycopg2.connect(host=os.environ["POSTGRES_HOST"], port=int(os.environ["POSTGRES_PORT"]),
-                            user=os.environ["POSTGRES_USER"], password=os.environ.get("POSTGRES_PASSWORD", ""),
-                            dbname=os.environ["POSTGRES_DB"])
+    conn = psycopg2.connect(
+        host=os.environ["POSTGRES_HOST"],
+        port=int(os.environ["POSTGRES_PORT"]),
+        user=os.environ["POSTGRES_USER"],
+        password=os.environ.get("POSTGRES_PASSWORD", ""),
+        dbname=os.environ["POSTGRES_DB"],
+    )
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT 'vector'::regtype::oid")

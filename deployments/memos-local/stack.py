@@ -74,15 +74,18 @@ def is_set_up() -> bool:
 def setup() -> None:
     """Create deployments/memos-local/.venv with exactly requirements.txt (seconds with uv)."""
     if not glob.glob(os.path.join(TORCH_WHEELS, TORCH_WHEEL)):
-        raise StackError(f"no {TORCH_WHEEL} in {TORCH_WHEELS}: the MemOS server's embedder needs "
-                         "torch's CPU build; point MEMOS_LOCAL_TORCH_WHEELS at a folder holding it")
+        raise StackError(
+            f"no {TORCH_WHEEL} in {TORCH_WHEELS}: the MemOS server's embedder needs "
+            "torch's CPU build; point MEMOS_LOCAL_TORCH_WHEELS at a folder holding it"
+        )
     marker = VENV / ".memos-local-ok"
     marker.unlink(missing_ok=True)
     if not PY.exists():
         subprocess.run(_uv() + ["venv", "-q", "-p", "3.11", str(VENV)], check=True)
     env = dict(os.environ, VIRTUAL_ENV=str(VENV))
-    subprocess.run(_uv() + ["pip", "sync", "-q", str(HERE / "requirements.txt"),
-                            "--find-links", TORCH_WHEELS], check=True, env=env)
+    subprocess.run(
+        _uv() + ["pip", "sync", "-q", str(HERE / "requirements.txt"), "--find-links", TORCH_WHEELS], check=True, env=env
+    )
     marker.write_text(_requirements_digest() + "\n")
 
 
@@ -112,53 +115,94 @@ def _start_postgres(run_dir: Path, port: int) -> None:
         os.chmod(run_dir, 0o755)
         shutil.chown(pg_dir, "postgres", "postgres")
     if not (data / "PG_VERSION").exists():
-        r = subprocess.run(as_user + [str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
-                                      "--no-sync", "-E", "UTF8"], capture_output=True, text=True)
+        r = subprocess.run(
+            as_user
+            + [str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"],
+            capture_output=True,
+            text=True,
+        )
         if r.returncode:
-            hint = " (as root the cluster belongs to `postgres`, which must be able to reach the folder)" \
-                if as_user else ""
+            hint = (
+                " (as root the cluster belongs to `postgres`, which must be able to reach the folder)"
+                if as_user
+                else ""
+            )
             raise StackError(f"initdb failed in {data}{hint}: {r.stderr.strip() or r.stdout.strip()}")
     opts = f"-p {port} -k {pg_dir} -c listen_addresses=127.0.0.1 -c fsync=off"
-    r = subprocess.run(as_user + [str(bin_dir / "pg_ctl"), "-D", str(data), "-o", opts,
-                                  "-l", str(pg_dir / "log"), "-w", "start"], capture_output=True, text=True)
+    r = subprocess.run(
+        as_user + [str(bin_dir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(pg_dir / "log"), "-w", "start"],
+        capture_output=True,
+        text=True,
+    )
     if r.returncode:
         raise StackError(f"PostgreSQL did not start: {r.stderr or r.stdout} (log: {pg_dir / 'log'})")
-    psql = [str(bin_dir / "psql"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-v", "ON_ERROR_STOP=1", "-qAt"]
-    exists = subprocess.run(psql + ["-c", f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"],
-                            check=True, capture_output=True, text=True).stdout.strip()
+    psql = [
+        str(bin_dir / "psql"),
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-U",
+        "postgres",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-qAt",
+    ]
+    exists = subprocess.run(
+        psql + ["-c", f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     if not exists:
         subprocess.run(psql + ["-c", f"CREATE DATABASE {DATABASE}"], check=True, capture_output=True)
-    subprocess.run(psql + ["-d", DATABASE, "-c", "CREATE EXTENSION IF NOT EXISTS vector"], check=True,
-                   capture_output=True)
+    subprocess.run(
+        psql + ["-d", DATABASE, "-c", "CREATE EXTENSION IF NOT EXISTS vector"], check=True, capture_output=True
+    )
 
 
 def _stop_postgres(run_dir: Path) -> None:
     data = run_dir / "pg" / "data"
     if (data / "postmaster.pid").exists():
-        subprocess.run(_as_pg_user() + [str(_pg_bin() / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
-                       capture_output=True)
+        subprocess.run(
+            _as_pg_user() + [str(_pg_bin() / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True
+        )
 
 
 def server_env(run_dir: Path, pg_port: int, standin_url: str) -> dict[str, str]:
     """Everything MemOS 2.0.33 reads (memos/api/config.py) that differs from its defaults."""
     return {
         # graph + vector store: PostgreSQL with pgvector
-        "GRAPH_DB_BACKEND": "postgres", "POSTGRES_HOST": "127.0.0.1", "POSTGRES_PORT": str(pg_port),
-        "POSTGRES_USER": "postgres", "POSTGRES_PASSWORD": "", "POSTGRES_DB": DATABASE,
+        "GRAPH_DB_BACKEND": "postgres",
+        "POSTGRES_HOST": "127.0.0.1",
+        "POSTGRES_PORT": str(pg_port),
+        "POSTGRES_USER": "postgres",
+        "POSTGRES_PASSWORD": "",
+        "POSTGRES_DB": DATABASE,
         "EMBEDDING_DIMENSION": "384",
         # embedder: OpenAI-style /embeddings on the stand-in
-        "MOS_EMBEDDER_BACKEND": "universal_api", "MOS_EMBEDDER_PROVIDER": "openai",
-        "MOS_EMBEDDER_API_BASE": standin_url, "MOS_EMBEDDER_MODEL": EMBED_MODEL, "MOS_EMBEDDER_API_KEY": "local",
+        "MOS_EMBEDDER_BACKEND": "universal_api",
+        "MOS_EMBEDDER_PROVIDER": "openai",
+        "MOS_EMBEDDER_API_BASE": standin_url,
+        "MOS_EMBEDDER_MODEL": EMBED_MODEL,
+        "MOS_EMBEDDER_API_KEY": "local",
         # default 5 s: on 2 CPU cores under a bulk load, embedding calls queue longer than that
         # and MemOS drops the memories it was extracting (the add was already answered 200)
         "MOS_EMBEDDER_TIMEOUT": "120",
         # every LLM role (chat, memory reader, scheduler, feedback) on the stand-in
-        "OPENAI_API_BASE": standin_url, "OPENAI_API_KEY": "local", "MOS_CHAT_MODEL": CHAT_MODEL,
-        "MEMRADER_API_BASE": standin_url, "MEMRADER_API_KEY": "local", "MEMRADER_MODEL": CHAT_MODEL,
+        "OPENAI_API_BASE": standin_url,
+        "OPENAI_API_KEY": "local",
+        "MOS_CHAT_MODEL": CHAT_MODEL,
+        "MEMRADER_API_BASE": standin_url,
+        "MEMRADER_API_KEY": "local",
+        "MEMRADER_MODEL": CHAT_MODEL,
         # reranker computed in process from the embeddings (the default calls a BGE HTTP service)
-        "MOS_RERANKER_BACKEND": "cosine_local", "MOS_FEEDBACK_RERANKER_BACKEND": "cosine_local",
+        "MOS_RERANKER_BACKEND": "cosine_local",
+        "MOS_FEEDBACK_RERANKER_BACKEND": "cosine_local",
         "FILE_LOCAL_PATH": str(run_dir / "files"),  # server_api mounts it; must exist
-        "ENABLE_INTERNET": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+        "ENABLE_INTERNET": "false",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
     }
 
@@ -181,8 +225,7 @@ def _wait_http(url: str, proc: subprocess.Popen, timeout: float, log: Path) -> N
 
 def _spawn(args: list[str], log: Path, env: dict, cwd: Path) -> subprocess.Popen:
     with open(log, "ab") as out:
-        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                                start_new_session=True)
+        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
 
 
 def up(run_dir: Path = DEFAULT_DIR, port: int = 0, timeout: float = 240.0) -> dict:
@@ -265,8 +308,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "up":
             t0 = time.monotonic()
             state = up(args.dir, args.port)
-            print(f"MemOS {state['base_url']} up in {time.monotonic() - t0:.0f}s "
-                  f"(logs and data in {state['dir']}; stop with: python {Path(__file__).name} down)")
+            print(
+                f"MemOS {state['base_url']} up in {time.monotonic() - t0:.0f}s "
+                f"(logs and data in {state['dir']}; stop with: python {Path(__file__).name} down)"
+            )
         else:
             down(args.dir)
     except (StackError, subprocess.CalledProcessError) as e:

@@ -38,7 +38,10 @@ _model_lock = threading.Lock()
 # The extraction prompt (memos/templates/mem_reader_prompts.py) ends with the conversation
 # between these two markers (English and Chinese variants); its worked example comes earlier
 # with the same markers, so the last marked block is the one to read.
-_CONVERSATION = re.compile(r"(?:Conversation:|对话：|对话:)\s*\n((?:(?!Conversation:|对话).)*?)\n\s*(?:Your Output:|您的输出：|您的输出:)", re.S)
+_CONVERSATION = re.compile(
+    r"(?:Conversation:|对话：|对话:)\s*\n((?:(?!Conversation:|对话).)*?)\n\s*(?:Your Output:|您的输出：|您的输出:)",
+    re.S,
+)
 _LINE = re.compile(r"^\s*(?P<role>user|assistant|system|tool)\s*:\s*(?:\[(?P<time>[^\]]*)\]\s*:?\s*)?(?P<text>.+)$")
 MAX_MEMORIES = 20
 
@@ -71,12 +74,14 @@ def extraction(prompt: str) -> dict:
         seen.add(text)
         who = "The user" if line["role"] == "user" else f"The {line['role']}"
         when = f" (at {line['time']})" if line["time"] else ""
-        memories.append({
-            "key": text[:40],
-            "memory_type": "UserMemory" if line["role"] == "user" else "LongTermMemory",
-            "value": f"{who} said{when}: {text}",
-            "tags": [line["role"]],
-        })
+        memories.append(
+            {
+                "key": text[:40],
+                "memory_type": "UserMemory" if line["role"] == "user" else "LongTermMemory",
+                "value": f"{who} said{when}: {text}",
+                "tags": [line["role"]],
+            }
+        )
         if len(memories) >= MAX_MEMORIES:
             break
     summary = " ".join(x["value"] for x in memories)[:500]
@@ -92,8 +97,10 @@ def create_app() -> FastAPI:
 
     @app.get("/v1/models")
     def models():
-        return {"object": "list", "data": [{"id": m, "object": "model", "owned_by": "memos-local"}
-                                           for m in (EMBED_MODEL, CHAT_MODEL)]}
+        return {
+            "object": "list",
+            "data": [{"id": m, "object": "model", "owned_by": "memos-local"} for m in (EMBED_MODEL, CHAT_MODEL)],
+        }
 
     # plain `def`: FastAPI runs it on its thread pool, so a long batch does not stall the
     # event loop (and torch releases the GIL while it computes)
@@ -103,22 +110,26 @@ def create_app() -> FastAPI:
         if isinstance(inputs, str):
             inputs = [inputs]
         vectors = _embedder().encode([str(x) for x in inputs], normalize_embeddings=True)
-        return {"object": "list", "model": body.get("model", EMBED_MODEL),
-                "data": [{"object": "embedding", "index": i, "embedding": v.tolist()}
-                         for i, v in enumerate(vectors)],
-                "usage": {"prompt_tokens": 0, "total_tokens": 0}}
+        return {
+            "object": "list",
+            "model": body.get("model", EMBED_MODEL),
+            "data": [{"object": "embedding", "index": i, "embedding": v.tolist()} for i, v in enumerate(vectors)],
+            "usage": {"prompt_tokens": 0, "total_tokens": 0},
+        }
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
         body = await request.json()
-        prompt = "\n".join(str(m.get("content", "")) for m in body.get("messages", [])
-                           if isinstance(m, dict))
+        prompt = "\n".join(str(m.get("content", "")) for m in body.get("messages", []) if isinstance(m, dict))
         content = json.dumps(extraction(prompt), ensure_ascii=False)
-        return {"id": f"standin-{time.time_ns()}", "object": "chat.completion", "created": int(time.time()),
-                "model": body.get("model", CHAT_MODEL),
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": content}}],
-                "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}}
+        return {
+            "id": f"standin-{time.time_ns()}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", CHAT_MODEL),
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
+            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+        }
 
     return app
 

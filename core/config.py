@@ -1,0 +1,696 @@
+"""Typed configuration: source mappings (schemas/mappings/*.yaml) and run settings.
+
+Everything is validated when loaded, and every error names the file and the key, so a bad
+config stops a run before a single row is read or a request is sent.
+"""
+
+from __future__ import annotations
+
+import os
+import string
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from core.errors import ConfigError
+from core.secrets import secret_block
+from schemas.roles import ALLOWED_ROLES
+
+#: Role spellings normalised out of the box; a mapping's `roles.map` adds to or overrides these.
+DEFAULT_ROLE_MAP = {
+    "user": "user",
+    "human": "user",
+    "usr": "user",
+    "customer": "user",
+    "person": "user",
+    "assistant": "assistant",
+    "ai": "assistant",
+    "bot": "assistant",
+    "gpt": "assistant",
+    "model": "assistant",
+    "agent": "assistant",
+    "chatbot": "assistant",
+    "system": "system",
+    "developer": "system",
+    "tool": "tool",
+    "function": "tool",
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class S3Config(_Strict):
+    bucket: str
+    prefix: str = ""
+    endpoint_url: str | None = None  # S3-compatible stores and local servers
+    region: str = "us-east-1"
+    credentials_block: str | None = None  # Prefect Secret block with JSON keys; default: the AWS chain
+    partition_key: str | None = None  # Hive partition (e.g. dt) that --since/--until select on
+
+
+class SqlConfig(_Strict):
+    url: str | None = None  # SQLAlchemy URL ...
+    url_env: str | None = None  # ... or the environment variable holding it (passwords stay out of files)
+    url_block: str | None = None  # ... or the name of a Prefect Secret block holding it
+    table: str | None = None  # a table (schema.table allowed) ...
+    query: str | None = None  # ... or a SELECT, used as a subquery
+    cursor_column: str  # increasing id or updated_at: what a nightly run continues from
+    key_column: str  # unique per row: breaks cursor ties in keyset pagination
+    # late-arriving rows: each run re-reads this far behind its cursor (seconds for a datetime
+    # cursor, cursor units for a numeric one); the ledger drops what was already delivered
+    lag: float = Field(default=0, ge=0)
+    initial_value: str | int | float | None = None  # where the first run starts (default: the beginning)
+    page_rows: int = Field(default=50_000, ge=1)
+
+    def resolved_url(self) -> str:
+        url = self.url or (os.environ.get(self.url_env) if self.url_env else None)
+        if not url and self.url_block:
+            try:
+                url = secret_block(self.url_block)
+            except ValueError as exc:
+                raise ValueError(f"source.sql.url_block: {exc}") from None
+        if not url:
+            raise ValueError(
+                "source.sql: set url, url_env to a variable that holds it, or url_block to a Prefect "
+                f"Secret block{f' ({self.url_env} is empty)' if self.url_env else ''}"
+            )
+        return url
+
+
+class SourceConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    type: Literal["files", "s3", "sql"] = "files"
+    format: Literal["parquet", "jsonl", "csv", "json"] | None = None  # files and s3; json needs `nest`
+    path: str | None = None  # files: file, directory or glob, relative to the mapping file
+    s3: S3Config | None = None
+    sql: SqlConfig | None = None
+    batch_rows: int = Field(default=131_072, ge=1)
+    csv_delimiter: str = ","
+    # text formats (jsonl, csv, json): how bytes become text. A UTF-8 BOM is stripped and a
+    # UTF-16 BOM switches to UTF-16 whatever is set; bytes that do not decode quarantine their
+    # row (`quarantine`) or become U+FFFD (`replace`)
+    encoding: str = "utf-8"
+    encoding_errors: Literal["quarantine", "replace"] = "quarantine"
+    # `auto`: by the name's last extension (.gz, .bz2, .zst, .xz); a .zip is read member by member
+    compression: Literal["auto", "none", "gzip", "bz2", "zstd", "xz"] = "auto"
+    members: str | None = None  # .zip archives: a glob of the members to read (default: by format)
+    # a record (a JSONL line, a CSV row, a JSON item) longer than this is quarantined with its
+    # size and streamed past, never held whole
+    max_record_bytes: int = Field(default=64 << 20, ge=1 << 20)
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, v: str) -> str:
+        import codecs
+
+        try:
+            return codecs.lookup(v).name
+        except LookupError:
+            raise ValueError(f"unknown encoding {v!r} (e.g. utf-8, latin-1, cp1252, utf-16)") from None
+
+    @model_validator(mode="after")
+    def _complete(self):
+        need = {"files": ("format", "path"), "s3": ("format", "s3"), "sql": ("sql",)}[self.type]
+        missing = [k for k in need if getattr(self, k) is None]
+        if missing:
+            raise ValueError(f"type {self.type} needs {', '.join('source.' + k for k in missing)}")
+        if self.sql and (self.sql.table is None) == (self.sql.query is None):
+            raise ValueError("source.sql needs exactly one of table or query")
+        return self
+
+
+class Template(BaseModel):
+    """A field spec: a column name, or a template like "{dataset}_{speaker}"."""
+
+    literals: list[str]  # len(names) + 1 pieces around the names
+    names: list[str]
+
+    @classmethod
+    def parse(cls, spec: str) -> Template:
+        if "{" not in spec and "}" not in spec:
+            return cls(literals=["", ""], names=[spec])
+        literals, names = [""], []
+        for literal, name, fmt, conv in string.Formatter().parse(spec):
+            literals[-1] += literal
+            if name is None:
+                continue
+            if not name or fmt or conv:
+                raise ValueError(f"template {spec!r}: use plain {{name}} placeholders")
+            names.append(name)
+            literals.append("")
+        return cls(literals=literals, names=names)
+
+    @property
+    def is_column(self) -> bool:
+        return self.names and len(self.names) == 1 and self.literals == ["", ""]
+
+
+class ContentAppend(_Strict):
+    column: str
+    template: str = " {}"  # "{}" is replaced by the column's value; skipped when the value is null/empty
+
+
+class RolesConfig(_Strict):
+    map: dict[str, str] = {}
+    # two-person dialogues without a role column: which speakers are the user
+    speaker_column: str | None = None
+    user_speakers: list[str] = []
+    # per-row alternative to user_speakers: the column holding this row's dialogue's user
+    # speaker (e.g. speaker_a); role is user where speaker equals it. A person can then be
+    # the user of one dialogue and the other speaker of another.
+    user_speaker_column: str | None = None
+    other_speakers: Literal["assistant", "unknown"] = "assistant"
+
+    @field_validator("map")
+    @classmethod
+    def _roles_allowed(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = {k: r for k, r in v.items() if r not in ALLOWED_ROLES}
+        if bad:
+            raise ValueError(f"targets must be one of {ALLOWED_ROLES}, got {bad}")
+        return {k.strip().lower(): r for k, r in v.items()}
+
+
+class TimeConfig(_Strict):
+    # "iso" (ISO 8601, offset optional), "epoch_s", "epoch_ms", or strptime formats, tried in order
+    formats: list[str] = ["iso"]
+    timezone: str = "UTC"  # for times without an offset
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz_known(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {v!r} (e.g. UTC, Europe/Berlin)") from None
+        return v
+
+
+class Fields(_Strict):
+    user_id: str
+    conversation_id: str
+    content: str
+    role: str | None = None
+    chat_time: str | list[str] | None = None  # a list: the first that parses (turn time, then session date)
+    seq: str | None = None
+    agent_id: str | None = None
+    app_id: str | None = None
+    tags: str | None = None
+    info: str | None = None
+    source_key: str | None = None
+    # soft delete: a column that is true (bool), non-zero, or set (a deleted_at timestamp, a
+    # CDC op of 'd') when the message was deleted in the source
+    deleted: str | None = None
+
+
+class ChecksConfig(_Strict):
+    """Per-source expectations added to the canonical suite (tasks/validate.py)."""
+
+    allowed_speakers: list[str] | None = None  # raw values of roles.speaker_column, or of the role column
+    max_content_chars: int | None = Field(default=None, ge=1)
+    chat_time_min: datetime | None = None  # tz-aware, or UTC when naive
+    chat_time_max: datetime | None = None
+    # a conversation that has no user message (here or already delivered) is quarantined
+    conversation_needs_user_message: bool = False
+
+
+class NestLevel(_Strict):
+    """One level of nesting to explode (tasks/nest.py)."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")  # element fields become <name>.<key>
+    # dotted path to the value: from the record, or from an outer level's element ("session.items")
+    column: str | None = None
+    kind: Literal["list", "numbered", "tree"] = "list"
+    # numbered: keys like "session_{n}" of the object at `column`, in number order; `fields`
+    # adds sibling keys per number to the element ({date: "session_{n}_date_time"})
+    pattern: str | None = None
+    fields: dict[str, str] = {}
+    # tree: `column` is a dict of nodes; follow `parent` links up from the node the record
+    # field `current` names (the branch shown last); each node's `value` key is the element
+    current: str | None = None
+    parent: str = "parent"
+    value: str = "message"
+
+    @model_validator(mode="after")
+    def _complete(self):
+        if self.kind == "numbered" and (not self.pattern or "{n}" not in self.pattern):
+            raise ValueError("kind numbered needs pattern with {n}, e.g. session_{n}")
+        if self.kind == "tree" and not (self.column and self.current):
+            raise ValueError("kind tree needs column (the node dict) and current (the leaf node's id)")
+        if self.kind == "list" and not self.column:
+            raise ValueError("kind list needs column")
+        return self
+
+
+class MediaText(_Strict):
+    """Text that stands in for non-text message parts (MemOS is loaded with text)."""
+
+    image: str = "[image]"
+    image_caption: str = "[image: {caption}]"  # when the part carries a caption or alt text
+    file: str = "[file: {name}]"
+    audio: str = "[audio]"
+    other: str = "[{type}]"
+
+
+class Perspectives(_Strict):
+    """Load a dialogue once per speaker: each copy's `perspective` is that speaker, and
+    `perspective.role` is user for the speaker's own turns, assistant for the other's."""
+
+    of: list[str] = Field(min_length=1)  # record fields naming the speakers (dotted paths)
+    speaker: str  # the flattened column naming a turn's speaker
+
+
+class NestConfig(_Strict):
+    """Messages nested inside records: explode them into rows (tasks/nest.py)."""
+
+    levels: list[NestLevel] = Field(min_length=1)
+    text: list[str] = []  # flattened columns whose value may be a list of parts: turned into text
+    media: MediaText = MediaText()
+    skip_empty: bool = False  # elements whose text is empty are skipped (counted in the report)
+    perspectives: Perspectives | None = None
+
+
+class RedactPattern(_Strict):
+    """A custom entity found by a regular expression (a Presidio PatternRecognizer)."""
+
+    entity: str = Field(pattern=r"^[A-Z][A-Z0-9_]{1,63}$")
+    regex: str
+    score: float = Field(default=0.9, ge=0, le=1)
+    context: list[str] = []  # words near a match that raise its score (with a spaCy model only)
+
+
+RedactOperator = Literal["replace", "mask", "hash", "drop_message"]
+
+
+class RedactConfig(_Strict):
+    """Personal data found by Microsoft Presidio and removed before anything leaves (tasks/redact.py)."""
+
+    entities: list[str] | None = None  # Presidio entity names; None: tasks.redact.DEFAULT_ENTITIES
+    operator: RedactOperator = "replace"  # for every entity ...
+    operators: dict[str, RedactOperator] = {}  # ... unless named here
+    mask_char: str = Field(default="*", min_length=1, max_length=1)
+    score_threshold: float = Field(default=0.3, ge=0, le=1)
+    allow: list[str] = []  # values never redacted (exact match), e.g. the support address
+    patterns: list[RedactPattern] = []
+    deny: dict[str, list[str]] = {}  # entity -> exact words always redacted (a Presidio deny list)
+    language: str = "en"
+    # PHONE_NUMBER: the regions whose numbers count (ISO codes); default Presidio's US, GB, DE, FR,
+    # IL, IN, CA, BR. Fewer regions with longer numbers also pass fewer messages to Presidio.
+    phone_regions: list[str] | None = None
+    # NER entities (PERSON, LOCATION, ...) need a spaCy pipeline: an installed package name or a folder
+    spacy_model: str | None = None
+    hash_secret_env: str = "MEMOS_ETL_REDACT_SECRET"  # the key of the `hash` operator ...
+    hash_secret_block: str | None = None  # ... or a Prefect Secret block holding it
+
+    def entity_list(self, defaults: list[str]) -> list[str]:
+        names = list(self.entities) if self.entities is not None else list(defaults)
+        for extra in [p.entity for p in self.patterns] + list(self.deny):
+            if extra not in names:
+                names.append(extra)
+        return names
+
+    def operator_of(self, entity: str) -> str:
+        return self.operators.get(entity, self.operator)
+
+    def secret(self) -> bytes | None:
+        """The hash key, when some entity is hashed: from the Prefect Secret block if one is
+        named, else from the environment. Raises ValueError naming what is missing."""
+        if "hash" not in {self.operator, *self.operators.values()}:
+            return None
+        if self.hash_secret_block:
+            value = secret_block(self.hash_secret_block)
+        else:
+            value = os.environ.get(self.hash_secret_env, "")
+        key = str(value).encode()
+        if len(key) < 16:
+            where = (
+                f"Prefect Secret block {self.hash_secret_block!r}"
+                if self.hash_secret_block
+                else f"${self.hash_secret_env}"
+            )
+            raise ValueError(
+                f"the hash operator needs a secret of at least 16 bytes in {where} "
+                f"({'got ' + str(len(key)) + ' bytes' if key else 'not set'}); the same secret "
+                "gives the same tokens across runs and sources"
+            )
+        return key
+
+
+class Mapping(_Strict):
+    source: SourceConfig
+    preset: str | None = None  # schemas/presets/<name>.yaml, under this mapping's own keys
+    nest: NestConfig | None = None
+    constants: dict[str, str] = {}
+    fields: Fields
+    content_append: list[ContentAppend] = []
+    roles: RolesConfig = RolesConfig()
+    time: TimeConfig = TimeConfig()
+    tags: list[str] = []  # constant tags added to every request
+    checks: ChecksConfig = ChecksConfig()
+    # a delivered message that changed, or that the source deleted: `report` counts it (and
+    # lists its conversation); replace/delete rewrite the conversation on the target
+    on_change: Literal["report", "replace"] = "report"
+    on_delete: Literal["report", "delete"] = "report"
+    redact: RedactConfig | None = None  # personal data removed before staging, the ledger and MemOS
+    path_: Path | None = Field(default=None, exclude=True)
+
+    def template(self, field: str) -> Template | None:
+        specs = self.templates(field)
+        return specs[0] if specs else None
+
+    def templates(self, field: str) -> list[Template]:
+        spec = getattr(self.fields, field)
+        if spec is None:
+            return []
+        return [Template.parse(s) for s in ([spec] if isinstance(spec, str) else spec)]
+
+    def role_map(self) -> dict[str, str]:
+        return {**DEFAULT_ROLE_MAP, **self.roles.map}
+
+    def referenced_columns(self) -> dict[str, str]:
+        """Every source column the mapping reads, keyed by the config key that names it."""
+        cols: dict[str, str] = {}
+        for field in Fields.model_fields:
+            for tpl in self.templates(field):
+                for name in tpl.names:
+                    if name not in self.constants:
+                        cols.setdefault(name, f"fields.{field}")
+        for i, part in enumerate(self.content_append):
+            cols.setdefault(part.column, f"content_append[{i}].column")
+        if self.roles.speaker_column:
+            cols.setdefault(self.roles.speaker_column, "roles.speaker_column")
+        if self.roles.user_speaker_column:
+            cols.setdefault(self.roles.user_speaker_column, "roles.user_speaker_column")
+        return cols
+
+    def check_columns(self, available: list[str], where: str) -> None:
+        """Stop with a clear error when the mapping names a column the source does not have."""
+        for col, key in self.referenced_columns().items():
+            if col not in available:
+                raise ConfigError(
+                    str(self.path_ or "mapping"),
+                    key,
+                    f"column {col!r} is not in {where} (columns: {', '.join(available)}); "
+                    "fix the name, or add it under `constants` if it is a fixed value",
+                )
+
+    def resolve_path(self) -> str:
+        p = Path(self.source.path or ".")
+        if not p.is_absolute() and self.path_ is not None:
+            p = self.path_.parent / p
+        return str(p)
+
+
+class TargetConfig(_Strict):
+    kind: Literal["cloud", "self-hosted"] = "cloud"
+    base_url: str = "http://127.0.0.1:8765"
+    name: str | None = None  # ledger identity of the target; defaults to base_url
+    api_key_env: str = "MEMOS_API_KEY"
+    api_key_block: str | None = None  # name of a Prefect Secret block holding the key
+    timeout_s: float = 30.0
+    async_mode: bool = True  # self-hosted: "async" / "sync"
+    mode: Literal["fast", "fine"] | None = None  # self-hosted only: extraction mode
+    track_extraction: bool = False  # cloud: poll /get/status for this run's task_ids at the end
+    extraction_wait_s: float = Field(default=30.0, ge=0)
+    max_attempts: int = Field(default=5, ge=1)  # per request, HTTP level (docs/exactly-once.md, "Errors and retries")
+    # throttling answers do not use up max_attempts: they are retried for up to this long
+    max_throttle_wait_s: float = Field(default=600.0, ge=0)
+    backoff_base_s: float = Field(default=0.5, ge=0)
+    backoff_cap_s: float = Field(default=30.0, ge=0)
+    # after a request got no answer, wait this long before asking the target whether it
+    # arrived, so a request the server is still processing has landed by then
+    in_doubt_grace_s: float = Field(default=5.0, ge=0)
+
+    # set by --new-target: this source's deliveries recorded under other target names are
+    # known, and this target is a different MemOS that should get everything (see ledger_name)
+    new_target: bool = False
+
+    @property
+    def ledger_name(self) -> str:
+        """The target's identity in the ledger: `name`, else the base URL normalised (scheme and
+        host lower-cased, default port and trailing slashes dropped), so spellings of one URL
+        agree. A different URL to the same server is a different name: pin `name` for that."""
+        return self.name or normalise_url(self.base_url)
+
+
+def normalise_url(url: str) -> str:
+    """http://Host:80/memos/ -> http://host/memos; the path keeps its case."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return url.strip().rstrip("/")
+    if not parts.scheme or not parts.hostname:
+        return url.strip().rstrip("/")
+    scheme = parts.scheme.lower()
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"  # IPv6 literal
+    if port is not None and (scheme, port) not in (("http", 80), ("https", 443)):
+        host = f"{host}:{port}"
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = f"{userinfo}@{host}" if userinfo else host
+    return urlunsplit((scheme, netloc, parts.path.rstrip("/"), parts.query, ""))
+
+
+class LoadConfig(_Strict):
+    max_messages_per_request: int = Field(default=50, ge=1)
+    # MemOS documents 8k input tokens per call on one page and 40k on another: default to the safer
+    max_tokens_per_request: int = Field(default=8_000, ge=64)
+    max_failed_share: float = Field(default=0.10, ge=0, le=1)
+    buckets: int = Field(default=16, ge=1, le=4096)  # conversation hash buckets = units of parallel loading
+    concurrency: int = Field(default=8, ge=1, le=128)  # conversations (buckets) in flight at once
+    # client-side limits shared by all senders of a run; 0 = none. MemOS Cloud publishes
+    # 400k tokens/minute per key and recommends at most ~50 requests/second.
+    requests_per_second: float = Field(default=40.0, ge=0)
+    tokens_per_minute: float = Field(default=400_000, ge=0)
+    late_messages: Literal["append", "quarantine"] = "append"
+    # token estimate (core/budget.py): UTF-8 bytes per token, framing per message and per
+    # request. The defaults over-estimate English on purpose; tune them to a known tokenizer
+    bytes_per_token: float = Field(default=3.0, gt=0)
+    message_overhead_tokens: int = Field(default=8, ge=0)
+    request_overhead_tokens: int = Field(default=200, ge=0)
+    # the window tokens_per_minute is counted over; MemOS uses a minute. Benchmarks shorten
+    # both sides (dev-server token_window_s) to measure several windows in seconds
+    token_window_s: float = Field(default=60.0, gt=0)
+    # this many failed requests in a row across the run (no success between, throttling
+    # aside) means the target is down: stop the run instead of retrying every conversation
+    max_consecutive_failures: int = Field(default=20, ge=1)
+    # a run leases the conversations it sends to; another run (or worker) skips them until the
+    # lease is released or, if the run died, expires
+    lease_ttl_s: float = Field(default=600.0, ge=1)
+    # one rate limit for a whole fleet of workers: the name prefix of two Prefect global
+    # concurrency limits with slot decay (<name>-requests, <name>-tokens), created or updated
+    # from requests_per_second/tokens_per_minute at the start of a run. None: per process only.
+    fleet_limit: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,48}$")
+    # a bucket whose staged files are larger than this (a conversation of ~60k messages and
+    # more) is ordered from sorted runs on disk of about this size (tasks/order.py) instead of
+    # in memory: a loader's memory then does not grow with the largest conversation. Same
+    # requests either way
+    sort_in_memory_bytes: int = Field(default=16 << 20, ge=1)
+
+
+class StateConfig(_Strict):
+    work_dir: str = ".memos-etl"
+    data_docs: bool = False  # build Great Expectations Data Docs (HTML) under work_dir/data-docs/<source>
+    ledger_url: str | None = None  # default: sqlite file in work_dir
+
+    def ledger(self) -> str:
+        return self.ledger_url or f"sqlite:///{Path(self.work_dir) / 'ledger.db'}"
+
+
+class BackfillConfig(_Strict):
+    # a partition run that has not reported for this long is taken as dead and handed to
+    # another worker (its conversation leases expire after load.lease_ttl_s)
+    part_ttl_s: float = Field(default=120.0, ge=5)
+    max_attempts: int = Field(default=3, ge=1)  # runs per partition before the backfill gives up on it
+    poll_s: float = Field(default=5.0, gt=0)
+
+
+class RunConfig(_Strict):
+    # source name -> mapping file (relative to this config file) or the mapping inline
+    sources: dict[str, str | dict] = {}
+    target: TargetConfig = TargetConfig()
+    load: LoadConfig = LoadConfig()
+    state: StateConfig = StateConfig()
+    backfill: BackfillConfig = BackfillConfig()
+    path_: Path | None = Field(default=None, exclude=True)
+
+    def mapping(self, source: str | os.PathLike) -> Mapping:
+        """A source by name (from `sources`) or a mapping file path."""
+        spec = self.sources.get(str(source))
+        if spec is None:
+            if Path(source).is_file():
+                return load_mapping(source)
+            known = ", ".join(sorted(self.sources)) or "none configured"
+            raise ConfigError(
+                str(self.path_ or "config"),
+                "sources",
+                f"{str(source)!r} is neither a mapping file nor a configured source ({known})",
+            )
+        where = f"{self.path_ or 'config'} sources.{source}"
+        if isinstance(spec, str):
+            p = Path(spec)
+            if not p.is_absolute() and self.path_ is not None:
+                p = self.path_.parent / p
+            return load_mapping(p)
+        return _check_mapping(_validate(Mapping, with_preset(spec, Path(where)), Path(where)), Path(where))
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(str(path), "-", "file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), "-", f"not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), "-", "expected a mapping at the top level")
+    return data
+
+
+def _validate(model: type[BaseModel], data: dict, path: Path):
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "-"
+        raise ConfigError(str(path), key, err["msg"]) from None
+
+
+def load_mapping(path: str | os.PathLike) -> Mapping:
+    p = Path(path)
+    return _check_mapping(_validate(Mapping, with_preset(_read_yaml(p), p), p), p)
+
+
+PRESETS = Path(__file__).resolve().parent.parent / "schemas" / "presets"
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS.glob("*.yaml"))
+
+
+def with_preset(data: dict, where: Path) -> dict:
+    """A mapping that names a `preset`: the preset's keys, with the mapping's own on top
+    (nested sections merged key by key). A preset without a source format takes it from the
+    source path's extension."""
+    name = data.get("preset") if isinstance(data, dict) else None
+    if not name:
+        return data
+    path = PRESETS / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(str(where), "preset", f"no preset {name!r} (known: {', '.join(preset_names())})")
+    merged = _merge(_read_yaml(path), data)
+    src = merged.setdefault("source", {})
+    if not src.get("format") and src.get("path"):
+        suffixes = [x.lower() for x in Path(str(src["path"])).suffixes]
+        while suffixes and suffixes[-1] in (".gz", ".gzip", ".bz2", ".zst", ".zstd", ".xz", ".zip"):
+            suffixes.pop()  # export.jsonl.gz is jsonl; a .zip takes the preset's own format
+        ext = {
+            ".jsonl": "jsonl",
+            ".ndjson": "jsonl",
+            ".json": "json",
+            ".parquet": "parquet",
+            ".csv": "csv",
+            ".tsv": "csv",
+        }.get(suffixes[-1] if suffixes else "")
+        if ext:
+            src["format"] = ext
+    return merged
+
+
+def preset_mapping(name: str, path: str | os.PathLike, overrides: dict | None = None) -> Mapping:
+    """A preset applied to an input path (file, directory or glob), e.g. for `preview`."""
+    where = Path(f"preset:{name}")
+    data = _merge({"preset": name, "source": {"path": str(Path(path).resolve())}}, overrides or {})
+    return _check_mapping(_validate(Mapping, with_preset(data, where), where), where)
+
+
+def _merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _check_mapping(mapping: Mapping, p: Path) -> Mapping:
+    mapping.path_ = p
+    for field in Fields.model_fields:
+        try:
+            mapping.template(field)
+        except ValueError as exc:
+            raise ConfigError(str(p), f"fields.{field}", str(exc)) from None
+    if mapping.source.format == "json" and mapping.nest is None:
+        raise ConfigError(str(p), "nest", "format json is read record by record: describe the records with nest")
+    if mapping.fields.role is None and mapping.roles.speaker_column is None:
+        raise ConfigError(str(p), "fields.role", "set a role column, or roles.speaker_column for dialogues")
+    if mapping.roles.user_speaker_column and not mapping.roles.speaker_column:
+        raise ConfigError(
+            str(p), "roles.user_speaker_column", "compares each row's speaker with it: set roles.speaker_column too"
+        )
+    if mapping.roles.user_speaker_column and mapping.roles.user_speakers:
+        raise ConfigError(
+            str(p),
+            "roles.user_speaker_column",
+            "set either user_speakers (the same people everywhere) or user_speaker_column (per row)",
+        )
+    return mapping
+
+
+ENV_PREFIX = "MEMOS_ETL__"  # MEMOS_ETL__TARGET__BASE_URL=... overrides target.base_url
+
+
+def env_overrides(environ: dict | None = None) -> dict:
+    """Nested settings from MEMOS_ETL__SECTION__KEY variables; values are read as YAML scalars."""
+    out: dict = {}
+    for name, raw in sorted((environ if environ is not None else os.environ).items()):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        keys = [k.lower() for k in name[len(ENV_PREFIX) :].split("__") if k]
+        if not keys:
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(name, ".".join(keys), "conflicts with a shorter variable of the same prefix")
+        node[keys[-1]] = value
+    return out
+
+
+def merge(base: dict, extra: dict) -> dict:
+    """`extra` over `base`, recursively for nested sections."""
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_run_config(
+    path: str | os.PathLike | None = None, overrides: dict | None = None, environ: dict | None = None
+) -> RunConfig:
+    """The run config: the file (or $MEMOS_ETL_CONFIG), then MEMOS_ETL__* variables, then
+    `overrides` (flow parameters). Errors name the file or variable and the key."""
+    env = environ if environ is not None else os.environ
+    path = path or env.get("MEMOS_ETL_CONFIG") or None
+    p = Path(path) if path else None
+    data = _read_yaml(p) if p else {}
+    from_env = env_overrides(env)
+    where = str(p) if p else "defaults"
+    if from_env:
+        where += " + " + ", ".join(sorted(k for k in env if k.startswith(ENV_PREFIX)))
+    cfg = _validate(RunConfig, merge(merge(data, from_env), overrides or {}), Path(where))
+    cfg.path_ = p
+    return cfg

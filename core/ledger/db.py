@@ -1,0 +1,172 @@
+"""The ledger's database: engine, schema upgrades at open, and ledger failures as one clear error.
+
+Every public ledger call runs through `guarded`: a dropped connection (a PostgreSQL restart or
+failover, a network blip) is retried with backoff for up to `RETRY_S`; anything else the
+database refuses (disk full, read-only file, a server gone for longer) becomes a LedgerError
+that names the ledger (without its password) and the call, and says that nothing is lost.
+Retrying a whole call is safe because each call is one transaction: a failed one left nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import random
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from core.errors import MemosEtlError
+from core.ledger.revision import HEAD
+
+log = logging.getLogger("memos_etl.ledger")
+
+VERSION_TABLE = "memos_etl_ledger_version"
+RETRY_S = 60.0  # how long a lost connection is retried before the run stops
+OPEN_RETRY_S = 10.0  # ... and when the ledger is first opened
+_MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+class LedgerError(MemosEtlError):
+    """The ledger database failed: the run stops, with what it did so far reported."""
+
+    def __init__(self, url: str, what: str, cause: BaseException):
+        self.url, self.what = url, what
+        detail = str(getattr(cause, "orig", None) or cause).strip().splitlines()
+        super().__init__(
+            f"ledger {url}: {what} failed: {detail[0] if detail else type(cause).__name__}. "
+            "Nothing is lost: what was sent is recorded as sent or delivered, the rest is sent by "
+            "the next run once the ledger is back."
+        )
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def safe_url(url: str) -> str:
+    """The URL with any password masked."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy reads: shown as given
+        return url
+
+
+def create_engine(url: str) -> sa.engine.Engine:
+    kwargs: dict = {}
+    if url.startswith("sqlite"):
+        kwargs["connect_args"] = {"timeout": 60, "check_same_thread": False}
+        db = sa.engine.make_url(url).database
+        if db and db != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(db)), exist_ok=True)
+    else:
+        kwargs.update(pool_size=16, max_overflow=16, pool_pre_ping=True)
+    engine = sa.create_engine(url, **kwargs)
+    if url.startswith("sqlite"):
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _is_disconnect(exc: BaseException) -> bool:
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, sa.exc.OperationalError):
+        text = str(exc).lower()
+        # the server went away, or is starting/stopping: worth waiting for
+        return any(
+            s in text
+            for s in (
+                "connection",
+                "server closed",
+                "terminating",
+                "shutting down",
+                "starting up",
+                "recovery mode",
+                "could not receive",
+                "timeout expired",
+            )
+        )
+    return False
+
+
+def guarded(what: str):
+    """Decorator for a ledger call: retry lost connections, turn database failures into LedgerError."""
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def call(self, *args, **kwargs):
+            deadline = time.monotonic() + self.retry_s
+            attempt = 0
+            while True:
+                try:
+                    return fn(self, *args, **kwargs)
+                except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DBAPIError) as exc:
+                    if isinstance(exc, sa.exc.IntegrityError) or isinstance(exc, sa.exc.ProgrammingError):
+                        raise
+                    if not _is_disconnect(exc) or time.monotonic() >= deadline:
+                        raise LedgerError(self.safe_url, what or fn.__name__, exc) from None
+                    attempt += 1
+                    delay = min(deadline - time.monotonic(), random.uniform(0, min(5.0, 0.2 * 2**attempt)))
+                    log.warning(
+                        "ledger %s: %s lost its connection (%s); retrying in %.1fs",
+                        self.safe_url,
+                        what or fn.__name__,
+                        str(exc.orig or exc).splitlines()[0][:200],
+                        delay,
+                    )
+                    time.sleep(max(delay, 0.05))
+
+        return call
+
+    return wrap
+
+
+def current_revision(conn) -> str | None:
+    """The ledger's schema revision: None for an empty database, "0001" for a ledger made
+    before revisions were recorded (it has the tables but no version table)."""
+    names = set(sa.inspect(conn).get_table_names())
+    if VERSION_TABLE in names:
+        row = conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).first()
+        return row[0] if row else None
+    return "0001" if "runs" in names else None
+
+
+def upgrade(engine: sa.engine.Engine, url: str) -> None:
+    """Bring the ledger's schema to HEAD in place (a new ledger is made by the same migrations)."""
+    with engine.begin() as c:
+        if engine.dialect.name == "postgresql":
+            # workers starting together on one database would race to upgrade it
+            c.execute(sa.text("SELECT pg_advisory_xact_lock(4242001)"))
+        rev = current_revision(c)
+        if rev == HEAD:
+            return
+        # imported here: alembic costs about a second to import, and an up-to-date ledger never needs it
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(_MIGRATIONS))
+        cfg.attributes["connection"] = c
+        if rev is not None and VERSION_TABLE not in sa.inspect(c).get_table_names():
+            command.stamp(cfg, rev)  # a ledger from before versioning: its schema is the baseline
+        if rev is not None:
+            print(
+                f"memos-etl: upgrading the ledger {safe_url(url)} from schema revision {rev} to {HEAD} "
+                "(in place; nothing delivered is lost)",
+                file=sys.stderr,
+            )
+        command.upgrade(cfg, "head")
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL lets the loaders of several buckets commit while others read; NORMAL is durable
+    # across process crashes (what exactly-once needs), not across power loss of the host
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=60000")
+    cur.close()

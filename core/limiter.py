@@ -1,0 +1,198 @@
+"""Client-side rate limiting shared by every sender of a run.
+
+MemOS enforces requests per second and tokens per minute over sliding windows. We keep the
+same two windows on our side (a log of recent sends), so a run that respects them is never
+refused, however many conversations are in flight. Limits are scaled by `headroom` because
+the server counts a request when it arrives, a little after we counted it when it left.
+
+Adaptive: each throttling answer (HTTP 429, codes 40300/40309) multiplies the allowed rate
+by `decrease` (down to `floor`); every success afterwards wins back `increase` of it, so a
+shared key that other clients also use settles below the limit instead of oscillating.
+With no request limit configured, the first throttling answer sets one: the rate actually
+sent over the last second, decreased; successes then raise it again (additive increase).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+
+class RateLimiter:
+    def __init__(
+        self,
+        requests_per_second: float = 0.0,
+        tokens_per_minute: float = 0.0,
+        *,
+        headroom: float = 0.97,
+        token_window_s: float = 60.0,
+        decrease: float = 0.7,
+        increase: float = 0.02,
+        floor: float = 0.05,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] | None = None,
+    ):
+        self.rps = requests_per_second
+        self.tpm = tokens_per_minute
+        self.headroom, self.decrease, self.increase, self.floor = headroom, decrease, increase, floor
+        self.window = token_window_s  # MemOS counts tokens per minute; benchmarks compress time
+        self.factor = 1.0
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._sleep = sleep
+        self._sends: deque[float] = deque()
+        self._tokens: deque[tuple[float, int]] = deque()
+        self._token_sum = 0
+        self.waited_s = 0.0
+        self.throttled = 0
+        self.learned = False  # the request limit was learned from throttling, not configured
+        self._recent: deque[float] = deque()  # sends of the last second, even when not limiting
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.rps or self.tpm or self.learned)
+
+    def acquire(self, tokens: int, stop: threading.Event | None = None) -> float:
+        """Block until a request of `tokens` fits both windows; returns the seconds waited."""
+        if not self.enabled:
+            with self._cond:
+                now = self._clock()
+                self._recent.append(now)
+                while self._recent and now - self._recent[0] >= 1.0:
+                    self._recent.popleft()
+            return 0.0
+        waited = 0.0
+        with self._cond:
+            while True:
+                delay = self._delay(tokens)
+                if delay <= 1e-6:  # float noise of (now - then) must not spin the loop
+                    now = self._clock()
+                    self._sends.append(now)
+                    self._tokens.append((now, tokens))
+                    self._token_sum += tokens
+                    self.waited_s += waited
+                    return waited
+                if stop is not None and stop.is_set():
+                    self.waited_s += waited
+                    return waited
+                if self._sleep is not None:  # tests drive a fake clock
+                    self._sleep(delay)
+                else:
+                    self._cond.wait(delay)
+                waited += delay
+
+    def _delay(self, tokens: int) -> float:
+        now = self._clock()
+        while self._sends and now - self._sends[0] >= 1.0:
+            self._sends.popleft()
+        while self._tokens and now - self._tokens[0][0] >= self.window:
+            self._token_sum -= self._tokens.popleft()[1]
+        delay = 0.0
+        scale = self.headroom * self.factor
+        if self.rps:
+            rate = self.rps * scale
+            allowed = max(1, int(rate))
+            if len(self._sends) >= allowed:
+                delay = max(delay, 1.0 - (now - self._sends[len(self._sends) - allowed]))
+            if self._sends:
+                # even spacing, not bursts at the start of each second: bursts arrive bunched
+                # and the server, counting arrivals, would see more than the limit
+                delay = max(delay, 1.0 / rate - (now - self._sends[-1]))
+        if self.tpm:
+            budget = self.tpm * scale
+            if self._tokens and self._token_sum + tokens > budget:
+                # wait until enough of the oldest sends have left the one-minute window
+                excess = self._token_sum + tokens - budget
+                freed = 0
+                for t, n in self._tokens:
+                    freed += n
+                    if freed >= excess:
+                        delay = max(delay, self.window - (now - t))
+                        break
+        return delay
+
+    def on_throttled(self) -> None:
+        with self._cond:
+            self.throttled += 1
+            if not self.rps:
+                now = self._clock()
+                recent = sum(1 for t in self._recent if now - t < 1.0) or 1
+                self.rps, self.learned = max(1.0, recent * self.decrease), True
+                self._sends = deque(t for t in self._recent if now - t < 1.0)
+            elif self.learned:
+                self.rps = max(1.0, self.rps * self.decrease)
+            else:
+                self.factor = max(self.floor, self.factor * self.decrease)
+
+    def on_success(self) -> None:
+        if self.learned:
+            with self._cond:
+                self.rps += self.increase * 10  # additive increase: +0.2 requests/s per success
+                self._cond.notify_all()
+        elif self.factor < 1.0:
+            with self._cond:
+                self.factor = min(1.0, self.factor + self.increase)
+                self._cond.notify_all()
+
+
+class FleetLimiter:
+    """One rate limit for every worker of a fleet: two Prefect global concurrency limits with
+    slot decay, `<name>-requests` and `<name>-tokens`, on the Prefect server all workers use.
+
+    A limit with slot decay is a token bucket: `limit` slots of burst, refilled at
+    `slot_decay_per_second`. MemOS counts over sliding windows (1 s for requests, 60 s for
+    tokens), and a bucket admits at most burst + rate x window in any window, so the rate is
+    set to (limit x headroom - burst) / window: the fleet stays under, whatever the timing.
+    Each acquisition is one call to the Prefect API (a few ms), once per request, never per
+    message. The per-process RateLimiter still runs in front of it (AIMD on throttling).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        requests_per_second: float,
+        tokens_per_minute: float,
+        max_tokens_per_request: int,
+        headroom: float = 0.97,
+    ):
+        self.requests = f"{name}-requests" if requests_per_second else None
+        self.tokens = f"{name}-tokens" if tokens_per_minute else None
+        self.req_burst = 1
+        self.req_rate = max(0.1, requests_per_second * headroom - self.req_burst)
+        # a request's tokens are taken at once, so the burst must hold the largest request
+        self.tok_burst = int(max(max_tokens_per_request, tokens_per_minute * 0.02))
+        self.tok_rate = max(1.0, (tokens_per_minute * headroom - self.tok_burst) / 60.0)
+
+    def ensure(self) -> None:
+        """Create or update the limits on the Prefect server (idempotent)."""
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            if self.requests:
+                client.upsert_global_concurrency_limit_by_name(self.requests, self.req_burst, self.req_rate)
+            if self.tokens:
+                client.upsert_global_concurrency_limit_by_name(self.tokens, self.tok_burst, self.tok_rate)
+
+    def acquire(self, n_tokens: int) -> float:
+        """Block until the fleet may send one request of `n_tokens`; returns the seconds waited."""
+        from prefect.concurrency.sync import rate_limit
+
+        started = time.monotonic()
+        if self.requests:
+            rate_limit(self.requests, occupy=1, strict=True)
+        if self.tokens and n_tokens > 0:
+            rate_limit(self.tokens, occupy=min(int(n_tokens), self.tok_burst), strict=True)
+        return time.monotonic() - started
+
+
+def fleet_limiter(load) -> FleetLimiter | None:
+    """The fleet-wide limiter a LoadConfig asks for (load.fleet_limit), created on the server."""
+    if not load.fleet_limit or not (load.requests_per_second or load.tokens_per_minute):
+        return None
+    fleet = FleetLimiter(
+        load.fleet_limit, load.requests_per_second, load.tokens_per_minute, load.max_tokens_per_request
+    )
+    fleet.ensure()
+    return fleet

@@ -1,0 +1,45 @@
+"""Extract: list a source's units of work and stream each as pyarrow record batches.
+
+* units.py    Unit, Slice, file-name suffixes, Hive partition values
+* files.py    local files and S3 objects: Parquet, JSONL, CSV, JSON documents
+* s3.py       S3 listing and credentials (read through files.py)
+* sql.py      SQL tables and queries by cursor range
+* streams.py  bytes and text as downloaded: compression, zip members, encodings
+* lines.py, csvfile.py, records.py  the readers, each isolating a bad record
+"""
+
+from __future__ import annotations
+
+from core.config import Mapping
+from tasks.extract.files import FileSource, list_local, row_group_runs, with_members
+from tasks.extract.lines import ROW_COLUMN
+from tasks.extract.units import Slice, Unit, suffixes, wanted
+
+__all__ = [
+    "ROW_COLUMN",
+    "FileSource",
+    "Slice",
+    "Unit",
+    "list_local",
+    "open_source",
+    "row_group_runs",
+    "suffixes",
+    "wanted",
+    "with_members",
+]
+
+
+def open_source(mapping: Mapping):
+    """The source a mapping describes, listed (files, objects) or connected (SQL)."""
+    kind = mapping.source.type
+    if kind == "files":
+        import pyarrow.fs as pafs
+
+        return FileSource(mapping, pafs.LocalFileSystem(), list_local(mapping))
+    if kind == "s3":
+        from tasks.extract.s3 import open_s3
+
+        return open_s3(mapping)
+    from tasks.extract.sql import SqlSource
+
+    return SqlSource(mapping)

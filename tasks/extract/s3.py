@@ -1,0 +1,80 @@
+"""S3 (and S3-compatible) objects: listed with boto3 (keys, sizes, ETags), read with pyarrow.
+
+Credentials come from the standard AWS chain (environment, profile, instance role), or from
+a Prefect Secret block holding a JSON object with `aws_access_key_id` and
+`aws_secret_access_key` (and optionally `aws_session_token`).
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import urlparse
+
+import pyarrow.fs as pafs
+
+from core.config import Mapping
+from core.errors import SourceError
+from core.secrets import secret_block
+from tasks.extract.files import FileSource, with_members
+from tasks.extract.units import Unit, suffixes, wanted
+
+
+def _credentials(block: str | None) -> dict:
+    if not block:
+        return {}
+    value = secret_block(block)
+    data = json.loads(value) if isinstance(value, str) else dict(value)
+    return {k: data[k] for k in ("aws_access_key_id", "aws_secret_access_key", "aws_session_token") if data.get(k)}
+
+
+def open_s3(mapping: Mapping) -> FileSource:
+    import boto3
+    import botocore.exceptions as bx
+
+    cfg = mapping.source.s3
+    creds = _credentials(cfg.credentials_block)
+    name = mapping.source.name
+    where = f"s3://{cfg.bucket}/{cfg.prefix}" + (f" at {cfg.endpoint_url}" if cfg.endpoint_url else "")
+    client = boto3.client("s3", endpoint_url=cfg.endpoint_url, region_name=cfg.region, **creds)
+    fmt = mapping.source.format or ""
+    units = []
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=cfg.bucket, Prefix=cfg.prefix):
+            for obj in page.get("Contents", []):
+                key = obj["Key"]
+                rel = key[len(cfg.prefix) :].lstrip("/") if cfg.prefix else key
+                if not wanted(key, fmt) or any(p.startswith((".", "_")) for p in rel.split("/")):
+                    continue
+                units.append(
+                    Unit(rel=rel, size=obj["Size"], version=obj["ETag"].strip('"'), path=f"{cfg.bucket}/{key}")
+                )
+    except bx.ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        hint = {
+            "NoSuchBucket": "the bucket does not exist",
+            "AccessDenied": "access denied: check the credentials and the bucket policy",
+            "InvalidAccessKeyId": "the access key is not valid",
+            "SignatureDoesNotMatch": "the secret key does not match the access key",
+        }.get(code, str(exc))
+        raise SourceError(name, where, hint) from None
+    except (bx.EndpointConnectionError, bx.ConnectTimeoutError) as exc:
+        raise SourceError(name, where, f"cannot reach the S3 endpoint: {exc}") from None
+    except bx.NoCredentialsError:
+        raise SourceError(
+            name, where, "no AWS credentials found (environment, profile, role, or source.s3.credentials_block)"
+        ) from None
+    if not units:
+        raise SourceError(name, where, f"no {fmt} objects ({', '.join(suffixes(fmt))}, compressed or zipped) under it")
+    units.sort(key=lambda u: u.rel)
+    kwargs = {"region": cfg.region}
+    if cfg.endpoint_url:
+        parsed = urlparse(cfg.endpoint_url)
+        kwargs.update(endpoint_override=parsed.netloc or parsed.path, scheme=parsed.scheme or "https")
+    if creds:
+        kwargs.update(
+            access_key=creds.get("aws_access_key_id"),
+            secret_key=creds.get("aws_secret_access_key"),
+            session_token=creds.get("aws_session_token"),
+        )
+    fs = pafs.S3FileSystem(**kwargs)
+    return FileSource(mapping, fs, with_members(mapping, fs, units))

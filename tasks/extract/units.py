@@ -1,0 +1,136 @@
+"""Units of extraction and slices of a source: what a run reads, named the same way by every
+reader (files, S3 objects, SQL cursor ranges), the ledger's manifest and backfill parts."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from datetime import time as dtime
+from typing import Any
+
+from tasks.extract.streams import ZIP, strip_compression
+
+#: file name endings of each file format, compression extensions aside
+SUFFIXES = {
+    "parquet": (".parquet", ".pq"),
+    "jsonl": (".jsonl", ".json", ".ndjson"),
+    "csv": (".csv", ".tsv"),
+    "json": (".json",),
+}
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One unit of extraction: a file, an object, or a range of rows."""
+
+    rel: str  # the stable location recorded in provenance and quarantine
+    size: int = 0
+    version: str = ""  # changes when the content changes: mtime+size, ETag, or "" (SQL)
+    path: str = ""  # what to open: local path or bucket/key (a .zip: the archive)
+    member: str = ""  # a member of the .zip archive at `path`
+    lo: Any = None  # SQL: cursor range [lo, hi)
+    hi: Any = None
+
+
+@dataclass(frozen=True)
+class Slice:
+    """A bounded part of a source (backfill partition, replay); reading it never moves the
+    nightly cursor. Unit-level bounds pick what is read; row-level ones (hash buckets, users,
+    conversations) pick which rows of it are loaded."""
+
+    since: Any = None  # SQL cursor / partition value, inclusive
+    until: Any = None  # exclusive
+    partitions: tuple[str, ...] = ()  # Hive partition values (files, S3), e.g. ("2024-01-01",)
+    units: tuple[str, ...] = ()  # files/objects by their relative name
+    buckets: tuple[int, ...] = ()  # conversation hash buckets, out of `of_buckets`
+    of_buckets: int = 0
+    users: tuple[str, ...] = ()
+    conversations: tuple[str, ...] = ()
+
+    @property
+    def bounded(self) -> bool:
+        return (
+            self.since is not None or self.until is not None or bool(self.partitions or self.units) or self.filters_rows
+        )
+
+    @property
+    def filters_rows(self) -> bool:
+        return bool(self.buckets or self.users or self.conversations)
+
+    def spec(self) -> dict:
+        """JSON-able form (flow parameters, the ledger); `from_spec` reads it back."""
+        from tasks.cursor import encode
+
+        out: dict = {}
+        for name in ("since", "until"):
+            v = getattr(self, name)
+            if v is not None:
+                out[name] = json.loads(encode(v))
+        for name in ("partitions", "units", "buckets", "users", "conversations"):
+            if getattr(self, name):
+                out[name] = list(getattr(self, name))
+        if self.buckets:
+            out["of_buckets"] = self.of_buckets
+        return out
+
+    @classmethod
+    def from_spec(cls, spec: dict | None) -> Slice:
+        from tasks.cursor import decode
+
+        spec = dict(spec or {})
+        for name in ("since", "until"):
+            if isinstance(spec.get(name), dict):
+                spec[name] = decode(json.dumps(spec[name]))
+        for name in ("partitions", "units", "users", "conversations"):
+            spec[name] = tuple(str(v) for v in spec.get(name) or ())
+        spec["buckets"] = tuple(int(v) for v in spec.get("buckets") or ())
+        return cls(**spec)
+
+
+def partition_value(rel: str, key: str | None) -> str | None:
+    for part in rel.split("/"):
+        name, eq, value = part.partition("=")
+        if eq and (key is None or name == key):
+            return value
+    return None
+
+
+def in_slice(rel: str, part: Slice, key: str | None) -> bool:
+    if part.units and rel not in part.units:
+        return False
+    if part.since is None and part.until is None and not part.partitions:
+        return True
+    value = partition_value(rel, key)
+    if value is None:
+        return False  # a bounded slice of a partitioned layout: unpartitioned files are not in it
+    if part.partitions and value not in part.partitions:
+        return False
+    if part.since is not None and value < as_partition_text(part.since):
+        return False
+    if part.until is not None and value >= as_partition_text(part.until):
+        return False
+    return True
+
+
+def as_partition_text(bound) -> str:
+    """A --since/--until bound as partition values spell it: a midnight is its date
+    (`2024-03-02`, not `2024-03-02 00:00:00`, which sorts after the day's own value)."""
+    if isinstance(bound, datetime):
+        if bound.time() == dtime(0) and (bound.tzinfo is None or bound.utcoffset() == timedelta(0)):
+            return bound.date().isoformat()
+        return bound.isoformat()
+    return str(bound)
+
+
+def suffixes(fmt: str) -> tuple[str, ...]:
+    return SUFFIXES[fmt]
+
+
+def wanted(name: str, fmt: str) -> bool:
+    """A file or object a source of this format reads: by its name, compression extensions
+    aside (`day.jsonl.gz`), or a .zip archive of members (text formats)."""
+    lower = name.lower()
+    if lower.endswith(ZIP):
+        return fmt != "parquet"
+    return strip_compression(lower).endswith(SUFFIXES[fmt])
