@@ -21,7 +21,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from core.config import TargetConfig
-from core.errors import FatalTargetError, MemosEtlError
+from core.errors import CannotTell, FatalTargetError, TerminalBatchError, TransientError
 from core.secrets import secret_block
 
 THROTTLE_CODES = {40300, 40309}
@@ -30,36 +30,16 @@ TERMINAL_CODES = set(range(40000, 40014))
 FATAL_CODES = {40100, 40130, 40132, 40304}
 
 
-class TransientError(MemosEtlError):
-    """Try again later.
+def _never_connected(exc: requests.ConnectionError) -> bool:
+    """No connection was made (refused, name not resolved, unreachable): the request never left,
+    so repeating it is safe. urllib3 says so by type: NewConnectionError (NameResolutionError is
+    one), under MaxRetryError when it went through the retry layer."""
+    from urllib3.exceptions import MaxRetryError, NewConnectionError
 
-    `in_doubt`: the request may have been applied (no answer, or a server error that may
-    have come after the write). `throttled`: the target refused it as too fast.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        in_doubt: bool = False,
-        retry_after: float | None = None,
-        throttled: bool = False,
-        answered: bool = True,
-    ):
-        super().__init__(message)
-        self.in_doubt, self.retry_after, self.throttled = in_doubt, retry_after, throttled
-        self.answered = answered  # False: no complete answer came (the server may still be working)
-
-
-class TerminalBatchError(MemosEtlError):
-    """The target refused this request for good; `detail` holds its answer."""
-
-    def __init__(self, message: str, detail: str):
-        super().__init__(message)
-        self.detail = detail
-
-
-class CannotTell(MemosEtlError):
-    """The target has no way to list what a conversation holds."""
+    cause = exc.args[0] if exc.args else None
+    if isinstance(cause, MaxRetryError):
+        cause = cause.reason
+    return isinstance(cause, NewConnectionError)
 
 
 @dataclass
@@ -140,8 +120,7 @@ class _HttpTarget:
             raise TransientError(f"{route}: connect timeout: {exc}") from None
         except requests.ConnectionError as exc:
             # refused before a byte was sent is safe to repeat; a reset after sending is not
-            text = str(exc).lower()
-            refused = "refused" in text or "name or service" in text or "failed to resolve" in text
+            refused = _never_connected(exc)
             raise TransientError(
                 f"{route}: connection error: {exc}", in_doubt=writes and not refused, answered=False
             ) from None

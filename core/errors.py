@@ -1,4 +1,28 @@
-"""Errors a user sees. Each names what is wrong (source, file, row, config key) and what to do."""
+"""Every error the project raises on purpose, in one shallow tree; callers catch the level they
+care about. Each names what is wrong (source, file, row, config key) and what to do.
+
+    MemosEtlError                 a run or command stops with this message
+    +-- ConfigError               a config or mapping key, at start
+    +-- SourceError               a source cannot be read as configured
+    |   +-- SchemaDrift           a mapped column disappeared or changed type
+    +-- QualityThresholdError     too many rows failed validation
+    +-- TargetError               what the MemOS target answered (or did not)
+    |   +-- TransientError        try again later (maybe in doubt)
+    |   +-- TerminalBatchError    this request refused for good
+    |   +-- FatalTargetError      the whole run refused (auth, quota)
+    |   +-- TargetIdentityError   a source delivered elsewhere: maybe the same MemOS by another URL
+    |   +-- CannotTell            the target cannot list what a conversation holds
+    +-- LedgerError               the ledger database failed
+    +-- OperationError            replay, rollback, reset or forget refused
+
+    InputFormatError (ValueError) a file or record is not what its reader expects; readers turn
+    +-- NotJson, NotJsonl,        it into a quarantine row or a SourceError, so a user never
+        WrongFormat, RowTooLong,  meets it as such
+        NestError
+
+The HTTP edge (core/client.py) and the ledger's guard (core/ledger/db.py) translate library
+errors into these, once, by exception type; nothing above them inspects messages.
+"""
 
 from __future__ import annotations
 
@@ -41,11 +65,15 @@ class QualityThresholdError(MemosEtlError):
         )
 
 
-class FatalTargetError(MemosEtlError):
+class TargetError(MemosEtlError):
+    """The MemOS target answered with a refusal or an error, or did not answer."""
+
+
+class FatalTargetError(TargetError):
     """The target refused the run as a whole (auth, quota): stop now; the ledger stays consistent."""
 
 
-class TargetIdentityError(MemosEtlError):
+class TargetIdentityError(TargetError):
     """A source delivered to other target names and never to this one: maybe the same MemOS
     under another URL. Stop before sending, so a URL change cannot duplicate a corpus."""
 
@@ -61,5 +89,78 @@ class TargetIdentityError(MemosEtlError):
         )
 
 
+"""An operation on delivered data (replay, rollback, reset, forget) refused: the message says why."""
+
+
+class TransientError(TargetError):
+    """Try again later.
+
+    `in_doubt`: the request may have been applied (no answer, or a server error that may
+    have come after the write). `throttled`: the target refused it as too fast.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        in_doubt: bool = False,
+        retry_after: float | None = None,
+        throttled: bool = False,
+        answered: bool = True,
+    ):
+        super().__init__(message)
+        self.in_doubt, self.retry_after, self.throttled = in_doubt, retry_after, throttled
+        self.answered = answered  # False: no complete answer came (the server may still be working)
+
+
+class TerminalBatchError(TargetError):
+    """The target refused this request for good; `detail` holds its answer."""
+
+    def __init__(self, message: str, detail: str):
+        super().__init__(message)
+        self.detail = detail
+
+
+class CannotTell(TargetError):
+    """The target has no way to list what a conversation holds."""
+
+
+class LedgerError(MemosEtlError):
+    """The ledger database failed: the run stops, with what it did so far reported."""
+
+    def __init__(self, url: str, what: str, cause: BaseException):
+        self.url, self.what = url, what
+        detail = str(getattr(cause, "orig", None) or cause).strip().splitlines()
+        super().__init__(
+            f"ledger {url}: {what} failed: {detail[0] if detail else type(cause).__name__}. "
+            "Nothing is lost: what was sent is recorded as sent or delivered, the rest is sent by "
+            "the next run once the ledger is back."
+        )
+
+
 class OperationError(MemosEtlError):
     """An operation on delivered data (replay, rollback, reset, forget) refused: the message says why."""
+
+
+class InputFormatError(ValueError):
+    """A file or record is not what its reader expects; the reader turns it into a quarantine
+    row (one record) or a SourceError (the whole unit)."""
+
+
+class NotJson(InputFormatError):
+    """The document is not JSON (a JSON source); the message says where."""
+
+
+class NotJsonl(InputFormatError):
+    """No line of the first block is a JSON object: the file is not JSONL."""
+
+
+class WrongFormat(InputFormatError):
+    """The bytes are another format than the name says (a gzip file named .jsonl, a binary file)."""
+
+
+class RowTooLong(InputFormatError):
+    """A CSV row longer than source.max_record_bytes."""
+
+
+class NestError(InputFormatError):
+    """The record does not have the shape the mapping's `nest` describes."""

@@ -24,8 +24,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core.client import CannotTell, TransientError
 from core.config import RunConfig
+from core.errors import CannotTell, TransientError
 from core.ledger import Ledger
 
 log = logging.getLogger("memos_etl.erase")

@@ -20,11 +20,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from core.client import TerminalBatchError, TransientError
 from core.config import LoadConfig, Mapping, TargetConfig
-from core.errors import FatalTargetError
+from core.errors import FatalTargetError, LedgerError, TerminalBatchError, TransientError
 from core.identity import unit_hashes
-from core.ledger import BatchRecord, Ledger, LedgerError, erased_mask
+from core.ledger import BatchRecord, Ledger, erased_mask
 from core.limiter import RateLimiter
 from core.memory import release_unused
 from core.report import Counts

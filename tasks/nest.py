@@ -37,15 +37,12 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 
 from core.config import MediaText, NestConfig, NestLevel
+from core.errors import NestError
 from tasks.extract.records import RECORD_COLUMN  # noqa: F401  (JSON text of one record: tasks/extract/records.py)
 from tasks.quarantine import POSITION  # noqa: E402,F401  (re-exported: the column nest writes)
 
 RECORD = "record"
 PERSPECTIVE = "perspective"
-
-
-class NestError(ValueError):
-    """The record does not have the shape the mapping's `nest` describes."""
 
 
 @dataclass

@@ -22,7 +22,7 @@ import logging
 
 import numpy as np
 
-from core.client import CannotTell, TerminalBatchError, TransientError
+from core.errors import CannotTell, TerminalBatchError, TransientError
 from core.ledger import TAIL, BatchRecord, Ledger
 from core.report import Counts
 from tasks.batch import message_hashes

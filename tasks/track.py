@@ -12,7 +12,7 @@ import threading
 import time
 from collections import Counter
 
-from core.client import TerminalBatchError, TransientError
+from core.errors import TerminalBatchError, TransientError
 from core.ledger import Ledger
 
 _RUNNING = {"running", "pending", "queued", "waiting", "processing", "in_progress"}

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from core.config import load_mapping
-from core.ledger import LedgerError
+from core.errors import LedgerError
 from flows.runner import run
 from tests.helpers import (
     chat_rows,

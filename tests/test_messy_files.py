@@ -587,7 +587,8 @@ def test_bad_lines_are_found_the_same_in_every_block():
 def test_a_csv_row_longer_than_a_block_is_read_and_one_past_the_limit_is_a_clear_error():
     import io
 
-    from tasks.extract.csvfile import RowTooLong, csv_batches
+    from core.errors import RowTooLong
+    from tasks.extract.csvfile import csv_batches
 
     body = b"id,text\n1,hello\n2," + b"x" * (3 << 20) + b"\n3,after\n"
     got = list(

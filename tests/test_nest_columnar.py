@@ -15,10 +15,11 @@ import pytest
 import yaml
 
 from core.config import PRESETS, load_mapping, preset_mapping, preset_names
+from core.errors import NotJson
 from flows.runner import run
 from tasks.extract import ROW_COLUMN, Slice, open_source
 from tasks.extract.lines import record_batches
-from tasks.extract.records import NotJson, json_items
+from tasks.extract.records import json_items
 from tasks.map import map_batch
 from tasks.nest import explode_columnar, explode_walk
 from tasks.quarantine import read_quarantine

@@ -20,9 +20,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from core.errors import LedgerError
+
 if TYPE_CHECKING:
     from core.identity import pairs, unit_hash
-    from core.ledger.db import LedgerError
     from core.ledger.deliveries import BatchRecord, KnownMessages, UnitDelivered
     from core.ledger.erasures import erased_mask
     from core.ledger.ledger import Ledger

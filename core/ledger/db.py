@@ -20,7 +20,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from core.errors import MemosEtlError
+from core.errors import LedgerError
 from core.ledger.revision import HEAD
 
 log = logging.getLogger("memos_etl.ledger")
@@ -29,19 +29,6 @@ VERSION_TABLE = "memos_etl_ledger_version"
 RETRY_S = 60.0  # how long a lost connection is retried before the run stops
 OPEN_RETRY_S = 10.0  # ... and when the ledger is first opened
 _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-
-
-class LedgerError(MemosEtlError):
-    """The ledger database failed: the run stops, with what it did so far reported."""
-
-    def __init__(self, url: str, what: str, cause: BaseException):
-        self.url, self.what = url, what
-        detail = str(getattr(cause, "orig", None) or cause).strip().splitlines()
-        super().__init__(
-            f"ledger {url}: {what} failed: {detail[0] if detail else type(cause).__name__}. "
-            "Nothing is lost: what was sent is recorded as sent or delivered, the rest is sent by "
-            "the next run once the ledger is back."
-        )
 
 
 def now() -> datetime:
@@ -71,26 +58,29 @@ def create_engine(url: str) -> sa.engine.Engine:
     return engine
 
 
+#: PostgreSQL SQLSTATEs of a server gone, stopping or starting: worth waiting for. Class 08 is
+#: "connection exception"; 57P01-03 admin/crash shutdown and "cannot connect now" (starting up,
+#: recovery); 53300 too many connections.
+_PG_WAIT_STATES = ("08", "57P01", "57P02", "57P03", "53300")
+
+
 def _is_disconnect(exc: BaseException) -> bool:
+    """A lost or refused connection, by the driver's error type and SQLSTATE (never by message
+    text). psycopg gives no SQLSTATE when the connection itself failed (refused, timed out,
+    closed mid-query): those count too. SQLite's errors are never a disconnect."""
     if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
         return True
-    if isinstance(exc, sa.exc.OperationalError):
-        text = str(exc).lower()
-        # the server went away, or is starting/stopping: worth waiting for
-        return any(
-            s in text
-            for s in (
-                "connection",
-                "server closed",
-                "terminating",
-                "shutting down",
-                "starting up",
-                "recovery mode",
-                "could not receive",
-                "timeout expired",
-            )
-        )
-    return False
+    if not isinstance(exc, sa.exc.OperationalError):
+        return False
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - the driver is a dependency
+        return False
+    orig = exc.orig
+    if not isinstance(orig, psycopg.OperationalError):
+        return False
+    state = orig.sqlstate
+    return state is None or state.startswith(_PG_WAIT_STATES)
 
 
 def guarded(what: str):

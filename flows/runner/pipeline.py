@@ -33,13 +33,14 @@ from core.client import resolve_api_key
 from core.config import Mapping, RunConfig
 from core.errors import (
     FatalTargetError,
+    LedgerError,
     MemosEtlError,
     QualityThresholdError,
     SchemaDrift,
     SourceError,
     TargetIdentityError,
 )
-from core.ledger import Ledger, LedgerError, unit_hash
+from core.ledger import Ledger, unit_hash
 from core.limiter import RateLimiter, fleet_limiter
 from core.report import Counts, RunReport
 from tasks import cursor

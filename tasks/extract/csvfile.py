@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from core.errors import RowTooLong
 from tasks.extract.lines import ROW_COLUMN
 from tasks.quarantine import PREVIEW_CHARS, BadRow, Reason
 
@@ -131,10 +132,6 @@ def csv_batches(
 
 def _field_count(row) -> Reason:
     return Reason("wrong field count", f"{row.actual_columns} fields where the header has {row.expected_columns}")
-
-
-class RowTooLong(ValueError):
-    """A CSV row longer than source.max_record_bytes."""
 
 
 def _positions(start: int, n: int, bad_rows: set[int]) -> tuple[np.ndarray, int]:

@@ -20,17 +20,16 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from core.config import Mapping
-from core.errors import SourceError
-from tasks.extract.csvfile import RowTooLong, csv_batches
+from core.errors import NotJson, NotJsonl, RowTooLong, SourceError, WrongFormat
+from tasks.extract.csvfile import csv_batches
 
 # a source may carry each row's original position in ROW_COLUMN (re-drive does, and a JSONL
 # block with bad lines does): the mapper takes source_row from it instead of counting; never data
-from tasks.extract.lines import ROW_COLUMN, NotJsonl, flat_batches, record_batches
-from tasks.extract.records import NotJson, json_items
+from tasks.extract.lines import ROW_COLUMN, flat_batches, record_batches
+from tasks.extract.records import json_items
 from tasks.extract.streams import (
     MEMBER_SEP,
     ZIP,
-    WrongFormat,
     compression_of,
     open_text,
     strip_compression,

@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
 
+from core.errors import NotJsonl
 from tasks.quarantine import PREVIEW_CHARS, BadRow, Reason
 
 BLOCK_BYTES = 8 << 20
@@ -46,10 +47,6 @@ ROW_COLUMN = "__memos_etl_row__"  # flat sources: a row's record number, when li
 
 TOO_DEEP = Reason("nested too deep", "nested deeper than 1,024 levels: not read")
 NUL_BYTES = Reason("NUL bytes", "holds NUL bytes: not a JSON line")
-
-
-class NotJsonl(ValueError):
-    """No line of the first block is a JSON object: the file is not JSONL."""
 
 
 class LineBlocks:

@@ -22,16 +22,13 @@ from typing import BinaryIO
 
 import pyarrow as pa
 
+from core.errors import NotJson
 from tasks.extract.lines import RECORD_COLUMN
 from tasks.extract.streams import Prefixed
 from tasks.quarantine import PREVIEW_CHARS, BadRow, Reason
 
 BLOCK_BYTES = 8 << 20
 ITEMS = 2048
-
-
-class NotJson(ValueError):
-    """The document is not JSON (a JSON source); the message says where."""
 
 
 def json_items(

@@ -22,6 +22,8 @@ from typing import BinaryIO
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from core.errors import WrongFormat
+
 #: the name's last extension -> codec (Arrow's names; xz goes through Python's lzma)
 COMPRESSIONS = {".gz": "gzip", ".gzip": "gzip", ".bz2": "bz2", ".zst": "zstd", ".zstd": "zstd", ".xz": "xz"}
 ZIP = ".zip"
@@ -156,10 +158,6 @@ def _binary(head: bytes) -> bool:
         return False
     lines = head.split(b"\n")
     return sum(1 for line in lines if b"\x00" in line) * 2 > len(lines)
-
-
-class WrongFormat(ValueError):
-    """The bytes are another format than the name says (a gzip file named .jsonl, a binary file)."""
 
 
 def open_bytes(fs: pafs.FileSystem, path: str, member: str = "", compression: str | None = None) -> BinaryIO:
