@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core.client import Target
 from core.config import LoadConfig, Mapping, TargetConfig
 from core.errors import FatalTargetError, LedgerError, TerminalBatchError, TransientError
 from core.identity import unit_hashes
@@ -38,7 +39,7 @@ from tasks.batch import (
 )
 from tasks.order import SortedRuns, bucket_parts, sort_runs
 from tasks.quarantine import QuarantineWriter, rows_table
-from tasks.reconcile import check
+from tasks.settle import check
 from tasks.stage import read_bucket
 
 log = logging.getLogger("memos_etl.load")
@@ -54,7 +55,7 @@ class LoadContext:
     mapping: Mapping
     load: LoadConfig
     target_cfg: TargetConfig
-    client: object  # CloudTarget or any adapter with add() and get_messages()
+    client: Target
     ledger: Ledger
     run_id: str
     quarantine_dir: Path

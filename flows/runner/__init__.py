@@ -7,7 +7,6 @@ from flows.runner.pipeline import (
     BUCKET_ROWS,
     Outbox,
     bucket_count,
-    make_target,
     new_run_id,
     preflight,
     redrive,
@@ -21,7 +20,6 @@ __all__ = [
     "BUCKET_ROWS",
     "Outbox",
     "bucket_count",
-    "make_target",
     "new_run_id",
     "preflight",
     "redrive",
@@ -30,3 +28,9 @@ __all__ = [
     "serial_map",
     "thread_map",
 ]
+
+
+def make_target(cfg):  # TEMPORARY: the CLI moves to core.client.make_target (removed before commit)
+    from core.client import make_target as _mt
+
+    return _mt(cfg.target, pool_size=cfg.load.concurrency + 2)

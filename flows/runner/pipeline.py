@@ -28,8 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from core import shutdown
-from core.client import make_target as _make_target
-from core.client import resolve_api_key
+from core.client import make_target
 from core.config import Mapping, RunConfig
 from core.errors import (
     FatalTargetError,
@@ -49,8 +48,8 @@ from tasks.datadocs import localise
 from tasks.extract import Slice, open_source
 from tasks.load import LoadContext, load_bucket
 from tasks.quarantine import quarantine_dir
-from tasks.reconcile import resolve_unconfirmed
 from tasks.redact import DEFAULT_ENTITIES, redaction_secret, redactor_for
+from tasks.settle import resolve_unconfirmed
 from tasks.stage import StageResult, stage_file
 from tasks.track import track_extraction
 from tasks.validate import Validator
@@ -86,10 +85,6 @@ def thread_map(workers: int) -> Mapper:
 
 def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
-
-
-def make_target(cfg: RunConfig):
-    return _make_target(cfg.target, resolve_api_key(cfg.target), pool_size=cfg.load.concurrency + 2)
 
 
 def preflight(mapping: Mapping, source=None) -> list:
@@ -260,7 +255,7 @@ def run(
     for dead in ledger.dead_runs():  # killed runs leave their staging behind
         shutil.rmtree(work / "runs" / dead, ignore_errors=True)
     own_target = target is None
-    target = target or make_target(cfg)
+    target = target or make_target(cfg.target, pool_size=cfg.load.concurrency + 2)
     ledger.start_run(run_id, kind, name, target_cfg.ledger_name, {"slice": report.slice})
     counts = report.counts
     stop = threading.Event()
@@ -425,7 +420,7 @@ def rewrite_conversations(mapping: Mapping, cfg: RunConfig, report: RunReport, p
     target_name = cfg.target.ledger_name
     name = mapping.source.name
     ledger = Ledger(cfg.state.ledger())
-    client = make_target(cfg)
+    client = make_target(cfg.target, pool_size=cfg.load.concurrency + 2)
     summary = {"conversations": 0, "memories_deleted": 0, "messages_forgotten": 0}
     try:
         todo = ledger.pending_rewrites(target_name, name)

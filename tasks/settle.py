@@ -1,4 +1,4 @@
-"""Reconcile: did an unconfirmed request reach the target? Ask it before sending again.
+"""Settle: did an unconfirmed (in-doubt) request reach the target? Ask it before sending again.
 
 A request that got no answer (timeout, dropped connection, a server error after the write,
 or a process killed mid-request) may or may not have been applied. MemOS has no request id
@@ -73,10 +73,10 @@ def check(client, ledger: Ledger, target: str, rec: BatchRecord) -> bool | None:
     try:
         held = client.get_messages(rec.user_id, rec.conversation_id, limit=TAIL)
     except CannotTell:
-        if not hasattr(client, "request_landed"):
-            return None
         try:  # self-hosted: read it from the session's memories (their info and sources)
             found, nodes = client.request_landed(rec.user_id, rec.conversation_id, rec.batch_key)
+        except CannotTell:
+            return None
         except (TransientError, TerminalBatchError) as exc:
             log.warning("%s/%s: cannot check the target's memories: %s", rec.user_id, rec.conversation_id, exc)
             return None

@@ -1,8 +1,5 @@
-"""Typed configuration: source mappings (schemas/mappings/*.yaml) and run settings.
-
-Everything is validated when loaded, and every error names the file and the key, so a bad
-config stops a run before a single row is read or a request is sent.
-"""
+"""Source mappings (schemas/mappings/*.yaml): the source, how its columns become messages,
+nesting, redaction, checks; presets under a mapping's own keys; loading one from a file."""
 
 from __future__ import annotations
 
@@ -12,9 +9,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
+import schemas
+from core.config.files import Strict, merge, read_yaml, validate_model
 from core.errors import ConfigError
 from core.secrets import secret_block
 from schemas.roles import ALLOWED_ROLES
@@ -40,11 +38,7 @@ DEFAULT_ROLE_MAP = {
 }
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class S3Config(_Strict):
+class S3Config(Strict):
     bucket: str
     prefix: str = ""
     endpoint_url: str | None = None  # S3-compatible stores and local servers
@@ -53,7 +47,7 @@ class S3Config(_Strict):
     partition_key: str | None = None  # Hive partition (e.g. dt) that --since/--until select on
 
 
-class SqlConfig(_Strict):
+class SqlConfig(Strict):
     url: str | None = None  # SQLAlchemy URL ...
     url_env: str | None = None  # ... or the environment variable holding it (passwords stay out of files)
     url_block: str | None = None  # ... or the name of a Prefect Secret block holding it
@@ -82,7 +76,7 @@ class SqlConfig(_Strict):
         return url
 
 
-class SourceConfig(_Strict):
+class SourceConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     type: Literal["files", "s3", "sql"] = "files"
     format: Literal["parquet", "jsonl", "csv", "json"] | None = None  # files and s3; json needs `nest`
@@ -150,12 +144,12 @@ class Template(BaseModel):
         return self.names and len(self.names) == 1 and self.literals == ["", ""]
 
 
-class ContentAppend(_Strict):
+class ContentAppend(Strict):
     column: str
     template: str = " {}"  # "{}" is replaced by the column's value; skipped when the value is null/empty
 
 
-class RolesConfig(_Strict):
+class RolesConfig(Strict):
     map: dict[str, str] = {}
     # two-person dialogues without a role column: which speakers are the user
     speaker_column: str | None = None
@@ -175,7 +169,7 @@ class RolesConfig(_Strict):
         return {k.strip().lower(): r for k, r in v.items()}
 
 
-class TimeConfig(_Strict):
+class TimeConfig(Strict):
     # "iso" (ISO 8601, offset optional), "epoch_s", "epoch_ms", or strptime formats, tried in order
     formats: list[str] = ["iso"]
     timezone: str = "UTC"  # for times without an offset
@@ -192,7 +186,7 @@ class TimeConfig(_Strict):
         return v
 
 
-class Fields(_Strict):
+class Fields(Strict):
     user_id: str
     conversation_id: str
     content: str
@@ -209,7 +203,7 @@ class Fields(_Strict):
     deleted: str | None = None
 
 
-class ChecksConfig(_Strict):
+class ChecksConfig(Strict):
     """Per-source expectations added to the canonical suite (tasks/validate.py)."""
 
     allowed_speakers: list[str] | None = None  # raw values of roles.speaker_column, or of the role column
@@ -220,7 +214,7 @@ class ChecksConfig(_Strict):
     conversation_needs_user_message: bool = False
 
 
-class NestLevel(_Strict):
+class NestLevel(Strict):
     """One level of nesting to explode (tasks/nest.py)."""
 
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")  # element fields become <name>.<key>
@@ -248,7 +242,7 @@ class NestLevel(_Strict):
         return self
 
 
-class MediaText(_Strict):
+class MediaText(Strict):
     """Text that stands in for non-text message parts (MemOS is loaded with text)."""
 
     image: str = "[image]"
@@ -258,7 +252,7 @@ class MediaText(_Strict):
     other: str = "[{type}]"
 
 
-class Perspectives(_Strict):
+class Perspectives(Strict):
     """Load a dialogue once per speaker: each copy's `perspective` is that speaker, and
     `perspective.role` is user for the speaker's own turns, assistant for the other's."""
 
@@ -266,7 +260,7 @@ class Perspectives(_Strict):
     speaker: str  # the flattened column naming a turn's speaker
 
 
-class NestConfig(_Strict):
+class NestConfig(Strict):
     """Messages nested inside records: explode them into rows (tasks/nest.py)."""
 
     levels: list[NestLevel] = Field(min_length=1)
@@ -276,7 +270,7 @@ class NestConfig(_Strict):
     perspectives: Perspectives | None = None
 
 
-class RedactPattern(_Strict):
+class RedactPattern(Strict):
     """A custom entity found by a regular expression (a Presidio PatternRecognizer)."""
 
     entity: str = Field(pattern=r"^[A-Z][A-Z0-9_]{1,63}$")
@@ -288,7 +282,7 @@ class RedactPattern(_Strict):
 RedactOperator = Literal["replace", "mask", "hash", "drop_message"]
 
 
-class RedactConfig(_Strict):
+class RedactConfig(Strict):
     """Personal data found by Microsoft Presidio and removed before anything leaves (tasks/redact.py)."""
 
     entities: list[str] | None = None  # Presidio entity names; None: tasks.redact.DEFAULT_ENTITIES
@@ -342,7 +336,7 @@ class RedactConfig(_Strict):
         return key
 
 
-class Mapping(_Strict):
+class Mapping(Strict):
     source: SourceConfig
     preset: str | None = None  # schemas/presets/<name>.yaml, under this mapping's own keys
     nest: NestConfig | None = None
@@ -407,171 +401,12 @@ class Mapping(_Strict):
         return str(p)
 
 
-class TargetConfig(_Strict):
-    kind: Literal["cloud", "self-hosted"] = "cloud"
-    base_url: str = "http://127.0.0.1:8765"
-    name: str | None = None  # ledger identity of the target; defaults to base_url
-    api_key_env: str = "MEMOS_API_KEY"
-    api_key_block: str | None = None  # name of a Prefect Secret block holding the key
-    timeout_s: float = 30.0
-    async_mode: bool = True  # self-hosted: "async" / "sync"
-    mode: Literal["fast", "fine"] | None = None  # self-hosted only: extraction mode
-    track_extraction: bool = False  # cloud: poll /get/status for this run's task_ids at the end
-    extraction_wait_s: float = Field(default=30.0, ge=0)
-    max_attempts: int = Field(default=5, ge=1)  # per request, HTTP level (docs/exactly-once.md, "Errors and retries")
-    # throttling answers do not use up max_attempts: they are retried for up to this long
-    max_throttle_wait_s: float = Field(default=600.0, ge=0)
-    backoff_base_s: float = Field(default=0.5, ge=0)
-    backoff_cap_s: float = Field(default=30.0, ge=0)
-    # after a request got no answer, wait this long before asking the target whether it
-    # arrived, so a request the server is still processing has landed by then
-    in_doubt_grace_s: float = Field(default=5.0, ge=0)
-
-    # set by --new-target: this source's deliveries recorded under other target names are
-    # known, and this target is a different MemOS that should get everything (see ledger_name)
-    new_target: bool = False
-
-    @property
-    def ledger_name(self) -> str:
-        """The target's identity in the ledger: `name`, else the base URL normalised (scheme and
-        host lower-cased, default port and trailing slashes dropped), so spellings of one URL
-        agree. A different URL to the same server is a different name: pin `name` for that."""
-        return self.name or normalise_url(self.base_url)
-
-
-def normalise_url(url: str) -> str:
-    """http://Host:80/memos/ -> http://host/memos; the path keeps its case."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError:
-        return url.strip().rstrip("/")
-    if not parts.scheme or not parts.hostname:
-        return url.strip().rstrip("/")
-    scheme = parts.scheme.lower()
-    host = parts.hostname.lower()
-    if ":" in host:
-        host = f"[{host}]"  # IPv6 literal
-    if port is not None and (scheme, port) not in (("http", 80), ("https", 443)):
-        host = f"{host}:{port}"
-    userinfo = parts.netloc.rpartition("@")[0]
-    netloc = f"{userinfo}@{host}" if userinfo else host
-    return urlunsplit((scheme, netloc, parts.path.rstrip("/"), parts.query, ""))
-
-
-class LoadConfig(_Strict):
-    max_messages_per_request: int = Field(default=50, ge=1)
-    # MemOS documents 8k input tokens per call on one page and 40k on another: default to the safer
-    max_tokens_per_request: int = Field(default=8_000, ge=64)
-    max_failed_share: float = Field(default=0.10, ge=0, le=1)
-    buckets: int = Field(default=16, ge=1, le=4096)  # conversation hash buckets = units of parallel loading
-    concurrency: int = Field(default=8, ge=1, le=128)  # conversations (buckets) in flight at once
-    # client-side limits shared by all senders of a run; 0 = none. MemOS Cloud publishes
-    # 400k tokens/minute per key and recommends at most ~50 requests/second.
-    requests_per_second: float = Field(default=40.0, ge=0)
-    tokens_per_minute: float = Field(default=400_000, ge=0)
-    late_messages: Literal["append", "quarantine"] = "append"
-    # token estimate (core/budget.py): UTF-8 bytes per token, framing per message and per
-    # request. The defaults over-estimate English on purpose; tune them to a known tokenizer
-    bytes_per_token: float = Field(default=3.0, gt=0)
-    message_overhead_tokens: int = Field(default=8, ge=0)
-    request_overhead_tokens: int = Field(default=200, ge=0)
-    # the window tokens_per_minute is counted over; MemOS uses a minute. Benchmarks shorten
-    # both sides (dev-server token_window_s) to measure several windows in seconds
-    token_window_s: float = Field(default=60.0, gt=0)
-    # this many failed requests in a row across the run (no success between, throttling
-    # aside) means the target is down: stop the run instead of retrying every conversation
-    max_consecutive_failures: int = Field(default=20, ge=1)
-    # a run leases the conversations it sends to; another run (or worker) skips them until the
-    # lease is released or, if the run died, expires
-    lease_ttl_s: float = Field(default=600.0, ge=1)
-    # one rate limit for a whole fleet of workers: the name prefix of two Prefect global
-    # concurrency limits with slot decay (<name>-requests, <name>-tokens), created or updated
-    # from requests_per_second/tokens_per_minute at the start of a run. None: per process only.
-    fleet_limit: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,48}$")
-    # a bucket whose staged files are larger than this (a conversation of ~60k messages and
-    # more) is ordered from sorted runs on disk of about this size (tasks/order.py) instead of
-    # in memory: a loader's memory then does not grow with the largest conversation. Same
-    # requests either way
-    sort_in_memory_bytes: int = Field(default=16 << 20, ge=1)
-
-
-class StateConfig(_Strict):
-    work_dir: str = ".memos-etl"
-    data_docs: bool = False  # build Great Expectations Data Docs (HTML) under work_dir/data-docs/<source>
-    ledger_url: str | None = None  # default: sqlite file in work_dir
-
-    def ledger(self) -> str:
-        return self.ledger_url or f"sqlite:///{Path(self.work_dir) / 'ledger.db'}"
-
-
-class BackfillConfig(_Strict):
-    # a partition run that has not reported for this long is taken as dead and handed to
-    # another worker (its conversation leases expire after load.lease_ttl_s)
-    part_ttl_s: float = Field(default=120.0, ge=5)
-    max_attempts: int = Field(default=3, ge=1)  # runs per partition before the backfill gives up on it
-    poll_s: float = Field(default=5.0, gt=0)
-
-
-class RunConfig(_Strict):
-    # source name -> mapping file (relative to this config file) or the mapping inline
-    sources: dict[str, str | dict] = {}
-    target: TargetConfig = TargetConfig()
-    load: LoadConfig = LoadConfig()
-    state: StateConfig = StateConfig()
-    backfill: BackfillConfig = BackfillConfig()
-    path_: Path | None = Field(default=None, exclude=True)
-
-    def mapping(self, source: str | os.PathLike) -> Mapping:
-        """A source by name (from `sources`) or a mapping file path."""
-        spec = self.sources.get(str(source))
-        if spec is None:
-            if Path(source).is_file():
-                return load_mapping(source)
-            known = ", ".join(sorted(self.sources)) or "none configured"
-            raise ConfigError(
-                str(self.path_ or "config"),
-                "sources",
-                f"{str(source)!r} is neither a mapping file nor a configured source ({known})",
-            )
-        where = f"{self.path_ or 'config'} sources.{source}"
-        if isinstance(spec, str):
-            p = Path(spec)
-            if not p.is_absolute() and self.path_ is not None:
-                p = self.path_.parent / p
-            return load_mapping(p)
-        return _check_mapping(_validate(Mapping, with_preset(spec, Path(where)), Path(where)), Path(where))
-
-
-def _read_yaml(path: Path) -> dict:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(str(path), "-", "file not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(str(path), "-", f"not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(str(path), "-", "expected a mapping at the top level")
-    return data
-
-
-def _validate(model: type[BaseModel], data: dict, path: Path):
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"]) or "-"
-        raise ConfigError(str(path), key, err["msg"]) from None
-
-
 def load_mapping(path: str | os.PathLike) -> Mapping:
     p = Path(path)
-    return _check_mapping(_validate(Mapping, with_preset(_read_yaml(p), p), p), p)
+    return checked_mapping(validate_model(Mapping, with_preset(read_yaml(p), p), p), p)
 
 
-PRESETS = Path(__file__).resolve().parent.parent / "schemas" / "presets"
+PRESETS = Path(schemas.__file__).resolve().parent / "presets"
 
 
 def preset_names() -> list[str]:
@@ -588,7 +423,7 @@ def with_preset(data: dict, where: Path) -> dict:
     path = PRESETS / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(str(where), "preset", f"no preset {name!r} (known: {', '.join(preset_names())})")
-    merged = _merge(_read_yaml(path), data)
+    merged = merge(read_yaml(path), data)
     src = merged.setdefault("source", {})
     if not src.get("format") and src.get("path"):
         suffixes = [x.lower() for x in Path(str(src["path"])).suffixes]
@@ -610,18 +445,11 @@ def with_preset(data: dict, where: Path) -> dict:
 def preset_mapping(name: str, path: str | os.PathLike, overrides: dict | None = None) -> Mapping:
     """A preset applied to an input path (file, directory or glob), e.g. for `preview`."""
     where = Path(f"preset:{name}")
-    data = _merge({"preset": name, "source": {"path": str(Path(path).resolve())}}, overrides or {})
-    return _check_mapping(_validate(Mapping, with_preset(data, where), where), where)
+    data = merge({"preset": name, "source": {"path": str(Path(path).resolve())}}, overrides or {})
+    return checked_mapping(validate_model(Mapping, with_preset(data, where), where), where)
 
 
-def _merge(base: dict, top: dict) -> dict:
-    out = dict(base)
-    for k, v in top.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def _check_mapping(mapping: Mapping, p: Path) -> Mapping:
+def checked_mapping(mapping: Mapping, p: Path) -> Mapping:
     mapping.path_ = p
     for field in Fields.model_fields:
         try:
@@ -643,54 +471,3 @@ def _check_mapping(mapping: Mapping, p: Path) -> Mapping:
             "set either user_speakers (the same people everywhere) or user_speaker_column (per row)",
         )
     return mapping
-
-
-ENV_PREFIX = "MEMOS_ETL__"  # MEMOS_ETL__TARGET__BASE_URL=... overrides target.base_url
-
-
-def env_overrides(environ: dict | None = None) -> dict:
-    """Nested settings from MEMOS_ETL__SECTION__KEY variables; values are read as YAML scalars."""
-    out: dict = {}
-    for name, raw in sorted((environ if environ is not None else os.environ).items()):
-        if not name.startswith(ENV_PREFIX):
-            continue
-        keys = [k.lower() for k in name[len(ENV_PREFIX) :].split("__") if k]
-        if not keys:
-            continue
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            value = raw
-        node = out
-        for k in keys[:-1]:
-            node = node.setdefault(k, {})
-            if not isinstance(node, dict):
-                raise ConfigError(name, ".".join(keys), "conflicts with a shorter variable of the same prefix")
-        node[keys[-1]] = value
-    return out
-
-
-def merge(base: dict, extra: dict) -> dict:
-    """`extra` over `base`, recursively for nested sections."""
-    out = dict(base)
-    for k, v in extra.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def load_run_config(
-    path: str | os.PathLike | None = None, overrides: dict | None = None, environ: dict | None = None
-) -> RunConfig:
-    """The run config: the file (or $MEMOS_ETL_CONFIG), then MEMOS_ETL__* variables, then
-    `overrides` (flow parameters). Errors name the file or variable and the key."""
-    env = environ if environ is not None else os.environ
-    path = path or env.get("MEMOS_ETL_CONFIG") or None
-    p = Path(path) if path else None
-    data = _read_yaml(p) if p else {}
-    from_env = env_overrides(env)
-    where = str(p) if p else "defaults"
-    if from_env:
-        where += " + " + ", ".join(sorted(k for k in env if k.startswith(ENV_PREFIX)))
-    cfg = _validate(RunConfig, merge(merge(data, from_env), overrides or {}), Path(where))
-    cfg.path_ = p
-    return cfg

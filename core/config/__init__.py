@@ -1,0 +1,85 @@
+"""Typed configuration: source mappings (schemas/mappings/*.yaml) and run settings.
+
+* mapping.py  source mappings and presets
+* run.py      run settings: target, load, state, backfill; environment overrides
+* files.py    YAML, validation, merge
+
+Everything is validated when loaded, and every error names the file and the key, so a bad
+config stops a run before a single row is read or a request is sent.
+"""
+
+from __future__ import annotations
+
+from core.config.files import merge
+from core.config.mapping import (
+    DEFAULT_ROLE_MAP,
+    PRESETS,
+    ChecksConfig,
+    ContentAppend,
+    Fields,
+    Mapping,
+    MediaText,
+    NestConfig,
+    NestLevel,
+    Perspectives,
+    RedactConfig,
+    RedactOperator,
+    RedactPattern,
+    RolesConfig,
+    S3Config,
+    SourceConfig,
+    SqlConfig,
+    Template,
+    TimeConfig,
+    load_mapping,
+    preset_mapping,
+    preset_names,
+    with_preset,
+)
+from core.config.run import (
+    ENV_PREFIX,
+    BackfillConfig,
+    LoadConfig,
+    RunConfig,
+    StateConfig,
+    TargetConfig,
+    env_overrides,
+    load_run_config,
+    normalise_url,
+)
+
+__all__ = [
+    "BackfillConfig",
+    "ChecksConfig",
+    "ContentAppend",
+    "DEFAULT_ROLE_MAP",
+    "ENV_PREFIX",
+    "Fields",
+    "LoadConfig",
+    "Mapping",
+    "MediaText",
+    "NestConfig",
+    "NestLevel",
+    "PRESETS",
+    "Perspectives",
+    "RedactConfig",
+    "RedactOperator",
+    "RedactPattern",
+    "RolesConfig",
+    "RunConfig",
+    "S3Config",
+    "SourceConfig",
+    "SqlConfig",
+    "StateConfig",
+    "TargetConfig",
+    "Template",
+    "TimeConfig",
+    "env_overrides",
+    "load_mapping",
+    "load_run_config",
+    "merge",
+    "normalise_url",
+    "preset_mapping",
+    "preset_names",
+    "with_preset",
+]
