@@ -30,8 +30,8 @@ from core.config import Mapping, RunConfig
 from core.ledger import Ledger
 from core.report import Counts
 from flows import runner as pipeline
-from flows.heartbeat import beating
-from flows.sync import drain_on_sigterm, execute, resolve, slug
+from flows.runtime import flow_run, slug
+from flows.sync import execute
 from tasks.extract import Slice, open_source
 from tasks.partition import backfill_id as make_backfill_id
 from tasks.partition import split
@@ -111,9 +111,7 @@ def backfill_part_flow(
     source: str, backfill_id: str, part_key: str, spec: dict, config_path: str | None = None, config: dict | None = None
 ) -> dict:
     """Load one partition of a backfill (started by backfill_flow through a deployment)."""
-    with beating():
-        cfg, mapping = resolve(source, config_path, config)
-        drain_on_sigterm()
+    with flow_run(source, config_path, config) as (cfg, mapping):
         out = run_part(mapping, cfg, backfill_id, part_key, spec)
         get_run_logger().info("part %s: %s", part_key, out["status"])
         return out
@@ -138,8 +136,7 @@ def backfill_flow(
 ) -> dict:
     """Backfill [since, until) of a source, split `by` cursor | partition | file | hash (auto:
     cursor for SQL, partition for Hive layouts, else file), `every` per part."""
-    with beating():
-        cfg, mapping = resolve(source, config_path, config)
+    with flow_run(source, config_path, config, drain=False) as (cfg, mapping):
         return backfill(
             mapping,
             cfg,

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from flows.heartbeat import beating
 from flows.runner.replay import replay
-from flows.sync import drain_on_sigterm, publish, resolve, slug, task_maps
+from flows.runtime import flow_run, publish, slug, task_maps
 
 
 @flow(name="memos-etl-replay", log_prints=False)
@@ -18,9 +17,7 @@ def replay_flow(
     config: dict | None = None,
 ) -> dict:
     """Forget these users'/conversations' deliveries in the ledger and send them again, in order."""
-    with beating():
-        cfg, mapping = resolve(source, config_path, config)
-        drain_on_sigterm()
+    with flow_run(source, config_path, config) as (cfg, mapping):
         report = replay(mapping, cfg, list(users or []), list(conversations or []), **task_maps(cfg))
         publish(report, f"replay-{slug(mapping.source.name)}")
         get_run_logger().info("replay %s %s: %s", report.run_id, report.status, report.counts)
