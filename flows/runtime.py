@@ -72,7 +72,7 @@ def prefect_map(t, width: int, size=None):
 
 
 def _unit_size(args: tuple) -> int:
-    return getattr(args[2], "size", 0) or 0  # stage_file(mapping, source, unit, ...)
+    return getattr(args[1], "size", 0) or 0  # stage_file(plan, unit, ...)
 
 
 def task_maps(cfg: RunConfig) -> dict:

@@ -97,21 +97,23 @@ def in_slice(mapped: pa.Table, part: Slice | None) -> np.ndarray | None:
     return keep
 
 
-def stage_file(
-    mapping: Mapping,
-    source,
-    unit: Unit,
-    index: int,
-    validator: Validator,
-    run_id: str,
-    stage_dir: Path,
-    quarantine_dir: Path,
-    buckets: int,
-    part: Slice | None = None,
-    erased: tuple = (frozenset(), frozenset()),
-    delivered: Callable | None = None,
-    redactor=None,
-) -> StageResult:
+@dataclass(frozen=True)
+class StagePlan:
+    """What every unit of one run is staged with."""
+
+    mapping: Mapping
+    source: Any
+    validator: Validator
+    run_id: str
+    stage_dir: Path
+    quarantine_dir: Path
+    buckets: int  # conversation hash buckets the staged rows are split into
+    part: Slice | None = None
+    erased: tuple = (frozenset(), frozenset())  # the ledger's tombstones: (users, (user, conversation))
+    redactor: Any = None
+
+
+def stage_file(plan: StagePlan, unit: Unit, index: int, delivered: Callable | None = None) -> StageResult:
     """Extract, map, validate and stage one unit; a unit that cannot be read is quarantined whole.
     Rows outside a row-level slice (`part`) are not this run's: not counted, not staged. Rows
     of erased users (`erased`, from the ledger's tombstones) are counted, never staged or
@@ -119,10 +121,13 @@ def stage_file(
     the loader to count. `delivered` (a unit read again after it changed) gives what the
     ledger delivered from it: rows delivered and unchanged (same key, same fingerprint) are
     counted `already delivered` here, without validating or staging them, and the delivered
-    keys the unit no longer holds are returned (StageResult.gone). `redactor` (tasks/redact.py)
+    keys the unit no longer holds are returned (StageResult.gone). `plan.redactor` (tasks/redact/)
     removes personal data from the content before anything below sees it: the fingerprints
     compared with the ledger's, validation (and its Data Docs), staging; quarantine rows keep
     the raw source row."""
+    mapping, source, validator, run_id = plan.mapping, plan.source, plan.validator, plan.run_id
+    stage_dir, quarantine_dir, buckets, part = plan.stage_dir, plan.quarantine_dir, plan.buckets, plan.part
+    erased, redactor = plan.erased, plan.redactor
     counts = Counts()
     known = delivered(unit) if delivered is not None else None
     seen: list[np.ndarray] = []

@@ -1,19 +1,24 @@
-"""The Prefect-free runner: one run of a source into a target (run.py), replay built on it
-(replay.py). The Prefect flows and `--no-prefect` call the same functions."""
+"""The Prefect-free runner: one run of a source into a target, as plain functions. The Prefect
+flows and `--no-prefect` call the same functions.
+
+* pipeline.py  one run in phases over its RunState; the rewrite and re-drive runs built on it
+* checks.py    what a run plans and checks around staging (units, columns, drift, deletions)
+* maps.py      how a phase runs its items (serially, on threads; the flows: a task run)
+* replay.py    replay: forget some conversations' deliveries and run them again
+"""
 
 from __future__ import annotations
 
+from flows.runner.checks import preflight
+from flows.runner.maps import serial_map, thread_map
 from flows.runner.pipeline import (
     BUCKET_ROWS,
     Outbox,
     bucket_count,
     new_run_id,
-    preflight,
     redrive,
     rewrite_conversations,
     run,
-    serial_map,
-    thread_map,
 )
 
 __all__ = [

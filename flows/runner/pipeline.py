@@ -9,6 +9,10 @@ bucket a task run, see flows/sync.py) or on a plain thread pool (tests, benchmar
 3. stop before sending anything when too many rows failed validation;
 4. load the buckets in parallel, conversations strictly in order, under one rate limiter;
 5. optionally poll MemOS for the outcome of asynchronous extraction.
+
+Why one module of this size: the phases share one RunState, and the two runs built on a run
+(rewrite_conversations, redrive) call back into `run`, so they live beside it rather than in
+a module that `run` and they would import in a circle.
 """
 
 from __future__ import annotations
@@ -19,190 +23,102 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-
-import numpy as np
-import pyarrow as pa
+from typing import Any
 
 from core import shutdown
-from core.client import make_target
+from core.client import Target, make_target
 from core.config import Mapping, RunConfig
-from core.errors import (
-    FatalTargetError,
-    LedgerError,
-    MemosEtlError,
-    QualityThresholdError,
-    SchemaDrift,
-    SourceError,
-    TargetIdentityError,
-)
+from core.errors import FatalTargetError, LedgerError, MemosEtlError, QualityThresholdError
 from core.ledger import Ledger, unit_hash
 from core.limiter import RateLimiter, fleet_limiter
 from core.report import Counts, RunReport
+from flows.runner.checks import (
+    check_first_readable,
+    check_target_identity,
+    drift,
+    dropped_after_delivery,
+    gone_from_files,
+    plan,
+)
+from flows.runner.maps import Mapper, thread_map
 from tasks import cursor
-from tasks.cursor import behind
 from tasks.datadocs import localise
 from tasks.extract import Slice, open_source
 from tasks.load import LoadContext, load_bucket
 from tasks.quarantine import quarantine_dir
 from tasks.redact import DEFAULT_ENTITIES, redaction_secret, redactor_for
 from tasks.settle import resolve_unconfirmed
-from tasks.stage import StageResult, stage_file
+from tasks.stage import StagePlan, StageResult, stage_file
 from tasks.track import track_extraction
 from tasks.validate import Validator
 
 log = logging.getLogger("memos_etl")
-
-#: map(fn, items, on_done) -> results in the order of items; on_done(result) is called as each finishes
-Mapper = Callable[..., list]
-
-
-def serial_map(fn: Callable, items: Iterable[tuple], on_done: Callable | None = None) -> list:
-    out = []
-    for args in items:
-        out.append(fn(*args))
-        if on_done:
-            on_done(out[-1])
-    return out
-
-
-def thread_map(workers: int) -> Mapper:
-    def run_all(fn: Callable, items: Iterable[tuple], on_done: Callable | None = None) -> list:
-        def one(args):
-            r = fn(*args)
-            if on_done:
-                on_done(r)
-            return r
-
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="memos-etl") as pool:
-            return list(pool.map(one, items))
-
-    return run_all
 
 
 def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
-def preflight(mapping: Mapping, source=None) -> list:
-    """Open the source and check the mapping against its first unit, before anything is read."""
-    source = source or open_source(mapping)
-    units = source.units(Slice())
-    check_first_readable(mapping, source, units)
-    return units
+@dataclass
+class RunState:
+    """One run as it goes through its phases: what it was asked, what it opened, what it found."""
 
+    mapping: Mapping
+    cfg: RunConfig
+    report: RunReport
+    ledger: Ledger
+    target: Target
+    source: Any
+    part: Slice | None
+    outbox: Path | None
+    flow: str
+    resend_in_doubt: bool
+    stage_map: Mapper
+    load_map: Mapper
+    progress: Callable
+    work: Path
+    qdir: Path
+    stateless: bool  # a re-drive's source: no source state moves
+    own_target: bool  # opened here, closed here
+    stop: threading.Event = field(default_factory=threading.Event)
+    started: float = field(default_factory=time.monotonic)
+    started_at: float = field(default_factory=time.time)
+    units: list = field(default_factory=list)
+    nightly: bool = False
+    baseline: dict = field(default_factory=dict)
+    reread: set = field(default_factory=set)
+    redactor: Any = None
+    validator: Validator | None = None
+    erased: tuple = (frozenset(), frozenset())
+    staged: list[StageResult] = field(default_factory=list)
+    columns: dict = field(default_factory=dict)
+    ctx: LoadContext | None = None
 
-def check_first_readable(mapping: Mapping, source, units: list) -> None:
-    """Check the mapping's columns against the first unit that can be read (an unreadable
-    one is quarantined when staged, it does not stop the source)."""
-    if getattr(source, "exploded", False):
-        return  # re-driven messages of a nested source: their record was checked when first read
-    for u in units:
-        try:
-            schema = source.schema(u)
-        except SourceError:
-            if mapping.source.type == "sql":
-                raise  # no connection or no table: the whole source is unreadable
-            continue
-        if not schema.names:
-            continue  # no rows (an empty file, a CSV header alone): the next unit is checked
-        if mapping.nest is not None:
-            if check_nested_columns(mapping, source, u):
-                return
-            continue
-        mapping.check_columns(schema.names, u.rel)
-        return
+    @property
+    def name(self) -> str:
+        return self.mapping.source.name
 
+    @property
+    def target_name(self) -> str:
+        return self.cfg.target.ledger_name
 
-def check_nested_columns(mapping: Mapping, source, unit) -> bool:
-    """A nested source: the columns the required fields name must appear in the first batch
-    of records once exploded (a key absent from every record is a typo, not optional data).
-    False when the unit has no records to check against."""
-    from core.errors import ConfigError
-    from tasks.extract import ROW_COLUMN
-    from tasks.nest import explode
+    @property
+    def stage_dir(self) -> Path:
+        return self.work / "runs" / self.report.run_id / "stage"
 
-    for offset, rb in source.iter_batches(unit, []):  # records that cannot be read are staging's to quarantine
-        ex = explode(rb, mapping.nest, offset, ROW_COLUMN)
-        if ex.table.num_rows == 0:
-            return True  # nothing well-formed to check against: the records are quarantined with reasons
-        names = ex.table.schema.names
-        for field in ("user_id", "conversation_id", "role", "content"):
-            for tpl in mapping.templates(field):
-                for col in tpl.names:
-                    if col not in names and col not in mapping.constants:
-                        raise ConfigError(
-                            str(mapping.path_ or "mapping"),
-                            f"fields.{field}",
-                            f"column {col!r} is in no record of {unit.rel}'s first batch after nest "
-                            f"(columns: {', '.join(n for n in names if n != ROW_COLUMN)})",
-                        )
-        return True
-    return False
+    @property
+    def keeps_state(self) -> bool:
+        """Whether this run moves the source's state (manifest, cursor, schema) when complete."""
+        return not self.stateless and self.outbox is None and not (self.part is not None and self.part.filters_rows)
 
-
-def _plan(mapping: Mapping, source, ledger: Ledger, target: str, part: Slice | None, report: RunReport):
-    """The units this run reads, whether it is the nightly run that may move the cursor, its
-    baseline column types, and the units it reads again after they changed (their delivered
-    messages are checked for deletions)."""
-    nightly = part is None or not part.bounded
-    cursor_text, baseline = ledger.source_state(mapping.source.name, target)
-    report.cursor_before = cursor_text
-    if mapping.source.type == "sql":
-        sql = mapping.source.sql
-        if nightly:
-            start = behind(cursor.decode(cursor_text), sql.lag)
-            if start is None and sql.initial_value is not None:
-                start = cursor.parse_bound(str(sql.initial_value))
-            part = Slice(since=start)
-        return source.units(part), nightly, baseline, set()
-    units = source.units(part or Slice())
-    if part is not None and part.filters_rows:
-        return units, nightly, baseline, set()  # some rows of every file: the manifest (whole files) does not apply
-    manifest = ledger.manifest(mapping.source.name, target)
-    todo, reread = [], set()
-    for u in units:
-        seen = manifest.get(u.rel)
-        if seen and seen[0] == u.version:
-            report.counts.units_skipped += 1  # unchanged since it was fully processed: not read
-            if seen[1] == "failed":
-                report.notes.append(f"{u.rel}: still unreadable (unchanged since it failed); fix or replace it")
-        else:
-            todo.append(u)
-            if seen and seen[1] == "done":
-                reread.add(u.rel)
-    return todo, nightly, baseline, reread
-
-
-def _drift(mapping: Mapping, staged: list[StageResult], baseline: dict, report: RunReport) -> dict:
-    """Columns seen now vs the last completed run: new ones noted, mapped type changes fatal."""
-    mapped = mapping.referenced_columns()
-    now: dict[str, str] = dict(baseline)
-    for s in staged:
-        for col, kind in s.columns.items():
-            before = now.get(col)
-            if before is None:
-                now[col] = kind
-                if baseline:
-                    report.notes.append(f"new column {col!r} ({kind}) in {s.unit.rel}: not mapped, ignored")
-            elif "null" in (before, kind):  # a column that was all null tells no type
-                now[col] = kind if before == "null" else before
-            elif before != kind:
-                # a soft-delete column is read whatever its type (null until the first delete,
-                # then a bool, a timestamp or text): its type changing is not drift
-                if col in mapped and mapped[col] != "fields.deleted":
-                    raise SchemaDrift(
-                        mapping.source.name,
-                        s.unit.rel,
-                        f"mapped column {col!r} changed type: {before} -> {kind} "
-                        f"({mapped[col]}); nothing was sent. Fix the source or the mapping.",
-                    )
-                report.notes.append(f"column {col!r} changed type {before} -> {kind} in {s.unit.rel}: not mapped")
-                now[col] = kind
-    return now
+    @property
+    def rewrites(self) -> bool:
+        """Whether the source's policies have this run plan (and then finish) conversation rewrites."""
+        return bool(rewrite_kinds(self.mapping)) and self.outbox is None and self.flow != "rewrite"
 
 
 def run(
@@ -223,27 +139,73 @@ def run(
     """Sync one source. `part` reads a bounded slice (backfill, replay) and never moves the
     cursor; `source` replaces the mapping's own (re-drive), and then no source state moves
     either. With `outbox` it is a dry run: the requests are written there, nothing is sent and
-    the ledger keeps no trace but the run's report. `progress` gets (phase, done, total)."""
-    run_id = run_id or new_run_id()
-    progress = progress or (lambda phase, done, total: None)
+    the ledger keeps no trace but the run's report. `progress` gets (phase, done, total).
+
+    The phases, each a function of the run's state: open, prepare (plan, checks, settle),
+    stage, check quality, load, finish; close whatever happened."""
     started, started_at = time.monotonic(), time.time()
-    ctx = None
-    stage_map = stage_map or thread_map(min(cfg.load.concurrency, 4))
-    load_map = load_map or thread_map(cfg.load.concurrency)
+    st = _open(
+        mapping,
+        cfg,
+        run_id or new_run_id(),
+        stage_map,
+        load_map,
+        resend_in_doubt,
+        flow,
+        target,
+        part,
+        source,
+        outbox,
+        progress,
+        started,
+        started_at,
+    )
+    try:
+        _prepare(st)
+        _stage(st)
+        _check_quality(st)
+        _load(st)
+        _finish(st)
+    except Exception as exc:
+        st.report.status = "failed"
+        st.report.error = str(exc)
+        exc.report = st.report  # type: ignore[attr-defined]  # callers print what happened before the failure
+        raise
+    finally:
+        _close(st)
+    if st.rewrites and st.report.status in ("completed", "incomplete"):
+        rewrite_conversations(mapping, cfg, st.report, progress=st.progress)
+    return st.report
+
+
+def _open(
+    mapping: Mapping,
+    cfg: RunConfig,
+    run_id: str,
+    stage_map,
+    load_map,
+    resend_in_doubt: bool,
+    flow: str,
+    target,
+    part: Slice | None,
+    source,
+    outbox: Path | None,
+    progress,
+    started: float,
+    started_at: float,
+) -> RunState:
+    """The run's report, ledger record, target and source; killed runs' staging removed."""
     work = Path(cfg.state.work_dir)
-    stage_dir = work / "runs" / run_id / "stage"
     qdir = quarantine_dir(cfg.state.work_dir, mapping.source.name, run_id)
     if outbox is not None:  # a dry run's rejects are shown, not kept for re-drive
         qdir = Path(outbox).with_name(Path(outbox).stem + "-quarantine")
         shutil.rmtree(qdir, ignore_errors=True)
-    target_cfg = cfg.target
-    name = mapping.source.name
     bounded = part is not None and part.bounded
     kind = "plan" if outbox is not None else ("backfill" if flow == "sync" and bounded else flow)
     report = RunReport(
         run_id=run_id,
-        source=name,
-        target=target_cfg.ledger_name,
+        source=mapping.source.name,
+        target=cfg.target.ledger_name,
         flow=kind,
         slice=part.spec() if bounded else None,
         outbox=str(outbox) if outbox is not None else None,
@@ -256,152 +218,189 @@ def run(
         shutil.rmtree(work / "runs" / dead, ignore_errors=True)
     own_target = target is None
     target = target or make_target(cfg.target, pool_size=cfg.load.concurrency + 2)
-    ledger.start_run(run_id, kind, name, target_cfg.ledger_name, {"slice": report.slice})
-    counts = report.counts
-    stop = threading.Event()
-    shutdown.subscribe(stop)  # SIGTERM / Ctrl-C drain this run
+    ledger.start_run(run_id, kind, mapping.source.name, cfg.target.ledger_name, {"slice": report.slice})
+    st = RunState(
+        started=started,
+        started_at=started_at,
+        mapping=mapping,
+        cfg=cfg,
+        report=report,
+        ledger=ledger,
+        target=target,
+        source=source,
+        part=part,
+        outbox=outbox,
+        flow=flow,
+        resend_in_doubt=resend_in_doubt,
+        stage_map=stage_map or thread_map(min(cfg.load.concurrency, 4)),
+        load_map=load_map or thread_map(cfg.load.concurrency),
+        progress=progress or (lambda phase, done, total: None),
+        work=work,
+        qdir=qdir,
+        stateless=stateless,
+        own_target=own_target,
+    )
+    shutdown.subscribe(st.stop)  # SIGTERM / Ctrl-C drain this run
+    return st
+
+
+def _prepare(st: RunState) -> None:
+    """What to read, and every check that can stop the run before a row is read or sent."""
+    mapping, report = st.mapping, st.report
+    secret = None
+    if mapping.redact is not None:  # a missing hash secret stops the run here, before anything else
+        secret = redaction_secret(mapping)
+        report.redacting = mapping.redact.entity_list(DEFAULT_ENTITIES)
+    if st.stateless:
+        st.units = st.source.units(Slice())
+    else:
+        st.units, st.nightly, st.baseline, st.reread = plan(
+            mapping, st.source, st.ledger, st.target_name, st.part, report
+        )
+    report.files = len(st.units)
+    if mapping.redact is not None and st.units:  # Presidio (seconds of imports) only when there is a file to read;
+        st.redactor = redactor_for(mapping, secret)  # an unknown entity or missing model stops it here
+    check_first_readable(mapping, st.source, st.units)  # a missing mapped column stops it here
+    if st.outbox is None:
+        check_target_identity(st.ledger, st.name, st.cfg.target)
+        resolve_unconfirmed(st.target, st.ledger, st.target_name, st.name, report.counts)
+    st.validator = Validator(mapping, st.cfg.load, data_docs=st.cfg.state.data_docs) if st.units else None
+    st.erased = st.ledger.tombstones()
+
+
+def _stage(st: RunState) -> None:
+    """Every unit extracted, mapped, validated and staged by conversation bucket."""
+    ledger, name, target_name = st.ledger, st.name, st.target_name
+
+    def delivered_of(unit):  # what the ledger delivered from a unit read again
+        return ledger.unit_delivered(target_name, unit_hash(name, unit.rel))
+
+    plan = StagePlan(
+        mapping=st.mapping,
+        source=st.source,
+        validator=st.validator,  # type: ignore[arg-type]  # None only when there is no unit to stage
+        run_id=st.report.run_id,
+        stage_dir=st.stage_dir,
+        quarantine_dir=st.qdir,
+        buckets=bucket_count(st.mapping, st.cfg, st.units),
+        part=st.part,
+        erased=st.erased,
+        redactor=st.redactor,
+    )
+    done = _Ticker(st.progress, "extract", len(st.units))
+    jobs = [(plan, u, i, delivered_of if u.rel in st.reread else None) for i, u in enumerate(st.units)]
+    st.staged = st.stage_map(stage_file, jobs, done)
+    for s in st.staged:
+        st.report.counts.add(s.counts)
+    dropped_after_delivery(ledger, target_name, st.mapping, st.staged, st.report)
+
+
+def _check_quality(st: RunState) -> None:
+    """Data Docs published, column drift checked, and the run stopped before sending anything
+    when more rows failed than load.max_failed_share allows."""
+    report, counts, cfg = st.report, st.report.counts, st.cfg
+    if st.validator is not None and cfg.state.data_docs:
+        page = st.validator.publish_docs(st.work / "data-docs" / st.name)
+        if page:
+            report.data_docs = str(page)
+            try:  # the site's CSS/JS shipped with it: it opens where nothing public is reachable
+                localise(page.parent)
+            except OSError as exc:
+                report.notes.append(f"Data Docs load their CSS and JavaScript from public CDNs: {exc}")
+    if not st.stateless:
+        st.columns = drift(st.mapping, [s for s in st.staged if not s.failed], st.baseline, report)
+    if counts.read and counts.quarantined / counts.read > cfg.load.max_failed_share:
+        raise QualityThresholdError(
+            st.name, counts.quarantined, counts.read, cfg.load.max_failed_share, counts.reasons.most_common(5)
+        )
+
+
+def _load(st: RunState) -> None:
+    """The staged buckets sent, conversations in order, under one rate limiter."""
+    cfg, counts = st.cfg, st.report.counts
+    limiter = RateLimiter(
+        cfg.load.requests_per_second, cfg.load.tokens_per_minute, token_window_s=cfg.load.token_window_s
+    )
+    st.ctx = ctx = LoadContext(
+        mapping=st.mapping,
+        load=cfg.load,
+        target_cfg=cfg.target,
+        client=st.target,
+        ledger=st.ledger,
+        run_id=st.report.run_id,
+        quarantine_dir=st.qdir,
+        resend_in_doubt=st.resend_in_doubt,
+        limiter=limiter,
+        stop=st.stop,
+        outbox=Outbox(st.outbox) if st.outbox is not None else None,
+        fleet=fleet_limiter(cfg.load) if st.outbox is None else None,
+        erased=st.erased,
+        rewriting=st.flow == "rewrite",
+    )
+    buckets = sorted({b for s in st.staged for b in s.buckets})
+    done = _Ticker(st.progress, "load", len(buckets))
     try:
-        redactor = secret = None
-        if mapping.redact is not None:  # a missing hash secret stops the run here, before anything else
-            secret = redaction_secret(mapping)
-            report.redacting = mapping.redact.entity_list(DEFAULT_ENTITIES)
-        if stateless:
-            units, nightly, baseline, reread = source.units(Slice()), False, {}, set()
-        else:
-            units, nightly, baseline, reread = _plan(mapping, source, ledger, target_cfg.ledger_name, part, report)
-        report.files = len(units)
-        if mapping.redact is not None and units:  # Presidio (seconds of imports) only when there is a file to read;
-            redactor = redactor_for(mapping, secret)  # an unknown entity or missing model stops it here
-        check_first_readable(mapping, source, units)  # a missing mapped column stops it here
-        if outbox is None:
-            check_target_identity(ledger, name, target_cfg)
-            resolve_unconfirmed(target, ledger, target_cfg.ledger_name, name, counts)
-        validator = Validator(mapping, cfg.load, data_docs=cfg.state.data_docs) if units else None
-        erased = ledger.tombstones()
-
-        def delivered_of(unit):  # what the ledger delivered from a unit read again
-            return ledger.unit_delivered(target_cfg.ledger_name, unit_hash(name, unit.rel))
-
-        done = _Ticker(progress, "extract", len(units))
-        staged: list[StageResult] = stage_map(
-            stage_file,
-            [
-                (
-                    mapping,
-                    source,
-                    u,
-                    i,
-                    validator,
-                    run_id,
-                    stage_dir,
-                    qdir,
-                    bucket_count(mapping, cfg, units),
-                    part,
-                    erased,
-                    delivered_of if u.rel in reread else None,
-                    redactor,
-                )
-                for i, u in enumerate(units)
-            ],
-            done,
-        )
-        buckets = sorted({b for s in staged for b in s.buckets})
-        for s in staged:
-            counts.add(s.counts)
-        dropped_after_delivery(ledger, target_cfg.ledger_name, mapping, staged, report)
-        if validator is not None and cfg.state.data_docs:
-            page = validator.publish_docs(work / "data-docs" / name)
-            if page:
-                report.data_docs = str(page)
-                try:  # the site's CSS/JS shipped with it: it opens where nothing public is reachable
-                    localise(page.parent)
-                except OSError as exc:
-                    report.notes.append(f"Data Docs load their CSS and JavaScript from public CDNs: {exc}")
-        columns = {} if stateless else _drift(mapping, [s for s in staged if not s.failed], baseline, report)
-        if counts.read and counts.quarantined / counts.read > cfg.load.max_failed_share:
-            raise QualityThresholdError(
-                name, counts.quarantined, counts.read, cfg.load.max_failed_share, counts.reasons.most_common(5)
-            )
-        limiter = RateLimiter(
-            cfg.load.requests_per_second, cfg.load.tokens_per_minute, token_window_s=cfg.load.token_window_s
-        )
-        ctx = LoadContext(
-            mapping=mapping,
-            load=cfg.load,
-            target_cfg=target_cfg,
-            client=target,
-            ledger=ledger,
-            run_id=run_id,
-            quarantine_dir=qdir,
-            resend_in_doubt=resend_in_doubt,
-            limiter=limiter,
-            stop=stop,
-            outbox=Outbox(outbox) if outbox is not None else None,
-            fleet=fleet_limiter(cfg.load) if outbox is None else None,
-            erased=erased,
-            rewriting=flow == "rewrite",
-        )
-        done = _Ticker(progress, "load", len(buckets))
-        try:
-            for c in load_map(load_bucket, [(ctx, stage_dir, b) for b in buckets], done):
-                counts.add(_without_read(c))
-        finally:
-            if ctx.outbox is not None:
-                ctx.outbox.close()
-        if ctx.fatal:
-            first = ctx.fatal[0]
-            raise first if isinstance(first, Exception) else FatalTargetError(first)
-        gone_from_files(ledger, target_cfg.ledger_name, [s for s in staged if s.gone is not None], counts)
-        if rewrite_kinds(mapping) and outbox is None and flow != "rewrite":
-            # the intent is durable before any state moves: a killed run's rewrites are finished
-            # by the next run, even if the files that showed the change are never read again
-            ledger.plan_rewrites(target_cfg.ledger_name, name, run_id, counts.changed_pairs(rewrite_kinds(mapping)))
-        if target_cfg.track_extraction and not stop.is_set() and outbox is None:
-            counts.extraction = track_extraction(target, ledger, run_id, target_cfg.extraction_wait_s, stop)
-        keeps_state = not stateless and outbox is None and not (part is not None and part.filters_rows)
-        if keeps_state:
-            ledger.record_units(name, target_cfg.ledger_name, run_id, [s.unit for s in staged if s.failed], "failed")
-        if shutdown.requested.is_set():
-            report.status = "interrupted"
-        elif outbox is not None:
-            report.status = "planned"
-        elif counts.pending - counts.held_for_rewrite == 0 and counts.in_doubt == 0:
-            report.status = "completed"  # held messages are sent by the rewrite that follows
-            if keeps_state:  # state moves only with a complete load: files done, cursor, schema
-                _save_state(ledger, name, target_cfg.ledger_name, run_id, staged, columns, nightly)
-                report.cursor_after = ledger.source_state(name, target_cfg.ledger_name)[0]
-        else:
-            report.status = "incomplete"
-    except Exception as exc:
-        report.status = "failed"
-        report.error = str(exc)
-        exc.report = report  # callers print what happened before the failure
-        raise
+        for c in st.load_map(load_bucket, [(ctx, st.stage_dir, b) for b in buckets], done):
+            counts.add(_without_read(c))
     finally:
-        stop.set()
-        shutdown.unsubscribe(stop)
-        report.duration_s = time.monotonic() - started
-        if ctx is not None and ctx.first_request_at is not None:
-            report.first_request_at = ctx.first_request_at
-            report.first_request_s = round(ctx.first_request_at - started_at, 3)
-        if qdir.exists():
-            report.quarantine_path = str(qdir)
-        try:
-            ledger.finish_run(run_id, report.status, report.to_dict())
-        except LedgerError as exc:  # the ledger is gone: the report is still printed; the next
-            # run on this host marks this one crashed and frees its conversations
-            log.error("%s", exc)
-            report.notes.append(
-                "the run's end could not be recorded in the ledger (it is down); the next run "
-                "marks this run crashed and frees its conversations"
-            )
-        ledger.close()
-        if own_target:
-            target.close()
-        shutil.rmtree(work / "runs" / run_id, ignore_errors=True)
-    if rewrite_kinds(mapping) and outbox is None and flow != "rewrite" and report.status in ("completed", "incomplete"):
-        rewrite_conversations(mapping, cfg, report, progress=progress)
-    return report
+        if ctx.outbox is not None:
+            ctx.outbox.close()
+    if ctx.fatal:
+        first = ctx.fatal[0]
+        raise first if isinstance(first, Exception) else FatalTargetError(first)
+
+
+def _finish(st: RunState) -> None:
+    """Deletions found, rewrites planned, extraction tracked, the status decided and, with a
+    complete load only, the source's state moved (files done, cursor, schema)."""
+    ledger, report, counts, target_cfg = st.ledger, st.report, st.report.counts, st.cfg.target
+    gone_from_files(ledger, st.target_name, [s for s in st.staged if s.gone is not None], counts)
+    if st.rewrites:
+        # the intent is durable before any state moves: a killed run's rewrites are finished
+        # by the next run, even if the files that showed the change are never read again
+        ledger.plan_rewrites(st.target_name, st.name, report.run_id, counts.changed_pairs(rewrite_kinds(st.mapping)))
+    if target_cfg.track_extraction and not st.stop.is_set() and st.outbox is None:
+        counts.extraction = track_extraction(st.target, ledger, report.run_id, target_cfg.extraction_wait_s, st.stop)
+    if st.keeps_state:
+        ledger.record_units(st.name, st.target_name, report.run_id, [s.unit for s in st.staged if s.failed], "failed")
+    if shutdown.requested.is_set():
+        report.status = "interrupted"
+    elif st.outbox is not None:
+        report.status = "planned"
+    elif counts.pending - counts.held_for_rewrite == 0 and counts.in_doubt == 0:
+        report.status = "completed"  # held messages are sent by the rewrite that follows
+        if st.keeps_state:  # state moves only with a complete load: files done, cursor, schema
+            _save_state(ledger, st.name, st.target_name, report.run_id, st.staged, st.columns, st.nightly)
+            report.cursor_after = ledger.source_state(st.name, st.target_name)[0]
+    else:
+        report.status = "incomplete"
+
+
+def _close(st: RunState) -> None:
+    """Whatever happened: the drain released, the report's timings and the run's end recorded,
+    the ledger and target closed, the run's staging removed."""
+    report, ctx = st.report, st.ctx
+    st.stop.set()
+    shutdown.unsubscribe(st.stop)
+    report.duration_s = time.monotonic() - st.started
+    if ctx is not None and ctx.first_request_at is not None:
+        report.first_request_at = ctx.first_request_at
+        report.first_request_s = round(ctx.first_request_at - st.started_at, 3)
+    if st.qdir.exists():
+        report.quarantine_path = str(st.qdir)
+    try:
+        st.ledger.finish_run(report.run_id, report.status, report.to_dict())
+    except LedgerError as exc:  # the ledger is gone: the report is still printed; the next
+        # run on this host marks this one crashed and frees its conversations
+        log.error("%s", exc)
+        report.notes.append(
+            "the run's end could not be recorded in the ledger (it is down); the next run "
+            "marks this run crashed and frees its conversations"
+        )
+    st.ledger.close()
+    if st.own_target:
+        st.target.close()
+    shutil.rmtree(st.work / "runs" / report.run_id, ignore_errors=True)
 
 
 def rewrite_kinds(mapping: Mapping) -> set[str]:
@@ -468,54 +467,6 @@ def rewrite_conversations(mapping: Mapping, cfg: RunConfig, report: RunReport, p
                 )
 
 
-def dropped_after_delivery(
-    ledger: Ledger, target: str, mapping: Mapping, staged: list[StageResult], report: RunReport
-) -> None:
-    """Messages redaction now drops (drop_message) that were delivered before redaction said
-    so: their conversations changed on the target's side of things, like an edited message
-    (listed; on_change: replace rewrites them without these messages)."""
-    tables = [s.dropped for s in staged if s.dropped is not None and s.dropped.num_rows]
-    if not tables:
-        return
-    t = pa.concat_tables(tables)
-    status = ledger.message_status(target, t.column("key_lo").to_numpy(), t.column("key_hi").to_numpy())
-    was = np.flatnonzero(status == "delivered")
-    if not len(was):
-        return
-    idx = pa.array(was)
-    report.counts.note_change(
-        "changed",
-        list(zip(t.column("user_id").take(idx).to_pylist(), t.column("conversation_id").take(idx).to_pylist())),
-    )
-    report.notes.append(
-        f"{len(was)} messages delivered before are now dropped by redaction (drop_message): "
-        + (
-            "their conversations are rewritten (on_change: replace)"
-            if mapping.on_change == "replace"
-            else "MemOS still holds them; set on_change: replace to rewrite their conversations"
-        )
-    )
-
-
-def check_target_identity(ledger: Ledger, source: str, target_cfg) -> None:
-    """Stop before sending when the source delivered elsewhere and never to this target name."""
-    delivered = ledger.targets_of(source)
-    here = target_cfg.ledger_name
-    others = {t: n for t, n in delivered.items() if t != here and n}
-    if others and not delivered.get(here) and not target_cfg.new_target:
-        raise TargetIdentityError(source, here, others)
-
-
-def gone_from_files(ledger: Ledger, target: str, staged: list[StageResult], counts) -> None:
-    """Delivered messages of re-read files that the files no longer hold: deleted in the
-    source. Counted and listed per conversation (they were not read, so not in `read`)."""
-    for s in staged:
-        lo, hi = s.gone
-        if len(lo):
-            counts.gone_from_source += len(lo)
-            counts.note_change("gone", ledger.conversations_of(target, lo, hi))
-
-
 def _save_state(
     ledger: Ledger, source: str, target: str, run_id: str, staged: list[StageResult], columns: dict, nightly: bool
 ) -> None:
@@ -535,6 +486,8 @@ def _save_state(
 #: bytes per message, on the small side, by format: a guess at rows from sizes that errs
 #: towards more (smaller) buckets
 _BYTES_PER_ROW = {"parquet": 10, "jsonl": 100, "csv": 80}
+
+
 BUCKET_ROWS = 20_000  # a bucket is loaded as one table: this bounds a loader's memory
 
 
