@@ -11,8 +11,8 @@
 from __future__ import annotations
 
 from core.config import Mapping
+from tasks.extract.blocks import ROW_COLUMN
 from tasks.extract.files import FileSource, list_local, row_group_runs, with_members
-from tasks.extract.lines import ROW_COLUMN
 from tasks.extract.units import Slice, Unit, suffixes, wanted
 
 __all__ = [

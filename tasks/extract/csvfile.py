@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from core.errors import RowTooLong
-from tasks.extract.lines import ROW_COLUMN
+from tasks.extract.blocks import ROW_COLUMN
 from tasks.quarantine import PREVIEW_CHARS, BadRow, Reason
 
 BLOCK_BYTES = 8 << 20

@@ -23,7 +23,7 @@ from typing import BinaryIO
 import pyarrow as pa
 
 from core.errors import NotJson
-from tasks.extract.lines import RECORD_COLUMN
+from tasks.extract.blocks import RECORD_COLUMN
 from tasks.extract.streams import Prefixed
 from tasks.quarantine import PREVIEW_CHARS, BadRow, Reason
 
