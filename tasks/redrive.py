@@ -27,8 +27,7 @@ import pyarrow.parquet as pq
 
 from core.config import Mapping
 from tasks.extract import ROW_COLUMN, Slice, Unit
-from tasks.quarantine import POSITION
-from tasks.quarantine import RowKey, read_quarantine, resolved, resolved_dir, row_key
+from tasks.quarantine import POSITION, RowKey, read_quarantine, resolved, resolved_dir, row_key
 
 RESOLVED_SCHEMA = pa.schema(
     [

@@ -4,7 +4,11 @@ This is the per-file unit of work. Bad rows go to quarantine with their reasons;
 are written as Arrow IPC files under `<run dir>/stage/bucket=NNNN/`, one per (file, bucket).
 Every message of a conversation lands in the same bucket, so a bucket can later be loaded
 on its own, in order, while other buckets load in parallel; and memory stays bounded by a
-record batch here and by a bucket when loading.
+record batch here and by a bucket when loading. The bucket files themselves: tasks/buckets.py.
+
+Why one module of this size: stage_file's steps (read with isolation, explode, map, redact,
+skip what was delivered unchanged, validate, write) are its own helpers, each used once, in
+the order the docstring of stage_file gives; split apart they would be read together anyway.
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ from core.ledger import erased_mask
 from core.memory import release_unused
 from core.report import Counts
 from tasks.batch import fingerprints
+from tasks.buckets import bucket_of, write_buckets
 from tasks.extract import ROW_COLUMN, Slice, Unit
-from tasks.map import MAPPED_SCHEMA, hash_keys, map_batch
+from tasks.map import map_batch
 from tasks.nest import explode
 from tasks.quarantine import BadRow, QuarantineWriter, bad_rows_table, rows_table
 from tasks.validate import Validator, split
@@ -46,15 +51,6 @@ class StageResult:
     # messages redaction dropped whole (drop_message): user_id, conversation_id, key_lo, key_hi,
     # for the ledger to tell which were delivered before (their conversations changed)
     dropped: pa.Table | None = None
-
-
-def bucket_of(table: pa.Table, buckets: int) -> np.ndarray:
-    """Conversation bucket per row: a stable hash of (user_id, conversation_id)."""
-    ident = pc.binary_join_element_wise(
-        pc.fill_null(table.column("user_id"), ""), pc.fill_null(table.column("conversation_id"), ""), "\x1f"
-    )
-    lo, _ = hash_keys(ident.combine_chunks() if isinstance(ident, pa.ChunkedArray) else ident)
-    return (lo.view(np.uint64) % np.uint64(buckets)).astype(np.int64)
 
 
 def type_kind(t: pa.DataType) -> str | None:
@@ -157,7 +153,7 @@ def stage_file(plan: StagePlan, unit: Unit, index: int, delivered: Callable | No
             if mapping.fields.deleted is not None:
                 gone = mapped.column("deleted").to_numpy(zero_copy_only=False)
                 if gone.any():  # deleted in the source: not validated (an emptied row is not bad data)
-                    _write_buckets(mapped.filter(pa.array(gone)), buckets, stage_dir, index, writers)
+                    write_buckets(mapped.filter(pa.array(gone)), buckets, stage_dir, index, writers)
                     mapped, rb = mapped.filter(pa.array(~gone)), rb.filter(pa.array(~gone))
             reasons = validator.reasons(mapped, rb)
             good, bad = split(mapped, reasons)
@@ -181,7 +177,7 @@ def stage_file(plan: StagePlan, unit: Unit, index: int, delivered: Callable | No
                 counts.quarantined += len(bad)
                 for i in bad:
                     counts.reasons.update(reasons[int(i)])
-            _write_buckets(good, buckets, stage_dir, index, writers)
+            write_buckets(good, buckets, stage_dir, index, writers)
     except SourceError as exc:
         if isinstance(exc, SchemaDrift):
             raise
@@ -476,28 +472,3 @@ def with_columns(table: pa.Table, mapping: Mapping) -> pa.Table:
         if col not in table.schema.names and col not in mapping.constants:
             table = table.append_column(col, pa.nulls(table.num_rows, pa.string()))
     return table
-
-
-def _write_buckets(good: pa.Table, buckets: int, stage_dir: Path, file_index: int, writers: dict) -> None:
-    if good.num_rows == 0:
-        return
-    ids = bucket_of(good, buckets)
-    order = np.argsort(ids, kind="stable")
-    good = good.take(pa.array(order))
-    ids = ids[order]
-    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
-    stops = np.r_[starts[1:], len(ids)]
-    for s, e in zip(starts.tolist(), stops.tolist()):
-        b = int(ids[s])
-        if b not in writers:
-            d = stage_dir / f"bucket={b:04d}"
-            d.mkdir(parents=True, exist_ok=True)
-            writers[b] = ipc.new_file(d / f"part-{file_index:05d}.arrow", MAPPED_SCHEMA)
-        writers[b].write_table(good.slice(s, e - s))
-
-
-def read_bucket(stage_dir: Path, bucket: int) -> pa.Table:
-    d = stage_dir / f"bucket={bucket:04d}"
-    parts = sorted(d.glob("*.arrow")) if d.exists() else []
-    tables = [ipc.open_file(p).read_all() for p in parts]
-    return pa.concat_tables(tables) if tables else MAPPED_SCHEMA.empty_table()

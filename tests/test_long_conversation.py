@@ -22,9 +22,9 @@ from typer.testing import CliRunner
 
 from memos_etl.cli import app
 from tasks.batch import sort_conversations
+from tasks.buckets import read_bucket
 from tasks.map import MAPPED_SCHEMA
 from tasks.order import bucket_parts, sort_runs
-from tasks.stage import read_bucket
 from tests.helpers import chat_rows, expected_messages, sample_mapping_at, stats, write_jsonl
 from tests.test_crash import rerun_until_done, start, wait_for_sending
 

@@ -1,6 +1,7 @@
 """Typed configuration: source mappings (schemas/mappings/*.yaml) and run settings.
 
-* mapping.py  source mappings and presets
+* mapping.py  source mappings (the models)
+* loading.py  a mapping from its file, with its preset
 * run.py      run settings: target, load, state, backfill; environment overrides
 * files.py    YAML, validation, merge
 
@@ -11,9 +12,9 @@ config stops a run before a single row is read or a request is sent.
 from __future__ import annotations
 
 from core.config.files import merge
+from core.config.loading import PRESETS, load_mapping, preset_mapping, preset_names, with_preset
 from core.config.mapping import (
     DEFAULT_ROLE_MAP,
-    PRESETS,
     ChecksConfig,
     ContentAppend,
     Fields,
@@ -31,10 +32,6 @@ from core.config.mapping import (
     SqlConfig,
     Template,
     TimeConfig,
-    load_mapping,
-    preset_mapping,
-    preset_names,
-    with_preset,
 )
 from core.config.run import (
     ENV_PREFIX,

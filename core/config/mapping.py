@@ -11,8 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-import schemas
-from core.config.files import Strict, merge, read_yaml, validate_model
+from core.config.files import Strict
 from core.errors import ConfigError
 from core.secrets import secret_block
 from schemas.roles import ALLOWED_ROLES
@@ -399,75 +398,3 @@ class Mapping(Strict):
         if not p.is_absolute() and self.path_ is not None:
             p = self.path_.parent / p
         return str(p)
-
-
-def load_mapping(path: str | os.PathLike) -> Mapping:
-    p = Path(path)
-    return checked_mapping(validate_model(Mapping, with_preset(read_yaml(p), p), p), p)
-
-
-PRESETS = Path(schemas.__file__).resolve().parent / "presets"
-
-
-def preset_names() -> list[str]:
-    return sorted(p.stem for p in PRESETS.glob("*.yaml"))
-
-
-def with_preset(data: dict, where: Path) -> dict:
-    """A mapping that names a `preset`: the preset's keys, with the mapping's own on top
-    (nested sections merged key by key). A preset without a source format takes it from the
-    source path's extension."""
-    name = data.get("preset") if isinstance(data, dict) else None
-    if not name:
-        return data
-    path = PRESETS / f"{name}.yaml"
-    if not path.is_file():
-        raise ConfigError(str(where), "preset", f"no preset {name!r} (known: {', '.join(preset_names())})")
-    merged = merge(read_yaml(path), data)
-    src = merged.setdefault("source", {})
-    if not src.get("format") and src.get("path"):
-        suffixes = [x.lower() for x in Path(str(src["path"])).suffixes]
-        while suffixes and suffixes[-1] in (".gz", ".gzip", ".bz2", ".zst", ".zstd", ".xz", ".zip"):
-            suffixes.pop()  # export.jsonl.gz is jsonl; a .zip takes the preset's own format
-        ext = {
-            ".jsonl": "jsonl",
-            ".ndjson": "jsonl",
-            ".json": "json",
-            ".parquet": "parquet",
-            ".csv": "csv",
-            ".tsv": "csv",
-        }.get(suffixes[-1] if suffixes else "")
-        if ext:
-            src["format"] = ext
-    return merged
-
-
-def preset_mapping(name: str, path: str | os.PathLike, overrides: dict | None = None) -> Mapping:
-    """A preset applied to an input path (file, directory or glob), e.g. for `preview`."""
-    where = Path(f"preset:{name}")
-    data = merge({"preset": name, "source": {"path": str(Path(path).resolve())}}, overrides or {})
-    return checked_mapping(validate_model(Mapping, with_preset(data, where), where), where)
-
-
-def checked_mapping(mapping: Mapping, p: Path) -> Mapping:
-    mapping.path_ = p
-    for field in Fields.model_fields:
-        try:
-            mapping.template(field)
-        except ValueError as exc:
-            raise ConfigError(str(p), f"fields.{field}", str(exc)) from None
-    if mapping.source.format == "json" and mapping.nest is None:
-        raise ConfigError(str(p), "nest", "format json is read record by record: describe the records with nest")
-    if mapping.fields.role is None and mapping.roles.speaker_column is None:
-        raise ConfigError(str(p), "fields.role", "set a role column, or roles.speaker_column for dialogues")
-    if mapping.roles.user_speaker_column and not mapping.roles.speaker_column:
-        raise ConfigError(
-            str(p), "roles.user_speaker_column", "compares each row's speaker with it: set roles.speaker_column too"
-        )
-    if mapping.roles.user_speaker_column and mapping.roles.user_speakers:
-        raise ConfigError(
-            str(p),
-            "roles.user_speaker_column",
-            "set either user_speakers (the same people everywhere) or user_speaker_column (per row)",
-        )
-    return mapping

@@ -11,7 +11,8 @@ import yaml
 from pydantic import Field
 
 from core.config.files import Strict, merge, read_yaml, validate_model
-from core.config.mapping import Mapping, checked_mapping, load_mapping, with_preset
+from core.config.loading import checked_mapping, load_mapping, with_preset
+from core.config.mapping import Mapping
 from core.errors import ConfigError
 
 

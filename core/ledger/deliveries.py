@@ -7,6 +7,10 @@ instead of a silent gap or a blind resend. Each message keeps the fingerprint of
 sent and the unit (file, object) it came from, which is how a later read sees it changed or
 gone. Conversations keep how far delivery got (the order value of the last message) and the
 hashes of their last TAIL messages, for late messages and in-doubt checks.
+
+Why one module of this size: one concept over three tables that change together in one
+transaction (batches, messages, conversations); the other ledger concepts are their own
+modules.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from core.errors import LedgerError
 from core.identity import unit_hashes
 from core.report import Counts
 from tasks.batch import conversation_runs, drop_duplicates, fingerprints, sort_conversations
+from tasks.buckets import read_bucket
 from tasks.load.context import STREAM_ROWS, LoadContext, backoff_delay, log
 from tasks.load.filters import (
     conversation_checks,
@@ -33,7 +34,6 @@ from tasks.load.filters import (
 )
 from tasks.load.send import Sending, cut_requests
 from tasks.order import SortedRuns, bucket_parts, sort_runs
-from tasks.stage import read_bucket
 
 __all__ = ["STREAM_ROWS", "LoadContext", "backoff_delay", "drop_erased", "load_bucket"]
 
