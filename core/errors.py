@@ -89,9 +89,6 @@ class TargetIdentityError(TargetError):
         )
 
 
-"""An operation on delivered data (replay, rollback, reset, forget) refused: the message says why."""
-
-
 class TransientError(TargetError):
     """Try again later.
 

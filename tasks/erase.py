@@ -39,7 +39,7 @@ def forget(
     target = cfg.target.ledger_name
     ledger = Ledger(cfg.state.ledger())
     try:
-        erasure = ledger.add_tombstone(user_id, conversation_id, target)
+        erasure = ledger.start_erasure(user_id, conversation_id, target)
         busy = _wait_for_leases(ledger, target, user_id, conversation_id, lease_wait_s)
         if busy:
             return {

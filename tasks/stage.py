@@ -105,14 +105,14 @@ class StagePlan:
     quarantine_dir: Path
     buckets: int  # conversation hash buckets the staged rows are split into
     part: Slice | None = None
-    erased: tuple = (frozenset(), frozenset())  # the ledger's tombstones: (users, (user, conversation))
+    erased: tuple = (frozenset(), frozenset())  # the ledger's erasures: (users, (user, conversation))
     redactor: Any = None
 
 
 def stage_file(plan: StagePlan, unit: Unit, index: int, delivered: Callable | None = None) -> StageResult:
     """Extract, map, validate and stage one unit; a unit that cannot be read is quarantined whole.
     Rows outside a row-level slice (`part`) are not this run's: not counted, not staged. Rows
-    of erased users (`erased`, from the ledger's tombstones) are counted, never staged or
+    of erased users (`erased`, the ledger's erasures) are counted, never staged or
     quarantined. Rows the source marks deleted skip validation and are staged flagged, for
     the loader to count. `delivered` (a unit read again after it changed) gives what the
     ledger delivered from it: rows delivered and unchanged (same key, same fingerprint) are

@@ -31,8 +31,8 @@ def _os_user() -> str:
 
 
 class Erasures:
-    @guarded("writing a tombstone")
-    def add_tombstone(self, user_id: str, conversation_id: str | None, target: str) -> str:
+    @guarded("starting an erasure")
+    def start_erasure(self, user_id: str, conversation_id: str | None, target: str) -> str:
         """Record an erasure as started; returns its id (an unfinished one of the same scope is reused)."""
         with self.engine.begin() as c:
             q = sa.select(erasures.c.erasure_id).where(
@@ -79,8 +79,8 @@ class Erasures:
         with self.engine.connect() as c:
             return [dict(r) for r in c.execute(sa.select(erasures).order_by(erasures.c.erased_at)).mappings()]
 
-    @guarded("reading tombstones")
-    def tombstones(self) -> tuple[set[str], set[tuple[str, str]]]:
+    @guarded("reading erasures")
+    def erased(self) -> tuple[set[str], set[tuple[str, str]]]:
         """(users erased whole, (user, conversation) pairs erased)."""
         users: set[str] = set()
         convs: set[tuple[str, str]] = set()

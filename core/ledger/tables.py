@@ -140,7 +140,7 @@ backfill_parts = sa.Table(
 
 erasures = sa.Table(
     "erasures",
-    metadata,  # `memos-etl forget`: tombstones and the erasure log, ids only
+    metadata,  # `memos-etl forget`: erasures and the erasure log, ids only
     sa.Column("erasure_id", sa.String(40), primary_key=True),
     sa.Column("user_id", sa.String(128), nullable=False),
     sa.Column("conversation_id", sa.String(128)),  # NULL: the whole user

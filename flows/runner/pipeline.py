@@ -265,7 +265,7 @@ def _prepare(st: RunState) -> None:
         check_target_identity(st.ledger, st.name, st.cfg.target)
         resolve_unconfirmed(st.target, st.ledger, st.target_name, st.name, report.counts)
     st.validator = Validator(mapping, st.cfg.load, data_docs=st.cfg.state.data_docs) if st.units else None
-    st.erased = st.ledger.tombstones()
+    st.erased = st.ledger.erased()
 
 
 def _stage(st: RunState) -> None:

@@ -103,7 +103,7 @@ def _prepare(ctx: LoadContext, table: pa.Table, counts: Counts, hold: set) -> pa
 
 def _with_leases(ctx: LoadContext, convs: list, left: int, counts: Counts, hold: set, load) -> Counts:
     """Lease the bucket's conversations `convs` first, then `load(held, erased)`: `held` the
-    conversations this run got, `erased` the tombstones if they changed since the run began
+    conversations this run got, `erased` the erasures if they changed since the run began
     (else None). A run that held them before us has recorded everything it sent by the time
     we get them. `left`: the rows to settle, pending if the ledger goes away."""
     if ctx.outbox is not None:  # a dry run sends nothing, so it takes no leases either
@@ -112,9 +112,9 @@ def _with_leases(ctx: LoadContext, convs: list, left: int, counts: Counts, hold:
     try:
         held = ctx.ledger.acquire(ctx.target, ctx.run_id, convs, ctx.load.lease_ttl_s)
         try:
-            # tombstones again, now that the leases are ours: `forget` writes its tombstone, then
-            # waits for leases, so either it waits for this bucket or this bucket sees the tombstone
-            erased = ctx.ledger.tombstones()
+            # erasures again, now that the leases are ours: `forget` writes its erasure record, then
+            # waits for leases, so either it waits for this bucket or this bucket sees the erasure record
+            erased = ctx.ledger.erased()
             if not ctx.rewriting:  # conversations a rewrite is replacing get their messages from it
                 hold |= ctx.ledger.rewrite_pairs(ctx.target)
             return load(held, erased if erased != ctx.erased else None)
