@@ -20,7 +20,7 @@ care about. Each names what is wrong (source, file, row, config key) and what to
         WrongFormat, RowTooLong,  meets it as such
         NestError
 
-The HTTP edge (core/client.py) and the ledger's guard (core/ledger/db.py) translate library
+The HTTP edge (core/client/) and the ledger's guard (core/ledger/db.py) translate library
 errors into these, once, by exception type; nothing above them inspects messages.
 """
 

@@ -3,7 +3,7 @@
 Files are staged by a `stage-files` task run and conversation buckets loaded by a
 `load-buckets` task run, each running its files or buckets on `load.concurrency` threads
 (staging on at most 4). Tasks are not retried by Prefect:
-requests are retried at the HTTP edge (tasks/load.py), and a failed run is resumed by
+requests are retried at the HTTP edge (tasks/load/), and a failed run is resumed by
 running it again, which the ledger makes safe. So retries never multiply.
 
 Every flow of the project takes the same first parameters: `source` (a name under

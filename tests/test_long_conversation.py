@@ -121,7 +121,7 @@ def comparable(counts: dict) -> dict:
 
 
 def spilled(caplog) -> int:
-    """Buckets the runs so far ordered from sorted runs on disk (tasks/load.py logs each)."""
+    """Buckets the runs so far ordered from sorted runs on disk (tasks/load/ logs each)."""
     return sum("sorted runs on disk" in r.getMessage() for r in caplog.records)
 
 

@@ -214,7 +214,7 @@ class ChecksConfig(Strict):
 
 
 class NestLevel(Strict):
-    """One level of nesting to explode (tasks/nest.py)."""
+    """One level of nesting to explode (tasks/nest/)."""
 
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")  # element fields become <name>.<key>
     # dotted path to the value: from the record, or from an outer level's element ("session.items")
@@ -260,7 +260,7 @@ class Perspectives(Strict):
 
 
 class NestConfig(Strict):
-    """Messages nested inside records: explode them into rows (tasks/nest.py)."""
+    """Messages nested inside records: explode them into rows (tasks/nest/)."""
 
     levels: list[NestLevel] = Field(min_length=1)
     text: list[str] = []  # flattened columns whose value may be a list of parts: turned into text
@@ -282,7 +282,7 @@ RedactOperator = Literal["replace", "mask", "hash", "drop_message"]
 
 
 class RedactConfig(Strict):
-    """Personal data found by Microsoft Presidio and removed before anything leaves (tasks/redact.py)."""
+    """Personal data found by Microsoft Presidio and removed before anything leaves (tasks/redact/)."""
 
     entities: list[str] | None = None  # Presidio entity names; None: tasks.redact.DEFAULT_ENTITIES
     operator: RedactOperator = "replace"  # for every entity ...

@@ -81,7 +81,7 @@ def record_batches(
 ) -> Iterator[tuple[int, pa.RecordBatch]]:
     """(record number, batch of RECORD_COLUMN: one non-blank line's JSON text a row) of a
     nested JSONL stream. A line that does not decode or is nested too deep is a BadRow; a
-    line that is not JSON is left to tasks/nest.py, which quarantines it with the record's
+    line that is not JSON is left to tasks/nest/, which quarantines it with the record's
     shape problems. Batches are runs of consecutive records, so row numbers stay `offset + i`."""
     blocks = LineBlocks(fh, bad, max_record_bytes, block_bytes)
     for data in blocks:

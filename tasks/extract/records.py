@@ -1,17 +1,17 @@
-"""Records of nested sources, streamed: what tasks/nest.py explodes into messages.
+"""Records of nested sources, streamed: what tasks/nest/ explodes into messages.
 
 A nested source holds one record per conversation (OpenAI chat JSONL, a ChatGPT export's
 `conversations.json`, ShareGPT). Its records are read here as a stream, never a whole file:
 
 - JSONL: blocks of whole lines (tasks/extract/lines.py `record_batches`; a line that does not decode
-  is quarantined there, one that is not JSON by tasks/nest.py with the record's shape);
+  is quarantined there, one that is not JSON by tasks/nest/ with the record's shape);
 - JSON: a top-level array is parsed item by item (ijson's C backend), `ITEMS` records at a
   time; a top-level object is one record. That parser stops at an integer beyond 64 bits
   (`integer overflow`): that record and the rest are then quarantined as the document's
   break, never loaded with a wrong value.
 
 Each yields record batches of one column, RECORD_COLUMN, the record's JSON text: one shape
-for the walk and the columnar explode alike (tasks/nest.py), and for quarantine rows. Memory
+for the walk and the columnar explode alike (tasks/nest/), and for quarantine rows. Memory
 is one block (or one record, when a record is larger) plus what the explode makes of it.
 """
 
