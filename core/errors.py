@@ -80,7 +80,7 @@ class TargetIdentityError(TargetError):
     def __init__(self, source: str, target: str, others: dict[str, int]):
         self.source, self.target, self.others = source, target, others
         named = ", ".join(f"{t!r} ({n} messages)" for t, n in sorted(others.items(), key=lambda kv: -kv[1]))
-        first = max(others, key=others.get)
+        first = max(others, key=lambda name: others[name])
         super().__init__(
             f"source {source!r} has messages delivered to {named} and none to {target!r}. Nothing was sent. "
             f"If this is the same MemOS reached through another URL, set target.name: {first} in the config "

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 Sink = Callable[[str, int, int], None]
 sinks: list[Sink] = []  # process-wide: the CLI adds its bar before a flow runs in-process
@@ -74,7 +75,7 @@ class TerminalBars:
             if phase not in self._tasks:
                 unit = "files" if phase == "extract" else "buckets"
                 self._tasks[phase] = self.bars.add_task(f"{self.label}{phase} ({unit})", total=max(total, 1))
-            self.bars.update(self._tasks[phase], completed=done, total=max(total, 1))
+            self.bars.update(self._tasks[phase], completed=done, total=max(total, 1))  # type: ignore[arg-type]  # add_task gave it: a TaskID
 
 
 log = logging.getLogger("core.progress")
@@ -90,7 +91,7 @@ class PrefectProgress:
     carry the caller's context: the artifact belongs to the flow run it was made in."""
 
     def __init__(self, key: str, description: str):
-        self.id = None
+        self.id: Any = None  # the artifact, once created
         self.state: dict[str, float] = {}
         self._last = time.monotonic()  # it is made at 0%: the first update can wait a second
         self._lock = threading.Lock()

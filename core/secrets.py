@@ -12,6 +12,6 @@ def secret_block(name: str) -> Any:
     from prefect.blocks.system import Secret
 
     try:
-        return Secret.load(name).get()
+        return Secret.load(name).get()  # type: ignore[union-attr]  # sync outside an event loop: the block, not a coroutine
     except ValueError as exc:
         raise ValueError(f"cannot load Prefect Secret block {name!r}: {exc}") from None

@@ -20,6 +20,8 @@ import json
 import threading
 import time
 from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
@@ -117,7 +119,7 @@ def backfill_part_flow(
         return out
 
 
-part_task = task(run_part, name="backfill-part", cache_policy=NO_CACHE, retries=0)
+part_task = task(name="backfill-part", cache_policy=NO_CACHE, retries=0)(run_part)
 
 
 @flow(name="memos-etl-backfill", log_prints=False)
@@ -228,6 +230,7 @@ def backfill(
             key=f"backfill-{slug(mapping.source.name)}",
             description=f"backfill {bid} of {mapping.source.name}: {done}/{len(state)} parts done",
         )
+        assert log is not None  # in a flow run
         log.info("backfill %s: %d of %d parts done", bid, done, len(state))
     return result
 
@@ -239,7 +242,7 @@ def _local(mapping, cfg, bid, specs, parallel, ledger, in_flow) -> None:
         if not todo:
             return
         if in_flow:
-            runner = ThreadPoolTaskRunner(max_workers=max(1, parallel))
+            runner: ThreadPoolTaskRunner = ThreadPoolTaskRunner(max_workers=max(1, parallel))
             with runner:
                 futures = [
                     runner.submit(
@@ -271,7 +274,7 @@ def _fan_out(mapping, cfg, bid, specs, ledger, source, config_path, config, depl
     runs_of: dict[str, int] = {}
 
     def submit(key: str) -> None:
-        fr = run_deployment(
+        fr: Any = run_deployment(  # sync here: a FlowRun (its type also allows the async form)
             deployment,
             parameters={
                 "source": source,
@@ -314,7 +317,7 @@ def _fan_out(mapping, cfg, bid, specs, ledger, source, config_path, config, depl
                 if key not in submitted:
                     submit(key)
                     continue
-                fr = client.read_flow_run(submitted[key])
+                fr = client.read_flow_run(UUID(submitted[key]))
                 st = fr.state
                 if st is None:
                     continue

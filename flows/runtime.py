@@ -57,8 +57,8 @@ def lanes(fn, items: list[tuple], width: int, sizes: list[int] | None = None, on
 # One task run per phase, its lanes threads inside it. A task run costs milliseconds on the
 # run's path and tens of milliseconds of the API server's CPU (its events): one per file or
 # bucket made Prefect a third of a short run. Progress is reported per file and bucket.
-stage_task = task(lanes, name="stage-files", cache_policy=NO_CACHE, retries=0)
-load_task = task(lanes, name="load-buckets", cache_policy=NO_CACHE, retries=0)
+stage_task = task(name="stage-files", cache_policy=NO_CACHE, retries=0)(lanes)
+load_task = task(name="load-buckets", cache_policy=NO_CACHE, retries=0)(lanes)
 
 
 def prefect_map(t, width: int, size=None):

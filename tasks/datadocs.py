@@ -180,7 +180,9 @@ def ensure_assets(cache: Path | None = None, registry: str | None = None, timeou
                     continue
                 out = tmp / rel
                 out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_bytes(tar.extractfile(member).read())
+                data = tar.extractfile(member)
+                assert data is not None  # a regular member (checked above)
+                out.write_bytes(data.read())
         (tmp / ".complete").write_text(pkg.integrity + "\n")
         shutil.rmtree(cache / pkg.folder, ignore_errors=True)
         tmp.rename(cache / pkg.folder)

@@ -142,7 +142,7 @@ def purge_quarantine(work_dir: str, user_id: str, conversation_id: str | None, m
         source = next((p.split("=", 1)[1] for p in f.parts if p.startswith("source=")), None)
         records = [json.loads(r) if r else {} for r in table.column("record").to_pylist()]
         stages = table.column("stage").to_pylist() if "stage" in table.schema.names else [""] * len(records)
-        mapped = [None] * len(records)
+        mapped: list[dict | None] = [None] * len(records)
         validate_rows = [i for i, s in enumerate(stages) if s == "validate"]
         if source in mappings and validate_rows:
             ids = _mapped_ids(mappings[source], [records[i] for i in validate_rows])
@@ -152,8 +152,8 @@ def purge_quarantine(work_dir: str, user_id: str, conversation_id: str | None, m
         for i, rec in enumerate(records):
             if stages[i] == "load" and isinstance(rec, dict):  # a mapped message: its ids are fields
                 drop.append(_matches(rec, user_id, conversation_id))
-            elif mapped[i] is not None:
-                drop.append(_matches(mapped[i], user_id, conversation_id))
+            elif (values := mapped[i]) is not None:
+                drop.append(_matches(values, user_id, conversation_id))
             else:
                 drop.append(_mentions(rec, user_id, conversation_id))
         n = sum(drop)

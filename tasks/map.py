@@ -100,6 +100,7 @@ def _seq(arr: pa.Array | None, rb: pa.RecordBatch, mapping: Mapping) -> pa.Array
     if arr is None:
         return pa.nulls(rb.num_rows, pa.int64())
     tpl = mapping.template("seq")
+    assert tpl is not None  # arr is not None: the mapping has fields.seq
     raw = rb.column(tpl.names[0]) if tpl.is_column else arr
     if pa.types.is_integer(raw.type):
         return raw.cast(pa.int64())

@@ -96,13 +96,13 @@ def _cursor_parts(lo: Any, hi: Any, every) -> list[Part]:
         raise ConfigError("backfill", "since/until", "a cursor backfill needs both --since and --until")
     if isinstance(lo, datetime) != isinstance(hi, datetime):
         raise ConfigError("backfill", "since/until", "give both as ISO datetimes, or both as numbers")
+    step: timedelta | float
     if isinstance(lo, datetime):
         lo, hi = _aware(lo), _aware(hi)
         step = parse_duration(every or "1d")
     elif isinstance(lo, (int, float)) and isinstance(hi, (int, float)):
-        step = float(every) if every is not None else max(1, math.ceil((hi - lo) / 8))
-        if isinstance(lo, int) and isinstance(hi, int) and float(step).is_integer():
-            step = int(step)
+        width: float = float(every) if every is not None else max(1, math.ceil((hi - lo) / 8))
+        step = int(width) if isinstance(lo, int) and isinstance(hi, int) and float(width).is_integer() else width
     else:
         raise ConfigError("backfill", "since/until", "cursor bounds must be datetimes or numbers")
     if not lo < hi:

@@ -48,10 +48,10 @@ def landed_in_memories(nodes: list[dict], ours: np.ndarray, prior_tail: np.ndarr
     messages the session's memories came from (`sources`). True when every one of them is
     there and they were not already delivered before it (a repeated exchange: cannot tell)."""
     sources = [_source(s) for n in nodes for s in ((n.get("metadata") or {}).get("sources") or [])]
-    sources = [s for s in sources if s is not None]
-    if not len(ours) or not sources:
+    found = [s for s in sources if s is not None]
+    if not len(ours) or not found:
         return False
-    if not np.isin(ours, message_hashes(sources)).all():
+    if not np.isin(ours, message_hashes(found)).all():
         return False
     if len(prior_tail) and np.isin(ours, prior_tail).any():
         return None

@@ -15,6 +15,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -143,7 +144,7 @@ class Validator:
 
     def __init__(self, mapping: Mapping, load: LoadConfig, data_docs: bool = False):
         self.mapping, self.load, self.data_docs = mapping, load, data_docs
-        self._checkpoint = None
+        self._checkpoint: Any = None
         self.checks = build_checks(mapping)
         self.max_message_tokens = load.max_tokens_per_request - request_overhead_tokens(load)
         with _gx_lock:
@@ -172,7 +173,7 @@ class Validator:
         for i, chk in enumerate(self.checks):
             meta = {"check": i}
             if chk.kind == "not_null":
-                exp = gxe.ExpectColumnValuesToNotBeNull(column=chk.column, meta=meta)
+                exp: Any = gxe.ExpectColumnValuesToNotBeNull(column=chk.column, meta=meta)
             elif chk.kind == "in_set":
                 exp = gxe.ExpectColumnValuesToBeInSet(column=chk.column, value_set=list(chk.values), meta=meta)
             elif chk.kind == "length":
@@ -181,7 +182,7 @@ class Validator:
                 )
             elif chk.kind == "between":
                 exp = gxe.ExpectColumnValuesToBeBetween(
-                    column=chk.column, min_value=chk.low, max_value=chk.high, meta=meta
+                    column=chk.column, min_value=cast(Any, chk.low), max_value=cast(Any, chk.high), meta=meta
                 )
             else:
                 exp = gxe.ExpectColumnValuesToNotMatchRegex(column=chk.column, regex=BLANK, meta=meta)
@@ -253,7 +254,7 @@ class Validator:
         if self._checkpoint is None:
             return None
         for site in self._context.get_docs_sites_urls():
-            src = Path(site["site_url"].removeprefix("file://")).parent
+            src = Path((site["site_url"] or "").removeprefix("file://")).parent
             if src.exists():
                 shutil.rmtree(dest, ignore_errors=True)
                 shutil.copytree(src, dest)

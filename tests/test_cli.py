@@ -107,7 +107,7 @@ def test_status_reads_the_ledger_through_the_driver_as_the_ledger_class_does(sto
     url = cfg.state.ledger()
     led = Ledger(url)
     try:
-        led.finish_erasure(led.add_tombstone("nobody", None, "t"), 0, 0)
+        led.finish_erasure(led.start_erasure("nobody", None, "t"), 0, 0)
         want = (led.source_overview(), led.erasure_log())
     finally:
         led.close()

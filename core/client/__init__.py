@@ -47,6 +47,7 @@ class Target(Protocol):
     TargetError family (CannotTell where the target has no way to answer)."""
 
     kind: str
+    route: str  # the add route, as the outbox of a dry run records it
     cfg: TargetConfig
 
     def add(self, batch) -> Reply: ...
@@ -78,5 +79,5 @@ def resolve_api_key(cfg: TargetConfig) -> str | None:
 
 def make_target(cfg: TargetConfig, api_key: str | None = None, pool_size: int = 8) -> Target:
     """The adapter `cfg.kind` names; the API key from `cfg` (block or environment) unless given."""
-    cls = {"cloud": CloudTarget, "self-hosted": SelfHostedTarget}[cfg.kind]
+    cls: type[CloudTarget] | type[SelfHostedTarget] = CloudTarget if cfg.kind == "cloud" else SelfHostedTarget
     return cls(cfg, api_key if api_key is not None else resolve_api_key(cfg), pool_size)

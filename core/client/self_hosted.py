@@ -5,6 +5,7 @@ read from a user's memory listing and the `info` every request carries."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from core.client.http import HttpTarget, Reply
 from core.errors import CannotTell, TerminalBatchError, TransientError
@@ -212,7 +213,7 @@ class SelfHostedTarget(HttpTarget):
 def _matches(metadata: dict, where: dict) -> bool:
     for key, want in where.items():
         *path, last = key.split(".")
-        holder = metadata
+        holder: Any = metadata
         for part in path:
             holder = holder.get(part) if isinstance(holder, dict) else None
         if not isinstance(holder, dict):

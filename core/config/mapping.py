@@ -140,7 +140,7 @@ class Template(BaseModel):
 
     @property
     def is_column(self) -> bool:
-        return self.names and len(self.names) == 1 and self.literals == ["", ""]
+        return bool(self.names) and len(self.names) == 1 and self.literals == ["", ""]
 
 
 class ContentAppend(Strict):

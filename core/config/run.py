@@ -4,6 +4,7 @@ work dir), backfill, and the sources by name; environment overrides (MEMOS_ETL__
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping as StrMap
 from pathlib import Path
 from typing import Literal
 
@@ -157,7 +158,7 @@ class RunConfig(Strict):
 ENV_PREFIX = "MEMOS_ETL__"  # MEMOS_ETL__TARGET__BASE_URL=... overrides target.base_url
 
 
-def env_overrides(environ: dict | None = None) -> dict:
+def env_overrides(environ: StrMap[str, str] | None = None) -> dict:
     """Nested settings from MEMOS_ETL__SECTION__KEY variables; values are read as YAML scalars."""
     out: dict = {}
     for name, raw in sorted((environ if environ is not None else os.environ).items()):

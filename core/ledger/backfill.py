@@ -11,11 +11,12 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from core.ledger.db import guarded, now
+from core.ledger.db import Store, guarded, now
+from core.ledger.runs import run_is_over
 from core.ledger.tables import backfill_parts
 
 
-class Backfills:
+class Backfills(Store):
     @guarded("recording a backfill's partitions")
     def plan_backfill(self, backfill_id: str, source: str, target: str, parts: list[tuple[str, dict]]) -> None:
         """Record a backfill's partitions; ones already recorded (a resumed backfill) keep their state."""
@@ -112,7 +113,7 @@ class Backfills:
             return False
         if beat.tzinfo is None:  # SQLite hands timestamps back naive; they were written in UTC
             beat = beat.replace(tzinfo=UTC)
-        return (now() - beat).total_seconds() < stale_s and not self._dead(c, run_id)
+        return (now() - beat).total_seconds() < stale_s and not run_is_over(c, run_id)
 
     @guarded("checking a partition's run")
     def part_alive(self, part: dict, stale_s: float) -> bool:

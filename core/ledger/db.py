@@ -83,6 +83,16 @@ def _is_disconnect(exc: BaseException) -> bool:
     return state is None or state.startswith(_PG_WAIT_STATES)
 
 
+class Store:
+    """What every ledger concept (runs.py, deliveries.py, ...) works on: the Ledger that mixes
+    them sets these when it opens the database."""
+
+    url: str
+    safe_url: str
+    engine: sa.engine.Engine
+    retry_s: float
+
+
 def guarded(what: str):
     """Decorator for a ledger call: retry lost connections, turn database failures into LedgerError."""
 

@@ -22,7 +22,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from core.identity import PAIR, pairs, unit_hash, unit_hashes  # noqa: F401  (re-exported)
-from core.ledger.db import guarded, now
+from core.ledger.db import Store, guarded, now
 from core.ledger.tables import TAIL, batches, conversations, leases, messages, runs
 
 _CHUNK = 5_000  # keys per IN (...) lookup: under SQLite's and PostgreSQL's parameter limits
@@ -118,7 +118,7 @@ def _tail(prev: bytes | None, new: np.ndarray) -> bytes:
     return np.concatenate([old, new.astype(np.int64)])[-TAIL:].tobytes()
 
 
-class Deliveries:
+class Deliveries(Store):
     # -- lookups ------------------------------------------------------------------------
     def message_status(self, target: str, key_lo: np.ndarray, key_hi: np.ndarray) -> np.ndarray:
         """Per message: '' (unknown to the ledger), 'delivered', 'sent' (in doubt) or 'failed'."""
@@ -186,7 +186,9 @@ class Deliveries:
             # the driver's own cursor: plain tuples, not SQLAlchemy rows (half the time of a
             # re-read file's check went into building those)
             sql = stmt.compile(dialect=self.engine.dialect, compile_kwargs={"literal_binds": True})
-            cur = c.connection.driver_connection.cursor()
+            raw = c.connection.driver_connection
+            assert raw is not None  # an open connection has its driver connection
+            cur = raw.cursor()
             try:
                 cur.execute(str(sql))
                 rows = cur.fetchall()

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import sqlalchemy as sa
 
-from core.ledger.db import guarded, now
+from core.ledger.db import Store, guarded, now
 from core.ledger.tables import erasures
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ def _os_user() -> str:
         return "unknown"
 
 
-class Erasures:
+class Erasures(Store):
     @guarded("starting an erasure")
     def start_erasure(self, user_id: str, conversation_id: str | None, target: str) -> str:
         """Record an erasure as started; returns its id (an unfinished one of the same scope is reused)."""

@@ -11,11 +11,11 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from core.ledger.db import guarded, now
+from core.ledger.db import Store, guarded, now
 from core.ledger.tables import leases
 
 
-class Leases:
+class Leases(Store):
     @guarded("taking conversation leases")
     def acquire(self, target: str, holder: str, pairs: list[tuple[str, str]], ttl_s: float) -> set[tuple[str, str]]:
         """Lease these conversations to `holder`; returns those it got (free, expired or already its own).

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from core.ledger.db import guarded, now
+from core.ledger.db import Store, guarded, now
 from core.ledger.tables import batches, conversations, messages, rewrites
 
 
-class Rewrites:
+class Rewrites(Store):
     @guarded("planning conversation rewrites")
     def plan_rewrites(self, target: str, source: str, run_id: str, convs: dict[tuple[str, str], str]) -> int:
         """Record conversations to rewrite (pair -> reason); ones already planned keep their step."""

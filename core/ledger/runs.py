@@ -13,7 +13,7 @@ import socket
 
 import sqlalchemy as sa
 
-from core.ledger.db import guarded, now
+from core.ledger.db import Store, guarded, now
 from core.ledger.tables import leases, runs
 
 FINAL = ("completed", "incomplete", "interrupted", "failed", "crashed", "planned", "rolled_back")
@@ -42,7 +42,7 @@ def process_gone(run_id: str, host: str | None, pid: int | None) -> bool:
     return not _alive(pid)
 
 
-class Runs:
+class Runs(Store):
     @guarded("recording the run's start")
     def start_run(self, run_id: str, flow: str, source: str, target: str, report: dict | None = None) -> None:
         with self.engine.begin() as c:
@@ -120,13 +120,14 @@ class Runs:
         with self.engine.begin() as c:
             c.execute(runs.update().where(runs.c.run_id == run_id).values(status=status))
 
-    def _dead(self, c, run_id: str | None) -> bool:
-        """A run that is over: final, or recorded on this host with its process gone."""
-        if not run_id:
-            return False
-        row = c.execute(sa.select(runs.c.host, runs.c.pid, runs.c.status).where(runs.c.run_id == run_id)).first()
-        if row is None:
-            return False
-        if row[2] in FINAL:
-            return True
-        return process_gone(run_id, row[0], row[1])
+
+def run_is_over(c, run_id: str | None) -> bool:
+    """A run that is over: final, or recorded on this host with its process gone."""
+    if not run_id:
+        return False
+    row = c.execute(sa.select(runs.c.host, runs.c.pid, runs.c.status).where(runs.c.run_id == run_id)).first()
+    if row is None:
+        return False
+    if row[2] in FINAL:
+        return True
+    return process_gone(run_id, row[0], row[1])

@@ -7,11 +7,11 @@ import json
 
 import sqlalchemy as sa
 
-from core.ledger.db import guarded, now
+from core.ledger.db import Store, guarded, now
 from core.ledger.tables import batches, objects, runs, source_state
 
 
-class Sources:
+class Sources(Store):
     @guarded("reading the file manifest")
     def manifest(self, source: str, target: str) -> dict[str, tuple[str, str]]:
         """unit -> (version, status) for every file/object recorded for a source."""

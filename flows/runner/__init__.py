@@ -33,9 +33,3 @@ __all__ = [
     "serial_map",
     "thread_map",
 ]
-
-
-def make_target(cfg):  # TEMPORARY: the CLI moves to core.client.make_target (removed before commit)
-    from core.client import make_target as _mt
-
-    return _mt(cfg.target, pool_size=cfg.load.concurrency + 2)

@@ -56,6 +56,7 @@ def check_nested_columns(mapping: Mapping, source, unit) -> bool:
     from tasks.nest import explode
 
     for offset, rb in source.iter_batches(unit, []):  # records that cannot be read are staging's to quarantine
+        assert mapping.nest is not None  # checked above: a nested source
         ex = explode(rb, mapping.nest, offset, ROW_COLUMN)
         if ex.table.num_rows == 0:
             return True  # nothing well-formed to check against: the records are quarantined with reasons
@@ -83,6 +84,7 @@ def plan(mapping: Mapping, source, ledger: Ledger, target: str, part: Slice | No
     report.cursor_before = cursor_text
     if mapping.source.type == "sql":
         sql = mapping.source.sql
+        assert sql is not None  # source.type sql: the config requires the sql section
         if nightly:
             start = behind(cursor.decode(cursor_text), sql.lag)
             if start is None and sql.initial_value is not None:
@@ -177,6 +179,7 @@ def gone_from_files(ledger: Ledger, target: str, staged: list[StageResult], coun
     """Delivered messages of re-read files that the files no longer hold: deleted in the
     source. Counted and listed per conversation (they were not read, so not in `read`)."""
     for s in staged:
+        assert s.gone is not None  # the caller passes the staged units that were read again
         lo, hi = s.gone
         if len(lo):
             counts.gone_from_source += len(lo)

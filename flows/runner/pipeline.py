@@ -207,7 +207,7 @@ def _open(
         source=mapping.source.name,
         target=cfg.target.ledger_name,
         flow=kind,
-        slice=part.spec() if bounded else None,
+        slice=part.spec() if part is not None and bounded else None,
         outbox=str(outbox) if outbox is not None else None,
     )
     stateless = source is not None
@@ -420,7 +420,7 @@ def rewrite_conversations(mapping: Mapping, cfg: RunConfig, report: RunReport, p
     name = mapping.source.name
     ledger = Ledger(cfg.state.ledger())
     client = make_target(cfg.target, pool_size=cfg.load.concurrency + 2)
-    summary = {"conversations": 0, "memories_deleted": 0, "messages_forgotten": 0}
+    summary: dict[str, Any] = {"conversations": 0, "memories_deleted": 0, "messages_forgotten": 0}
     try:
         todo = ledger.pending_rewrites(target_name, name)
         if not todo:

@@ -240,7 +240,7 @@ def _utf8(rb: pa.RecordBatch, positions: np.ndarray, bad: list[BadRow], replace:
             pass
         values = col.view(pa.binary()).to_pylist()
         ok = np.ones(rb.num_rows, dtype=bool)
-        fixed = []
+        fixed: list = []
         for j, v in enumerate(values):
             if v is None:
                 fixed.append(None)

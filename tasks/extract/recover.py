@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import codecs
 import re
+from typing import cast
 
 import numpy as np
 import orjson
@@ -113,7 +114,10 @@ def slow_block(
 ) -> tuple[pa.Table | None, int]:
     """A block Arrow could not take whole, line by line: (its good rows, with their record
     numbers in ROW_COLUMN; records in the block, good and bad)."""
-    raws, recs, rows, lines_at = [], [], [], {}
+    raws: list[bytes] = []
+    recs: list[int] = []
+    rows: list[dict] = []
+    lines_at: dict = {}
     rec = rec0
     for i, raw in enumerate(data.split(b"\n")):
         raw = raw.rstrip(b"\r")
@@ -128,7 +132,7 @@ def slow_block(
         else:
             raws.append(text)
             recs.append(rec)
-            rows.append(value)
+            rows.append(cast(dict, value))  # no reason: a JSON object
         rec += 1
     kinds = _schema_kinds(rows, schema)
     keep = []
@@ -258,7 +262,7 @@ class Block:
         # pieces of about PIECE_BYTES: a bad line Arrow finds costs the parse of its piece up
         # to it, not of the block
         rec_at = self.starts[self.lines]
-        todo = []
+        todo: list[tuple[int, int]] = []
         for lo, hi in self._runs(0, len(self.lines)):
             cuts = np.searchsorted(rec_at[lo:hi], np.arange(rec_at[lo] + PIECE_BYTES, rec_at[hi - 1], PIECE_BYTES))
             edges = [lo, *(lo + int(c) for c in np.unique(cuts) if 0 < c < hi - lo), hi]
@@ -270,7 +274,12 @@ class Block:
             except pa.ArrowInvalid as exc:
                 msg = str(exc)
                 changed, in_row = _CHANGED.search(msg), _IN_ROW.search(msg)
-                row = int((changed or in_row).group(changed.lastindex if changed else 2)) if changed or in_row else -1
+                if changed is not None:
+                    row = int(changed.group(4))
+                elif in_row is not None:
+                    row = int(in_row.group(2))
+                else:
+                    row = -1
                 if row < 0 or lo + row >= hi:  # no row named (a value that does not convert): halve
                     if hi - lo == 1:
                         self.bad[lo] = _conversion_reason(msg, self._raw(lo))

@@ -8,6 +8,7 @@ a Prefect Secret block holding a JSON object with `aws_access_key_id` and
 from __future__ import annotations
 
 import json
+from typing import Any
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
@@ -32,6 +33,7 @@ def open_s3(mapping: Mapping) -> FileSource:
     import botocore.exceptions as bx
 
     cfg = mapping.source.s3
+    assert cfg is not None  # source.type s3: the config requires the s3 section
     creds = _credentials(cfg.credentials_block)
     name = mapping.source.name
     where = f"s3://{cfg.bucket}/{cfg.prefix}" + (f" at {cfg.endpoint_url}" if cfg.endpoint_url else "")
@@ -66,7 +68,7 @@ def open_s3(mapping: Mapping) -> FileSource:
     if not units:
         raise SourceError(name, where, f"no {fmt} objects ({', '.join(suffixes(fmt))}, compressed or zipped) under it")
     units.sort(key=lambda u: u.rel)
-    kwargs = {"region": cfg.region}
+    kwargs: dict[str, Any] = {"region": cfg.region}
     if cfg.endpoint_url:
         parsed = urlparse(cfg.endpoint_url)
         kwargs.update(endpoint_override=parsed.netloc or parsed.path, scheme=parsed.scheme or "https")

@@ -23,6 +23,7 @@ from tasks.extract.units import Slice, Unit
 class SqlSource:
     def __init__(self, mapping: Mapping):
         self.mapping = mapping
+        assert mapping.source.sql is not None  # source.type sql: the config requires the sql section
         self.cfg = mapping.source.sql
         try:
             url = self.cfg.resolved_url()
@@ -70,7 +71,8 @@ class SqlSource:
 
     def iter_batches(self, unit: Unit, bad: list | None = None) -> Iterator[tuple[int, pa.RecordBatch]]:
         base = self._base()
-        cur, key = sa.column(self.cfg.cursor_column), sa.column(self.cfg.key_column)
+        cur: sa.ColumnClause = sa.column(self.cfg.cursor_column)
+        key: sa.ColumnClause = sa.column(self.cfg.key_column)
         offset, last = 0, None
         with self._connect() as c:
             while True:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import codecs
 import fnmatch
 import zipfile
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -177,11 +177,16 @@ def open_bytes(fs: pafs.FileSystem, path: str, member: str = "", compression: st
         return lzma.open(stream)  # type: ignore[return-value]
     if compression:
         return pa.CompressedInputStream(stream, compression)
-    return stream
+    return cast(BinaryIO, stream)
 
 
 def open_text(
-    fs: pafs.FileSystem, path: str, encoding: str, member: str = "", compression: str | None = None, fmt: str = "jsonl"
+    fs: pafs.FileSystem,
+    path: str,
+    encoding: str,
+    member: str = "",
+    compression: str | None = None,
+    fmt: str | None = "jsonl",
 ) -> BinaryIO:
     """The unit's text as UTF-8 bytes (see the module docstring). Raises WrongFormat when the
     first bytes are a binary format we know, or hold NUL bytes outside UTF-16."""
@@ -204,15 +209,15 @@ def open_text(
         if head.startswith(codecs.BOM_UTF8):
             head = head[3:]
         elif head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-            return _Utf8(raw, "utf-16", head)  # the BOM says which byte order; the decoder drops it
+            return cast(BinaryIO, _Utf8(raw, "utf-16", head))  # the BOM says which byte order; the decoder drops it
         elif not encoding.startswith("utf-16") and _binary(head):
             raise WrongFormat(
                 f"binary content (NUL bytes in most lines of the first {len(head)} bytes), not {fmt} "
                 "text; UTF-16 without a BOM needs source.encoding: utf-16-le (or -be)"
             )
         if encoding not in ("utf-8", "ascii"):
-            return _Utf8(raw, encoding, head)
-        return Prefixed(head, raw)
+            return cast(BinaryIO, _Utf8(raw, encoding, head))
+        return cast(BinaryIO, Prefixed(head, raw))
     except BaseException:
         raw.close()
         raise

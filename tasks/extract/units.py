@@ -66,7 +66,7 @@ class Slice:
         for name in ("since", "until"):
             v = getattr(self, name)
             if v is not None:
-                out[name] = json.loads(encode(v))
+                out[name] = json.loads(encode(v) or "null")  # v is not None: encode gives its text
         for name in ("partitions", "units", "buckets", "users", "conversations"):
             if getattr(self, name):
                 out[name] = list(getattr(self, name))

@@ -75,18 +75,18 @@ def load_bucket(ctx: LoadContext, stage_dir: Path, bucket: int) -> Counts:
         table = table.append_column("fp", pa.array(fingerprints(table))).append_column(
             "unit", pa.array(unit_hashes(ctx.mapping.source.name, table.column("source_file")))
         )
-    runs = conversation_runs(table)
+    conv_runs = conversation_runs(table)
 
     def leased(held: set, erased: tuple | None) -> Counts:
-        nonlocal table, runs
+        nonlocal table, conv_runs
         if erased is not None:
             before = table.num_rows
             table = drop_erased(table, erased, counts)
             if table.num_rows != before:
-                runs = conversation_runs(table)
-        return _load_leased(ctx, table, runs, held, counts, bucket, hold)
+                conv_runs = conversation_runs(table)
+        return _load_leased(ctx, table, conv_runs, held, counts, bucket, hold)
 
-    return _with_leases(ctx, runs[1], table.num_rows, counts, hold, leased)
+    return _with_leases(ctx, conv_runs[1], table.num_rows, counts, hold, leased)
 
 
 def _prepare(ctx: LoadContext, table: pa.Table, counts: Counts, hold: set) -> pa.Table:

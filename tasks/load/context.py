@@ -8,11 +8,12 @@ import random
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from core.client import Target
 from core.config import LoadConfig, Mapping, TargetConfig
 from core.ledger import Ledger
-from core.limiter import RateLimiter
+from core.limiter import FleetLimiter, RateLimiter
 
 log = logging.getLogger("memos_etl.load")
 
@@ -21,6 +22,13 @@ log = logging.getLogger("memos_etl.load")
 #: memory holds (pipeline.BUCKET_ROWS), so both paths need about the same memory (fewer when
 #: a quarter of load.sort_in_memory_bytes holds fewer)
 STREAM_ROWS = 20_000
+
+
+class RequestSink(Protocol):
+    """Where a dry run's requests go instead of the target (the runner's Outbox)."""
+
+    def write(self, route: str, body: str) -> None: ...
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -36,8 +44,8 @@ class LoadContext:
     limiter: RateLimiter = field(default_factory=RateLimiter)
     stop: threading.Event = field(default_factory=threading.Event)
     fatal: list = field(default_factory=list)
-    outbox: object = None  # dry run: pipeline.Outbox that takes the requests instead of the target
-    fleet: object = None  # limiter.FleetLimiter shared by all workers, or None
+    outbox: RequestSink | None = None  # dry run: takes the requests instead of the target
+    fleet: FleetLimiter | None = None  # shared by all workers, or None
     failures_in_a_row: int = 0  # across all senders; a breaker for a target that is down
     # erasures of `memos-etl forget`, read once per run: (erased users, erased (user, conversation))
     erased: tuple = (frozenset(), frozenset())

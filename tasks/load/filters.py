@@ -133,9 +133,9 @@ def drop_late(
 ) -> pa.Table:
     """Messages ordered before what their conversation already delivered: append or quarantine."""
     late = late_mask(table, marks)
-    n_late = int(late.sum()) if late is not None else 0
-    if not n_late:
+    if late is None or not late.any():
         return table
+    n_late = int(late.sum())
     counts.late += n_late
     if ctx.load.late_messages == "append":
         if warn:

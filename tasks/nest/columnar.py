@@ -29,6 +29,8 @@ def explode_columnar(rb: pa.RecordBatch, nest: NestConfig, offset: int, row_colu
     else:
         table = pa.Table.from_batches([rb]).combine_chunks()
     level = nest.levels[0]
+    if level.column is None:
+        return None  # the records themselves are the list: the walk takes them
     root, *inner = level.column.split(".")
     if root not in table.column_names:
         return None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection
 
 import pyarrow as pa
 
@@ -60,10 +61,10 @@ def explode_walk(rb: pa.RecordBatch, nest: NestConfig, offset: int, row_column: 
             out.bad.append((where, f"nest: {exc}", rec if not isinstance(rec, NestError) else texts[i]))
             continue
         out.skipped += skipped
-        for pos, r in enumerate(found):
-            r[POSITION] = pos
-            r[RECORD] = where
-            r[row_column] = where
+        for pos, row in enumerate(found):
+            row[POSITION] = pos
+            row[RECORD] = where
+            row[row_column] = where
         if nest.perspectives is not None:
             found = _perspectives(rec, found, nest)
         rows.extend(found)
@@ -116,6 +117,7 @@ def _elements(rec: dict, level: NestLevel, scope: dict) -> list:
         obj = _resolve(rec, scope, level.column) if level.column else rec
         if not isinstance(obj, dict):
             raise NestError(f"{level.column or 'record'} is {_kind(obj)}, not an object")
+        assert level.pattern is not None  # a numbered level has its pattern (config validation)
         rx = re.compile("^" + re.escape(level.pattern).replace(re.escape("{n}"), r"(\d+)") + "$")
         numbered = sorted((int(m.group(1)), k) for k in obj if isinstance(k, str) and (m := rx.match(k)))
         if not numbered:
@@ -144,7 +146,7 @@ def _elements(rec: dict, level: NestLevel, scope: dict) -> list:
         if not isinstance(node, dict):
             raise NestError(
                 f"{level.column}: node {node_id!r} is missing"
-                + (" (named by " + level.current + ")" if node_id == current else "")
+                + (f" (named by {level.current})" if node_id == current else "")
             )
         branch.append(node)
         node_id = node.get(level.parent)
@@ -154,6 +156,7 @@ def _elements(rec: dict, level: NestLevel, scope: dict) -> list:
 def _perspectives(rec: dict, rows: list[dict], nest: NestConfig) -> list[dict]:
     """One copy of the record's rows per speaker named by perspectives.of."""
     p = nest.perspectives
+    assert p is not None  # called only when the mapping has perspectives
     out = []
     for path in p.of:
         who = _resolve(rec, {}, path)
@@ -170,7 +173,9 @@ def _perspectives(rec: dict, rows: list[dict], nest: NestConfig) -> list[dict]:
     return out
 
 
-def _flatten(obj: dict, prefix: str, out: dict, text_paths: set, media: MediaText, skip: set = frozenset()) -> None:
+def _flatten(
+    obj: dict, prefix: str, out: dict, text_paths: set, media: MediaText, skip: Collection[str] = frozenset()
+) -> None:
     for k, v in obj.items():
         if k in skip:
             continue
@@ -203,7 +208,7 @@ def to_text(value, media: MediaText) -> str | None:
             caption = value.get("caption") or value.get("alt_text") or value.get("alt") or value.get("detail_text")
             return media.image_caption.format(caption=caption) if caption else media.image
         if "file" in kind or "document" in kind:
-            f = value.get("file") if isinstance(value.get("file"), dict) else value
+            f = value["file"] if isinstance(value.get("file"), dict) else value
             return media.file.format(name=f.get("filename") or f.get("name") or f.get("file_id") or "?")
         if "audio" in kind:
             return media.audio

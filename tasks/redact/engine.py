@@ -27,6 +27,7 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -127,7 +128,7 @@ class Redactor:
                     f"{model}` from spaCy's model releases) or point to a folder. Nothing is "
                     "downloaded on the fly.",
                 )
-            nlp = SpacyNlpEngine(models=[{"lang_code": lang, "model_name": model}])
+            nlp: Any = SpacyNlpEngine(models=[{"lang_code": lang, "model_name": model}])
         elif ner:
             raise self._error(
                 "entities",
@@ -152,7 +153,7 @@ class Redactor:
                     supported_entity=p.entity,
                     supported_language=lang,
                     patterns=[Pattern(name=p.entity.lower(), regex=p.regex, score=p.score)],
-                    context=p.context or None,
+                    context=p.context or None,  # type: ignore[arg-type]  # Presidio takes None: no context words
                     name=f"mapping pattern {p.entity}",
                 )
             )
@@ -182,7 +183,7 @@ class Redactor:
             registry.add_recognizer(PhoneRecognizer(supported_language=lang, supported_regions=tuple(regions)))
         wanted = set(self.entities)
         keep = []
-        for r in registry.recognizers + custom:
+        for r in [*registry.recognizers, *custom]:
             if not wanted & set(r.supported_entities):
                 continue
             if not cfg.spacy_model and not isinstance(r, PatternRecognizer) and type(r).__name__ != "PhoneRecognizer":
@@ -226,6 +227,7 @@ class Redactor:
 
     def _token_fn(self, entity: str):
         key = self.secret
+        assert key is not None  # the hash operator: the Redactor was built with its secret
 
         def token(value: str) -> str:
             return f"<{entity}:{hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:HASH_CHARS]}>"
@@ -243,18 +245,17 @@ class Redactor:
             elif isinstance(r, PatternRecognizer) and (
                 type(r).analyze is PatternRecognizer.analyze or type(r).__name__ == "IbanRecognizer"
             ):
-                exprs = [loosen(p.regex) for p in r.patterns]
-                if not exprs or any(x is None or not re2_ok(x) for x in exprs):
+                loose = [loosen(p.regex) for p in cast(Any, r).patterns]
+                exprs = [x for x in loose if x is not None and re2_ok(x)]
+                if not loose or len(exprs) != len(loose):
                     exprs = None
             else:
                 exprs = None
             for e in r.supported_entities:
                 if e not in per:
                     continue
-                if exprs is None or per[e] is None:
-                    per[e] = None
-                else:
-                    per[e] += exprs
+                have = per[e]
+                per[e] = None if exprs is None or have is None else have + exprs
         out: dict[str, str | None] = {}
         for e, exprs in per.items():
             if exprs is None or not exprs:
@@ -290,8 +291,8 @@ class Redactor:
             )
         )
 
-    def findings(self, content: pa.Array, prefilter: bool = True) -> tuple[np.ndarray, list[list]]:
-        """(rows read by Presidio, what was found in each of them)."""
+    def findings(self, content: pa.Array, prefilter: bool = True) -> tuple[np.ndarray, list[tuple[str, list]]]:
+        """(rows read by Presidio, (text, what was found) for each of them)."""
         if isinstance(content, pa.ChunkedArray):
             content = content.combine_chunks()
         if prefilter:
@@ -340,9 +341,9 @@ class Redactor:
                     out.messages[k] += 1
                 continue
             done = self.anonymizer.anonymize(text=text, analyzer_results=results, operators=self.operators)
-            kinds = Counter(item.entity_type for item in done.items)
-            out.found.update(kinds)
-            out.messages.update(kinds.keys())
+            removed = Counter(item.entity_type for item in done.items)
+            out.found.update(removed)
+            out.messages.update(removed.keys())
             if done.text != text:
                 changed[r] = True
                 new_rows.append(r)

@@ -77,7 +77,7 @@ def _loosen(rx: str) -> str:
         quantified = False
         if c == "\\":
             i, text = _escape(rx, i, in_class=False)
-            out.append(text)
+            out.append(text or "")  # outside a class every escape has a text
             continue
         if c == "[":
             j, cls = _class(rx, i)

@@ -1,0 +1,182 @@
+"""Operations on delivered data: `replay`, `rollback`, `reconcile`, `forget`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from core.errors import OperationError
+from memos_etl.cli.common import ConfigOpt, LedgerOpt, SourceArg, TargetOpt, WorkOpt, load_config, print_report
+
+
+def replay(
+    source: str = SourceArg,
+    user: list[str] = typer.Option([], help="replay this user (repeatable)"),
+    conversation: list[str] = typer.Option([], help="replay this conversation id (repeatable)"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation"),
+    config: Optional[Path] = ConfigOpt,
+    target_url: Optional[str] = TargetOpt,
+    ledger: Optional[str] = LedgerOpt,
+    work_dir: Optional[Path] = WorkOpt,
+    json_out: bool = typer.Option(False, "--json"),
+):
+    """Send these users' or conversations' messages again on purpose (e.g. after a MemOS reset).
+    The ledger forgets their deliveries first; MemOS will hold them twice if it still has them."""
+    from core import progress
+    from flows.runner.replay import replay as do_replay
+
+    cfg = load_config(config, target_url, ledger, work_dir)
+    m = cfg.mapping(source)
+    what = ", ".join([f"user {u}" for u in user] + [f"conversation {c}" for c in conversation])
+    if not yes:
+        typer.confirm(
+            f"re-send every message of {what or '(nothing selected)'} from {m.source.name} to "
+            f"{cfg.target.ledger_name}?",
+            abort=True,
+        )
+    with progress.TerminalBars("replay "):
+        report = do_replay(m, cfg, list(user), list(conversation), progress=progress.report).to_dict()
+    print_report(report, json_out)
+    if report["status"] != "completed":
+        raise typer.Exit(2)
+
+
+def rollback(
+    run: str = typer.Argument(..., help="run id (see `memos-etl status`)"),
+    yes: bool = typer.Option(False, "--yes", "-y"),
+    config: Optional[Path] = ConfigOpt,
+    target_url: Optional[str] = TargetOpt,
+    ledger: Optional[str] = LedgerOpt,
+    work_dir: Optional[Path] = WorkOpt,
+):
+    """Undo what one run loaded: delete its memories on the target (found by info.run_id) and
+    forget its requests, files and cursor move, so a later sync loads that data again."""
+    from core.client import make_target
+    from core.ledger import Ledger
+    from tasks.rollback import rollback as do_rollback
+
+    cfg = load_config(config, target_url, ledger, work_dir)
+    led = Ledger(cfg.state.ledger())
+    rec = led.run_record(run)
+    led.close()
+    if rec is None:
+        raise OperationError(f"no run {run} in {cfg.state.ledger()}")
+    delivered = rec["report"].get("counts", {}).get("delivered", "?")
+    if not yes:
+        typer.confirm(
+            f"delete the memories of run {run} ({rec['flow']} of {rec['source']}, {delivered} messages "
+            f"delivered) from {rec['target']}?",
+            abort=True,
+        )
+    t = make_target(cfg.target, pool_size=cfg.load.concurrency + 2)
+    try:
+        out = do_rollback(cfg, run, t)
+    finally:
+        t.close()
+    typer.echo(
+        f"rolled back {out['run_id']}: {out['memories_deleted']} memories deleted from {out['users']} users, "
+        f"{out['messages_forgotten']} messages in {out['requests']} requests forgotten by the ledger, "
+        f"{out['files_forgotten']} files to read again, {out['cursor']}"
+    )
+
+
+def reconcile(
+    source: str = SourceArg,
+    config: Optional[Path] = ConfigOpt,
+    target_url: Optional[str] = TargetOpt,
+    ledger: Optional[str] = LedgerOpt,
+    work_dir: Optional[Path] = WorkOpt,
+    json_out: bool = typer.Option(False, "--json"),
+):
+    """Full key scan: read every key the source holds now (a whole SQL table or file set, cursor
+    and manifest ignored; nothing validated or sent) and report the delivered messages it no
+    longer holds: hard deletes a nightly sync cannot see."""
+    from tasks.keyscan import scan
+
+    cfg = load_config(config, target_url, ledger, work_dir)
+    out = scan(cfg.mapping(source), cfg)
+    if json_out:
+        typer.echo(json.dumps(out, indent=2, default=str))
+        return
+    typer.echo(
+        f"{out['source']} -> {out['target']}: {out['keys_read']} messages in {out['units']} units now, "
+        f"{out['delivered']} delivered"
+    )
+    typer.echo(
+        f"deleted in source  {out['deleted_in_source']} delivered messages no longer in the source "
+        f"(+{out['flagged_deleted']} read flagged deleted), in {len(out['conversations'])} conversations"
+    )
+    for conv, kinds in sorted(out["conversations"].items(), key=lambda kv: -kv[1].get("deleted", 0))[:50]:
+        typer.echo(f"  {kinds.get('deleted', 0):>6}  {conv}")
+    for u in out["unreadable"]:
+        typer.secho(f"unreadable (its messages not judged): {u}", fg="yellow", err=True)
+    if out["units_not_judged"]:
+        typer.echo(f"note: {out['units_not_judged']} units were read only in part; their messages were not judged")
+
+
+def forget(
+    user: str = typer.Option(..., "--user", help="the MemOS user_id to erase"),
+    conversation: Optional[str] = typer.Option(None, "--conversation", help="erase only this conversation"),
+    yes: bool = typer.Option(False, "--yes", "-y"),
+    config: Optional[Path] = ConfigOpt,
+    target_url: Optional[str] = typer.Option(
+        None, "--target", "--target-url", help="MemOS base URL (overrides target.base_url)"
+    ),
+    ledger: Optional[str] = LedgerOpt,
+    work_dir: Optional[Path] = WorkOpt,
+):
+    """Erase a user (or one conversation) for good: delete their memories on the target, keep
+    them out of every later sync, backfill, replay, re-drive and reset (a tombstone), drop
+    their quarantined rows and dry-run requests, and log the erasure (ids and time only).
+
+    Exit codes: 0 erased; 1 error; 2 tombstone written but the target's memories not (all)
+    deleted (run forget again)."""
+    from core.client import make_target
+    from core.ledger import Ledger
+    from tasks.erase import forget as do_forget
+
+    cfg = load_config(config, target_url, ledger, work_dir)
+    led = Ledger(cfg.state.ledger())
+    try:
+        batches = led.delivered_batches(
+            cfg.target.ledger_name, users=[user], conversations=[conversation] if conversation else None
+        )
+    finally:
+        led.close()
+    scope = f"conversation {conversation!r} of user {user!r}" if conversation else f"user {user!r}"
+    convs = len({b["conversation_id"] for b in batches})
+    msgs = sum(b["n_messages"] for b in batches)
+    what = (
+        f"every memory of {user!r} on {cfg.target.ledger_name} (MemOS deletes by user_id: also memories "
+        "memos-etl did not load)"
+        if not conversation
+        else f"the memories its {len(batches)} recorded requests made on {cfg.target.ledger_name}"
+    )
+    if not yes:
+        typer.confirm(
+            f"erase {scope} ({msgs} messages in {convs} conversations recorded as sent): delete {what}, "
+            "and keep them out of every later run?",
+            abort=True,
+        )
+    t = make_target(cfg.target)  # not through the pipeline: no GX import
+    try:
+        out = do_forget(cfg, t, user, conversation)
+    finally:
+        t.close()
+    if not out["complete"]:
+        typer.secho(
+            f"forget {scope}: tombstone written (erasure {out['erasure_id']}), but {out['problem']}",
+            fg="yellow",
+            err=True,
+        )
+        raise typer.Exit(2)
+    deleted = "all" if out["memories_deleted"] is None else out["memories_deleted"]
+    typer.echo(
+        f"erased {scope}: {deleted} memories deleted on {cfg.target.ledger_name}, "
+        f"{out['messages_forgotten']} messages in {out['requests']} requests forgotten by the ledger, "
+        f"{out['quarantine_rows_removed']} quarantined rows and {out['outbox_requests_removed']} dry-run "
+        f"requests removed; no later run loads them (erasure {out['erasure_id']})"
+    )
