@@ -116,7 +116,7 @@ class Phases:
 
 def ours(mapping_path: Path, work: Path, outbox: bool = False, workers: int = 2):
     """One full sync (or a plan with `outbox`) through pipeline.run; returns (report, phases, seconds)."""
-    from flows.runner import run, thread_map
+    from flows.runner import run, thread_fanout
 
     cfg = config(work, workers)
     phases = Phases()
@@ -125,8 +125,8 @@ def ours(mapping_path: Path, work: Path, outbox: bool = False, workers: int = 2)
         load_mapping(mapping_path),
         cfg,
         target=InstantTarget(),
-        stage_map=thread_map(workers),
-        load_map=thread_map(workers),
+        stage_fanout=thread_fanout(workers),
+        load_fanout=thread_fanout(workers),
         progress=phases,
         outbox=(work / "outbox.jsonl") if outbox else None,
     )

@@ -13,7 +13,7 @@ def bench(mapping_path: Path, work: Path, large: Path | None = None) -> dict:
     """Prefect's share of a dry run of `mapping_path` (7 flow/direct pairs); with `large`, also
     of that input (3 pairs): the same fixed cost per flow run over a longer run."""
     from core.config import load_mapping
-    from flows.runner import run, thread_map
+    from flows.runner import run, thread_fanout
     from flows.sync import run_sync
 
     cfg = config(work / "cfg", 2)
@@ -31,7 +31,13 @@ def bench(mapping_path: Path, work: Path, large: Path | None = None) -> dict:
         if kind == "flow":  # as the CLI runs it
             run_sync(str(mapping), cfg, outbox=str(w / "o.jsonl"))
         else:
-            run(load_mapping(mapping), cfg, outbox=w / "o.jsonl", stage_map=thread_map(2), load_map=thread_map(2))
+            run(
+                load_mapping(mapping),
+                cfg,
+                outbox=w / "o.jsonl",
+                stage_fanout=thread_fanout(2),
+                load_fanout=thread_fanout(2),
+            )
         return time.perf_counter() - t
 
     def paired(mapping: Path, rounds: int, tag: str) -> dict:

@@ -13,7 +13,7 @@ care about. Each names what is wrong (source, file, row, config key) and what to
     |   +-- TargetIdentityError   a source delivered elsewhere: maybe the same MemOS by another URL
     |   +-- CannotTell            the target cannot list what a conversation holds
     +-- LedgerError               the ledger database failed
-    +-- OperationError            replay, rollback, reset or forget refused
+    +-- OperationError            replay, rollback, reset or erase refused
 
     InputFormatError (ValueError) a file or record is not what its reader expects; readers turn
     +-- NotJson, NotJsonl,        it into a quarantine row or a SourceError, so a user never
@@ -135,7 +135,7 @@ class LedgerError(MemosEtlError):
 
 
 class OperationError(MemosEtlError):
-    """An operation on delivered data (replay, rollback, reset, forget) refused: the message says why."""
+    """An operation on delivered data (replay, rollback, reset, erase) refused: the message says why."""
 
 
 class InputFormatError(ValueError):

@@ -39,7 +39,7 @@ class Counts:
     changed_after_delivery: int = 0  # delivered before, read again with other content/time/ids: not resent
     deleted_in_source: int = 0  # read with the source's deleted flag (fields.deleted): never sent
     gone_from_source: int = 0  # delivered earlier, no longer in their re-read file: not read, not an outcome
-    erased: int = 0  # of a user or conversation `memos-etl forget` erased: never sent
+    erased: int = 0  # of a user or conversation `memos-etl erase` erased: never sent
     redaction_dropped: int = 0  # held personal data whose operator is drop_message: never sent
     redacted: int = 0  # messages whose text redaction changed (not an outcome: they go on)
     redaction_candidates: int = 0  # messages the pre-filter passed to Presidio

@@ -261,7 +261,7 @@ def _local(mapping, cfg, bid, specs, parallel, ledger, in_flow) -> None:
                 for f in futures:
                     f.wait()
         else:
-            pipeline.thread_map(max(1, parallel))(run_part, [(mapping, cfg, bid, k, specs[k], False) for k in todo])
+            pipeline.thread_fanout(max(1, parallel))(run_part, [(mapping, cfg, bid, k, specs[k], False) for k in todo])
 
 
 def _fan_out(mapping, cfg, bid, specs, ledger, source, config_path, config, deployment, log) -> None:

@@ -48,7 +48,9 @@ def lanes(fn, items: list[tuple], width: int, sizes: list[int] | None = None, on
     results: list = [None] * len(items)
     for i, r in zip(
         order,
-        pipeline.thread_map(width)(in_context(fn), [items[i] for i in order], in_context(on_done) if on_done else None),
+        pipeline.thread_fanout(width)(
+            in_context(fn), [items[i] for i in order], in_context(on_done) if on_done else None
+        ),
     ):
         results[i] = r
     return results
@@ -61,8 +63,8 @@ stage_task = task(name="stage-files", cache_policy=NO_CACHE, retries=0)(lanes)
 load_task = task(name="load-buckets", cache_policy=NO_CACHE, retries=0)(lanes)
 
 
-def prefect_map(t, width: int, size=None):
-    """A pipeline Mapper that runs a phase as one task run of `t` (see `lanes`)."""
+def prefect_fanout(t, width: int, size=None):
+    """A pipeline FanOut that runs a phase as one task run of `t` (see `lanes`)."""
 
     def run_all(fn, items, on_done=None):
         items = list(items)
@@ -75,11 +77,11 @@ def _unit_size(args: tuple) -> int:
     return getattr(args[1], "size", 0) or 0  # stage_file(plan, unit, ...)
 
 
-def task_maps(cfg: RunConfig) -> dict:
-    """stage_map / load_map for pipeline.run inside a flow run, as wide as the run's parallelism."""
+def task_fanouts(cfg: RunConfig) -> dict:
+    """stage_fanout / load_fanout for pipeline.run inside a flow run, as wide as the run's parallelism."""
     return {
-        "stage_map": prefect_map(stage_task, min(cfg.load.concurrency, 4), _unit_size),
-        "load_map": prefect_map(load_task, cfg.load.concurrency),
+        "stage_fanout": prefect_fanout(stage_task, min(cfg.load.concurrency, 4), _unit_size),
+        "load_fanout": prefect_fanout(load_task, cfg.load.concurrency),
     }
 
 

@@ -22,7 +22,7 @@ from core.config import Mapping, RunConfig
 from core.report import RunReport
 from flows import runner as pipeline
 from flows.heartbeat import in_process
-from flows.runtime import flow_run, publish, slug, task_maps
+from flows.runtime import flow_run, publish, slug, task_fanouts
 from tasks.cursor import parse_bound
 from tasks.extract import Slice
 
@@ -44,7 +44,7 @@ def execute(
     if in_flow:
         key = publish_key or f"sync-{slug(mapping.source.name)}"
         sinks.append(progress.PrefectProgress(f"{key}-progress", f"{flow} of {mapping.source.name}"))
-        maps = task_maps(cfg)
+        maps = task_fanouts(cfg)
     else:
         maps = {}
     try:

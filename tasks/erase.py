@@ -1,11 +1,11 @@
-"""Erasure: `memos-etl forget` removes a user (or one conversation) from MemOS and from every
+"""Erasure: `memos-etl erase` removes a user (or one conversation) from MemOS and from every
 later run, and leaves an erasure log of ids and times, never content.
 
 Order, so that a crash at any point leaves nothing loaded again and a re-run finishes it:
-1. the tombstone (ledger `erasures`, status started): from here on no sync, backfill, replay,
+1. the erasure record (ledger `erasures`, status started): from here on no sync, backfill, replay,
    re-drive or reset stages or sends those messages (they are counted as `erased`);
 2. wait for runs that hold a lease on those conversations (a bucket in flight) to let go:
-   a bucket re-reads the tombstones after taking its leases, so one of the two sees the other;
+   a bucket re-reads the erasure records after taking its leases, so one of the two sees the other;
 3. delete the memories on the target: a whole user through MemOS's delete by user_id, one
    conversation through the provenance of each request the ledger recorded (info.batch_key);
 4. forget those requests in the ledger, purge local copies (quarantine rows, dry-run
@@ -31,7 +31,7 @@ from core.ledger import Ledger
 log = logging.getLogger("memos_etl.erase")
 
 
-def forget(
+def erase(
     cfg: RunConfig, client, user_id: str, conversation_id: str | None = None, *, lease_wait_s: float = 120.0
 ) -> dict:
     """Erase `user_id` (or one of its conversations) from the configured target and from every
@@ -46,7 +46,7 @@ def forget(
                 "erasure_id": erasure,
                 "complete": False,
                 "problem": f"{busy} of these conversations are still leased by a run after {lease_wait_s:.0f}s; "
-                "nothing more was sent to them (tombstone), run forget again when it ends",
+                "nothing more was sent to them (erasure record), run erase again when it ends",
             }
         batches = ledger.delivered_batches(
             target, users=[user_id], conversations=[conversation_id] if conversation_id else None
@@ -64,7 +64,7 @@ def forget(
                 "complete": False,
                 "requests": len(batches),
                 "problem": f"{exc}: the memories on {target} were NOT deleted; no later run loads this "
-                "user again (tombstone), and the ledger still lists what the target holds",
+                "user again (erasure record), and the ledger still lists what the target holds",
             }
         forgotten = ledger.forget_batches(target, [b["batch_key"] for b in batches])
         purged = purge_local(cfg.state.work_dir, ledger, user_id, conversation_id, cfg)
@@ -197,7 +197,7 @@ def purge_outboxes(work_dir: str, user_id: str, conversation_id: str | None) -> 
 
 def purge_staging(work_dir: str, ledger: Ledger) -> int:
     """Staging left by runs that are over (crashed): removed. A running run's staging stays;
-    its buckets re-read the tombstones before sending."""
+    its buckets re-read the erasure records before sending."""
     root = Path(work_dir) / "runs"
     removed = 0
     for d in sorted(root.iterdir()) if root.exists() else []:

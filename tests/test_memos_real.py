@@ -265,8 +265,8 @@ def test_forget_leaves_no_memory_of_the_erased_user_or_conversation(memos, tmp_p
     _cli("sync", "chats", "--no-prefect", config=path)
     ada, ben = f"ada-{run}", f"ben-{run}"
     # forget does not wait for us: it waits for the fast stage itself before deleting
-    _cli("forget", "--user", ada, "--yes", config=path)
-    _cli("forget", "--user", ben, "--conversation", "baking", "--yes", config=path)
+    _cli("erase", "--user", ada, "--yes", config=path)
+    _cli("erase", "--user", ben, "--conversation", "baking", "--yes", config=path)
     target = SelfHostedTarget(TargetConfig(kind="self-hosted", base_url=memos), None)
     for _ in range(2):  # now, and after any extraction still running would have landed
         assert _memories(memos, ada) == []

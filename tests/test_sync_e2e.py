@@ -94,14 +94,14 @@ def test_postgres_ledger_gives_the_same_exactly_once(dev_server, run_config, tmp
     mapping = load_mapping(sample_mapping_at(tmp_path, data))
     from concurrent.futures import ThreadPoolExecutor
 
-    from flows.runner import serial_map
+    from flows.runner import serial_fanout
 
     def parallel(fn, items, on_done=None):
         with ThreadPoolExecutor(4) as ex:
             return list(ex.map(lambda a: fn(*a), items))
 
-    first = run(mapping, run_config, load_map=parallel, stage_map=serial_map)
-    second = run(mapping, run_config, load_map=parallel)
+    first = run(mapping, run_config, load_fanout=parallel, stage_fanout=serial_fanout)
+    second = run(mapping, run_config, load_fanout=parallel)
     assert first.counts.delivered == 180 and second.counts.requests == 0
     expected, _ = expected_messages([data / "a.jsonl"])
     assert stored_messages(dev_server.url) == expected

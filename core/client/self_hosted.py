@@ -189,7 +189,7 @@ class SelfHostedTarget(HttpTarget):
             time.sleep(1.0 + attempt)  # an extraction that was still running added some back
         raise TransientError(
             f"{len(left)} memories of {user_id}{'/' + session_id if session_id else ''} are "
-            "still listed after three deletes; run forget again"
+            "still listed after three deletes; run erase again"
         )
 
     def delete_conversation_memories(self, user_id: str, conversation_id: str, batch_keys: list[str]) -> int:

@@ -5,7 +5,7 @@
 * leases.py      one sender per conversation across runs and workers
 * sources.py     file manifest, cursor, column types, per-source overview
 * backfill.py    backfill partitions
-* erasures.py    erasures (`memos-etl forget`): their records and log
+* erasures.py    erasures (`memos-etl erase`): their records and log
 * rewrites.py    conversations a source policy rewrites (on_change: replace, on_delete: delete)
 * tables.py      the schema; migrations/ upgrades an existing ledger to it in place (db.py)
 * revision.py    the newest schema revision (no SQLAlchemy)

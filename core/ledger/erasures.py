@@ -1,9 +1,9 @@
-"""Erasures: tombstones that keep a forgotten user or conversation out of MemOS for good,
+"""Erasures: erasure records that keep a forgotten user or conversation out of MemOS for good,
 and the log of who was erased and when (ids only, never content).
 
-A tombstone is written *before* anything is deleted on the target (status `started`) and
+An erasure record is written *before* anything is deleted on the target (status `started`) and
 marked `done` after, so a crash in between still keeps every later run from loading those
-messages, and `forget` run again finishes the deletion. Tombstones hold for every target:
+messages, and `erase` run again finishes the deletion. Erasure records hold for every target:
 an erasure is about a person, not about one MemOS.
 """
 

@@ -140,13 +140,13 @@ backfill_parts = sa.Table(
 
 erasures = sa.Table(
     "erasures",
-    metadata,  # `memos-etl forget`: erasures and the erasure log, ids only
+    metadata,  # `memos-etl erase`: erasures and the erasure log, ids only
     sa.Column("erasure_id", sa.String(40), primary_key=True),
     sa.Column("user_id", sa.String(128), nullable=False),
     sa.Column("conversation_id", sa.String(128)),  # NULL: the whole user
     sa.Column("target", sa.String(512), nullable=False),  # where its memories were deleted
     sa.Column("erased_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("erased_by", sa.String(128)),  # the OS user who ran forget
+    sa.Column("erased_by", sa.String(128)),  # the OS user who ran erase
     sa.Column("memories_deleted", sa.Integer),
     sa.Column("messages_forgotten", sa.Integer),
     sa.Column("status", sa.String(16), nullable=False),  # started | done

@@ -3,14 +3,14 @@ flows and `--no-prefect` call the same functions.
 
 * pipeline.py  one run in phases over its RunState; the rewrite and re-drive runs built on it
 * checks.py    what a run plans and checks around staging (units, columns, drift, deletions)
-* maps.py      how a phase runs its items (serially, on threads; the flows: a task run)
+* fanout.py      how a phase runs its items (serially, on threads; the flows: a task run)
 * replay.py    replay: forget some conversations' deliveries and run them again
 """
 
 from __future__ import annotations
 
 from flows.runner.checks import preflight
-from flows.runner.maps import serial_map, thread_map
+from flows.runner.fanout import serial_fanout, thread_fanout
 from flows.runner.pipeline import (
     BUCKET_ROWS,
     Outbox,
@@ -30,6 +30,6 @@ __all__ = [
     "redrive",
     "rewrite_conversations",
     "run",
-    "serial_map",
-    "thread_map",
+    "serial_fanout",
+    "thread_fanout",
 ]

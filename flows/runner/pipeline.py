@@ -44,7 +44,7 @@ from flows.runner.checks import (
     gone_from_files,
     plan,
 )
-from flows.runner.maps import Mapper, thread_map
+from flows.runner.fanout import FanOut, thread_fanout
 from tasks import cursor
 from tasks.datadocs import localise
 from tasks.extract import Slice, open_source
@@ -77,8 +77,8 @@ class RunState:
     outbox: Path | None
     flow: str
     resend_in_doubt: bool
-    stage_map: Mapper
-    load_map: Mapper
+    stage_fanout: FanOut
+    load_fanout: FanOut
     progress: Callable
     work: Path
     qdir: Path
@@ -126,8 +126,8 @@ def run(
     cfg: RunConfig,
     *,
     run_id: str | None = None,
-    stage_map: Mapper | None = None,
-    load_map: Mapper | None = None,
+    stage_fanout: FanOut | None = None,
+    load_fanout: FanOut | None = None,
     resend_in_doubt: bool = False,
     flow: str = "sync",
     target=None,
@@ -148,8 +148,8 @@ def run(
         mapping,
         cfg,
         run_id or new_run_id(),
-        stage_map,
-        load_map,
+        stage_fanout,
+        load_fanout,
         resend_in_doubt,
         flow,
         target,
@@ -182,8 +182,8 @@ def _open(
     mapping: Mapping,
     cfg: RunConfig,
     run_id: str,
-    stage_map,
-    load_map,
+    stage_fanout,
+    load_fanout,
     resend_in_doubt: bool,
     flow: str,
     target,
@@ -232,8 +232,8 @@ def _open(
         outbox=outbox,
         flow=flow,
         resend_in_doubt=resend_in_doubt,
-        stage_map=stage_map or thread_map(min(cfg.load.concurrency, 4)),
-        load_map=load_map or thread_map(cfg.load.concurrency),
+        stage_fanout=stage_fanout or thread_fanout(min(cfg.load.concurrency, 4)),
+        load_fanout=load_fanout or thread_fanout(cfg.load.concurrency),
         progress=progress or (lambda phase, done, total: None),
         work=work,
         qdir=qdir,
@@ -289,7 +289,7 @@ def _stage(st: RunState) -> None:
     )
     done = _Ticker(st.progress, "extract", len(st.units))
     jobs = [(plan, u, i, delivered_of if u.rel in st.reread else None) for i, u in enumerate(st.units)]
-    st.staged = st.stage_map(stage_file, jobs, done)
+    st.staged = st.stage_fanout(stage_file, jobs, done)
     for s in st.staged:
         st.report.counts.add(s.counts)
     dropped_after_delivery(ledger, target_name, st.mapping, st.staged, st.report)
@@ -340,7 +340,7 @@ def _load(st: RunState) -> None:
     buckets = sorted({b for s in st.staged for b in s.buckets})
     done = _Ticker(st.progress, "load", len(buckets))
     try:
-        for c in st.load_map(load_bucket, [(ctx, st.stage_dir, b) for b in buckets], done):
+        for c in st.load_fanout(load_bucket, [(ctx, st.stage_dir, b) for b in buckets], done):
             counts.add(_without_read(c))
     finally:
         if ctx.outbox is not None:

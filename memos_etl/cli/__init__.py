@@ -43,7 +43,7 @@ for command in (
     state.reset,
     operations.rollback,
     operations.reconcile,
-    operations.forget,
+    operations.erase,
     state.status,
     mapping.expectations,
     state.search,
@@ -51,4 +51,5 @@ for command in (
     demo.demo,
 ):
     app.command()(command)
+app.command("forget", hidden=True)(operations.forget)  # the old name of erase
 app.add_typer(quarantine.app, name="quarantine")

@@ -27,7 +27,7 @@ def preview(
     import tempfile
 
     from core.config import preset_mapping
-    from flows.runner import run, serial_map
+    from flows.runner import run, serial_fanout
 
     if (preset is None) == (source is None) or (preset is not None and input_path is None):
         raise MemosEtlError("give a SOURCE (configured name or mapping file), or --preset NAME --source PATH")
@@ -41,7 +41,7 @@ def preview(
         cfg.state.work_dir, cfg.state.ledger_url, cfg.state.data_docs = tmp, None, False
         box = Path(tmp) / "outbox.jsonl"
         # one file and one bucket at a time: the same input previews the same requests every time
-        report = run(m, cfg, outbox=box, stage_map=serial_map, load_map=serial_map)
+        report = run(m, cfg, outbox=box, stage_fanout=serial_fanout, load_fanout=serial_fanout)
         with open(box, encoding="utf-8") as fh:
             shown = [json.loads(line) for _, line in zip(range(requests), fh)]
     c = report.counts

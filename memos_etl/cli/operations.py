@@ -1,7 +1,8 @@
-"""Operations on delivered data: `replay`, `rollback`, `reconcile`, `forget`."""
+"""Operations on delivered data: `replay`, `rollback`, `reconcile`, `erase` (`forget`, its old name)."""
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Optional
@@ -94,7 +95,7 @@ def reconcile(
     """Full key scan: read every key the source holds now (a whole SQL table or file set, cursor
     and manifest ignored; nothing validated or sent) and report the delivered messages it no
     longer holds: hard deletes a nightly sync cannot see."""
-    from tasks.keyscan import scan
+    from tasks.reconcile import scan
 
     cfg = load_config(config, target_url, ledger, work_dir)
     out = scan(cfg.mapping(source), cfg)
@@ -117,7 +118,7 @@ def reconcile(
         typer.echo(f"note: {out['units_not_judged']} units were read only in part; their messages were not judged")
 
 
-def forget(
+def erase(
     user: str = typer.Option(..., "--user", help="the MemOS user_id to erase"),
     conversation: Optional[str] = typer.Option(None, "--conversation", help="erase only this conversation"),
     yes: bool = typer.Option(False, "--yes", "-y"),
@@ -129,14 +130,14 @@ def forget(
     work_dir: Optional[Path] = WorkOpt,
 ):
     """Erase a user (or one conversation) for good: delete their memories on the target, keep
-    them out of every later sync, backfill, replay, re-drive and reset (a tombstone), drop
+    them out of every later sync, backfill, replay, re-drive and reset (an erasure record), drop
     their quarantined rows and dry-run requests, and log the erasure (ids and time only).
 
-    Exit codes: 0 erased; 1 error; 2 tombstone written but the target's memories not (all)
-    deleted (run forget again)."""
+    Exit codes: 0 erased; 1 error; 2 erasure recorded but the target's memories not (all)
+    deleted (run erase again)."""
     from core.client import make_target
     from core.ledger import Ledger
-    from tasks.erase import forget as do_forget
+    from tasks.erase import erase as do_erase
 
     cfg = load_config(config, target_url, ledger, work_dir)
     led = Ledger(cfg.state.ledger())
@@ -163,12 +164,12 @@ def forget(
         )
     t = make_target(cfg.target)  # not through the pipeline: no GX import
     try:
-        out = do_forget(cfg, t, user, conversation)
+        out = do_erase(cfg, t, user, conversation)
     finally:
         t.close()
     if not out["complete"]:
         typer.secho(
-            f"forget {scope}: tombstone written (erasure {out['erasure_id']}), but {out['problem']}",
+            f"erase {scope}: erasure recorded ({out['erasure_id']}), but {out['problem']}",
             fg="yellow",
             err=True,
         )
@@ -180,3 +181,12 @@ def forget(
         f"{out['quarantine_rows_removed']} quarantined rows and {out['outbox_requests_removed']} dry-run "
         f"requests removed; no later run loads them (erasure {out['erasure_id']})"
     )
+
+
+@functools.wraps(erase)
+def forget(*args, **kwargs):
+    typer.secho("note: `memos-etl forget` is now `memos-etl erase`; the old name keeps working", err=True)
+    return erase(*args, **kwargs)
+
+
+forget.__doc__ = "The old name of `erase`: works the same, with a note that the name changed."

@@ -16,10 +16,10 @@ def status(
     ledger: Optional[str] = LedgerOpt,
     work_dir: Optional[Path] = WorkOpt,
     json_out: bool = typer.Option(False, "--json"),
-    only_erasures: bool = typer.Option(False, "--erasures", help="only the erasure log (memos-etl forget)"),
+    only_erasures: bool = typer.Option(False, "--erasures", help="only the erasure log (memos-etl erase)"),
 ):
     """Per source and target: cursor, last run, messages delivered, pending, in doubt, quarantined;
-    then the erasure log (who was erased with `forget`, where and when: ids only)."""
+    then the erasure log (who was erased with `erase`, where and when: ids only)."""
     from core.ledger.overview import overview
     from tasks import cursor
 
@@ -75,10 +75,10 @@ def status(
         typer.echo(f"  refused     {r.get('failed', 0)} messages refused by the target (quarantined)")
         typer.echo(f"  quarantined {quarantined} rows (memos-etl quarantine list --source {r['source']})")
     if erasures:
-        typer.echo("erasures (memos-etl forget; ids only)")
+        typer.echo("erasures (memos-etl erase; ids only)")
         for e in erasures:
             scope = e["user_id"] + (f" / {e['conversation_id']}" if e["conversation_id"] else " (whole user)")
-            done = "done" if e["status"] == "done" else "STARTED, not finished: run forget again"
+            done = "done" if e["status"] == "done" else "STARTED, not finished: run erase again"
             deleted = {None: "?", -1: "all"}.get(e["memories_deleted"], e["memories_deleted"])
             typer.echo(
                 f"  {str(e['erased_at'])[:19]}  {scope} on {e['target']} by {e['erased_by']}: {done}"

@@ -47,7 +47,7 @@ class LoadContext:
     outbox: RequestSink | None = None  # dry run: takes the requests instead of the target
     fleet: FleetLimiter | None = None  # shared by all workers, or None
     failures_in_a_row: int = 0  # across all senders; a breaker for a target that is down
-    # erasures of `memos-etl forget`, read once per run: (erased users, erased (user, conversation))
+    # erasures of `memos-etl erase`, read once per run: (erased users, erased (user, conversation))
     erased: tuple = (frozenset(), frozenset())
     rewriting: bool = False  # this run sends conversations being rewritten; other runs hold them back
     first_request_at: float | None = None  # time.time() of the run's first request to the target

@@ -35,7 +35,7 @@ def drop_busy(table: pa.Table, runs: tuple, held: set, counts: Counts, seen: set
 
 
 def drop_erased(table: pa.Table, erased: tuple, counts: Counts) -> pa.Table:
-    """Rows of users or conversations `memos-etl forget` erased: counted, never sent."""
+    """Rows of users or conversations `memos-etl erase` erased: counted, never sent."""
     hit = erased_mask(table, *erased)
     if hit is None:
         return table

@@ -17,8 +17,9 @@ Everything is deterministic: the same text, config and secret give the same outp
 re-run sends nothing and batch keys do not move. `hash` is HMAC-SHA256 with the secret (not
 Presidio's salted hash, whose salt is random per call unless given, and which is not keyed).
 
-* engine.py  the Redactor: Presidio analyzer and anonymizer behind the vectorised pre-filter
-* re2.py     Presidio's expressions translated into RE2 supersets (the pre-filter's patterns)
+* engine.py     the Redactor: Presidio analyzer and anonymizer behind the pre-filter
+* prefilter.py  the vectorised pre-filter: an RE2 expression per entity, over a whole batch
+* re2.py        Presidio's expressions translated into RE2 supersets (the pre-filter's patterns)
 """
 
 from __future__ import annotations

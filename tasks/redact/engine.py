@@ -1,22 +1,5 @@
-"""Redact: personal data found by Microsoft Presidio and removed from message text.
-
-Runs on a whole mapped batch, before validation, fingerprints, staging, the outbox, the
-ledger and MemOS see the content (tasks/stage.py); the quarantine keeps the raw source row.
-
-Presidio is thorough and slow (milliseconds a message, most of it python-phonenumbers), so a
-batch goes through a vectorised pre-filter first: for each entity, an RE2 expression (Arrow's
-regex kernels) that matches every text Presidio could find that entity in. Pattern
-recognizers' own expressions are loosened into such a superset (`loosen`: lookarounds and
-word boundaries dropped, back-references widened, Python's Unicode classes spelt out);
-phone numbers need a run of digits as long as the shortest valid number of the recognizer's
-regions. Only candidate messages reach Presidio, each asked for the entities its pre-filter
-matched, so the result is the one Presidio gives on every message, at a fraction of the cost.
-NER entities (spaCy) have no pre-filter: every message goes through the model.
-
-Everything is deterministic: the same text, config and secret give the same output, so a
-re-run sends nothing and batch keys do not move. `hash` is HMAC-SHA256 with the secret (not
-Presidio's salted hash, whose salt is random per call unless given, and which is not keyed).
-"""
+"""The Redactor: Presidio's analyzer and anonymizer behind the vectorised pre-filter
+(prefilter.py), with the operators of RedactConfig; deterministic (see the package's docstring)."""
 
 from __future__ import annotations
 
@@ -27,7 +10,7 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -36,7 +19,7 @@ import pyarrow.compute as pc
 from core.config import RedactConfig
 from core.errors import ConfigError
 from core.imports import import_in_background
-from tasks.redact.re2 import loosen, phone_prefilter, re2_ok
+from tasks.redact.prefilter import candidates, prefilters
 
 #: Found by patterns and checksums alone: no model, no download.
 DEFAULT_ENTITIES = ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "US_SSN"]
@@ -223,7 +206,7 @@ class Redactor:
                     raise self._error("operators", "the hash operator needs a secret: see redact.hash_secret_env")
                 self.operators[e] = OperatorConfig("custom", {"lambda": self._token_fn(e)})
         self.drop_entities = {e for e in self.entities if cfg.operator_of(e) == "drop_message"}
-        self.prefilter = self._prefilters(keep)
+        self.prefilter = prefilters(keep, self.entities)
 
     def _token_fn(self, entity: str):
         key = self.secret
@@ -234,50 +217,11 @@ class Redactor:
 
         return token
 
-    def _prefilters(self, recognizers) -> dict[str, str | None]:
-        """entity -> RE2 expression a message must match to be read by Presidio (None: all)."""
-        from presidio_analyzer import PatternRecognizer
-
-        per: dict[str, list[str] | None] = {e: [] for e in self.entities}
-        for r in recognizers:
-            if type(r).__name__ == "PhoneRecognizer":
-                exprs = [phone_prefilter(r.supported_regions, r.leniency or 0)]
-            elif isinstance(r, PatternRecognizer) and (
-                type(r).analyze is PatternRecognizer.analyze or type(r).__name__ == "IbanRecognizer"
-            ):
-                loose = [loosen(p.regex) for p in cast(Any, r).patterns]
-                exprs = [x for x in loose if x is not None and re2_ok(x)]
-                if not loose or len(exprs) != len(loose):
-                    exprs = None
-            else:
-                exprs = None
-            for e in r.supported_entities:
-                if e not in per:
-                    continue
-                have = per[e]
-                per[e] = None if exprs is None or have is None else have + exprs
-        out: dict[str, str | None] = {}
-        for e, exprs in per.items():
-            if exprs is None or not exprs:
-                out[e] = None
-                continue
-            union = "|".join(f"(?:{x})" for x in exprs)
-            out[e] = union if re2_ok(union) else None
-        return out
-
     # use -------------------------------------------------------------------------------
 
     def candidates(self, content: pa.Array) -> dict[str, np.ndarray]:
         """entity -> which messages its pre-filter passes (vectorised, one RE2 pass each)."""
-        n = len(content)
-        out = {}
-        for e, expr in self.prefilter.items():
-            if expr is None:
-                out[e] = pc.is_valid(content).to_numpy(zero_copy_only=False)
-            else:
-                hit = pc.match_substring_regex(content, expr)
-                out[e] = pc.fill_null(hit, False).to_numpy(zero_copy_only=False) if n else np.zeros(0, bool)
-        return out
+        return candidates(self.prefilter, content)
 
     def analyze(self, texts: list[str], entities: list[str]) -> list[list]:
         return list(

@@ -1,5 +1,5 @@
-"""How a phase runs its items: a Mapper is map(fn, items, on_done) -> results in the items'
-order. serial_map and thread_map here; the flows run a phase as one Prefect task run."""
+"""How a phase runs its items: a FanOut is map(fn, items, on_done) -> results in the items'
+order. serial_fanout and thread_fanout here; the flows run a phase as one Prefect task run."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 #: map(fn, items, on_done) -> results in the order of items; on_done(result) is called as each finishes
-Mapper = Callable[..., list]
+FanOut = Callable[..., list]
 
 
-def serial_map(fn: Callable, items: Iterable[tuple], on_done: Callable | None = None) -> list:
+def serial_fanout(fn: Callable, items: Iterable[tuple], on_done: Callable | None = None) -> list:
     out = []
     for args in items:
         out.append(fn(*args))
@@ -19,7 +19,7 @@ def serial_map(fn: Callable, items: Iterable[tuple], on_done: Callable | None = 
     return out
 
 
-def thread_map(workers: int) -> Mapper:
+def thread_fanout(workers: int) -> FanOut:
     def run_all(fn: Callable, items: Iterable[tuple], on_done: Callable | None = None) -> list:
         def one(args):
             r = fn(*args)

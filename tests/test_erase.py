@@ -1,4 +1,4 @@
-"""Erasure from the command line: `forget` deletes a user's memories on the target, and no
+"""Erasure from the command line: `erase` deletes a user's memories on the target, and no
 later sync, reset, backfill, replay or re-drive brings them back; the quarantine and dry-run
 outboxes lose the user's rows; the erasure log shows ids and time only. Real dev-server over
 HTTP, PostgreSQL ledger."""
@@ -39,7 +39,7 @@ def _json(res) -> dict:
     return json.loads(res.output[res.output.index("{") :])
 
 
-def test_forget_a_user_then_nothing_brings_them_back(dev_server, tmp_path, pg_ledger_url):
+def test_erase_a_user_then_nothing_brings_them_back(dev_server, tmp_path, pg_ledger_url):
     cfg, data, rows = _setup(tmp_path, dev_server.url, pg_ledger_url)
     first = _json(runner.invoke(app, ["sync", "chats", "-c", cfg, "--no-prefect", "--json"]))
     assert first["counts"]["delivered"] == 12 and first["counts"]["quarantined"] == 1
@@ -49,10 +49,10 @@ def test_forget_a_user_then_nothing_brings_them_back(dev_server, tmp_path, pg_le
     _json(runner.invoke(app, ["plan", "chats", "-c", cfg, "--json"]))
     assert any(json.loads(x)["body"]["user_id"] == "u0" for x in outbox.read_text().splitlines())
 
-    res = runner.invoke(app, ["forget", "--user", "u0", "-c", cfg], input="n\n")
+    res = runner.invoke(app, ["erase", "--user", "u0", "-c", cfg], input="n\n")
     assert res.exit_code == 1 and "erase user 'u0' (6 messages in 2 conversations" in res.output
     assert {u for u, _ in stored_messages(dev_server.url)} == {"u0", "u1"}
-    res = runner.invoke(app, ["forget", "--user", "u0", "-c", cfg, "--yes"])
+    res = runner.invoke(app, ["erase", "--user", "u0", "-c", cfg, "--yes"])
     assert res.exit_code == 0, res.output
     assert "6 messages in 2 requests forgotten by the ledger, 1 quarantined rows and 2 dry-run requests" in res.output
     held = stored_messages(dev_server.url)
@@ -63,7 +63,7 @@ def test_forget_a_user_then_nothing_brings_them_back(dev_server, tmp_path, pg_le
     assert [json.loads(x)["body"]["user_id"] for x in outbox.read_text().splitlines()] == ["u1", "u1"]
     # the erasure log: ids and time, no content
     status = runner.invoke(app, ["status", "-c", cfg])
-    assert "erasures (memos-etl forget; ids only)" in status.output and "u0 (whole user)" in status.output
+    assert "erasures (memos-etl erase; ids only)" in status.output and "u0 (whole user)" in status.output
     log = json.loads(runner.invoke(app, ["status", "-c", cfg, "--erasures", "--json"]).output)
     assert [(e["user_id"], e["conversation_id"], e["status"]) for e in log] == [("u0", None, "done")]
     assert "conversation c0 turn" not in json.dumps(log, default=str)
@@ -88,10 +88,10 @@ def test_forget_a_user_then_nothing_brings_them_back(dev_server, tmp_path, pg_le
     assert stats(dev_server.url)["add_requests"] == sent + nightly["counts"]["requests"]
 
 
-def test_forget_one_conversation_keeps_the_users_others(dev_server, tmp_path, pg_ledger_url):
+def test_erase_one_conversation_keeps_the_users_others(dev_server, tmp_path, pg_ledger_url):
     cfg, data, rows = _setup(tmp_path, dev_server.url, pg_ledger_url)
     _json(runner.invoke(app, ["sync", "chats", "-c", cfg, "--no-prefect", "--json"]))
-    res = runner.invoke(app, ["forget", "--user", "u0", "--conversation", "c2", "-c", cfg, "--yes"])
+    res = runner.invoke(app, ["erase", "--user", "u0", "--conversation", "c2", "-c", cfg, "--yes"])
     assert res.exit_code == 0, res.output
     assert "3 memories deleted" in res.output
     assert set(stored_messages(dev_server.url)) == {("u0", "c0"), ("u1", "c1"), ("u1", "c3")}
@@ -101,7 +101,7 @@ def test_forget_one_conversation_keeps_the_users_others(dev_server, tmp_path, pg
     assert again["counts"]["already_delivered"] == 9
 
 
-def test_forget_on_a_self_hosted_target_deletes_by_user_and_session(dev_server, tmp_path):
+def test_erase_on_a_self_hosted_target_deletes_by_user_and_session(dev_server, tmp_path):
     """The open-source server's /product/delete_memory (user_id / session_id conditions), as
     the dev-server answers it; tests/test_memos_real.py does the same against MemOS itself."""
     cfg, data, rows = _setup(tmp_path, dev_server.url, f"sqlite:///{tmp_path / 'ledger.db'}")
@@ -111,10 +111,11 @@ def test_forget_on_a_self_hosted_target_deletes_by_user_and_session(dev_server, 
     assert (
         _json(runner.invoke(app, ["sync", "chats", "-c", cfg, "--no-prefect", "--json"]))["counts"]["delivered"] == 12
     )
-    res = runner.invoke(app, ["forget", "--user", "u1", "--conversation", "c3", "-c", cfg, "--yes"])
+    res = runner.invoke(app, ["erase", "--user", "u1", "--conversation", "c3", "-c", cfg, "--yes"])
     assert res.exit_code == 0, res.output
-    res = runner.invoke(app, ["forget", "--user", "u0", "-c", cfg, "--yes"])
-    assert res.exit_code == 0 and "6 memories deleted" in res.output, res.output
+    res = runner.invoke(app, ["forget", "--user", "u0", "-c", cfg, "--yes"])  # the old name still works
+    assert res.exit_code == 0 and "6 memories deleted" in res.stdout, res.output
+    assert "`memos-etl forget` is now `memos-etl erase`" in res.stderr
     assert set(stored_messages(dev_server.url)) == {("u1", "c1")}
     (data / "a.jsonl").touch()
     again = _json(runner.invoke(app, ["sync", "chats", "-c", cfg, "--no-prefect", "--json"]))
