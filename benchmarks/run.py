@@ -459,24 +459,26 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     # a part of the benchmarks (--skip) does not replace the full run's results
     parts = sorted(k for k in results if k not in ("machine", "started", "seconds"))
+    # and a --quick run (small sizes) writes beside the full run's results, never over them
     name = "results.json" if not skip else f"results-{'-'.join(parts)}.json"
+    if args.quick:
+        name = name.replace("results", "results-quick", 1)
     (RESULTS / name).write_text(json.dumps(results, indent=2, default=str))
-    if {"transform", "memory", "prefect", "load"} - skip == {"transform", "memory", "prefect", "load"}:
-        plot(results["load"], RESULTS / "load_vs_concurrency.png")
+    if not {"transform", "memory", "prefect", "load"} & skip:
         rows = table(results)
         w = [max(len(r[i]) for r in rows) for i in range(4)]
         head = ("benchmark", "measured", "ratio", "target")
-        lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-        lines += ["| " + " | ".join(r) + " |" for r in rows]
-        md = "\n".join(lines)
-        (RESULTS / "results.md").write_text(
-            f"Run {results['started']} on {os.cpu_count()} cores, {results['seconds']:.0f} s in all.\n\n{md}\n"
-        )
+        if not args.quick:  # the committed table and plot are the full run's
+            plot(results["load"], RESULTS / "load_vs_concurrency.png")
+            lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+            lines += ["| " + " | ".join(r) + " |" for r in rows]
+            md = "\n".join(lines)
+            (RESULTS / "results.md").write_text(
+                f"Run {results['started']} on {os.cpu_count()} cores, {results['seconds']:.0f} s in all.\n\n{md}\n"
+            )
         for r in [head] + rows:
             print("  ".join(c.ljust(w[i]) for i, c in enumerate(r)))
-        print(
-            f"\n{results['seconds']:.0f} s; results in {RESULTS}/ (results.json, results.md, load_vs_concurrency.png)"
-        )
+        print(f"\n{results['seconds']:.0f} s; results in {RESULTS}/{name}")
     elif "messy" in results:  # a part of the benchmarks: its own rows
         for r in messy_bench.rows(results["messy"]):
             print("  ".join(r))
