@@ -36,6 +36,8 @@ class Counts:
     leased_elsewhere: int = 0  # conversations another run was sending to: left pending
     units_skipped: int = 0  # unchanged files/objects the manifest says are done: not read
     empty_skipped: int = 0  # nested elements with no text, left out by nest.skip_empty: not messages, not read
+    # "<kind>: <value>" -> rows the mapping's `skip` rules left out (joins, service lines): not read
+    skipped: Counter = field(default_factory=Counter)
     changed_after_delivery: int = 0  # delivered before, read again with other content/time/ids: not resent
     deleted_in_source: int = 0  # read with the source's deleted flag (fields.deleted): never sent
     gone_from_source: int = 0  # delivered earlier, no longer in their re-read file: not read, not an outcome
@@ -75,8 +77,8 @@ class Counts:
 
     def add(self, other: Counts) -> Counts:
         for k, v in asdict(other).items():
-            if k == "reasons":
-                self.reasons.update(other.reasons)
+            if k in ("reasons", "skipped"):  # Counters (asdict turns them into counts of pairs)
+                getattr(self, k).update(getattr(other, k))
             elif k == "redaction":
                 for entity, n in other.redaction.items():
                     self.note_redaction(entity, n["found"], n["messages"])
@@ -146,6 +148,7 @@ class RunReport:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["counts"]["reasons"] = dict(self.counts.reasons.most_common())
+        d["counts"]["skipped"] = dict(Counter(self.counts.skipped).most_common())
         d["counts"]["accounted"] = self.counts.accounted
         return d
 
@@ -158,6 +161,11 @@ class RunReport:
             ("status", self.status),
             ("files", f"{self.files} read, {c.units_skipped} unchanged (skipped), {c.units_failed} unreadable"),
             ("read", str(c.read)),
+            *(
+                [("not messages (skipped)", ", ".join(f"{k} {v}" for k, v in Counter(c.skipped).most_common()))]
+                if c.skipped
+                else []
+            ),
             ("delivered", str(c.delivered)),
             *([("planned (dry run)", f"{c.planned} messages -> {self.outbox}")] if self.outbox else []),
             ("quarantined", str(c.quarantined)),

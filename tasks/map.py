@@ -73,7 +73,7 @@ def _roles(mapping: Mapping, rb: pa.RecordBatch) -> pa.Array:
         if cfg.user_speaker_column:  # this row's dialogue names its user
             is_user = pc.fill_null(pc.equal(speaker, as_text(rb.column(cfg.user_speaker_column))), False)
         else:
-            is_user = pc.is_in(speaker, value_set=pa.array(cfg.user_speakers, pa.string()))
+            is_user = pc.is_in(speaker, value_set=pa.array(mapping.user_speakers(), pa.string()))
         other = (
             pa.scalar("assistant")
             if cfg.other_speakers == "assistant"
@@ -85,15 +85,41 @@ def _roles(mapping: Mapping, rb: pa.RecordBatch) -> pa.Array:
 
 
 def _content(mapping: Mapping, rb: pa.RecordBatch) -> pa.Array:
-    content = _field(mapping, "content", rb)
-    content = as_text(content)
+    content = None
+    for tpl in mapping.templates("content"):  # several: the first that is not empty, row by row
+        value = as_text(render(tpl, rb, mapping.constants))
+        if content is None:
+            content = value
+        else:
+            empty = pc.fill_null(pc.equal(pc.utf8_length(content), 0), True)
+            content = pc.if_else(empty, value, content)
+    assert content is not None  # fields.content is required
     for part in mapping.content_append:
         value = as_text(rb.column(part.column))
         prefix, _, suffix = part.template.partition("{}")
         present = pc.fill_null(pc.greater(pc.utf8_length(value), 0), False)
-        joined = pc.binary_join_element_wise(pc.fill_null(content, ""), prefix, value, suffix, "")
+        base = pc.fill_null(content, "")
+        joined = pc.binary_join_element_wise(base, prefix, value, suffix, "")
+        if part.strip_when_alone and prefix != prefix.lstrip():
+            alone = pc.binary_join_element_wise(prefix.lstrip(), value, suffix, "")
+            joined = pc.if_else(pc.equal(pc.utf8_length(base), 0), alone, joined)
         content = pc.if_else(present, joined, content)
     return content
+
+
+def _named(mapping: Mapping, rb: pa.RecordBatch, role: pa.Array, content: pa.Array) -> pa.Array:
+    """roles.name_others: the speaker's name in front of every message that is not the user's."""
+    if not mapping.roles.name_others:
+        return content
+    who = as_text(render(Template.parse(mapping.roles.name_others), rb, mapping.constants))
+    other = pc.and_(
+        pc.and_(
+            pc.fill_null(pc.not_equal(role, pa.scalar("user")), True),
+            pc.fill_null(pc.greater(pc.utf8_length(who), 0), False),
+        ),
+        pc.fill_null(pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(content)), 0), False),  # empty stays empty
+    )
+    return pc.if_else(other, pc.binary_join_element_wise(who, ": ", content, ""), content)
 
 
 def _seq(arr: pa.Array | None, rb: pa.RecordBatch, mapping: Mapping) -> pa.Array:
@@ -166,7 +192,7 @@ def map_batch(rb: pa.RecordBatch, mapping: Mapping, file_rel: str, offset: int) 
     user = _field(mapping, "user_id", rb)
     conv = _field(mapping, "conversation_id", rb)
     role = _roles(mapping, rb)
-    content = _content(mapping, rb)
+    content = _named(mapping, rb, role, _content(mapping, rb))
     chat_time = pa.nulls(n, pa.timestamp("us", tz="UTC"))
     for time_tpl in mapping.templates("chat_time"):  # several: the first that parses, row by row
         raw_time = rb.column(time_tpl.names[0]) if time_tpl.is_column else render(time_tpl, rb, mapping.constants)

@@ -34,6 +34,7 @@ from tasks.extract import ROW_COLUMN, Slice, Unit
 from tasks.map import map_batch
 from tasks.nest import explode
 from tasks.quarantine import BadRow, QuarantineWriter, bad_rows_table, rows_table
+from tasks.skip import skip_mask
 from tasks.validate import Validator, split
 
 
@@ -141,6 +142,9 @@ def stage_file(plan: StagePlan, unit: Unit, index: int, delivered: Callable | No
             if keep is not None:
                 mask = pa.array(keep)
                 mapped, rb = mapped.filter(mask), rb.filter(mask)
+            drop = skip_mask(mapping, rb, counts.skipped)
+            if drop is not None:  # not messages (the mapping's skip rules): counted by kind, not read
+                mapped, rb = mapped.filter(pa.array(~drop)), rb.filter(pa.array(~drop))
             counts.read += rb.num_rows
             hit = erased_mask(mapped, *erased)
             if hit is not None:  # forgotten on purpose: not staged, not even quarantined
@@ -242,6 +246,9 @@ def sample_messages(mapping: Mapping, source, limit: int, quarantine_dir: Path, 
                 mapping, source, unit, {}, run_id, quarantine, counts, {"complete": True}
             ):
                 mapped = map_batch(rb, mapping, unit.rel, offset)
+                drop = skip_mask(mapping, rb, counts.skipped)
+                if drop is not None:
+                    mapped = mapped.filter(pa.array(~drop))
                 if taken + mapped.num_rows > limit:
                     mapped = mapped.slice(0, limit - taken)
                 taken += mapped.num_rows

@@ -121,3 +121,13 @@ def without_network(cmd: list[str]) -> list[str] | None:
     if shutil.which("unshare") and subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0:
         return ["unshare", "-n", *cmd]
     return None
+
+
+def sample_settings(preset: str) -> dict | None:
+    """What a mapping sets to use `preset` on its sample (schemas/presets/samples/<preset>.settings.yaml)."""
+    import yaml
+
+    from core.config import PRESETS
+
+    p = PRESETS / "samples" / f"{preset}.settings.yaml"
+    return yaml.safe_load(p.read_text()) if p.exists() else None

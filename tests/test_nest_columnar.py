@@ -24,7 +24,7 @@ from tasks.map import map_batch
 from tasks.nest import explode_columnar, explode_walk
 from tasks.quarantine import read_quarantine
 from tasks.stage import with_columns
-from tests.helpers import stored_messages
+from tests.helpers import sample_settings, stored_messages
 
 SAMPLES = PRESETS / "samples"
 
@@ -74,12 +74,12 @@ def assert_same(mapping) -> list[str]:
 
 def sample_of(preset: str) -> Path:
     stem = {"dialogue-sessions-one-speaker": "dialogue-sessions"}.get(preset, preset)
-    return next(p for p in SAMPLES.iterdir() if p.stem == stem)
+    return next(p for p in sorted(SAMPLES.iterdir()) if p.stem == stem)
 
 
 @pytest.mark.parametrize("preset", preset_names())
 def test_every_preset_sample_gives_the_same_rows_both_ways(preset):
-    taken = assert_same(preset_mapping(preset, sample_of(preset)))
+    taken = assert_same(preset_mapping(preset, sample_of(preset), sample_settings(preset)))
     assert taken
     if preset == "sharegpt":
         assert taken == ["columnar"]

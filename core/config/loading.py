@@ -75,6 +75,15 @@ def checked_mapping(mapping: Mapping, p: Path) -> Mapping:
         raise ConfigError(
             str(p), "roles.user_speaker_column", "compares each row's speaker with it: set roles.speaker_column too"
         )
+    for i, who in enumerate(mapping.roles.user_speakers):
+        name = who[1:-1] if who.startswith("{") and who.endswith("}") else None
+        if name is not None and not mapping.constants.get(name):
+            raise ConfigError(
+                str(p),
+                f"constants.{name}",
+                f"roles.user_speakers[{i}] is {who}: set constants.{name} to the id of the person whose "
+                "side this is (their messages are the user's, everyone else's the assistant's)",
+            )
     if mapping.roles.user_speaker_column and mapping.roles.user_speakers:
         raise ConfigError(
             str(p),

@@ -91,7 +91,8 @@ class SourceConfig(Strict):
     encoding_errors: Literal["quarantine", "replace"] = "quarantine"
     # `auto`: by the name's last extension (.gz, .bz2, .zst, .xz); a .zip is read member by member
     compression: Literal["auto", "none", "gzip", "bz2", "zstd", "xz"] = "auto"
-    members: str | None = None  # .zip archives: a glob of the members to read (default: by format)
+    # a glob of the members to read in .zip archives, and of the files in a folder (default: by format)
+    members: str | None = None
     # a record (a JSONL line, a CSV row, a JSON item) longer than this is quarantined with its
     # size and streamed past, never held whole
     max_record_bytes: int = Field(default=64 << 20, ge=1 << 20)
@@ -146,6 +147,18 @@ class Template(BaseModel):
 class ContentAppend(Strict):
     column: str
     template: str = " {}"  # "{}" is replaced by the column's value; skipped when the value is null/empty
+    # where the message has no text of its own, the template's leading whitespace is left out
+    # ("[file: a.png]", not "\n[file: a.png]")
+    strip_when_alone: bool = False
+
+
+class SkipRule(Strict):
+    """Rows that are not messages (joins, topic changes, service lines, bots): left out after
+    mapping, counted in the report's `skipped` by `<kind>: <value>`; not read, not an outcome."""
+
+    column: str
+    values: list[str] = Field(min_length=1)  # compared as text: true/false for booleans
+    kind: str | None = None  # the report's name for these rows (default: the column)
 
 
 class RolesConfig(Strict):
@@ -158,6 +171,9 @@ class RolesConfig(Strict):
     # the user of one dialogue and the other speaker of another.
     user_speaker_column: str | None = None
     other_speakers: Literal["assistant", "unknown"] = "assistant"
+    # group chats loaded from one person's side: a column (or template) naming each speaker,
+    # put in front of the text of every message that is not the user's ("Ann: see you")
+    name_others: str | None = None
 
     @field_validator("map")
     @classmethod
@@ -188,7 +204,7 @@ class TimeConfig(Strict):
 class Fields(Strict):
     user_id: str
     conversation_id: str
-    content: str
+    content: str | list[str]  # a list: the first that is not empty, row by row (content parts, then text)
     role: str | None = None
     chat_time: str | list[str] | None = None  # a list: the first that parses (turn time, then session date)
     seq: str | None = None
@@ -342,6 +358,7 @@ class Mapping(Strict):
     constants: dict[str, str] = {}
     fields: Fields
     content_append: list[ContentAppend] = []
+    skip: list[SkipRule] = []
     roles: RolesConfig = RolesConfig()
     time: TimeConfig = TimeConfig()
     tags: list[str] = []  # constant tags added to every request
@@ -376,11 +393,26 @@ class Mapping(Strict):
                         cols.setdefault(name, f"fields.{field}")
         for i, part in enumerate(self.content_append):
             cols.setdefault(part.column, f"content_append[{i}].column")
+        for i, rule in enumerate(self.skip):
+            cols.setdefault(rule.column, f"skip[{i}].column")
         if self.roles.speaker_column:
             cols.setdefault(self.roles.speaker_column, "roles.speaker_column")
         if self.roles.user_speaker_column:
             cols.setdefault(self.roles.user_speaker_column, "roles.user_speaker_column")
+        if self.roles.name_others:
+            for name in Template.parse(self.roles.name_others).names:
+                if name not in self.constants:
+                    cols.setdefault(name, "roles.name_others")
         return cols
+
+    def user_speakers(self) -> list[str]:
+        """roles.user_speakers, with `{name}` entries taken from the constants (a preset's
+        `{self}`: the exporting person's id, set by the user)."""
+        out = []
+        for s in self.roles.user_speakers:
+            name = s[1:-1] if s.startswith("{") and s.endswith("}") else None
+            out.append(self.constants.get(name, s) if name else s)
+        return out
 
     def check_columns(self, available: list[str], where: str) -> None:
         """Stop with a clear error when the mapping names a column the source does not have."""

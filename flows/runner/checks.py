@@ -62,15 +62,18 @@ def check_nested_columns(mapping: Mapping, source, unit) -> bool:
             return True  # nothing well-formed to check against: the records are quarantined with reasons
         names = ex.table.schema.names
         for key in ("user_id", "conversation_id", "role", "content"):
-            for tpl in mapping.templates(key):
-                for col in tpl.names:
-                    if col not in names and col not in mapping.constants:
-                        raise ConfigError(
-                            str(mapping.path_ or "mapping"),
-                            f"fields.{key}",
-                            f"column {col!r} is in no record of {unit.rel}'s first batch after nest "
-                            f"(columns: {', '.join(n for n in names if n != ROW_COLUMN)})",
-                        )
+            # a list of templates (content: parts, then text) needs one of them whole
+            missing = [
+                [col for col in tpl.names if col not in names and col not in mapping.constants]
+                for tpl in mapping.templates(key)
+            ]
+            if missing and all(missing):
+                raise ConfigError(
+                    str(mapping.path_ or "mapping"),
+                    f"fields.{key}",
+                    f"column {missing[0][0]!r} is in no record of {unit.rel}'s first batch after nest "
+                    f"(columns: {', '.join(n for n in names if n != ROW_COLUMN)})",
+                )
         return True
     return False
 

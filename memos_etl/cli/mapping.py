@@ -19,6 +19,9 @@ def preview(
         None, "--source", help="with --preset: the input file, directory or glob"
     ),
     requests: int = typer.Option(3, "--requests", "-n", help="requests to show"),
+    constant: list[str] = typer.Option(
+        [], "--constant", "-k", help="with --preset: NAME=VALUE for the preset's constants (e.g. self=1234)"
+    ),
     config: Optional[Path] = ConfigOpt,
     json_out: bool = typer.Option(False, "--json"),
 ):
@@ -32,8 +35,12 @@ def preview(
     if (preset is None) == (source is None) or (preset is not None and input_path is None):
         raise MemosEtlError("give a SOURCE (configured name or mapping file), or --preset NAME --source PATH")
     cfg = load_config(config, None, None, None)
+    bad = [c for c in constant if "=" not in c]
+    if bad:
+        raise MemosEtlError(f"--constant takes NAME=VALUE, got {bad[0]!r}")
     if preset is not None and input_path is not None:
-        m = preset_mapping(preset, input_path)
+        constants = dict(c.split("=", 1) for c in constant)
+        m = preset_mapping(preset, input_path, {"constants": constants} if constants else None)
     else:
         assert source is not None  # checked above: a SOURCE or --preset with --source
         m = cfg.mapping(source)
@@ -52,6 +59,7 @@ def preview(
         "messages": c.planned,
         "quarantined": c.quarantined,
         "empty_skipped": c.empty_skipped,
+        "skipped": dict(c.skipped),
         "reasons": dict(c.reasons),
         "redacted": c.redacted,
         "redaction_dropped": c.redaction_dropped,
@@ -67,7 +75,10 @@ def preview(
     typer.echo(
         f"--- {m.source.name}: {c.read} messages read, {c.planned} in requests, {c.quarantined} quarantined"
         + (f", {c.empty_skipped} empty skipped" if c.empty_skipped else "")
+        + (f", {sum(c.skipped.values())} not messages (skipped)" if c.skipped else "")
     )
+    for kind, n in c.skipped.most_common(10):
+        typer.echo(f"    {n:>6}  skipped {kind}")
     if report.redacting:
         typer.echo(
             f"    personal data: {c.redacted} messages redacted, {c.redaction_dropped} dropped: "

@@ -256,7 +256,7 @@ def list_local(mapping: Mapping) -> list[Unit]:
         paths = [
             str(p)
             for p in Path(root).rglob("*")
-            if wanted(p.name, fmt)
+            if wanted(p.name, fmt, mapping.source.members, p.relative_to(root).as_posix())
             and (p.is_file() or p.is_symlink())
             and not any(part.startswith((".", "_")) for part in p.relative_to(root).parts)
         ]

@@ -45,7 +45,8 @@ def open_s3(mapping: Mapping) -> FileSource:
             for obj in page.get("Contents", []):
                 key = obj["Key"]
                 rel = key[len(cfg.prefix) :].lstrip("/") if cfg.prefix else key
-                if not wanted(key, fmt) or any(p.startswith((".", "_")) for p in rel.split("/")):
+                hidden = any(p.startswith((".", "_")) for p in rel.split("/"))
+                if hidden or not wanted(key, fmt, mapping.source.members, rel):
                     continue
                 units.append(
                     Unit(rel=rel, size=obj["Size"], version=obj["ETag"].strip('"'), path=f"{cfg.bucket}/{key}")

@@ -3,6 +3,7 @@ reader (files, S3 objects, SQL cursor ranges), the ledger's manifest and backfil
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -127,10 +128,16 @@ def suffixes(fmt: str) -> tuple[str, ...]:
     return SUFFIXES[fmt]
 
 
-def wanted(name: str, fmt: str) -> bool:
+def wanted(name: str, fmt: str, members: str | None = None, rel: str | None = None) -> bool:
     """A file or object a source of this format reads: by its name, compression extensions
-    aside (`day.jsonl.gz`), or a .zip archive of members (text formats)."""
+    aside (`day.jsonl.gz`), or a .zip archive of members (text formats). `members`, the glob
+    that picks an archive's members, picks the files of a folder the same way (an export
+    unzipped: `conversations.json`, not `users.json`), on the path under the folder (`rel`)
+    or the base name."""
     lower = name.lower()
     if lower.endswith(ZIP):
         return fmt != "parquet"
+    if members is not None:
+        base = name.replace("\\", "/").rsplit("/", 1)[-1]
+        return fnmatch.fnmatch(rel or base, members) or fnmatch.fnmatch(base, members)
     return strip_compression(lower).endswith(SUFFIXES[fmt])

@@ -212,6 +212,9 @@ def to_text(value, media: MediaText) -> str | None:
             return media.file.format(name=f.get("filename") or f.get("name") or f.get("file_id") or "?")
         if "audio" in kind:
             return media.audio
+        named = value.get("file_name") or value.get("fileName")  # an export's attachment record
+        if not kind and isinstance(named, str):
+            return media.file.format(name=named)
         return media.other.format(type=kind or "object")
     return str(value)
 

@@ -1,0 +1,352 @@
+"""Write the chat-export samples of schemas/presets/samples/ and what loading each must give.
+
+Each sample is generated from a plain model of its conversations (who said what, when, in
+UTC), rendered the way the product writes its export, with the awkward cases real exports
+have. Beside it, `<preset>.settings.yaml` (when the preset needs one) holds what a mapping
+sets to use the preset on it, and `<preset>.expected.jsonl` lists the messages MemOS must end up holding, one
+per line ({user_id, conversation_id, role, content, chat_time}), in conversation order,
+computed from the model here, not by the preset: the test compares the two.
+
+    uv run python scripts/make_export_samples.py            # the samples in the repo
+    uv run python scripts/make_export_samples.py --claude-messages 1000000 --out /tmp/x   # benchmarks
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import uuid
+import zipfile
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+SAMPLES = Path(__file__).resolve().parent.parent / "schemas" / "presets" / "samples"
+T0 = datetime(2024, 3, 30, 23, 15, 7, 219109, tzinfo=UTC)  # the night European clocks go forward
+
+
+def _id(*parts) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "/".join(map(str, parts))))
+
+
+def _claude_time(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _utc_seconds(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")  # MemOS gets whole seconds, truncated
+
+
+def claude_export(owner: str = "claude-user", conversations: int | None = None, per: int = 10, seed: int = 7):
+    """(conversations.json's items, users.json, the expected messages). With `conversations`
+    unset: the hand-made sample with every awkward case; else that many generated ones."""
+    expected: list[dict] = []
+    convs: list[dict] = []
+
+    def message(conv: str, i: int, sender: str, t: datetime, *, text: str, content=None, old=False, **extra) -> dict:
+        m = {"uuid": _id(conv, i), "text": text, "sender": sender, "created_at": _claude_time(t)}
+        m["updated_at"] = m["created_at"]
+        if not old:
+            m["content"] = content if content is not None else [{"type": "text", "text": text, "citations": []}]
+        m["attachments"], m["files"] = extra.get("attachments", []), extra.get("files", [])
+        m["parent_message_uuid"] = _id(conv, i - 1) if i else "00000000-0000-4000-8000-000000000000"
+        return m
+
+    def expect(conv: str, role: str, content: str, t: datetime) -> None:
+        expected.append(
+            {"user_id": owner, "conversation_id": conv, "role": role, "content": content, "chat_time": _utc_seconds(t)}
+        )
+
+    if conversations is None:
+        # 1: text, thinking, tool use and its result in one assistant turn; an attachment; emoji and RTL
+        c1, t = _id("c", 1), T0
+        msgs = [
+            message(c1, 0, "human", t, text="Summarise the attached report, please 📄"),
+            message(
+                c1,
+                1,
+                "assistant",
+                t + timedelta(seconds=41, microseconds=900000),
+                text="Here is the summary.\nRevenue rose 4%.",
+                content=[
+                    {"type": "thinking", "thinking": "The user wants a summary.", "summaries": []},
+                    {"type": "text", "text": "Here is the summary.", "citations": []},
+                    {"type": "tool_use", "id": "t1", "name": "web_search", "input": {"query": "revenue"}},
+                    {"type": "tool_result", "tool_use_id": "t1", "name": "web_search", "content": []},
+                    {"type": "text", "text": "Revenue rose 4%.", "citations": []},
+                    {"type": "token_budget"},
+                ],
+            ),
+            message(
+                c1,
+                2,
+                "human",
+                t + timedelta(minutes=3),
+                text="ומה לגבי הרבעון הבא? 🤔",
+                attachments=[
+                    {
+                        "file_name": "forecast.xlsx",
+                        "file_size": 9921,
+                        "file_type": "xlsx",
+                        "extracted_content": "Q3 12.1\nQ4 12.9",
+                    }
+                ],
+                files=[{"file_uuid": _id("f", 1), "file_name": "chart.png"}],
+            ),
+            # a tool call alone: no text to load (skipped as empty)
+            message(
+                c1,
+                3,
+                "assistant",
+                t + timedelta(minutes=3, seconds=5),
+                text="",
+                content=[{"type": "tool_use", "id": "t2", "name": "repl", "input": {"code": "1+1"}}],
+            ),
+            message(c1, 4, "assistant", t + timedelta(minutes=3, seconds=9), text="Q3 looks flat; Q4 picks up."),
+        ]
+        expect(c1, "user", "Summarise the attached report, please 📄", t)
+        answered = t + timedelta(seconds=41, microseconds=900000)
+        expect(c1, "assistant", "Here is the summary.\nRevenue rose 4%.", answered)
+        asked = "ומה לגבי הרבעון הבא? 🤔\n[file: forecast.xlsx]\n[file: chart.png]"
+        expect(c1, "user", asked, t + timedelta(minutes=3))
+        expect(c1, "assistant", "Q3 looks flat; Q4 picks up.", t + timedelta(minutes=3, seconds=9))
+        convs.append(
+            {
+                "uuid": c1,
+                "name": "Report summary",
+                "summary": "",
+                "created_at": _claude_time(t),
+                "updated_at": _claude_time(t + timedelta(minutes=4)),
+                "account": {"uuid": _id("account")},
+                "chat_messages": msgs,
+            }
+        )
+        # 2: an older export's messages (text only, no content), no name, a multi-line code answer,
+        # an empty human turn, across the DST night (times are UTC: nothing moves)
+        c2, t = _id("c", 2), T0 + timedelta(hours=2, minutes=30)
+        code = "Try this:\n```python\nfor i in range(3):\n    print(i)\n```"
+        msgs = [
+            message(c2, 0, "human", t, text="How do I loop three times in Python?", old=True),
+            message(c2, 1, "assistant", t + timedelta(seconds=12), text=code, old=True),
+            message(c2, 2, "human", t + timedelta(seconds=30), text="", old=True),
+            message(c2, 3, "human", t + timedelta(hours=1), text="Thanks!", old=True),
+        ]
+        expect(c2, "user", "How do I loop three times in Python?", t)
+        expect(c2, "assistant", code, t + timedelta(seconds=12))
+        expect(c2, "user", "Thanks!", t + timedelta(hours=1))
+        convs.append(
+            {
+                "uuid": c2,
+                "name": None,
+                "created_at": _claude_time(t),
+                "updated_at": _claude_time(t + timedelta(hours=1)),
+                "account": _id("account"),
+                "chat_messages": msgs,
+            }
+        )
+        # 3: a conversation with no messages at all
+        convs.append(
+            {
+                "uuid": _id("c", 3),
+                "name": "Empty",
+                "created_at": _claude_time(T0),
+                "updated_at": _claude_time(T0),
+                "account": {"uuid": _id("account")},
+                "chat_messages": [],
+            }
+        )
+    else:
+        rng = random.Random(seed)
+        words = "the a memory plan trip report code review budget city train hotel idea draft note".split()
+        for c in range(conversations):
+            cid, t = _id("g", c), T0 + timedelta(minutes=c)
+            msgs = []
+            for i in range(per):
+                sender = "human" if i % 2 == 0 else "assistant"
+                text = " ".join(rng.choice(words) for _ in range(rng.randint(5, 30)))
+                at = t + timedelta(seconds=7 * i)
+                msgs.append(message(cid, i, sender, at, text=text))
+                expect(cid, "user" if sender == "human" else "assistant", text, at)
+            convs.append(
+                {
+                    "uuid": cid,
+                    "name": f"chat {c}",
+                    "created_at": _claude_time(t),
+                    "updated_at": _claude_time(t),
+                    "account": {"uuid": _id("account")},
+                    "chat_messages": msgs,
+                }
+            )
+    users = [{"uuid": _id("account"), "full_name": "Dee Example", "email_address": "dee@example.com"}]
+    return convs, users, expected
+
+
+def write_claude(out: Path, conversations: int | None = None) -> Path:
+    convs, users, expected = claude_export(conversations=conversations)
+    path = out / "claude-export.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        with z.open("conversations.json", "w") as fh:
+            fh.write(json.dumps(convs, ensure_ascii=False, indent=None if conversations else 2).encode())
+        z.writestr("users.json", json.dumps(users, indent=2))
+        z.writestr("projects.json", "[]")
+    _write_expected(out / "claude-export.expected.jsonl", expected)
+    return path
+
+
+# -- DiscordChatExporter JSON ---------------------------------------------------------------
+DISCORD_SELF = "310000000000000001"
+SAM_K = "310000000000000002"
+
+
+def discord_export() -> tuple[dict[str, dict], list[dict]]:
+    """({file name: channel export}, expected) from the exporting person's side (`self`): a
+    guild channel of 4 people and a bot, with joins, a pin and a thread start (system
+    messages: skipped), a reply, an edit, an attachment alone, emoji and RTL text, two people
+    both called Sam, an empty message; and a DM. Timestamps carry the exporting machine's
+    offset across the DST change (+01:00, then +02:00)."""
+    people = {
+        DISCORD_SELF: ("dee", "Dee"),
+        "310000000000000002": ("sam.k", "Sam"),
+        "310000000000000003": ("sam.r", "Sam"),
+        "310000000000000004": ("noor", "נור"),
+        "310000000000000009": ("helper-bot", "Helper"),
+    }
+    cet, cest = timezone(timedelta(hours=1)), timezone(timedelta(hours=2))
+    expected: list[dict] = []
+    user_id = f"discord-{DISCORD_SELF}"
+
+    def author(uid: str) -> dict:
+        name, nick = people[uid]
+        return {
+            "id": uid,
+            "name": name,
+            "discriminator": "0000",
+            "nickname": nick,
+            "color": None,
+            "isBot": uid.endswith("9"),
+            "roles": [],
+            "avatarUrl": "https://cdn.discordapp.com/embed/avatars/0.png",
+        }
+
+    def channel_file(guild: dict, channel: dict, rows: list[tuple]) -> dict:
+        msgs = []
+        conv = f"discord-{channel['id']}"
+        for i, (uid, kind, text, at, extra) in enumerate(rows):
+            m = {
+                "id": str(400000000000000000 + int(channel["id"][-3:]) * 1000 + i),
+                "type": kind,
+                "timestamp": at.isoformat(timespec="milliseconds"),
+                "timestampEdited": extra.get("edited"),
+                "callEndedTimestamp": None,
+                "isPinned": False,
+                "content": text,
+                "author": author(uid),
+                "attachments": extra.get("attachments", []),
+                "embeds": [],
+                "stickers": [],
+                "reactions": [],
+                "mentions": [author(x) for x in extra.get("mentions", [])],
+            }
+            if "reply_to" in extra:
+                to = msgs[extra["reply_to"]]["id"]
+                m["reference"] = {"type": "Default", "messageId": to, "channelId": channel["id"]}
+            msgs.append(m)
+            shown = extra.get("expect", text)
+            if shown is None:
+                continue
+            role = "user" if uid == DISCORD_SELF else "assistant"
+            if role != "user":
+                shown = f"{people[uid][1]}: {shown}"
+            expected.append(
+                {
+                    "user_id": user_id,
+                    "conversation_id": conv,
+                    "role": role,
+                    "content": shown,
+                    "chat_time": _utc_seconds(at.astimezone(UTC)),
+                }
+            )
+        return {
+            "guild": guild,
+            "channel": channel,
+            "dateRange": {"after": None, "before": None},
+            "exportedAt": "2024-04-02T09:00:00.000+02:00",
+            "messages": msgs,
+            "messageCount": len(msgs),
+        }
+
+    guild = {"id": "200000000000000001", "name": "Climbing club", "iconUrl": "https://cdn.discordapp.com/x.png"}
+    chan = {"id": "210000000000000101", "type": "GuildTextChat", "categoryId": "1", "category": "Text"}
+    chan["name"] = "general"
+    t = datetime(2024, 3, 30, 22, 50, 0, tzinfo=cet)
+    t30 = t + timedelta(minutes=30)
+    photo = {"id": "1", "url": "https://cdn.discordapp.com/a/wall.jpg", "fileName": "wall.jpg", "fileSizeBytes": 48213}
+    rows = [
+        ("310000000000000004", "GuildMemberJoin", "Joined the server.", t, {"expect": None}),
+        ("310000000000000002", "Default", "Anyone up for bouldering on Sunday? 🧗", t + timedelta(minutes=1), {}),
+        (DISCORD_SELF, "Reply", "Yes! 10am?", t + timedelta(minutes=2), {"reply_to": 1}),
+        ("310000000000000003", "Default", "Count me in.\nBringing the spare shoes.", t + timedelta(minutes=5), {}),
+        ("310000000000000004", "Default", "אני מצטרפת 🙂", t + timedelta(minutes=9), {}),
+        (
+            "310000000000000002",
+            "Default",
+            "Moved it to 11am",
+            t + timedelta(minutes=20),
+            {"edited": (t + timedelta(minutes=25)).isoformat(timespec="milliseconds")},
+        ),
+        (SAM_K, "ChannelPinnedMessage", "Pinned a message.", t + timedelta(minutes=21), {"expect": None}),
+        (DISCORD_SELF, "Default", "", t30, {"attachments": [photo], "expect": "[file: wall.jpg]"}),
+        ("310000000000000003", "Default", "", t + timedelta(minutes=31), {"expect": None}),  # empty: skipped
+        ("310000000000000009", "Default", "Reminder: gym closes at 8pm.", t + timedelta(hours=4), {}),
+        ("310000000000000003", "ThreadCreated", "Started a thread.", t + timedelta(hours=5), {"expect": None}),
+        # after 02:00 local the clocks went forward: the same machine now writes +02:00
+        (DISCORD_SELF, "Default", "See you all there @Sam", datetime(2024, 3, 31, 9, 0, 0, tzinfo=cest), {}),
+    ]
+    files = {"Climbing club - general [210000000000000101].json": channel_file(guild, chan, rows)}
+    dm_guild = {"id": "0", "name": "Direct Messages", "iconUrl": "https://cdn.discordapp.com/embed/avatars/0.png"}
+    dm = {"id": "210000000000000202", "type": "DirectTextChat", "categoryId": None, "category": "Private"}
+    dm["name"] = "Sam"
+    t2 = datetime(2024, 3, 31, 12, 0, 0, tzinfo=cest)
+    rows = [
+        ("310000000000000002", "Default", "Did you find the shoes?", t2, {}),
+        (DISCORD_SELF, "Default", "Yes, in my bag 👍", t2 + timedelta(minutes=3), {}),
+    ]
+    files["Direct Messages - Sam [210000000000000202].json"] = channel_file(dm_guild, dm, rows)
+    return files, expected
+
+
+def write_discord(out: Path) -> Path:
+    files, expected = discord_export()
+    folder = out / "discord-export"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for name, body in files.items():
+        (folder / name).write_text(json.dumps(body, ensure_ascii=False, indent=2), encoding="utf-8")
+    _write_expected(out / "discord-export.expected.jsonl", expected)
+    # what a mapping using the preset on this sample sets: whose side the sample is loaded from
+    (out / "discord-export.settings.yaml").write_text(f'constants: {{self: "{DISCORD_SELF}"}}\n')
+    return folder
+
+
+def _write_expected(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        for r in rows:
+            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path, default=SAMPLES)
+    ap.add_argument("--claude-messages", type=int, default=0, help="a generated Claude export this large instead")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.claude_messages:
+        print(write_claude(args.out, conversations=max(1, args.claude_messages // 10)))
+        return
+    print(write_claude(args.out))
+    print(write_discord(args.out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""The chat exports people download, as downloaded: each preset's sample in
+schemas/presets/samples/ (written by scripts/make_export_samples.py from a plain model of its
+conversations) synced through the CLI into the dev-server over HTTP, and compared message for
+message with `<preset>.expected.jsonl`, which that script computed from the model, not from the
+preset. Skipped lines are counted by kind; read = outcomes holds."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+from typer.testing import CliRunner
+
+from core.config import PRESETS
+from memos_etl.cli import app
+from tests.helpers import sample_settings
+
+runner = CliRunner()
+SAMPLES = PRESETS / "samples"
+
+# preset -> (its sample, what the report must count besides the messages)
+EXPORTS = {
+    "claude-export": ("claude-export.zip", {"empty_skipped": 2, "skipped": {}}),
+    "discord-export": (
+        "discord-export",
+        {
+            "empty_skipped": 1,
+            "skipped": {"type: GuildMemberJoin": 1, "type: ChannelPinnedMessage": 1, "type: ThreadCreated": 1},
+        },
+    ),
+}
+
+
+def expected(preset: str) -> dict:
+    convs: dict = defaultdict(list)
+    with open(SAMPLES / f"{preset}.expected.jsonl", encoding="utf-8") as fh:
+        for line in fh:
+            m = json.loads(line)
+            convs[(m["user_id"], m["conversation_id"])].append((m["role"], m["content"], m["chat_time"]))
+    return dict(convs)
+
+
+def held(url: str) -> dict:
+    convs: dict = defaultdict(list)
+    for m in requests.get(url + "/_dev/messages", timeout=30).json():
+        convs[(m["user_id"], m["conversation_id"])].append((m["role"], m["content"], m["chat_time"]))
+    return dict(convs)
+
+
+def sync(tmp_path: Path, url: str, preset: str, path: Path, extra: dict | None = None) -> dict:
+    mapping = tmp_path / f"{preset}.yaml"
+    body = {"preset": preset, "source": {"name": preset, "path": str(path)}, **(extra or {})}
+    mapping.write_text(yaml.safe_dump(body))
+    cfg = tmp_path / "memos-etl.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "sources": {preset: str(mapping)},
+                "target": {"base_url": url, "backoff_base_s": 0.01, "backoff_cap_s": 0.05},
+                "state": {"work_dir": str(tmp_path / "state"), "ledger_url": f"sqlite:///{tmp_path / 'ledger.db'}"},
+            }
+        )
+    )
+    res = runner.invoke(app, ["sync", preset, "-c", str(cfg), "--no-prefect", "--json"])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout[res.stdout.index("{") :])
+
+
+@pytest.mark.parametrize("preset", sorted(EXPORTS))
+def test_an_export_as_downloaded_loads_as_its_model_says(preset, tmp_path, dev_server):
+    (sample, counted), settings = EXPORTS[preset], sample_settings(preset)
+    report = sync(tmp_path, dev_server.url, preset, SAMPLES / sample, settings)
+    c = report["counts"]
+    assert c["accounted"] and c["quarantined"] == 0, c
+    assert c["empty_skipped"] == counted["empty_skipped"] and c["skipped"] == counted["skipped"], c
+    want = expected(preset)
+    assert c["delivered"] == sum(len(v) for v in want.values())
+    assert held(dev_server.url) == want
+    again = sync(tmp_path, dev_server.url, preset, SAMPLES / sample, settings)  # nothing twice
+    assert again["counts"]["requests"] == 0 and held(dev_server.url) == want
+
+
+@pytest.mark.parametrize("preset", sorted(EXPORTS))
+def test_the_export_repacked_loads_the_same(preset, tmp_path, dev_server):
+    """A zip unzipped, a folder zipped: the same messages either way."""
+    sample, settings = EXPORTS[preset][0], sample_settings(preset)
+    src = SAMPLES / sample
+    if src.suffix == ".zip":
+        repacked = tmp_path / "unzipped"
+        with zipfile.ZipFile(src) as z:
+            z.extractall(repacked)
+    else:
+        repacked = tmp_path / f"{preset}.zip"
+        with zipfile.ZipFile(repacked, "w", zipfile.ZIP_DEFLATED) as z:
+            for f in sorted(src.rglob("*")):
+                if f.is_file():
+                    z.write(f, f"export/{f.relative_to(src)}")
+    report = sync(tmp_path, dev_server.url, preset, repacked, settings)
+    assert report["counts"]["accounted"] and held(dev_server.url) == expected(preset)
