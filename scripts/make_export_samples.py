@@ -329,6 +329,160 @@ def write_discord(out: Path) -> Path:
     return folder
 
 
+# -- Telegram Desktop result.json ----------------------------------------------------------
+TELEGRAM_SELF = "user5000001"
+
+
+def telegram_export() -> tuple[dict, list[dict]]:
+    """(result.json, expected) of a full export, from the exporting person's side: a personal
+    chat (entities in the text, a call, an edit, a reply, a photo with a caption, a file, a
+    sticker, a forward), a group (joins, a photo alone, multi-line and RTL text, an
+    unsupported message) and Saved Messages. `date` is the exporting machine's wall time
+    (Europe/Berlin, across the DST change); `date_unixtime` is the instant."""
+    from zoneinfo import ZoneInfo
+
+    berlin = ZoneInfo("Europe/Berlin")
+    names = {TELEGRAM_SELF: "Dee", "user5000002": "Bob", "user5000003": "Carol"}
+    expected: list[dict] = []
+    user_id = f"telegram-{TELEGRAM_SELF}"
+
+    def chat(cid: int, kind: str, name: str | None, rows: list[tuple]) -> dict:
+        msgs = []
+        for i, (who, at, body, shown) in enumerate(rows):
+            m = {"id": cid % 1000 * 100 + i, **body}
+            if m.get("type") != "unsupported":
+                m.setdefault("type", "message")
+                m["date"] = at.astimezone(berlin).strftime("%Y-%m-%dT%H:%M:%S")
+                m["date_unixtime"] = str(int(at.timestamp()))
+                if m["type"] == "message":
+                    m["from"], m["from_id"] = names[who], who
+                    m.setdefault("text", "")
+                    runs = m["text"] if isinstance(m["text"], list) else [m["text"]] if m["text"] else []
+                    m["text_entities"] = [r if isinstance(r, dict) else {"type": "plain", "text": r} for r in runs]
+                else:
+                    m["actor"], m["actor_id"] = names[who], who
+                    m.setdefault("text", "")
+                    m["text_entities"] = []
+            msgs.append(m)
+            if shown is not None:
+                role = "user" if who == TELEGRAM_SELF else "assistant"
+                expected.append(
+                    {
+                        "user_id": user_id,
+                        "conversation_id": f"telegram-{cid}",
+                        "role": role,
+                        "content": shown if role == "user" else f"{names[who]}: {shown}",
+                        "chat_time": _utc_seconds(at.astimezone(UTC).replace(microsecond=0)),
+                    }
+                )
+        out = {"type": kind, "id": cid, "messages": msgs}
+        if name is not None:
+            out = {"name": name, **out}
+        return out
+
+    t = datetime(2024, 3, 31, 0, 40, 0, tzinfo=UTC)  # 01:40 in Berlin; 03:00 comes right after 01:59
+    bob, carol = "user5000002", "user5000003"
+    personal = [
+        (bob, t, {"text": "Are you coming to the lake tomorrow?"}, "Are you coming to the lake tomorrow?"),
+        (
+            TELEGRAM_SELF,
+            t + timedelta(minutes=4),
+            {
+                "text": [
+                    "Yes! Meet at ",
+                    {"type": "bold", "text": "9:30"},
+                    " by ",
+                    {"type": "link", "text": "lake.example"},
+                ]
+            },
+            "Yes! Meet at 9:30 by lake.example",
+        ),
+        (bob, t + timedelta(minutes=5), {"type": "service", "action": "phone_call", "duration_seconds": 65}, None),
+        (
+            bob,
+            t + timedelta(minutes=50),  # 03:30 Berlin summer time
+            {"text": "Bringing sandwiches 🥪", "edited": "2024-03-31T03:31:00", "edited_unixtime": "1711848660"},
+            "Bringing sandwiches 🥪",
+        ),
+        (
+            TELEGRAM_SELF,
+            t + timedelta(minutes=52),
+            {"text": "Great", "reply_to_message_id": 203},
+            "Great",
+        ),
+        (
+            bob,
+            t + timedelta(hours=1),
+            {"photo": "photos/photo_1@31-03-2024_03-40-00.jpg", "width": 1280, "height": 960, "text": "The spot"},
+            "The spot\n[photo]",
+        ),
+        (
+            TELEGRAM_SELF,
+            t + timedelta(hours=1, minutes=1),
+            {"file": "files/map.pdf", "file_name": "map.pdf", "mime_type": "application/pdf", "text": ""},
+            "[file: map.pdf]",
+        ),
+        (
+            bob,
+            t + timedelta(hours=1, minutes=2),
+            {"file": "stickers/s.webp", "media_type": "sticker", "sticker_emoji": "👍", "text": ""},
+            "[sticker 👍]",
+        ),
+        (
+            TELEGRAM_SELF,
+            t + timedelta(hours=1, minutes=3),
+            {"text": "Weather says sunny", "forwarded_from": "Weather Bot"},
+            "Weather says sunny\n[forwarded from Weather Bot]",
+        ),
+    ]
+    group = [
+        (TELEGRAM_SELF, t - timedelta(days=1), {"type": "service", "action": "create_group", "title": "Family"}, None),
+        (
+            TELEGRAM_SELF,
+            t - timedelta(days=1) + timedelta(seconds=5),
+            {"type": "service", "action": "invite_members", "members": ["Bob", "Carol"]},
+            None,
+        ),
+        (
+            carol,
+            t - timedelta(hours=20),
+            {"text": "Shopping list:\n- bread\n- milk"},
+            "Shopping list:\n- bread\n- milk",
+        ),
+        (bob, t - timedelta(hours=19), {"text": "שלום לכולם"}, "שלום לכולם"),
+        (carol, t - timedelta(hours=18), {"photo": "photos/photo_2.jpg", "text": ""}, "[photo]"),
+        (bob, t - timedelta(hours=17), {"type": "unsupported"}, None),
+        (TELEGRAM_SELF, t - timedelta(hours=16), {"text": "   "}, None),  # blank: skipped as empty
+        (TELEGRAM_SELF, t - timedelta(hours=15), {"text": "Got the milk"}, "Got the milk"),
+    ]
+    saved = [(TELEGRAM_SELF, t + timedelta(days=1), {"text": "Passport renewal: June"}, "Passport renewal: June")]
+    doc = {
+        "about": "Here is the data you requested.",
+        "personal_information": {"user_id": 5000001, "first_name": "Dee", "last_name": "", "phone_number": "+00 000"},
+        "chats": {
+            "about": "This page lists all chats from this export.",
+            "list": [
+                chat(5000002, "personal_chat", "Bob", personal),
+                chat(6000001, "private_group", "Family", group),
+                chat(5000001, "saved_messages", None, saved),
+            ],
+        },
+        "left_chats": {"about": "", "list": []},
+    }
+    return doc, expected
+
+
+def write_telegram(out: Path) -> Path:
+    doc, expected = telegram_export()
+    folder = out / "telegram-export"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    (folder / "result.json").write_text(json.dumps(doc, ensure_ascii=False, indent=1), encoding="utf-8")
+    _write_expected(out / "telegram-export.expected.jsonl", expected)
+    (out / "telegram-export.settings.yaml").write_text(f'constants: {{self: "{TELEGRAM_SELF}"}}\n')
+    return folder
+
+
 def _write_expected(path: Path, rows: list[dict]) -> None:
     with open(path, "w", encoding="utf-8") as fh:
         for r in rows:
@@ -346,6 +500,7 @@ def main() -> None:
         return
     print(write_claude(args.out))
     print(write_discord(args.out))
+    print(write_telegram(args.out))
 
 
 if __name__ == "__main__":

@@ -96,12 +96,13 @@ def _content(mapping: Mapping, rb: pa.RecordBatch) -> pa.Array:
     assert content is not None  # fields.content is required
     for part in mapping.content_append:
         value = as_text(rb.column(part.column))
-        prefix, _, suffix = part.template.partition("{}")
+        prefix, marks, suffix = part.template.partition("{}")
         present = pc.fill_null(pc.greater(pc.utf8_length(value), 0), False)
         base = pc.fill_null(content, "")
-        joined = pc.binary_join_element_wise(base, prefix, value, suffix, "")
+        shown = value if marks else pa.repeat(pa.scalar("", pa.string()), len(value))  # no {}: a marker alone
+        joined = pc.binary_join_element_wise(base, prefix, shown, suffix, "")
         if part.strip_when_alone and prefix != prefix.lstrip():
-            alone = pc.binary_join_element_wise(prefix.lstrip(), value, suffix, "")
+            alone = pc.binary_join_element_wise(prefix.lstrip(), shown, suffix, "")
             joined = pc.if_else(pc.equal(pc.utf8_length(base), 0), alone, joined)
         content = pc.if_else(present, joined, content)
     return content

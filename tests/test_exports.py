@@ -33,6 +33,10 @@ EXPORTS = {
             "skipped": {"type: GuildMemberJoin": 1, "type: ChannelPinnedMessage": 1, "type: ThreadCreated": 1},
         },
     ),
+    "telegram-export": (
+        "telegram-export",
+        {"empty_skipped": 1, "skipped": {"type: service": 3, "type: unsupported": 1}},
+    ),
 }
 
 
@@ -54,7 +58,8 @@ def held(url: str) -> dict:
 
 def sync(tmp_path: Path, url: str, preset: str, path: Path, extra: dict | None = None) -> dict:
     mapping = tmp_path / f"{preset}.yaml"
-    body = {"preset": preset, "source": {"name": preset, "path": str(path)}, **(extra or {})}
+    extra = dict(extra or {})
+    body = {"preset": preset, "source": {"name": preset, "path": str(path), **extra.pop("source", {})}, **extra}
     mapping.write_text(yaml.safe_dump(body))
     cfg = tmp_path / "memos-etl.yaml"
     cfg.write_text(
@@ -102,3 +107,24 @@ def test_the_export_repacked_loads_the_same(preset, tmp_path, dev_server):
                     z.write(f, f"export/{f.relative_to(src)}")
     report = sync(tmp_path, dev_server.url, preset, repacked, settings)
     assert report["counts"]["accounted"] and held(dev_server.url) == expected(preset)
+
+
+def test_a_single_chat_telegram_export_loads_with_records_off(tmp_path, dev_server):
+    """Telegram's single-chat export is the chat object itself, with no chats list."""
+    doc = json.loads((SAMPLES / "telegram-export" / "result.json").read_text(encoding="utf-8"))
+    one = doc["chats"]["list"][0]
+    folder = tmp_path / "ChatExport_2024-04-01"
+    folder.mkdir()
+    (folder / "result.json").write_text(json.dumps(one, ensure_ascii=False), encoding="utf-8")
+    settings = {**(sample_settings("telegram-export") or {}), "source": {"records": None}}
+    report = sync(tmp_path, dev_server.url, "telegram-export", folder, settings)
+    conv = f"telegram-{one['id']}"
+    want = {k: v for k, v in expected("telegram-export").items() if k[1] == conv}
+    assert report["counts"]["accounted"] and held(dev_server.url) == want
+
+
+def test_a_group_chat_preset_without_its_side_stops_before_reading(tmp_path, dev_server):
+    mapping = tmp_path / "d.yaml"
+    mapping.write_text(yaml.safe_dump({"preset": "discord-export", "source": {"name": "d", "path": str(tmp_path)}}))
+    res = runner.invoke(app, ["preview", str(mapping)])
+    assert res.exit_code == 1 and "set constants.self" in res.output and "Traceback" not in res.output

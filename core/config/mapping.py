@@ -93,6 +93,9 @@ class SourceConfig(Strict):
     compression: Literal["auto", "none", "gzip", "bz2", "zstd", "xz"] = "auto"
     # a glob of the members to read in .zip archives, and of the files in a folder (default: by format)
     members: str | None = None
+    # json: the dotted path of the array whose items are the records, inside a top-level object
+    # (Telegram's result.json: chats.list); default: a top-level array's items, or the object
+    records: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
     # a record (a JSONL line, a CSV row, a JSON item) longer than this is quarantined with its
     # size and streamed past, never held whole
     max_record_bytes: int = Field(default=64 << 20, ge=1 << 20)
@@ -146,7 +149,9 @@ class Template(BaseModel):
 
 class ContentAppend(Strict):
     column: str
-    template: str = " {}"  # "{}" is replaced by the column's value; skipped when the value is null/empty
+    # "{}" is replaced by the column's value; without "{}" the template marks that the value is
+    # there ("[photo]") and leaves it out; nothing is added where the value is null or empty
+    template: str = " {}"
     # where the message has no text of its own, the template's leading whitespace is left out
     # ("[file: a.png]", not "\n[file: a.png]")
     strip_when_alone: bool = False
@@ -280,6 +285,9 @@ class NestConfig(Strict):
 
     levels: list[NestLevel] = Field(min_length=1)
     text: list[str] = []  # flattened columns whose value may be a list of parts: turned into text
+    # flattened columns whose value is text written as runs (a string, or strings and objects
+    # with `text`, like Telegram's entities): concatenated into one text, markup dropped
+    inline: list[str] = []
     media: MediaText = MediaText()
     skip_empty: bool = False  # elements whose text is empty are skipped (counted in the report)
     perspectives: Perspectives | None = None

@@ -122,7 +122,7 @@ class FileSource:
                 return
             with open_stream() as fh:
                 if src.format == "json":
-                    batches = json_items(fh, sink, src.max_record_bytes)
+                    batches = json_items(fh, sink, src.max_record_bytes, records=src.records)
                 elif self.mapping.nest is not None:
                     batches = record_batches(fh, sink, src.max_record_bytes, replace)
                 else:

@@ -37,10 +37,12 @@ def json_items(
     max_record_bytes: int = 64 << 20,
     items: int = ITEMS,
     block_bytes: int = BLOCK_BYTES,
+    records: str | None = None,
 ) -> Iterator[tuple[int, pa.RecordBatch]]:
     """(record number, batch) of a JSON document's records: the items of a top-level array, or
-    the document itself when it is an object; a batch holds up to `items` records or about
-    `block_bytes` of their text, whichever comes first (a ChatGPT conversation can be MBs).
+    the document itself when it is an object (or the items of the array at `records` in it);
+    a batch holds up to `items` records or about `block_bytes` of their text, whichever comes
+    first (a ChatGPT conversation can be MBs).
     Where the document stops being JSON, the records before are kept and the break is one
     BadRow in `bad` (nothing after it can be found again in a JSON document); without `bad`,
     NotJson is raised. A record too deep to write again, or longer than max_record_bytes, is
@@ -58,7 +60,8 @@ def json_items(
     if not first:
         return  # an empty document: no records
     stream = Prefixed(head, fh)
-    prefix = "item" if first == b"[" else ""
+    # `records`: the array inside a top-level object whose items are the records
+    prefix = "item" if first == b"[" else f"{records}.item" if records else ""
     batch: list[str] = []
     size = 0
     n = start = 0

@@ -30,6 +30,8 @@ returned with its reason, for quarantine; it never stops the file.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pyarrow as pa
 
 from core.config import NestConfig
@@ -41,8 +43,9 @@ from tasks.quarantine import POSITION
 __all__ = ["PERSPECTIVE", "POSITION", "RECORD", "Exploded", "explode", "explode_columnar", "explode_walk", "to_text"]
 
 
-def explode(rb: pa.RecordBatch, nest: NestConfig, offset: int, row_column: str) -> Exploded:
+def explode(rb: pa.RecordBatch, nest: NestConfig, offset: int, row_column: str, skip: Sequence = ()) -> Exploded:
     """Rows for every message of every record in a batch; malformed records in `bad`.
-    Columnar where the batch allows it, walked otherwise."""
-    out = explode_columnar(rb, nest, offset, row_column)
-    return out if out is not None else explode_walk(rb, nest, offset, row_column)
+    Columnar where the batch allows it, walked otherwise. Rows the mapping's `skip` rules
+    (SkipRule) match are kept, empty or not, for those rules to count by kind."""
+    out = explode_columnar(rb, nest, offset, row_column, skip)
+    return out if out is not None else explode_walk(rb, nest, offset, row_column, skip)

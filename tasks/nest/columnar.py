@@ -4,6 +4,8 @@ such a batch, and the walk takes it."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -15,12 +17,14 @@ from tasks.nest.rows import RECORD, Exploded
 from tasks.quarantine import POSITION
 
 
-def explode_columnar(rb: pa.RecordBatch, nest: NestConfig, offset: int, row_column: str) -> Exploded | None:
+def explode_columnar(
+    rb: pa.RecordBatch, nest: NestConfig, offset: int, row_column: str, skip: Sequence = ()
+) -> Exploded | None:
     """The walk's rows computed on Arrow columns, or None when this batch needs the walk: more
     than one level, perspectives, a level that is not a list, a line Arrow cannot parse or
     type (not JSON, a value that changes type), a null or non-list where the list should be,
     nested values other than objects of scalars, text that is not a string."""
-    if len(nest.levels) != 1 or nest.perspectives is not None or nest.levels[0].kind != "list":
+    if len(nest.levels) != 1 or nest.perspectives is not None or nest.inline or nest.levels[0].kind != "list":
         return None
     if RECORD_COLUMN in rb.schema.names:
         table = _parse_lines(rb.column(RECORD_COLUMN))
@@ -85,6 +89,13 @@ def explode_columnar(rb: pa.RecordBatch, nest: NestConfig, offset: int, row_colu
             if col is not None:
                 present = pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(col.cast(pa.string()))), 0)
                 empty &= ~pc.fill_null(present, False).to_numpy(zero_copy_only=False)
+        for rule in skip:  # rows a skip rule takes are counted by it, not as empty
+            col = elem.get(rule.column)
+            if col is None and rule.column in base:
+                col = base[rule.column].take(pa.array(parents))
+            if col is not None:
+                hit = pc.is_in(pc.cast(col, pa.string(), safe=False), value_set=pa.array(rule.values, pa.string()))
+                empty &= ~pc.fill_null(hit, False).to_numpy(zero_copy_only=False)
         if empty.any():
             out.skipped = int(empty.sum())
             keep = pa.array(~empty)

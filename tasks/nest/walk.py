@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 import pyarrow as pa
 
@@ -17,7 +17,7 @@ from tasks.nest.rows import PERSPECTIVE, RECORD, Exploded
 from tasks.quarantine import POSITION
 
 
-def explode_walk(rb: pa.RecordBatch, nest: NestConfig, offset: int, row_column: str) -> Exploded:
+def explode_walk(rb: pa.RecordBatch, nest: NestConfig, offset: int, row_column: str, skip: Sequence = ()) -> Exploded:
     """The Python walk: any shape the mapping can describe, record by record."""
     if RECORD_COLUMN in rb.schema.names:
         texts = rb.column(RECORD_COLUMN).to_pylist()
@@ -33,7 +33,9 @@ def explode_walk(rb: pa.RecordBatch, nest: NestConfig, offset: int, row_column: 
         records = rb.to_pylist()
     rows: list[dict] = []
     out = Exploded(pa.table({}))
-    text_paths = set(nest.text)
+    # path -> how its value becomes text: "parts" (to_text) or "inline" (runs of one text)
+    text_paths = {**{t: "parts" for t in nest.text}, **{t: "inline" for t in nest.inline}}
+    rules = [(r.column, set(r.values)) for r in skip]
     for i, rec in enumerate(records):
         where = offset + i
         try:
@@ -56,7 +58,7 @@ def explode_walk(rb: pa.RecordBatch, nest: NestConfig, offset: int, row_column: 
                         }
                     )
             found: list[dict] = []
-            skipped = _walk(rec, nest, text_paths, 0, base, {}, found)
+            skipped = _walk(rec, nest, text_paths, 0, base, {}, found, rules)
         except NestError as exc:
             out.bad.append((where, f"nest: {exc}", rec if not isinstance(rec, NestError) else texts[i]))
             continue
@@ -72,7 +74,16 @@ def explode_walk(rb: pa.RecordBatch, nest: NestConfig, offset: int, row_column: 
     return out
 
 
-def _walk(rec: dict, nest: NestConfig, text_paths: set, depth: int, flat: dict, scope: dict, out: list[dict]) -> int:
+def _walk(
+    rec: dict,
+    nest: NestConfig,
+    text_paths: dict,
+    depth: int,
+    flat: dict,
+    scope: dict,
+    out: list[dict],
+    rules: list[tuple[str, set[str]]],
+) -> int:
     """Depth-first over the levels; appends one flat dict per innermost element."""
     level = nest.levels[depth]
     skipped = 0
@@ -91,9 +102,14 @@ def _walk(rec: dict, nest: NestConfig, text_paths: set, depth: int, flat: dict, 
             row[f"{level.name}.value"] = elem
         row[f"{level.name}.index"] = idx
         if depth + 1 < len(nest.levels):
-            skipped += _walk(rec, nest, text_paths, depth + 1, row, {**scope, level.name: elem}, out)
+            skipped += _walk(rec, nest, text_paths, depth + 1, row, {**scope, level.name: elem}, out, rules)
             continue
-        if nest.skip_empty and nest.text and all(_empty(row.get(t)) for t in nest.text):
+        if (
+            nest.skip_empty
+            and text_paths
+            and all(_empty(row.get(t)) for t in text_paths)
+            and not any(_as_text(row.get(c)) in values for c, values in rules)  # theirs to count
+        ):
             skipped += 1
             continue
         out.append(row)
@@ -174,20 +190,34 @@ def _perspectives(rec: dict, rows: list[dict], nest: NestConfig) -> list[dict]:
 
 
 def _flatten(
-    obj: dict, prefix: str, out: dict, text_paths: set, media: MediaText, skip: Collection[str] = frozenset()
+    obj: dict, prefix: str, out: dict, text_paths: dict, media: MediaText, skip: Collection[str] = frozenset()
 ) -> None:
     for k, v in obj.items():
         if k in skip:
             continue
         name = f"{prefix}{k}"
         if name in text_paths:
-            out[name] = to_text(v, media)
+            out[name] = inline_text(v) if text_paths[name] == "inline" else to_text(v, media)
         elif isinstance(v, dict):
             _flatten(v, name + ".", out, text_paths, media)
         elif isinstance(v, list):
             out[name] = json.dumps(v, ensure_ascii=False, default=str)
         else:
             out[name] = v
+
+
+def inline_text(value) -> str | None:
+    """Text written as runs (Telegram's `text`: a string, or a list of strings and entity
+    objects like {type: bold, text}): the runs' text concatenated, markup dropped."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list):
+        return str(value)
+    return "".join(
+        run if isinstance(run, str) else str(run.get("text") or "") if isinstance(run, dict) else "" for run in value
+    )
 
 
 def to_text(value, media: MediaText) -> str | None:
@@ -238,6 +268,11 @@ def _root(path: str) -> str:
 
 def _next_uses(nest: NestConfig, depth: int, column: str) -> bool:
     return any(lv.column == column for lv in nest.levels[depth + 1 :])
+
+
+def _as_text(v) -> str | None:
+    """A value as the skip rules compare it (booleans as true/false, like Arrow's cast)."""
+    return None if v is None else ("true" if v else "false") if isinstance(v, bool) else str(v)
 
 
 def _empty(v) -> bool:
