@@ -617,3 +617,67 @@ def test_bad_records_count_towards_the_quality_threshold(tmp_path, dev_server):
     assert res.exit_code == 1, res.output
     assert "10 of 20 rows failed validation" in res.output and stats(dev_server.url)["add_requests"] == 0
     assert len(quarantined(tmp_path / "work")) == 10
+
+
+def test_a_record_nested_100000_deep_costs_one_quarantined_record_in_bounded_memory(tmp_path):
+    """200 KB of brackets made the streaming JSON parser build tens of GB (the run was killed
+    for memory). The depth guard cuts the subtree out as the bytes arrive: that record is
+    quarantined, the others load. Run in a child limited to 2 GB of address space."""
+    import subprocess
+    import sys
+    import textwrap
+
+    doc = tmp_path / "conversations.json"
+    good = {"id": "c1", "user": "u", "conversations": [{"from": "human", "value": "hi"}]}
+    deep = '{"id": "c2", "user": "u", "conversations": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    doc.write_text("[" + json.dumps(good) + ", " + deep + ", " + json.dumps({**good, "id": "c3"}) + "]")
+    child = textwrap.dedent(
+        f"""
+        import json, resource
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+        from tasks.extract.records import json_items
+        bad, ids = [], []
+        with open({str(doc)!r}, "rb") as fh:
+            for _, batch in json_items(fh, bad):
+                ids += [json.loads(t)["id"] for t in batch.column(0).to_pylist()]
+        print(json.dumps({{"ids": ids, "bad": [(b.row, str(b.reason)) for b in bad]}}))
+        """
+    )
+    repo = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120, cwd=repo)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout)
+    assert got["ids"] == ["c1", "c3"] and got["bad"] == [[1, "nested deeper than 200 levels: not read"]]
+
+
+@pytest.mark.parametrize("size", [1, 3, 64, 1 << 20])
+def test_the_depth_guard_passes_every_shallow_document_byte_for_byte(size):
+    """Quotes after even and odd runs of backslashes, brackets inside strings, chunk edges
+    anywhere: a document within the limit comes out unchanged; one beyond it has exactly
+    the deep subtree replaced."""
+    import io
+    import random
+
+    from tasks.extract.depth import DepthGuard
+
+    def through(doc: bytes, limit: int) -> bytes:
+        guard, out = DepthGuard(io.BytesIO(doc), limit=limit), b""
+        while chunk := guard.read(size):
+            out += chunk
+        return out
+
+    rnd = random.Random(size)
+
+    def gen(d: int):
+        r = rnd.random()
+        if d > 4 or r < 0.3:
+            return rnd.choice(['a\\"]', "x[", 1, None, "\\\\", "{", '"'])
+        if r < 0.6:
+            return [gen(d + 1) for _ in range(rnd.randint(0, 3))]
+        return {f'k{i}\\"[': gen(d + 1) for i in range(rnd.randint(0, 3))}
+
+    for _ in range(200):
+        doc = json.dumps(gen(0)).encode()
+        assert through(doc, 6) == doc
+    deep = b'{"k": "\\\\\\"[[[[[[[[[[", "d": [[[[[[[[[["s[[[[["]]]]]]]]]], "e": 2}'
+    assert json.loads(through(deep, 5)) == {"k": '\\"[[[[[[[[[[', "d": [[[["\x00memos-etl: nested too deep"]]]], "e": 2}

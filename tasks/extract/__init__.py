@@ -6,6 +6,7 @@
 * sql.py      SQL tables and queries by cursor range
 * streams.py  bytes and text as downloaded: compression, zip members, encodings
 * lines.py, csvfile.py, records.py  the readers, each isolating a bad record
+* depth.py    the nesting guard JSON documents are read through
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from core.errors import NotJson
 from tasks.extract.blocks import RECORD_COLUMN
+from tasks.extract.depth import MARK_TEXT, MAX_DEPTH, DepthGuard
 from tasks.extract.streams import Prefixed
 from tasks.quarantine import PREVIEW_CHARS, BadRow, Reason
 
@@ -59,7 +60,7 @@ def json_items(
     first = head.lstrip()[:1]
     if not first:
         return  # an empty document: no records
-    stream = Prefixed(head, fh)
+    stream = DepthGuard(Prefixed(head, fh))
     # `records`: the array inside a top-level object whose items are the records
     prefix = "item" if first == b"[" else f"{records}.item" if records else ""
     batch: list[str] = []
@@ -70,7 +71,9 @@ def json_items(
             try:
                 text = orjson.dumps(rec).decode()
                 problem = (
-                    None
+                    Reason("nested too deep", f"nested deeper than {MAX_DEPTH} levels: not read")
+                    if stream.cuts and MARK_TEXT in text
+                    else None
                     if len(text) <= max_record_bytes
                     else Reason(
                         "too long",
@@ -111,3 +114,12 @@ def json_items(
         return
     if batch:
         yield start, pa.record_batch({RECORD_COLUMN: pa.array(batch, pa.string())})
+    if records and first == b"{" and n == 0:
+        problem = Reason(
+            "no records",
+            f"no record at {records} (source.records) in this document: nothing read; if the document "
+            "is one record itself (a single-chat export), set source.records: null",
+        )
+        if bad is None:
+            raise NotJson(str(problem))
+        bad.append(BadRow(0, "record 0", problem))
