@@ -113,6 +113,8 @@ def test_too_many_bad_rows_fail_the_run_before_anything_is_sent(dev_server, run_
         run(load_mapping(SAMPLE_MAPPING), run_config)
     assert "8 of 6474 rows" in str(err.value) and err.value.report.status == "failed"
     assert stats(dev_server.url)["add_requests"] == 0
+    counts = err.value.report.counts  # nothing lost: the valid rows are pending for the next run
+    assert counts.accounted and counts.pending == 6474 - 8 and counts.delivered == 0
 
 
 @pytest.fixture

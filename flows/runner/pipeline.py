@@ -310,6 +310,8 @@ def _check_quality(st: RunState) -> None:
     if not st.stateless:
         st.columns = drift(st.mapping, [s for s in st.staged if not s.failed], st.baseline, report)
     if counts.read and counts.quarantined / counts.read > cfg.load.max_failed_share:
+        # the valid rows are staged and not sent: pending, for the run after the fix (read = outcomes)
+        counts.pending += max(0, counts.read - counts.outcomes())
         raise QualityThresholdError(
             st.name, counts.quarantined, counts.read, cfg.load.max_failed_share, counts.reasons.most_common(5)
         )
