@@ -22,7 +22,15 @@ import core  # noqa: E402,F401  (the no-telemetry defaults)
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
-from benchmarks import cli_bench, conversation_bench, load_bench, messy_bench, pipeline_bench, prefect_bench  # noqa: E402
+from benchmarks import (  # noqa: E402
+    cli_bench,
+    conversation_bench,
+    exports_bench,
+    load_bench,
+    messy_bench,
+    pipeline_bench,
+    prefect_bench,
+)
 from benchmarks.data import edit, generate, generate_chatgpt_export, generate_openai_chat, generate_personal  # noqa: E402
 from memos_etl.devserver import free_port  # noqa: E402
 
@@ -305,6 +313,8 @@ def table(r: dict) -> list[tuple[str, str, str, str]]:
         )
     if "messy" in r:
         rows.extend(messy_bench.rows(r["messy"]))
+    if "exports" in r:
+        rows.extend(exports_bench.rows(r["exports"]))
     m = r["memory"]
     sizes = sorted(m, key=int)
     if len(sizes) >= 2:
@@ -409,7 +419,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="small sizes (about 3 minutes)")
     ap.add_argument(
-        "--skip", default="", help="comma-separated: transform,memory,nested,conversation,cli,prefect,load,messy"
+        "--skip",
+        default="",
+        help="comma-separated: transform,memory,nested,conversation,cli,prefect,load,messy,exports",
     )
     args = ap.parse_args()
     base = Path(os.environ.get("MEMOS_ETL_BENCH_DIR", "/tmp/memos-etl-bench"))
@@ -452,6 +464,10 @@ def main() -> None:
             f".gz {results['messy']['gz']['ratio']:.2f}, "
             f".zst {results['messy']['zst']['ratio']:.2f}"
         )
+    if "exports" not in skip:  # the slowest export preset (measured: Claude's, walked per message)
+        results["exports"] = exports_bench.run(base, big, peak, preset="claude-export")
+        e = results["exports"]
+        log(f"claude-export {e['export']['per_min'] / 1e6:.2f}M msg/min, {e['ratio']:.2f} of flat")
     if "load" not in skip:
         results["load"] = load_bench.bench(generate(base / "mload", 20_000), base / "load", free_port(), duration=dur)
         log("load done")
@@ -479,8 +495,11 @@ def main() -> None:
         for r in [head] + rows:
             print("  ".join(c.ljust(w[i]) for i, c in enumerate(r)))
         print(f"\n{results['seconds']:.0f} s; results in {RESULTS}/{name}")
-    elif "messy" in results:  # a part of the benchmarks: its own rows
-        for r in messy_bench.rows(results["messy"]):
+    else:  # a part of the benchmarks: its own rows
+        part_rows = (messy_bench.rows(results["messy"]) if "messy" in results else []) + (
+            exports_bench.rows(results["exports"]) if "exports" in results else []
+        )
+        for r in part_rows:
             print("  ".join(r))
 
 

@@ -472,6 +472,54 @@ def telegram_export() -> tuple[dict, list[dict]]:
     return doc, expected
 
 
+def telegram_generated(messages: int, per_chat: int = 10_000, seed: int = 7) -> tuple[dict, list[dict]]:
+    """A large export of `messages` messages for the benchmarks, in chats of `per_chat`: text
+    as a string or as entity runs, photos, replies, a service message now and then (skipped)."""
+    rng = random.Random(seed)
+    words = "the a lake plan trip photo train hotel idea draft note bread milk sunday".split()
+    others = ["user5000002", "user5000003", "user5000004"]
+    names = {TELEGRAM_SELF: "Dee", "user5000002": "Bob", "user5000003": "Carol", "user5000004": "Ann"}
+    chats, expected = [], []
+    t0 = int(T0.timestamp())
+    made = c = 0
+    while made < messages:
+        cid, msgs = 7000000 + c, []
+        for i in range(min(per_chat, messages - made)):
+            who = TELEGRAM_SELF if i % 2 else rng.choice(others)
+            at = t0 + c * 86400 + i * 30
+            text = " ".join(rng.choice(words) for _ in range(rng.randint(4, 24)))
+            m: dict = {"id": i, "type": "message", "date": "", "date_unixtime": str(at)}
+            m["from"], m["from_id"] = names[who], who
+            if i % 5 == 0:
+                m["text"] = [text, {"type": "bold", "text": " now"}]
+                text += " now"
+            else:
+                m["text"] = text
+            m["text_entities"] = [{"type": "plain", "text": text}]
+            if i % 20 == 0:
+                m["photo"] = f"photos/photo_{i}.jpg"
+                text += "\n[photo]"
+            if i % 7 == 0 and i:
+                m["reply_to_message_id"] = i - 1
+            msgs.append(m)
+            made += 1
+            expected.append(
+                {
+                    "user_id": f"telegram-{TELEGRAM_SELF}",
+                    "conversation_id": f"telegram-{cid}",
+                    "role": "user" if who == TELEGRAM_SELF else "assistant",
+                    "content": text if who == TELEGRAM_SELF else f"{names[who]}: {text}",
+                    "chat_time": at,
+                    "key": f"{cid}:{i}",
+                }
+            )
+            if i % 50 == 0:
+                msgs.append({"id": -i - 1, "type": "service", "date": "", "date_unixtime": str(at), "text": ""})
+        chats.append({"name": f"chat {c}", "type": "private_group", "id": cid, "messages": msgs})
+        c += 1
+    return {"about": "", "personal_information": {"user_id": 5000001}, "chats": {"list": chats}}, expected
+
+
 def write_telegram(out: Path) -> Path:
     doc, expected = telegram_export()
     folder = out / "telegram-export"

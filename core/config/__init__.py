@@ -1,6 +1,8 @@
 """Typed configuration: source mappings (schemas/mappings/*.yaml) and run settings.
 
 * mapping.py  source mappings (the models)
+* nest.py     their `nest:` section (nested records)
+* redact.py   their `redact:` section (personal data)
 * loading.py  a mapping from its file, with its preset
 * run.py      run settings: target, load, state, backfill; environment overrides
 * files.py    YAML, validation, merge
@@ -19,20 +21,16 @@ from core.config.mapping import (
     ContentAppend,
     Fields,
     Mapping,
-    MediaText,
-    NestConfig,
-    NestLevel,
-    Perspectives,
-    RedactConfig,
-    RedactOperator,
-    RedactPattern,
     RolesConfig,
     S3Config,
+    SkipRule,
     SourceConfig,
     SqlConfig,
     Template,
     TimeConfig,
 )
+from core.config.nest import MediaText, NestConfig, NestLevel, Perspectives
+from core.config.redact import RedactConfig, RedactOperator, RedactPattern
 from core.config.run import (
     ENV_PREFIX,
     BackfillConfig,
@@ -79,4 +77,5 @@ __all__ = [
     "preset_mapping",
     "preset_names",
     "with_preset",
+    "SkipRule",
 ]

@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from core.config.files import Strict
+from core.config.nest import NestConfig
+from core.config.redact import RedactConfig
 from core.errors import ConfigError
 from core.secrets import secret_block
 from schemas.roles import ALLOWED_ROLES
@@ -232,131 +234,6 @@ class ChecksConfig(Strict):
     chat_time_max: datetime | None = None
     # a conversation that has no user message (here or already delivered) is quarantined
     conversation_needs_user_message: bool = False
-
-
-class NestLevel(Strict):
-    """One level of nesting to explode (tasks/nest/)."""
-
-    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")  # element fields become <name>.<key>
-    # dotted path to the value: from the record, or from an outer level's element ("session.items")
-    column: str | None = None
-    kind: Literal["list", "numbered", "tree"] = "list"
-    # numbered: keys like "session_{n}" of the object at `column`, in number order; `fields`
-    # adds sibling keys per number to the element ({date: "session_{n}_date_time"})
-    pattern: str | None = None
-    fields: dict[str, str] = {}
-    # tree: `column` is a dict of nodes; follow `parent` links up from the node the record
-    # field `current` names (the branch shown last); each node's `value` key is the element
-    current: str | None = None
-    parent: str = "parent"
-    value: str = "message"
-
-    @model_validator(mode="after")
-    def _complete(self):
-        if self.kind == "numbered" and (not self.pattern or "{n}" not in self.pattern):
-            raise ValueError("kind numbered needs pattern with {n}, e.g. session_{n}")
-        if self.kind == "tree" and not (self.column and self.current):
-            raise ValueError("kind tree needs column (the node dict) and current (the leaf node's id)")
-        if self.kind == "list" and not self.column:
-            raise ValueError("kind list needs column")
-        return self
-
-
-class MediaText(Strict):
-    """Text that stands in for non-text message parts (MemOS is loaded with text)."""
-
-    image: str = "[image]"
-    image_caption: str = "[image: {caption}]"  # when the part carries a caption or alt text
-    file: str = "[file: {name}]"
-    audio: str = "[audio]"
-    other: str = "[{type}]"
-
-
-class Perspectives(Strict):
-    """Load a dialogue once per speaker: each copy's `perspective` is that speaker, and
-    `perspective.role` is user for the speaker's own turns, assistant for the other's."""
-
-    of: list[str] = Field(min_length=1)  # record fields naming the speakers (dotted paths)
-    speaker: str  # the flattened column naming a turn's speaker
-
-
-class NestConfig(Strict):
-    """Messages nested inside records: explode them into rows (tasks/nest/)."""
-
-    levels: list[NestLevel] = Field(min_length=1)
-    text: list[str] = []  # flattened columns whose value may be a list of parts: turned into text
-    # flattened columns whose value is text written as runs (a string, or strings and objects
-    # with `text`, like Telegram's entities): concatenated into one text, markup dropped
-    inline: list[str] = []
-    media: MediaText = MediaText()
-    skip_empty: bool = False  # elements whose text is empty are skipped (counted in the report)
-    perspectives: Perspectives | None = None
-
-
-class RedactPattern(Strict):
-    """A custom entity found by a regular expression (a Presidio PatternRecognizer)."""
-
-    entity: str = Field(pattern=r"^[A-Z][A-Z0-9_]{1,63}$")
-    regex: str
-    score: float = Field(default=0.9, ge=0, le=1)
-    context: list[str] = []  # words near a match that raise its score (with a spaCy model only)
-
-
-RedactOperator = Literal["replace", "mask", "hash", "drop_message"]
-
-
-class RedactConfig(Strict):
-    """Personal data found by Microsoft Presidio and removed before anything leaves (tasks/redact/)."""
-
-    entities: list[str] | None = None  # Presidio entity names; None: tasks.redact.DEFAULT_ENTITIES
-    operator: RedactOperator = "replace"  # for every entity ...
-    operators: dict[str, RedactOperator] = {}  # ... unless named here
-    mask_char: str = Field(default="*", min_length=1, max_length=1)
-    score_threshold: float = Field(default=0.3, ge=0, le=1)
-    allow: list[str] = []  # values never redacted (exact match), e.g. the support address
-    patterns: list[RedactPattern] = []
-    deny: dict[str, list[str]] = {}  # entity -> exact words always redacted (a Presidio deny list)
-    language: str = "en"
-    # PHONE_NUMBER: the regions whose numbers count (ISO codes); default Presidio's US, GB, DE, FR,
-    # IL, IN, CA, BR. Fewer regions with longer numbers also pass fewer messages to Presidio.
-    phone_regions: list[str] | None = None
-    # NER entities (PERSON, LOCATION, ...) need a spaCy pipeline: an installed package name or a folder
-    spacy_model: str | None = None
-    hash_secret_env: str = "MEMOS_ETL_REDACT_SECRET"  # the key of the `hash` operator ...
-    hash_secret_block: str | None = None  # ... or a Prefect Secret block holding it
-
-    def entity_list(self, defaults: list[str]) -> list[str]:
-        names = list(self.entities) if self.entities is not None else list(defaults)
-        for extra in [p.entity for p in self.patterns] + list(self.deny):
-            if extra not in names:
-                names.append(extra)
-        return names
-
-    def operator_of(self, entity: str) -> str:
-        return self.operators.get(entity, self.operator)
-
-    def secret(self) -> bytes | None:
-        """The hash key, when some entity is hashed: from the Prefect Secret block if one is
-        named, else from the environment. Raises ValueError naming what is missing."""
-        if "hash" not in {self.operator, *self.operators.values()}:
-            return None
-        if self.hash_secret_block:
-            value = secret_block(self.hash_secret_block)
-        else:
-            value = os.environ.get(self.hash_secret_env, "")
-        key = str(value).encode()
-        if len(key) < 16:
-            where = (
-                f"Prefect Secret block {self.hash_secret_block!r}"
-                if self.hash_secret_block
-                else f"${self.hash_secret_env}"
-            )
-            raise ValueError(
-                f"the hash operator needs a secret of at least 16 bytes in {where} "
-                f"({'got ' + str(len(key)) + ' bytes' if key else 'not set'}); the same secret "
-                "gives the same tokens across runs and sources"
-            )
-        return key
 
 
 class Mapping(Strict):

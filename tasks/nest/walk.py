@@ -8,6 +8,7 @@ import json
 import re
 from collections.abc import Collection, Sequence
 
+import orjson
 import pyarrow as pa
 
 from core.config import MediaText, NestConfig, NestLevel
@@ -24,6 +25,11 @@ def explode_walk(rb: pa.RecordBatch, nest: NestConfig, offset: int, row_column: 
         records: list = []
         for t in texts:
             try:
+                records.append(orjson.loads(t))  # the fast parser; Python's where it refuses
+                continue
+            except (orjson.JSONDecodeError, TypeError):
+                pass
+            try:  # big integers, NaN, lone surrogates; and the error message of record
                 records.append(json.loads(t))
             except ValueError as exc:
                 records.append(NestError(f"not JSON: {exc}"))
@@ -87,6 +93,7 @@ def _walk(
     """Depth-first over the levels; appends one flat dict per innermost element."""
     level = nest.levels[depth]
     skipped = 0
+    deeper = {lv.column for lv in nest.levels[depth + 1 :] if lv.column}  # walked below, not copied
     for idx, elem in enumerate(_elements(rec, level, scope)):
         row = dict(flat)
         if isinstance(elem, dict):
@@ -96,7 +103,7 @@ def _walk(
                 row,
                 text_paths,
                 nest.media,
-                skip={k for k in elem if _next_uses(nest, depth, f"{level.name}.{k}")},
+                skip={k for k in elem if f"{level.name}.{k}" in deeper} if deeper else frozenset(),
             )
         else:
             row[f"{level.name}.value"] = elem
@@ -264,10 +271,6 @@ def _resolve(rec: dict, scope: dict, path: str | None):
 
 def _root(path: str) -> str:
     return path.split(".", 1)[0]
-
-
-def _next_uses(nest: NestConfig, depth: int, column: str) -> bool:
-    return any(lv.column == column for lv in nest.levels[depth + 1 :])
 
 
 def _as_text(v) -> str | None:

@@ -1,0 +1,106 @@
+"""Chat-export presets beside flat Parquet of the same messages, side by side in one run: a
+generated export (Telegram's result.json, Claude's conversations.json) dry-run through its
+preset, and the messages it must give written as one Parquet table dry-run through a flat
+mapping. What the export's reading and walking cost over the flat path, and its peak RSS at
+two sizes (memory must follow the chat or conversation being read, not the file)."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from benchmarks.pipeline_bench import ours, reset
+from scripts.make_export_samples import TELEGRAM_SELF, claude_export, telegram_generated
+
+
+def _write(base: Path, preset: str, n: int) -> tuple[Path, Path]:
+    """(export mapping, flat mapping) for `n` messages of `preset`, written once."""
+    d = base / f"export-{preset}-{n}"
+    export_map, flat_map = d / "export.yaml", d / "flat.yaml"
+    if (d / "done").exists():
+        return export_map, flat_map
+    d.mkdir(parents=True, exist_ok=True)
+    if preset == "telegram-export":
+        doc, expected = telegram_generated(n)
+        (d / "export").mkdir(exist_ok=True)
+        (d / "export" / "result.json").write_text(json.dumps(doc, ensure_ascii=False))
+        settings: dict = {"constants": {"self": TELEGRAM_SELF}}
+        times = [datetime.fromtimestamp(r["chat_time"], UTC) for r in expected]
+        keys = [r["key"] for r in expected]
+        src = d / "export"
+    else:
+        convs, users, expected = claude_export(conversations=max(1, n // 10))
+        with zipfile.ZipFile(d / "export.zip", "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr("conversations.json", json.dumps(convs, ensure_ascii=False))
+            z.writestr("users.json", json.dumps(users))
+        settings = {}
+        times = [datetime.fromisoformat(r["chat_time"].replace("Z", "+00:00")) for r in expected]
+        keys = [str(i) for i in range(len(expected))]
+        src = d / "export.zip"
+    del_keys = ("chat_time", "key")
+    cols = {k: [r[k] for r in expected] for k in expected[0] if k not in del_keys}
+    table = pa.table({**cols, "chat_time": pa.array(times, pa.timestamp("s", tz="UTC")), "key": keys})
+    (d / "flat").mkdir(exist_ok=True)
+    pq.write_table(table, d / "flat" / "messages.parquet", row_group_size=131_072)
+    export_map.write_text(
+        yaml.safe_dump({"preset": preset, "source": {"name": f"{preset}-bench", "path": str(src)}, **settings})
+    )
+    flat = {
+        "source": {"name": f"{preset}-flat", "format": "parquet", "path": str(d / "flat")},
+        "fields": {
+            "user_id": "user_id",
+            "conversation_id": "conversation_id",
+            "role": "role",
+            "content": "content",
+            "chat_time": "chat_time",
+            "source_key": "key",
+        },
+    }
+    flat_map.write_text(yaml.safe_dump(flat))
+    (d / "done").write_text("")
+    return export_map, flat_map
+
+
+def _plan(mapping: Path, work: Path) -> dict:
+    reset(work)
+    report, _, seconds = ours(mapping, work, outbox=True)
+    c = report.counts
+    return {"seconds": seconds, "read": c.read, "planned": c.planned, "per_min": c.read / seconds * 60}
+
+
+def run(base: Path, n: int, peak, preset: str = "telegram-export") -> dict:
+    """`peak(mapping, work)` measures a dry run's peak RSS in its own process (benchmarks.run)."""
+    small_export, _ = _write(base, preset, max(1, n // 5))
+    export, flat = _write(base, preset, n)
+    _plan(flat, base / "work-export-warm")  # imports and caches, not measured
+    out: dict = {"preset": preset, "messages": n}
+    out["flat"] = _plan(flat, base / "work-export-flat")
+    out["export"] = _plan(export, base / "work-export")
+    out["ratio"] = out["export"]["per_min"] / out["flat"]["per_min"]
+    out["peak_small"] = peak(small_export, base / "mem-export-small")["peak_rss_bytes"]
+    out["peak"] = peak(export, base / "mem-export")["peak_rss_bytes"]
+    out["file_bytes"] = (
+        sum(f.stat().st_size for f in export.parent.joinpath("export").rglob("*") if f.is_file())
+        or (export.parent / "export.zip").stat().st_size
+    )
+    return out
+
+
+def rows(m: dict) -> list[tuple[str, str, str, str]]:
+    """Rows for the results table."""
+    e, f = m["export"], m["flat"]
+    return [
+        (
+            f"{m['preset']} dry run, {m['messages']:,} messages ({m['file_bytes'] / 2**20:.0f} MiB as downloaded)",
+            f"{e['per_min'] / 1e6:.2f}M msg/min, flat Parquet {f['per_min'] / 1e6:.2f}M",
+            f"{m['ratio']:.2f} of flat; peak RSS {m['peak'] / 2**20:.0f} MiB, "
+            f"{m['peak'] / m['peak_small']:.2f}x that of a fifth of it",
+            ">= 0.3 of flat, RSS <= 1.2x",
+        )
+    ]

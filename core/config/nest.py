@@ -1,0 +1,69 @@
+"""The `nest:` section of a mapping: messages nested inside records, and how tasks/nest/
+explodes them into rows."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from core.config.files import Strict
+
+
+class NestLevel(Strict):
+    """One level of nesting to explode (tasks/nest/)."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")  # element fields become <name>.<key>
+    # dotted path to the value: from the record, or from an outer level's element ("session.items")
+    column: str | None = None
+    kind: Literal["list", "numbered", "tree"] = "list"
+    # numbered: keys like "session_{n}" of the object at `column`, in number order; `fields`
+    # adds sibling keys per number to the element ({date: "session_{n}_date_time"})
+    pattern: str | None = None
+    fields: dict[str, str] = {}
+    # tree: `column` is a dict of nodes; follow `parent` links up from the node the record
+    # field `current` names (the branch shown last); each node's `value` key is the element
+    current: str | None = None
+    parent: str = "parent"
+    value: str = "message"
+
+    @model_validator(mode="after")
+    def _complete(self):
+        if self.kind == "numbered" and (not self.pattern or "{n}" not in self.pattern):
+            raise ValueError("kind numbered needs pattern with {n}, e.g. session_{n}")
+        if self.kind == "tree" and not (self.column and self.current):
+            raise ValueError("kind tree needs column (the node dict) and current (the leaf node's id)")
+        if self.kind == "list" and not self.column:
+            raise ValueError("kind list needs column")
+        return self
+
+
+class MediaText(Strict):
+    """Text that stands in for non-text message parts (MemOS is loaded with text)."""
+
+    image: str = "[image]"
+    image_caption: str = "[image: {caption}]"  # when the part carries a caption or alt text
+    file: str = "[file: {name}]"
+    audio: str = "[audio]"
+    other: str = "[{type}]"
+
+
+class Perspectives(Strict):
+    """Load a dialogue once per speaker: each copy's `perspective` is that speaker, and
+    `perspective.role` is user for the speaker's own turns, assistant for the other's."""
+
+    of: list[str] = Field(min_length=1)  # record fields naming the speakers (dotted paths)
+    speaker: str  # the flattened column naming a turn's speaker
+
+
+class NestConfig(Strict):
+    """Messages nested inside records: explode them into rows (tasks/nest/)."""
+
+    levels: list[NestLevel] = Field(min_length=1)
+    text: list[str] = []  # flattened columns whose value may be a list of parts: turned into text
+    # flattened columns whose value is text written as runs (a string, or strings and objects
+    # with `text`, like Telegram's entities): concatenated into one text, markup dropped
+    inline: list[str] = []
+    media: MediaText = MediaText()
+    skip_empty: bool = False  # elements whose text is empty are skipped (counted in the report)
+    perspectives: Perspectives | None = None
