@@ -128,3 +128,64 @@ def test_a_group_chat_preset_without_its_side_stops_before_reading(tmp_path, dev
     mapping.write_text(yaml.safe_dump({"preset": "discord-export", "source": {"name": "d", "path": str(tmp_path)}}))
     res = runner.invoke(app, ["preview", str(mapping)])
     assert res.exit_code == 1 and "set constants.self" in res.output and "Traceback" not in res.output
+
+
+SAMPLE_PRESETS = {
+    "chatgpt-export.json": "chatgpt-export",
+    "claude-export.zip": "claude-export",
+    "dialogue-sessions.json": "dialogue-sessions",
+    "discord-export": "discord-export",
+    "openai-chat.jsonl": "openai-chat",
+    "sharegpt.json": "sharegpt",
+    "table-json-column.csv": "table-json-column",
+    "telegram-export": "telegram-export",
+}
+
+
+def _repacked(src: Path, tmp_path: Path) -> Path:
+    """A folder zipped, a zip unzipped, a file zipped: as people pass exports around."""
+    if src.suffix == ".zip":
+        out = tmp_path / f"{src.stem}-unzipped"
+        with zipfile.ZipFile(src) as z:
+            z.extractall(out)
+        return out
+    out = tmp_path / f"{src.stem}-packed.zip"
+    with zipfile.ZipFile(out, "w") as z:
+        for f in sorted(src.rglob("*")) if src.is_dir() else [src]:
+            if f.is_file():
+                z.write(f, f"export/{f.relative_to(src) if src.is_dir() else f.name}")
+    return out
+
+
+@pytest.mark.parametrize("sample", sorted(SAMPLE_PRESETS))
+def test_detect_names_the_preset_of_every_sample_as_is_and_repacked(sample, tmp_path):
+    for path in (SAMPLES / sample, _repacked(SAMPLES / sample, tmp_path)):
+        res = runner.invoke(app, ["detect", str(path)])
+        assert res.exit_code == 0, res.output
+        found = [line.split(":", 1)[0] for line in res.stdout.splitlines() if not line.startswith(" ")]
+        assert found == [SAMPLE_PRESETS[sample]], (path, res.output)
+        assert f"preset: {SAMPLE_PRESETS[sample]}" in res.stdout and f"path: {path.resolve()}" in res.stdout
+
+
+def test_detect_names_what_has_no_preset_and_says_what_it_looked_for(tmp_path):
+    wa = tmp_path / "WhatsApp Chat with Ann.txt"
+    wa.write_text("31/12/2023, 21:41 - Ann: happy new year\n31/12/2023, 21:42 - Bo: you too\n")
+    slack = tmp_path / "slack.zip"
+    with zipfile.ZipFile(slack, "w") as z:
+        z.writestr("users.json", "[]")
+        z.writestr("channels.json", "[]")
+        z.writestr("general/2024-01-02.json", '[{"type": "message", "ts": "1.0", "text": "hi"}]')
+    for path, words in ((wa, "a WhatsApp chat export"), (slack, "a Slack workspace export")):
+        res = runner.invoke(app, ["detect", str(path)])
+        assert res.exit_code == 2 and words in res.stdout and "no preset yet" in res.stdout, res.output
+    odd = tmp_path / "notes.json"
+    odd.write_text('{"title": "groceries", "items": ["milk"]}')
+    res = runner.invoke(app, ["detect", str(odd)])
+    assert res.exit_code == 2 and "no preset reads" in res.stderr and "chat_messages" in res.stderr
+    assert "Traceback" not in res.output
+
+
+def test_preset_auto_chooses_at_load_time_and_the_report_says_so(tmp_path, dev_server):
+    report = sync(tmp_path, dev_server.url, "auto", SAMPLES / "telegram-export")  # self read from the export
+    assert report["counts"]["accounted"] and held(dev_server.url) == expected("telegram-export")
+    assert any("preset auto chose telegram-export" in n for n in report["notes"]), report["notes"]

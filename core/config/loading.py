@@ -31,6 +31,8 @@ def with_preset(data: dict, where: Path) -> dict:
     name = data.get("preset") if isinstance(data, dict) else None
     if not name:
         return data
+    if name == "auto":
+        name, data = _detected(data, where)
     path = PRESETS / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(str(where), "preset", f"no preset {name!r} (known: {', '.join(preset_names())})")
@@ -91,3 +93,31 @@ def checked_mapping(mapping: Mapping, p: Path) -> Mapping:
             "set either user_speakers (the same people everywhere) or user_speaker_column (per row)",
         )
     return mapping
+
+
+def _detected(data: dict, where: Path) -> tuple[str, dict]:
+    """`preset: auto`: the one preset the source's files match (core/config/detect.py), with
+    what that match sets; anything else stops with what was found or looked for."""
+    from core.config.detect import LOOKED_FOR, detect
+
+    src = data.get("source") or {}
+    if not src.get("path"):
+        raise ConfigError(str(where), "preset", "preset auto sniffs source.path: set it (or name the preset)")
+    p = Path(str(src["path"]))
+    if not p.is_absolute() and where.parent != Path("."):
+        p = where.parent / p
+    matches = [m for m in detect(p) if m.preset]
+    presets = sorted({m.preset for m in matches if m.preset})
+    if len(presets) != 1:
+        found = "; ".join(f"{m.preset}: {m.what} ({', '.join(m.files[:3])})" for m in matches)
+        raise ConfigError(
+            str(where),
+            "preset",
+            f"preset auto found {'several formats' if presets else 'no format it knows'} in {p}: "
+            + (found or f"looked for {LOOKED_FOR}")
+            + "; name the preset",
+        )
+    match = next(m for m in matches if m.preset == presets[0])
+    chosen = merge(match.settings, {**data, "preset": presets[0]})
+    chosen["preset_detected"] = f"{presets[0]} ({match.what}; {', '.join(match.files[:3])})"
+    return presets[0], chosen

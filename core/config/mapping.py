@@ -238,7 +238,8 @@ class ChecksConfig(Strict):
 
 class Mapping(Strict):
     source: SourceConfig
-    preset: str | None = None  # schemas/presets/<name>.yaml, under this mapping's own keys
+    preset: str | None = None  # schemas/presets/<name>.yaml, under this mapping's own keys; auto: sniffed
+    preset_detected: str | None = None  # set by `preset: auto`: what it chose and why (the report names it)
     nest: NestConfig | None = None
     constants: dict[str, str] = {}
     fields: Fields

@@ -210,6 +210,8 @@ def _open(
         slice=part.spec() if part is not None and bounded else None,
         outbox=str(outbox) if outbox is not None else None,
     )
+    if mapping.preset_detected:
+        report.notes.append(f"preset auto chose {mapping.preset_detected}")
     stateless = source is not None
     source = source or open_source(mapping)
     work.mkdir(parents=True, exist_ok=True)

@@ -38,6 +38,7 @@ for command in (
     mapping.preview,
     mapping.redact_check,
     mapping.presets,
+    mapping.detect,
     run.backfill,
     operations.replay,
     state.reset,

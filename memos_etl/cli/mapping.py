@@ -1,8 +1,9 @@
-"""Working on a mapping, nothing sent: `preview`, `redact-check`, `presets`, `expectations`."""
+"""Working on a mapping, nothing sent: `preview`, `redact-check`, `presets`, `detect`, `expectations`."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Optional
 
@@ -182,6 +183,45 @@ def presets():
             (ln[2:].strip() for ln in (PRESETS / f"{name}.yaml").read_text().splitlines() if ln.startswith("# ")), ""
         )
         typer.echo(f"{name:32} {first}")
+
+
+def detect(
+    path: Path = typer.Argument(..., help="a file, a folder or a .zip, as downloaded"),
+    json_out: bool = typer.Option(False, "--json"),
+):
+    """Which preset reads this input: sniffs the files' names and first bytes (never reads
+    them whole) and prints each match with a mapping to copy. Exit codes: 0 a match; 2 none."""
+    import yaml
+
+    from core.config.detect import LOOKED_FOR
+    from core.config.detect import detect as sniff
+
+    if not path.exists():
+        raise MemosEtlError(f"{path}: no such file or directory")
+    matches = sniff(path)
+    if json_out:
+        typer.echo(json.dumps([m.__dict__ for m in matches], indent=2, ensure_ascii=False))
+    for m in matches:
+        files = ", ".join(m.files[:3]) + (f" and {len(m.files) - 3} more" if len(m.files) > 3 else "")
+        if json_out:
+            continue
+        if m.preset is None:
+            typer.echo(f"{m.what}: {files}")
+            continue
+        typer.echo(f"{m.preset}: {m.what}: {files}")
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem).strip("-") or m.preset
+        body: dict = {"preset": m.preset, "source": {"name": name, "path": str(path.resolve())}}
+        for key, value in m.settings.items():
+            body[key] = {**body.get(key, {}), **value} if isinstance(value, dict) else value
+        if m.needs:
+            body.setdefault("constants", {}).update({k: f"<{v}>" for k, v in m.needs.items()})
+        typer.echo("  a mapping to copy (schemas/mappings/<name>.yaml):")
+        for line in yaml.safe_dump(body, sort_keys=False, allow_unicode=True).splitlines():
+            typer.echo(f"    {line}")
+    if not any(m.preset for m in matches):
+        if not matches and not json_out:
+            typer.secho(f"no preset reads {path}: looked for {LOOKED_FOR}", err=True)
+        raise typer.Exit(2)
 
 
 def expectations(mapping: Path, out: Optional[Path] = typer.Option(None, help="write the suite here (JSON)")):
