@@ -14,6 +14,7 @@ computed from the model here, not by the preset: the test compares the two.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import random
 import shutil
@@ -531,6 +532,130 @@ def write_telegram(out: Path) -> Path:
     return folder
 
 
+# -- WhatsApp "Export chat" text ------------------------------------------------------------
+WHATSAPP_SELF = "Dee"
+
+
+def whatsapp_export() -> tuple[dict[str, bytes], list[dict], list[str]]:
+    """({file name: bytes}, expected, the skipped kinds in order): an Android chat (24-hour,
+    day first, no seconds) as a bare .txt and an iOS group (12-hour US, month first, seconds,
+    U+202F before PM, U+200E marks) zipped around _chat.txt, both on a phone in Berlin across
+    the DST change: multi-line messages, media, an edit, a deletion, joins and the encryption
+    notice (skipped), emoji and RTL text, two people with the same first name."""
+    from zoneinfo import ZoneInfo
+
+    berlin = ZoneInfo("Europe/Berlin")
+    expected: list[dict] = []
+    skipped: list[str] = []
+    user_id = f"whatsapp-{WHATSAPP_SELF}"
+
+    def android(at: datetime) -> str:
+        return at.strftime("%d/%m/%Y, %H:%M")
+
+    def ios(at: datetime) -> str:
+        return (
+            "[" + at.strftime("%m/%d/%y, %I:%M:%S").lstrip("0") + "\u202fPM]"
+            if at.hour >= 12
+            else ("[" + at.strftime("%m/%d/%y, %I:%M:%S").lstrip("0") + "\u202fAM]")
+        )
+
+    def chat(name: str, rows: list[tuple], head) -> bytes:
+        lines = []
+        for at, who, text, shown, kind in rows:
+            local = at.replace(tzinfo=berlin)
+            if head is android:
+                prefix = f"{android(local)} - "
+                lines.append(prefix + (f"{who}: {text}" if who else text))
+            else:
+                mark = "\u200e" if kind in ("system", "media") else ""
+                lines.append(mark + ios(local) + " " + (f"{who}: {mark}{text}" if who else text))
+            if shown is None:
+                skipped.append(kind)
+                continue
+            secs = local.replace(second=local.second if head is ios else 0)
+            expected.append(
+                {
+                    "user_id": user_id,
+                    "conversation_id": f"whatsapp-{name}",
+                    "role": "user" if who == WHATSAPP_SELF else "assistant",
+                    "content": shown if who == WHATSAPP_SELF else f"{who}: {shown}",
+                    "chat_time": _utc_seconds(secs.astimezone(UTC)),
+                }
+            )
+        return ("\n".join(lines) + "\n").encode()
+
+    d = datetime(2024, 3, 30, 23, 50)
+    ann = [
+        (
+            d,
+            None,
+            "Messages and calls are end-to-end encrypted. No one outside of this chat, not even "
+            "WhatsApp, can read or listen to them. Tap to learn more.",
+            None,
+            "system",
+        ),
+        (d + timedelta(minutes=1), "Ann", "Still up? 🌙", "Still up? 🌙", "message"),
+        (
+            d + timedelta(minutes=2),
+            WHATSAPP_SELF,
+            "Yes!\nWatching the clocks go forward",
+            "Yes!\nWatching the clocks go forward",
+            "message",
+        ),
+        # 02:00 -> 03:00 in Berlin: 02:30 local does not exist; the phone writes 03:30
+        (datetime(2024, 3, 31, 3, 30), "Ann", "<Media omitted>", "[media omitted]", "media"),
+        (datetime(2024, 3, 31, 3, 31), "Ann", "This message was deleted", None, "deleted"),
+        (
+            datetime(2024, 3, 31, 9, 5),
+            WHATSAPP_SELF,
+            "Breakfast at 10? <This message was edited>",
+            "Breakfast at 10?",
+            "message",
+        ),
+        (datetime(2024, 3, 31, 9, 7), "Ann", "מעולה, נתראה", "מעולה, נתראה", "message"),
+    ]
+    family = [
+        (d - timedelta(days=2), None, "Sam created group “Family”", None, "system"),
+        (d - timedelta(days=2) + timedelta(minutes=1), None, "Sam added you", None, "system"),
+        (d - timedelta(days=2, hours=-1), "Sam B", "Dinner on Sunday, 7 PM?", "Dinner on Sunday, 7 PM?", "message"),
+        (d - timedelta(days=1, hours=10), "Sam K", "I'll bring dessert 🍰", "I'll bring dessert 🍰", "message"),
+        (d - timedelta(days=1, hours=9), WHATSAPP_SELF, "image omitted", "[image omitted]", "media"),
+        (
+            d - timedelta(days=1, hours=8),
+            WHATSAPP_SELF,
+            "<attached: 00000012-PHOTO-2024-03-29-14-02-11.jpg>",
+            "[file: 00000012-PHOTO-2024-03-29-14-02-11.jpg]",
+            "media",
+        ),
+        (d - timedelta(days=1, hours=7), "Sam B", "Great, see you\nat 7", "Great, see you\nat 7", "message"),
+    ]
+    family = [(at.replace(second=17), *rest) for at, *rest in family]
+    files = {
+        "WhatsApp Chat with Ann.txt": chat("Ann", ann, android),
+    }
+    inner = chat("Family", family, ios)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("_chat.txt", inner)
+        z.writestr("00000012-PHOTO-2024-03-29-14-02-11.jpg", b"\xff\xd8\xff\xe0 not a real photo")
+    files["WhatsApp Chat - Family.zip"] = buf.getvalue()
+    return files, expected, skipped
+
+
+def write_whatsapp(out: Path) -> Path:
+    files, expected, _ = whatsapp_export()
+    folder = out / "whatsapp-txt"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for name, body in files.items():
+        (folder / name).write_bytes(body)
+    _write_expected(out / "whatsapp-txt.expected.jsonl", expected)
+    (out / "whatsapp-txt.settings.yaml").write_text(
+        f'constants: {{self: "{WHATSAPP_SELF}"}}\ntime: {{timezone: Europe/Berlin}}\n'
+    )
+    return folder
+
+
 def _write_expected(path: Path, rows: list[dict]) -> None:
     with open(path, "w", encoding="utf-8") as fh:
         for r in rows:
@@ -549,6 +674,7 @@ def main() -> None:
     print(write_claude(args.out))
     print(write_discord(args.out))
     print(write_telegram(args.out))
+    print(write_whatsapp(args.out))
 
 
 if __name__ == "__main__":

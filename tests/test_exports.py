@@ -37,6 +37,7 @@ EXPORTS = {
         "telegram-export",
         {"empty_skipped": 1, "skipped": {"type: service": 3, "type: unsupported": 1}},
     ),
+    "whatsapp-txt": ("whatsapp-txt", {"empty_skipped": 0, "skipped": {"kind: system": 3, "kind: deleted": 1}}),
 }
 
 
@@ -99,12 +100,16 @@ def test_the_export_repacked_loads_the_same(preset, tmp_path, dev_server):
         repacked = tmp_path / "unzipped"
         with zipfile.ZipFile(src) as z:
             z.extractall(repacked)
-    else:
-        repacked = tmp_path / f"{preset}.zip"
-        with zipfile.ZipFile(repacked, "w", zipfile.ZIP_DEFLATED) as z:
-            for f in sorted(src.rglob("*")):
-                if f.is_file():
-                    z.write(f, f"export/{f.relative_to(src)}")
+    else:  # a folder of files: each archive unzipped into a folder of its name, each file zipped alone
+        repacked = tmp_path / "repacked"
+        repacked.mkdir()
+        for f in sorted(p for p in src.rglob("*") if p.is_file()):
+            if f.suffix == ".zip":
+                with zipfile.ZipFile(f) as z:
+                    z.extractall(repacked / f.stem)
+            else:
+                with zipfile.ZipFile(repacked / f"{f.name}.zip", "w", zipfile.ZIP_DEFLATED) as z:
+                    z.write(f, f.name)
     report = sync(tmp_path, dev_server.url, preset, repacked, settings)
     assert report["counts"]["accounted"] and held(dev_server.url) == expected(preset)
 
@@ -139,6 +144,7 @@ SAMPLE_PRESETS = {
     "sharegpt.json": "sharegpt",
     "table-json-column.csv": "table-json-column",
     "telegram-export": "telegram-export",
+    "whatsapp-txt": "whatsapp-txt",
 }
 
 
@@ -167,7 +173,7 @@ def test_detect_names_the_preset_of_every_sample_as_is_and_repacked(sample, tmp_
         assert f"preset: {SAMPLE_PRESETS[sample]}" in res.stdout and f"path: {path.resolve()}" in res.stdout
 
 
-def test_detect_names_what_has_no_preset_and_says_what_it_looked_for(tmp_path):
+def test_detect_names_a_bare_whatsapp_text_what_has_no_preset_and_what_it_looked_for(tmp_path):
     wa = tmp_path / "WhatsApp Chat with Ann.txt"
     wa.write_text("31/12/2023, 21:41 - Ann: happy new year\n31/12/2023, 21:42 - Bo: you too\n")
     slack = tmp_path / "slack.zip"
@@ -175,9 +181,10 @@ def test_detect_names_what_has_no_preset_and_says_what_it_looked_for(tmp_path):
         z.writestr("users.json", "[]")
         z.writestr("channels.json", "[]")
         z.writestr("general/2024-01-02.json", '[{"type": "message", "ts": "1.0", "text": "hi"}]')
-    for path, words in ((wa, "a WhatsApp chat export"), (slack, "a Slack workspace export")):
-        res = runner.invoke(app, ["detect", str(path)])
-        assert res.exit_code == 2 and words in res.stdout and "no preset yet" in res.stdout, res.output
+    res = runner.invoke(app, ["detect", str(wa)])
+    assert res.exit_code == 0 and res.stdout.startswith("whatsapp-txt: a WhatsApp chat export"), res.output
+    res = runner.invoke(app, ["detect", str(slack)])
+    assert res.exit_code == 2 and "a Slack workspace export (no preset yet" in res.stdout, res.output
     odd = tmp_path / "notes.json"
     odd.write_text('{"title": "groceries", "items": ["milk"]}')
     res = runner.invoke(app, ["detect", str(odd)])
@@ -189,3 +196,34 @@ def test_preset_auto_chooses_at_load_time_and_the_report_says_so(tmp_path, dev_s
     report = sync(tmp_path, dev_server.url, "auto", SAMPLES / "telegram-export")  # self read from the export
     assert report["counts"]["accounted"] and held(dev_server.url) == expected("telegram-export")
     assert any("preset auto chose telegram-export" in n for n in report["notes"]), report["notes"]
+
+
+def test_whatsapp_text_with_bad_lines_costs_those_lines_with_their_numbers(tmp_path):
+    """Text before the first header, a line that is not UTF-8, a line over the record limit,
+    an impossible date: each one quarantined row naming its line; the rest are messages."""
+    from core.config import preset_mapping
+    from tasks.extract import Slice, open_source
+
+    f = tmp_path / "WhatsApp Chat with Ann.txt"
+    f.write_bytes(
+        b"exported by a tool that wrote this first\n"
+        b"31/12/2023, 21:41 - Ann: hi\nsecond line\n"
+        + "31/12/2023, 21:43 - Ann: caf\xe9\n".encode("latin-1")
+        + b"31/12/2023, 21:44 - Dee: " + b"x" * (2 << 20) + b"\n"
+        + b"13/13/2023, 21:45 - Ann: impossible\n"
+        + b"1/1/2024, 09:00 - Dee: happy new year\n"
+    )
+    m = preset_mapping("whatsapp-txt", f, {"constants": {"self": "Dee"}, "source": {"max_record_bytes": 1 << 20}})
+    source = open_source(m)
+    bad: list = []
+    rows = [r for unit in source.units(Slice()) for _, rb in source.iter_batches(unit, bad) for r in rb.to_pylist()]
+    assert [(b.where, b.reason.kind) for b in bad] == [
+        ("line 1", "no header"),
+        ("line 4", "not UTF-8"),
+        ("line 5", "too long"),
+    ]
+    assert [(r["line"], r["sender"], r["text"], r["time"]) for r in rows] == [
+        (2, "Ann", "hi\nsecond line", "2023-12-31T21:41:00"),
+        (6, "Ann", "impossible", "2023-13-13T21:45:00"),  # day first (13 > 12): validation quarantines it
+        (7, "Dee", "happy new year", "2024-01-01T09:00:00"),
+    ]

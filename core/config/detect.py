@@ -8,8 +8,8 @@ candidate file (decompressed; archive members opened in place): Claude's `chat_m
 `sender`, ChatGPT's `mapping` tree of nodes, Telegram's `chats` list or a chat's `messages`
 with `date_unixtime`, DiscordChatExporter's `guild`, `channel` and `messages`, an OpenAI-chat
 line's `messages` with `role`, ShareGPT's `conversations` with `from`/`value`, a dialogue's
-`session_1` and `speaker_a`, a CSV with a `messages` column of JSON. Slack workspace
-exports and WhatsApp chats are recognised and named, but have no preset yet.
+`session_1` and `speaker_a`, a CSV with a `messages` column of JSON, WhatsApp's dated lines.
+Slack workspace exports are recognised and named, but have no preset yet.
 """
 
 from __future__ import annotations
@@ -103,7 +103,11 @@ def _what(name: str, head: str) -> Match | None:
     base = name.rsplit("!", 1)[-1].rsplit("/", 1)[-1].lower()
     start = head.lstrip()[:1]
     if base.endswith(".txt") and len(_WHATSAPP.findall(head)) >= 2:
-        return Match(None, "a WhatsApp chat export (no preset yet: see docs/chat-exports.md)")
+        return Match(
+            "whatsapp-txt",
+            'a WhatsApp chat export ("Export chat" text)',
+            needs={"self": "your name as the export writes it"},
+        )
     if not base.endswith(_TEXT) and not base.endswith(tuple(s + c for s in _TEXT for c in _COMPRESSED)):
         return None
     if start == "[" and _has(head, "chat_messages", "sender"):

@@ -80,7 +80,8 @@ class SqlConfig(Strict):
 class SourceConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     type: Literal["files", "s3", "sql"] = "files"
-    format: Literal["parquet", "jsonl", "csv", "json"] | None = None  # files and s3; json needs `nest`
+    # files and s3; json needs `nest`; whatsapp: the text of WhatsApp's "Export chat" (tasks/extract/chatlines.py)
+    format: Literal["parquet", "jsonl", "csv", "json", "whatsapp"] | None = None
     path: str | None = None  # files: file, directory or glob, relative to the mapping file
     s3: S3Config | None = None
     sql: SqlConfig | None = None
@@ -98,6 +99,8 @@ class SourceConfig(Strict):
     # json: the dotted path of the array whose items are the records, inside a top-level object
     # (Telegram's result.json: chats.list); default: a top-level array's items, or the object
     records: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
+    # whatsapp: dates day first (31/12/2023) or month first (12/31/23); null: the file decides
+    day_first: bool | None = None
     # a record (a JSONL line, a CSV row, a JSON item) longer than this is quarantined with its
     # size and streamed past, never held whole
     max_record_bytes: int = Field(default=64 << 20, ge=1 << 20)

@@ -7,6 +7,7 @@
 * streams.py  bytes and text as downloaded: compression, zip members, encodings
 * lines.py, csvfile.py, records.py  the readers, each isolating a bad record
 * depth.py    the nesting guard JSON documents are read through
+* chatlines.py  chat logs written as lines (WhatsApp "Export chat")
 """
 
 from __future__ import annotations

@@ -21,10 +21,11 @@ import pyarrow.parquet as pq
 
 from core.config import Mapping
 from core.errors import NotJson, NotJsonl, RowTooLong, SourceError, WrongFormat
-from tasks.extract.csvfile import csv_batches
 
 # a source may carry each row's original position in ROW_COLUMN (re-drive does, and a JSONL
 # block with bad lines does): the mapper takes source_row from it instead of counting; never data
+from tasks.extract.chatlines import whatsapp_batches
+from tasks.extract.csvfile import csv_batches
 from tasks.extract.lines import ROW_COLUMN, flat_batches, record_batches
 from tasks.extract.records import json_items
 from tasks.extract.streams import (
@@ -108,6 +109,10 @@ class FileSource:
             def open_stream():
                 return open_text(self.fs, unit.path, src.encoding, unit.member, compression, src.format)
 
+            if src.format == "whatsapp":
+                batches = whatsapp_batches(open_stream, unit.rel, sink, replace, src.day_first, src.max_record_bytes)
+                yield from _checked(batches, sink, strict)
+                return
             if src.format == "csv":
                 delimiter = "\t" if strip_compression(unit.member or unit.path).endswith(".tsv") else src.csv_delimiter
                 batches = csv_batches(
@@ -243,6 +248,15 @@ def _archive_problem(mapping: Mapping, fs: pafs.FileSystem, unit: Unit) -> str:
     )
 
 
+def hidden_name(parts: tuple[str, ...] | list[str], members: str | None) -> bool:
+    """Dot files and folders, and `_`-names (`_SUCCESS`, `_delta_log/`) are not data; a file
+    named `_...` is read when source.members picks it (WhatsApp's `_chat.txt`)."""
+    *dirs, name = parts
+    if any(d.startswith((".", "_")) for d in dirs) or name.startswith("."):
+        return True
+    return name.startswith("_") and members is None
+
+
 def list_local(mapping: Mapping) -> list[Unit]:
     """Local files in a stable order: a file, every matching file under a directory, or a glob.
     A link that leads nowhere (dangling, a loop) under a matching name is listed, so that it is
@@ -258,7 +272,7 @@ def list_local(mapping: Mapping) -> list[Unit]:
             for p in Path(root).rglob("*")
             if wanted(p.name, fmt, mapping.source.members, p.relative_to(root).as_posix())
             and (p.is_file() or p.is_symlink())
-            and not any(part.startswith((".", "_")) for part in p.relative_to(root).parts)
+            and not hidden_name(p.relative_to(root).parts, mapping.source.members)
         ]
     else:
         paths = [p for p in glob.glob(root, recursive=True) if os.path.isfile(p)]

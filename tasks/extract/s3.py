@@ -16,7 +16,7 @@ import pyarrow.fs as pafs
 from core.config import Mapping
 from core.errors import SourceError
 from core.secrets import secret_block
-from tasks.extract.files import FileSource, with_members
+from tasks.extract.files import FileSource, hidden_name, with_members
 from tasks.extract.units import Unit, suffixes, wanted
 
 
@@ -45,7 +45,7 @@ def open_s3(mapping: Mapping) -> FileSource:
             for obj in page.get("Contents", []):
                 key = obj["Key"]
                 rel = key[len(cfg.prefix) :].lstrip("/") if cfg.prefix else key
-                hidden = any(p.startswith((".", "_")) for p in rel.split("/"))
+                hidden = hidden_name(rel.split("/"), mapping.source.members)
                 if hidden or not wanted(key, fmt, mapping.source.members, rel):
                     continue
                 units.append(

@@ -18,6 +18,7 @@ SUFFIXES = {
     "jsonl": (".jsonl", ".json", ".ndjson"),
     "csv": (".csv", ".tsv"),
     "json": (".json",),
+    "whatsapp": (".txt",),
 }
 
 
