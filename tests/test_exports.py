@@ -209,7 +209,9 @@ def test_whatsapp_text_with_bad_lines_costs_those_lines_with_their_numbers(tmp_p
         b"exported by a tool that wrote this first\n"
         b"31/12/2023, 21:41 - Ann: hi\nsecond line\n"
         + "31/12/2023, 21:43 - Ann: caf\xe9\n".encode("latin-1")
-        + b"31/12/2023, 21:44 - Dee: " + b"x" * (2 << 20) + b"\n"
+        + b"31/12/2023, 21:44 - Dee: "
+        + b"x" * (2 << 20)
+        + b"\n"
         + b"13/13/2023, 21:45 - Ann: impossible\n"
         + b"1/1/2024, 09:00 - Dee: happy new year\n"
     )
