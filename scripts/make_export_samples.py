@@ -656,6 +656,195 @@ def write_whatsapp(out: Path) -> Path:
     return folder
 
 
+# -- Slack workspace export -------------------------------------------------------------------
+SLACK_SELF = "U01DEE"
+
+
+def slack_export() -> tuple[dict[str, object], dict[str, list[dict]]]:
+    """({path in the zip: JSON}, {preset: expected}): #general with 4 people and a bot (a
+    join and a topic change, skipped; a thread; mentions by id, with a label, of a channel and
+    @here; a link; escaped & < >; an edit; a file alone; the bot's message, skipped by default;
+    two people both shown as Sam; emoji and RTL text) over two days, and a DM. Expected twice:
+    from Dee's side (`slack-export`) and once per member (`slack-export-each`)."""
+    people = {
+        SLACK_SELF: {"display_name": "Dee", "real_name": "Dee Example"},
+        "U02SAMK": {"display_name": "Sam", "real_name": "Sam Kim"},
+        "U03SAMR": {"display_name": "", "real_name": "Sam"},
+        "U04NOOR": {"display_name": "נור", "real_name": "Noor"},
+    }
+    users = [
+        {
+            "id": uid,
+            "name": p["real_name"].lower().replace(" ", "."),
+            "real_name": p["real_name"],
+            "deleted": False,
+            "is_bot": False,
+            "profile": {**p, "real_name_normalized": p["real_name"]},
+        }
+        for uid, p in people.items()
+    ]
+    users.append(
+        {"id": "U09BOT", "name": "gymbot", "is_bot": True, "profile": {"bot_id": "B09", "real_name": "gymbot"}}
+    )
+    general = {
+        "id": "C01GEN",
+        "name": "general",
+        "created": "1711000000",
+        "members": [*people, "U09BOT"],
+        "topic": {"value": "", "creator": "", "last_set": 0},
+        "purpose": {"value": "", "creator": "", "last_set": 0},
+    }
+    dm = {"id": "D01DM", "created": 1711000000, "members": [SLACK_SELF, "U02SAMK"]}
+    t0 = int(datetime(2024, 3, 30, 21, 50, tzinfo=UTC).timestamp())
+
+    def ts(minutes: float, micro: int = 100) -> str:
+        return f"{t0 + int(minutes * 60)}.{micro:06d}"
+
+    parent = ts(1)
+    g1 = [  # 2024-03-30
+        {
+            "type": "message",
+            "subtype": "channel_join",
+            "user": "U04NOOR",
+            "text": "<@U04NOOR> has joined the channel",
+            "ts": ts(0),
+        },
+        {
+            "type": "message",
+            "user": "U02SAMK",
+            "text": "Anyone up for bouldering on Sunday? <!here>",
+            "ts": parent,
+            "thread_ts": parent,
+            "reply_count": 2,
+            "reply_users": [SLACK_SELF, "U03SAMR"],
+        },
+        {
+            "type": "message",
+            "user": SLACK_SELF,
+            "text": "Yes, <@U02SAMK|sam.k>! 10am?",
+            "ts": ts(2),
+            "thread_ts": parent,
+            "parent_user_id": "U02SAMK",
+        },
+        {
+            "type": "message",
+            "user": "U03SAMR",
+            "text": "Count me in &amp; bringing shoes\n&lt;size 42&gt;",
+            "ts": ts(5),
+        },
+        {
+            "type": "message",
+            "subtype": "channel_topic",
+            "user": "U02SAMK",
+            "text": "set the channel topic: climbing",
+            "ts": ts(6),
+        },
+        {
+            "type": "message",
+            "user": "U04NOOR",
+            "text": "אני מצטרפת 🙂 see <#C01GEN|general> and <https://gym.example|the gym>",
+            "ts": ts(9),
+        },
+        {
+            "type": "message",
+            "user": "U02SAMK",
+            "text": "Moved it to 11am",
+            "ts": ts(20),
+            "edited": {"user": "U02SAMK", "ts": ts(25)},
+        },
+        {
+            "type": "message",
+            "user": SLACK_SELF,
+            "text": "",
+            "ts": ts(30),
+            "files": [{"id": "F1", "name": "wall.jpg", "title": "wall", "mimetype": "image/jpeg"}],
+        },
+    ]
+    g2 = [  # 2024-03-31
+        {
+            "type": "message",
+            "subtype": "bot_message",
+            "bot_id": "B09",
+            "username": "gymbot",
+            "text": "Reminder: gym closes at 8pm.",
+            "ts": ts(150),
+        },
+        {
+            "type": "message",
+            "user": "U03SAMR",
+            "text": "See you there",
+            "ts": ts(160),
+            "thread_ts": parent,
+            "parent_user_id": "U02SAMK",
+        },
+        {"type": "message", "user": SLACK_SELF, "text": "Thanks all", "ts": ts(200)},
+    ]
+    d1 = [
+        {"type": "message", "user": "U02SAMK", "text": "Did you find the shoes?", "ts": ts(300)},
+        {"type": "message", "user": SLACK_SELF, "text": "Yes 👍", "ts": ts(303)},
+    ]
+    shown = {  # what each message must read as, by ts (None: skipped)
+        ts(0): None,
+        parent: "Anyone up for bouldering on Sunday? @here",
+        ts(2): "Yes, @Sam! 10am?",
+        ts(5): "Count me in & bringing shoes\n<size 42>",
+        ts(6): None,
+        ts(9): "אני מצטרפת 🙂 see #general and the gym (https://gym.example)",
+        ts(20): "Moved it to 11am",
+        ts(30): "[file: wall.jpg]",
+        ts(150): None,
+        ts(160): "See you there",
+        ts(200): "Thanks all",
+        ts(300): "Did you find the shoes?",
+        ts(303): "Yes 👍",
+    }
+    names = {SLACK_SELF: "Dee", "U02SAMK": "Sam", "U03SAMR": "Sam", "U04NOOR": "נור"}
+    expected: dict[str, list[dict]] = {"slack-export": [], "slack-export-each": []}
+    for chan, msgs, members in (("C01GEN", g1 + g2, list(people)), ("D01DM", d1, dm["members"])):
+        for side, preset in ((SLACK_SELF, "slack-export"), *((m, "slack-export-each") for m in members)):
+            for msg in sorted(msgs, key=lambda m: float(m["ts"])):
+                text = shown[msg["ts"]]
+                if text is None:
+                    continue
+                who = msg["user"]
+                expected[preset].append(
+                    {
+                        "user_id": f"slack-{side}",
+                        "conversation_id": f"slack-{chan}",
+                        "role": "user" if who == side else "assistant",
+                        "content": text if who == side else f"{names[who]}: {text}",
+                        "chat_time": _utc_seconds(datetime.fromtimestamp(int(msg["ts"].split(".")[0]), UTC)),
+                    }
+                )
+    files: dict[str, object] = {
+        "users.json": users,
+        "channels.json": [general],
+        "groups.json": [],
+        "mpims.json": [],
+        "dms.json": [dm],
+        "integration_logs.json": [],
+        "general/2024-03-30.json": g1,
+        "general/2024-03-31.json": g2,
+        "D01DM/2024-03-31.json": d1,
+    }
+    return files, expected
+
+
+def write_slack(out: Path) -> Path:
+    files, expected = slack_export()
+    path = out / "slack-export.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, body in files.items():
+            z.writestr(
+                f"Climbing Club Slack export Mar 30 2024 - Mar 31 2024/{name}",
+                json.dumps(body, ensure_ascii=False, indent=2),
+            )
+    for preset, rows in expected.items():
+        _write_expected(out / f"{preset}.expected.jsonl", rows)
+    (out / "slack-export.settings.yaml").write_text(f'constants: {{self: "{SLACK_SELF}"}}\n')
+    return path
+
+
 def _write_expected(path: Path, rows: list[dict]) -> None:
     with open(path, "w", encoding="utf-8") as fh:
         for r in rows:
@@ -675,6 +864,7 @@ def main() -> None:
     print(write_discord(args.out))
     print(write_telegram(args.out))
     print(write_whatsapp(args.out))
+    print(write_slack(args.out))
 
 
 if __name__ == "__main__":

@@ -38,6 +38,21 @@ EXPORTS = {
         {"empty_skipped": 1, "skipped": {"type: service": 3, "type: unsupported": 1}},
     ),
     "whatsapp-txt": ("whatsapp-txt", {"empty_skipped": 0, "skipped": {"kind: system": 3, "kind: deleted": 1}}),
+    "slack-export": (
+        "slack-export.zip",
+        {
+            "empty_skipped": 0,
+            "skipped": {"subtype: channel_join": 1, "subtype: channel_topic": 1, "subtype: bot_message": 1},
+        },
+    ),
+    # every member's copy of a skipped line is counted: 4 members of #general
+    "slack-export-each": (
+        "slack-export.zip",
+        {
+            "empty_skipped": 0,
+            "skipped": {"subtype: channel_join": 4, "subtype: channel_topic": 4, "subtype: bot_message": 4},
+        },
+    ),
 }
 
 
@@ -145,6 +160,7 @@ SAMPLE_PRESETS = {
     "table-json-column.csv": "table-json-column",
     "telegram-export": "telegram-export",
     "whatsapp-txt": "whatsapp-txt",
+    "slack-export.zip": "slack-export",
 }
 
 
@@ -184,7 +200,9 @@ def test_detect_names_a_bare_whatsapp_text_what_has_no_preset_and_what_it_looked
     res = runner.invoke(app, ["detect", str(wa)])
     assert res.exit_code == 0 and res.stdout.startswith("whatsapp-txt: a WhatsApp chat export"), res.output
     res = runner.invoke(app, ["detect", str(slack)])
-    assert res.exit_code == 2 and "a Slack workspace export (no preset yet" in res.stdout, res.output
+    assert res.exit_code == 0 and res.stdout.startswith("slack-export: a Slack workspace export (1 day files"), (
+        res.output
+    )
     odd = tmp_path / "notes.json"
     odd.write_text('{"title": "groceries", "items": ["milk"]}')
     res = runner.invoke(app, ["detect", str(odd)])
@@ -228,4 +246,27 @@ def test_whatsapp_text_with_bad_lines_costs_those_lines_with_their_numbers(tmp_p
         (2, "Ann", "hi\nsecond line", "2023-12-31T21:41:00"),
         (6, "Ann", "impossible", "2023-13-13T21:45:00"),  # day first (13 > 12): validation quarantines it
         (7, "Dee", "happy new year", "2024-01-01T09:00:00"),
+    ]
+
+
+def test_each_member_of_a_slack_channel_of_four_holds_it_once(tmp_path, dev_server):
+    report = sync(tmp_path, dev_server.url, "slack-export-each", SAMPLES / "slack-export.zip")
+    got = held(dev_server.url)
+    general = {user: msgs for (user, conv), msgs in got.items() if conv == "slack-C01GEN"}
+    assert sorted(general) == ["slack-U01DEE", "slack-U02SAMK", "slack-U03SAMR", "slack-U04NOOR"]
+    assert {len(m) for m in general.values()} == {8}  # the channel once each, no bot among them
+    own = [role for role, text, _ in general["slack-U03SAMR"] if role == "user"]
+    assert len(own) == 2 and report["counts"]["accounted"]
+
+
+def test_slack_threads_as_their_own_conversations(tmp_path, dev_server):
+    settings = {**(sample_settings("slack-export") or {}), "source": {"slack_threads": "own"}}
+    sync(tmp_path, dev_server.url, "slack-export", SAMPLES / "slack-export.zip", settings)
+    convs = sorted(conv for _, conv in held(dev_server.url))
+    thread = [c for c in convs if "/" in c]
+    assert len(thread) == 1 and thread[0].startswith("slack-C01GEN/")
+    assert [t for _, t, _ in held(dev_server.url)[("slack-U01DEE", thread[0])]] == [
+        "Sam: Anyone up for bouldering on Sunday? @here",
+        "Yes, @Sam! 10am?",
+        "Sam: See you there",
     ]

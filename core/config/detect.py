@@ -8,8 +8,8 @@ candidate file (decompressed; archive members opened in place): Claude's `chat_m
 `sender`, ChatGPT's `mapping` tree of nodes, Telegram's `chats` list or a chat's `messages`
 with `date_unixtime`, DiscordChatExporter's `guild`, `channel` and `messages`, an OpenAI-chat
 line's `messages` with `role`, ShareGPT's `conversations` with `from`/`value`, a dialogue's
-`session_1` and `speaker_a`, a CSV with a `messages` column of JSON, WhatsApp's dated lines.
-Slack workspace exports are recognised and named, but have no preset yet.
+`session_1` and `speaker_a`, a CSV with a `messages` column of JSON, WhatsApp's dated lines,
+a Slack workspace export's users.json and channels.json.
 """
 
 from __future__ import annotations
@@ -176,8 +176,13 @@ def detect(path: str | os.PathLike) -> list[Match]:
             m.files.append(name)
             found[key] = m
     if {"users.json", "channels.json"} <= set(names):
-        found[(None, "slack")] = Match(
-            None, "a Slack workspace export (no preset yet: see docs/chat-exports.md)", [str(p)]
+        days = [n for n in names if re.match(r"^\d{4}-\d{2}-\d{2}\.json$", n)]
+        found = {k: m for k, m in found.items() if m.preset is not None}  # the day files are Slack's
+        found[("slack-export", "slack")] = Match(
+            "slack-export",
+            f"a Slack workspace export ({len(days)} day files; slack-export-each loads it for every member)",
+            [str(p)],
+            needs={"self": "your Slack user id (U...)"},
         )
     return list(found.values())
 
@@ -187,5 +192,5 @@ LOOKED_FOR = (
     "result.json (chats or messages with date_unixtime), DiscordChatExporter JSON (guild, channel, "
     "messages), OpenAI-chat JSONL (messages with role), ShareGPT (conversations with from/value), "
     "dialogue sessions (session_1, speaker_a), a CSV with a messages column of JSON, "
-    "a Slack export (users.json, channels.json), a WhatsApp .txt"
+    "a Slack export (users.json, channels.json), WhatsApp's dated lines (.txt)"
 )

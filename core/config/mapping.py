@@ -81,7 +81,8 @@ class SourceConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     type: Literal["files", "s3", "sql"] = "files"
     # files and s3; json needs `nest`; whatsapp: the text of WhatsApp's "Export chat" (tasks/extract/chatlines.py)
-    format: Literal["parquet", "jsonl", "csv", "json", "whatsapp"] | None = None
+    # slack: a workspace export's day files, with its directory (tasks/extract/slack.py)
+    format: Literal["parquet", "jsonl", "csv", "json", "whatsapp", "slack"] | None = None
     path: str | None = None  # files: file, directory or glob, relative to the mapping file
     s3: S3Config | None = None
     sql: SqlConfig | None = None
@@ -101,6 +102,10 @@ class SourceConfig(Strict):
     records: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
     # whatsapp: dates day first (31/12/2023) or month first (12/31/23); null: the file decides
     day_first: bool | None = None
+    # slack: threads in their channel (`channel`) or each a conversation of its own (`own`);
+    # and one copy of every message per human member of its channel (column `member`)
+    slack_threads: Literal["channel", "own"] = "channel"
+    slack_each_member: bool = False
     # a record (a JSONL line, a CSV row, a JSON item) longer than this is quarantined with its
     # size and streamed past, never held whole
     max_record_bytes: int = Field(default=64 << 20, ge=1 << 20)

@@ -28,6 +28,7 @@ from tasks.extract.chatlines import whatsapp_batches
 from tasks.extract.csvfile import csv_batches
 from tasks.extract.lines import ROW_COLUMN, flat_batches, record_batches
 from tasks.extract.records import json_items
+from tasks.extract.slack import slack_batches
 from tasks.extract.streams import (
     MEMBER_SEP,
     ZIP,
@@ -109,6 +110,19 @@ class FileSource:
             def open_stream():
                 return open_text(self.fs, unit.path, src.encoding, unit.member, compression, src.format)
 
+            if src.format == "slack":
+                batches = slack_batches(
+                    self.fs,
+                    unit.path,
+                    unit.member or None,
+                    unit.rel,
+                    sink,
+                    src.slack_threads,
+                    src.slack_each_member,
+                    src.max_record_bytes,
+                )
+                yield from _checked(batches, sink, strict)
+                return
             if src.format == "whatsapp":
                 batches = whatsapp_batches(open_stream, unit.rel, sink, replace, src.day_first, src.max_record_bytes)
                 yield from _checked(batches, sink, strict)

@@ -19,6 +19,7 @@ SUFFIXES = {
     "csv": (".csv", ".tsv"),
     "json": (".json",),
     "whatsapp": (".txt",),
+    "slack": (".json",),
 }
 
 
