@@ -270,3 +270,29 @@ def test_slack_threads_as_their_own_conversations(tmp_path, dev_server):
         "Yes, @Sam! 10am?",
         "Sam: See you there",
     ]
+
+
+def test_slack_day_files_that_are_not_days_cost_themselves_only(tmp_path):
+    """A day cut off, a day that is an object, an entry that is not a message or has no ts:
+    one BadRow each, the rest of the export loads; an unknown mention stays its id."""
+    from core.config import preset_mapping
+    from tasks.extract import Slice, open_source
+
+    root = tmp_path / "export"
+    (root / "general").mkdir(parents=True)
+    (root / "users.json").write_text(json.dumps([{"id": "U1", "name": "ann", "profile": {"display_name": "Ann"}}]))
+    (root / "channels.json").write_text(json.dumps([{"id": "C1", "name": "general", "members": ["U1"]}]))
+    day = [
+        {"type": "message", "user": "U1", "text": "hi <@U999> and <@U1>", "ts": "1704100000.000100"},
+        "not a message",
+        {"type": "message", "user": "U1", "text": "no ts"},
+    ]
+    (root / "general" / "2024-01-01.json").write_text(json.dumps(day))
+    (root / "general" / "2024-01-02.json").write_text('[{"type": "message", "text": "cut off')
+    (root / "general" / "2024-01-03.json").write_text('{"not": "a day"}')
+    (root / "general" / "2024-01-04.json").write_text("")
+    source = open_source(preset_mapping("slack-export", root, {"constants": {"self": "U1"}}))
+    bad: list = []
+    rows = [r for u in source.units(Slice()) for _, rb in source.iter_batches(u, bad) for r in rb.to_pylist()]
+    assert [r["text"] for r in rows] == ["hi @U999 and @Ann"]
+    assert sorted(b.reason.kind for b in bad) == ["not JSON", "not a day of messages", "not a message", "not a message"]

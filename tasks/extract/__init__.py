@@ -8,6 +8,7 @@
 * lines.py, csvfile.py, records.py  the readers, each isolating a bad record
 * depth.py    the nesting guard JSON documents are read through
 * chatlines.py  chat logs written as lines (WhatsApp "Export chat")
+* slack.py    Slack workspace exports: day files with the workspace's directory
 """
 
 from __future__ import annotations

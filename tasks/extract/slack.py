@@ -159,6 +159,8 @@ def slack_batches(
     except (KeyError, OSError) as exc:
         bad.append(BadRow(0, "file", Reason("unreadable", f"cannot read: {exc}")))
         return
+    if not raw.strip():
+        return  # an empty day
     if len(raw) > max_record_bytes:
         bad.append(BadRow(0, "file", Reason("too long", f"{len(raw):,} bytes, more than source.max_record_bytes")))
         return
