@@ -39,8 +39,10 @@ class Server:
         return None
 
 
-def server(request: Request) -> Server:
-    """The route's view of the shared state (a FastAPI dependency)."""
+async def server(request: Request) -> Server:
+    """The route's view of the shared state (a FastAPI dependency; async, so it runs on the
+    event loop: a plain function would be sent to a worker thread on every request, and that
+    hop's jitter moves when requests reach the rate windows)."""
     return request.app.state.server
 
 
