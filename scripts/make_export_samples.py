@@ -195,6 +195,32 @@ def write_claude(out: Path, conversations: int | None = None) -> Path:
     return path
 
 
+def _each(model: list[tuple], prefix: str) -> list[dict]:
+    """Expected rows of an `-each` preset: every holder of a conversation (who speaks in it,
+    in order of their first row, bots aside) gets all of its shown messages from their side.
+    `model`: (conversation, speaker, name, shown text or None, chat_time, makes a holder)."""
+    convs: dict[str, list[tuple]] = {}
+    for row in model:
+        convs.setdefault(row[0], []).append(row)
+    out = []
+    for conv, rows in convs.items():
+        holders = list(dict.fromkeys(r[1] for r in rows if r[5]))
+        for side in holders:
+            for _, who, name, shown, at, _ in rows:
+                if shown is None:
+                    continue
+                out.append(
+                    {
+                        "user_id": f"{prefix}-{side}",
+                        "conversation_id": conv,
+                        "role": "user" if who == side else "assistant",
+                        "content": shown if who == side else f"{name}: {shown}",
+                        "chat_time": at,
+                    }
+                )
+    return out
+
+
 # -- DiscordChatExporter JSON ---------------------------------------------------------------
 DISCORD_SELF = "310000000000000001"
 SAM_K = "310000000000000002"
@@ -215,6 +241,7 @@ def discord_export() -> tuple[dict[str, dict], list[dict]]:
     }
     cet, cest = timezone(timedelta(hours=1)), timezone(timedelta(hours=2))
     expected: list[dict] = []
+    model: list[tuple] = []
     user_id = f"discord-{DISCORD_SELF}"
 
     def author(uid: str) -> dict:
@@ -254,6 +281,9 @@ def discord_export() -> tuple[dict[str, dict], list[dict]]:
                 m["reference"] = {"type": "Default", "messageId": to, "channelId": channel["id"]}
             msgs.append(m)
             shown = extra.get("expect", text)
+            when = _utc_seconds(at.astimezone(UTC))
+            empty = not text and not extra.get("attachments")
+            model.append((conv, uid, people[uid][1], shown, when, not uid.endswith("9") and not empty))
             if shown is None:
                 continue
             role = "user" if uid == DISCORD_SELF else "assistant"
@@ -314,17 +344,18 @@ def discord_export() -> tuple[dict[str, dict], list[dict]]:
         (DISCORD_SELF, "Default", "Yes, in my bag 👍", t2 + timedelta(minutes=3), {}),
     ]
     files["Direct Messages - Sam [210000000000000202].json"] = channel_file(dm_guild, dm, rows)
-    return files, expected
+    return files, expected, _each(model, "discord")
 
 
 def write_discord(out: Path) -> Path:
-    files, expected = discord_export()
+    files, expected, each = discord_export()
     folder = out / "discord-export"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     for name, body in files.items():
         (folder / name).write_text(json.dumps(body, ensure_ascii=False, indent=2), encoding="utf-8")
     _write_expected(out / "discord-export.expected.jsonl", expected)
+    _write_expected(out / "discord-export-each.expected.jsonl", each)
     # what a mapping using the preset on this sample sets: whose side the sample is loaded from
     (out / "discord-export.settings.yaml").write_text(f'constants: {{self: "{DISCORD_SELF}"}}\n')
     return folder
@@ -345,6 +376,7 @@ def telegram_export() -> tuple[dict, list[dict]]:
     berlin = ZoneInfo("Europe/Berlin")
     names = {TELEGRAM_SELF: "Dee", "user5000002": "Bob", "user5000003": "Carol"}
     expected: list[dict] = []
+    model: list[tuple] = []
     user_id = f"telegram-{TELEGRAM_SELF}"
 
     def chat(cid: int, kind: str, name: str | None, rows: list[tuple]) -> dict:
@@ -365,6 +397,9 @@ def telegram_export() -> tuple[dict, list[dict]]:
                     m.setdefault("text", "")
                     m["text_entities"] = []
             msgs.append(m)
+            when = _utc_seconds(at.astimezone(UTC).replace(microsecond=0))
+            speaks = m.get("type") == "message" and bool(shown)
+            model.append((f"telegram-{cid}", who, names[who], shown, when, speaks))
             if shown is not None:
                 role = "user" if who == TELEGRAM_SELF else "assistant"
                 expected.append(
@@ -470,7 +505,7 @@ def telegram_export() -> tuple[dict, list[dict]]:
         },
         "left_chats": {"about": "", "list": []},
     }
-    return doc, expected
+    return doc, expected, _each(model, "telegram")
 
 
 def telegram_generated(messages: int, per_chat: int = 10_000, seed: int = 7) -> tuple[dict, list[dict]]:
@@ -522,12 +557,13 @@ def telegram_generated(messages: int, per_chat: int = 10_000, seed: int = 7) -> 
 
 
 def write_telegram(out: Path) -> Path:
-    doc, expected = telegram_export()
+    doc, expected, each = telegram_export()
     folder = out / "telegram-export"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     (folder / "result.json").write_text(json.dumps(doc, ensure_ascii=False, indent=1), encoding="utf-8")
     _write_expected(out / "telegram-export.expected.jsonl", expected)
+    _write_expected(out / "telegram-export-each.expected.jsonl", each)
     (out / "telegram-export.settings.yaml").write_text(f'constants: {{self: "{TELEGRAM_SELF}"}}\n')
     return folder
 

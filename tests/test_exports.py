@@ -38,6 +38,17 @@ EXPORTS = {
         {"empty_skipped": 1, "skipped": {"type: service": 3, "type: unsupported": 1}},
     ),
     "whatsapp-txt": ("whatsapp-txt", {"empty_skipped": 0, "skipped": {"kind: system": 3, "kind: deleted": 1}}),
+    "discord-export-each": (
+        "discord-export",
+        {
+            "empty_skipped": 1,
+            "skipped": {"type: GuildMemberJoin": 4, "type: ChannelPinnedMessage": 4, "type: ThreadCreated": 4},
+        },
+    ),
+    "telegram-export-each": (
+        "telegram-export",
+        {"empty_skipped": 1, "skipped": {"type: service": 8, "type: unsupported": 3}},  # copies: 2 + 6 holders
+    ),
     "slack-export": (
         "slack-export.zip",
         {

@@ -73,7 +73,7 @@ def assert_same(mapping) -> list[str]:
 
 
 def sample_of(preset: str) -> Path:
-    stem = {"dialogue-sessions-one-speaker": "dialogue-sessions"}.get(preset, preset)
+    stem = {"dialogue-sessions-one-speaker": "dialogue-sessions"}.get(preset, preset.removesuffix("-each"))
     return next(p for p in sorted(SAMPLES.iterdir()) if p.stem == stem)
 
 

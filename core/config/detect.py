@@ -123,11 +123,15 @@ def _what(name: str, head: str) -> Match | None:
             needs={"owner": "the MemOS user id of the person the export is of"},
         )
     if start == "{" and _has(head, "guild", "channel", "messages"):
-        return Match("discord-export", "a DiscordChatExporter channel (JSON)", needs={"self": "your Discord user id"})
+        return Match(
+            "discord-export",
+            "a DiscordChatExporter channel (JSON; discord-export-each loads it for every participant)",
+            needs={"self": "your Discord user id"},
+        )
     if start == "{" and (_has(head, "chats") and _has(head, "about") or _has(head, "personal_information")):
         m = Match(
             "telegram-export",
-            "a Telegram Desktop export (result.json)",
+            "a Telegram Desktop export (result.json; telegram-export-each: for every participant)",
             needs={"self": 'your from_id, "user" and your numeric id'},
         )
         found = _TELEGRAM_ID.search(head)

@@ -52,8 +52,13 @@ class Perspectives(Strict):
     """Load a dialogue once per speaker: each copy's `perspective` is that speaker, and
     `perspective.role` is user for the speaker's own turns, assistant for the other's."""
 
-    of: list[str] = Field(min_length=1)  # record fields naming the speakers (dotted paths)
+    # record fields naming the speakers (dotted paths), or `speakers`: everyone who speaks in
+    # the record (a group chat loaded into each participant's memory)
+    of: list[str] | Literal["speakers"] = Field(min_length=1)
     speaker: str  # the flattened column naming a turn's speaker
+    # with `speakers`: rows whose column holds one of these values (as text: true/false for
+    # booleans) make no one a holder of the chat (bots speak, but have no memory to load)
+    unless: dict[str, list[str]] = {}
 
 
 class NestConfig(Strict):

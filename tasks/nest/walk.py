@@ -181,8 +181,16 @@ def _perspectives(rec: dict, rows: list[dict], nest: NestConfig) -> list[dict]:
     p = nest.perspectives
     assert p is not None  # called only when the mapping has perspectives
     out = []
-    for path in p.of:
-        who = _resolve(rec, {}, path)
+    if p.of == "speakers":  # everyone who speaks, in order of their first word
+        holders = {
+            str(r[p.speaker]): None
+            for r in rows
+            if r.get(p.speaker) is not None and not any(_as_text(r.get(c)) in v for c, v in p.unless.items())
+        }
+        whos: list = list(holders)
+    else:
+        whos = [_resolve(rec, {}, path) for path in p.of]
+    for who in whos:
         if who is None:
             continue  # a one-speaker record; its rows come once, from the other speaker's view
         for r in rows:
