@@ -78,7 +78,14 @@ def directory(fs: pafs.FileSystem, path: str, member: str | None) -> Directory:
         root, where = path, posixpath.dirname(posixpath.dirname(member))
     else:
         root, where = posixpath.dirname(posixpath.dirname(path.replace("\\", "/"))), ""
-    key = (root, where)
+    # cached per export and its version: a re-downloaded export at the same path is read anew
+    probe = [root] if member is not None else [posixpath.join(root, n) for n in ("users.json", "channels.json")]
+    try:
+        infos = fs.get_file_info(probe)
+        version = tuple((i.size, i.mtime_ns) for i in infos)
+    except (OSError, pa.ArrowException):
+        version = ()
+    key = (root, where, version)
     with _lock:
         if key in _cache:
             return _cache[key]
@@ -107,6 +114,8 @@ def directory(fs: pafs.FileSystem, path: str, member: str | None) -> Directory:
             d.channels[folder] = {"id": c["id"], "name": c.get("name") or c["id"], "members": members}
             d.by_id[c["id"]] = c.get("name") or c["id"]
     with _lock:
+        if len(_cache) >= 16:  # a few exports per process at most
+            _cache.pop(next(iter(_cache)))
         _cache[key] = d
     return d
 
