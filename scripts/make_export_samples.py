@@ -349,9 +349,7 @@ def discord_export() -> tuple[dict[str, dict], list[dict]]:
 
 def write_discord(out: Path) -> Path:
     files, expected, each = discord_export()
-    folder = out / "discord-export"
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
+    folder = _fresh_folder(out / "discord-export")
     for name, body in files.items():
         (folder / name).write_text(json.dumps(body, ensure_ascii=False, indent=2), encoding="utf-8")
     _write_expected(out / "discord-export.expected.jsonl", expected)
@@ -558,9 +556,7 @@ def telegram_generated(messages: int, per_chat: int = 10_000, seed: int = 7) -> 
 
 def write_telegram(out: Path) -> Path:
     doc, expected, each = telegram_export()
-    folder = out / "telegram-export"
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
+    folder = _fresh_folder(out / "telegram-export")
     (folder / "result.json").write_text(json.dumps(doc, ensure_ascii=False, indent=1), encoding="utf-8")
     _write_expected(out / "telegram-export.expected.jsonl", expected)
     _write_expected(out / "telegram-export-each.expected.jsonl", each)
@@ -572,8 +568,8 @@ def write_telegram(out: Path) -> Path:
 WHATSAPP_SELF = "Dee"
 
 
-def whatsapp_export() -> tuple[dict[str, bytes], list[dict], list[str]]:
-    """({file name: bytes}, expected, the skipped kinds in order): an Android chat (24-hour,
+def whatsapp_export() -> tuple[dict[str, bytes], list[dict]]:
+    """({file name: bytes}, expected): an Android chat (24-hour,
     day first, no seconds) as a bare .txt and an iOS group (12-hour US, month first, seconds,
     U+202F before PM, U+200E marks) zipped around _chat.txt, both on a phone in Berlin across
     the DST change: multi-line messages, media, an edit, a deletion, joins and the encryption
@@ -582,7 +578,6 @@ def whatsapp_export() -> tuple[dict[str, bytes], list[dict], list[str]]:
 
     berlin = ZoneInfo("Europe/Berlin")
     expected: list[dict] = []
-    skipped: list[str] = []
     user_id = f"whatsapp-{WHATSAPP_SELF}"
 
     def android(at: datetime) -> str:
@@ -606,7 +601,6 @@ def whatsapp_export() -> tuple[dict[str, bytes], list[dict], list[str]]:
                 mark = "\u200e" if kind in ("system", "media") else ""
                 lines.append(mark + ios(local) + " " + (f"{who}: {mark}{text}" if who else text))
             if shown is None:
-                skipped.append(kind)
                 continue
             secs = local.replace(second=local.second if head is ios else 0)
             expected.append(
@@ -675,14 +669,12 @@ def whatsapp_export() -> tuple[dict[str, bytes], list[dict], list[str]]:
         z.writestr("_chat.txt", inner)
         z.writestr("00000012-PHOTO-2024-03-29-14-02-11.jpg", b"\xff\xd8\xff\xe0 not a real photo")
     files["WhatsApp Chat - Family.zip"] = buf.getvalue()
-    return files, expected, skipped
+    return files, expected
 
 
 def write_whatsapp(out: Path) -> Path:
-    files, expected, _ = whatsapp_export()
-    folder = out / "whatsapp-txt"
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
+    files, expected = whatsapp_export()
+    folder = _fresh_folder(out / "whatsapp-txt")
     for name, body in files.items():
         (folder / name).write_bytes(body)
     _write_expected(out / "whatsapp-txt.expected.jsonl", expected)
@@ -879,6 +871,13 @@ def write_slack(out: Path) -> Path:
         _write_expected(out / f"{preset}.expected.jsonl", rows)
     (out / "slack-export.settings.yaml").write_text(f'constants: {{self: "{SLACK_SELF}"}}\n')
     return path
+
+
+def _fresh_folder(folder: Path) -> Path:
+    """`folder`, emptied: a sample folder is written whole every time."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder
 
 
 def _write_expected(path: Path, rows: list[dict]) -> None:
