@@ -38,6 +38,9 @@ class Counts:
     empty_skipped: int = 0  # nested elements with no text, left out by nest.skip_empty: not messages, not read
     # "<kind>: <value>" -> rows the mapping's `skip` rules left out (joins, service lines): not read
     skipped: Counter = field(default_factory=Counter)
+    # attachments (attachments.mode parts) by what happens to them: "to send as parts",
+    # "noted: <why not>" (not in the export, too large, a type MemOS does not read)
+    attachments: Counter = field(default_factory=Counter)
     changed_after_delivery: int = 0  # delivered before, read again with other content/time/ids: not resent
     deleted_in_source: int = 0  # read with the source's deleted flag (fields.deleted): never sent
     gone_from_source: int = 0  # delivered earlier, no longer in their re-read file: not read, not an outcome
@@ -77,7 +80,7 @@ class Counts:
 
     def add(self, other: Counts) -> Counts:
         for k, v in asdict(other).items():
-            if k in ("reasons", "skipped"):  # Counters (asdict turns them into counts of pairs)
+            if k in ("reasons", "skipped", "attachments"):  # Counters (asdict turns them into counts of pairs)
                 getattr(self, k).update(getattr(other, k))
             elif k == "redaction":
                 for entity, n in other.redaction.items():
@@ -149,6 +152,7 @@ class RunReport:
         d = asdict(self)
         d["counts"]["reasons"] = dict(self.counts.reasons.most_common())
         d["counts"]["skipped"] = dict(Counter(self.counts.skipped).most_common())
+        d["counts"]["attachments"] = dict(Counter(self.counts.attachments).most_common())
         d["counts"]["accounted"] = self.counts.accounted
         return d
 
@@ -167,6 +171,11 @@ class RunReport:
                 else []
             ),
             ("delivered", str(c.delivered)),
+            *(
+                [("attachments", ", ".join(f"{k} {v}" for k, v in Counter(c.attachments).most_common()))]
+                if c.attachments
+                else []
+            ),
             *([("planned (dry run)", f"{c.planned} messages -> {self.outbox}")] if self.outbox else []),
             ("quarantined", str(c.quarantined)),
             ("duplicates", str(c.duplicates)),

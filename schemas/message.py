@@ -42,6 +42,9 @@ MESSAGE_SCHEMA = pa.schema(
         # the source says the message is gone (mapping fields.deleted): never sent; delivered
         # copies are handled by the source's on_delete policy
         pa.field("deleted", pa.bool_(), metadata={"doc": "soft-deleted in the source (fields.deleted)"}),
+        # attachments.mode parts: the message's images and files, JSON [{kind, name, ref, ...}]
+        # (tasks/attachments.py); sent as content parts after the text. Null: none, or not parts
+        pa.field("attachments", pa.string(), metadata={"doc": "JSON list of attachments sent as parts"}),
     ]
 )
 

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from core.budget import estimate_tokens, request_overhead_tokens
 from core.config import LoadConfig
+from tasks.attachments import message_with_parts, part_bytes, text_of
 
 SORT_KEYS = [
     ("user_id", "ascending"),
@@ -50,6 +51,7 @@ class RequestBatch:
     batch_key: str = field(default="")
     fp: np.ndarray | None = None  # per message: fingerprints() of what is sent (None in a dry run)
     unit: np.ndarray | None = None  # per message: the ledger's hash of the file it was read from
+    has_parts: bool = False  # a message's content is parts (attachments.mode parts)
 
     @property
     def n_messages(self) -> int:
@@ -68,7 +70,9 @@ def message_hash(role: str | None, content: str | None) -> int:
 
 
 def message_hashes(messages: list[dict]) -> np.ndarray:
-    return np.array([message_hash(m.get("role"), m.get("content")) for m in messages], dtype=np.int64)
+    """message_hash of messages as the target holds them: a content of parts by its text
+    (what column_hashes hashes of ours: the parts are the request's, not the text's)."""
+    return np.array([message_hash(m.get("role"), text_of(m.get("content"))) for m in messages], dtype=np.int64)
 
 
 def column_hashes(role: pa.Array, content: pa.Array) -> np.ndarray:
@@ -98,6 +102,11 @@ def fingerprints(table: pa.Table) -> np.ndarray:
     parts.append(pc.fill_null(table.column("chat_time").cast(pa.int64()).cast(pa.string()), null))
     parts += [pc.fill_null(table.column(c).cast(pa.string()), null) for c in ("user_id", "conversation_id")]
     joined = pc.binary_join_element_wise(*parts, "\x1f")
+    if "attachments" in table.schema.names and table.column("attachments").null_count != table.num_rows:
+        # attachments sent as parts are part of what the message says; without them the
+        # fingerprint is what it always was (ledgers written before attachments keep theirs)
+        att = table.column("attachments")
+        joined = pc.if_else(pc.is_valid(att), pc.binary_join_element_wise(joined, att, "\x1e"), joined)
     values = (
         joined.to_numpy(zero_copy_only=False)
         if isinstance(joined, pa.Array)
@@ -155,11 +164,15 @@ def changes(arr: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return out
 
 
-def cut_points(table: pa.Table, load: LoadConfig, tokens: np.ndarray | None = None) -> list[tuple[int, int]]:
+def cut_points(
+    table: pa.Table, load: LoadConfig, tokens: np.ndarray | None = None, parts: tuple | None = None
+) -> list[tuple[int, int]]:
     """[start, stop) row ranges, one per request, for a sorted table: greedy packing, each
     request as full as the token budget and max_messages_per_request allow, never across a
     conversation (or agent/app) boundary. One step per request, not per row: the end of a
-    request is found by bisecting the running token sum."""
+    request is found by bisecting the running token sum. `parts`: per row, the bytes and
+    the number of attachments it sends (attachments.mode parts), held within
+    load.max_attachment_bytes_per_request and load.max_attachments_per_request the same way."""
     n = table.num_rows
     if n == 0:
         return []
@@ -181,8 +194,17 @@ def cut_points(table: pa.Table, load: LoadConfig, tokens: np.ndarray | None = No
     ends = ends.tolist()
     cuts: list[tuple[int, int]] = []
     start = 0
+    if parts is not None:
+        cum_b = np.concatenate([[0], np.cumsum(parts[0])]).tolist()
+        cum_p = np.concatenate([[0], np.cumsum(parts[1])]).tolist()
     while start < n:
         fits = bisect_right(cum, cum[start] + budget, lo=start + 1) - 1  # rows [start, fits) fit the budget
+        if parts is not None:
+            fits = min(
+                fits,
+                bisect_right(cum_b, cum_b[start] + load.max_attachment_bytes_per_request, lo=start + 1) - 1,
+                bisect_right(cum_p, cum_p[start] + load.max_attachments_per_request, lo=start + 1) - 1,
+            )
         stop = max(start + 1, min(fits, ends[start], start + max_msgs))
         cuts.append((start, stop))
         start = stop
@@ -291,9 +313,39 @@ def make_batches(
     table = table.combine_chunks()
     role, content = table.column("role").combine_chunks(), table.column("content").combine_chunks()
     tokens = estimate_tokens(content, load)
-    cuts = cut_points(table, load, tokens)
+    att = (
+        table.column("attachments").combine_chunks()
+        if "attachments" in table.schema.names
+        else pa.nulls(table.num_rows, pa.string())
+    )
+    rows = np.flatnonzero(att.is_valid().to_numpy(zero_copy_only=False)) if att.null_count != len(att) else None
+    sizes = None
+    if rows is not None:
+        found = [part_bytes(r) for r in att.take(pa.array(rows)).to_pylist()]
+        sizes = (np.zeros(table.num_rows, dtype=np.int64), np.zeros(table.num_rows, dtype=np.int64))
+        sizes[0][rows] = [b for b, _ in found]
+        sizes[1][rows] = [p for _, p in found]
+    cuts = cut_points(table, load, tokens, sizes)
     times_txt = iso_seconds(table.column("chat_time").combine_chunks())
-    bodies = request_json(message_json(role, content, times_txt), cuts)
+    messages = message_json(role, content, times_txt)
+    has_parts = None
+    if rows is not None:  # their content is parts: the text, then the attachments
+        take = pa.array(rows)
+        fixed = [
+            message_with_parts(r, c, t, a)
+            for r, c, t, a in zip(
+                role.take(take).to_pylist(),
+                content.take(take).to_pylist(),
+                times_txt.take(take).to_pylist(),
+                att.take(take).to_pylist(),
+            )
+        ]
+        mask = np.zeros(table.num_rows, dtype=bool)
+        mask[rows] = True
+        assert sizes is not None  # computed for the same rows above
+        has_parts = sizes[1] > 0
+        messages = pc.replace_with_mask(messages, pa.array(mask), pa.array(fixed, type=pa.large_string()))
+    bodies = request_json(messages, cuts)
     msg_hashes = column_hashes(role, content) if hashes else np.zeros(table.num_rows, dtype=np.int64)
     starts = np.array([s for s, _ in cuts], dtype=np.int64)
     lasts = np.array([e - 1 for _, e in cuts], dtype=np.int64)
@@ -340,6 +392,7 @@ def make_batches(
             msg_hashes=msg_hashes[start:stop],
             fp=fps[start:stop] if fps is not None else None,
             unit=units[start:stop] if units is not None else None,
+            has_parts=bool(has_parts[start:stop].any()) if has_parts is not None else False,
         )
         b.batch_key = batch_key(target, b)
         # provenance travels with the memory: source, run, and the exact rows it came from

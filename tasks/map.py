@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 
 from core.config import Mapping, Template
 from schemas.message import MESSAGE_SCHEMA
+from tasks.attachments import append_notes, collect
 from tasks.chat_time import parse_times
 from tasks.extract import ROW_COLUMN
 
@@ -84,7 +85,7 @@ def _roles(mapping: Mapping, rb: pa.RecordBatch) -> pa.Array:
     return role
 
 
-def _content(mapping: Mapping, rb: pa.RecordBatch) -> pa.Array:
+def _content(mapping: Mapping, rb: pa.RecordBatch, notes: pa.Array | None = None) -> pa.Array:
     content = None
     for tpl in mapping.templates("content"):  # several: the first that is not empty, row by row
         value = as_text(render(tpl, rb, mapping.constants))
@@ -105,6 +106,8 @@ def _content(mapping: Mapping, rb: pa.RecordBatch) -> pa.Array:
             alone = pc.binary_join_element_wise(prefix.lstrip(), shown, suffix, "")
             joined = pc.if_else(pc.equal(pc.utf8_length(base), 0), alone, joined)
         content = pc.if_else(present, joined, content)
+    if notes is not None:  # attachments: their notes after everything the text says
+        content = append_notes(content, notes)
     return content
 
 
@@ -193,7 +196,8 @@ def map_batch(rb: pa.RecordBatch, mapping: Mapping, file_rel: str, offset: int) 
     user = _field(mapping, "user_id", rb)
     conv = _field(mapping, "conversation_id", rb)
     role = _roles(mapping, rb)
-    content = _named(mapping, rb, role, _content(mapping, rb))
+    notes, attachments = collect(mapping, rb)
+    content = _named(mapping, rb, role, _content(mapping, rb, notes))
     chat_time = pa.nulls(n, pa.timestamp("us", tz="UTC"))
     for time_tpl in mapping.templates("chat_time"):  # several: the first that parses, row by row
         raw_time = rb.column(time_tpl.names[0]) if time_tpl.is_column else render(time_tpl, rb, mapping.constants)
@@ -234,6 +238,7 @@ def map_batch(rb: pa.RecordBatch, mapping: Mapping, file_rel: str, offset: int) 
         "key_lo": pa.array(lo),
         "key_hi": pa.array(hi),
         "deleted": _deleted(mapping, rb),
+        "attachments": attachments if attachments is not None else pa.nulls(n, pa.string()),
     }
     arrays = [
         as_text(cols[f.name]) if pa.types.is_string(f.type) else cols[f.name].cast(f.type) for f in MESSAGE_SCHEMA

@@ -23,11 +23,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
-from core.config import Mapping
+from core.config import LoadConfig, Mapping
 from core.errors import SchemaDrift, SourceError
 from core.ledger import erased_mask
 from core.memory import release_unused
 from core.report import Counts
+from tasks.attachments import Located, locate
 from tasks.batch import fingerprints
 from tasks.buckets import bucket_of, write_buckets
 from tasks.extract import ROW_COLUMN, Slice, Unit
@@ -108,6 +109,7 @@ class StagePlan:
     part: Slice | None = None
     erased: tuple = (frozenset(), frozenset())  # the ledger's erasures: (users, (user, conversation))
     redactor: Any = None
+    load: LoadConfig = field(default_factory=LoadConfig)  # attachments' byte budget
 
 
 def stage_file(plan: StagePlan, unit: Unit, index: int, delivered: Callable | None = None) -> StageResult:
@@ -133,6 +135,7 @@ def stage_file(plan: StagePlan, unit: Unit, index: int, delivered: Callable | No
     columns: dict[str, str] = {}
     writers: dict[int, ipc.RecordBatchFileWriter] = {}
     quarantine = QuarantineWriter(quarantine_dir, f"extract-{index:05d}")
+    located = Located(getattr(source, "fs", None), unit)
     try:
         # the columns are checked on the unit's first batch (_message_batches): a unit without
         # rows (an empty file, a CSV header alone) has nothing to check and nothing to stage
@@ -150,6 +153,8 @@ def stage_file(plan: StagePlan, unit: Unit, index: int, delivered: Callable | No
             if hit is not None:  # forgotten on purpose: not staged, not even quarantined
                 counts.erased += int(hit.sum())
                 mapped, rb = mapped.filter(pa.array(~hit)), rb.filter(pa.array(~hit))
+            if mapped.column("attachments").null_count != mapped.num_rows:  # parts mode: found next to the file
+                mapped = locate(mapped, located, plan.load, counts.attachments)
             if redactor is not None:
                 mapped, rb = _redact(redactor, mapped, rb, counts, dropped)
             if known is not None:

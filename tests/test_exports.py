@@ -83,7 +83,9 @@ def held(url: str) -> dict:
     return dict(convs)
 
 
-def sync(tmp_path: Path, url: str, preset: str, path: Path, extra: dict | None = None) -> dict:
+def sync(
+    tmp_path: Path, url: str, preset: str, path: Path, extra: dict | None = None, load: dict | None = None
+) -> dict:
     mapping = tmp_path / f"{preset}.yaml"
     extra = dict(extra or {})
     body = {"preset": preset, "source": {"name": preset, "path": str(path), **extra.pop("source", {})}, **extra}
@@ -94,6 +96,7 @@ def sync(tmp_path: Path, url: str, preset: str, path: Path, extra: dict | None =
             {
                 "sources": {preset: str(mapping)},
                 "target": {"base_url": url, "backoff_base_s": 0.01, "backoff_cap_s": 0.05},
+                **({"load": load} if load else {}),
                 "state": {"work_dir": str(tmp_path / "state"), "ledger_url": f"sqlite:///{tmp_path / 'ledger.db'}"},
             }
         )

@@ -17,6 +17,8 @@ from core.config.files import merge
 from core.config.loading import PRESETS, load_mapping, preset_mapping, preset_names, with_preset
 from core.config.mapping import (
     DEFAULT_ROLE_MAP,
+    AttachmentColumn,
+    Attachments,
     ChecksConfig,
     ContentAppend,
     Fields,
@@ -46,6 +48,8 @@ from core.config.run import (
 __all__ = [
     "BackfillConfig",
     "ChecksConfig",
+    "AttachmentColumn",
+    "Attachments",
     "ContentAppend",
     "DEFAULT_ROLE_MAP",
     "ENV_PREFIX",

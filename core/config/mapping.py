@@ -167,6 +167,31 @@ class ContentAppend(Strict):
     strip_when_alone: bool = False
 
 
+class AttachmentColumn(Strict):
+    """Where a message's attachments are: a column holding a path inside the export or a URL,
+    or a list (JSON) of those or of objects (`ref` and `name` name their keys)."""
+
+    column: str
+    ref: str | None = None  # objects: the key holding the URL or the path (relative to the file)
+    # objects: the key holding the file name; a text value: a column with it (default: the
+    # last part of the path or URL)
+    name: str | None = None
+    require_name: bool = False  # only the values that have a name (Telegram: a sticker's file has none)
+    kind: Literal["image", "file", "auto"] = "auto"  # auto: by the name's extension
+    # the text each attachment adds to the message (after its text, on a line of its own);
+    # {name} and {kind} are filled; "" adds nothing (the reader already wrote it)
+    note: str = "[{kind}: {name}]"
+
+
+class Attachments(Strict):
+    """A message's images and files. note: named in the text ("[file: a.pdf]"); parts: named
+    in the text and, where the export holds the file or names a URL, sent as MemOS content
+    parts (tasks/attachments.py); skip: neither."""
+
+    mode: Literal["note", "parts", "skip"] = "note"
+    columns: list[AttachmentColumn] = []
+
+
 class SkipRule(Strict):
     """Rows that are not messages (joins, topic changes, service lines, bots): left out after
     mapping, counted in the report's `skipped` by `<kind>: <value>`; not read, not an outcome."""
@@ -252,6 +277,7 @@ class Mapping(Strict):
     constants: dict[str, str] = {}
     fields: Fields
     content_append: list[ContentAppend] = []
+    attachments: Attachments = Attachments()
     skip: list[SkipRule] = []
     roles: RolesConfig = RolesConfig()
     time: TimeConfig = TimeConfig()
@@ -263,6 +289,22 @@ class Mapping(Strict):
     on_delete: Literal["report", "delete"] = "report"
     redact: RedactConfig | None = None  # personal data removed before staging, the ledger and MemOS
     path_: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _attachments_fit(self):
+        if self.attachments.mode == "parts" and self.redact is not None:
+            raise ValueError(
+                "attachments.mode parts with redact: the files would reach MemOS unredacted "
+                "(redaction reads text); use attachments.mode note or skip"
+            )
+        texts = set(self.nest.text) if self.nest else set()
+        for att in self.attachments.columns:
+            if att.column in texts:
+                raise ValueError(
+                    f"attachments column {att.column!r} is also in nest.text, which makes it text; "
+                    "list it under nest.keep instead"
+                )
+        return self
 
     def template(self, field: str) -> Template | None:
         specs = self.templates(field)
@@ -287,6 +329,10 @@ class Mapping(Strict):
                         cols.setdefault(name, f"fields.{field}")
         for i, part in enumerate(self.content_append):
             cols.setdefault(part.column, f"content_append[{i}].column")
+        for i, att in enumerate(self.attachments.columns):
+            cols.setdefault(att.column, f"attachments.columns[{i}].column")
+            if att.name and att.name.split(".", 1)[0] == att.column.split(".", 1)[0] and "." in att.name:
+                cols.setdefault(att.name, f"attachments.columns[{i}].name")
         for i, rule in enumerate(self.skip):
             cols.setdefault(rule.column, f"skip[{i}].column")
         if self.roles.speaker_column:

@@ -70,5 +70,8 @@ class NestConfig(Strict):
     # with `text`, like Telegram's entities): concatenated into one text, markup dropped
     inline: list[str] = []
     media: MediaText = MediaText()
+    # flattened columns kept whole as JSON (a message's attachments, read by `attachments:`);
+    # with skip_empty, a message with only these is not empty
+    keep: list[str] = []
     skip_empty: bool = False  # elements whose text is empty are skipped (counted in the report)
     perspectives: Perspectives | None = None

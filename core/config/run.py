@@ -106,6 +106,12 @@ class LoadConfig(Strict):
     # in memory: a loader's memory then does not grow with the largest conversation. Same
     # requests either way
     sort_in_memory_bytes: int = Field(default=16 << 20, ge=1)
+    # attachments sent as content parts (a mapping's attachments.mode: parts): at most this
+    # many bytes of files (before base64) and this many parts in one request; a file larger
+    # than the byte budget stays a note in the text. MemOS publishes 20 files per message and
+    # about 100 MB per file; its request size limit is not published
+    max_attachment_bytes_per_request: int = Field(default=20 << 20, ge=1)
+    max_attachments_per_request: int = Field(default=20, ge=1)
 
 
 class StateConfig(Strict):

@@ -212,6 +212,12 @@ def _open(
     )
     if mapping.preset_detected:
         report.notes.append(f"preset auto chose {mapping.preset_detected}")
+    if mapping.attachments.mode == "parts" and cfg.target.kind == "self-hosted":
+        report.notes.append(
+            "attachments.mode parts to a self-hosted MemOS: its image and file parsers ask its LLM to read "
+            "them; MemOS 2.0.33 with an LLM that cannot stored no memory for such a message, its text "
+            "included (docs/chat-exports.md#attachments)"
+        )
     stateless = source is not None
     source = source or open_source(mapping)
     work.mkdir(parents=True, exist_ok=True)
@@ -288,6 +294,7 @@ def _stage(st: RunState) -> None:
         part=st.part,
         erased=st.erased,
         redactor=st.redactor,
+        load=st.cfg.load,
     )
     done = _Ticker(st.progress, "extract", len(st.units))
     jobs = [(plan, u, i, delivered_of if u.rel in st.reread else None) for i, u in enumerate(st.units)]
@@ -340,6 +347,7 @@ def _load(st: RunState) -> None:
         fleet=fleet_limiter(cfg.load) if st.outbox is None else None,
         erased=st.erased,
         rewriting=st.flow == "rewrite",
+        read_attachment=getattr(st.source, "attachment_bytes", None),
     )
     buckets = sorted({b for s in st.staged for b in s.buckets})
     done = _Ticker(st.progress, "load", len(buckets))

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from core.budget import BYTES_PER_TOKEN
 from memos_etl.devserver.faults import DroppedResponse
 from memos_etl.devserver.state import Server, envelope
+from memos_etl.devserver.store import content_text
 from schemas.message import ALLOWED_ROLES, MAX_ID_CHARS
 
 # codes this server answers with, inside MemOS's documented ranges
@@ -31,8 +32,8 @@ E_MISSING_FIELD, E_ID_TOO_LONG, E_BAD_MESSAGES, E_BAD_ROLE, E_EMPTY_CONTENT, E_T
 def request_tokens(body: dict) -> int:
     n = 0
     for m in body.get("messages") or []:
-        if isinstance(m, dict) and isinstance(m.get("content"), str):
-            n += -(-len(m["content"].encode()) // BYTES_PER_TOKEN)
+        if isinstance(m, dict) and isinstance(m.get("content"), (str, list)):
+            n += -(-len(content_text(m["content"]).encode()) // BYTES_PER_TOKEN)
     return n
 
 
@@ -51,9 +52,50 @@ def validate_add(body: dict, conversation: str = "conversation_id") -> tuple[int
             return E_BAD_MESSAGES, f"messages[{i}] is not an object"
         if m.get("role") not in ALLOWED_ROLES:
             return E_BAD_ROLE, f"messages[{i}].role must be one of {ALLOWED_ROLES}"
-        if not isinstance(m.get("content"), str) or not m["content"].strip():
+        content = m.get("content")
+        if isinstance(content, list):
+            problem = parts_problem(content)
+            if problem:
+                return E_BAD_MESSAGES, f"messages[{i}].content: {problem}"
+            continue
+        if not isinstance(content, str) or not content.strip():
             return E_EMPTY_CONTENT, f"messages[{i}].content is empty"
     return None
+
+
+#: the published limit of files in one message
+MAX_FILES = 20
+
+
+def parts_problem(content: list) -> str | None:
+    """What is wrong with a content of parts, as the cloud API would refuse it; None: fine.
+    text {text}, image_url {url}, file {file_data} (a URL or base64); at least one part that
+    says something, at most MAX_FILES files."""
+    if not content:
+        return "an empty list of parts"
+    files = 0
+    said = False
+    for j, p in enumerate(content):
+        kind = p.get("type") if isinstance(p, dict) else None
+        if kind == "text":
+            if not isinstance(p.get("text"), str):
+                return f"part {j}: text must be a string"
+            said = said or bool(p["text"].strip())
+        elif kind == "image_url":
+            url = (p.get("image_url") or {}).get("url") if isinstance(p.get("image_url"), dict) else None
+            if not isinstance(url, str) or not url:
+                return f"part {j}: image_url.url is required"
+            files, said = files + 1, True
+        elif kind == "file":
+            data = (p.get("file") or {}).get("file_data") if isinstance(p.get("file"), dict) else None
+            if not isinstance(data, str) or not data:
+                return f"part {j}: file.file_data is required"
+            files, said = files + 1, True
+        else:
+            return f"part {j}: unknown type {kind!r} (text, image_url, file)"
+    if files > MAX_FILES:
+        return f"{files} files, more than {MAX_FILES}"
+    return None if said else "no part says anything"
 
 
 NOT_JSON = object()
@@ -85,7 +127,7 @@ def validate_product_add(body) -> JSONResponse | None:
                 problems.append(
                     (["body", "messages", i, "role"], "literal_error", f"Input should be one of {ALLOWED_ROLES}")
                 )
-            elif not isinstance(m.get("content"), str):
+            elif not isinstance(m.get("content"), (str, list)):
                 kind = "missing" if "content" not in m else "string_type"
                 problems.append(
                     (

@@ -29,7 +29,7 @@ async def stats(srv: Dev):
 @router.get("/messages")
 async def all_messages(srv: Dev):
     rows = srv.store.query(
-        "SELECT user_id, conversation_id, role, content, chat_time, info, created_at FROM messages ORDER BY id"
+        "SELECT user_id, conversation_id, role, content, chat_time, info, created_at, parts FROM messages ORDER BY id"
     )
     return [
         {
@@ -40,8 +40,9 @@ async def all_messages(srv: Dev):
             "chat_time": ct,
             "info": json.loads(i),
             "created_at": at,
+            **({"parts": json.loads(p)} if p else {}),
         }
-        for u, c, r, t, ct, i, at in rows
+        for u, c, r, t, ct, i, at, p in rows
     ]
 
 

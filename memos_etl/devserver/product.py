@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from memos_etl.devserver.adds import add
 from memos_etl.devserver.state import Dev, envelope
+from memos_etl.devserver.store import content_text
 
 router = APIRouter(prefix="/product")
 
@@ -19,7 +20,9 @@ def added(task_id: str, body: dict) -> list[dict]:
     messages as "role: [time]: content" lines), not a task id."""
     if not body["messages"]:
         return []
-    text = "".join(f"{m['role']}: [{m.get('chat_time') or 'now'}]: {m['content']}\n" for m in body["messages"])
+    text = "".join(
+        f"{m['role']}: [{m.get('chat_time') or 'now'}]: {content_text(m['content'])}\n" for m in body["messages"]
+    )
     return [
         {
             "memory": text,

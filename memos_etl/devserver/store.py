@@ -9,6 +9,21 @@ import time
 import uuid
 
 
+def content_text(content) -> str:
+    """A message's text: the string, or its text parts joined (as MemOS reads the text)."""
+    if isinstance(content, list):
+        return "".join(str(p.get("text") or "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return content
+
+
+def media_parts(content) -> str | None:
+    """A message's parts other than text, as sent (JSON), kept beside its text; None: none."""
+    if not isinstance(content, list):
+        return None
+    media = [p for p in content if not (isinstance(p, dict) and p.get("type") == "text")]
+    return json.dumps(media) if media else None
+
+
 class Store:
     """SQLite storage of what the server accepted; one connection behind a lock."""
 
@@ -21,10 +36,13 @@ class Store:
                 CREATE TABLE IF NOT EXISTS messages (
                     id INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT, user_id TEXT,
                     conversation_id TEXT, role TEXT, content TEXT, chat_time TEXT, info TEXT,
-                    tags TEXT, created_at REAL);
+                    tags TEXT, created_at REAL, parts TEXT);
                 CREATE INDEX IF NOT EXISTS ix_conv ON messages(user_id, conversation_id, id);
                 CREATE TABLE IF NOT EXISTS hits (route TEXT, status INTEGER, code INTEGER, at REAL);
             """)
+            columns = [r[1] for r in self.db.execute("PRAGMA table_info(messages)")]
+            if "parts" not in columns:  # a store file written before messages had parts
+                self.db.execute("ALTER TABLE messages ADD COLUMN parts TEXT")
 
     def add(self, body: dict) -> str:
         rid = uuid.uuid4().hex
@@ -35,18 +53,19 @@ class Store:
                 body["user_id"],
                 body["conversation_id"],
                 m["role"],
-                m["content"],
+                content_text(m["content"]),
                 m.get("chat_time"),
                 json.dumps(body.get("info") or {}),
                 json.dumps(body.get("tags") or []),
                 now,
+                media_parts(m["content"]),
             )
             for m in body["messages"]
         ]
         with self.lock, self.db:
             self.db.executemany(
                 "INSERT INTO messages (request_id, user_id, conversation_id, role, content, "
-                "chat_time, info, tags, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                "chat_time, info, tags, created_at, parts) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 rows,
             )
         return rid

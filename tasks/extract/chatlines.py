@@ -151,7 +151,7 @@ def whatsapp_batches(
     else:
         first = day_first_setting
     chat = chat_name(rel)
-    cols: dict[str, list] = {k: [] for k in ("line", "time", "sender", "text", "kind", ROW_COLUMN)}
+    cols: dict[str, list] = {k: [] for k in ("line", "time", "sender", "text", "kind", "file", ROW_COLUMN)}
     record = start = 0
     current: dict | None = None
 
@@ -171,7 +171,7 @@ def whatsapp_batches(
                 )
             )
         else:
-            kind, sender = current["kind"], current["sender"]
+            kind, sender, name = current["kind"], current["sender"], None
             if text.endswith(EDITED):
                 text = text[: -len(EDITED)]
             if kind == "message":
@@ -190,6 +190,7 @@ def whatsapp_batches(
             cols["sender"].append(sender)
             cols["text"].append(text)
             cols["kind"].append(kind)
+            cols["file"].append(name)  # an attached file's name (next to the chat's text in its export)
             cols[ROW_COLUMN].append(record)
         record += 1
         current = None
@@ -202,6 +203,7 @@ def whatsapp_batches(
                 "sender": pa.array(cols["sender"], pa.string()),
                 "text": pa.array(cols["text"], pa.string()),
                 "kind": pa.array(cols["kind"], pa.string()),
+                "file": pa.array(cols["file"], pa.string()),
                 "chat": pa.array([chat] * len(cols["line"]), pa.string()),
                 ROW_COLUMN: pa.array(cols[ROW_COLUMN], pa.int64()),
             }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
+import posixpath
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from tasks.extract.streams import (
     MEMBER_SEP,
     ZIP,
     compression_of,
+    open_bytes,
     open_text,
     strip_compression,
     zip_members,
@@ -74,6 +76,25 @@ class FileSource:
         key = self.mapping.source.s3.partition_key if self.mapping.source.s3 else None
         out = [u for u in self.listing if in_slice(u.rel, part, key)]
         return out
+
+    def attachment_bytes(self, at: str, limit: int = 1 << 30) -> bytes:
+        """A file an attachment names, by its location under the source (`dir/a.jpg`, or
+        `export.zip!dir/a.jpg`: tasks/attachments.py), read whole (at most `limit` bytes)."""
+        rel, _, member = at.partition(MEMBER_SEP)
+        for u in self.listing:  # the listing's base: a unit's path without its relative name
+            first = u.rel.split(MEMBER_SEP, 1)[0]
+            if u.path.endswith(first):
+                base = u.path[: len(u.path) - len(first)]
+                break
+        else:
+            raise OSError(f"cannot tell where {at!r} is: the source lists nothing")
+        if posixpath.isabs(rel) or ".." in rel.split("/"):
+            raise OSError(f"{at!r} is outside the source")
+        with open_bytes(self.fs, base + rel, member) as fh:
+            data = fh.read(limit + 1)
+        if len(data) > limit:
+            raise OSError(f"{at!r} is larger than {limit} bytes")
+        return data
 
     def schema(self, unit: Unit) -> pa.Schema:
         """The columns of the unit's first rows; no columns when it has no rows (an empty

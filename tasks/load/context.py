@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -50,6 +51,8 @@ class LoadContext:
     # erasures of `memos-etl erase`, read once per run: (erased users, erased (user, conversation))
     erased: tuple = (frozenset(), frozenset())
     rewriting: bool = False  # this run sends conversations being rewritten; other runs hold them back
+    # reads a file an attachment names (its location under the source; attachments.mode parts)
+    read_attachment: Callable[[str], bytes] | None = None
     first_request_at: float | None = None  # time.time() of the run's first request to the target
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

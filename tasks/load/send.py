@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 
 import pyarrow as pa
 
@@ -12,6 +13,7 @@ from core.errors import FatalTargetError, TerminalBatchError, TransientError
 from core.ledger import BatchRecord
 from core.memory import release_unused
 from core.report import Counts
+from tasks.attachments import count_parts, inline
 from tasks.batch import (
     RequestBatch,
     make_batches,
@@ -66,6 +68,21 @@ def cut_requests(ctx: LoadContext, table: pa.Table) -> list[RequestBatch]:
     return make_batches(table, ctx.load, ctx.target, provenance, ctx.mapping.tags, hashes=ctx.outbox is None)
 
 
+def with_files(ctx: LoadContext, b: RequestBatch, counts: Counts) -> RequestBatch:
+    """The request as it goes out: the files its attachments name read into their parts. A
+    file that cannot be read now (moved, changed since staging) leaves its part out and its
+    note in the text, counted and logged; the request is sent."""
+    if not b.has_parts:
+        return b
+    text, missing = inline(b.messages_json, ctx.read_attachment)
+    for why in missing:
+        log.warning("%s/%s: attachment not sent, its note stays in the text: %s", b.user_id, b.conversation_id, why)
+    if missing:
+        counts.attachments["noted: unreadable when sent"] += len(missing)
+    counts.attachments["sent as parts"] += count_parts(b.messages_json) - len(missing)
+    return replace(b, messages_json=text)
+
+
 def _send(ctx: LoadContext, b: RequestBatch, table: pa.Table, counts: Counts, quarantine: QuarantineWriter) -> str:
     """Send one request with retries. Returns delivered | failed | pending | in_doubt."""
     if ctx.outbox is not None:
@@ -88,6 +105,7 @@ def _send(ctx: LoadContext, b: RequestBatch, table: pa.Table, counts: Counts, qu
         fp=b.fp,
         unit=b.unit,
     )
+    sending = with_files(ctx, b, counts)  # attachments' data, read now (the ledger keeps b's key)
     ctx.ledger.record_sent(ctx.target, rec, replace=ctx.resend_in_doubt)
     cfg = ctx.target_cfg
     maybe_applied = False
@@ -108,7 +126,7 @@ def _send(ctx: LoadContext, b: RequestBatch, table: pa.Table, counts: Counts, qu
         if ctx.first_request_at is None:
             ctx.first_request_at = time.time()
         try:
-            reply = ctx.client.add(b)
+            reply = ctx.client.add(sending)
         except TransientError as exc:
             counts.failed_requests += 1
             if exc.throttled:

@@ -21,10 +21,16 @@ def explode_columnar(
     rb: pa.RecordBatch, nest: NestConfig, offset: int, row_column: str, skip: Sequence = ()
 ) -> Exploded | None:
     """The walk's rows computed on Arrow columns, or None when this batch needs the walk: more
-    than one level, perspectives, a level that is not a list, a line Arrow cannot parse or
+    than one level, perspectives, kept JSON (nest.keep), a level that is not a list, a line Arrow cannot parse or
     type (not JSON, a value that changes type), a null or non-list where the list should be,
     nested values other than objects of scalars, text that is not a string."""
-    if len(nest.levels) != 1 or nest.perspectives is not None or nest.inline or nest.levels[0].kind != "list":
+    if (
+        len(nest.levels) != 1
+        or nest.perspectives is not None
+        or nest.inline
+        or nest.keep
+        or nest.levels[0].kind != "list"
+    ):
         return None
     if RECORD_COLUMN in rb.schema.names:
         table = _parse_lines(rb.column(RECORD_COLUMN))

@@ -39,8 +39,13 @@ def explode_walk(rb: pa.RecordBatch, nest: NestConfig, offset: int, row_column: 
         records = rb.to_pylist()
     rows: list[dict] = []
     out = Exploded(pa.table({}))
-    # path -> how its value becomes text: "parts" (to_text) or "inline" (runs of one text)
-    text_paths = {**{t: "parts" for t in nest.text}, **{t: "inline" for t in nest.inline}}
+    # path -> how its value becomes text: "parts" (to_text), "inline" (runs of one text) or
+    # "keep" (JSON as it is: attachments)
+    text_paths = {
+        **{t: "keep" for t in nest.keep},
+        **{t: "parts" for t in nest.text},
+        **{t: "inline" for t in nest.inline},
+    }
     rules = [(r.column, set(r.values)) for r in skip]
     for i, rec in enumerate(records):
         where = offset + i
@@ -114,7 +119,7 @@ def _walk(
         if (
             nest.skip_empty
             and text_paths
-            and all(_empty(row.get(t)) for t in text_paths)
+            and all(_empty(row.get(t), how == "keep") for t, how in text_paths.items())
             and not any(_as_text(row.get(c)) in values for c, values in rules)  # theirs to count
         ):
             skipped += 1
@@ -211,8 +216,11 @@ def _flatten(
         if k in skip:
             continue
         name = f"{prefix}{k}"
-        if name in text_paths:
-            out[name] = inline_text(v) if text_paths[name] == "inline" else to_text(v, media)
+        how = text_paths.get(name)
+        if how == "keep":
+            out[name] = v if v is None or isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=str)
+        elif how is not None:
+            out[name] = inline_text(v) if how == "inline" else to_text(v, media)
         elif isinstance(v, dict):
             _flatten(v, name + ".", out, text_paths, media)
         elif isinstance(v, list):
@@ -286,7 +294,9 @@ def _as_text(v) -> str | None:
     return None if v is None else ("true" if v else "false") if isinstance(v, bool) else str(v)
 
 
-def _empty(v) -> bool:
+def _empty(v, json_kept: bool = False) -> bool:
+    if json_kept and v in ("[]", "{}", "null"):
+        return True
     return v is None or (isinstance(v, str) and not v.strip())
 
 
