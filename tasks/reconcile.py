@@ -42,7 +42,7 @@ def scan(mapping: Mapping, cfg: RunConfig, source=None) -> dict:
                 if bad:  # records that cannot be read: their keys are unknown
                     partial.add(unit_hash(name, u.rel))
                 if mapping.nest is not None:
-                    ex = explode(rb, mapping.nest, offset, ROW_COLUMN)
+                    ex = explode(rb, mapping.nest, offset, ROW_COLUMN, only=mapping.perspective_ids())
                     if ex.bad:
                         partial.add(unit_hash(name, u.rel))
                     if ex.table.num_rows == 0:

@@ -452,7 +452,7 @@ def _explode(
     """Nested records -> one row per message; records of the wrong shape are quarantined
     whole (one row each, with the reason). None when no message is left in the batch."""
     assert mapping.nest is not None  # called for nested sources only
-    ex = explode(rb, mapping.nest, offset, ROW_COLUMN, mapping.skip)
+    ex = explode(rb, mapping.nest, offset, ROW_COLUMN, mapping.skip, mapping.perspective_ids())
     if ex.bad:
         quarantine.write(
             rows_table(

@@ -310,3 +310,56 @@ def test_slack_day_files_that_are_not_days_cost_themselves_only(tmp_path):
     rows = [r for u in source.units(Slice()) for _, rb in source.iter_batches(u, bad) for r in rb.to_pylist()]
     assert [r["text"] for r in rows] == ["hi @U999 and @Ann"]
     assert sorted(b.reason.kind for b in bad) == ["not JSON", "not a day of messages", "not a message", "not a message"]
+
+
+def _only(want: dict, users: set[str]) -> dict:
+    return {k: v for k, v in want.items() if k[0] in users}
+
+
+@pytest.mark.parametrize(
+    ("preset", "perspective", "as_preset"),
+    [
+        ("slack-export", "each", "slack-export-each"),
+        ("discord-export", "each", "discord-export-each"),
+        ("telegram-export", "each", "telegram-export-each"),
+        ("discord-export-each", "self", "discord-export"),
+    ],
+)
+def test_one_perspective_key_picks_the_side(preset, perspective, as_preset, tmp_path, dev_server):
+    """`perspective: self | each` on a group-chat preset loads what its side's preset loads."""
+    sample = EXPORTS[as_preset][0]
+    settings = {**(sample_settings(preset.removesuffix("-each")) or {}), "perspective": perspective}
+    report = sync(tmp_path, dev_server.url, preset, SAMPLES / sample, settings)
+    assert report["counts"]["accounted"]
+    assert held(dev_server.url) == expected(as_preset)
+
+
+def test_a_perspective_list_loads_those_participants_only(tmp_path, dev_server):
+    """A Slack channel of 4 people with perspective: each holds it 4 times; a list of two
+    ids holds it twice, as those two; the other members get nothing."""
+    every = expected("slack-export-each")
+    members = {k[0] for k in every if k[1] == "slack-C01GEN"}
+    assert len(members) == 4
+    two = sorted(members)[:2]
+    settings = {**(sample_settings("slack-export") or {}), "perspective": [u.removeprefix("slack-") for u in two]}
+    report = sync(tmp_path, dev_server.url, "slack-export", SAMPLES / "slack-export.zip", settings)
+    assert report["counts"]["accounted"]
+    assert held(dev_server.url) == _only(every, set(two))
+
+
+def test_a_discord_perspective_list(tmp_path, dev_server):
+    every = expected("discord-export-each")
+    one = sorted({k[0] for k in every})[0]
+    settings = {"perspective": [one.removeprefix("discord-")]}
+    sync(tmp_path, dev_server.url, "discord-export", SAMPLES / "discord-export", settings)
+    assert held(dev_server.url) == _only(every, {one})
+
+
+def test_perspective_each_where_a_preset_has_one_side_says_so(tmp_path):
+    from core.config import load_mapping
+    from core.errors import ConfigError
+
+    m = tmp_path / "m.yaml"
+    m.write_text("preset: whatsapp-txt\nconstants: {self: Ann}\nsource: {name: w, path: x}\nperspective: each\n")
+    with pytest.raises(ConfigError, match="one side only"):
+        load_mapping(m)

@@ -33,6 +33,7 @@ def with_preset(data: dict, where: Path) -> dict:
         return data
     if name == "auto":
         name, data = _detected(data, where)
+    name = _side(name, data.get("perspective"), where)
     path = PRESETS / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(str(where), "preset", f"no preset {name!r} (known: {', '.join(preset_names())})")
@@ -53,6 +54,25 @@ def with_preset(data: dict, where: Path) -> dict:
         if ext:
             src["format"] = ext
     return merged
+
+
+def _side(name: str, perspective, where: Path) -> str:
+    """The preset of a group chat's side `perspective` asks for: `<name>-each` loads it into
+    every participant's memory (or the listed ones'), `<name>` into the exporting person's."""
+    if perspective is None:
+        return name
+    base = name.removesuffix("-each")
+    each = f"{base}-each"
+    if perspective == "self":
+        return base
+    if (PRESETS / f"{each}.yaml").is_file():
+        return each
+    raise ConfigError(
+        str(where),
+        "perspective",
+        f"preset {base!r} loads a chat from one side only (perspective: self); "
+        f"presets with each participant's side: {', '.join(n for n in preset_names() if n.endswith('-each'))}",
+    )
 
 
 def preset_mapping(name: str, path: str | os.PathLike, overrides: dict | None = None) -> Mapping:

@@ -288,7 +288,15 @@ class Mapping(Strict):
     on_change: Literal["report", "replace"] = "report"
     on_delete: Literal["report", "delete"] = "report"
     redact: RedactConfig | None = None  # personal data removed before staging, the ledger and MemOS
+    # whose memory a group chat becomes (presets that have both sides): self, the exporting
+    # person's (constants.self); each, every human participant's; or a list of participant
+    # ids (Slack/Discord/Telegram ids as the export writes them), each of those
+    perspective: Literal["self", "each"] | list[str] | None = None
     path_: Path | None = Field(default=None, exclude=True)
+
+    def perspective_ids(self) -> frozenset[str] | None:
+        """The participants `perspective` lists, or None (everyone the mapping's side gives)."""
+        return frozenset(self.perspective) if isinstance(self.perspective, list) else None
 
     @model_validator(mode="after")
     def _attachments_fit(self):
@@ -296,6 +304,14 @@ class Mapping(Strict):
             raise ValueError(
                 "attachments.mode parts with redact: the files would reach MemOS unredacted "
                 "(redaction reads text); use attachments.mode note or skip"
+            )
+        sides = bool(self.nest and self.nest.perspectives) or self.source.slack_each_member
+        if self.perspective == "self" and sides:
+            raise ValueError("perspective self, but the mapping loads every participant's side (nest.perspectives)")
+        if self.perspective is not None and self.perspective != "self" and not sides:
+            raise ValueError(
+                f"perspective {self.perspective!r} needs a mapping that loads each participant's side "
+                "(nest.perspectives, or a preset with one: discord-export, telegram-export, slack-export)"
             )
         texts = set(self.nest.text) if self.nest else set()
         for att in self.attachments.columns:

@@ -141,6 +141,7 @@ class FileSource:
                     src.slack_threads,
                     src.slack_each_member,
                     src.max_record_bytes,
+                    self.mapping.perspective_ids(),
                 )
                 yield from _checked(batches, sink, strict)
                 return

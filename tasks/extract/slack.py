@@ -31,7 +31,7 @@ import posixpath
 import re
 import threading
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -153,6 +153,7 @@ def slack_batches(
     threads: str = "channel",
     each_member: bool = False,
     max_record_bytes: int = 64 << 20,
+    only: Collection[str] | None = None,
 ) -> Iterator[tuple[int, pa.RecordBatch]]:
     """(0, the day's rows) of one day file."""
     d = directory(fs, path, member)
@@ -200,7 +201,7 @@ def slack_batches(
             ROW_COLUMN,
         )
     }
-    humans = [m for m in chan["members"] if m not in d.bots] if each_member else [None]
+    humans = [m for m in chan["members"] if m not in d.bots and (only is None or m in only)] if each_member else [None]
     for i, msg in enumerate(day):
         if not isinstance(msg, dict) or not isinstance(msg.get("ts"), str):
             bad.append(BadRow(i, f"message {i}", Reason("not a message", "not a message object with a ts")))

@@ -30,7 +30,7 @@ returned with its reason, for quarantine; it never stops the file.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import pyarrow as pa
 
@@ -43,9 +43,17 @@ from tasks.quarantine import POSITION
 __all__ = ["PERSPECTIVE", "POSITION", "RECORD", "Exploded", "explode", "explode_columnar", "explode_walk", "to_text"]
 
 
-def explode(rb: pa.RecordBatch, nest: NestConfig, offset: int, row_column: str, skip: Sequence = ()) -> Exploded:
+def explode(
+    rb: pa.RecordBatch,
+    nest: NestConfig,
+    offset: int,
+    row_column: str,
+    skip: Sequence = (),
+    only: Collection[str] | None = None,
+) -> Exploded:
     """Rows for every message of every record in a batch; malformed records in `bad`.
     Columnar where the batch allows it, walked otherwise. Rows the mapping's `skip` rules
-    (SkipRule) match are kept, empty or not, for those rules to count by kind."""
+    (SkipRule) match are kept, empty or not, for those rules to count by kind. `only`: the
+    perspectives kept (the mapping's perspective list), None for all."""
     out = explode_columnar(rb, nest, offset, row_column, skip)
-    return out if out is not None else explode_walk(rb, nest, offset, row_column, skip)
+    return out if out is not None else explode_walk(rb, nest, offset, row_column, skip, only)

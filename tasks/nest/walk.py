@@ -18,7 +18,14 @@ from tasks.nest.rows import PERSPECTIVE, RECORD, Exploded
 from tasks.quarantine import POSITION
 
 
-def explode_walk(rb: pa.RecordBatch, nest: NestConfig, offset: int, row_column: str, skip: Sequence = ()) -> Exploded:
+def explode_walk(
+    rb: pa.RecordBatch,
+    nest: NestConfig,
+    offset: int,
+    row_column: str,
+    skip: Sequence = (),
+    only: Collection[str] | None = None,
+) -> Exploded:
     """The Python walk: any shape the mapping can describe, record by record."""
     if RECORD_COLUMN in rb.schema.names:
         texts = rb.column(RECORD_COLUMN).to_pylist()
@@ -79,7 +86,7 @@ def explode_walk(rb: pa.RecordBatch, nest: NestConfig, offset: int, row_column: 
             row[RECORD] = where
             row[row_column] = where
         if nest.perspectives is not None:
-            found = _perspectives(rec, found, nest)
+            found = _perspectives(rec, found, nest, only)
         rows.extend(found)
     out.table = _to_table(rows)
     return out
@@ -181,8 +188,9 @@ def _elements(rec: dict, level: NestLevel, scope: dict) -> list:
     return [n[level.value] for n in reversed(branch) if n.get(level.value) is not None]
 
 
-def _perspectives(rec: dict, rows: list[dict], nest: NestConfig) -> list[dict]:
-    """One copy of the record's rows per speaker named by perspectives.of."""
+def _perspectives(rec: dict, rows: list[dict], nest: NestConfig, only: Collection[str] | None = None) -> list[dict]:
+    """One copy of the record's rows per speaker named by perspectives.of (of those in
+    `only`, the mapping's perspective list, when it has one)."""
     p = nest.perspectives
     assert p is not None  # called only when the mapping has perspectives
     out = []
@@ -196,7 +204,7 @@ def _perspectives(rec: dict, rows: list[dict], nest: NestConfig) -> list[dict]:
     else:
         whos = [_resolve(rec, {}, path) for path in p.of]
     for who in whos:
-        if who is None:
+        if who is None or (only is not None and str(who) not in only):
             continue  # a one-speaker record; its rows come once, from the other speaker's view
         for r in rows:
             c = dict(r)
