@@ -306,7 +306,7 @@ def _message_batches(
             yield offset, rb
             continue
         before = counts.quarantined
-        rows = _explode(mapping, rb, offset, unit, run_id, quarantine, counts)
+        rows = _explode(mapping, rb, offset, unit, run_id, quarantine, counts, shape)
         shape["complete"] &= counts.quarantined == before
         if rows is None:
             continue
@@ -448,11 +448,24 @@ def _explode(
     run_id: str,
     quarantine: QuarantineWriter,
     counts: Counts,
+    shape: dict,
 ) -> pa.RecordBatch | None:
     """Nested records -> one row per message; records of the wrong shape are quarantined
-    whole (one row each, with the reason). None when no message is left in the batch."""
+    whole (one row each, with the reason). None when no message is left in the batch. A
+    unit whose first two batches needed the walk is walked from then on, without trying the
+    columnar explode first (`shape["walked"]`: batches walked in a row)."""
     assert mapping.nest is not None  # called for nested sources only
-    ex = explode(rb, mapping.nest, offset, ROW_COLUMN, mapping.skip, mapping.perspective_ids())
+    ex = explode(
+        rb,
+        mapping.nest,
+        offset,
+        ROW_COLUMN,
+        mapping.skip,
+        mapping.perspective_ids(),
+        mapping.walked_columns(),
+        columnar=shape.get("walked", 0) < 2,
+    )
+    shape["walked"] = shape.get("walked", 0) + 1 if ex.walked else 0
     if ex.bad:
         quarantine.write(
             rows_table(

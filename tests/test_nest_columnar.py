@@ -172,8 +172,11 @@ def test_json_arrays_are_read_item_by_item():
     assert got == json.loads(doc)
     one = [rb.column(0).to_pylist() for _, rb in json_items(io.BytesIO(b' \n{"id": 1, "big": 1234567890123456789}'))]
     assert [json.loads(t) for t in one[0]] == [{"id": 1, "big": 1234567890123456789}]
-    with pytest.raises(NotJson, match="integer overflow"):  # beyond 64 bits: a clear error, not a wrong value
-        list(json_items(io.BytesIO(b'[{"id": 123456789012345678901234}]')))
+    # beyond 64 bits: read as written (its text is the document's), never a wrong value
+    (big,) = [
+        t for _, rb in json_items(io.BytesIO(b'[{"id": 123456789012345678901234}]')) for t in rb.column(0).to_pylist()
+    ]
+    assert json.loads(big) == {"id": 123456789012345678901234}
     with pytest.raises(NotJson):
         list(json_items(io.BytesIO(doc[: len(doc) // 2])))
 
@@ -238,3 +241,30 @@ def test_quarantine_names_the_position_column_as_nest_does():
     import tasks.quarantine
 
     assert tasks.quarantine.POSITION == tasks.nest.POSITION
+
+
+def test_json_arrays_read_across_reads_and_their_ugly_ends():
+    """Items longer than one read, and every way an array can end badly: the items before
+    are kept, the break is one row with its reason, nothing raises."""
+    big = [{"id": i, "pad": "é" * (300_000 + i)} for i in range(8)]  # ~5 MB: items cross reads
+    doc = json.dumps(big).encode()
+    bad: list = []
+    got = [json.loads(t) for _, rb in json_items(io.BytesIO(doc), bad) for t in rb.column(0).to_pylist()]
+    assert got == big and not bad
+
+    def read(data: bytes, **kw) -> tuple[list, list]:
+        bad: list = []
+        texts = [t for _, rb in json_items(io.BytesIO(data), bad, **kw) for t in rb.column(0).to_pylist()]
+        return [json.loads(t) for t in texts], [str(b.reason) for b in bad]
+
+    assert read(b"[]") == ([], []) and read(b"  \n ") == ([], []) and read(b"[ 1 , 2 ]") == ([1, 2], [])
+    items, why = read(b'[{"a": 1}, {"a": 2}, {"a": ')  # truncated
+    assert items == [{"a": 1}, {"a": 2}] and len(why) == 1 and "stops being JSON" in why[0]
+    items, why = read(b'[{"a": 1} {"a": 2}]')  # a comma missing
+    assert items == [{"a": 1}] and "expected , or ]" in why[0]
+    items, why = read(b'[{"a": 1}, {"a": "\xff"}]')  # not UTF-8
+    assert items == [{"a": 1}] and "not UTF-8" in why[0]
+    items, why = read(json.dumps([{"a": 1}, {"a": "x" * 5000}, {"a": 3}]).encode(), max_record_bytes=1000)
+    assert items == [{"a": 1}, {"a": 3}] and "more than source.max_record_bytes" in why[0]
+    items, why = read(b'[{"a": 1}, {"a": "' + b"x" * 3_000_000, max_record_bytes=1_000_000)  # never ends
+    assert items == [{"a": 1}] and len(why) == 1

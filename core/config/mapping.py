@@ -361,6 +361,19 @@ class Mapping(Strict):
                     cols.setdefault(name, "roles.name_others")
         return cols
 
+    def walked_columns(self) -> frozenset[str]:
+        """The flattened names a nested mapping reads: its columns and what nest itself needs
+        (text, inline, kept JSON, the speakers of perspectives). The walk makes no others."""
+        names = set(self.referenced_columns())
+        if self.nest is not None:
+            names.update(self.nest.text, self.nest.inline, self.nest.keep)
+            if self.nest.perspectives is not None:
+                names.add(self.nest.perspectives.speaker)
+                names.update(self.nest.perspectives.unless)
+                if isinstance(self.nest.perspectives.of, list):
+                    names.update(self.nest.perspectives.of)
+        return frozenset(names)
+
     def user_speakers(self) -> list[str]:
         """roles.user_speakers, with `{name}` entries taken from the constants (a preset's
         `{self}`: the exporting person's id, set by the user)."""

@@ -47,9 +47,14 @@ def check_first_readable(mapping: Mapping, source, units: list) -> None:
         return
 
 
+#: records of a nested source's first batch the column check explodes (all their fields)
+CHECKED_RECORDS = 200
+
+
 def check_nested_columns(mapping: Mapping, source, unit) -> bool:
-    """A nested source: the columns the required fields name must appear in the first batch
-    of records once exploded (a key absent from every record is a typo, not optional data).
+    """A nested source: the columns the required fields name must appear in the first
+    CHECKED_RECORDS records of its first batch once exploded (a key absent from every record
+    is a typo, not optional data).
     False when the unit has no records to check against."""
     from core.errors import ConfigError
     from tasks.extract import ROW_COLUMN
@@ -57,7 +62,7 @@ def check_nested_columns(mapping: Mapping, source, unit) -> bool:
 
     for offset, rb in source.iter_batches(unit, []):  # records that cannot be read are staging's to quarantine
         assert mapping.nest is not None  # checked above: a nested source
-        ex = explode(rb, mapping.nest, offset, ROW_COLUMN)
+        ex = explode(rb.slice(0, CHECKED_RECORDS), mapping.nest, offset, ROW_COLUMN)
         if ex.table.num_rows == 0:
             return True  # nothing well-formed to check against: the records are quarantined with reasons
         names = ex.table.schema.names
@@ -71,7 +76,8 @@ def check_nested_columns(mapping: Mapping, source, unit) -> bool:
                 raise ConfigError(
                     str(mapping.path_ or "mapping"),
                     f"fields.{key}",
-                    f"column {missing[0][0]!r} is in no record of {unit.rel}'s first batch after nest "
+                    f"column {missing[0][0]!r} is in none of the first {CHECKED_RECORDS} records of "
+                    f"{unit.rel} after nest "
                     f"(columns: {', '.join(n for n in names if n != ROW_COLUMN)})",
                 )
         return True

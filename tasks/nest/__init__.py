@@ -50,10 +50,18 @@ def explode(
     row_column: str,
     skip: Sequence = (),
     only: Collection[str] | None = None,
+    wanted: Collection[str] | None = None,
+    columnar: bool = True,
 ) -> Exploded:
     """Rows for every message of every record in a batch; malformed records in `bad`.
     Columnar where the batch allows it, walked otherwise. Rows the mapping's `skip` rules
     (SkipRule) match are kept, empty or not, for those rules to count by kind. `only`: the
-    perspectives kept (the mapping's perspective list), None for all."""
-    out = explode_columnar(rb, nest, offset, row_column, skip)
-    return out if out is not None else explode_walk(rb, nest, offset, row_column, skip, only)
+    perspectives kept (the mapping's perspective list), None for all. `wanted`: the names
+    the walk makes columns of (None: all). `columnar` False: straight to the walk (a file
+    whose first batch needed it needs it again: the columnar try costs a parse of its own)."""
+    out = explode_columnar(rb, nest, offset, row_column, skip) if columnar else None
+    if out is not None:
+        return out
+    walked = explode_walk(rb, nest, offset, row_column, skip, only, wanted)
+    walked.walked = True
+    return walked

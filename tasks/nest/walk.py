@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from core.config import MediaText, NestConfig, NestLevel
 from core.errors import NestError
-from tasks.extract.records import RECORD_COLUMN
+from tasks.extract.records import RECORD_COLUMN, parsed_records
 from tasks.nest.rows import PERSPECTIVE, RECORD, Exploded
 from tasks.quarantine import POSITION
 
@@ -25,11 +25,20 @@ def explode_walk(
     row_column: str,
     skip: Sequence = (),
     only: Collection[str] | None = None,
+    wanted: Collection[str] | None = None,
 ) -> Exploded:
-    """The Python walk: any shape the mapping can describe, record by record."""
-    if RECORD_COLUMN in rb.schema.names:
+    """The Python walk: any shape the mapping can describe, record by record. `wanted`: the
+    flattened names the mapping reads (Mapping.walked_columns); the others are not made
+    columns at all (None: every field, as `preview` and the first-batch check show them)."""
+    # the wanted names and every dotted prefix of them (the objects that hold them), by prefix
+    plans = _plans({p for w in wanted for p in _prefixes(w)}) if wanted is not None else None
+    known = parsed_records(rb)
+    if known is not None:  # parsed by the reader that made the batch
+        records: list = known
+        texts: list = []
+    elif RECORD_COLUMN in rb.schema.names:
         texts = rb.column(RECORD_COLUMN).to_pylist()
-        records: list = []
+        records = []
         for t in texts:
             try:
                 records.append(orjson.loads(t))  # the fast parser; Python's where it refuses
@@ -65,18 +74,19 @@ def explode_walk(
             # the nested values themselves are walked below, not copied into every row; of an
             # object holding them (a dialogue's `conversation`) its plain fields are kept
             roots = {_root(lv.column) for lv in nest.levels if lv.column}
-            _flatten(rec, "", base, text_paths, nest.media, skip=roots)
+            _flatten(rec, "", base, text_paths, nest.media, skip=roots, plans=plans)
             for r in roots:
                 if isinstance(rec.get(r), dict):
                     base.update(
                         {
                             f"{r}.{k}": v
                             for k, v in rec[r].items()
-                            if v is None or isinstance(v, (str, int, float, bool))
+                            if (v is None or isinstance(v, (str, int, float, bool)))
+                            and (plans is None or (k, f"{r}.{k}") in plans.get(f"{r}.", ()))
                         }
                     )
             found: list[dict] = []
-            skipped = _walk(rec, nest, text_paths, 0, base, {}, found, rules)
+            skipped = _walk(rec, nest, text_paths, 0, base, {}, found, rules, plans)
         except NestError as exc:
             out.bad.append((where, f"nest: {exc}", rec if not isinstance(rec, NestError) else texts[i]))
             continue
@@ -101,6 +111,7 @@ def _walk(
     scope: dict,
     out: list[dict],
     rules: list[tuple[str, set[str]]],
+    plans: dict | None = None,
 ) -> int:
     """Depth-first over the levels; appends one flat dict per innermost element."""
     level = nest.levels[depth]
@@ -116,12 +127,13 @@ def _walk(
                 text_paths,
                 nest.media,
                 skip={k for k in elem if f"{level.name}.{k}" in deeper} if deeper else frozenset(),
+                plans=plans,
             )
         else:
             row[f"{level.name}.value"] = elem
         row[f"{level.name}.index"] = idx
         if depth + 1 < len(nest.levels):
-            skipped += _walk(rec, nest, text_paths, depth + 1, row, {**scope, level.name: elem}, out, rules)
+            skipped += _walk(rec, nest, text_paths, depth + 1, row, {**scope, level.name: elem}, out, rules, plans)
             continue
         if (
             nest.skip_empty
@@ -217,20 +229,49 @@ def _perspectives(rec: dict, rows: list[dict], nest: NestConfig, only: Collectio
     return out
 
 
+def _prefixes(name: str) -> list[str]:
+    parts = name.split(".")
+    return [".".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def _plans(wanted: Collection[str]) -> dict[str, list[tuple[str, str]]]:
+    """For each object prefix ("", "msg.", "msg.author."), the (key, flattened name) pairs
+    wanted under it: the walk then looks up those keys instead of going over every key."""
+    plans: dict[str, list[tuple[str, str]]] = {}
+    for name in sorted(wanted):
+        head, _, key = name.rpartition(".")
+        plans.setdefault(f"{head}." if head else "", []).append((key, name))
+    return plans
+
+
+_MISSING = object()
+
+
 def _flatten(
-    obj: dict, prefix: str, out: dict, text_paths: dict, media: MediaText, skip: Collection[str] = frozenset()
+    obj: dict,
+    prefix: str,
+    out: dict,
+    text_paths: dict,
+    media: MediaText,
+    skip: Collection[str] = frozenset(),
+    plans: dict | None = None,
 ) -> None:
-    for k, v in obj.items():
-        if k in skip:
+    """An object's fields into `out` under dotted names: every field, or with `plans` only
+    the wanted ones (looked up by key)."""
+    if plans is None:
+        items = [(k, f"{prefix}{k}", v) for k, v in obj.items()]
+    else:
+        items = [(k, name, obj.get(k, _MISSING)) for k, name in plans.get(prefix, ())]
+    for k, name, v in items:
+        if v is _MISSING or k in skip:
             continue
-        name = f"{prefix}{k}"
         how = text_paths.get(name)
         if how == "keep":
             out[name] = v if v is None or isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=str)
         elif how is not None:
             out[name] = inline_text(v) if how == "inline" else to_text(v, media)
         elif isinstance(v, dict):
-            _flatten(v, name + ".", out, text_paths, media)
+            _flatten(v, name + ".", out, text_paths, media, plans=plans)
         elif isinstance(v, list):
             out[name] = json.dumps(v, ensure_ascii=False, default=str)
         else:
@@ -257,6 +298,8 @@ def to_text(value, media: MediaText) -> str | None:
     if value is None or isinstance(value, str):
         return value
     if isinstance(value, list):
+        if all(type(v) is dict and v.get("type") == "text" and type(v.get("text")) is str for v in value):
+            return "\n".join(t for v in value if (t := v["text"]))  # text parts alone: the common case
         pieces = [to_text(v, media) for v in value]
         return "\n".join(p for p in pieces if p)
     if isinstance(value, dict):
