@@ -30,8 +30,6 @@ def explode_walk(
     """The Python walk: any shape the mapping can describe, record by record. `wanted`: the
     flattened names the mapping reads (Mapping.walked_columns); the others are not made
     columns at all (None: every field, as `preview` and the first-batch check show them)."""
-    # the wanted names and every dotted prefix of them (the objects that hold them), by prefix
-    plans = _plans({p for w in wanted for p in _prefixes(w)}) if wanted is not None else None
     known = parsed_records(rb)
     if known is not None:  # parsed by the reader that made the batch
         records: list = known
@@ -62,6 +60,8 @@ def explode_walk(
         **{t: "parts" for t in nest.text},
         **{t: "inline" for t in nest.inline},
     }
+    # the wanted names and every dotted prefix of them (the objects that hold them), by prefix
+    plans = _plans({p for w in wanted for p in _prefixes(w)}, text_paths) if wanted is not None else None
     rules = [(r.column, set(r.values)) for r in skip]
     for i, rec in enumerate(records):
         where = offset + i
@@ -82,7 +82,7 @@ def explode_walk(
                             f"{r}.{k}": v
                             for k, v in rec[r].items()
                             if (v is None or isinstance(v, (str, int, float, bool)))
-                            and (plans is None or (k, f"{r}.{k}") in plans.get(f"{r}.", ()))
+                            and (plans is None or any(k == p[0] for p in plans.get(f"{r}.", ())))
                         }
                     )
             found: list[dict] = []
@@ -234,13 +234,14 @@ def _prefixes(name: str) -> list[str]:
     return [".".join(parts[: i + 1]) for i in range(len(parts))]
 
 
-def _plans(wanted: Collection[str]) -> dict[str, list[tuple[str, str]]]:
-    """For each object prefix ("", "msg.", "msg.author."), the (key, flattened name) pairs
-    wanted under it: the walk then looks up those keys instead of going over every key."""
-    plans: dict[str, list[tuple[str, str]]] = {}
+def _plans(wanted: Collection[str], text_paths: dict) -> dict[str, list[tuple[str, str, str | None]]]:
+    """For each object prefix ("", "msg.", "msg.author."), the (key, flattened name, how it
+    becomes text) of the fields wanted under it: the walk then looks up those keys instead of
+    going over every key."""
+    plans: dict[str, list[tuple[str, str, str | None]]] = {}
     for name in sorted(wanted):
         head, _, key = name.rpartition(".")
-        plans.setdefault(f"{head}." if head else "", []).append((key, name))
+        plans.setdefault(f"{head}." if head else "", []).append((key, name, text_paths.get(name)))
     return plans
 
 
@@ -259,23 +260,28 @@ def _flatten(
     """An object's fields into `out` under dotted names: every field, or with `plans` only
     the wanted ones (looked up by key)."""
     if plans is None:
-        items = [(k, f"{prefix}{k}", v) for k, v in obj.items()]
+        for k, v in obj.items():
+            if k not in skip:
+                name = f"{prefix}{k}"
+                _put(out, name, v, text_paths.get(name), text_paths, media, None)
+        return
+    for k, name, how in plans.get(prefix, ()):
+        v = obj.get(k, _MISSING)
+        if v is not _MISSING and k not in skip:
+            _put(out, name, v, how, text_paths, media, plans)
+
+
+def _put(out: dict, name: str, v, how: str | None, text_paths: dict, media: MediaText, plans: dict | None) -> None:
+    if how == "keep":
+        out[name] = v if v is None or isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=str)
+    elif how is not None:
+        out[name] = inline_text(v) if how == "inline" else to_text(v, media)
+    elif isinstance(v, dict):
+        _flatten(v, name + ".", out, text_paths, media, plans=plans)
+    elif isinstance(v, list):
+        out[name] = json.dumps(v, ensure_ascii=False, default=str)
     else:
-        items = [(k, name, obj.get(k, _MISSING)) for k, name in plans.get(prefix, ())]
-    for k, name, v in items:
-        if v is _MISSING or k in skip:
-            continue
-        how = text_paths.get(name)
-        if how == "keep":
-            out[name] = v if v is None or isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=str)
-        elif how is not None:
-            out[name] = inline_text(v) if how == "inline" else to_text(v, media)
-        elif isinstance(v, dict):
-            _flatten(v, name + ".", out, text_paths, media, plans=plans)
-        elif isinstance(v, list):
-            out[name] = json.dumps(v, ensure_ascii=False, default=str)
-        else:
-            out[name] = v
+        out[name] = v
 
 
 def inline_text(value) -> str | None:
@@ -297,8 +303,14 @@ def to_text(value, media: MediaText) -> str | None:
     exports) joined by newlines, with non-text parts written as the `media` placeholders."""
     if value is None or isinstance(value, str):
         return value
-    if isinstance(value, list):
-        if all(type(v) is dict and v.get("type") == "text" and type(v.get("text")) is str for v in value):
+    if type(value) is list:
+        if not value:
+            return ""
+        if len(value) == 1:  # one part: most messages
+            v = value[0]
+            if type(v) is dict and v.get("type") == "text" and type(t := v.get("text")) is str:
+                return t
+        elif all(type(v) is dict and v.get("type") == "text" and type(v.get("text")) is str for v in value):
             return "\n".join(t for v in value if (t := v["text"]))  # text parts alone: the common case
         pieces = [to_text(v, media) for v in value]
         return "\n".join(p for p in pieces if p)
