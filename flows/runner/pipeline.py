@@ -31,6 +31,7 @@ from typing import Any
 
 from core import shutdown
 from core.client import Target, make_target
+from core.collector import tune as tune_collector
 from core.config import Mapping, RunConfig
 from core.errors import FatalTargetError, LedgerError, MemosEtlError, QualityThresholdError
 from core.ledger import Ledger, unit_hash
@@ -143,6 +144,7 @@ def run(
 
     The phases, each a function of the run's state: open, prepare (plan, checks, settle),
     stage, check quality, load, finish; close whatever happened."""
+    tune_collector()
     started, started_at = time.monotonic(), time.time()
     st = _open(
         mapping,
