@@ -271,7 +271,7 @@ def test_sorted_runs_merge_to_the_in_memory_order(tmp_path):
                 "key_hi": [0] * m,
             }
         )
-        for c in ("agent_id", "app_id", "tags", "info", "deleted"):
+        for c in ("agent_id", "app_id", "tags", "info", "deleted", "attachments"):
             t[c] = [None] * m
         table = pa.Table.from_pydict(t, schema=MAPPED_SCHEMA)
         with ipc.new_file(str(d / f"part-{p:05d}.arrow"), MAPPED_SCHEMA) as w:

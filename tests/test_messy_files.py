@@ -681,3 +681,38 @@ def test_the_depth_guard_passes_every_shallow_document_byte_for_byte(size):
         assert through(doc, 6) == doc
     deep = b'{"k": "\\\\\\"[[[[[[[[[[", "d": [[[[[[[[[["s[[[[["]]]]]]]]]], "e": 2}'
     assert json.loads(through(deep, 5)) == {"k": '\\"[[[[[[[[[[', "d": [[[["\x00memos-etl: nested too deep"]]]], "e": 2}
+
+
+def _viewed(table: pa.Table) -> pa.Table:
+    """The table as newer writers (deltalake, polars, DuckDB) hand it out: strings as string_view."""
+    fields = [pa.field(f.name, pa.string_view()) if pa.types.is_string(f.type) else f for f in table.schema]
+    return table.cast(pa.schema(fields))
+
+
+def test_a_string_view_file_beside_a_string_file_loads(tmp_path, dev_server):
+    """string / large_string / string_view are one logical type: a mix across files, and a file
+    whose writer changed between nightly runs, loads, and the fingerprints do not move."""
+    first, second, third = chat_rows(2, 6, prefix="s"), chat_rows(2, 6, prefix="v"), chat_rows(1, 4, prefix="w")
+    data = tmp_path / "data"
+    data.mkdir()
+    pq.write_table(pa.Table.from_pylist(first), data / "a.parquet")
+    pq.write_table(_viewed(pa.Table.from_pylist(second)), data / "b.parquet")
+    assert pq.read_schema(data / "b.parquet").field("message_id").type == pa.string_view()
+    mapping = sample_mapping_at(tmp_path, data, source={"name": "pq", "format": "parquet", "path": str(data)})
+    res = sync(mapping, dev_server, tmp_path / "work")
+    assert res.exit_code == 0, res.output
+    assert_delivered_once(dev_server, first + second)
+    # the nightly run: a's writer now uses views, c arrives with large_string
+    a = _viewed(pa.Table.from_pylist(first))
+    pq.write_table(a, data / "a.parquet")
+    os.utime(data / "a.parquet", ns=(10**18, 10**18))  # a changed file: re-read, nothing resent
+    large = pa.Table.from_pylist(third)
+    large = large.cast(
+        pa.schema([pa.field(f.name, pa.large_string()) if pa.types.is_string(f.type) else f for f in large.schema])
+    )
+    pq.write_table(large, data / "c.parquet")
+    again = sync(mapping, dev_server, tmp_path / "work")
+    assert again.exit_code == 0, again.output
+    assert "changed type" not in again.output
+    assert number(again.output, "delivered") == len(third)
+    assert_delivered_once(dev_server, first + second + third)

@@ -40,6 +40,7 @@ from tasks.extract.streams import (
     zip_members,
 )
 from tasks.extract.units import SUFFIXES, Slice, Unit, in_slice, suffixes, wanted  # noqa: F401
+from tasks.extract.views import plain_schema
 from tasks.quarantine import BadRow, Reason
 
 
@@ -103,7 +104,7 @@ class FileSource:
             try:
                 with self.fs.open_input_file(unit.path) as fh:
                     pf = pq.ParquetFile(fh)
-                    return pf.schema_arrow if pf.metadata.num_rows else pa.schema([])
+                    return plain_schema(pf.schema_arrow) if pf.metadata.num_rows else pa.schema([])
             except (pa.ArrowException, OSError) as exc:
                 raise SourceError(self.mapping.source.name, unit.rel, f"cannot read: {exc}") from None
         bad: list[BadRow] = []
@@ -182,6 +183,8 @@ class FileSource:
             pf = pq.ParquetFile(fh)
             meta = pf.metadata
             starts = np.cumsum([0] + [meta.row_group(i).num_rows for i in range(meta.num_row_groups)])
+            plain = plain_schema(pf.schema_arrow)
+            viewed = plain is not pf.schema_arrow
             for groups in row_group_runs(meta, batch_rows):
                 try:
                     out = [rb for rb in pf.iter_batches(batch_size=batch_rows, row_groups=groups) if rb.num_rows]
@@ -190,7 +193,7 @@ class FileSource:
                 if out is not None:
                     offset = int(starts[groups[0]])
                     for rb in out:
-                        yield offset, rb
+                        yield offset, (rb.cast(plain) if viewed else rb)
                         offset += rb.num_rows
                     continue
                 for g in groups:
@@ -209,7 +212,7 @@ class FileSource:
                         continue
                     offset = int(starts[g])
                     for rb in one:
-                        yield offset, rb
+                        yield offset, (rb.cast(plain) if viewed else rb)
                         offset += rb.num_rows
 
 
