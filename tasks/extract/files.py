@@ -27,6 +27,7 @@ from core.errors import NotJson, NotJsonl, RowTooLong, SourceError, WrongFormat
 # block with bad lines does): the mapper takes source_row from it instead of counting; never data
 from tasks.extract.chatlines import whatsapp_batches
 from tasks.extract.csvfile import csv_batches
+from tasks.extract.lakehouse import DELTA_LOG, refuse, table_in
 from tasks.extract.lines import ROW_COLUMN, flat_batches, record_batches
 from tasks.extract.records import json_items
 from tasks.extract.slack import slack_batches
@@ -296,6 +297,21 @@ def hidden_name(parts: tuple[str, ...] | list[str], members: str | None) -> bool
     return name.startswith("_") and members is None
 
 
+def _enclosing_table(folder: str) -> tuple[str, str] | None:
+    """(format, root) of a Delta or Iceberg table that `folder` is, or is inside of."""
+    d = os.path.abspath(folder)
+    while True:
+        if os.path.isdir(os.path.join(d, DELTA_LOG)):
+            return "delta", d
+        meta = os.path.join(d, "metadata")
+        if os.path.isdir(meta) and any(n.endswith(".metadata.json") for n in os.listdir(meta)):
+            return "iceberg", d
+        up = os.path.dirname(d)
+        if up == d:
+            return None
+        d = up
+
+
 def list_local(mapping: Mapping) -> list[Unit]:
     """Local files in a stable order: a file, every matching file under a directory, or a glob.
     A link that leads nowhere (dangling, a loop) under a matching name is listed, so that it is
@@ -306,18 +322,26 @@ def list_local(mapping: Mapping) -> list[Unit]:
         paths, base = [root], os.path.dirname(root)
     elif os.path.isdir(root):
         base = root
-        paths = [
-            str(p)
-            for p in Path(root).rglob("*")
-            if wanted(p.name, fmt, mapping.source.members, p.relative_to(root).as_posix())
-            and (p.is_file() or p.is_symlink())
-            and not hidden_name(p.relative_to(root).parts, mapping.source.members)
-        ]
+        paths = []
+        for found_path in Path(root).rglob("*"):
+            rel = found_path.relative_to(root).as_posix()
+            found = table_in([rel])
+            if found is not None:  # a table inside the folder: stop before reading anything
+                raise refuse(mapping.source.name, root, found)
+            if (
+                wanted(found_path.name, fmt, mapping.source.members, rel)
+                and (found_path.is_file() or found_path.is_symlink())
+                and not hidden_name(found_path.relative_to(root).parts, mapping.source.members)
+            ):
+                paths.append(str(found_path))
     else:
         paths = [p for p in glob.glob(root, recursive=True) if os.path.isfile(p)]
         base = os.path.dirname(root.split("*", 1)[0]) or "."
         if not paths:
             raise SourceError(mapping.source.name, root, "no such file or directory, and no file matches it as a glob")
+    enclosing = _enclosing_table(base)
+    if enclosing is not None:
+        raise refuse(mapping.source.name, enclosing[1], (enclosing[0], "."))
     out = []
     for p in sorted(paths):
         try:

@@ -17,6 +17,7 @@ from core.config import Mapping
 from core.errors import SourceError
 from core.secrets import secret_block
 from tasks.extract.files import FileSource, hidden_name, with_members
+from tasks.extract.lakehouse import DELTA_LOG, refuse, table_in
 from tasks.extract.units import Unit, suffixes, wanted
 
 
@@ -26,6 +27,21 @@ def _credentials(block: str | None) -> dict:
     value = secret_block(block)
     data = json.loads(value) if isinstance(value, str) else dict(value)
     return {k: data[k] for k in ("aws_access_key_id", "aws_secret_access_key", "aws_session_token") if data.get(k)}
+
+
+def _enclosing_table(client, bucket: str, prefix: str) -> tuple[str, str] | None:
+    """(format, root prefix) of a Delta or Iceberg table the prefix is inside of: one short
+    listing per parent folder (a prefix is a few folders deep)."""
+    parts = [p for p in prefix.split("/") if p]
+    for depth in range(len(parts) - 1, -1, -1):
+        root = "/".join(parts[:depth])
+        at = f"{root}/" if root else ""
+        for kind, marker in (("delta", f"{at}{DELTA_LOG}/"), ("iceberg", f"{at}metadata/")):
+            page = client.list_objects_v2(Bucket=bucket, Prefix=marker, MaxKeys=20)
+            keys = [o["Key"] for o in page.get("Contents", [])]
+            if kind == "delta" and keys or kind == "iceberg" and any(k.endswith(".metadata.json") for k in keys):
+                return kind, root
+    return None
 
 
 def open_s3(mapping: Mapping) -> FileSource:
@@ -45,12 +61,18 @@ def open_s3(mapping: Mapping) -> FileSource:
             for obj in page.get("Contents", []):
                 key = obj["Key"]
                 rel = key[len(cfg.prefix) :].lstrip("/") if cfg.prefix else key
+                found = table_in([rel])
+                if found is not None:  # a table under the prefix: stop before reading anything
+                    raise refuse(name, f"s3://{cfg.bucket}/{cfg.prefix}", found)
                 hidden = hidden_name(rel.split("/"), mapping.source.members)
                 if hidden or not wanted(key, fmt, mapping.source.members, rel):
                     continue
                 units.append(
                     Unit(rel=rel, size=obj["Size"], version=obj["ETag"].strip('"'), path=f"{cfg.bucket}/{key}")
                 )
+        enclosing = _enclosing_table(client, cfg.bucket, cfg.prefix)
+        if enclosing is not None:
+            raise refuse(name, f"s3://{cfg.bucket}/{enclosing[1]}", (enclosing[0], "."))
     except bx.ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         hint = {
