@@ -5,6 +5,7 @@ care about. Each names what is wrong (source, file, row, config key) and what to
     +-- ConfigError               a config or mapping key, at start
     +-- SourceError               a source cannot be read as configured
     |   +-- SchemaDrift           a mapped column disappeared or changed type
+    |   +-- TableReadError        a table's version cannot be read: the run stops, its cursor stays
     +-- QualityThresholdError     too many rows failed validation
     +-- TargetError               what the MemOS target answered (or did not)
     |   +-- TransientError        try again later (maybe in doubt)
@@ -49,6 +50,11 @@ class SourceError(MemosEtlError):
 
 class SchemaDrift(SourceError):
     """A mapped column disappeared or changed type: the source stops before anything is sent."""
+
+
+class TableReadError(SourceError):
+    """A version of a table (Delta) cannot be read (vacuumed files, an expired log, a table
+    created again): the run stops and the cursor stays, so no change is passed over."""
 
 
 class QualityThresholdError(MemosEtlError):

@@ -60,8 +60,15 @@ def split(
         raise ConfigError("backfill", "by", f"{by!r}: choose one of {', '.join(BY)}")
     lo, hi = parse_bound(since), parse_bound(until)
     kind = mapping.source.type
+    if kind == "delta" and by not in ("auto", "hash"):
+        raise ConfigError(
+            "backfill", "by", "a Delta table is backfilled by hash (row-level parts of its current version)"
+        )
     if by == "auto":
-        by = "cursor" if kind == "sql" else ("partition" if _has_partitions(mapping, source) else "file")
+        if kind == "delta":
+            by = "hash"
+        else:
+            by = "cursor" if kind == "sql" else ("partition" if _has_partitions(mapping, source) else "file")
     if by == "cursor":
         if kind != "sql":
             raise ConfigError("backfill", "by", "cursor ranges need a SQL source; use partition, file or hash")

@@ -70,7 +70,7 @@ def test_a_delta_table_read_as_files_is_refused_before_reading(tmp_path, dev_ser
     assert res.exit_code == 1, res.output
     text = " ".join(res.output.split())
     assert f"{table} is a Delta Lake table" in text
-    assert "older versions removed" in text and "Nothing was read" in text
+    assert "older versions removed" in text and "Nothing was read" in text and "source.type: delta" in text
     assert stats(dev_server.url) == before  # nothing sent
 
 

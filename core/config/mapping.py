@@ -77,15 +77,30 @@ class SqlConfig(Strict):
         return url
 
 
+#: the column a Delta source adds to every batch: true on the change feed's deletes
+DELTA_DELETED = "_delta_deleted"
+
+
+class DeltaConfig(Strict):
+    """A Delta Lake table, read as a table (tasks/extract/delta.py)."""
+
+    table: str  # a local path (relative to the mapping file) or s3://bucket/path
+    endpoint_url: str | None = None  # S3-compatible stores and local servers
+    region: str = "us-east-1"
+    credentials_block: str | None = None  # Prefect Secret block with JSON keys; default: the AWS chain
+    storage_options: dict[str, str] = {}  # handed to deltalake as they are (other stores, settings)
+
+
 class SourceConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    type: Literal["files", "s3", "sql"] = "files"
+    type: Literal["files", "s3", "sql", "delta"] = "files"
     # files and s3; json needs `nest`; whatsapp: the text of WhatsApp's "Export chat" (tasks/extract/chatlines.py)
     # slack: a workspace export's day files, with its directory (tasks/extract/slack.py)
     format: Literal["parquet", "jsonl", "csv", "json", "whatsapp", "slack"] | None = None
     path: str | None = None  # files: file, directory or glob, relative to the mapping file
     s3: S3Config | None = None
     sql: SqlConfig | None = None
+    delta: DeltaConfig | None = None
     batch_rows: int = Field(default=131_072, ge=1)
     csv_delimiter: str = ","
     # text formats (jsonl, csv, json): how bytes become text. A UTF-8 BOM is stripped and a
@@ -122,7 +137,7 @@ class SourceConfig(Strict):
 
     @model_validator(mode="after")
     def _complete(self):
-        need = {"files": ("format", "path"), "s3": ("format", "s3"), "sql": ("sql",)}[self.type]
+        need = {"files": ("format", "path"), "s3": ("format", "s3"), "sql": ("sql",), "delta": ("delta",)}[self.type]
         missing = [k for k in need if getattr(self, k) is None]
         if missing:
             raise ValueError(f"type {self.type} needs {', '.join('source.' + k for k in missing)}")
@@ -297,6 +312,19 @@ class Mapping(Strict):
     def perspective_ids(self) -> frozenset[str] | None:
         """The participants `perspective` lists, or None (everyone the mapping's side gives)."""
         return frozenset(self.perspective) if isinstance(self.perspective, list) else None
+
+    @model_validator(mode="after")
+    def _delta_keys(self):
+        if self.source.type != "delta":
+            return self
+        if self.fields.source_key is None:
+            raise ValueError(
+                "source.type delta needs fields.source_key (a message id column): the table's updates "
+                "and deletes are matched to what was delivered by it"
+            )
+        if self.fields.deleted is None:  # the change feed's deletes arrive flagged in this column
+            self.fields.deleted = DELTA_DELETED
+        return self
 
     @model_validator(mode="after")
     def _attachments_fit(self):

@@ -34,7 +34,7 @@ def check_first_readable(mapping: Mapping, source, units: list) -> None:
         try:
             schema = source.schema(u)
         except SourceError:
-            if mapping.source.type == "sql":
+            if mapping.source.type in ("sql", "delta"):
                 raise  # no connection or no table: the whole source is unreadable
             continue
         if not schema.names:
@@ -100,6 +100,11 @@ def plan(mapping: Mapping, source, ledger: Ledger, target: str, part: Slice | No
                 start = cursor.parse_bound(str(sql.initial_value))
             part = Slice(since=start)
         return source.units(part), nightly, baseline, set()
+    if mapping.source.type == "delta":
+        units = source.units_after(cursor.decode(cursor_text)) if nightly else source.units(part or Slice())
+        if source.note:
+            report.notes.append(source.note)
+        return units, nightly, baseline, set()
     units = source.units(part or Slice())
     if part is not None and part.filters_rows:
         return units, nightly, baseline, set()  # some rows of every file: the manifest (whole files) does not apply

@@ -43,6 +43,10 @@ def open_source(mapping: Mapping):
         from tasks.extract.s3 import open_s3
 
         return open_s3(mapping)
+    if kind == "delta":
+        from tasks.extract.delta import DeltaSource
+
+        return DeltaSource(mapping)
     from tasks.extract.sql import SqlSource
 
     return SqlSource(mapping)

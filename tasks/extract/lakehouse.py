@@ -18,8 +18,8 @@ DELTA_LOG = "_delta_log"
 _ICEBERG_METADATA = re.compile(r"(^|/)metadata/(v?\d+[-.][^/]*|[^/]*)\.metadata\.json$")
 
 _HOW = {
-    "delta": "memos-etl does not read Delta tables as tables yet: write the table's current rows "
-    "(deltalake: DeltaTable(path).to_pyarrow_dataset()) to Parquet files and point the source there",
+    "delta": "Read it as a table with source.type: delta and source.delta.table (its current rows, "
+    "then its change data feed)",
     "iceberg": "memos-etl does not read Iceberg tables as tables yet: write the current snapshot's rows "
     "(pyiceberg: table.scan().to_arrow()) to Parquet files and point the source there",
 }

@@ -1,0 +1,229 @@
+"""Delta Lake tables read as tables, through the `deltalake` package (delta-rs: no JVM).
+
+A run reads one version of the table, the one current when the source opens. The first run
+(or one after `memos-etl reset`) reads that version's data files, a unit each. A nightly run
+after version C reads what changed in (C, V]: with the change data feed
+(`delta.enableChangeDataFeed`), one unit of the feed with the last change per message key
+(inserts and updates as rows, deletes flagged in DELTA_DELETED: the ledger counts updates
+`changed after delivery` and deletes `deleted in source`, and on_change / on_delete act on
+them); without a feed, the data files added since C (an update rewrites a file: its changed
+rows are found by fingerprint, its unchanged ones are already delivered; deletes need
+`reconcile`). The version read is the source's high water: the ledger keeps it as the cursor.
+
+Anything that makes a version unreadable (vacuumed files, an expired log) stops the run with
+TableReadError before the cursor moves."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from core.config import Mapping
+from core.config.mapping import DELTA_DELETED
+from core.errors import SourceError, TableReadError
+from core.secrets import secret_block
+from tasks.extract.units import Slice, Unit
+from tasks.extract.views import plain_schema
+
+_FEED_COLUMNS = ("_change_type", "_commit_version", "_commit_timestamp")
+_WAY_OUT = (
+    "read the table whole again: `memos-etl reset {source}` then sync (the ledger skips what was "
+    "delivered); `memos-etl reconcile {source}` finds deletes made in the versions that cannot be read"
+)
+
+
+def _storage_options(mapping: Mapping) -> dict[str, str]:
+    cfg = mapping.source.delta
+    assert cfg is not None  # source.type delta: the config requires the delta section
+    out: dict[str, str] = {}
+    if cfg.table.startswith("s3://"):
+        out["AWS_REGION"] = cfg.region
+        if cfg.endpoint_url:
+            out["AWS_ENDPOINT_URL"] = cfg.endpoint_url
+            if urlparse(cfg.endpoint_url).scheme == "http":
+                out["AWS_ALLOW_HTTP"] = "true"
+        if cfg.credentials_block:
+            value = secret_block(cfg.credentials_block)
+            data = json.loads(value) if isinstance(value, str) else dict(value)
+            for k in ("aws_access_key_id", "aws_secret_access_key", "aws_session_token"):
+                if data.get(k):
+                    out[k.upper()] = data[k]
+    out.update(cfg.storage_options)
+    return out
+
+
+class DeltaSource:
+    def __init__(self, mapping: Mapping):
+        from deltalake import DeltaTable
+
+        self.mapping = mapping
+        cfg = mapping.source.delta
+        assert cfg is not None  # source.type delta: the config requires the delta section
+        uri = cfg.table
+        if "://" not in uri and not Path(uri).is_absolute() and mapping.path_ is not None:
+            uri = str(mapping.path_.parent / uri)
+        self.uri, self.options = uri, _storage_options(mapping)
+        try:
+            self.table = DeltaTable(uri, storage_options=self.options or None)
+        except Exception as exc:  # deltalake's errors: no table there, no access, no endpoint
+            raise SourceError(mapping.source.name, uri, f"cannot open as a Delta table: {_first_line(exc)}") from None
+        self.version = self.table.version()
+        self.high_water: Any = self.version  # the cursor a complete nightly run leaves
+        self._dataset = None
+        self.note: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.uri} v{self.version}"
+
+    # ---- what to read
+
+    def units(self, part: Slice) -> list[Unit]:
+        """The current version's data files (a row-level slice filters their rows later)."""
+        if part.since is not None or part.until is not None or part.partitions or part.units:
+            raise SourceError(
+                self.mapping.source.name,
+                self.uri,
+                "a Delta table is backfilled by hash (memos-etl backfill --by hash); version ranges, "
+                "partitions and files are not slices of it yet",
+            )
+        return [self._file_unit(f) for f in self._files(self.table)]
+
+    def units_after(self, loaded: int | None) -> list[Unit]:
+        """A nightly run's units: everything when nothing was loaded, else the changes since."""
+        name = self.mapping.source.name
+        if loaded is None:
+            return self.units(Slice())
+        if loaded > self.version:
+            raise TableReadError(
+                name,
+                self.uri,
+                f"the table is at version {self.version}, before version {loaded} this source loaded: "
+                f"it was created again. {_WAY_OUT.format(source=name)}",
+            )
+        if loaded == self.version:
+            self.note = f"Delta table at version {self.version}: no commit since the last run, nothing read"
+            return []
+        try:
+            before = self.table.__class__(self.uri, version=loaded, storage_options=self.options or None)
+        except Exception as exc:
+            raise TableReadError(
+                name,
+                self.uri,
+                f"version {loaded}, the last one loaded, is no longer in the table's log "
+                f"({_first_line(exc)}). {_WAY_OUT.format(source=name)}",
+            ) from None
+        if _feed(before) and _feed(self.table):
+            self.note = f"Delta change data feed read: versions {loaded + 1} to {self.version}"
+            return [Unit(rel=f"changes v{loaded + 1}-v{self.version}", lo=loaded + 1, hi=self.version)]
+        old = set(self._files(before))
+        self.note = (
+            f"Delta table without a change data feed: the data files added in versions {loaded + 1} to "
+            f"{self.version} read; deletes there need `memos-etl reconcile` or delta.enableChangeDataFeed"
+        )
+        return [self._file_unit(f) for f in self._files(self.table) if f not in old]
+
+    def _files(self, table) -> list[str]:
+        return sorted(a for a in table.get_add_actions(flatten=False).column("path").to_pylist())
+
+    def _file_unit(self, rel: str) -> Unit:
+        return Unit(rel=rel, version=f"v{self.version}", path=rel)
+
+    # ---- reading
+
+    def dataset(self):
+        if self._dataset is None:
+            try:
+                self._dataset = self.table.to_pyarrow_dataset()
+            except Exception as exc:  # e.g. deletion vectors, a reader feature not supported
+                raise TableReadError(self.mapping.source.name, self.uri, f"cannot read: {_first_line(exc)}") from None
+        return self._dataset
+
+    def _schema(self) -> pa.Schema:
+        return plain_schema(self.dataset().schema).append(pa.field(DELTA_DELETED, pa.bool_()))
+
+    def schema(self, unit: Unit) -> pa.Schema:
+        return self._schema()
+
+    def iter_batches(self, unit: Unit, bad: list | None = None) -> Iterator[tuple[int, pa.RecordBatch]]:
+        if unit.lo is not None:
+            yield from self._changes(unit)
+            return
+        ds = self.dataset()
+        target = self._schema()
+        # fragment paths are the table's root joined with the add action's relative path
+        frag = next((f for f in ds.get_fragments() if f.path == unit.path or f.path.endswith("/" + unit.path)), None)
+        if frag is None:
+            raise TableReadError(self.mapping.source.name, f"{self.label} {unit.rel}", "data file not in the table")
+        offset = 0
+        try:
+            for rb in frag.to_batches(schema=ds.schema, batch_size=self.mapping.source.batch_rows):
+                if not rb.num_rows:
+                    continue
+                out = pa.RecordBatch.from_arrays(
+                    [*rb.columns, pa.array([False] * rb.num_rows, pa.bool_())], names=[*rb.schema.names, DELTA_DELETED]
+                ).cast(target)
+                yield offset, out
+                offset += rb.num_rows
+        except (OSError, pa.ArrowException) as exc:
+            raise TableReadError(
+                self.mapping.source.name,
+                f"{self.label} {unit.rel}",
+                f"cannot read: {_first_line(exc)}. {_WAY_OUT.format(source=self.mapping.source.name)}",
+            ) from None
+
+    def _changes(self, unit: Unit) -> Iterator[tuple[int, pa.RecordBatch]]:
+        name = self.mapping.source.name
+        try:
+            feed = pa.table(self.table.load_cdf(starting_version=unit.lo, ending_version=unit.hi))
+        except Exception as exc:
+            raise TableReadError(
+                name,
+                self.uri,
+                f"the change data of versions {unit.lo} to {unit.hi} cannot be read ({_first_line(exc)}): "
+                f"vacuumed or expired? {_WAY_OUT.format(source=name)}",
+            ) from None
+        table = last_change_per_key(feed, self.mapping)
+        target = self._schema()
+        table = table.append_column(DELTA_DELETED, pc.equal(table.column("_change_type"), "delete"))
+        table = table.drop_columns(list(_FEED_COLUMNS)).select(target.names).cast(target)
+        offset = 0
+        for rb in table.to_batches(max_chunksize=self.mapping.source.batch_rows):
+            yield offset, rb
+            offset += rb.num_rows
+
+
+def _feed(table) -> bool:
+    return str(table.metadata().configuration.get("delta.enableChangeDataFeed", "")).lower() == "true"
+
+
+def last_change_per_key(feed: pa.Table, mapping: Mapping) -> pa.Table:
+    """The change feed of a version range reduced to each message key's last change, in commit
+    order: an update's pre-image dropped, a row inserted then updated is its last image, one
+    updated then deleted is its delete."""
+    feed = plain_table(feed)
+    feed = feed.filter(pc.not_equal(feed.column("_change_type"), "update_preimage"))
+    feed = feed.append_column("_pos", pa.array(range(feed.num_rows), pa.int64()))
+    feed = feed.sort_by([("_commit_version", "ascending"), ("_pos", "ascending")])
+    feed = feed.set_column(feed.schema.get_field_index("_pos"), "_pos", pa.array(range(feed.num_rows), pa.int64()))
+    tpl = mapping.template("source_key")
+    assert tpl is not None  # source.type delta: the config requires fields.source_key
+    keys = list(tpl.names)
+    last = feed.group_by(keys, use_threads=False).aggregate([("_pos", "max")]).column("_pos_max")
+    picked = pc.sort_indices(last)
+    return feed.take(pc.take(last, picked)).drop_columns(["_pos"])
+
+
+def plain_table(table: pa.Table) -> pa.Table:
+    schema = plain_schema(table.schema)
+    return table if schema is table.schema else table.cast(schema)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
