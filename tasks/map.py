@@ -29,7 +29,7 @@ _SEP = "\x1f"
 def as_text(arr: pa.Array) -> pa.Array:
     if pa.types.is_string(arr.type):
         return arr
-    if pa.types.is_large_string(arr.type) or pa.types.is_string_view(arr.type) or pa.types.is_dictionary(arr.type):
+    if pa.types.is_large_string(arr.type) or pa.types.is_dictionary(arr.type):
         return arr.cast(pa.string())
     if pa.types.is_floating(arr.type):
         # 3.0 -> "3": ids read from CSV/JSON as floats should not grow a ".0"

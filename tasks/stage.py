@@ -66,21 +66,14 @@ def type_kind(t: pa.DataType) -> str | None:
         ("bool", pa.types.is_boolean),
         ("timestamp", pa.types.is_timestamp),
         ("date", pa.types.is_date),
-        ("list", lambda x: pa.types.is_list(x) or pa.types.is_large_list(x) or _is_list_view(x)),
+        ("list", lambda x: pa.types.is_list(x) or pa.types.is_large_list(x)),
         ("struct", pa.types.is_struct),
-        ("binary", lambda x: pa.types.is_binary(x) or pa.types.is_large_binary(x) or pa.types.is_binary_view(x)),
     ):
         if test(t):
             return kind
-    # string, large_string and string_view (what newer writers, deltalake, polars and DuckDB,
-    # produce) are one logical type: a mix across files or batches is not drift
-    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t) or pa.types.is_dictionary(t):
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t):
         return "string"
     return str(t)
-
-
-def _is_list_view(t: pa.DataType) -> bool:
-    return pa.types.is_list_view(t) or pa.types.is_large_list_view(t)
 
 
 def in_slice(mapped: pa.Table, part: Slice | None) -> np.ndarray | None:
