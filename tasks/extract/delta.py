@@ -15,19 +15,19 @@ TableReadError before the cursor moves."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from core.config import Mapping
 from core.config.mapping import DELTA_DELETED
 from core.errors import SourceError, TableReadError
-from core.secrets import secret_block
+from tasks.extract.s3 import s3_credentials
 from tasks.extract.units import Slice, Unit
 from tasks.extract.views import plain_schema
 
@@ -48,12 +48,7 @@ def _storage_options(mapping: Mapping) -> dict[str, str]:
             out["AWS_ENDPOINT_URL"] = cfg.endpoint_url
             if urlparse(cfg.endpoint_url).scheme == "http":
                 out["AWS_ALLOW_HTTP"] = "true"
-        if cfg.credentials_block:
-            value = secret_block(cfg.credentials_block)
-            data = json.loads(value) if isinstance(value, str) else dict(value)
-            for k in ("aws_access_key_id", "aws_secret_access_key", "aws_session_token"):
-                if data.get(k):
-                    out[k.upper()] = data[k]
+        out.update({k.upper(): v for k, v in s3_credentials(cfg.credentials_block).items()})
     out.update(cfg.storage_options)
     return out
 
@@ -76,6 +71,7 @@ class DeltaSource:
         self.version = self.table.version()
         self.high_water: Any = self.version  # the cursor a complete nightly run leaves
         self._dataset = None
+        self._fragments: dict[str, Any] = {}  # data file (relative to the table) -> its fragment
         self.note: str | None = None
 
     @property
@@ -111,7 +107,9 @@ class DeltaSource:
             self.note = f"Delta table at version {self.version}: no commit since the last run, nothing read"
             return []
         try:
-            before = self.table.__class__(self.uri, version=loaded, storage_options=self.options or None)
+            from deltalake import DeltaTable
+
+            before = DeltaTable(self.uri, version=loaded, storage_options=self.options or None)
         except Exception as exc:
             raise TableReadError(
                 name,
@@ -130,7 +128,7 @@ class DeltaSource:
         return [self._file_unit(f) for f in self._files(self.table) if f not in old]
 
     def _files(self, table) -> list[str]:
-        return sorted(a for a in table.get_add_actions(flatten=False).column("path").to_pylist())
+        return sorted(table.get_add_actions(flatten=False).column("path").to_pylist())
 
     def _file_unit(self, rel: str) -> Unit:
         return Unit(rel=rel, version=f"v{self.version}", path=rel)
@@ -140,9 +138,19 @@ class DeltaSource:
     def dataset(self):
         if self._dataset is None:
             try:
-                self._dataset = self.table.to_pyarrow_dataset()
+                ds = self.table.to_pyarrow_dataset()
             except Exception as exc:  # e.g. deletion vectors, a reader feature not supported
                 raise TableReadError(self.mapping.source.name, self.uri, f"cannot read: {_first_line(exc)}") from None
+            # fragment paths are the table's root joined with the add action's relative path;
+            # the map is complete before the dataset is published (units are read in threads)
+            fragments = list(ds.get_fragments())
+            names = self._files(self.table)
+            if fragments and names:
+                first = fragments[0].path
+                rel = next((n for n in names if first == n or first.endswith("/" + n)), "")
+                root = first[: len(first) - len(rel)]
+                self._fragments = {f.path[len(root) :]: f for f in fragments if f.path.startswith(root)}
+            self._dataset = ds
         return self._dataset
 
     def _schema(self) -> pa.Schema:
@@ -157,8 +165,7 @@ class DeltaSource:
             return
         ds = self.dataset()
         target = self._schema()
-        # fragment paths are the table's root joined with the add action's relative path
-        frag = next((f for f in ds.get_fragments() if f.path == unit.path or f.path.endswith("/" + unit.path)), None)
+        frag = self._fragments.get(unit.path)
         if frag is None:
             raise TableReadError(self.mapping.source.name, f"{self.label} {unit.rel}", "data file not in the table")
         offset = 0
@@ -167,7 +174,7 @@ class DeltaSource:
                 if not rb.num_rows:
                     continue
                 out = pa.RecordBatch.from_arrays(
-                    [*rb.columns, pa.array([False] * rb.num_rows, pa.bool_())], names=[*rb.schema.names, DELTA_DELETED]
+                    [*rb.columns, pa.array(np.zeros(rb.num_rows, dtype=bool))], names=[*rb.schema.names, DELTA_DELETED]
                 ).cast(target)
                 yield offset, out
                 offset += rb.num_rows

@@ -21,7 +21,7 @@ from tasks.extract.lakehouse import DELTA_LOG, refuse, table_in
 from tasks.extract.units import Unit, suffixes, wanted
 
 
-def _credentials(block: str | None) -> dict:
+def s3_credentials(block: str | None) -> dict:
     if not block:
         return {}
     value = secret_block(block)
@@ -50,7 +50,7 @@ def open_s3(mapping: Mapping) -> FileSource:
 
     cfg = mapping.source.s3
     assert cfg is not None  # source.type s3: the config requires the s3 section
-    creds = _credentials(cfg.credentials_block)
+    creds = s3_credentials(cfg.credentials_block)
     name = mapping.source.name
     where = f"s3://{cfg.bucket}/{cfg.prefix}" + (f" at {cfg.endpoint_url}" if cfg.endpoint_url else "")
     client = boto3.client("s3", endpoint_url=cfg.endpoint_url, region_name=cfg.region, **creds)
