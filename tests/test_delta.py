@@ -270,3 +270,28 @@ def test_killed_during_a_change_feed_sync_then_rerun_exact(tmp_path, dev_server)
         proc.wait()
     # on_change: report keeps the delivered text of f0-3; every appended message once, in order
     rerun_until_done(cmd, dev_server, expected_from_rows(first + more)[0])
+
+
+def test_a_folder_that_is_not_a_delta_table_is_one_clear_line(tmp_path, dev_server):
+    """Not a table (a plain Parquet folder) and a truncated log entry: a clear error, no traceback."""
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "a.parquet").write_bytes(b"PAR1 not really")
+    broken = tmp_path / "broken"
+    delta(broken, create=rows_of(1, 3, "b"))
+    log = next((broken / "_delta_log").glob("*.json"))
+    log.write_bytes(log.read_bytes()[:40])  # cut mid-entry
+    for where, says in ((plain, "cannot open as a Delta table"), (broken, "cannot open as a Delta table")):
+        mapping = sample_mapping_at(
+            tmp_path,
+            tmp_path,
+            source={"name": "lake", "type": "delta", "delta": {"table": str(where)}},
+            content_append=[],
+        )
+        res = runner.invoke(
+            app,
+            ["sync", str(mapping), "--no-prefect", "--target-url", dev_server.url, "--work-dir", str(tmp_path / "w")],
+        )
+        assert "Traceback" not in res.output, res.output
+        assert res.exit_code == 1, res.output
+        assert says in res.output and str(where) in res.output, res.output
