@@ -25,6 +25,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 from benchmarks import (  # noqa: E402
     cli_bench,
     conversation_bench,
+    delta_bench,
     exports_bench,
     load_bench,
     messy_bench,
@@ -315,6 +316,8 @@ def table(r: dict) -> list[tuple[str, str, str, str]]:
         rows.extend(messy_bench.rows(r["messy"]))
     if "exports" in r:
         rows.extend(exports_bench.rows(r["exports"]))
+    if "delta" in r:
+        rows.extend(delta_bench.rows(r["delta"]))
     m = r["memory"]
     sizes = sorted(m, key=int)
     if len(sizes) >= 2:
@@ -421,7 +424,7 @@ def main() -> None:
     ap.add_argument(
         "--skip",
         default="",
-        help="comma-separated: transform,memory,nested,conversation,cli,prefect,load,messy,exports",
+        help="comma-separated: transform,memory,nested,conversation,cli,prefect,load,messy,exports,delta",
     )
     args = ap.parse_args()
     base = Path(os.environ.get("MEMOS_ETL_BENCH_DIR", "/tmp/memos-etl-bench"))
@@ -468,6 +471,8 @@ def main() -> None:
         results["exports"] = exports_bench.run(base, big, peak, preset="claude-export")
         e = results["exports"]
         log(f"claude-export {e['export']['per_min'] / 1e6:.2f}M msg/min, {e['ratio']:.2f} of flat")
+    if "delta" not in skip:
+        results["delta"] = delta_bench.run(base, big, log=log)
     if "load" not in skip:
         results["load"] = load_bench.bench(generate(base / "mload", 20_000), base / "load", free_port(), duration=dur)
         log("load done")
@@ -496,8 +501,10 @@ def main() -> None:
             print("  ".join(c.ljust(w[i]) for i, c in enumerate(r)))
         print(f"\n{results['seconds']:.0f} s; results in {RESULTS}/{name}")
     else:  # a part of the benchmarks: its own rows
-        part_rows = (messy_bench.rows(results["messy"]) if "messy" in results else []) + (
-            exports_bench.rows(results["exports"]) if "exports" in results else []
+        part_rows = (
+            (messy_bench.rows(results["messy"]) if "messy" in results else [])
+            + (exports_bench.rows(results["exports"]) if "exports" in results else [])
+            + (delta_bench.rows(results["delta"]) if "delta" in results else [])
         )
         for r in part_rows:
             print("  ".join(r))
