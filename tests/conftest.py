@@ -80,6 +80,20 @@ class NetworkGuard:
         socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo = self._real
 
 
+@pytest.fixture(scope="session", autouse=True)
+def data_docs_assets():
+    """The Data Docs assets, fetched once per machine from the npm registry (a package registry,
+    which this machine kind reaches) before any test's guard is up: a fresh machine's first run
+    would otherwise fetch them inside a guarded test. Without the registry the Data Docs tests
+    fail on the run's own note, saying what is missing."""
+    from tasks.datadocs import ensure_assets
+
+    try:
+        ensure_assets()
+    except OSError as exc:
+        logging.getLogger(__name__).warning("Data Docs assets unavailable: %s", exc)
+
+
 @pytest.fixture(autouse=True)
 def network_guard():
     """Every test: nothing in this process may reach past loopback (subprocesses that must
