@@ -27,6 +27,7 @@ from benchmarks import (  # noqa: E402
     conversation_bench,
     delta_bench,
     exports_bench,
+    iceberg_bench,
     load_bench,
     messy_bench,
     pipeline_bench,
@@ -318,6 +319,8 @@ def table(r: dict) -> list[tuple[str, str, str, str]]:
         rows.extend(exports_bench.rows(r["exports"]))
     if "delta" in r:
         rows.extend(delta_bench.rows(r["delta"]))
+    if "iceberg" in r:
+        rows.extend(iceberg_bench.rows(r["iceberg"]))
     m = r["memory"]
     sizes = sorted(m, key=int)
     if len(sizes) >= 2:
@@ -424,7 +427,7 @@ def main() -> None:
     ap.add_argument(
         "--skip",
         default="",
-        help="comma-separated: transform,memory,nested,conversation,cli,prefect,load,messy,exports,delta",
+        help="comma-separated: transform,memory,nested,conversation,cli,prefect,load,messy,exports,delta,iceberg",
     )
     args = ap.parse_args()
     base = Path(os.environ.get("MEMOS_ETL_BENCH_DIR", "/tmp/memos-etl-bench"))
@@ -473,6 +476,8 @@ def main() -> None:
         log(f"claude-export {e['export']['per_min'] / 1e6:.2f}M msg/min, {e['ratio']:.2f} of flat")
     if "delta" not in skip:
         results["delta"] = delta_bench.run(base, big, log=log)
+    if "iceberg" not in skip:
+        results["iceberg"] = iceberg_bench.run(base, big, log=log)
     if "load" not in skip:
         results["load"] = load_bench.bench(generate(base / "mload", 20_000), base / "load", free_port(), duration=dur)
         log("load done")
@@ -505,6 +510,7 @@ def main() -> None:
             (messy_bench.rows(results["messy"]) if "messy" in results else [])
             + (exports_bench.rows(results["exports"]) if "exports" in results else [])
             + (delta_bench.rows(results["delta"]) if "delta" in results else [])
+            + (iceberg_bench.rows(results["iceberg"]) if "iceberg" in results else [])
         )
         for r in part_rows:
             print("  ".join(r))

@@ -53,8 +53,9 @@ class SchemaDrift(SourceError):
 
 
 class TableReadError(SourceError):
-    """A version of a table (Delta) cannot be read (vacuumed files, an expired log, a table
-    created again): the run stops and the cursor stays, so no change is passed over."""
+    """A version of a table cannot be read (Delta: vacuumed files, an expired log; Iceberg: an
+    expired snapshot, a rollback; either: a table created again): the run stops and the cursor
+    stays, so no change is passed over."""
 
 
 class QualityThresholdError(MemosEtlError):

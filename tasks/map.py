@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from core.config import Mapping, Template
-from core.config.mapping import DELTA_DELETED
+from core.config.mapping import TABLE_DELETED
 from schemas.message import MESSAGE_SCHEMA
 from tasks.attachments import append_notes, collect
 from tasks.chat_time import parse_times
@@ -180,8 +180,9 @@ def _deleted(mapping: Mapping, rb: pa.RecordBatch) -> pa.Array:
         out = pc.and_(pc.is_valid(text), pc.invert(pc.is_in(text, value_set=_FALSE_TEXT)))
     else:  # timestamps, dates and anything else: set means deleted
         out = pc.is_valid(raw)
-    if DELTA_DELETED in rb.schema.names and tpl.names != [DELTA_DELETED]:  # a Delta feed's deletes, too
-        out = pc.or_(pc.fill_null(out, False), rb.column(DELTA_DELETED))
+    for flag in TABLE_DELETED.values():  # a table's deletes (Delta's feed, Iceberg's snapshots), too
+        if flag in rb.schema.names and tpl.names != [flag]:
+            out = pc.or_(pc.fill_null(out, False), rb.column(flag))
     return pc.fill_null(out, False)
 
 

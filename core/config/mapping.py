@@ -79,6 +79,10 @@ class SqlConfig(Strict):
 
 #: the column a Delta source adds to every batch: true on the change feed's deletes
 DELTA_DELETED = "_delta_deleted"
+#: the column an Iceberg source adds to every batch: true on rows a later snapshot removed
+ICEBERG_DELETED = "_iceberg_deleted"
+#: the flag column of each table source type (the mapping's fields.deleted by default)
+TABLE_DELETED = {"delta": DELTA_DELETED, "iceberg": ICEBERG_DELETED}
 
 
 class DeltaConfig(Strict):
@@ -91,9 +95,24 @@ class DeltaConfig(Strict):
     storage_options: dict[str, str] = {}  # handed to deltalake as they are (other stores, settings)
 
 
+class IcebergConfig(Strict):
+    """An Apache Iceberg table, read through its catalog (tasks/extract/iceberg.py)."""
+
+    table: str = Field(pattern=r"^[^.\s]+(\.[^.\s]+)+$")  # namespace.name as the catalog knows it
+    # pyiceberg's catalog properties: type (sql, rest, glue, hive, ...), uri, warehouse, ...; a
+    # relative sqlite:/// path or local warehouse folder is relative to the mapping file. Empty:
+    # pyiceberg's own configuration (~/.pyiceberg.yaml, PYICEBERG_CATALOG__<NAME>__* variables)
+    catalog: dict[str, str] = {}
+    catalog_name: str = "default"
+    catalog_block: str | None = None  # Prefect Secret block with JSON properties (a REST token, ...)
+    endpoint_url: str | None = None  # S3-compatible stores and local servers (the data files)
+    region: str = "us-east-1"
+    credentials_block: str | None = None  # Prefect Secret block with JSON keys; default: the AWS chain
+
+
 class SourceConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    type: Literal["files", "s3", "sql", "delta"] = "files"
+    type: Literal["files", "s3", "sql", "delta", "iceberg"] = "files"
     # files and s3; json needs `nest`; whatsapp: the text of WhatsApp's "Export chat" (tasks/extract/chatlines.py)
     # slack: a workspace export's day files, with its directory (tasks/extract/slack.py)
     format: Literal["parquet", "jsonl", "csv", "json", "whatsapp", "slack"] | None = None
@@ -101,6 +120,7 @@ class SourceConfig(Strict):
     s3: S3Config | None = None
     sql: SqlConfig | None = None
     delta: DeltaConfig | None = None
+    iceberg: IcebergConfig | None = None
     batch_rows: int = Field(default=131_072, ge=1)
     csv_delimiter: str = ","
     # text formats (jsonl, csv, json): how bytes become text. A UTF-8 BOM is stripped and a
@@ -137,7 +157,7 @@ class SourceConfig(Strict):
 
     @model_validator(mode="after")
     def _complete(self):
-        need = {"files": ("format", "path"), "s3": ("format", "s3"), "sql": ("sql",), "delta": ("delta",)}[self.type]
+        need = {"files": ("format", "path"), "s3": ("format", "s3")}.get(self.type, (self.type,))
         missing = [k for k in need if getattr(self, k) is None]
         if missing:
             raise ValueError(f"type {self.type} needs {', '.join('source.' + k for k in missing)}")
@@ -314,16 +334,17 @@ class Mapping(Strict):
         return frozenset(self.perspective) if isinstance(self.perspective, list) else None
 
     @model_validator(mode="after")
-    def _delta_keys(self):
-        if self.source.type != "delta":
+    def _table_keys(self):
+        kind = self.source.type
+        if kind not in TABLE_DELETED:
             return self
         if self.fields.source_key is None:
             raise ValueError(
-                "source.type delta needs fields.source_key (a message id column): the table's updates "
+                f"source.type {kind} needs fields.source_key (a message id column): the table's updates "
                 "and deletes are matched to what was delivered by it"
             )
-        if self.fields.deleted is None:  # the change feed's deletes arrive flagged in this column
-            self.fields.deleted = DELTA_DELETED
+        if self.fields.deleted is None:  # the table's deletes arrive flagged in this column
+            self.fields.deleted = TABLE_DELETED[kind]
         return self
 
     @model_validator(mode="after")

@@ -34,7 +34,7 @@ def check_first_readable(mapping: Mapping, source, units: list) -> None:
         try:
             schema = source.schema(u)
         except SourceError:
-            if mapping.source.type in ("sql", "delta"):
+            if mapping.source.type in ("sql", "delta", "iceberg"):
                 raise  # no connection or no table: the whole source is unreadable
             continue
         if not schema.names:
@@ -100,7 +100,7 @@ def plan(mapping: Mapping, source, ledger: Ledger, target: str, part: Slice | No
                 start = cursor.parse_bound(str(sql.initial_value))
             part = Slice(since=start)
         return source.units(part), nightly, baseline, set()
-    if mapping.source.type == "delta":
+    if mapping.source.type in ("delta", "iceberg"):
         units = source.units_after(cursor.decode(cursor_text)) if nightly else source.units(part or Slice())
         if source.note:
             report.notes.append(source.note)

@@ -9,6 +9,7 @@
 * depth.py    the nesting guard JSON documents are read through
 * chatlines.py  chat logs written as lines (WhatsApp "Export chat")
 * slack.py    Slack workspace exports: day files with the workspace's directory
+* delta.py, iceberg.py  lakehouse tables read as tables (lakehouse.py: refused as files)
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ def open_source(mapping: Mapping):
         from tasks.extract.delta import DeltaSource
 
         return DeltaSource(mapping)
+    if kind == "iceberg":
+        from tasks.extract.iceberg import IcebergSource
+
+        return IcebergSource(mapping)
     from tasks.extract.sql import SqlSource
 
     return SqlSource(mapping)

@@ -20,8 +20,8 @@ _ICEBERG_METADATA = re.compile(r"(^|/)metadata/(v?\d+[-.][^/]*|[^/]*)\.metadata\
 _HOW = {
     "delta": "Read it as a table with source.type: delta and source.delta.table (its current rows, "
     "then its change data feed)",
-    "iceberg": "memos-etl does not read Iceberg tables as tables yet: write the current snapshot's rows "
-    "(pyiceberg: table.scan().to_arrow()) to Parquet files and point the source there",
+    "iceberg": "Read it as a table with source.type: iceberg, source.iceberg.table and its catalog "
+    "(its current snapshot's rows, then what later snapshots add and delete)",
 }
 
 
