@@ -60,15 +60,8 @@ def split(
         raise ConfigError("backfill", "by", f"{by!r}: choose one of {', '.join(BY)}")
     lo, hi = parse_bound(since), parse_bound(until)
     kind = mapping.source.type
-    if kind in ("delta", "iceberg") and by not in ("auto", "hash"):
-        raise ConfigError(
-            "backfill", "by", f"a {kind.capitalize()} table is backfilled by hash (row-level parts of its rows now)"
-        )
     if by == "auto":
-        if kind in ("delta", "iceberg"):
-            by = "hash"
-        else:
-            by = "cursor" if kind == "sql" else ("partition" if _has_partitions(mapping, source) else "file")
+        by = "cursor" if kind == "sql" else ("partition" if _has_partitions(mapping, source) else "file")
     if by == "cursor":
         if kind != "sql":
             raise ConfigError("backfill", "by", "cursor ranges need a SQL source; use partition, file or hash")

@@ -28,7 +28,7 @@ from core.config import Mapping
 from core.config.mapping import DELTA_DELETED
 from core.errors import SourceError, TableReadError
 from tasks.extract.s3 import s3_credentials
-from tasks.extract.units import Slice, Unit
+from tasks.extract.units import Slice, Unit, table_slice
 from tasks.extract.views import plain_schema
 
 _FEED_COLUMNS = ("_change_type", "_commit_version", "_commit_timestamp")
@@ -81,15 +81,9 @@ class DeltaSource:
     # ---- what to read
 
     def units(self, part: Slice) -> list[Unit]:
-        """The current version's data files (a row-level slice filters their rows later)."""
-        if part.since is not None or part.until is not None or part.partitions or part.units:
-            raise SourceError(
-                self.mapping.source.name,
-                self.uri,
-                "a Delta table is backfilled by hash (memos-etl backfill --by hash); version ranges, "
-                "partitions and files are not slices of it yet",
-            )
-        return [self._file_unit(f) for f in self._files(self.table)]
+        """The current version's data files in the slice (by partition folder or name; a
+        row-level slice filters their rows later)."""
+        return table_slice([self._file_unit(f) for f in self._files(self.table)], part, self.mapping, self.label)
 
     def units_after(self, loaded: int | None) -> list[Unit]:
         """A nightly run's units: everything when nothing was loaded, else the changes since."""

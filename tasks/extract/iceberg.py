@@ -33,7 +33,7 @@ from core.config.mapping import ICEBERG_DELETED
 from core.errors import SourceError, TableReadError
 from core.secrets import secret_block
 from tasks.extract.s3 import s3_credentials
-from tasks.extract.units import Slice, Unit
+from tasks.extract.units import Slice, Unit, table_slice
 from tasks.extract.views import plain_schema
 
 _WAY_OUT = (
@@ -105,18 +105,12 @@ class IcebergSource:
     # ---- what to read
 
     def units(self, part: Slice) -> list[Unit]:
-        """The current snapshot's data files (a row-level slice filters their rows later)."""
-        if part.since is not None or part.until is not None or part.partitions or part.units:
-            raise SourceError(
-                self.mapping.source.name,
-                self.name,
-                "an Iceberg table is backfilled by hash (memos-etl backfill --by hash); snapshot ranges, "
-                "partitions and files are not slices of it yet",
-            )
+        """The current snapshot's data files in the slice (by partition folder or name; a
+        row-level slice filters their rows later)."""
         if self.snapshot is None:
             self.note = f"Iceberg table {self.name} has no snapshot yet: nothing to read"
             return []
-        return [self._file_unit(t) for t in self._plan(self.snapshot)]
+        return table_slice([self._file_unit(t) for t in self._plan(self.snapshot)], part, self.mapping, self.label)
 
     def units_after(self, loaded: int | None) -> list[Unit]:
         """A nightly run's units: everything when nothing was loaded, else the changes since."""

@@ -10,6 +10,8 @@ from datetime import datetime, timedelta
 from datetime import time as dtime
 from typing import Any
 
+from core.config import Mapping
+from core.errors import TableReadError
 from tasks.extract.streams import ZIP, strip_compression
 
 #: file name endings of each file format, compression extensions aside
@@ -89,6 +91,25 @@ class Slice:
             spec[name] = tuple(str(v) for v in spec.get(name) or ())
         spec["buckets"] = tuple(int(v) for v in spec.get("buckets") or ())
         return cls(**spec)
+
+
+def table_slice(units: list[Unit], part: Slice, mapping: Mapping, where: str) -> list[Unit]:
+    """A table's data files in a slice, by their Hive partition folder (since/until,
+    partitions) or by name. A file the slice names that the table no longer holds (compacted
+    or rewritten since the backfill was planned: its rows are in other files now) stops the
+    part with TableReadError: it is never loaded empty."""
+    held = {u.rel for u in units}
+    gone = [rel for rel in part.units if rel not in held]
+    if gone:
+        more = f" and {len(gone) - 1} more" if len(gone) > 1 else ""
+        raise TableReadError(
+            mapping.source.name,
+            where,
+            f"data file {gone[0]}{more} of this backfill part is no longer in the table: the table was "
+            "rewritten (compacted, updated) since the backfill was planned, so its rows are in other files. "
+            "Plan the backfill again (other --since/--until, or --by partition), or sync",
+        )
+    return [u for u in units if in_slice(u.rel, part, None)]
 
 
 def partition_value(rel: str, key: str | None) -> str | None:
