@@ -29,12 +29,12 @@ def number(output: str, name: str) -> int:
     return int(m.group(1))
 
 
-def catalog(tmp_path, **props):
+def catalog(tmp_path, uri: str | None = None, **props):
     from pyiceberg.catalog.sql import SqlCatalog
 
     (tmp_path / "wh").mkdir(exist_ok=True)
     props.setdefault("warehouse", (tmp_path / "wh").as_uri())
-    return SqlCatalog("lake", uri=f"sqlite:///{tmp_path / 'catalog.db'}", **props)
+    return SqlCatalog("lake", uri=uri or f"sqlite:///{tmp_path / 'catalog.db'}", **props)
 
 
 def create(cat, rows: list[dict]):
@@ -238,3 +238,24 @@ def test_a_missing_data_file_and_a_cut_metadata_file_are_one_clear_line(tmp_path
         f.truncate(60)
     text = " ".join(sync(mapping_for(tmp_path), dev_server, tmp_path / "w2", code=1).split())
     assert "cannot open as an Iceberg table" in text, text
+
+
+def test_a_catalog_on_postgresql(tmp_path, dev_server, pg_ledger_url):
+    """The SQL catalog in PostgreSQL (and the ledger beside it): first sync, then a delete
+    and an append found by the snapshot comparison."""
+    cat = catalog(tmp_path, uri=pg_ledger_url)
+    rows = rows_of(3, 6, "g")
+    table = create(cat, rows)
+    props = {"type": "sql", "uri": pg_ledger_url, "warehouse": (tmp_path / "wh").as_uri()}
+    mapping = mapping_for(tmp_path, {"catalog": props}, on_delete="delete")
+    args = ["sync", str(mapping), "--no-prefect", "--target-url", dev_server.url, "--ledger", pg_ledger_url]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0 and number(res.output, "delivered") == 18, res.output
+    table.delete("conversation_id = 'g1'")
+    late = rows_of(1, 2, "late")
+    table.append(pa.Table.from_pylist(late, schema=table.schema().as_arrow()))
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert number(res.output, "delivered") == 2 and number(res.output, "deleted in source") == 6, res.output
+    now = [r for r in rows if r["conversation_id"] != "g1"] + late
+    assert stored_messages(dev_server.url) == expected_from_rows(now)[0]
