@@ -13,6 +13,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
@@ -64,7 +65,7 @@ def _append(d: Path, n: int) -> int:
     extra = table.scan(limit=n // 100).to_arrow()
     for col in ("message_id", "conversation_id"):
         i = extra.schema.get_field_index(col)
-        extra = extra.set_column(i, col, pc.binary_join_element_wise(extra[col], "new", "-"))
+        extra = extra.set_column(i, col, pc.binary_join_element_wise(extra[col].cast(pa.string()), "new", "-"))
     table.append(extra.cast(table.schema().as_arrow()))
     return extra.num_rows
 
@@ -76,7 +77,7 @@ def _update(d: Path, n: int) -> int:
     table = _catalog(d).load_table("chats.messages")
     ids = pq.read_table(_last_file(table), columns=["message_id"]).column(0).to_pylist()[: n // 100]
     rows = table.scan(row_filter=In("message_id", ids)).to_arrow()
-    edited = pc.binary_join_element_wise(rows["text"], "(edited)", " ")
+    edited = pc.binary_join_element_wise(rows["text"].cast(pa.string()), "(edited)", " ")
     rows = rows.set_column(rows.schema.get_field_index("text"), "text", edited)
     table.overwrite(rows.cast(table.schema().as_arrow()), overwrite_filter=In("message_id", ids))
     return rows.num_rows
