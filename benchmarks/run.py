@@ -388,6 +388,17 @@ def table(r: dict) -> list[tuple[str, str, str, str]]:
                 "reported",
             )
         )
+        if "sync_wall" in c:
+            w = c["sync_wall"]
+            rows.append(
+                (
+                    "CLI sync of the sample: wall time / its report's duration",
+                    f"with Prefect {w['prefect_wall_s']:.1f}s (shared server; the first command, which starts "
+                    f"it, {w['cold'][0]:.1f}s), --no-prefect {w['no_prefect_wall_s']:.1f}s",
+                    f"{w['prefect_ratio']:.2f}x with Prefect, {w['no_prefect_ratio']:.2f}x without",
+                    "<= 1.5x",
+                )
+            )
     pr = r["prefect"]
     rows.append(
         (

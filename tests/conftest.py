@@ -15,6 +15,9 @@ from pathlib import Path
 
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# CLI runs in tests use Prefect's per-command server (or the harness's): a shared background
+# server (memos_etl/cli/prefect_api.py) would outlive the test; test_prefect_api.py starts one
+os.environ.setdefault("MEMOS_ETL_PREFECT_SERVER", "ephemeral")
 
 import pytest  # noqa: E402
 

@@ -66,9 +66,11 @@ def demo(work_dir: Path = typer.Option(Path(".memos-etl"), help="state directory
         cfg.state.data_docs = True
         typer.echo(f"dev-server on {server.url}; syncing {SAMPLE_MAPPING.relative_to(ROOT)} ...")
         from flows.sync import run_sync
+        from memos_etl.cli.prefect_api import api_server
 
         console_without_expected_tracebacks()
-        report = run_sync(str(SAMPLE_MAPPING), cfg)
+        with api_server():
+            report = run_sync(str(SAMPLE_MAPPING), cfg)
         print_report(report, False)
         typer.echo("")
         user, query = "ana-00", "train weekdays run"

@@ -88,9 +88,11 @@ def sync(
             ).to_dict()
         else:
             from flows.sync import run_sync
+            from memos_etl.cli.prefect_api import api_server
 
             console_without_expected_tracebacks()
-            report = run_sync(source, cfg, resend_in_doubt, since, until, list(partition), box)
+            with api_server():
+                report = run_sync(source, cfg, resend_in_doubt, since, until, list(partition), box)
     print_report(report, json_out)
     code = {"completed": 0, "planned": 0, "incomplete": 2, "interrupted": 3}.get(report["status"], 1)
     if code:
@@ -190,9 +192,10 @@ def backfill(
     else:
         from flows.backfill import backfill_flow
         from flows.heartbeat import in_process
+        from memos_etl.cli.prefect_api import api_server
 
         console_without_expected_tracebacks()
-        with in_process():
+        with api_server(), in_process():
             result = backfill_flow(
                 source,
                 since,
