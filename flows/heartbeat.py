@@ -65,7 +65,7 @@ def beating() -> Iterator[None]:
     if seconds is None or ctx is None or ctx.flow_run is None or get_current_settings().flows.heartbeat_frequency:
         yield  # not ours to send: Prefect sends them, or nobody wants them
         return
-    resource, related = _event_of(ctx)
+    resource, related = flow_run_resources(ctx)
     stop = threading.Event()
 
     def loop() -> None:
@@ -91,7 +91,7 @@ def beating() -> Iterator[None]:
         thread.join(timeout=2)  # wakes at once; only an emit in progress can hold it
 
 
-def _event_of(ctx) -> tuple[dict[str, str], list]:
+def flow_run_resources(ctx) -> tuple[dict[str, str], list]:
     """The heartbeat's resource (the flow run) and related resources (flow, deployment, tags),
     as Prefect's own heartbeat names them, so automations written for those match ours."""
     from prefect import __version__

@@ -18,6 +18,7 @@ from core import shutdown
 from core.config import Mapping, RunConfig, load_run_config
 from core.report import RunReport
 from flows import runner as pipeline
+from flows.events import run_events
 from flows.heartbeat import beating
 
 
@@ -102,10 +103,12 @@ def drain_on_sigterm() -> None:
         shutdown.install()
 
 
-def publish(report: RunReport, key: str | None = None) -> None:
-    """The run report as Prefect artifacts: a markdown summary and a table of outcomes."""
+def publish(report: RunReport, key: str | None = None, error: BaseException | None = None) -> None:
+    """The run report as Prefect artifacts (a markdown summary and a table of outcomes) and
+    its events (flows/events.py); `error`, the exception that ended the run, if any."""
     key = key or f"sync-{slug(report.source)}"
     create_markdown_artifact(report.markdown(), key=key, description=f"memos-etl {report.flow} of {report.source}")
     rows = [{"measure": k, "value": v} for k, v in report.rows()]
     rows += [{"measure": f"quarantined: {r}", "value": str(n)} for r, n in report.counts.reasons.most_common(10)]
     create_table_artifact(rows, key=f"{key}-table", description=f"outcomes of run {report.run_id}")
+    run_events(report, error)

@@ -61,7 +61,7 @@ def execute(
         )
     except Exception as exc:
         if in_flow and getattr(exc, "report", None) is not None:
-            publish(exc.report, publish_key)  # type: ignore[attr-defined]  # the runner attaches it
+            publish(exc.report, publish_key, error=exc)  # type: ignore[attr-defined]  # the runner attaches it
         raise
     if in_flow:
         publish(report, publish_key)

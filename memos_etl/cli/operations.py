@@ -167,6 +167,12 @@ def erase(
         out = do_erase(cfg, t, user, conversation)
     finally:
         t.close()
+    from flows.events import emit_now, erasure_event
+    from memos_etl.cli.prefect_api import api_server
+
+    with api_server():  # the erasure in Prefect's event feed (ids only), for automations and audit
+        payload = erasure_event(cfg.target.ledger_name, out, user, conversation)
+        emit_now("erasure.done" if out["complete"] else "erasure.incomplete", None, cfg.target.ledger_name, payload)
     if not out["complete"]:
         typer.secho(
             f"erase {scope}: erasure recorded ({out['erasure_id']}), but {out['problem']}",

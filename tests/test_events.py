@@ -1,0 +1,86 @@
+"""memos-etl's events in a real Prefect server's event feed, with the documented payloads: a
+completed sync, a run stopped by the quarantine threshold, requests left in doubt, and an
+erasure (ids only)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+import yaml
+from typer.testing import CliRunner
+
+from memos_etl.cli import app
+from tests.helpers import SAMPLE_MAPPING
+
+runner = CliRunner()
+
+
+def feed(prefix: str = "memos-etl.", want: int = 1, timeout: float = 30.0) -> list[dict]:
+    """The server's events under `prefix`, oldest first (it persists them a moment later)."""
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().api.url
+    deadline = time.monotonic() + timeout
+    while True:
+        body = {"filter": {"event": {"prefix": [prefix]}, "order": "ASC"}, "limit": 50}
+        res = requests.post(f"{url}/events/filter", json=body, timeout=30)
+        res.raise_for_status()
+        events = res.json()["events"]
+        if len(events) >= want or time.monotonic() > deadline:
+            return events
+        time.sleep(0.5)
+
+
+def test_a_sync_then_a_quarantine_stop_then_an_erasure(prefect_server, dev_server, run_config, tmp_path):
+    from flows.sync import run_sync
+
+    cfg = run_config
+    report = run_sync(str(SAMPLE_MAPPING), cfg)
+    source, target = report["source"], report["target"]
+    done = [e for e in feed("memos-etl.run.completed") if e["payload"]["run_id"] == report["run_id"]]
+    assert len(done) == 1, done
+    e = done[0]
+    assert e["resource"]["prefect.resource.id"] == f"memos-etl.source.{source}"
+    assert e["resource"]["memos-etl.target"] == target
+    roles = {r["prefect.resource.role"]: r["prefect.resource.id"] for r in e["related"]}
+    assert roles["target"] == f"memos-etl.target.{target}"
+    assert roles["flow-run"].startswith("prefect.flow-run.") and roles["flow"].startswith("prefect.flow.")
+    counts = e["payload"]["counts"]
+    assert counts["delivered"] == report["counts"]["delivered"] > 0
+    assert counts["quarantined"] == report["counts"]["quarantined"] == 8
+    assert e["payload"]["status"] == "completed" and e["payload"]["quarantine_reasons"]
+
+    # the same source with a threshold its 8 bad rows exceed: the run fails, nothing is sent
+    cfg.load.max_failed_share = 0.0001
+    cfg.state.work_dir = str(tmp_path / "strict")
+    with pytest.raises(Exception, match="failed validation"):
+        run_sync(str(SAMPLE_MAPPING), cfg)
+    over = feed("memos-etl.quarantine.over-threshold")
+    assert len(over) == 1, over
+    p = over[0]["payload"]
+    assert (p["failed"], p["max_failed_share"]) == (8, 0.0001) and p["read"] > 6000
+    assert p["see"] == f"memos-etl quarantine list --source {source}"
+    failed = feed("memos-etl.run.failed")
+    assert [f["payload"]["run_id"] for f in failed] == [p["run_id"]]
+    assert "failed validation" in failed[0]["payload"]["error"]
+
+    # an erasure from the command line: its ids in the feed, no content
+    cfg_file = tmp_path / "run.yaml"
+    cfg_file.write_text(
+        yaml.safe_dump({"target": {"base_url": dev_server.url}, "state": {"work_dir": str(tmp_path / "state")}})
+    )
+    user = next(iter({k[0] for k in _users(dev_server.url)}))
+    res = runner.invoke(app, ["erase", "--user", user, "-c", str(cfg_file), "--yes"])
+    assert res.exit_code == 0, res.output
+    erased = feed("memos-etl.erasure.done")
+    assert len(erased) == 1, erased
+    p = erased[0]["payload"]
+    assert p["user_id"] == user and p["complete"] is True and p["messages_forgotten"] > 0 and p["erasure_id"]
+    assert erased[0]["resource"]["prefect.resource.id"] == f"memos-etl.target.{target}"
+    assert "content" not in str(p) and "text" not in p
+
+
+def _users(url: str) -> set:
+    return {(m["user_id"],) for m in requests.get(url + "/_dev/messages", timeout=30).json()}
