@@ -4,6 +4,7 @@ conversation's messages (in-doubt checks) and finds memories by their `info`."""
 from __future__ import annotations
 
 from core.client.http import HttpTarget, Reply
+from core.client.memories import memory
 from core.errors import CannotTell
 
 
@@ -51,20 +52,26 @@ class CloudTarget(HttpTarget):
 
     def find_memories(self, user_id: str, where: dict, page_size: int = 50) -> list[str]:
         """Ids of a user's memories whose fields match `where` (e.g. {"info.run_id": ...})."""
-        ids: list[str] = []
+        return [str(m["id"]) for m in self._memory_items(user_id, where, page_size) if m.get("id") is not None]
+
+    def _memory_items(self, user_id: str, where: dict, page_size: int = 50) -> list[dict]:
+        out: list[dict] = []
         page = 1
         while True:
-            data = (
-                self._post(
-                    "/get/memory", {"user_id": user_id, "page": page, "size": page_size, "filter": where}, writes=False
-                )
-                or {}
-            )
+            body = {"user_id": user_id, "page": page, "size": page_size, "filter": where}
+            data = self._post("/get/memory", body, writes=False) or {}
             items = data.get("memory_detail_list") or []
-            ids += [str(m["id"]) for m in items if isinstance(m, dict) and m.get("id") is not None]
+            out += [m for m in items if isinstance(m, dict)]
             if len(items) < page_size:
-                return ids
+                return out
             page += 1
+
+    def request_memories(self, user_id: str, batch_keys: list[str]) -> dict[str, list[dict]]:
+        """One filtered listing per request: /get/memory on info.batch_key."""
+        return {k: [_memory(m) for m in self._memory_items(user_id, {"info.batch_key": k})] for k in batch_keys}
+
+    def user_memories(self, user_id: str) -> list[dict]:
+        return [_memory(m) for m in self._memory_items(user_id, {})]
 
     def delete_memories(self, memory_ids: list[str]) -> int:
         deleted = 0
@@ -95,3 +102,9 @@ class CloudTarget(HttpTarget):
             "/search/memory", {"user_id": user_id, "query": query, "memory_limit_number": limit}, writes=False
         )
         return list((data or {}).get("memory_detail_list") or [])
+
+
+def _memory(m: dict) -> dict:
+    info = m.get("info")
+    key = info.get("batch_key") if isinstance(info, dict) else None
+    return memory(m.get("id"), m.get("memory_value") or m.get("memory"), m.get("conversation_id"), key)

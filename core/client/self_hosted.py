@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from core.client.http import HttpTarget, Reply
+from core.client.memories import memory
 from core.errors import CannotTell, TerminalBatchError, TransientError
 
 # The open-source server silently drops `info` keys that name a field of its memory items
@@ -195,6 +196,23 @@ class SelfHostedTarget(HttpTarget):
     def delete_conversation_memories(self, user_id: str, conversation_id: str, batch_keys: list[str]) -> int:
         return self.delete_user_memories(user_id, conversation_id)
 
+    def request_memories(self, user_id: str, batch_keys: list[str]) -> dict[str, list[dict]]:
+        """One settled, complete listing of the user for all of its requests, grouped by the
+        batch key each memory's info carries."""
+        nodes, complete, _ = self.settled_listing(user_id)
+        if not complete:
+            raise CannotTell(f"{user_id} has more memories than /product/get_all lists: they cannot all be checked")
+        out: dict[str, list[dict]] = {k: [] for k in batch_keys}
+        for n in nodes:
+            m = _memory(n)
+            if m["batch_key"] in out:
+                out[m["batch_key"]].append(m)
+        return out
+
+    def user_memories(self, user_id: str) -> list[dict]:
+        nodes, complete = self.listing(user_id)
+        return [_memory(n) for n in nodes]
+
     def search(self, user_id: str, query: str, limit: int = 6) -> list[dict]:
         # relativity 0: the server's default floor (0.45) hides weaker matches, and a check of
         # what was loaded wants the closest memories whatever their score
@@ -222,3 +240,10 @@ def _matches(metadata: dict, where: dict) -> bool:
         if got is None or str(got) != str(want):
             return False
     return True
+
+
+def _memory(node: dict) -> dict:
+    md = node.get("metadata") or {}
+    info = md.get("info")
+    key = info.get("batch_key", info.get("etl_batch_key")) if isinstance(info, dict) else None
+    return memory(node.get("id"), node.get("memory"), md.get("session_id"), key, bool(md.get("is_fast")))

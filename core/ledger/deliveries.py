@@ -451,9 +451,10 @@ class Deliveries(Store):
         run_id: str | None = None,
         users: list[str] | None = None,
         conversations: list[str] | None = None,
+        source: str | None = None,
     ) -> list[dict]:
-        """Batches a run delivered, or those of some users / conversations (any target when
-        `target` is None), oldest first."""
+        """Batches a run delivered, or those of some users / conversations / a source (any
+        target when `target` is None), oldest first."""
         q = sa.select(
             batches.c.batch_key,
             batches.c.target,
@@ -465,7 +466,10 @@ class Deliveries(Store):
             batches.c.n_messages,
             batches.c.first_key,
             batches.c.last_key,
+            batches.c.task_id,
         )
+        if source is not None:
+            q = q.where(batches.c.source == source)
         if target is not None:
             q = q.where(batches.c.target == target)
         if run_id is not None:

@@ -45,6 +45,7 @@ for command in (
     operations.rollback,
     operations.reconcile,
     operations.erase,
+    operations.verify,
     state.status,
     mapping.expectations,
     state.search,

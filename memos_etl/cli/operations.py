@@ -196,3 +196,54 @@ def forget(*args, **kwargs):
 
 
 forget.__doc__ = "The old name of `erase`: works the same, with a note that the name changed."
+
+
+#: listing calls above which `verify --all` asks first
+ASK_ABOVE = 500
+
+
+def verify(
+    source: str = SourceArg,
+    sample: int = typer.Option(50, "--sample", help="requests to check, a seeded sample"),
+    all_requests: bool = typer.Option(False, "--all", help="check every delivered request"),
+    run: Optional[str] = typer.Option(None, "--run", help="only the requests of this run id"),
+    seed: int = typer.Option(0, help="the sample's seed: the same seed checks the same requests"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="do not ask before a large --all"),
+    no_prefect: bool = typer.Option(False, "--no-prefect", help="no Prefect flow run, artifact or events"),
+    config: Optional[Path] = ConfigOpt,
+    target_url: Optional[str] = TargetOpt,
+    ledger: Optional[str] = LedgerOpt,
+    work_dir: Optional[Path] = WorkOpt,
+    json_out: bool = typer.Option(False, "--json"),
+):
+    """Check what MemOS made of a source's delivered requests: memories found, none (stored
+    nothing), still extracting, the same memory repeated under one request; and that erased
+    users left no memory or search hit. Exit codes: 0 clean, 2 findings, 1 error."""
+    from flows.runner.verify import run_verify, verify_cost
+
+    cfg = load_config(config, target_url, ledger, work_dir)
+    m = cfg.mapping(source)
+    wanted = None if all_requests else sample
+    n, calls = verify_cost(m, cfg, wanted, run)
+    if all_requests and calls > ASK_ABOVE and not yes:
+        typer.confirm(f"verify all {n} delivered requests of {m.source.name}: about {calls} listing calls?", abort=True)
+    if not json_out:
+        typer.echo(f"checking {n} requests of {m.source.name} on {cfg.target.ledger_name} (~{calls} listing calls) ...")
+    if no_prefect:
+        result = run_verify(m, cfg, sample=wanted, seed=seed, run_id=run).to_dict()
+    else:
+        from flows.heartbeat import in_process
+        from flows.verify import verify_flow
+        from memos_etl.cli.prefect_api import api_server
+
+        overrides = cfg.model_dump(exclude={"sources"})
+        with api_server(), in_process():
+            result = verify_flow(source, str(cfg.path_) if cfg.path_ else None, overrides, wanted, seed, run)
+    if json_out:
+        typer.echo(json.dumps(result, indent=2, default=str))
+    else:
+        from tasks.verify import VerifyResult
+
+        typer.echo("\n".join(VerifyResult.from_dict(result).lines()))
+    if result["status"] != "clean":
+        raise typer.Exit(2)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -224,6 +225,11 @@ async def add(
         elif fault.get("commit_then_fail"):
             stored(srv, body, conversation)
             resp = envelope(50000, "injected: failed after commit", status=500)
+        elif fault.get("store_nothing"):  # accepted, and no memory made of it (MemOS#1355)
+            resp = envelope(ok_code, ok_message, ok_data(uuid.uuid4().hex, body))
+        elif fault.get("duplicate"):  # accepted, every memory made twice under one batch key
+            stored(srv, body, conversation)
+            resp = envelope(ok_code, ok_message, ok_data(stored(srv, body, conversation), body))
         else:
             headers = {"Retry-After": str(fault["retry_after"])} if "retry_after" in fault else None
             resp = envelope(

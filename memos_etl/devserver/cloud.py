@@ -89,6 +89,8 @@ async def delete_memory(request: Request, srv: Dev):
         return refused
     body = await request.json()
     ids = [int(i) for i in body.get("memory_ids") or []]
+    if srv.faults.deletes_linger and (ids or body.get("user_id")):
+        return envelope(0, "ok", {"success": True})
     if ids:
         srv.store.execute(f"DELETE FROM messages WHERE id IN ({','.join('?' * len(ids))})", ids)
     elif body.get("user_id"):

@@ -33,9 +33,12 @@ class Faults:
         # scripted faults for the next add requests, in order:
         # {"status": 500, "code": 50000, "retry_after": 1} | {"hang": 5, "store": true}
         # | {"commit_then_fail": true} | {"drop": true, "store": true} | {"pass": true} (no fault)
+        # | {"store_nothing": true} (answered ok, no memory made) | {"duplicate": true} (every
+        # memory twice)
         self.script: deque = deque()
         self.api_key: str | None = None
         self.get_message_fails = False  # a target that cannot say what it holds
+        self.deletes_linger = False  # deletes answered with success that delete nothing (MemOS#2331)
         for k, v in kw.items():
             if k == "script":
                 self.script = deque(v)

@@ -80,6 +80,8 @@ async def product_delete_memory(request: Request, srv: Dev):
     # MemOS 2.0.33's delete modes: memory_ids, or user_id / session_id conditions
     body = await request.json()
     session = body.get("session_id") or body.get("conversation_id")
+    if srv.faults.deletes_linger:
+        return envelope(200, "Memories deleted successfully", {"status": "success"})
     if body.get("memory_ids") is not None:
         ids = [int(i) for i in body["memory_ids"] if str(i).isdigit()]
         if ids:
