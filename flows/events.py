@@ -79,6 +79,14 @@ def target_resource(target: str) -> dict[str, str]:
     return {"prefect.resource.id": f"{PREFIX}target.{target}", "prefect.resource.name": target}
 
 
+def flow_parameter(name: str) -> Any:
+    """A parameter of the flow run this process is in (None outside one)."""
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    return (ctx.parameters or {}).get(name) if ctx is not None else None
+
+
 def emit(name: str, source: str | None, target: str, payload: dict[str, Any]) -> None:
     """One event `memos-etl.<name>` about `source` (None: about the target); never raises."""
     try:
@@ -116,7 +124,14 @@ def erasure_event(target: str, result: dict[str, Any], user: str, conversation: 
 def run_events(report: RunReport, error: BaseException | None = None) -> list[str]:
     """The events a finished (or failed) run emits; returns their names."""
     c = report.counts
-    base = {"run_id": report.run_id, "flow": report.flow, "slice": report.slice}
+    # the source as the flow was given it (a name under `sources:`, or a mapping path): what a
+    # trigger hands on to the next flow (deployments/prefect.yaml's verify)
+    base = {
+        "run_id": report.run_id,
+        "flow": report.flow,
+        "slice": report.slice,
+        "config_source": flow_parameter("source"),
+    }
     sent: list[str] = []
 
     def send(name: str, payload: dict) -> None:

@@ -13,7 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from memos_etl.cli import app
-from tests.helpers import chat_rows, sample_mapping_at, set_faults, write_jsonl
+from tests.helpers import chat_rows, sample_mapping_at, set_faults, stored_messages, write_jsonl
 
 runner = CliRunner()
 
@@ -58,17 +58,19 @@ def test_stored_nothing_repeated_and_a_lingering_erasure_are_found(kind, tmp_pat
     set_faults(dev_server.url, script=[{"pass": True}, {"store_nothing": True}, {"duplicate": True}])
     res = runner.invoke(app, ["sync", "chats", "-c", cfg, "--no-prefect"])
     assert res.exit_code == 0, res.output
+    # erased: a conversation the faults above did not touch (4 messages stored, as sent)
+    user, conv = next(k for k, msgs in sorted(stored_messages(dev_server.url).items()) if len(set(msgs)) == 4)
     set_faults(dev_server.url, deletes_linger=True)
-    res = runner.invoke(app, ["erase", "--user", "u1", "--conversation", "c5", "-c", cfg, "--yes"])
+    res = runner.invoke(app, ["erase", "--user", user, "--conversation", conv, "-c", cfg, "--yes"])
     assert res.exit_code in (0, 2), res.output
     code, out = verify(cfg, "--all")
     assert code == 2 and out["status"] == "findings", out
-    assert out["outcomes"] == {"ok": 8, "stored nothing": 1, "repeated": 1}, out  # 2 requests of c5 erased
+    assert out["outcomes"] == {"ok": 8, "stored nothing": 1, "repeated": 1}, out  # the erased 2 aside
     nothing = next(f for f in out["findings"] if f["outcome"] == "stored nothing")
     twice = next(f for f in out["findings"] if f["outcome"] == "repeated")
     assert nothing["memories"] == 0 and twice["memories"] == 4 and twice["extra_copies"] == 2, out
     [erasure] = out["erasures"]
-    assert (erasure["user_id"], erasure["conversation_id"]) == ("u1", "c5")
+    assert (erasure["user_id"], erasure["conversation_id"]) == (user, conv)
     assert erasure["memories_left"] == 4 and not erasure["clean"], erasure
     # the text lines say the same
     res = runner.invoke(app, ["verify", "chats", "-c", cfg, "--no-prefect", "--all"])

@@ -73,7 +73,7 @@ async def get_memory(request: Request, srv: Dev):
         {
             "id": str(i),
             "memory_key": f"{r} said",
-            "memory_value": c,
+            "memory_value": f"at {t}: {c}",  # the time it was said, as in the store's nodes
             "conversation_id": conv,
             "chat_time": t,
             "info": json.loads(inf),

@@ -90,7 +90,9 @@ class Store:
     def nodes(self, user_id) -> list[dict]:
         """A memory per stored message, as the open-source server lists them: with its session,
         the request's info and the raw message it came from in `sources` (MemOS 2.0.33 writes
-        each source as JSON text)."""
+        each source as JSON text). Its text names the message's time, as MemOS's memories say
+        when a thing was said: two messages alike at two times are two memories, and only a
+        message stored twice (the `duplicate` fault) repeats one."""
         rows = self.query(
             "SELECT id, conversation_id, role, content, chat_time, info FROM messages WHERE user_id=? ORDER BY id",
             (user_id,),
@@ -98,7 +100,7 @@ class Store:
         return [
             {
                 "id": str(i),
-                "memory": f"{r}: {c}",
+                "memory": f"{r} at {t}: {c}",
                 "metadata": {
                     "session_id": conv,
                     "info": json.loads(inf) if inf else {},
