@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from tests.conftest import ROOT
-from tests.test_fleet import BIN, _kill_tree, prefect_api  # noqa: F401  (the fixture)
+from tests.test_fleet import BIN, kill_tree, prefect_api  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.slow
 
@@ -60,12 +60,14 @@ def test_a_completed_nightly_sync_triggers_verify(prefect_api, dev_server, tmp_p
         deadline = time.monotonic() + 420
         verify: list[dict] = []
         while time.monotonic() < deadline:
-            verify = [r for r in _runs(api, "memos-etl-verify") if r["state_type"] in ("COMPLETED", "FAILED", "CRASHED")]
+            verify = [
+                r for r in _runs(api, "memos-etl-verify") if r["state_type"] in ("COMPLETED", "FAILED", "CRASHED")
+            ]
             if verify:
                 break
             time.sleep(1)
     finally:
-        _kill_tree(worker)
+        kill_tree(worker)
         log.close()
     [sync] = [r for r in _runs(api, "memos-etl-sync") if r["state_type"] != "SCHEDULED"]  # not the cron's
     assert sync["state_type"] == "COMPLETED", Path(tmp_path / "worker.log").read_text()[-4000:]

@@ -53,7 +53,7 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def _kill_tree(proc: subprocess.Popen) -> None:
+def kill_tree(proc: subprocess.Popen) -> None:
     for pid in [proc.pid] + _children(proc.pid):
         try:
             os.kill(pid, signal.SIGKILL)
@@ -94,7 +94,7 @@ def prefect_api(tmp_path):
     else:
         pytest.fail("prefect server did not start in 180 s")
     yield env
-    _kill_tree(server)
+    kill_tree(server)
 
 
 def test_backfill_over_two_workers_survives_a_killed_worker(prefect_api, dev_server, pg_ledger_url, tmp_path):
@@ -189,15 +189,15 @@ def test_backfill_over_two_workers_survives_a_killed_worker(prefect_api, dev_ser
                         break
             time.sleep(0.3)
         assert victim is not None, "no worker ever ran a part"
-        _kill_tree(victim)
+        kill_tree(victim)
         assert stats(dev_server.url)["messages"] < len(rows), "the backfill was over before the kill"
         out, err = backfill.communicate(timeout=420)
     finally:
         if backfill.poll() is None:
-            _kill_tree(backfill)
+            kill_tree(backfill)
         for w in workers:
             if w.poll() is None:
-                _kill_tree(w)
+                kill_tree(w)
         for log in logs:
             log.close()
     assert backfill.returncode == 0, out[-3000:] + err[-5000:]
