@@ -202,6 +202,32 @@ def test_sync_into_real_memos_search_finds_each_users_facts_and_rerun_adds_nothi
         sessions = {n["metadata"]["session_id"] for n in nodes}
         assert sessions == {c for u, c in CONVERSATIONS if f"{u}-{run}" == user}
 
+    # verify: every request MemOS accepted made memories under its batch key (its own
+    # duplicates, if any, are reported as `repeated`, not counted against us)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "memos_etl.cli",
+            "verify",
+            "chats",
+            "--all",
+            "--no-prefect",
+            "--json",
+            "--config",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert r.returncode in (0, 2), r.stdout + r.stderr
+    verified = json.loads(r.stdout[r.stdout.index("{") :])
+    assert verified["checked"] == expected_requests, verified
+    assert verified["outcomes"].get("stored nothing", 0) == 0 and verified["outcomes"].get("ok", 0) > 0, verified
+    assert verified["listings"] == len(users), verified  # one listing per user
+
     # our self-hosted adapter's search, through MemOS's own /product/search
     target = SelfHostedTarget(TargetConfig(kind="self-hosted", base_url=memos), None)
     checks = [
