@@ -3,7 +3,7 @@
     uv run python -m flows.serve            # all deployments, their schedules active
     uv run python -m flows.serve --list     # what would be served
 
-The deployment definitions (names, entrypoints, parameters, schedules) are read from
+The deployment definitions (names, entrypoints, parameters, schedules, triggers) are read from
 deployments/prefect.yaml, the same file `prefect deploy` uses, so the two never drift.
 """
 
@@ -13,6 +13,7 @@ import argparse
 import importlib
 import os
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -32,7 +33,11 @@ def load_entrypoint(entrypoint: str):
 
 
 def to_deployments(defs: list[dict]):
+    from prefect.events import DeploymentTriggerTypes
     from prefect.schedules import Cron
+    from pydantic import TypeAdapter
+
+    trigger: TypeAdapter[Any] = TypeAdapter(DeploymentTriggerTypes)  # type: ignore[arg-type]  # an Annotated union
 
     out = []
     for d in defs:
@@ -49,6 +54,7 @@ def to_deployments(defs: list[dict]):
                 schedules=schedules or None,
                 description=d.get("description"),
                 tags=d.get("tags") or None,
+                triggers=[trigger.validate_python(t) for t in d.get("triggers") or []] or None,
             )
         )
     return out
