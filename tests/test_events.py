@@ -5,6 +5,7 @@ erasure (ids only)."""
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
@@ -17,20 +18,27 @@ from tests.helpers import SAMPLE_MAPPING
 runner = CliRunner()
 
 
-def feed(prefix: str = "memos-etl.", want: int = 1, timeout: float = 30.0) -> list[dict]:
-    """The server's events under `prefix`, oldest first (it persists them a moment later)."""
+def feed(prefix: str, match=lambda e: True, want: int = 1, timeout: float = 30.0) -> list[dict]:
+    """The server's events under `prefix` since this module started that `match`, newest first
+    (the server persists them a moment later; earlier tests' events share the server)."""
     from prefect.settings import get_current_settings
 
     url = get_current_settings().api.url
     deadline = time.monotonic() + timeout
     while True:
-        body = {"filter": {"event": {"prefix": [prefix]}, "order": "ASC"}, "limit": 50}
+        body = {
+            "filter": {"occurred": {"since": STARTED.isoformat()}, "event": {"prefix": [prefix]}, "order": "DESC"},
+            "limit": 50,
+        }
         res = requests.post(f"{url}/events/filter", json=body, timeout=30)
         res.raise_for_status()
-        events = res.json()["events"]
+        events = [e for e in res.json()["events"] if match(e)]
         if len(events) >= want or time.monotonic() > deadline:
             return events
         time.sleep(0.5)
+
+
+STARTED = datetime.now(UTC) - timedelta(seconds=5)
 
 
 def test_a_sync_then_a_quarantine_stop_then_an_erasure(prefect_server, dev_server, run_config, tmp_path):
@@ -39,7 +47,7 @@ def test_a_sync_then_a_quarantine_stop_then_an_erasure(prefect_server, dev_serve
     cfg = run_config
     report = run_sync(str(SAMPLE_MAPPING), cfg)
     source, target = report["source"], report["target"]
-    done = [e for e in feed("memos-etl.run.completed") if e["payload"]["run_id"] == report["run_id"]]
+    done = feed("memos-etl.run.completed", lambda e: e["payload"]["run_id"] == report["run_id"])
     assert len(done) == 1, done
     e = done[0]
     assert e["resource"]["prefect.resource.id"] == f"memos-etl.source.{source}"
@@ -55,15 +63,16 @@ def test_a_sync_then_a_quarantine_stop_then_an_erasure(prefect_server, dev_serve
     # the same source with a threshold its 8 bad rows exceed: the run fails, nothing is sent
     cfg.load.max_failed_share = 0.0001
     cfg.state.work_dir = str(tmp_path / "strict")
+    before = datetime.now(UTC)
     with pytest.raises(Exception, match="failed validation"):
         run_sync(str(SAMPLE_MAPPING), cfg)
-    over = feed("memos-etl.quarantine.over-threshold")
+    over = feed("memos-etl.quarantine.over-threshold", lambda e: datetime.fromisoformat(e["occurred"]) >= before)
     assert len(over) == 1, over
     p = over[0]["payload"]
     assert (p["failed"], p["max_failed_share"]) == (8, 0.0001) and p["read"] > 6000
     assert p["see"] == f"memos-etl quarantine list --source {source}"
-    failed = feed("memos-etl.run.failed")
-    assert [f["payload"]["run_id"] for f in failed] == [p["run_id"]]
+    failed = feed("memos-etl.run.failed", lambda e: e["payload"]["run_id"] == p["run_id"])
+    assert len(failed) == 1, failed
     assert "failed validation" in failed[0]["payload"]["error"]
 
     # an erasure from the command line: its ids in the feed, no content
@@ -74,7 +83,7 @@ def test_a_sync_then_a_quarantine_stop_then_an_erasure(prefect_server, dev_serve
     user = next(iter({k[0] for k in _users(dev_server.url)}))
     res = runner.invoke(app, ["erase", "--user", user, "-c", str(cfg_file), "--yes"])
     assert res.exit_code == 0, res.output
-    erased = feed("memos-etl.erasure.done")
+    erased = feed("memos-etl.erasure.done", lambda e: e["payload"]["user_id"] == user)
     assert len(erased) == 1, erased
     p = erased[0]["payload"]
     assert p["user_id"] == user and p["complete"] is True and p["messages_forgotten"] > 0 and p["erasure_id"]
