@@ -89,6 +89,7 @@ class VerifyResult:
     findings: list[RequestCheck] = field(default_factory=list)
     erasures: list[ErasureCheck] = field(default_factory=list)
     listings: int = 0  # calls made to list memories (the cost)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def status(self) -> str:
@@ -108,6 +109,7 @@ class VerifyResult:
         out.findings = [RequestCheck(**f) for f in d["findings"]]
         out.erasures = [ErasureCheck(**{k: v for k, v in e.items() if k != "clean"}) for e in d["erasures"]]
         out.listings = d["listings"]
+        out.notes = list(d.get("notes") or [])
         return out
 
     def lines(self) -> list[str]:
@@ -128,6 +130,7 @@ class VerifyResult:
             scope = f"{e.user_id}/{e.conversation_id}" if e.conversation_id else e.user_id
             state = "nothing left" if e.clean else f"{e.memories_left} memories and {e.search_hits} search hits left"
             out.append(f"  erasure {e.erasure_id} of {scope}: {state}{'; ' + e.detail if e.detail else ''}")
+        out += [f"  note: {n}" for n in self.notes]
         out.append(f"  listings           {self.listings}")
         out.append(f"status {self.status}")
         return out
@@ -175,6 +178,11 @@ def verify(
     result = VerifyResult(
         source, target_name, len(requests), len(chosen), seed if sample is not None and sample < len(requests) else None
     )
+    if not requests:
+        result.notes.append(
+            f"no delivered requests of {source} on {target_name}: nothing to check (delivered under another "
+            "target name? `memos-etl status` lists them)"
+        )
     by_user: dict[str, list[dict]] = defaultdict(list)
     for r in chosen:
         by_user[r["user_id"]].append(r)
@@ -183,7 +191,7 @@ def verify(
         try:
             found = target.request_memories(user, keys)
             result.listings += len(keys) if target.kind == "cloud" else 1
-        except (CannotTell, TargetError) as exc:
+        except CannotTell as exc:  # the target's own limits; unreachable or refusing is an error
             for r in reqs:
                 _add(result, _check(r, CANNOT, detail=_first_line(exc)))
             continue
@@ -237,7 +245,7 @@ def check_erasures(ledger: Ledger, target: Target, target_name: str, result: Ver
             hits = [h for h in target.search(user, PROBE, 10) if conv is None or h.get("conversation_id") == conv]
             result.listings += 2
             out.append(ErasureCheck(e["erasure_id"], user, conv, len(left), len(hits)))
-        except (CannotTell, TargetError) as exc:
+        except CannotTell as exc:
             out.append(ErasureCheck(e["erasure_id"], user, conv, 0, 0, detail=f"cannot tell: {_first_line(exc)}"))
     return out
 

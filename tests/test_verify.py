@@ -23,7 +23,7 @@ def setup(tmp_path: Path, url: str, kind: str) -> str:
     write_jsonl(data / "a.jsonl", chat_rows(6, 4))  # users u0, u1; 6 conversations of 4 messages
     cfg = {
         "sources": {"chats": str(sample_mapping_at(tmp_path, data))},
-        "target": {"base_url": url, "kind": kind, "extraction_wait_s": 0.5},
+        "target": {"base_url": url, "kind": kind, "extraction_wait_s": 0.5, "name": "dev", "max_attempts": 2},
         "load": {"max_messages_per_request": 2},
         "state": {"work_dir": str(tmp_path / "state")},
     }
@@ -50,6 +50,18 @@ def test_a_clean_sync_verifies_clean(kind, tmp_path, dev_server):
     code, a = verify(cfg, "--sample", "5", "--seed", "3")
     code, b = verify(cfg, "--sample", "5", "--seed", "3")
     assert a["checked"] == 5 and a["seed"] == 3 and a == b
+    # the same target name, unreachable: an error (exit 1), not a finding
+    from memos_etl.devserver import free_port
+
+    dead = ["--target-url", f"http://127.0.0.1:{free_port()}"]
+    res = runner.invoke(app, ["verify", "chats", "-c", cfg, "--no-prefect", *dead])
+    assert res.exit_code == 1 and "error:" in res.output and "Traceback" not in res.output, res.output
+    # another target name: nothing delivered there, and it says so
+    body = yaml.safe_load(Path(cfg).read_text())
+    body["target"]["name"] = "elsewhere"
+    Path(cfg).write_text(yaml.safe_dump(body))
+    code, out = verify(cfg)
+    assert code == 0 and out["checked"] == 0 and "no delivered requests of" in out["notes"][0], out
 
 
 @pytest.mark.parametrize("kind", ["cloud", "self-hosted"])
