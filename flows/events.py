@@ -174,7 +174,10 @@ def run_events(report: RunReport, error: BaseException | None = None) -> list[st
         rw = report.rewrite
         send(
             "conversations.rewritten",
-            {k: rw.get(k) for k in ("conversations", "memories_deleted", "resent", "status", "run_id") if k in rw},
+            {
+                **{k: rw.get(k) for k in ("conversations", "memories_deleted", "resent", "status") if k in rw},
+                "rewrite_run_id": rw.get("run_id"),
+            },
         )
     return sent
 

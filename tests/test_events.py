@@ -93,3 +93,27 @@ def test_a_sync_then_a_quarantine_stop_then_an_erasure(prefect_server, dev_serve
 
 def _users(url: str) -> set:
     return {(m["user_id"],) for m in requests.get(url + "/_dev/messages", timeout=30).json()}
+
+
+def test_in_doubt_and_rewrite_events_carry_their_counts(prefect_server):
+    """The report of a run that left requests in doubt and rewrote conversations: its events
+    (emitted as a flow's publish emits them) in the feed with their payloads."""
+    from prefect.events.worker import EventsWorker
+
+    from core.report import RunReport
+    from flows.events import run_events
+
+    report = RunReport(run_id="r-doubt-1", source="doubtful", target="t1", status="incomplete")
+    report.counts.in_doubt = 3
+    report.rewrite = {"conversations": 2, "memories_deleted": 7, "resent": 9, "status": "completed", "run_id": "rw-1"}
+    names = run_events(report)
+    assert names == ["memos-etl.run.incomplete", "memos-etl.requests.in-doubt", "memos-etl.conversations.rewritten"]
+    EventsWorker.drain_all(timeout=10)
+    doubt = feed("memos-etl.requests.in-doubt", lambda e: e["payload"]["run_id"] == "r-doubt-1")
+    assert doubt and doubt[0]["payload"]["in_doubt"] == 3 and "--resend-in-doubt" in doubt[0]["payload"]["resolve"]
+    assert doubt[0]["resource"]["prefect.resource.id"] == "memos-etl.source.doubtful"
+    rewritten = feed("memos-etl.conversations.rewritten", lambda e: e["payload"]["run_id"] == "r-doubt-1")
+    assert rewritten and rewritten[0]["payload"]["memories_deleted"] == 7, rewritten
+    assert rewritten[0]["payload"]["rewrite_run_id"] == "rw-1"
+    incomplete = feed("memos-etl.run.incomplete", lambda e: e["payload"]["run_id"] == "r-doubt-1")
+    assert incomplete and incomplete[0]["payload"]["counts"]["in_doubt"] == 3, incomplete
