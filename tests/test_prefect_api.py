@@ -10,14 +10,16 @@ import sys
 
 import requests
 
-from tests.helpers import SAMPLE_MAPPING
+from tests.helpers import chat_rows, sample_mapping_at, write_jsonl
 
 
 def test_the_first_sync_starts_a_server_the_next_reuses_it(tmp_path, dev_server):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API") and k != "MEMOS_ETL_PREFECT_SERVER"}
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
     env["PREFECT_SERVER_UI_ENABLED"] = "false"
-    cmd = [sys.executable, "-m", "memos_etl.cli", "sync", str(SAMPLE_MAPPING), "--target-url", dev_server.url]
+    write_jsonl(tmp_path / "data" / "a.jsonl", chat_rows(3, 4))
+    mapping = sample_mapping_at(tmp_path, tmp_path / "data")
+    cmd = [sys.executable, "-m", "memos_etl.cli", "sync", str(mapping), "--target-url", dev_server.url]
     try:
         outs = []
         for _ in range(2):
@@ -36,7 +38,7 @@ def test_the_first_sync_starts_a_server_the_next_reuses_it(tmp_path, dev_server)
         tasks = requests.post(f"{url}/task_runs/filter", json={}, timeout=30).json()
         assert {t["flow_run_id"] for t in tasks} == {r["id"] for r in runs}
         keys = {a["key"] for a in requests.post(f"{url}/artifacts/filter", json={}, timeout=30).json()}
-        assert {"sync-sample-chats", "sync-sample-chats-table"} <= keys, keys
+        assert {"sync-sample-chats", "sync-sample-chats-table"} <= keys, keys  # the mapping's source name
     finally:
         subprocess.run(
             [sys.executable, "-m", "prefect", "server", "stop"], env=env, capture_output=True, text=True, timeout=120
