@@ -80,6 +80,11 @@ def shared_url(echo=typer.echo) -> str | None:
             url = json.loads(state.read_text())["url"]
             if _healthy(url):
                 return url
+        own = _prefect_default_url()  # a server someone started with `prefect server start` here
+        if _healthy(own):
+            state.write_text(json.dumps({"url": own, "started": None}))
+            echo(f"Prefect server found at {own.removesuffix('/api')}: this and later commands record their runs there")
+            return own
         try:
             url = _start(home)
         except OSError as exc:
@@ -93,12 +98,29 @@ def shared_url(echo=typer.echo) -> str | None:
     return url
 
 
+def _prefect_default_url() -> str:
+    from prefect.settings import get_current_settings
+
+    api = get_current_settings().server.api
+    host = "127.0.0.1" if api.host in ("0.0.0.0", "::", "") else api.host
+    return f"http://{host}:{api.port}/api"
+
+
+def _alive(pid_file: Path) -> bool:
+    try:
+        os.kill(int(pid_file.read_text().strip()), 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def _start(home: Path) -> str:
     port = _free_port()
     url = f"http://127.0.0.1:{port}/api"
-    if (home / "server.pid").exists():  # Prefect's record of a background server that is gone
+    pid_file = home / "server.pid"
+    if pid_file.exists() and not _alive(pid_file):  # Prefect's record of a background server that is gone
         with contextlib.suppress(OSError):
-            (home / "server.pid").unlink()
+            pid_file.unlink()
     cmd = [sys.executable, "-m", "prefect", "server", "start", "--background", "--host", "127.0.0.1"]
     out = subprocess.run([*cmd, "--port", str(port)], capture_output=True, text=True, timeout=120)
     if out.returncode != 0:
