@@ -32,6 +32,7 @@ from core.config import Mapping, RunConfig
 from core.ledger import Ledger
 from core.report import Counts
 from flows import runner as pipeline
+from flows.events import RUN_COUNTS, emit, flow_parameter
 from flows.runtime import flow_run, slug
 from flows.sync import execute
 from tasks.extract import Slice, open_source
@@ -139,7 +140,7 @@ def backfill_flow(
     """Backfill [since, until) of a source, split `by` cursor | partition | file | hash (auto:
     cursor for SQL, partition for Hive layouts, else file), `every` per part."""
     with flow_run(source, config_path, config, drain=False) as (cfg, mapping):
-        return backfill(
+        result = backfill(
             mapping,
             cfg,
             source=source,
@@ -154,6 +155,28 @@ def backfill_flow(
             config=config,
             deployment=deployment,
         )
+        backfill_event(result, cfg.target.ledger_name)
+        return result
+
+
+def backfill_event(result: dict, target: str) -> None:
+    """`memos-etl.backfill.<status>`: the whole backfill, its parts and its counts (each part's
+    run emits its own run event)."""
+    c = result.get("counts") or {}
+    emit(
+        f"backfill.{result.get('status', 'unknown')}",
+        result["source"],
+        target,
+        {
+            "backfill_id": result.get("backfill_id"),
+            "parts": result.get("parts"),
+            "done": result.get("done"),
+            "ran": result.get("ran"),
+            "not_done": result.get("not_done"),
+            "counts": {k: c.get(k) for k in RUN_COUNTS if k in c},
+            "config_source": flow_parameter("source"),
+        },
+    )
 
 
 def plan(mapping: Mapping, cfg: RunConfig, since=None, until=None, by="auto", every=None, buckets=16):

@@ -117,3 +117,21 @@ def test_in_doubt_and_rewrite_events_carry_their_counts(prefect_server):
     assert rewritten[0]["payload"]["rewrite_run_id"] == "rw-1"
     incomplete = feed("memos-etl.run.incomplete", lambda e: e["payload"]["run_id"] == "r-doubt-1")
     assert incomplete and incomplete[0]["payload"]["counts"]["in_doubt"] == 3, incomplete
+
+
+def test_a_backfill_emits_its_parts_and_its_whole(prefect_server, dev_server, tmp_path):
+    import json as _json
+
+    from tests.helpers import chat_rows, sample_mapping_at, write_jsonl
+
+    write_jsonl(tmp_path / "data" / "a.jsonl", chat_rows(2, 3, prefix="a"))
+    write_jsonl(tmp_path / "data" / "b.jsonl", chat_rows(2, 3, prefix="b"))
+    mapping = sample_mapping_at(tmp_path, tmp_path / "data")
+    args = ["--target-url", dev_server.url, "--work-dir", str(tmp_path / "work"), "--json"]
+    res = runner.invoke(app, ["backfill", str(mapping), "--by", "file", *args])
+    assert res.exit_code == 0, res.output
+    out = _json.loads(res.output[res.output.index("{") :])
+    whole = feed("memos-etl.backfill.completed", lambda e: e["payload"]["backfill_id"] == out["backfill_id"])
+    assert len(whole) == 1, whole
+    p = whole[0]["payload"]
+    assert (p["parts"], p["done"], p["counts"]["delivered"]) == (2, 2, 12) and p["config_source"] == str(mapping)
