@@ -259,3 +259,39 @@ def test_a_catalog_on_postgresql(tmp_path, dev_server, pg_ledger_url):
     assert number(res.output, "delivered") == 2 and number(res.output, "deleted in source") == 6, res.output
     now = [r for r in rows if r["conversation_id"] != "g1"] + late
     assert stored_messages(dev_server.url) == expected_from_rows(now)[0]
+
+
+def test_a_table_folder_read_without_a_catalog(tmp_path, dev_server):
+    """source.iceberg.location: the table's folder; each run reads its newest metadata file."""
+    cat = catalog(tmp_path)
+    rows = rows_of(2, 5, "l")
+    table = create(cat, rows)
+    folder = table.location().removeprefix("file://")
+    source = {"name": "lake", "type": "iceberg", "iceberg": {"location": folder}}
+    mapping = sample_mapping_at(tmp_path, tmp_path, source=source, content_append=[], on_delete="delete")
+    work = tmp_path / "work"
+    assert number(sync(mapping, dev_server, work), "delivered") == 10
+    late = rows_of(1, 2, "late")
+    table.append(pa.Table.from_pylist(late, schema=table.schema().as_arrow()))
+    table.delete("message_id = 'l1-5'")
+    out = sync(mapping, dev_server, work)
+    assert number(out, "delivered") == 2 and number(out, "deleted in source") == 1, out
+    now = [r for r in rows if r["message_id"] != "l1-5"] + late
+    assert stored_messages(dev_server.url) == expected_from_rows(now)[0]
+    # a folder that is no table, and both ways given at once: one clear line each
+    (tmp_path / "empty").mkdir()
+    bad = sample_mapping_at(
+        tmp_path, tmp_path, source={**source, "iceberg": {"location": str(tmp_path / "empty")}}, content_append=[]
+    )
+    text = " ".join(sync(bad, dev_server, tmp_path / "w2", code=1).split())
+    assert "no metadata/*.metadata.json under" in text, text
+    both = {**source, "iceberg": {"location": folder, "table": "chats.messages"}}
+    res = runner.invoke(
+        app,
+        [
+            "sync",
+            str(sample_mapping_at(tmp_path, tmp_path, name="both.yaml", source=both, content_append=[])),
+            "--no-prefect",
+        ],
+    )
+    assert res.exit_code == 1 and "exactly one of table" in res.output and "Traceback" not in res.output, res.output

@@ -96,9 +96,12 @@ class DeltaConfig(Strict):
 
 
 class IcebergConfig(Strict):
-    """An Apache Iceberg table, read through its catalog (tasks/extract/iceberg.py)."""
+    """An Apache Iceberg table, read through its catalog or from its folder (tasks/extract/iceberg.py)."""
 
-    table: str = Field(pattern=r"^[^.\s]+(\.[^.\s]+)+$")  # namespace.name as the catalog knows it
+    table: str | None = Field(default=None, pattern=r"^[^.\s]+(\.[^.\s]+)+$")  # namespace.name in the catalog
+    # ... or, with no catalog, the table's folder (local, relative to the mapping file, or
+    # s3://bucket/path): each run reads its newest metadata/*.metadata.json
+    location: str | None = None
     # pyiceberg's catalog properties: type (sql, rest, glue, hive, ...), uri, warehouse, ...; a
     # relative sqlite:/// path or local warehouse folder is relative to the mapping file. Empty:
     # pyiceberg's own configuration (~/.pyiceberg.yaml, PYICEBERG_CATALOG__<NAME>__* variables)
@@ -108,6 +111,15 @@ class IcebergConfig(Strict):
     endpoint_url: str | None = None  # S3-compatible stores and local servers (the data files)
     region: str = "us-east-1"
     credentials_block: str | None = None  # Prefect Secret block with JSON keys; default: the AWS chain
+
+    @model_validator(mode="after")
+    def _one_way_in(self):
+        if (self.table is None) == (self.location is None):
+            raise ValueError(
+                "source.iceberg needs exactly one of table (namespace.name, with its catalog) or location "
+                "(the table's folder, read without a catalog)"
+            )
+        return self
 
 
 class SourceConfig(Strict):

@@ -82,13 +82,20 @@ class IcebergSource:
         self.mapping = mapping
         cfg = mapping.source.iceberg
         assert cfg is not None  # source.type iceberg: the config requires the iceberg section
-        self.name = cfg.table
+        props = catalog_properties(mapping)
+        self.name = cfg.table or _located(cfg.location or "", mapping)
         try:
-            catalog = load_catalog(cfg.catalog_name, **catalog_properties(mapping))
-            self.table = catalog.load_table(cfg.table)
+            if cfg.table is not None:
+                self.table = load_catalog(cfg.catalog_name, **props).load_table(cfg.table)
+            else:
+                from pyiceberg.table import StaticTable
+
+                self.table = StaticTable.from_metadata(newest_metadata(self.name, props), properties=props)
+        except SourceError:
+            raise
         except Exception as exc:  # pyiceberg's and the catalog's errors: no catalog, no table, no access
             raise SourceError(
-                mapping.source.name, cfg.table, f"cannot open as an Iceberg table: {_first_line(exc)}"
+                mapping.source.name, self.name, f"cannot open as an Iceberg table: {_first_line(exc)}"
             ) from None
         current = self.table.current_snapshot()
         self.snapshot: int | None = current.snapshot_id if current is not None else None
@@ -252,6 +259,57 @@ class IcebergSource:
                 return pc.is_null(hit)
 
         yield from self._read(self._removed, unit, deleted=True, keep=keep)
+
+
+def _located(location: str, mapping: Mapping) -> str:
+    """The table's folder as a URI: s3:// as given, a local path absolute (relative: to the mapping)."""
+    if "://" in location:
+        return location.rstrip("/")
+    path = Path(location)
+    if not path.is_absolute() and mapping.path_ is not None:
+        path = mapping.path_.parent / path
+    return path.resolve().as_uri()
+
+
+def newest_metadata(location: str, props: dict[str, str]) -> str:
+    """The newest metadata file of a table folder: the one `metadata/version-hint.text` names,
+    else the highest-numbered `metadata/*.metadata.json` (`v3.metadata.json` or
+    `00003-<uuid>.metadata.json`, as writers name them)."""
+    import re
+
+    import pyarrow.fs as pafs
+
+    if location.startswith("s3://"):
+        endpoint = props.get("s3.endpoint")
+        fs: pafs.FileSystem = pafs.S3FileSystem(
+            endpoint_override=endpoint.split("://", 1)[-1] if endpoint else None,
+            scheme=endpoint.split("://", 1)[0] if endpoint and "://" in endpoint else "https",
+            region=props.get("s3.region"),
+            access_key=props.get("s3.access-key-id"),
+            secret_key=props.get("s3.secret-access-key"),
+            session_token=props.get("s3.session-token"),
+        )
+        root = location[len("s3://") :] + "/metadata"
+    else:
+        fs, root = pafs.LocalFileSystem(), location.removeprefix("file://") + "/metadata"
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    except OSError as exc:
+        raise OSError(f"cannot list {root}: {exc}") from None
+    names = [i.base_name for i in infos if i.base_name.endswith(".metadata.json")]
+    number = re.compile(r"^v?(\d+)[-.]")
+    versions = [(int(m.group(1)), n) for n in names if (m := number.match(n))]
+    if not versions:
+        raise OSError(f"no metadata/*.metadata.json under {location}: not an Iceberg table folder")
+    prefix = "s3://" if location.startswith("s3://") else "file://"
+    hint = [i for i in infos if i.base_name == "version-hint.text"]
+    if hint:
+        with fs.open_input_stream(hint[0].path) as f:
+            wanted = f.read().decode().strip()
+        for v, n in versions:
+            if str(v) == wanted or n.startswith(f"v{wanted}."):
+                return f"{prefix}{root}/{n}"
+    return f"{prefix}{root}/{max(versions)[1]}"
 
 
 def _identity(task) -> tuple[str, frozenset[str]]:

@@ -20,8 +20,9 @@ _ICEBERG_METADATA = re.compile(r"(^|/)metadata/(v?\d+[-.][^/]*|[^/]*)\.metadata\
 _HOW = {
     "delta": "Read it as a table with source.type: delta and source.delta.table (its current rows, "
     "then its change data feed)",
-    "iceberg": "Read it as a table with source.type: iceberg, source.iceberg.table and its catalog "
-    "(its current snapshot's rows, then what later snapshots add and delete)",
+    "iceberg": "Read it as a table with source.type: iceberg and source.iceberg.location (this folder, "
+    "no catalog needed) or source.iceberg.table with its catalog: its current snapshot's rows, then "
+    "what later snapshots add and delete",
 }
 
 
