@@ -175,6 +175,18 @@ def test_an_iceberg_table_on_s3(tmp_path, dev_server, s3_endpoint):
     assert number(out, "delivered") == 2 and number(out, "deleted in source") == 1
     now = [r for r in rows if r["message_id"] != "s2-4"] + late
     assert stored_messages(dev_server.url) == expected_from_rows(now)[0]
+    # the same table by its folder on S3, no catalog: a plan of everything it holds now
+    folder = {
+        "name": "s3-folder",
+        "type": "iceberg",
+        "iceberg": {"location": table.location(), "endpoint_url": s3_endpoint},
+    }
+    plan = sample_mapping_at(tmp_path, tmp_path, name="folder.yaml", source=folder, content_append=[])
+    res = runner.invoke(app, ["plan", str(plan), "--work-dir", str(tmp_path / "plan"), "--json"])
+    assert res.exit_code == 0, res.output
+    import json
+
+    assert json.loads(res.output[res.output.index("{") :])["counts"]["planned"] == len(now), res.output
 
 
 def test_killed_during_a_snapshot_sync_then_rerun_exact(tmp_path, dev_server):
