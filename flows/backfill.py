@@ -72,6 +72,11 @@ def run_part(mapping: Mapping, cfg: RunConfig, backfill: str, part_key: str, spe
             )
             status = "done" if report.status == "completed" else report.status
             counts = report.to_dict()["counts"]
+        except Exception as exc:  # what the failed attempt did still counts (the runner attaches its report)
+            failed_report = getattr(exc, "report", None)
+            if failed_report is not None:
+                counts = failed_report.to_dict()["counts"]
+            raise
         finally:
             stop.set()
             beater.join(timeout=5)

@@ -66,16 +66,23 @@ class Sources(Store):
 
     @guarded("saving the source's state")
     def save_source_state(self, source: str, target: str, cursor: str | None, columns: dict, move_cursor: bool) -> None:
-        with self.engine.begin() as c:
-            key = (source_state.c.source == source) & (source_state.c.target == target)
-            prev = c.execute(sa.select(source_state.c.cursor).where(key)).first()
-            values = {"columns": json.dumps(columns), "updated_at": now()}
-            if move_cursor:
-                values["cursor"] = cursor
-            if prev is None:
-                c.execute(source_state.insert().values(source=source, target=target, **values))
-            else:
-                c.execute(source_state.update().where(key).values(**values))
+        key = (source_state.c.source == source) & (source_state.c.target == target)
+        values = {"columns": json.dumps(columns), "updated_at": now()}
+        if move_cursor:
+            values["cursor"] = cursor
+        for attempt in (1, 2):
+            try:
+                with self.engine.begin() as c:
+                    if c.execute(sa.select(source_state.c.cursor).where(key)).first() is None:
+                        c.execute(source_state.insert().values(source=source, target=target, **values))
+                    else:
+                        c.execute(source_state.update().where(key).values(**values))
+                return
+            except sa.exc.IntegrityError:
+                # two runs of a new source (backfill parts side by side) both found no row and
+                # both inserted: the second updates the row the first made
+                if attempt == 2:
+                    raise
 
     @guarded("resetting the cursor")
     def reset_cursor(self, source: str, target: str) -> None:
