@@ -168,3 +168,10 @@ class RowTooLong(InputFormatError):
 
 class NestError(InputFormatError):
     """The record does not have the shape the mapping's `nest` describes."""
+
+
+def first_line(exc: BaseException, limit: int | None = None) -> str:
+    """The first line of a library's error message (its type name when it has none), for a
+    one-line report; cut to `limit` characters when given."""
+    line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return line if limit is None else line[:limit]

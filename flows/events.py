@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from core.errors import QualityThresholdError
+from core.errors import QualityThresholdError, first_line
 from core.report import RunReport
 
 PREFIX = "memos-etl."
@@ -146,7 +146,7 @@ def run_events(report: RunReport, error: BaseException | None = None) -> list[st
             "duration_s": round(report.duration_s, 3),
             "counts": {k: getattr(c, k) for k in RUN_COUNTS},
             "quarantine_reasons": dict(c.reasons.most_common(5)),
-            "error": _first_line(error) if error is not None else report.error,
+            "error": first_line(error, 500) if error is not None else report.error,
             "notes": len(report.notes),
         },
     )
@@ -180,7 +180,3 @@ def run_events(report: RunReport, error: BaseException | None = None) -> list[st
             },
         )
     return sent
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:500]

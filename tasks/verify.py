@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from core.client import Target
-from core.errors import CannotTell, TargetError
+from core.errors import CannotTell, TargetError, first_line
 from core.ledger import Ledger
 
 #: the default sample of requests
@@ -193,7 +193,7 @@ def verify(
             result.listings += len(keys) if target.kind == "cloud" else 1
         except CannotTell as exc:  # the target's own limits; unreachable or refusing is an error
             for r in reqs:
-                _add(result, _check(r, CANNOT, detail=_first_line(exc)))
+                _add(result, _check(r, CANNOT, detail=first_line(exc, 300)))
             continue
         for r in reqs:
             _add(result, classify(target, r, found.get(r["batch_key"], [])))
@@ -246,7 +246,7 @@ def check_erasures(ledger: Ledger, target: Target, target_name: str, result: Ver
             result.listings += 2
             out.append(ErasureCheck(e["erasure_id"], user, conv, len(left), len(hits)))
         except CannotTell as exc:
-            out.append(ErasureCheck(e["erasure_id"], user, conv, 0, 0, detail=f"cannot tell: {_first_line(exc)}"))
+            out.append(ErasureCheck(e["erasure_id"], user, conv, 0, 0, detail=f"cannot tell: {first_line(exc, 300)}"))
     return out
 
 
@@ -266,7 +266,3 @@ def _add(result: VerifyResult, check: RequestCheck) -> None:
     result.outcomes[check.outcome] += 1
     if check.outcome != OK:
         result.findings.append(check)
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]

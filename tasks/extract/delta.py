@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 
 from core.config import Mapping
 from core.config.mapping import DELTA_DELETED
-from core.errors import SourceError, TableReadError
+from core.errors import SourceError, TableReadError, first_line
 from tasks.extract.s3 import s3_credentials
 from tasks.extract.units import Slice, Unit, table_slice
 from tasks.extract.views import plain_schema
@@ -67,7 +67,7 @@ class DeltaSource:
         try:
             self.table = DeltaTable(uri, storage_options=self.options or None)
         except Exception as exc:  # deltalake's errors: no table there, no access, no endpoint
-            raise SourceError(mapping.source.name, uri, f"cannot open as a Delta table: {_first_line(exc)}") from None
+            raise SourceError(mapping.source.name, uri, f"cannot open as a Delta table: {first_line(exc)}") from None
         self.version = self.table.version()
         self.high_water: Any = self.version  # the cursor a complete nightly run leaves
         self._dataset = None
@@ -109,7 +109,7 @@ class DeltaSource:
                 name,
                 self.uri,
                 f"version {loaded}, the last one loaded, is no longer in the table's log "
-                f"({_first_line(exc)}). {_WAY_OUT.format(source=name)}",
+                f"({first_line(exc)}). {_WAY_OUT.format(source=name)}",
             ) from None
         if _feed(before) and _feed(self.table):
             self.note = f"Delta change data feed read: versions {loaded + 1} to {self.version}"
@@ -134,7 +134,7 @@ class DeltaSource:
             try:
                 ds = self.table.to_pyarrow_dataset()
             except Exception as exc:  # e.g. deletion vectors, a reader feature not supported
-                raise TableReadError(self.mapping.source.name, self.uri, f"cannot read: {_first_line(exc)}") from None
+                raise TableReadError(self.mapping.source.name, self.uri, f"cannot read: {first_line(exc)}") from None
             # fragment paths are the table's root joined with the add action's relative path;
             # the map is complete before the dataset is published (units are read in threads)
             fragments = list(ds.get_fragments())
@@ -176,7 +176,7 @@ class DeltaSource:
             raise TableReadError(
                 self.mapping.source.name,
                 f"{self.label} {unit.rel}",
-                f"cannot read: {_first_line(exc)}. {_WAY_OUT.format(source=self.mapping.source.name)}",
+                f"cannot read: {first_line(exc)}. {_WAY_OUT.format(source=self.mapping.source.name)}",
             ) from None
 
     def _changes(self, unit: Unit) -> Iterator[tuple[int, pa.RecordBatch]]:
@@ -187,7 +187,7 @@ class DeltaSource:
             raise TableReadError(
                 name,
                 self.uri,
-                f"the change data of versions {unit.lo} to {unit.hi} cannot be read ({_first_line(exc)}): "
+                f"the change data of versions {unit.lo} to {unit.hi} cannot be read ({first_line(exc)}): "
                 f"vacuumed or expired? {_WAY_OUT.format(source=name)}",
             ) from None
         table = last_change_per_key(feed, self.mapping)
@@ -224,7 +224,3 @@ def last_change_per_key(feed: pa.Table, mapping: Mapping) -> pa.Table:
 def plain_table(table: pa.Table) -> pa.Table:
     schema = plain_schema(table.schema)
     return table if schema is table.schema else table.cast(schema)
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 
 from core.config import Mapping
 from core.config.mapping import ICEBERG_DELETED
-from core.errors import SourceError, TableReadError
+from core.errors import SourceError, TableReadError, first_line
 from core.secrets import secret_block
 from tasks.extract.s3 import s3_credentials
 from tasks.extract.units import Slice, Unit, table_slice
@@ -95,7 +95,7 @@ class IcebergSource:
             raise
         except Exception as exc:  # pyiceberg's and the catalog's errors: no catalog, no table, no access
             raise SourceError(
-                mapping.source.name, self.name, f"cannot open as an Iceberg table: {_first_line(exc)}"
+                mapping.source.name, self.name, f"cannot open as an Iceberg table: {first_line(exc)}"
             ) from None
         current = self.table.current_snapshot()
         self.snapshot: int | None = current.snapshot_id if current is not None else None
@@ -171,7 +171,7 @@ class IcebergSource:
             raise TableReadError(
                 self.mapping.source.name,
                 f"{self.name} snapshot {snapshot_id}",
-                f"cannot list its data files ({_first_line(exc)}). {_WAY_OUT.format(source=self.mapping.source.name)}",
+                f"cannot list its data files ({first_line(exc)}). {_WAY_OUT.format(source=self.mapping.source.name)}",
             ) from None
         return sorted(tasks, key=lambda t: t.file.file_path)
 
@@ -229,7 +229,7 @@ class IcebergSource:
             raise TableReadError(
                 self.mapping.source.name,
                 f"{self.label} {unit.rel}",
-                f"cannot read: {_first_line(exc)}. {_WAY_OUT.format(source=self.mapping.source.name)}",
+                f"cannot read: {first_line(exc)}. {_WAY_OUT.format(source=self.mapping.source.name)}",
             ) from None
 
     def _deleted_rows(self, unit: Unit) -> Iterator[tuple[int, pa.RecordBatch]]:
@@ -321,7 +321,3 @@ def _identity(task) -> tuple[str, frozenset[str]]:
 def _relative(path: str, root: str) -> str:
     root = root.rstrip("/") + "/"
     return path[len(root) :] if path.startswith(root) else path
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
