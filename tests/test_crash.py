@@ -27,6 +27,16 @@ def make_job(tmp_path, dev_server, kind: str = "cloud", users: int = 2, conversa
     data = tmp_path / "data"
     write_jsonl(data / "a.jsonl", chat_rows(conversations=conversations, turns=20, users=users))
     mapping = sample_mapping_at(tmp_path, data)
+    return (
+        crash_command(tmp_path, mapping, dev_server, kind),
+        expected_messages([data / "a.jsonl"])[0],
+        (tmp_path / "state" / "ledger.db"),
+    )
+
+
+def crash_command(tmp_path, mapping, dev_server, kind: str = "cloud") -> list[str]:
+    """The CLI sync of `mapping` the crash tests kill: 4 messages a request at 60 a second
+    over 4 lanes (a run long enough to kill mid-send), quick timeouts and retries."""
     cfg = {
         "target": {
             "base_url": dev_server.url,
@@ -40,7 +50,7 @@ def make_job(tmp_path, dev_server, kind: str = "cloud", users: int = 2, conversa
         "state": {"work_dir": str(tmp_path / "state")},
     }
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
-    cmd = [
+    return [
         sys.executable,
         "-m",
         "memos_etl.cli",
@@ -50,7 +60,18 @@ def make_job(tmp_path, dev_server, kind: str = "cloud", users: int = 2, conversa
         str(tmp_path / "run.yaml"),
         "--no-prefect",
     ]
-    return cmd, expected_messages([data / "a.jsonl"])[0], tmp_path / "state" / "ledger.db"
+
+
+def kill_while_sending(cmd, dev_server, times: int = 3, after_s: float = 0.3) -> None:
+    """Start `cmd` and SIGKILL it `after_s` into its sending, `times` times."""
+    for _ in range(times):
+        proc = start(cmd)
+        before = stats(dev_server.url)["add_requests"]
+        assert wait_for_sending(dev_server.url, proc, before), "the run finished before it was killed"
+        time.sleep(after_s)
+        assert proc.poll() is None, "the run finished before it was killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
 
 
 def start(cmd):

@@ -193,39 +193,19 @@ def test_killed_during_a_snapshot_sync_then_rerun_exact(tmp_path, dev_server):
     """kill -9 three times while a nightly run sends what a new snapshot appended (800
     messages, 200 requests), then re-runs: every message once, in order; the cursor moves
     only with the run that completes."""
-    import signal
-    import sys
-    import time
-
-    import yaml
-
-    from tests.test_crash import rerun_until_done, start, wait_for_sending
+    from tests.test_crash import crash_command, kill_while_sending, rerun_until_done
 
     cat = catalog(tmp_path)
     first = rows_of(10, 20, "f")
     table = create(cat, first)
     mapping = mapping_for(tmp_path)
-    cfg = {
-        "target": {"base_url": dev_server.url, "timeout_s": 5, "in_doubt_grace_s": 0.05, "backoff_base_s": 0.01},
-        "load": {"max_messages_per_request": 4, "requests_per_second": 60, "concurrency": 4},
-        "state": {"work_dir": str(tmp_path / "state")},
-    }
-    (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
-    cmd = [sys.executable, "-m", "memos_etl.cli", "sync", str(mapping), "--config", str(tmp_path / "run.yaml")]
-    cmd.append("--no-prefect")
+    cmd = crash_command(tmp_path, mapping, dev_server)
     rerun_until_done(cmd, dev_server, expected_from_rows(first)[0])
     more = rows_of(40, 20, "m")
     table.append(pa.Table.from_pylist(more, schema=table.schema().as_arrow()))
     edited = next({**r, "text": "edited later"} for r in first if r["message_id"] == "f0-3")
     table.overwrite(pa.Table.from_pylist([edited], schema=table.schema().as_arrow()), "message_id = 'f0-3'")
-    for _ in range(3):
-        proc = start(cmd)
-        before = stats(dev_server.url)["add_requests"]
-        assert wait_for_sending(dev_server.url, proc, before), "the run finished before it was killed"
-        time.sleep(0.3)
-        assert proc.poll() is None, "the run finished before it was killed"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    kill_while_sending(cmd, dev_server, times=3)
     # on_change: report keeps the delivered text of f0-3; every appended message once, in order
     rerun_until_done(cmd, dev_server, expected_from_rows(first + more)[0])
 
