@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from benchmarks.data import generate
-from benchmarks.pipeline_bench import ours, reset
+from benchmarks.pipeline_bench import ours, reset, table_against_parquet
 
 #: deltalake's writers run in a child: its runtime may abort a process at interpreter exit
 #: (STACK-NOTES.md), which must not be the benchmark's
@@ -64,21 +64,10 @@ def _write(base: Path, n: int) -> tuple[Path, Path, Path]:
     return parquet_map, delta_map, table
 
 
-def _plan(mapping: Path, work: Path) -> dict:
-    reset(work)
-    report, _, seconds = ours(mapping, work, outbox=True)
-    return {"seconds": seconds, "planned": report.counts.planned, "per_min": report.counts.planned / seconds * 60}
-
-
 def run(base: Path, n: int, log=print) -> dict:
     parquet, delta, table = _write(base, n)
-    _plan(delta, base / "work-delta-warm")  # imports, the table's first open: not measured
-    out: dict = {"messages": n, "parquet": [], "delta": []}
-    for _ in range(2):  # alternated: the machine's noise falls on both
-        out["parquet"].append(_plan(parquet, base / "work-delta-parquet"))
-        out["delta"].append(_plan(delta, base / "work-delta-plan"))
+    out: dict = {"messages": n, **table_against_parquet(parquet, delta, base, "delta")}
     best = {k: max(r["per_min"] for r in out[k]) for k in ("parquet", "delta")}
-    out["ratio"] = best["delta"] / best["parquet"]
     log(f"delta dry run {best['delta'] / 1e6:.2f}M msg/min, {out['ratio']:.2f} of Parquet")
 
     # the nightly path: a full sync, a sync with no commit, a sync after 1% updated

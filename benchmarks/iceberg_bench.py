@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from benchmarks.data import generate
-from benchmarks.pipeline_bench import ours, reset
+from benchmarks.pipeline_bench import ours, reset, table_against_parquet
 
 
 def _catalog(d: Path):
@@ -51,12 +51,6 @@ def _write(base: Path, n: int) -> tuple[Path, Path, Path]:
     }
     (d / "mapping.yaml").write_text(yaml.safe_dump(m, sort_keys=False))
     return parquet_map, d / "mapping.yaml", d
-
-
-def _plan(mapping: Path, work: Path) -> dict:
-    reset(work)
-    report, _, seconds = ours(mapping, work, outbox=True)
-    return {"seconds": seconds, "planned": report.counts.planned, "per_min": report.counts.planned / seconds * 60}
 
 
 def _append(d: Path, n: int) -> int:
@@ -93,13 +87,8 @@ def _last_file(table) -> str:
 
 def run(base: Path, n: int, log=print) -> dict:
     parquet, iceberg, d = _write(base, n)
-    _plan(iceberg, base / "work-iceberg-warm")  # imports, the catalog's first open: not measured
-    out: dict = {"messages": n, "parquet": [], "iceberg": []}
-    for _ in range(2):  # alternated: the machine's noise falls on both
-        out["parquet"].append(_plan(parquet, base / "work-iceberg-parquet"))
-        out["iceberg"].append(_plan(iceberg, base / "work-iceberg-plan"))
+    out: dict = {"messages": n, **table_against_parquet(parquet, iceberg, base, "iceberg")}
     best = {k: max(r["per_min"] for r in out[k]) for k in ("parquet", "iceberg")}
-    out["ratio"] = best["iceberg"] / best["parquet"]
     log(f"iceberg dry run {best['iceberg'] / 1e6:.2f}M msg/min, {out['ratio']:.2f} of Parquet")
 
     work = base / "work-iceberg-full"

@@ -133,6 +133,27 @@ def ours(mapping_path: Path, work: Path, outbox: bool = False, workers: int = 2)
     return report, phases, time.perf_counter() - t
 
 
+def planned_rate(mapping: Path, work: Path) -> dict:
+    """One dry run (a plan into the outbox) from an empty state: its seconds and messages a minute."""
+    reset(work)
+    report, _, seconds = ours(mapping, work, outbox=True)
+    return {"seconds": seconds, "planned": report.counts.planned, "per_min": report.counts.planned / seconds * 60}
+
+
+def table_against_parquet(parquet: Path, table: Path, base: Path, kind: str, rounds: int = 2) -> dict:
+    """Dry runs of a table source and of the same messages as Parquet files, alternated after a
+    warm-up of the table (imports, its first open) so the machine's noise falls on both; the
+    ratio of their best rates."""
+    planned_rate(table, base / f"work-{kind}-warm")
+    out: dict = {"parquet": [], kind: []}
+    for _ in range(rounds):
+        out["parquet"].append(planned_rate(parquet, base / f"work-{kind}-parquet"))
+        out[kind].append(planned_rate(table, base / f"work-{kind}-plan"))
+    best = {k: max(r["per_min"] for r in out[k]) for k in ("parquet", kind)}
+    out["ratio"] = best[kind] / best["parquet"]
+    return out
+
+
 def reset(work: Path) -> None:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
