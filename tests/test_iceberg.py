@@ -287,3 +287,45 @@ def test_a_table_folder_read_without_a_catalog(tmp_path, dev_server):
         ],
     )
     assert res.exit_code == 1 and "exactly one of table" in res.output and "Traceback" not in res.output, res.output
+
+
+def test_a_data_file_that_is_not_parquet_and_an_empty_table(tmp_path, dev_server):
+    """A data file whose bytes are not Parquet behind its .parquet name: one clear line, nothing
+    sent. A table with no snapshot yet: nothing read, said so, and its first rows load later."""
+    cat = catalog(tmp_path)
+    table = create(cat, rows_of(1, 3, "g"))
+    data = next(iter(table.scan().plan_files())).file.file_path.removeprefix("file://")
+    good = open(data, "rb").read()
+    with open(data, "wb") as f:
+        f.write(b"PAR1 this is not a parquet file at all " * 50)
+    text = " ".join(sync(mapping_for(tmp_path), dev_server, tmp_path / "w", code=1).split())
+    assert "cannot read" in text and "chats.messages snapshot" in text, text
+    assert stats(dev_server.url)["add_requests"] == 0
+    with open(data, "wb") as f:
+        f.write(good)
+
+    cat.create_namespace("empty")
+    schema = table.schema().as_arrow()
+    later = cat.create_table("empty.messages", schema=schema)
+    body = {"table": "empty.messages", "catalog_name": "lake"}
+    props = {"type": "sql", "uri": "sqlite:///catalog.db", "warehouse": "wh"}
+    source = {"name": "empty", "type": "iceberg", "iceberg": {**body, "catalog": props}}
+    mapping = sample_mapping_at(tmp_path, tmp_path, name="empty.yaml", source=source, content_append=[])
+    out = sync(mapping, dev_server, tmp_path / "w2")
+    assert "has no snapshot yet: nothing to read" in out and number(out, "read") == 0, out
+    later.append(pa.Table.from_pylist(rows_of(1, 2, "e"), schema=schema))
+    assert number(sync(mapping, dev_server, tmp_path / "w2"), "delivered") == 2
+
+
+def test_deep_nesting_and_a_huge_message_in_a_table(tmp_path, dev_server):
+    """A column nested 40 levels deep beside the mapped ones, and one 3 MB message: the nested
+    column rides along unmapped, the huge message is quarantined with its reason, the rest load."""
+    deep: dict = {"leaf": "x"}
+    for _ in range(40):
+        deep = {"inner": deep}
+    rows = [r | {"extra": deep} for r in rows_of(3, 10, "n")]
+    rows[1]["text"] = "word " * 600_000
+    create(catalog(tmp_path), rows)
+    out = sync(mapping_for(tmp_path), dev_server, tmp_path / "w")
+    assert number(out, "read") == 30 and number(out, "delivered") == 29 and number(out, "quarantined") == 1, out
+    assert "content too large for one request" in out
