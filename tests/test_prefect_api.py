@@ -17,6 +17,10 @@ def test_the_first_sync_starts_a_server_the_next_reuses_it(tmp_path, dev_server)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API") and k != "MEMOS_ETL_PREFECT_SERVER"}
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
     env["PREFECT_SERVER_UI_ENABLED"] = "false"
+    # a port of its own: a server the demo left on Prefect's default 4200 would be found and reused
+    from memos_etl.devserver import free_port
+
+    env["PREFECT_SERVER_API_PORT"] = str(free_port())
     write_jsonl(tmp_path / "data" / "a.jsonl", chat_rows(3, 4))
     mapping = sample_mapping_at(tmp_path, tmp_path / "data")
     cmd = [sys.executable, "-m", "memos_etl.cli", "sync", str(mapping), "--target-url", dev_server.url]
