@@ -71,7 +71,9 @@ def test_stored_nothing_repeated_and_a_lingering_erasure_are_found(kind, tmp_pat
     res = runner.invoke(app, ["sync", "chats", "-c", cfg, "--no-prefect"])
     assert res.exit_code == 0, res.output
     # erased: a conversation the faults above did not touch (4 messages stored, as sent)
-    user, conv = next(k for k, msgs in sorted(stored_messages(dev_server.url).items()) if len(set(msgs)) == 4)
+    user, conv = next(
+        k for k, msgs in sorted(stored_messages(dev_server.url).items()) if len(msgs) == len(set(msgs)) == 4
+    )
     set_faults(dev_server.url, deletes_linger=True)
     res = runner.invoke(app, ["erase", "--user", user, "--conversation", conv, "-c", cfg, "--yes"])
     assert res.exit_code in (0, 2), res.output
