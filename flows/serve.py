@@ -13,7 +13,7 @@ import argparse
 import importlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -37,7 +37,7 @@ def to_deployments(defs: list[dict]):
     from prefect.schedules import Cron
     from pydantic import TypeAdapter
 
-    trigger: TypeAdapter[Any] = TypeAdapter(DeploymentTriggerTypes)  # type: ignore[arg-type]  # an Annotated union
+    trigger: TypeAdapter[Any] = TypeAdapter(cast(Any, DeploymentTriggerTypes))  # an Annotated union
 
     out = []
     for d in defs:
