@@ -155,6 +155,19 @@ def ensure_assets(cache: Path | None = None, registry: str | None = None, timeou
     Raises OSError (with what is missing and from where) when one cannot be had."""
     cache = cache or cache_dir()
     registry = registry or os.environ.get("MEMOS_ETL_NPM_REGISTRY") or "https://registry.npmjs.org"
+    if all((cache / pkg.folder / ".complete").exists() for pkg in PACKAGES):
+        return cache
+    import fcntl
+
+    cache.mkdir(parents=True, exist_ok=True)
+    # runs rendering Data Docs at once on a fresh machine: one fetches, the others wait for it
+    with open(cache / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _fetch_missing(cache, registry, timeout)
+    return cache
+
+
+def _fetch_missing(cache: Path, registry: str, timeout: float) -> None:
     for pkg in PACKAGES:
         done = cache / pkg.folder / ".complete"
         if done.exists():
@@ -186,7 +199,6 @@ def ensure_assets(cache: Path | None = None, registry: str | None = None, timeou
         (tmp / ".complete").write_text(pkg.integrity + "\n")
         shutil.rmtree(cache / pkg.folder, ignore_errors=True)
         tmp.rename(cache / pkg.folder)
-    return cache
 
 
 def localise(site: Path, cache: Path | None = None) -> int:

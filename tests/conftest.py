@@ -3,6 +3,7 @@ cluster, and one Prefect test server for the whole session."""
 
 from __future__ import annotations
 
+import atexit
 import ipaddress
 import logging
 import os
@@ -18,6 +19,11 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 # CLI runs in tests use Prefect's per-command server (or the harness's): a shared background
 # server (memos_etl/cli/prefect_api.py) would outlive the test; test_prefect_api.py starts one
 os.environ.setdefault("MEMOS_ETL_PREFECT_SERVER", "ephemeral")
+# ... and a Prefect home of the test process's own (pytest-xdist runs two): the per-command
+# servers of two workers never share one SQLite database, and the user's ~/.prefect is untouched
+_PREFECT_HOME = tempfile.mkdtemp(prefix="memos-etl-tests-prefect-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+atexit.register(shutil.rmtree, _PREFECT_HOME, True)
 
 import pytest  # noqa: E402
 

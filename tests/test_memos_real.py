@@ -60,7 +60,7 @@ def memos():
     try:
         yield state["base_url"]
     finally:
-        stack.down(run_dir)
+        stack.down(run_dir, grace_s=1.0)  # a throwaway stack: its 10 s of graceful shutdown buy nothing here
         shutil.rmtree(run_dir, ignore_errors=True)
 
 

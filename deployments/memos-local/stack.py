@@ -262,7 +262,8 @@ def up(run_dir: Path = DEFAULT_DIR, port: int = 0, timeout: float = 240.0) -> di
     return state
 
 
-def down(run_dir: Path = DEFAULT_DIR) -> None:
+def down(run_dir: Path = DEFAULT_DIR, grace_s: float = 10.0) -> None:
+    """Stop what `up` started: each process gets SIGTERM and `grace_s` to exit, then SIGKILL."""
     run_dir = Path(run_dir).resolve()
     path = run_dir / "state.json"
     if not path.exists():
@@ -276,7 +277,7 @@ def down(run_dir: Path = DEFAULT_DIR) -> None:
             os.killpg(pid, signal.SIGTERM)
         except ProcessLookupError:
             continue
-        for _ in range(100):
+        for _ in range(max(1, int(grace_s * 10))):
             try:
                 os.killpg(pid, 0)
             except ProcessLookupError:
