@@ -15,6 +15,7 @@ TableReadError before the cursor moves."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,8 @@ from tasks.extract.s3 import s3_credentials
 from tasks.extract.units import Slice, Unit, table_slice
 from tasks.extract.views import plain_schema
 
-_FEED_COLUMNS = ("_change_type", "_commit_version", "_commit_timestamp")
+#: rows of the change feed held at once while its last changes are picked
+FEED_CHUNK_ROWS = 1 << 18
 _WAY_OUT = (
     "read the table whole again: `memos-etl reset {source}` then sync (the ledger skips what was "
     "delivered); `memos-etl reconcile {source}` finds deletes made in the versions that cannot be read"
@@ -180,45 +182,96 @@ class DeltaSource:
             ) from None
 
     def _changes(self, unit: Unit) -> Iterator[tuple[int, pa.RecordBatch]]:
+        """The feed of versions (lo, hi], each key's last change only, in two reads of the feed:
+        the key columns first (which change is each key's last), then whole rows a chunk at a
+        time, kept when they are that change. Memory: the keys of the range and one chunk, not
+        the range's rows (an UPDATE of every row is the whole table twice in the feed)."""
+        tpl = self.mapping.template("source_key")
+        assert tpl is not None  # source.type delta: the config requires fields.source_key
+        keys = list(tpl.names)
+        last = last_version_per_key(self._feed(unit, [*keys, "_change_type", "_commit_version"]), keys)
+        target = self._schema()
+        offset = 0
+        for chunk in last_changes(self._feed(unit, None), last, keys):
+            chunk = chunk.append_column(DELTA_DELETED, pc.equal(chunk.column("_change_type"), "delete"))
+            chunk = chunk.select(target.names).cast(target)
+            for rb in chunk.to_batches(max_chunksize=self.mapping.source.batch_rows):
+                yield offset, rb
+                offset += rb.num_rows
+
+    def _feed(self, unit: Unit, columns: list[str] | None) -> Iterator[pa.Table]:
+        """The change data of (lo, hi] as tables of about FEED_CHUNK_ROWS rows, plain layouts."""
+        from deltalake.exceptions import DeltaError
+
         name = self.mapping.source.name
         try:
-            feed = pa.table(self.table.load_cdf(starting_version=unit.lo, ending_version=unit.hi))
-        except Exception as exc:
+            reader = pa.RecordBatchReader.from_stream(
+                self.table.load_cdf(starting_version=unit.lo, ending_version=unit.hi, columns=columns)
+            )
+            held: list[pa.RecordBatch] = []
+            rows = 0
+            for rb in reader:
+                held.append(rb)
+                rows += rb.num_rows
+                if rows >= FEED_CHUNK_ROWS:
+                    yield plain_table(pa.Table.from_batches(held))
+                    held, rows = [], 0
+            if held:
+                yield plain_table(pa.Table.from_batches(held))
+        except (OSError, ValueError, pa.ArrowException, RuntimeError, DeltaError) as exc:
             raise TableReadError(
                 name,
                 self.uri,
                 f"the change data of versions {unit.lo} to {unit.hi} cannot be read ({first_line(exc)}): "
                 f"vacuumed or expired? {_WAY_OUT.format(source=name)}",
             ) from None
-        table = last_change_per_key(feed, self.mapping)
-        target = self._schema()
-        table = table.append_column(DELTA_DELETED, pc.equal(table.column("_change_type"), "delete"))
-        table = table.drop_columns(list(_FEED_COLUMNS)).select(target.names).cast(target)
-        offset = 0
-        for rb in table.to_batches(max_chunksize=self.mapping.source.batch_rows):
-            yield offset, rb
-            offset += rb.num_rows
 
 
 def _feed(table) -> bool:
     return str(table.metadata().configuration.get("delta.enableChangeDataFeed", "")).lower() == "true"
 
 
-def last_change_per_key(feed: pa.Table, mapping: Mapping) -> pa.Table:
-    """The change feed of a version range reduced to each message key's last change, in commit
-    order: an update's pre-image dropped, a row inserted then updated is its last image, one
-    updated then deleted is its delete."""
-    feed = plain_table(feed)
-    feed = feed.filter(pc.not_equal(feed.column("_change_type"), "update_preimage"))
-    feed = feed.append_column("_pos", pa.array(range(feed.num_rows), pa.int64()))
-    feed = feed.sort_by([("_commit_version", "ascending"), ("_pos", "ascending")])
-    feed = feed.set_column(feed.schema.get_field_index("_pos"), "_pos", pa.array(range(feed.num_rows), pa.int64()))
-    tpl = mapping.template("source_key")
-    assert tpl is not None  # source.type delta: the config requires fields.source_key
-    keys = list(tpl.names)
-    last = feed.group_by(keys, use_threads=False).aggregate([("_pos", "max")]).column("_pos_max")
-    picked = pc.sort_indices(last)
-    return feed.take(pc.take(last, picked)).drop_columns(["_pos"])
+def last_version_per_key(feed: Iterator[pa.Table], keys: list[str]) -> pa.Table:
+    """From the key columns of a feed: each key's last commit version with a change that is
+    not an update's pre-image (`keys` + `_last`). Rows with a null key are not here: they pass
+    on as they are, for validation to quarantine."""
+    parts = []
+    for t in feed:
+        t = t.filter(pc.not_equal(t.column("_change_type"), "update_preimage"))
+        parts.append(t.group_by(keys, use_threads=False).aggregate([("_commit_version", "max")]))
+    if not parts:
+        return pa.table({**{k: pa.array([], pa.string()) for k in keys}, "_last": pa.array([], pa.int64())})
+    last = pa.concat_tables(parts, promote_options="permissive")
+    last = last.group_by(keys, use_threads=False).aggregate([("_commit_version_max", "max")])
+    last = last.rename_columns([*keys, "_last"])
+    return last.filter(_keyed(last, keys))
+
+
+def _keyed(t: pa.Table, keys: list[str]) -> pa.ChunkedArray:
+    """True where no key column is null."""
+    return functools.reduce(pc.and_, [pc.is_valid(t.column(k)) for k in keys])
+
+
+def last_changes(feed: Iterator[pa.Table], last: pa.Table, keys: list[str]) -> Iterator[pa.Table]:
+    """The rows of `feed` that are their key's last change (`last` from last_version_per_key):
+    a row inserted then updated is its last image, one updated then deleted is its delete, an
+    update's pre-image never. Rows with a null key pass as they are. Each output table is one
+    chunk of the feed, its feed columns dropped but `_change_type`."""
+    for t in feed:
+        t = t.filter(pc.not_equal(t.column("_change_type"), "update_preimage"))
+        if not t.num_rows:
+            continue
+        nulls = pc.invert(_keyed(t, keys))
+        if pc.any(nulls).as_py():
+            yield t.filter(nulls).drop_columns(["_commit_version", "_commit_timestamp"])
+            t = t.filter(pc.invert(nulls))
+        # only keys, version and row number go through the join (payload columns of any type
+        # stay out of it); the winners probe the chunk, so its hash table is the chunk's size
+        probe = t.select([*keys, "_commit_version"]).append_column("_row", pa.array(np.arange(t.num_rows)))
+        joined = last.join(probe, keys=keys, join_type="inner", use_threads=False)
+        joined = joined.filter(pc.equal(joined.column("_commit_version"), joined.column("_last")))
+        rows = pc.sort_indices(joined.column("_row"))
+        yield t.take(pc.take(joined.column("_row"), rows)).drop_columns(["_commit_version", "_commit_timestamp"])
 
 
 def plain_table(table: pa.Table) -> pa.Table:
