@@ -190,7 +190,7 @@ def verify(
         keys = [r["batch_key"] for r in reqs]
         try:
             found = target.request_memories(user, keys)
-            result.listings += len(keys) if target.kind == "cloud" else 1
+            result.listings += estimate(target, reqs)
         except CannotTell as exc:  # the target's own limits; unreachable or refusing is an error
             for r in reqs:
                 _add(result, _check(r, CANNOT, detail=first_line(exc, 300)))
