@@ -189,17 +189,17 @@ class DeltaSource:
         tpl = self.mapping.template("source_key")
         assert tpl is not None  # source.type delta: the config requires fields.source_key
         keys = list(tpl.names)
-        last = last_version_per_key(self._feed(unit, [*keys, "_change_type", "_commit_version"]), keys)
+        last = last_version_per_key(self._feed_chunks(unit, [*keys, "_change_type", "_commit_version"]), keys)
         target = self._schema()
         offset = 0
-        for chunk in last_changes(self._feed(unit, None), last, keys):
+        for chunk in last_changes(self._feed_chunks(unit, None), last, keys):
             chunk = chunk.append_column(DELTA_DELETED, pc.equal(chunk.column("_change_type"), "delete"))
             chunk = chunk.select(target.names).cast(target)
             for rb in chunk.to_batches(max_chunksize=self.mapping.source.batch_rows):
                 yield offset, rb
                 offset += rb.num_rows
 
-    def _feed(self, unit: Unit, columns: list[str] | None) -> Iterator[pa.Table]:
+    def _feed_chunks(self, unit: Unit, columns: list[str] | None) -> Iterator[pa.Table]:
         """The change data of (lo, hi] as tables of about FEED_CHUNK_ROWS rows, plain layouts."""
         from deltalake.exceptions import DeltaError
 
