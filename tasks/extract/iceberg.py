@@ -32,7 +32,7 @@ from core.config import Mapping
 from core.config.mapping import ICEBERG_DELETED
 from core.errors import SourceError, TableReadError, first_line
 from core.secrets import secret_block
-from tasks.extract.s3 import s3_credentials
+from tasks.extract.s3 import s3_credentials, s3_filesystem
 from tasks.extract.units import Slice, Unit, table_slice
 from tasks.extract.views import plain_schema
 
@@ -280,15 +280,8 @@ def newest_metadata(location: str, props: dict[str, str]) -> str:
     import pyarrow.fs as pafs
 
     if location.startswith("s3://"):
-        endpoint = props.get("s3.endpoint")
-        fs: pafs.FileSystem = pafs.S3FileSystem(
-            endpoint_override=endpoint.split("://", 1)[-1] if endpoint else None,
-            scheme=endpoint.split("://", 1)[0] if endpoint and "://" in endpoint else "https",
-            region=props.get("s3.region"),
-            access_key=props.get("s3.access-key-id"),
-            secret_key=props.get("s3.secret-access-key"),
-            session_token=props.get("s3.session-token"),
-        )
+        creds = {key: props[prop] for key, prop in _S3_KEYS.items() if prop in props}
+        fs: pafs.FileSystem = s3_filesystem(props.get("s3.endpoint"), props.get("s3.region"), creds)
         root = location[len("s3://") :] + "/metadata"
     else:
         fs, root = pafs.LocalFileSystem(), location.removeprefix("file://") + "/metadata"

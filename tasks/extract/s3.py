@@ -91,9 +91,16 @@ def open_s3(mapping: Mapping) -> FileSource:
     if not units:
         raise SourceError(name, where, f"no {fmt} objects ({', '.join(suffixes(fmt))}, compressed or zipped) under it")
     units.sort(key=lambda u: u.rel)
-    kwargs: dict[str, Any] = {"region": cfg.region}
-    if cfg.endpoint_url:
-        parsed = urlparse(cfg.endpoint_url)
+    fs = s3_filesystem(cfg.endpoint_url, cfg.region, creds)
+    return FileSource(mapping, fs, with_members(mapping, fs, units))
+
+
+def s3_filesystem(endpoint_url: str | None, region: str | None, creds: dict) -> pafs.S3FileSystem:
+    """pyarrow's S3 filesystem for an endpoint (None: AWS), a region and boto3-style credentials
+    (`aws_access_key_id`, ...; empty: the AWS chain)."""
+    kwargs: dict[str, Any] = {"region": region}
+    if endpoint_url:
+        parsed = urlparse(endpoint_url if "://" in endpoint_url else f"https://{endpoint_url}")  # host:port alone
         kwargs.update(endpoint_override=parsed.netloc or parsed.path, scheme=parsed.scheme or "https")
     if creds:
         kwargs.update(
@@ -101,5 +108,4 @@ def open_s3(mapping: Mapping) -> FileSource:
             secret_key=creds.get("aws_secret_access_key"),
             session_token=creds.get("aws_session_token"),
         )
-    fs = pafs.S3FileSystem(**kwargs)
-    return FileSource(mapping, fs, with_members(mapping, fs, units))
+    return pafs.S3FileSystem(**kwargs)
