@@ -38,33 +38,13 @@ print(json.dumps({"version": DeltaTable(step["table"]).version()}), flush=True)
 """
 
 
-#: one sync in a process of its own (no reset unless asked): its seconds, counts and peak RSS
-_MEASURE = """
-import json, sys
-from pathlib import Path
-from benchmarks.memory import high_water_bytes
-from benchmarks.pipeline_bench import ours, reset
-mapping, work = Path(sys.argv[1]), Path(sys.argv[2])
-if sys.argv[3] == "fresh":
-    reset(work)
-report, _, seconds = ours(mapping, work)
-c = report.counts
-print(json.dumps({"seconds": seconds, "read": c.read, "changed": c.changed_after_delivery,
-                  "delivered": c.delivered, "peak_rss_bytes": high_water_bytes()}), flush=True)
-"""
-
-
 def _measured(mapping: Path, work: Path, fresh: bool) -> dict:
+    """One delivering sync in a process of its own (benchmarks.memory): seconds, counts, peak RSS."""
     root = Path(__file__).resolve().parent.parent
-    out = subprocess.run(
-        [sys.executable, "-c", _MEASURE, str(mapping), str(work), "fresh" if fresh else "again"],
-        capture_output=True,
-        text=True,
-        timeout=3600,
-        cwd=root,
-    )
+    cmd = [sys.executable, "-m", "benchmarks.memory", str(mapping), str(work), "--deliver"]
+    out = subprocess.run(cmd if fresh else [*cmd, "--keep"], capture_output=True, text=True, timeout=3600, cwd=root)
     lines = [x for x in out.stdout.splitlines() if x.startswith("{")]
-    if not lines:
+    if not lines:  # deltalake's runtime may abort the process after its work (STACK-NOTES.md)
         raise RuntimeError(f"measured sync failed: {out.stderr[-2000:]}")
     return json.loads(lines[-1])
 

@@ -1,4 +1,5 @@
-"""Peak RSS of one dry-run sync (extract, validate, map, stage, batch, ledger lookups), in
+"""Peak RSS of one dry-run sync (extract, validate, map, stage, batch, ledger lookups), or
+of a delivering one (`--deliver`, from the state kept with `--keep`), in
 its own process so the numbers of different sizes do not mix. Prints JSON.
 
 The peak is VmHWM from /proc/self/status: the high-water mark of this process's own memory.
@@ -9,7 +10,6 @@ runner that way: 727 / 1163 MiB where this process never went past ~600 MiB)."""
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -24,17 +24,31 @@ def high_water_bytes() -> int:
 
 
 if __name__ == "__main__":
-    mapping, work = Path(sys.argv[1]), Path(sys.argv[2])
-    reset(work)
-    report, phases, seconds = ours(mapping, work, outbox=True)
+    # MAPPING WORK [--deliver] [--keep]: a dry run by default; --deliver syncs into the
+    # in-process instant target (ledger writes); --keep starts from the state WORK holds
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("mapping", type=Path)
+    ap.add_argument("work", type=Path)
+    ap.add_argument("--deliver", action="store_true")
+    ap.add_argument("--keep", action="store_true")
+    args = ap.parse_args()
+    if not args.keep:
+        reset(args.work)
+    report, phases, seconds = ours(args.mapping, args.work, outbox=not args.deliver)
+    c = report.counts
     print(
         json.dumps(
             {
-                "messages": report.counts.read,
-                "planned": report.counts.planned,
+                "messages": c.read,
+                "planned": c.planned,
+                "delivered": c.delivered,
+                "changed": c.changed_after_delivery,
                 "seconds": seconds,
                 "peak_rss_bytes": high_water_bytes(),
                 "at": time.time(),
             }
-        )
+        ),
+        flush=True,
     )
