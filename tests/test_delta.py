@@ -334,3 +334,72 @@ def test_the_last_change_per_key_from_a_feed_in_any_order_and_chunks():
             else:
                 assert seen == want, seen
             assert len(got) == len(seen)
+
+
+_UGLY = """
+import sys
+import pyarrow as pa
+from deltalake import DeltaTable, write_deltalake
+path, step = sys.argv[1], sys.argv[2]
+t = DeltaTable(path)
+if step == "changes":
+    # a 3 MB message, a message id set to null, and a nested column changed 30 levels down
+    t.update(updates={"text": "'" + "long " * 600_000 + "'"}, predicate="message_id = 'g0-2'")
+    t.update(updates={"message_id": "NULL"}, predicate="message_id = 'g0-3'")
+    t.update(updates={"text": "'deep edit'"}, predicate="conversation_id IN ('g1', 'g2')")
+else:
+    t.update(updates={"text": "'again'"}, predicate="message_id = 'g1-2'")
+print("version", DeltaTable(path).version(), flush=True)
+"""
+
+
+def test_a_feed_of_ugly_changes_costs_a_row_each_and_a_broken_change_file_one_line(tmp_path, dev_server):
+    """The feed path with what real tables hold: a nested column 30 levels deep, a 3 MB message,
+    a key set to null, among 20 plain edits. Each costs what it costs on a full read: the null
+    key and the 3 MB message a quarantined row each with its reason, the edits replaced, read =
+    outcomes; then a change-data file that is not Parquet behind its name stops the nightly run
+    with one line, and nothing is sent."""
+    table = tmp_path / "chats"
+    rows = rows_of(3, 10, "g")
+    deep: dict = {"v": 1}
+    for _ in range(30):
+        deep = {"a": deep}
+    delta(table, create=[{**r, "meta": deep} for r in rows])
+    mapping = sample_mapping_at(
+        tmp_path,
+        tmp_path,
+        source={"name": "lake", "type": "delta", "delta": {"table": str(table)}},
+        content_append=[],
+        on_change="replace",
+    )
+    work = tmp_path / "work"
+    assert number(sync(mapping, dev_server, work), "delivered") == 30
+
+    out = subprocess.run([sys.executable, "-c", _UGLY, str(table), "changes"], capture_output=True, text=True)
+    assert "version" in out.stdout, out.stderr
+    res = runner.invoke(
+        app, ["sync", str(mapping), "--no-prefect", "--target-url", dev_server.url, "--work-dir", str(work)]
+    )
+    assert "Traceback" not in res.output, res.output
+    assert res.exit_code == 0, res.output
+    assert number(res.output, "read") == 22, res.output  # the changed rows, pre-images aside
+    assert number(res.output, "quarantined") == 2, res.output
+    assert "source_key is missing" in res.output, res.output
+    assert "content too large for one request" in res.output, res.output
+    assert number(res.output, "changed after delivery") == 20, res.output
+    assert re.search(r"^read = outcomes +yes", res.output, re.M), res.output
+    stored = stored_messages(dev_server.url)
+    assert [content for _, content, _ in stored[("u1", "g1")]] == ["deep edit"] * 10, stored[("u1", "g1")]
+
+    out = subprocess.run([sys.executable, "-c", _UGLY, str(table), "more"], capture_output=True, text=True)
+    assert "version" in out.stdout, out.stderr
+    for f in (table / "_change_data").rglob("*.parquet"):
+        f.write_bytes(b"PAR1 this is not a parquet file")
+    before = stats(dev_server.url)
+    res = runner.invoke(
+        app, ["sync", str(mapping), "--no-prefect", "--target-url", dev_server.url, "--work-dir", str(work)]
+    )
+    assert "Traceback" not in res.output, res.output
+    assert res.exit_code == 1, res.output
+    assert "cannot be read" in " ".join(res.output.split()), res.output
+    assert stats(dev_server.url) == before
