@@ -1,6 +1,8 @@
 """Typed configuration: source mappings (schemas/mappings/*.yaml) and run settings.
 
-* mapping.py  source mappings (the models)
+* mapping.py  source mappings (the Mapping model, fields, attachments, checks)
+* source.py   their `source:` section (files, S3, SQL, Delta, Iceberg)
+* roles.py    their `roles:` section (who speaks)
 * nest.py     their `nest:` section (nested records)
 * redact.py   their `redact:` section (personal data)
 * loading.py  a mapping from its file, with its preset
@@ -16,23 +18,19 @@ from __future__ import annotations
 from core.config.files import merge
 from core.config.loading import PRESETS, load_mapping, preset_mapping, preset_names, with_preset
 from core.config.mapping import (
-    DEFAULT_ROLE_MAP,
     AttachmentColumn,
     Attachments,
     ChecksConfig,
     ContentAppend,
     Fields,
     Mapping,
-    RolesConfig,
-    S3Config,
     SkipRule,
-    SourceConfig,
-    SqlConfig,
     Template,
     TimeConfig,
 )
 from core.config.nest import MediaText, NestConfig, NestLevel, Perspectives
 from core.config.redact import RedactConfig, RedactOperator, RedactPattern
+from core.config.roles import DEFAULT_ROLE_MAP, RolesConfig
 from core.config.run import (
     ENV_PREFIX,
     BackfillConfig,
@@ -44,6 +42,7 @@ from core.config.run import (
     load_run_config,
     normalise_url,
 )
+from core.config.source import DeltaConfig, IcebergConfig, S3Config, SourceConfig, SqlConfig
 
 __all__ = [
     "BackfillConfig",
@@ -52,8 +51,10 @@ __all__ = [
     "Attachments",
     "ContentAppend",
     "DEFAULT_ROLE_MAP",
+    "DeltaConfig",
     "ENV_PREFIX",
     "Fields",
+    "IcebergConfig",
     "LoadConfig",
     "Mapping",
     "MediaText",
