@@ -179,7 +179,8 @@ def test_chatgpt_export_follows_the_current_branch(tmp_path, dev_server, run_con
         )
     )
     report = load("chatgpt-export", f, run_config, {"constants": {"owner": "dee"}})
-    assert report.counts.empty_skipped == 1 and report.counts.quarantined == 0
+    assert report.counts.empty_skipped == 0 and report.counts.quarantined == 0
+    assert dict(report.counts.skipped) == {"hidden: context": 1}  # the hidden system prompt
     assert stored_messages(dev_server.url) == {
         ("dee", "g1"): [
             ("user", "Plan a 3-day trip to Kyoto.", iso(T0 + 10)),

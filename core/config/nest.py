@@ -10,6 +10,27 @@ from pydantic import Field, model_validator
 from core.config.files import Strict
 
 
+class Match(Strict):
+    """A test on one key of a level's element (`key`: a dotted path inside it), its value
+    compared as text (true/false for booleans)."""
+
+    key: str
+    values: list[str] = []  # matches when the value is one of these
+    other_than: list[str] = []  # ... or when it is set (not null, not missing) and none of these
+
+
+class Traffic(Strict):
+    """Elements that are not the conversation's text (ChatGPT: calls to a tool, a tool's
+    results, context the app does not show). A matching element's rows get the column
+    `traffic` (call, result, context), which the mapping's skip rules count by kind; with
+    nest.tools keep, calls and results are loaded instead, their `role` key set to tool."""
+
+    call: list[Match] = []  # any that matches: a message addressed to a tool
+    result: list[Match] = []  # any that matches: a tool's answer
+    hidden: list[Match] = []  # any that matches: context the app does not show (always marked)
+    role: str = "role"  # the element's role key (dotted), set to tool on kept calls and results
+
+
 class NestLevel(Strict):
     """One level of nesting to explode (tasks/nest/)."""
 
@@ -21,18 +42,27 @@ class NestLevel(Strict):
     # adds sibling keys per number to the element ({date: "session_{n}_date_time"})
     pattern: str | None = None
     fields: dict[str, str] = {}
-    # tree: `column` is a dict of nodes; follow `parent` links up from the node the record
-    # field `current` names (the branch shown last); each node's `value` key is the element
+    # tree: `column` is a dict of nodes by id (ChatGPT's mapping) or a list of nodes whose `id`
+    # key names them (Claude's chat_messages); each node's `parent` key names its parent (null,
+    # missing or `root`: a root). The path loaded runs from the root to the leaf the record
+    # field `current` names, or without one to the newest leaf by the node key `newest` (a
+    # time: ISO text or epoch seconds; ties and missing times: the later in the column). Each
+    # node's `value` key is the element (null: the node itself). A list none of whose nodes has
+    # a parent is a plain list (older exports).
     current: str | None = None
     parent: str = "parent"
-    value: str = "message"
+    value: str | None = "message"
+    id: str | None = None
+    root: str | None = None
+    newest: str | None = None
+    traffic: Traffic | None = None
 
     @model_validator(mode="after")
     def _complete(self):
         if self.kind == "numbered" and (not self.pattern or "{n}" not in self.pattern):
             raise ValueError("kind numbered needs pattern with {n}, e.g. session_{n}")
-        if self.kind == "tree" and not (self.column and self.current):
-            raise ValueError("kind tree needs column (the node dict) and current (the leaf node's id)")
+        if self.kind == "tree" and not self.column:
+            raise ValueError("kind tree needs column (the nodes: an object by id, or a list with id)")
         if self.kind == "list" and not self.column:
             raise ValueError("kind list needs column")
         return self
@@ -75,3 +105,10 @@ class NestConfig(Strict):
     keep: list[str] = []
     skip_empty: bool = False  # elements whose text is empty are skipped (counted in the report)
     perspectives: Perspectives | None = None
+    # trees: visible loads the path the app shows; all adds each abandoned branch as its own
+    # conversation (the column `branch` is "" on the shown path, "~<id of the branch's first
+    # node>" on a branch: the presets write conversation_id and source_key with it)
+    branches: Literal["visible", "all"] = "visible"
+    # levels with `traffic`: tool calls and results skipped (marked for the skip rules) or kept
+    # as role tool
+    tools: Literal["skip", "keep"] = "skip"

@@ -1,4 +1,4 @@
-"""What an explode returns, and the columns it adds (record, perspective)."""
+"""What an explode returns, and the columns it adds (record, perspective, branch, traffic)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,13 @@ RECORD = "record"
 
 
 PERSPECTIVE = "perspective"
+
+#: on a tree's rows: "" on the path the app shows, "~<id of the branch's first node>" on an
+#: abandoned branch (nest.branches all); presets add it to conversation_id and source_key
+BRANCH = "branch"
+
+#: on the rows of a level with `traffic`: call, result or context (hidden), for the skip rules
+TRAFFIC = "traffic"
 
 
 @dataclass

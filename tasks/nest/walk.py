@@ -12,9 +12,11 @@ import orjson
 import pyarrow as pa
 
 from core.config import MediaText, NestConfig, NestLevel
+from core.config.nest import Traffic
 from core.errors import NestError
 from tasks.extract.records import RECORD_COLUMN, parsed_records
-from tasks.nest.rows import PERSPECTIVE, RECORD, Exploded
+from tasks.nest.rows import BRANCH, PERSPECTIVE, RECORD, TRAFFIC, Exploded
+from tasks.nest.tree import paths
 from tasks.quarantine import POSITION
 
 
@@ -117,8 +119,14 @@ def _walk(
     level = nest.levels[depth]
     skipped = 0
     deeper = {lv.column for lv in nest.levels[depth + 1 :] if lv.column}  # walked below, not copied
-    for idx, elem in enumerate(_elements(rec, level, scope)):
+    if level.kind == "tree":
+        elems, tags = _tree_elements(rec, level, scope, nest.branches == "all")
+    else:
+        elems, tags = _elements(rec, level, scope), []
+    for idx, elem in enumerate(elems):
         row = dict(flat)
+        if level.kind == "tree":
+            row[BRANCH] = tags[idx]
         if isinstance(elem, dict):
             _flatten(
                 elem,
@@ -132,6 +140,11 @@ def _walk(
         else:
             row[f"{level.name}.value"] = elem
         row[f"{level.name}.index"] = idx
+        if level.traffic is not None:
+            kind = _traffic(elem, level.traffic)
+            if kind in ("call", "result") and nest.tools == "keep":
+                row[f"{level.name}.{level.traffic.role}"], kind = "tool", None
+            row[TRAFFIC] = kind
         if depth + 1 < len(nest.levels):
             skipped += _walk(rec, nest, text_paths, depth + 1, row, {**scope, level.name: elem}, out, rules, plans)
             continue
@@ -176,28 +189,40 @@ def _elements(rec: dict, level: NestLevel, scope: dict) -> list:
                 e[name] = obj.get(pattern.replace("{n}", str(n)))
             elems.append(e)
         return elems
-    # tree: follow parent links from the current node to the root, then read it root first
+    return _tree_elements(rec, level, scope, everything=False)[0]
+
+
+def _tree_elements(rec: dict, level: NestLevel, scope: dict, everything: bool) -> tuple[list, list[str]]:
+    """A tree's elements, path after path (the shown one first), and each one's branch tag."""
     nodes = _resolve(rec, scope, level.column)
-    if not isinstance(nodes, dict):
+    if isinstance(nodes, list) and level.id:
+        current = None
+    elif not isinstance(nodes, dict):
         raise NestError(f"{level.column} is {_kind(nodes)}, not an object of nodes")
-    current = _resolve(rec, scope, level.current)
-    if current is None:
-        raise NestError(f"{level.current} is missing: which branch to follow is unknown")
-    branch, seen = [], set()
-    node_id = current
-    while node_id is not None:
-        if node_id in seen:
-            raise NestError(f"cycle in {level.column}: node {node_id!r} is its own ancestor")
-        seen.add(node_id)
-        node = nodes.get(node_id)
-        if not isinstance(node, dict):
-            raise NestError(
-                f"{level.column}: node {node_id!r} is missing"
-                + (f" (named by {level.current})" if node_id == current else "")
-            )
-        branch.append(node)
-        node_id = node.get(level.parent)
-    return [n[level.value] for n in reversed(branch) if n.get(level.value) is not None]
+    else:
+        current = _resolve(rec, scope, level.current) if level.current else None
+        if level.current and current is None:
+            raise NestError(f"{level.current} is missing: which branch to follow is unknown")
+    elems, tags = [], []
+    for tag, path in paths(nodes, level, current, everything):
+        for n in path:
+            v = n if level.value is None else n.get(level.value)
+            if v is not None:
+                elems.append(v)
+                tags.append(tag)
+    return elems, tags
+
+
+def _traffic(elem, traffic: Traffic) -> str | None:
+    """What an element is besides conversation text: context (hidden), result, call; or None."""
+    if not isinstance(elem, dict):
+        return None
+    for kind, tests in (("context", traffic.hidden), ("result", traffic.result), ("call", traffic.call)):
+        for t in tests:
+            v = _as_text(_resolve(elem, {}, t.key))
+            if v in t.values or (v is not None and t.other_than and v not in t.other_than):
+                return kind
+    return None
 
 
 def _perspectives(rec: dict, rows: list[dict], nest: NestConfig, only: Collection[str] | None = None) -> list[dict]:
@@ -318,8 +343,12 @@ def to_text(value, media: MediaText) -> str | None:
         kind = str(value.get("type") or value.get("content_type") or "")
         if "parts" in value and kind in ("", "text", "multimodal_text"):
             return to_text(value["parts"], media)
-        if isinstance(value.get("text"), str) and ("text" in kind or not kind or kind in ("code", "execution_output")):
+        if isinstance(value.get("text"), str) and (
+            "text" in kind or not kind or kind in ("code", "execution_output", "tether_quote")
+        ):
             return value["text"]
+        if kind == "tether_browsing_display" and isinstance(value.get("result"), str):
+            return value["result"]  # a browsing tool's result (ChatGPT), loaded with nest.tools keep
         if "image" in kind:
             caption = value.get("caption") or value.get("alt_text") or value.get("alt") or value.get("detail_text")
             return media.image_caption.format(caption=caption) if caption else media.image
