@@ -226,9 +226,9 @@ def classify(body: str, words: Words, sender: str | None) -> Result:
     if c.prefixes and text.startswith(c.prefixes):
         return ("system", text, None)
     if not nl and len(text) <= NOTICE_MAX:
-        kind = c.notice(text, sender)
-        if kind is not None:
-            return (kind, text, None)
+        notice = c.notice(text, sender)
+        if notice is not None:
+            return (notice, text, None)
     return ("message", text, None)
 
 
