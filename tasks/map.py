@@ -20,6 +20,7 @@ from schemas.message import MESSAGE_SCHEMA
 from tasks.attachments import append_notes, collect
 from tasks.chat_time import parse_times
 from tasks.extract import ROW_COLUMN
+from tasks.people import names, user_ids
 
 # Two independent 64-bit hashes make the 128-bit message identity the ledger keys on.
 _HASH_KEYS = ("memos-etl-key-lo", "memos-etl-key-hi")
@@ -116,7 +117,7 @@ def _named(mapping: Mapping, rb: pa.RecordBatch, role: pa.Array, content: pa.Arr
     """roles.name_others: the speaker's name in front of every message that is not the user's."""
     if not mapping.roles.name_others:
         return content
-    who = as_text(render(Template.parse(mapping.roles.name_others), rb, mapping.constants))
+    who = names(mapping, rb, as_text(render(Template.parse(mapping.roles.name_others), rb, mapping.constants)))
     other = pc.and_(
         pc.and_(
             pc.fill_null(pc.not_equal(role, pa.scalar("user")), True),
@@ -197,7 +198,7 @@ def hash_keys(keys: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 def map_batch(rb: pa.RecordBatch, mapping: Mapping, file_rel: str, offset: int) -> pa.Table:
     """Canonical rows for one record batch; row i of the result is row i of the input."""
     n = rb.num_rows
-    user = _field(mapping, "user_id", rb)
+    user = user_ids(mapping, _field(mapping, "user_id", rb))
     conv = _field(mapping, "conversation_id", rb)
     role = _roles(mapping, rb)
     notes, attachments = collect(mapping, rb)

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from core.config.files import Strict
 from core.config.nest import NestConfig
+from core.config.people import Person, check_people, person_of
 from core.config.redact import RedactConfig
 from core.config.roles import DEFAULT_ROLE_MAP, RolesConfig
 from core.config.source import DELTA_DELETED as DELTA_DELETED
@@ -157,13 +158,52 @@ class Mapping(Strict):
     redact: RedactConfig | None = None  # personal data removed before staging, the ledger and MemOS
     # whose memory a group chat becomes (presets that have both sides): self, the exporting
     # person's (constants.self); each, every human participant's; or a list of participant
-    # ids (Slack/Discord/Telegram ids as the export writes them), each of those
+    # ids (Slack/Discord/Telegram ids as the export writes them) or people's keys, each of those
     perspective: Literal["self", "each"] | list[str] | None = None
+    # the chat app a preset reads (its ids are looked up in `people`)
+    app: Literal["slack", "telegram", "whatsapp", "discord"] | None = None
+    # one person across apps (core/config/people.py): key -> name and ids per app; the run
+    # config's `people` under these
+    people: dict[str, Person] = {}
     path_: Path | None = Field(default=None, exclude=True)
 
     def perspective_ids(self) -> frozenset[str] | None:
-        """The participants `perspective` lists, or None (everyone the mapping's side gives)."""
-        return frozenset(self.perspective) if isinstance(self.perspective, list) else None
+        """The participants `perspective` lists, or None (everyone the mapping's side gives): a
+        person's key stands for their ids in the mapping's app, and stays in the set."""
+        if not isinstance(self.perspective, list):
+            return None
+        out = set(self.perspective)
+        for who in self.perspective:
+            if who in self.people and self.app:
+                out.update(self.people[who].ids(self.app))
+        return frozenset(out)
+
+    def person_of(self) -> dict[str, str]:
+        """Each id of the mapping's app in `people` -> its person's key."""
+        return person_of(self.people, self.app)
+
+    @field_validator("people")
+    @classmethod
+    def _one_owner(cls, v: dict[str, Person]) -> dict[str, Person]:
+        check_people(v)
+        return v
+
+    @model_validator(mode="after")
+    def _people_fit(self):
+        """`constants.self` may name a person by key: it becomes their (first) id in the app."""
+        me = self.constants.get("self")
+        if me and me in self.people and self.app:
+            ids = self.people[me].ids(self.app)
+            if not ids:
+                raise ValueError(f"constants.self is {me}, who has no {self.app} id in people")
+            self.constants = {**self.constants, "self": ids[0]}
+        if self.source.whatsapp_each_person and not person_of(self.people, "whatsapp"):
+            raise ValueError(
+                f"perspective {self.perspective or 'each'!r} on a WhatsApp export needs a people: map with "
+                "whatsapp names (the export writes names, not ids): each mapped person who speaks in a chat "
+                "gets it in their memory"
+            )
+        return self
 
     @model_validator(mode="after")
     def _table_keys(self):
@@ -186,13 +226,15 @@ class Mapping(Strict):
                 "attachments.mode parts with redact: the files would reach MemOS unredacted "
                 "(redaction reads text); use attachments.mode note or skip"
             )
-        sides = bool(self.nest and self.nest.perspectives) or self.source.slack_each_member
+        src = self.source
+        sides = bool(self.nest and self.nest.perspectives) or src.slack_each_member or src.whatsapp_each_person
         if self.perspective == "self" and sides:
             raise ValueError("perspective self, but the mapping loads every participant's side (nest.perspectives)")
         if self.perspective is not None and self.perspective != "self" and not sides:
             raise ValueError(
                 f"perspective {self.perspective!r} needs a mapping that loads each participant's side "
-                "(nest.perspectives, or a preset with one: discord-export, telegram-export, slack-export)"
+                "(nest.perspectives, or a preset with one: discord-export, telegram-export, slack-export, "
+                "whatsapp-txt with people)"
             )
         texts = set(self.nest.text) if self.nest else set()
         for att in self.attachments.columns:
@@ -257,12 +299,25 @@ class Mapping(Strict):
 
     def user_speakers(self) -> list[str]:
         """roles.user_speakers, with `{name}` entries taken from the constants (a preset's
-        `{self}`: the exporting person's id, set by the user)."""
+        `{self}`: the exporting person's id, set by the user); a person of `people` among
+        them brings all their ids in the mapping's app (a WhatsApp name and number)."""
         out = []
         for s in self.roles.user_speakers:
             name = s[1:-1] if s.startswith("{") and s.endswith("}") else None
             out.append(self.constants.get(name, s) if name else s)
+        owners = self.person_of()
+        for who in list(out):
+            key = owners.get(who, who)
+            if key in self.people and self.app:
+                out.extend(i for i in self.people[key].ids(self.app) if i not in out)
         return out
+
+    def speaker_column(self) -> str | None:
+        """The column naming each message's speaker: roles.speaker_column, or the speaker of
+        nest.perspectives."""
+        if self.roles.speaker_column:
+            return self.roles.speaker_column
+        return self.nest.perspectives.speaker if self.nest and self.nest.perspectives else None
 
     def check_columns(self, available: list[str], where: str) -> None:
         """Stop with a clear error when the mapping names a column the source does not have."""

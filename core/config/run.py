@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from core.config.files import Strict, merge, read_yaml, validate_model
-from core.config.loading import checked_mapping, load_mapping, with_preset
+from core.config.loading import checked_mapping, with_preset
 from core.config.mapping import Mapping
+from core.config.people import Person, check_people, with_people
 from core.errors import ConfigError
 
 
@@ -138,14 +139,27 @@ class RunConfig(Strict):
     load: LoadConfig = LoadConfig()
     state: StateConfig = StateConfig()
     backfill: BackfillConfig = BackfillConfig()
+    # one person across apps, shared by every mapping (core/config/people.py); a mapping's
+    # own `people` entries replace these of the same key
+    people: dict[str, Person] = {}
     path_: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("people")
+    @classmethod
+    def _one_owner(cls, v: dict[str, Person]) -> dict[str, Person]:
+        check_people(v)
+        return v
+
+    def _load(self, p: Path) -> Mapping:
+        """A mapping file, with the shared people under its own."""
+        return checked_mapping(validate_model(Mapping, with_preset(with_people(read_yaml(p), self.people), p), p), p)
 
     def mapping(self, source: str | os.PathLike) -> Mapping:
         """A source by name (from `sources`) or a mapping file path."""
         spec = self.sources.get(str(source))
         if spec is None:
             if Path(source).is_file():
-                return load_mapping(source)
+                return self._load(Path(source))
             known = ", ".join(sorted(self.sources)) or "none configured"
             raise ConfigError(
                 str(self.path_ or "config"),
@@ -157,8 +171,9 @@ class RunConfig(Strict):
             p = Path(spec)
             if not p.is_absolute() and self.path_ is not None:
                 p = self.path_.parent / p
-            return load_mapping(p)
-        return checked_mapping(validate_model(Mapping, with_preset(spec, Path(where)), Path(where)), Path(where))
+            return self._load(p)
+        data = with_preset(with_people(spec, self.people), Path(where))
+        return checked_mapping(validate_model(Mapping, data, Path(where)), Path(where))
 
 
 ENV_PREFIX = "MEMOS_ETL__"  # MEMOS_ETL__TARGET__BASE_URL=... overrides target.base_url

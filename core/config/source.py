@@ -129,6 +129,9 @@ class SourceConfig(Strict):
     # and one copy of every message per human member of its channel (column `member`)
     slack_threads: Literal["channel", "own"] = "channel"
     slack_each_member: bool = False
+    # whatsapp: one copy of every chat per person of the mapping's `people` who speaks in it
+    # (columns perspective: their key; perspective.role: user for their messages)
+    whatsapp_each_person: bool = False
     # a record (a JSONL line, a CSV row, a JSON item) longer than this is quarantined with its
     # size and streamed past, never held whole
     max_record_bytes: int = Field(default=64 << 20, ge=1 << 20)

@@ -42,6 +42,7 @@ from tasks.extract.streams import (
 )
 from tasks.extract.units import SUFFIXES, Slice, Unit, in_slice, suffixes, wanted  # noqa: F401
 from tasks.extract.views import plain_schema
+from tasks.people import each_person
 from tasks.quarantine import BadRow, Reason
 
 
@@ -148,7 +149,12 @@ class FileSource:
                 yield from _checked(batches, sink, strict)
                 return
             if src.format == "whatsapp":
-                batches = whatsapp_batches(open_stream, unit.rel, sink, replace, src.day_first, src.max_record_bytes)
+
+                def chat(bad: list[BadRow]):
+                    return whatsapp_batches(open_stream, unit.rel, bad, replace, src.day_first, src.max_record_bytes)
+
+                # perspective each: a copy per mapped person who speaks (tasks/people.py)
+                batches = each_person(chat, sink, self.mapping) if src.whatsapp_each_person else chat(sink)
                 yield from _checked(batches, sink, strict)
                 return
             if src.format == "csv":
