@@ -29,6 +29,7 @@ from core.ledger import erased_mask
 from core.memory import release_unused
 from core.report import Counts
 from tasks.attachments import Located, locate
+from tasks.backwards import Backwards
 from tasks.batch import fingerprints
 from tasks.buckets import bucket_of, write_buckets
 from tasks.extract import ROW_COLUMN, Slice, Unit
@@ -136,6 +137,7 @@ def stage_file(plan: StagePlan, unit: Unit, index: int, delivered: Callable | No
     writers: dict[int, ipc.RecordBatchFileWriter] = {}
     quarantine = QuarantineWriter(quarantine_dir, f"extract-{index:05d}")
     located = Located(getattr(source, "fs", None), unit)
+    backwards = Backwards()  # time running back in source order, where there is no seq
     try:
         # the columns are checked on the unit's first batch (_message_batches): a unit without
         # rows (an empty file, a CSV header alone) has nothing to check and nothing to stage
@@ -153,6 +155,7 @@ def stage_file(plan: StagePlan, unit: Unit, index: int, delivered: Callable | No
             if hit is not None:  # forgotten on purpose: not staged, not even quarantined
                 counts.erased += int(hit.sum())
                 mapped, rb = mapped.filter(pa.array(~hit)), rb.filter(pa.array(~hit))
+            counts.out_of_order += backwards.count(mapped)
             if mapped.column("attachments").null_count != mapped.num_rows:  # parts mode: found next to the file
                 mapped = locate(mapped, located, plan.load, counts.attachments)
             if redactor is not None:

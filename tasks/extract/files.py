@@ -27,6 +27,7 @@ from core.errors import NotJson, NotJsonl, RowTooLong, SourceError, WrongFormat
 # block with bad lines does): the mapper takes source_row from it instead of counting; never data
 from tasks.extract.chatlines import whatsapp_batches
 from tasks.extract.csvfile import csv_batches
+from tasks.extract.discord import markup
 from tasks.extract.lakehouse import DELTA_LOG, refuse, table_in
 from tasks.extract.lines import ROW_COLUMN, flat_batches, record_batches
 from tasks.extract.records import json_items
@@ -40,6 +41,7 @@ from tasks.extract.streams import (
     strip_compression,
     zip_members,
 )
+from tasks.extract.telegram import telegram_items
 from tasks.extract.units import SUFFIXES, Slice, Unit, in_slice, suffixes, wanted  # noqa: F401
 from tasks.extract.views import plain_schema
 from tasks.people import each_person
@@ -151,7 +153,16 @@ class FileSource:
             if src.format == "whatsapp":
 
                 def chat(bad: list[BadRow]):
-                    return whatsapp_batches(open_stream, unit.rel, bad, replace, src.day_first, src.max_record_bytes)
+                    return whatsapp_batches(
+                        open_stream,
+                        unit.rel,
+                        bad,
+                        replace,
+                        src.day_first,
+                        src.max_record_bytes,
+                        src.locale,
+                        self.mapping.time.timezone,
+                    )
 
                 # perspective each: a copy per mapped person who speaks (tasks/people.py)
                 batches = each_person(chat, sink, self.mapping) if src.whatsapp_each_person else chat(sink)
@@ -169,9 +180,14 @@ class FileSource:
                 )
                 yield from _checked(batches, sink, strict)
                 return
+            app = self.mapping.app  # a chat app's JSON export is read its way (either shape of Telegram's)
+            if src.format == "json" and app == "telegram":
+                yield from _checked(telegram_items(open_stream, sink, src.max_record_bytes, src.records), sink, strict)
+                return
             with open_stream() as fh:
                 if src.format == "json":
-                    batches = json_items(fh, sink, src.max_record_bytes, records=src.records)
+                    each = markup(self.fs, unit.path, unit.member or None) if app == "discord" else None
+                    batches = json_items(fh, sink, src.max_record_bytes, records=src.records, each=each)
                 elif self.mapping.nest is not None:
                     batches = record_batches(fh, sink, src.max_record_bytes, replace)
                 else:

@@ -192,6 +192,8 @@ def conversation_checks(
         back[1:] = (~new_conv[1:]) & (times[1:] < times[:-1])
         if prev is not None:
             back[0] = prev[0] == convs[0] and bool(times[0] < prev[1])
+    # rows without seq are in chat_time order here: staging counted them in source order
+    back &= table.column("seq").is_valid().to_numpy(zero_copy_only=False)
     counts.out_of_order += int(back.sum())  # ordered by seq anyway; chat_time is sent as it is
     if prev is not None:
         prev[:] = [convs[-1], times[-1]]
