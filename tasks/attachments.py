@@ -151,6 +151,18 @@ def append_notes(content: pa.Array, notes: pa.Array) -> pa.Array:
     return pc.if_else(pc.is_valid(notes), joined, content)
 
 
+OUTSIDE = "outside the export (its path or a link on it leads out of the source): not read"
+
+
+def _inside(path: str, unit) -> bool:
+    """Whether a local file, its links followed, is under the source's folder (the unit's
+    path less its location under the source; a source of one file: the file's folder)."""
+    where = unit.path[: len(unit.path) - len(unit.rel)] if unit.path.endswith(unit.rel) else ""
+    root = os.path.realpath(where or os.path.dirname(unit.path) or ".")
+    real = os.path.realpath(path)
+    return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
+
+
 class Located:
     """Where a unit's relative paths lead: its folder, or its .zip archive (the listing is
     read once per archive)."""
@@ -159,8 +171,9 @@ class Located:
         self.fs, self.unit = fs, unit
         self._zip: dict[str, tuple[int, str]] | None = None
 
-    def find(self, ref: str) -> tuple[str, int, str] | None:
-        """(location under the source, size, version) of a path next to the unit, or None."""
+    def find(self, ref: str) -> tuple[str, int, str] | str | None:
+        """(location under the source, size, version) of a path next to the unit; None when
+        there is none; why not, when the path leads out of the source (OUTSIDE)."""
         u = self.unit
         if self.fs is None:  # SQL: rows, not files
             return None
@@ -180,9 +193,11 @@ class Located:
             archive = u.rel.rsplit(MEMBER_SEP, 1)[0]
             return (f"{archive}{MEMBER_SEP}{member}", hit[0], hit[1]) if hit else None
         rel = posixpath.normpath(posixpath.join(posixpath.dirname(u.rel), ref))
-        if rel.startswith("../"):
-            return None  # outside the source: not the export's
+        if rel.startswith("../") or rel.startswith("/"):
+            return OUTSIDE  # outside the source: not the export's
         path = posixpath.normpath(posixpath.join(posixpath.dirname(u.path), ref))
+        if isinstance(self.fs, pafs.LocalFileSystem) and not _inside(path, u):
+            return OUTSIDE  # a link (the file, or a folder on its way) leads out of the export
         try:
             info = self.fs.get_file_info(path)
         except (OSError, pa.ArrowException):
@@ -216,7 +231,9 @@ def locate(table: pa.Table, found: Located, load: LoadConfig, counts: Counter) -
                 e["noted"] = "not a type MemOS reads"
             else:
                 where = found.find(ref)
-                if where is None:
+                if isinstance(where, str):
+                    e["noted"] = where
+                elif where is None:
                     e["noted"] = "not in the export"
                 elif where[1] > load.max_attachment_bytes_per_request:
                     e["noted"] = "larger than load.max_attachment_bytes_per_request"

@@ -63,6 +63,31 @@ def test_telegram_export_files_go_as_parts_and_missing_ones_stay_notes(tmp_path,
     assert again["counts"]["requests"] == 0  # nothing twice
 
 
+def test_a_link_out_of_the_export_is_never_read(tmp_path, dev_server):
+    """An export is a stranger's file: photo_1 is a symbolic link to a file outside the export
+    folder, files/ a link to a folder outside it. Nothing of either is sent; each stays a note
+    saying why, and the messages load as in note mode."""
+    root = telegram_with_media(tmp_path)
+    secret = tmp_path / "outside"
+    secret.mkdir()
+    (secret / "secret.jpg").write_bytes(b"\xff\xd8\xff\xe0 private photo")
+    (secret / "map.pdf").write_bytes(b"%PDF-1.4 private")
+    photo = root / "photos" / "photo_1@31-03-2024_03-40-00.jpg"
+    photo.unlink()
+    photo.symlink_to(secret / "secret.jpg")
+    shutil.rmtree(root / "files")
+    (root / "files").symlink_to(secret)
+    settings = sample_settings("telegram-export") or {}
+    report = sync(tmp_path, dev_server.url, "telegram-export", root, {**settings, "attachments": {"mode": "parts"}})
+    c = report["counts"]
+    assert c["accounted"] and c["quarantined"] == 0, c
+    outside = "noted: outside the export (its path or a link on it leads out of the source): not read"
+    assert c["attachments"] == {outside: 2, "noted: not in the export": 1}, c["attachments"]
+    assert not [m for m in _messages(dev_server.url) if m.get("parts")]
+    assert "private" not in json.dumps(_messages(dev_server.url))
+    assert held(dev_server.url) == expected("telegram-export")
+
+
 def test_whatsapp_zip_with_media_sends_its_photo(tmp_path, dev_server):
     settings = sample_settings("whatsapp-txt") or {}
     report = sync(
