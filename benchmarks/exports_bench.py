@@ -26,7 +26,13 @@ def _write(base: Path, preset: str, n: int) -> tuple[Path, Path]:
     if (d / "done").exists():
         return export_map, flat_map
     d.mkdir(parents=True, exist_ok=True)
-    if preset == "telegram-export":
+    if preset == "whatsapp-txt":
+        expected = whatsapp_generated(d / "export", n)
+        settings = {"constants": {"self": "Dee"}}
+        times = [datetime.fromisoformat(r["chat_time"]).replace(tzinfo=UTC) for r in expected]
+        keys = [str(i) for i in range(len(expected))]
+        src = d / "export"
+    elif preset == "telegram-export":
         doc, expected = telegram_generated(n)
         (d / "export").mkdir(exist_ok=True)
         (d / "export" / "result.json").write_text(json.dumps(doc, ensure_ascii=False))
@@ -65,6 +71,55 @@ def _write(base: Path, preset: str, n: int) -> tuple[Path, Path]:
     flat_map.write_text(yaml.safe_dump(flat))
     (d / "done").write_text("")
     return export_map, flat_map
+
+
+WHATSAPP_CHATS = 8
+_WORDS = "the a train book run coffee weekday morning plan trip meet call note idea week lunch music garden".split()
+
+
+def whatsapp_generated(out: Path, n: int) -> list[dict]:
+    """`n` messages over WHATSAPP_CHATS chats as WhatsApp exports them (iOS and Android
+    shapes by turns, every 20th message on two lines, every 50th a media placeholder, a
+    system line every 100), written under `out`; returns the messages loading must give."""
+    out.mkdir(parents=True, exist_ok=True)
+    expected: list[dict] = []
+    per_chat = -(-n // WHATSAPP_CHATS)
+    t0 = datetime(2021, 1, 4, 8, 0, 0, tzinfo=UTC).timestamp()
+    for c in range(WHATSAPP_CHATS):
+        other, ios = f"Ann {c}", c % 2 == 0
+        name = f"WhatsApp Chat with {other}.txt"
+        lines = []
+        for i in range(min(per_chat, n - c * per_chat)):
+            at = datetime.fromtimestamp(t0 + i * 37, UTC)
+            stamp = at.strftime("[%d/%m/%Y, %H:%M:%S] " if ios else "%d/%m/%Y, %H:%M - ")
+            if i % 100 == 99:
+                lines.append(
+                    f"{stamp}{other} changed the group description" if not ios else f"{stamp}\u200e{other} left"
+                )
+                continue
+            me = i % 2 == 0
+            who = "Dee" if me else other
+            text = " ".join(_WORDS[(i * 7 + k) % len(_WORDS)] for k in range(12 + i % 9))
+            if i % 20 == 3:
+                text += "\nand a second line"
+            shown = text
+            if i % 50 == 7:
+                text, shown = (
+                    ("\u200eimage omitted", "[image omitted]") if ios else ("<Media omitted>", "[media omitted]")
+                )
+            lines.append(f"{stamp}{who}: {text}")
+            when = at if ios else at.replace(second=0)
+            expected.append(
+                {
+                    "user_id": "whatsapp-Dee",
+                    "conversation_id": f"whatsapp-{other}",
+                    "role": "user" if me else "assistant",
+                    "content": shown if me else f"{other}: {shown}",
+                    "chat_time": when.strftime("%Y-%m-%dT%H:%M:%S"),
+                }
+            )
+        (out / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return expected
 
 
 def _plan(mapping: Path, work: Path) -> dict:

@@ -317,6 +317,8 @@ def table(r: dict) -> list[tuple[str, str, str, str]]:
         rows.extend(messy_bench.rows(r["messy"]))
     if "exports" in r:
         rows.extend(exports_bench.rows(r["exports"]))
+    if "whatsapp" in r:
+        rows.extend(exports_bench.rows(r["whatsapp"]))
     if "delta" in r:
         rows.extend(delta_bench.rows(r["delta"]))
     if "iceberg" in r:
@@ -438,7 +440,8 @@ def main() -> None:
     ap.add_argument(
         "--skip",
         default="",
-        help="comma-separated: transform,memory,nested,conversation,cli,prefect,load,messy,exports,delta,iceberg",
+        help="comma-separated: transform,memory,nested,conversation,cli,prefect,load,messy,exports,whatsapp,"
+        "delta,iceberg",
     )
     args = ap.parse_args()
     base = Path(os.environ.get("MEMOS_ETL_BENCH_DIR", "/tmp/memos-etl-bench"))
@@ -485,6 +488,10 @@ def main() -> None:
         results["exports"] = exports_bench.run(base, big, peak, preset="claude-export")
         e = results["exports"]
         log(f"claude-export {e['export']['per_min'] / 1e6:.2f}M msg/min, {e['ratio']:.2f} of flat")
+    if "whatsapp" not in skip:  # the line reader: every language's headers, notices and the chronology rule
+        results["whatsapp"] = exports_bench.run(base, big, peak, preset="whatsapp-txt")
+        w = results["whatsapp"]
+        log(f"whatsapp-txt {w['export']['per_min'] / 1e6:.2f}M msg/min, {w['ratio']:.2f} of flat")
     if "delta" not in skip:
         results["delta"] = delta_bench.run(base, big, log=log)
     if "iceberg" not in skip:
@@ -520,6 +527,7 @@ def main() -> None:
         part_rows = (
             (messy_bench.rows(results["messy"]) if "messy" in results else [])
             + (exports_bench.rows(results["exports"]) if "exports" in results else [])
+            + (exports_bench.rows(results["whatsapp"]) if "whatsapp" in results else [])
             + (delta_bench.rows(results["delta"]) if "delta" in results else [])
             + (iceberg_bench.rows(results["iceberg"]) if "iceberg" in results else [])
         )
