@@ -114,6 +114,28 @@ def test_one_person_across_slack_telegram_and_whatsapp_is_one_memos_user(tmp_pat
 #: what U02SAMK says in the Slack sample (its day files read by hand); U03SAMR shows as Sam too
 SAM_KIM = {"Anyone up for bouldering on Sunday? @here", "Moved it to 11am", "Did you find the shoes?"}
 
+
+def test_a_telegram_perspective_list_names_people_by_key(tmp_path, dev_server):
+    body = {
+        "preset": "telegram-export",
+        "perspective": ["dee", "bob"],  # keys: Dee and Bob's sides, not Carol's
+        "source": {"path": str(SAMPLES / "telegram-export")},
+    }
+    cfg = write_config(tmp_path, dev_server.url, {"telegram": body}, PEOPLE)
+    sync(cfg, "telegram")
+    want: dict = defaultdict(list)
+    users = {"telegram-user5000001": "dee", "telegram-user5000002": "bob"}
+    names = {"Bob": "Bob Stone"}  # Dee is Dee in the map as in the export
+    for line in (SAMPLES / "telegram-export-each.expected.jsonl").read_text(encoding="utf-8").splitlines():
+        m = json.loads(line)
+        if m["user_id"] not in users:
+            continue
+        who, sep, text = m["content"].partition(": ")
+        content = f"{names.get(who, who)}: {text}" if m["role"] == "assistant" and sep else m["content"]
+        want[(users[m["user_id"]], m["conversation_id"])].append((m["role"], content, m["chat_time"]))
+    assert held(dev_server.url) == dict(want)
+
+
 CHAT = (
     "05/04/2024, 10:01 - Dana Whitfield: Lunch today?\n"
     "05/04/2024, 10:02 - +1 555 0199: Who is this?\n"
