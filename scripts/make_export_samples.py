@@ -39,19 +39,31 @@ def _utc_seconds(t: datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")  # MemOS gets whole seconds, truncated
 
 
+#: the parent_message_uuid of a conversation's first messages
+CLAUDE_ROOT = "00000000-0000-4000-8000-000000000000"
+
+
 def claude_export(owner: str = "claude-user", conversations: int | None = None, per: int = 10, seed: int = 7):
     """(conversations.json's items, users.json, the expected messages). With `conversations`
-    unset: the hand-made sample with every awkward case; else that many generated ones."""
+    unset: the hand-made sample with every awkward case; else that many generated ones. The
+    expected messages are the path the app shows: from the first message to the newest."""
     expected: list[dict] = []
     convs: list[dict] = []
 
-    def message(conv: str, i: int, sender: str, t: datetime, *, text: str, content=None, old=False, **extra) -> dict:
+    def message(
+        conv: str, i: int, sender: str, t: datetime, *, text: str, content=None, old=False, parent=None, **extra
+    ) -> dict:
+        """A message replying to message i - 1 (or to message `parent`: an edited prompt or a
+        regenerated answer is a second reply to the same message). An older export's (`old`)
+        has no content parts and no parent link."""
         m = {"uuid": _id(conv, i), "text": text, "sender": sender, "created_at": _claude_time(t)}
         m["updated_at"] = m["created_at"]
         if not old:
             m["content"] = content if content is not None else [{"type": "text", "text": text, "citations": []}]
         m["attachments"], m["files"] = extra.get("attachments", []), extra.get("files", [])
-        m["parent_message_uuid"] = _id(conv, i - 1) if i else "00000000-0000-4000-8000-000000000000"
+        if not old:
+            up = parent if parent is not None else i - 1
+            m["parent_message_uuid"] = _id(conv, up) if up >= 0 else CLAUDE_ROOT
         return m
 
     def expect(conv: str, role: str, content: str, t: datetime) -> None:
@@ -95,6 +107,8 @@ def claude_export(owner: str = "claude-user", conversations: int | None = None, 
                 ],
                 files=[{"file_uuid": _id("f", 1), "file_name": "chart.png"}],
             ),
+            # regenerated: a first answer to message 2 the person asked again for (not shown)
+            message(c1, 10, "assistant", t + timedelta(minutes=3, seconds=2), text="No idea, sorry.", parent=2),
             # a tool call alone: no text to load (skipped as empty)
             message(
                 c1,
@@ -123,7 +137,7 @@ def claude_export(owner: str = "claude-user", conversations: int | None = None, 
                 "chat_messages": msgs,
             }
         )
-        # 2: an older export's messages (text only, no content), no name, a multi-line code answer,
+        # 2: an older export's messages (text only, no content, no parent links), no name, a multi-line code answer,
         # an empty human turn, across the DST night (times are UTC: nothing moves)
         c2, t = _id("c", 2), T0 + timedelta(hours=2, minutes=30)
         code = "Try this:\n```python\nfor i in range(3):\n    print(i)\n```"
@@ -143,6 +157,40 @@ def claude_export(owner: str = "claude-user", conversations: int | None = None, 
                 "created_at": _claude_time(t),
                 "updated_at": _claude_time(t + timedelta(hours=1)),
                 "account": _id("account"),
+                "chat_messages": msgs,
+            }
+        )
+        # 4: an edited prompt (message 2 asked again as 4: 2 and its answer 3 are not shown) and a
+        # regenerated answer (6, the first answer to 4, older than 5: not shown)
+        c4, t = _id("c", 4), T0 + timedelta(hours=5)
+        msgs = [
+            message(c4, 0, "human", t, text="Which train goes from Lyon to Turin?"),
+            message(c4, 1, "assistant", t + timedelta(seconds=20), text="The TGV through Chambéry: about 4 hours."),
+            message(c4, 2, "human", t + timedelta(minutes=2), text="And by bus?"),
+            message(c4, 3, "assistant", t + timedelta(minutes=2, seconds=15), text="A night bus runs it."),
+            message(c4, 4, "human", t + timedelta(minutes=5), text="And by car?", parent=1),
+            message(c4, 6, "assistant", t + timedelta(minutes=5, seconds=10), text="Around 3.5 hours.", parent=4),
+            message(
+                c4,
+                5,
+                "assistant",
+                t + timedelta(minutes=5, seconds=40),
+                text="About 3 hours, by the Fréjus tunnel.",
+                parent=4,
+            ),
+        ]
+        expect(c4, "user", "Which train goes from Lyon to Turin?", t)
+        expect(c4, "assistant", "The TGV through Chambéry: about 4 hours.", t + timedelta(seconds=20))
+        expect(c4, "user", "And by car?", t + timedelta(minutes=5))
+        expect(c4, "assistant", "About 3 hours, by the Fréjus tunnel.", t + timedelta(minutes=5, seconds=40))
+        convs.append(
+            {
+                "uuid": c4,
+                "name": "Lyon to Turin",
+                "summary": "",
+                "created_at": _claude_time(t),
+                "updated_at": _claude_time(t + timedelta(minutes=6)),
+                "account": {"uuid": _id("account")},
                 "chat_messages": msgs,
             }
         )
@@ -192,6 +240,155 @@ def write_claude(out: Path, conversations: int | None = None) -> Path:
         z.writestr("users.json", json.dumps(users, indent=2))
         z.writestr("projects.json", "[]")
     _write_expected(out / "claude-export.expected.jsonl", expected)
+    return path
+
+
+CHATGPT_T0 = 1709280000.0  # 2024-03-01 08:00:00 UTC
+
+
+def chatgpt_export(owner: str = "chatgpt-user") -> tuple[list[dict], dict[str, list[dict]]]:
+    """(conversations.json, {mode: the expected messages}) of a ChatGPT export: a regenerated
+    answer, an edited prompt, code run by the python tool and a web search (calls addressed
+    to a tool, the tools' results), the hidden system prompt and hidden custom instructions.
+    Modes: `visible` (the preset as it is), `keep` (nest.tools keep), `all` (nest.branches
+    all). Each conversation's paths are written out by hand in the model, not computed."""
+    # per conversation: (id, title, create_time, current node, nodes, paths by branch tag); a
+    # node is (id, parent, role, seconds after create_time or None, content, what it is), what
+    # it is: "" text, "hidden" (flagged), "context" (hidden by its content type), "call:<tool>",
+    # "result:<tool>"; a content that is a str is one text part
+    image = {"content_type": "image_asset_pointer", "asset_pointer": "file-service://abc"}
+    model = [
+        (
+            "cg-1",
+            "Marathon training",
+            CHATGPT_T0,
+            "n5",
+            [
+                ("n0", None, "system", None, "", "hidden"),
+                ("n1", "n0", "user", 10, "I run 20 km a week. Can I do a marathon in 16 weeks?", ""),
+                ("n2", "n1", "assistant", 20, "(regenerated away) Maybe.", ""),
+                ("n3", "n1", "assistant", 30, "Yes, if you build up about 10% a week and add one long run.", ""),
+                ("n4x", "n3", "user", 60, "Write me a plan.", ""),  # edited into n4
+                ("n5x", "n4x", "assistant", 70, "Week 1: three runs of 5 km.", ""),
+                ("n4", "n3", "user", 100, {"content_type": "multimodal_text", "parts": ["My plan:", image]}, ""),
+                ("n6", "n4", "assistant", 110, {"content_type": "code", "text": "print(20 * 2)"}, "call:python"),
+                ("n7", "n6", "tool", 115, {"content_type": "execution_output", "text": "40"}, "result:python"),
+                ("n5", "n7", "assistant", None, "Good base. Move the long run to Sunday.", ""),
+            ],
+            {
+                "": ["n0", "n1", "n3", "n4", "n6", "n7", "n5"],
+                "~n2": ["n0", "n1", "n2"],
+                "~n4x": ["n0", "n1", "n3", "n4x", "n5x"],
+            },
+        ),
+        (
+            "cg-2",
+            "Tomato sauce",
+            CHATGPT_T0 + 90000,
+            "m2",
+            [
+                (
+                    "m0",
+                    None,
+                    "user",
+                    None,
+                    {
+                        "content_type": "user_editable_context",
+                        "user_profile": "I cook for two.",
+                        "user_instructions": "",
+                    },
+                    "context",
+                ),
+                ("m1", "m0", "user", 10, "How long should tomato sauce simmer?", ""),
+                (
+                    "m1b",
+                    "m1",
+                    "assistant",
+                    15,
+                    {"content_type": "code", "text": 'search("simmer time")'},
+                    "call:browser",
+                ),
+                (
+                    "m1c",
+                    "m1b",
+                    "tool",
+                    17,
+                    {"content_type": "tether_browsing_display", "result": "Simmer 30 minutes to 2 hours."},
+                    "result:browser",
+                ),
+                ("m2", "m1c", "assistant", 20, "At least 30 minutes; 2 hours for a deeper flavour.", ""),
+            ],
+            {"": ["m0", "m1", "m1b", "m1c", "m2"]},
+        ),
+    ]
+    convs: list[dict] = []
+    expected: dict[str, list[dict]] = {"visible": [], "keep": [], "all": []}
+
+    def text(content) -> str:
+        if isinstance(content, str):
+            return content
+        if content["content_type"] == "multimodal_text":
+            return content["parts"][0] + "\n[image]"
+        return content.get("text") or content["result"]
+
+    for cid, title, t0, current, nodes, paths in model:
+        mapping: dict = {"root": {"id": "root", "message": None, "parent": None, "children": []}}
+        by_id = {}
+        for nid, parent, role, after, content, what in nodes:
+            kind, _, tool = what.partition(":")
+            msg = {
+                "id": nid,
+                "author": {"role": role, "name": tool or None, "metadata": {}},
+                "create_time": None if after is None else t0 + after,
+                "update_time": None,
+                "content": content if isinstance(content, dict) else {"content_type": "text", "parts": [content]},
+                "status": "finished_successfully",
+                "end_turn": None,
+                "weight": 1.0,
+                "metadata": {"is_visually_hidden_from_conversation": True} if kind == "hidden" else {},
+                "recipient": tool if kind == "call" else "all",
+                "channel": None,
+            }
+            up = parent or "root"
+            mapping[nid] = {"id": nid, "message": msg, "parent": up, "children": []}
+            mapping[up]["children"].append(nid)
+            by_id[nid] = (role, after, content, kind)
+        convs.append(
+            {
+                "title": title,
+                "create_time": t0,
+                "update_time": t0 + 10000,
+                "mapping": mapping,
+                "moderation_results": [],
+                "current_node": current,
+                "plugin_ids": None,
+                "conversation_id": cid,
+                "id": cid,
+                "safe_urls": [],
+            }
+        )
+        for tag, path in paths.items():
+            for nid in path:
+                role, after, content, kind = by_id[nid]
+                if kind in ("hidden", "context"):
+                    continue  # never loaded
+                at = datetime.fromtimestamp(t0 + (after or 0), UTC)  # no time: the conversation's
+                row = {"user_id": owner, "conversation_id": cid + tag, "role": role, "content": text(content)}
+                row["chat_time"] = _utc_seconds(at)
+                if not kind:
+                    expected["all"].append(row)
+                if not tag:
+                    expected["keep"].append({**row, "role": "tool"} if kind else row)
+                    if not kind:
+                        expected["visible"].append(row)
+    return convs, expected
+
+
+def write_chatgpt(out: Path) -> Path:
+    """conversations.json as the export holds it (what loading it gives: chatgpt_export())."""
+    convs, _ = chatgpt_export()
+    path = out / "chatgpt-export.json"
+    path.write_text(json.dumps(convs, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return path
 
 
@@ -896,6 +1093,7 @@ def main() -> None:
         print(write_claude(args.out, conversations=max(1, args.claude_messages // 10)))
         return
     print(write_claude(args.out))
+    print(write_chatgpt(args.out))
     print(write_discord(args.out))
     print(write_telegram(args.out))
     print(write_whatsapp(args.out))
