@@ -392,18 +392,20 @@ def write_chatgpt(out: Path) -> Path:
     return path
 
 
-def _each(model: list[tuple], prefix: str) -> list[dict]:
+def _each(model: list[tuple], prefix: str, record=lambda conv: conv) -> list[dict]:
     """Expected rows of an `-each` preset: every holder of a conversation (who speaks in it,
     in order of their first row, bots aside) gets all of its shown messages from their side.
-    `model`: (conversation, speaker, name, shown text or None, chat_time, makes a holder)."""
+    `model`: (conversation, speaker, name, shown text or None, chat_time, makes a holder).
+    `record`: the chat a conversation is part of (a forum's topics: whoever speaks anywhere
+    in the forum holds every topic of it)."""
     convs: dict[str, list[tuple]] = {}
     for row in model:
-        convs.setdefault(row[0], []).append(row)
+        convs.setdefault(record(row[0]), []).append(row)
     out = []
-    for conv, rows in convs.items():
+    for rows in convs.values():
         holders = list(dict.fromkeys(r[1] for r in rows if r[5]))
         for side in holders:
-            for _, who, name, shown, at, _ in rows:
+            for conv, who, name, shown, at, _ in rows:
                 if shown is None:
                     continue
                 out.append(
@@ -563,8 +565,9 @@ TELEGRAM_SELF = "user5000001"
 def telegram_export() -> tuple[dict, list[dict]]:
     """(result.json, expected) of a full export, from the exporting person's side: a personal
     chat (entities in the text, a call, an edit, a reply, a photo with a caption, a file, a
-    sticker, a forward), a group (joins, a photo alone, multi-line and RTL text, an
-    unsupported message) and Saved Messages. `date` is the exporting machine's wall time
+    sticker, a forward, a poll, a contact, a location, a venue, a game), a group (joins, a
+    photo alone, multi-line and RTL text, an unsupported message), Saved Messages and a forum
+    (General and two topics, messages placed by their reply chains). `date` is the exporting machine's wall time
     (Europe/Berlin, across the DST change); `date_unixtime` is the instant."""
     from zoneinfo import ZoneInfo
 
@@ -577,6 +580,8 @@ def telegram_export() -> tuple[dict, list[dict]]:
     def chat(cid: int, kind: str, name: str | None, rows: list[tuple]) -> dict:
         msgs = []
         for i, (who, at, body, shown) in enumerate(rows):
+            body = dict(body)
+            conv = f"telegram-{cid}" + (f"-{body.pop('topic')}" if "topic" in body else "")  # a forum topic's
             m = {"id": cid % 1000 * 100 + i, **body}
             if m.get("type") != "unsupported":
                 m.setdefault("type", "message")
@@ -594,13 +599,13 @@ def telegram_export() -> tuple[dict, list[dict]]:
             msgs.append(m)
             when = _utc_seconds(at.astimezone(UTC).replace(microsecond=0))
             speaks = m.get("type") == "message" and bool(shown)
-            model.append((f"telegram-{cid}", who, names[who], shown, when, speaks))
+            model.append((conv, who, names[who], shown, when, speaks))
             if shown is not None:
                 role = "user" if who == TELEGRAM_SELF else "assistant"
                 expected.append(
                     {
                         "user_id": user_id,
-                        "conversation_id": f"telegram-{cid}",
+                        "conversation_id": conv,
                         "role": role,
                         "content": shown if role == "user" else f"{names[who]}: {shown}",
                         "chat_time": _utc_seconds(at.astimezone(UTC).replace(microsecond=0)),
@@ -665,6 +670,81 @@ def telegram_export() -> tuple[dict, list[dict]]:
             {"text": "Weather says sunny", "forwarded_from": "Weather Bot"},
             "Weather says sunny\n[forwarded from Weather Bot]",
         ),
+        (
+            bob,
+            t + timedelta(hours=1, minutes=4),
+            {
+                "poll": {
+                    "question": "Lunch where?",
+                    "closed": False,
+                    "total_voters": 3,
+                    "answers": [
+                        {"text": "Lake", "voters": 2, "chosen": True},
+                        {"text": "Park", "voters": 1, "chosen": False},
+                    ],
+                },
+                "text": "",
+            },
+            "[poll: Lunch where? (3 votes)]\n- Lake (2 votes)\n- Park (1 vote)",
+        ),
+        (
+            TELEGRAM_SELF,
+            t + timedelta(hours=1, minutes=5),
+            {
+                "contact_information": {"first_name": "Ann", "last_name": "Lee", "phone_number": "+1 555 0100"},
+                "text": "",
+            },
+            "[contact: Ann Lee, +1 555 0100]",
+        ),
+        (
+            bob,
+            t + timedelta(hours=1, minutes=6),
+            {"location_information": {"latitude": 52.520008, "longitude": 13.404954}, "text": ""},
+            "[location: 52.520008, 13.404954]",
+        ),
+        (
+            bob,
+            t + timedelta(hours=1, minutes=7),
+            {
+                "place_name": "Cafe Blue",
+                "address": "1 Lake Road",
+                "location_information": {"latitude": 52.5, "longitude": 13.4},
+                "text": "",
+            },
+            "[venue: Cafe Blue, 1 Lake Road (52.5, 13.4)]",
+        ),
+        (
+            TELEGRAM_SELF,
+            t + timedelta(hours=1, minutes=8),
+            {"game_title": "Lumberjack", "game_description": "Chop wood", "text": ""},
+            "[game: Lumberjack]",
+        ),
+    ]
+    # a forum: General (no topic) and two topics; a message in a topic replies to its
+    # topic_created message (id 7000001 % 1000 * 100 + place: 100, 104), a reply in it to a message of it
+    forum = [
+        (
+            TELEGRAM_SELF,
+            t - timedelta(hours=5),
+            {"type": "service", "action": "topic_created", "title": "Routes"},
+            None,
+        ),
+        (bob, t - timedelta(hours=5, minutes=-1), {"text": "Hello all"}, "Hello all"),
+        (
+            carol,
+            t - timedelta(hours=4),
+            {"text": "New route at the north wall", "reply_to_message_id": 100, "topic": 100},
+            "New route at the north wall",
+        ),
+        (TELEGRAM_SELF, t - timedelta(hours=3), {"text": "Grade?", "reply_to_message_id": 102, "topic": 100}, "Grade?"),
+        (bob, t - timedelta(hours=2), {"type": "service", "action": "topic_created", "title": "Gear"}, None),
+        (
+            bob,
+            t - timedelta(hours=2, minutes=-1),
+            {"text": "Selling shoes, 42", "reply_to_message_id": 104, "topic": 104},
+            "Selling shoes, 42",
+        ),
+        (TELEGRAM_SELF, t - timedelta(hours=1), {"text": "Hi Bob", "reply_to_message_id": 101}, "Hi Bob"),
     ]
     group = [
         (TELEGRAM_SELF, t - timedelta(days=1), {"type": "service", "action": "create_group", "title": "Family"}, None),
@@ -696,11 +776,12 @@ def telegram_export() -> tuple[dict, list[dict]]:
                 chat(5000002, "personal_chat", "Bob", personal),
                 chat(6000001, "private_group", "Family", group),
                 chat(5000001, "saved_messages", None, saved),
+                chat(7000001, "private_supergroup", "Climbers", forum),
             ],
         },
         "left_chats": {"about": "", "list": []},
     }
-    return doc, expected, _each(model, "telegram")
+    return doc, expected, _each(model, "telegram", record=lambda conv: conv.split("-")[1])
 
 
 def telegram_generated(messages: int, per_chat: int = 10_000, seed: int = 7) -> tuple[dict, list[dict]]:
@@ -888,8 +969,10 @@ SLACK_SELF = "U01DEE"
 def slack_export() -> tuple[dict[str, object], dict[str, list[dict]]]:
     """({path in the zip: JSON}, {preset: expected}): #general with 4 people and a bot (a
     join and a topic change, skipped; a thread; mentions by id, with a label, of a channel and
-    @here; a link; escaped & < >; an edit; a file alone; the bot's message, skipped by default;
-    two people both shown as Sam; emoji and RTL text) over two days, and a DM. Expected twice:
+    @here; a link; escaped & < >; an edit; a file alone; an integration's bot_message, kept with
+    its username; two people both shown as Sam; emoji and RTL text; a member of a partner
+    organisation (Slack Connect: not in users.json, named by the user_profile of their
+    message) mentioned a day before they speak) over two days, and a DM. Expected twice:
     from Dee's side (`slack-export`) and once per member (`slack-export-each`)."""
     people = {
         SLACK_SELF: {"display_name": "Dee", "real_name": "Dee Example"},
@@ -977,6 +1060,7 @@ def slack_export() -> tuple[dict[str, object], dict[str, list[dict]]]:
             "ts": ts(20),
             "edited": {"user": "U02SAMK", "ts": ts(25)},
         },
+        {"type": "message", "user": SLACK_SELF, "text": "Welcome <@U07EXT> from the partner gym!", "ts": ts(25)},
         {
             "type": "message",
             "user": SLACK_SELF,
@@ -1002,6 +1086,15 @@ def slack_export() -> tuple[dict[str, object], dict[str, list[dict]]]:
             "thread_ts": parent,
             "parent_user_id": "U02SAMK",
         },
+        {
+            "type": "message",
+            "user": "U07EXT",
+            "text": "Thanks <@U01DEE>, see you at 11",
+            "ts": ts(170),
+            "team": "T0PARTNER",
+            "user_team": "T0PARTNER",
+            "user_profile": {"real_name": "Ola Berg", "display_name": "ola", "name": "ola.berg", "team": "T0PARTNER"},
+        },
         {"type": "message", "user": SLACK_SELF, "text": "Thanks all", "ts": ts(200)},
     ]
     d1 = [
@@ -1016,14 +1109,16 @@ def slack_export() -> tuple[dict[str, object], dict[str, list[dict]]]:
         ts(6): None,
         ts(9): "אני מצטרפת 🙂 see #general and the gym (https://gym.example)",
         ts(20): "Moved it to 11am",
+        ts(25): "Welcome @ola from the partner gym!",
         ts(30): "[file: wall.jpg]",
-        ts(150): None,
+        ts(150): "Reminder: gym closes at 8pm.",
         ts(160): "See you there",
+        ts(170): "Thanks @Dee, see you at 11",
         ts(200): "Thanks all",
         ts(300): "Did you find the shoes?",
         ts(303): "Yes 👍",
     }
-    names = {SLACK_SELF: "Dee", "U02SAMK": "Sam", "U03SAMR": "Sam", "U04NOOR": "נור"}
+    names = {SLACK_SELF: "Dee", "U02SAMK": "Sam", "U03SAMR": "Sam", "U04NOOR": "נור", "B09": "gymbot", "U07EXT": "ola"}
     expected: dict[str, list[dict]] = {"slack-export": [], "slack-export-each": []}
     for chan, msgs, members in (("C01GEN", g1 + g2, list(people)), ("D01DM", d1, dm["members"])):
         for side, preset in ((SLACK_SELF, "slack-export"), *((m, "slack-export-each") for m in members)):
@@ -1031,7 +1126,7 @@ def slack_export() -> tuple[dict[str, object], dict[str, list[dict]]]:
                 text = shown[msg["ts"]]
                 if text is None:
                     continue
-                who = msg["user"]
+                who = msg.get("user") or msg["bot_id"]
                 expected[preset].append(
                     {
                         "user_id": f"slack-{side}",

@@ -21,7 +21,7 @@ is one block (or one record, when a record is larger) plus what the explode make
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 import pyarrow as pa
@@ -211,6 +211,7 @@ def json_items(
     items: int = ITEMS,
     block_bytes: int = BLOCK_BYTES,
     records: str | None = None,
+    each: Callable[[dict], object] | None = None,
 ) -> Iterator[tuple[int, pa.RecordBatch]]:
     """(record number, batch) of a JSON document's records: the items of a top-level array, or
     the document itself when it is an object (or the items of the array at `records` in it);
@@ -219,7 +220,8 @@ def json_items(
     Where the document stops being JSON, the records before are kept and the break is one
     BadRow in `bad` (nothing after it can be found again in a JSON document); without `bad`,
     NotJson is raised. A record too deep to write again, or longer than max_record_bytes, is
-    a BadRow of its own."""
+    a BadRow of its own. `each`: called on every record (an object) before it is written as
+    text, to complete it in place (an app's export read its way: tasks/extract/discord.py)."""
     import ijson
     import orjson
 
@@ -233,16 +235,18 @@ def json_items(
     if not first:
         return  # an empty document: no records
     stream = DepthGuard(Prefixed(head, fh))
-    if first == b"[":  # a top-level array: items found by the C scanner of json, no re-writing
+    if first == b"[" and each is None:  # a top-level array: items found by the C scanner of json, no re-writing
         yield from array_items(stream, bad, max_record_bytes, items, block_bytes)
         return
     # `records`: the array inside a top-level object whose items are the records
-    prefix = f"{records}.item" if records else ""
+    prefix = f"{records}.item" if records else "item" if first == b"[" else ""
     batch: list[str] = []
     size = 0
     n = start = 0
     try:
         for rec in ijson.items(stream, prefix, use_float=True):
+            if each is not None and isinstance(rec, dict):
+                each(rec)
             try:
                 text = orjson.dumps(rec).decode()
                 problem = (

@@ -7,8 +7,12 @@ say taken from the directory (read once per export, from the same archive or fol
 
 - `channel` (the folder: a channel's name, or a DM's id) and `channel_id`;
 - `user` (the author's id; a bot's `bot_id`) and `name` (their display name, real name or
-  handle, in that order; a bot's `username`);
-- `text` with Slack's markup made plain: `<@U123>` and `<@U123|x>` become `@Name`,
+  handle, in that order, from users.json; a member from another organisation, whom
+  users.json does not list (Slack Connect), from the `user_profile` their messages carry;
+  an integration's `bot_message` by its `username`, the name it posted under);
+- `text` with Slack's markup made plain: `<@U123>` and `<@U123|x>` become `@Name` (an
+  external member's name found in any message of theirs in the export: read once per
+  export, and only when a mention names someone users.json does not),
   `<#C123|general>` `#general`, `<!here>` `@here`, `<https://a.b|label>` `label (https://a.b)`,
   and `&lt; &gt; &amp;` their characters (in that order, so an escaped `&lt;@U1&gt;` stays
   text); files are noted after it (`[file: plan.pdf]`);
@@ -55,6 +59,11 @@ class Directory:
     bots: set[str] = field(default_factory=set)  # user ids that are bots
     channels: dict[str, dict] = field(default_factory=dict)  # folder -> {id, name, members}
     by_id: dict[str, str] = field(default_factory=dict)  # channel id -> name
+    # user id -> name from the `user_profile` of their messages (members from another
+    # organisation); None until a mention needs it (then every day file is read once)
+    guests: dict[str, str] | None = None
+    root: str = ""  # the export: its folder, or the .zip
+    where: str | None = None  # in a .zip: the folder of the export inside it ("" at the top); None: a folder
 
 
 _cache: dict[tuple, Directory] = {}
@@ -95,7 +104,7 @@ def directory(fs: pafs.FileSystem, path: str, member: str | None) -> Directory:
             return _read_json(fs, root, posixpath.join(where, name) if where else name)
         return _read_json(fs, posixpath.join(root, name), None)
 
-    d = Directory()
+    d = Directory(root=root, where=where if member is not None else None)
     for u in (load("users.json") or []) + (load("org_users.json") or []):
         if not isinstance(u, dict) or not u.get("id"):
             continue
@@ -120,6 +129,52 @@ def directory(fs: pafs.FileSystem, path: str, member: str | None) -> Directory:
     return d
 
 
+def _profile_name(msg: dict) -> str | None:
+    prof = msg.get("user_profile")
+    if not isinstance(prof, dict):
+        return None
+    name = prof.get("display_name") or prof.get("real_name")
+    return name if isinstance(name, str) and name else None
+
+
+def _guests(fs: pafs.FileSystem, d: Directory) -> dict[str, str]:
+    """user id -> name from the `user_profile` of every message of the export that has one
+    (members from another organisation, whom users.json does not list), read once per export;
+    where a profile changed, the last day's name."""
+    with _lock:
+        if d.guests is not None:
+            return d.guests
+    found: dict[str, str] = {}
+    days: list[tuple[str, bytes]] = []
+    try:
+        if d.where is not None:
+            with fs.open_input_file(d.root) as fh, zipfile.ZipFile(fh) as z:
+                names = sorted(
+                    n
+                    for n in z.namelist()
+                    if DAY.match(posixpath.basename(n)) and (not d.where or n.startswith(d.where + "/"))
+                )
+                days = [(n, z.read(n)) for n in names]
+        else:
+            infos = fs.get_file_info(pafs.FileSelector(d.root, recursive=True))
+            for info in sorted((i for i in infos if DAY.match(i.base_name)), key=lambda i: i.path):
+                with fs.open_input_file(info.path) as fh:
+                    days.append((info.path, fh.read()))
+    except (OSError, KeyError, zipfile.BadZipFile, pa.ArrowException):
+        days = []
+    for _, raw in sorted(days, key=lambda nd: posixpath.basename(nd[0])):
+        try:
+            day = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            continue  # that day file is quarantined by its own read
+        for msg in day if isinstance(day, list) else []:
+            if isinstance(msg, dict) and isinstance(msg.get("user"), str) and (name := _profile_name(msg)):
+                found[msg["user"]] = name
+    with _lock:
+        d.guests = found
+    return found
+
+
 def plain(text: str, d: Directory) -> str:
     """Slack's markup as plain text (see the module)."""
 
@@ -127,7 +182,8 @@ def plain(text: str, d: Directory) -> str:
         inner = m.group(1)
         target, _, label = inner.partition("|")
         if target.startswith("@"):
-            return "@" + (d.names.get(target[1:]) or label or target[1:])
+            who = target[1:]
+            return "@" + (d.names.get(who) or (d.guests or {}).get(who) or label or who)
         if target.startswith("#"):
             return "#" + (label or d.by_id.get(target[1:]) or target[1:])
         if target.startswith("!"):
@@ -136,6 +192,13 @@ def plain(text: str, d: Directory) -> str:
         return f"{label} ({target})" if label and label != target else target
 
     return html.unescape(_TOKEN.sub(token, text)) if "<" in text or "&" in text else text
+
+
+_MENTION = re.compile(r"<@([A-Z0-9]+)")
+
+
+def _unknown_mention(text: str, d: Directory) -> bool:
+    return "<@" in text and any(who not in d.names for who in _MENTION.findall(text))
 
 
 def _time(ts: str) -> str:
@@ -201,16 +264,21 @@ def slack_batches(
             ROW_COLUMN,
         )
     }
+    if d.guests is None and any(
+        isinstance(m, dict) and isinstance(m.get("text"), str) and _unknown_mention(m["text"], d) for m in day
+    ):
+        _guests(fs, d)  # someone users.json does not name is mentioned: read their profiles
     humans = [m for m in chan["members"] if m not in d.bots and (only is None or m in only)] if each_member else [None]
     for i, msg in enumerate(day):
         if not isinstance(msg, dict) or not isinstance(msg.get("ts"), str):
             bad.append(BadRow(i, f"message {i}", Reason("not a message", "not a message object with a ts")))
             continue
         user = msg.get("user") or msg.get("bot_id")
-        name = d.names.get(user) if user else None
-        if not name:
-            prof: dict = msg["user_profile"] if isinstance(msg.get("user_profile"), dict) else {}
-            name = prof.get("display_name") or prof.get("real_name") or msg.get("username") or user
+        bot_profile = msg["bot_profile"] if isinstance(msg.get("bot_profile"), dict) else {}
+        if msg.get("subtype") == "bot_message" and not msg.get("user"):  # an integration: the name it posted as
+            name = msg.get("username") or bot_profile.get("name") or (d.names.get(user) if user else None) or user
+        else:
+            name = (d.names.get(user) if user else None) or _profile_name(msg) or msg.get("username") or user
         text = plain(msg.get("text") or "", d)
         files = [f for f in (msg.get("files") or ([msg["file"]] if isinstance(msg.get("file"), dict) else []))]
         noted = [
