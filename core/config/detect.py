@@ -94,7 +94,8 @@ def _has(head: str, *keys: str) -> bool:
     return all(f'"{k}"' in head for k in keys)
 
 
-_WHATSAPP = re.compile(r"^[\u200e\u200f]*\[?\d{1,4}[./-]\s?\d{1,4}[./-]\s?\d{1,4},?\s+\d{1,2}[.:]\d{2}", re.M)
+_WHATSAPP = re.compile(r"^\[?\d{1,4}[./-]\s?\d{1,4}[./-]\s?\d{1,4}[,\u060c]?\s+\d{1,2}[.:]\d{2}", re.M)
+_MARKS = str.maketrans("", "", "\u200e\u200f\u202a\u202b\u202c\u061c")  # direction marks (Arabic dates hold them)
 _TELEGRAM_ID = re.compile(r'"personal_information"\s*:\s*\{[^}]*?"user_id"\s*:\s*(\d+)')
 
 
@@ -102,7 +103,7 @@ def _what(name: str, head: str) -> Match | None:
     """The format of one file, from its name and first bytes."""
     base = name.rsplit("!", 1)[-1].rsplit("/", 1)[-1].lower()
     start = head.lstrip()[:1]
-    if base.endswith(".txt") and len(_WHATSAPP.findall(head)) >= 2:
+    if base.endswith(".txt") and len(_WHATSAPP.findall(head.translate(_MARKS))) >= 2:
         return Match(
             "whatsapp-txt",
             'a WhatsApp chat export ("Export chat" text)',
@@ -160,15 +161,18 @@ def _what(name: str, head: str) -> Match | None:
     return None
 
 
-def detect(path: str | os.PathLike) -> list[Match]:
-    """The formats the input at `path` holds, one Match per format with the files that have it."""
+def detect(path: str | os.PathLike, describe: Callable[[str, str], dict] | None = None) -> list[Match]:
+    """The formats the input at `path` holds, one Match per format with the files that have it.
+    `describe(preset, head)`: settings a reader can tell from a match's first file (a WhatsApp
+    chat's language), merged into the match's settings."""
     p = Path(path)
     names: list[str] = []
     found: dict[tuple, Match] = {}
     for name, head in _candidates(p):
         names.append(name.rsplit("!", 1)[-1].rsplit("/", 1)[-1])
         try:
-            m = _what(name, _text(head()))
+            text = _text(head())
+            m = _what(name, text)
         except (OSError, EOFError, zipfile.BadZipFile, lzma.LZMAError, ValueError):
             continue
         if m is None:
@@ -178,6 +182,9 @@ def detect(path: str | os.PathLike) -> list[Match]:
             found[key].files.append(name)
         else:
             m.files.append(name)
+            if describe is not None and m.preset is not None:
+                for k, v in describe(m.preset, text).items():
+                    m.settings[k] = {**m.settings.get(k, {}), **v} if isinstance(v, dict) else v
             found[key] = m
     if {"users.json", "channels.json"} <= set(names):
         days = [n for n in names if re.match(r"^\d{4}-\d{2}-\d{2}\.json$", n)]

@@ -185,6 +185,16 @@ def presets():
         typer.echo(f"{name:32} {first}")
 
 
+def _described(preset: str, head: str) -> dict:
+    """What a reader tells from a file's first bytes: a WhatsApp chat's language."""
+    if preset != "whatsapp-txt":
+        return {}
+    from tasks.extract.chatlines import locale_of
+
+    code = locale_of(head)
+    return {"source": {"locale": code}} if code else {}
+
+
 def detect(
     path: Path = typer.Argument(..., help="a file, a folder or a .zip, as downloaded"),
     json_out: bool = typer.Option(False, "--json"),
@@ -198,7 +208,7 @@ def detect(
 
     if not path.exists():
         raise MemosEtlError(f"{path}: no such file or directory")
-    matches = sniff(path)
+    matches = sniff(path, _described)
     if json_out:
         typer.echo(json.dumps([m.__dict__ for m in matches], indent=2, ensure_ascii=False))
     for m in matches:
@@ -208,7 +218,8 @@ def detect(
         if m.preset is None:
             typer.echo(f"{m.what}: {files}")
             continue
-        typer.echo(f"{m.preset}: {m.what}: {files}")
+        locale = m.settings.get("source", {}).get("locale")
+        typer.echo(f"{m.preset}: {m.what}{f' (language: {locale})' if locale else ''}: {files}")
         name = re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem).strip("-") or m.preset
         body: dict = {"preset": m.preset, "source": {"name": name, "path": str(path.resolve())}}
         for key, value in m.settings.items():

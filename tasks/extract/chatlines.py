@@ -250,7 +250,7 @@ def whatsapp_batches(
     cols: dict[str, list] = {k: [] for k in ("line", "time", "sender", "text", "kind", "file", ROW_COLUMN)}
     record = start = 0
     # the messages not yet written: at most two, the second on trial (module docstring);
-    # each is [line, iso, wall, sender, lines, header line]
+    # each is [line, iso, wall, sender, lines, header line, marked]
     held: list[list] = []
 
     def write(msg: list) -> None:
@@ -267,7 +267,7 @@ def whatsapp_batches(
                 )
             )
         else:
-            kind, text, name = words.classify(text, lang, msg[3])
+            kind, text, name = words.classify(text, lang, msg[3], msg[6])
             if kind == "message" and msg[3] is None:  # a header with no `Name: `: a notice
                 kind = "system"
             cols["line"].append(msg[0])
@@ -347,7 +347,9 @@ def whatsapp_batches(
                     record += 1
                     continue
                 line = raw.decode("utf-8", "replace")
-            line = _clean(line.rstrip("\r\n"))
+            line = line.rstrip("\r\n")
+            marked = ": \u200e" in line or ": \u200f" in line  # the iPhone's mark before a notice
+            line = _clean(line)
             m = header(line)
             if m:
                 if len(cols["line"]) >= ROWS:
@@ -356,7 +358,7 @@ def whatsapp_batches(
                 said = SENDER.match(m["rest"])
                 iso, wall = _wall(m, first)
                 sender = said["sender"].strip() if said else None
-                arrive([number, iso, wall, sender, [said["text"] if said else m["rest"]], line])
+                arrive([number, iso, wall, sender, [said["text"] if said else m["rest"]], line, marked and said])
             elif held:
                 held[-1][4].append(line)
             elif line.strip():  # text before the first message: not this format, or a cut file

@@ -202,12 +202,14 @@ def _compiled(words: Words) -> _Compiled:
     return c
 
 
-def classify(body: str, words: Words, sender: str | None) -> Result:
+def classify(body: str, words: Words, sender: str | None, marked: bool = False) -> Result:
     """(kind, text, file name or None) of one message body (its lines joined by \\n, U+200E/U+200F
     already removed; `sender` None for a header with no `Name: `). The edited marker is cut from
     the end; a media placeholder becomes "[image omitted]" / "[media omitted]" / "[file: NAME]"
     (in English whatever the language; a caption on the lines after it is kept); a notice is
-    system, a call log call, a deleted placeholder deleted; anything else a message."""
+    system, a call log call, a deleted placeholder deleted; anything else a message. `marked`:
+    the body came after the sender with a direction mark in front, as the iPhone writes its
+    notices ("Team: \u200eAnn added Bo"): a short notice then counts whoever it names."""
     c = _compiled(words)
     text = body
     if text.endswith(">") and c.edited:
@@ -226,7 +228,7 @@ def classify(body: str, words: Words, sender: str | None) -> Result:
     if c.prefixes and text.startswith(c.prefixes):
         return ("system", text, None)
     if not nl and len(text) <= NOTICE_MAX:
-        notice = c.notice(text, sender)
+        notice = c.notice(text, None if marked else sender)
         if notice is not None:
             return (notice, text, None)
     return ("message", text, None)
