@@ -3,6 +3,7 @@
 * mapping.py  source mappings (the Mapping model, fields, attachments, checks)
 * source.py   their `source:` section (files, S3, SQL, Delta, Iceberg)
 * roles.py    their `roles:` section (who speaks)
+* people.py   one person across apps (`people:`, in a mapping or the run config)
 * nest.py     their `nest:` section (nested records)
 * redact.py   their `redact:` section (personal data)
 * loading.py  a mapping from its file, with its preset
@@ -29,6 +30,7 @@ from core.config.mapping import (
     TimeConfig,
 )
 from core.config.nest import MediaText, NestConfig, NestLevel, Perspectives
+from core.config.people import APPS, Person
 from core.config.redact import RedactConfig, RedactOperator, RedactPattern
 from core.config.roles import DEFAULT_ROLE_MAP, RolesConfig
 from core.config.run import (
@@ -45,6 +47,7 @@ from core.config.run import (
 from core.config.source import DeltaConfig, IcebergConfig, S3Config, SourceConfig, SqlConfig
 
 __all__ = [
+    "APPS",
     "BackfillConfig",
     "ChecksConfig",
     "AttachmentColumn",
@@ -61,6 +64,7 @@ __all__ = [
     "NestConfig",
     "NestLevel",
     "PRESETS",
+    "Person",
     "Perspectives",
     "RedactConfig",
     "RedactOperator",
