@@ -77,7 +77,7 @@ class _Tree:
             where = self.level.column
             for k, p in self.up.items():
                 if p is not None and p not in self.up:
-                    raise NestError(f"{where}: node {k!r} names parent {p!r}, which is not in {where}")
+                    raise NestError(f"missing node in {where}: {p!r} (the parent of {k!r})")
                 kids.setdefault(p, []).append(k)
             self._kids = kids
         return self._kids
@@ -95,7 +95,7 @@ class _Tree:
                 said = f" (named by {self.level.current})" if named and key == leaf else ""
                 if path:
                     said = f" (the parent of {path[-1]!r})"
-                raise NestError(f"{self.level.column}: node {key!r} is missing{said}")
+                raise NestError(f"missing node in {self.level.column}: {key!r}{said}")
             path.append(key)
             key = self.up[key]
         path.reverse()
