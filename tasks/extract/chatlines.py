@@ -15,7 +15,7 @@ language is detected from the file's first messages (`source.locale` sets it).
 U+200E/U+200F and the other direction marks are dropped.
 
 A line shaped like a header inside a message's text (a pasted `[date, time] Name: ...`) is
-text when the chat's chronology says so (docs/whatsapp-languages.md, "Pasted headers"):
+text when the chat's chronology says so (docs/chat-exports.md, whatsapp-txt):
 messages are read two at a time, and a header-shaped line is text when its time runs back
 more than an hour (the most a clock change repeats) before the message it would follow, or
 when it jumps ahead of the next header by more than that (then it is the line that does not
