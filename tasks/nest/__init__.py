@@ -26,7 +26,9 @@ returned with its reason, for quarantine; it never stops the file.
 
 * rows.py      what an explode returns
 * columnar.py  the vectorised explode, when a batch's records share one typed shape
-* walk.py      the walk, for everything else"""
+* walk.py      the walk, for everything else
+* tree.py      trees of messages: the path shown, and each abandoned branch (nest.branches all)
+* traffic.py   tool calls, tool results and hidden context, marked for the skip rules"""
 
 from __future__ import annotations
 

@@ -58,12 +58,11 @@ def paths(nodes: dict | list, level: NestLevel, current, everything: bool) -> li
 
 
 class _Tree:
-    """The nodes' parent links (`up`), children (`kids`, in the column's order) and rank."""
+    """The nodes' parent links (`up`) and children (`kids`, in the column's order)."""
 
     def __init__(self, by_id: dict, level: NestLevel):
         self.by_id, self.level = by_id, level
         self.up = {k: self._parent(n) for k, n in by_id.items() if isinstance(n, dict)}
-        self.rank = {k: i for i, k in enumerate(by_id)}
         self._kids: dict | None = None
 
     def _parent(self, node: dict):
@@ -124,10 +123,11 @@ class _Tree:
         if not leaves:
             raise NestError(f"cycle in {self.level.column}: every message has a reply, none is the last")
         key = self.level.newest
+        rank = {k: i for i, k in enumerate(self.by_id)}
 
         def when(k) -> tuple:
             t = _when(_get(self.by_id[k], key)) if key else None
-            return (t is not None, t or 0.0, self.rank[k])
+            return (t is not None, t or 0.0, rank[k])
 
         return max(leaves, key=when)
 

@@ -12,10 +12,10 @@ import orjson
 import pyarrow as pa
 
 from core.config import MediaText, NestConfig, NestLevel
-from core.config.nest import Traffic
 from core.errors import NestError
 from tasks.extract.records import RECORD_COLUMN, parsed_records
 from tasks.nest.rows import BRANCH, PERSPECTIVE, RECORD, TRAFFIC, Exploded
+from tasks.nest.traffic import traffic_kind
 from tasks.nest.tree import paths
 from tasks.quarantine import POSITION
 
@@ -141,10 +141,11 @@ def _walk(
             row[f"{level.name}.value"] = elem
         row[f"{level.name}.index"] = idx
         if level.traffic is not None:
-            kind = _traffic(elem, level.traffic)
+            kind = traffic_kind(elem, level.traffic)
             if kind in ("call", "result") and nest.tools == "keep":
                 row[f"{level.name}.{level.traffic.role}"], kind = "tool", None
-            row[TRAFFIC] = kind
+            if kind is not None:  # set only where it applies: a row's every key costs memory
+                row[TRAFFIC] = kind
         if depth + 1 < len(nest.levels):
             skipped += _walk(rec, nest, text_paths, depth + 1, row, {**scope, level.name: elem}, out, rules, plans)
             continue
@@ -211,18 +212,6 @@ def _tree_elements(rec: dict, level: NestLevel, scope: dict, everything: bool) -
                 elems.append(v)
                 tags.append(tag)
     return elems, tags
-
-
-def _traffic(elem, traffic: Traffic) -> str | None:
-    """What an element is besides conversation text: context (hidden), result, call; or None."""
-    if not isinstance(elem, dict):
-        return None
-    for kind, tests in (("context", traffic.hidden), ("result", traffic.result), ("call", traffic.call)):
-        for t in tests:
-            v = _as_text(_resolve(elem, {}, t.key))
-            if v in t.values or (v is not None and t.other_than and v not in t.other_than):
-                return kind
-    return None
 
 
 def _perspectives(rec: dict, rows: list[dict], nest: NestConfig, only: Collection[str] | None = None) -> list[dict]:
