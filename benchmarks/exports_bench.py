@@ -147,6 +147,10 @@ def run(base: Path, n: int, peak, preset: str = "telegram-export") -> dict:
     return out
 
 
+# the whatsapp reader's own target is against its earlier self (benchmarks.whatsapp_bench)
+TARGETS = {"whatsapp-txt": "RSS <= 1.2x (speed: the reader row below)"}
+
+
 def rows(m: dict) -> list[tuple[str, str, str, str]]:
     """Rows for the results table."""
     e, f = m["export"], m["flat"]
@@ -156,6 +160,6 @@ def rows(m: dict) -> list[tuple[str, str, str, str]]:
             f"{e['per_min'] / 1e6:.2f}M msg/min, flat Parquet {f['per_min'] / 1e6:.2f}M",
             f"{m['ratio']:.2f} of flat; peak RSS {m['peak'] / 2**20:.0f} MiB, "
             f"{m['peak'] / m['peak_small']:.2f}x that of a fifth of it",
-            ">= 0.3 of flat, RSS <= 1.2x",
+            TARGETS.get(m["preset"], ">= 0.3 of flat, RSS <= 1.2x"),
         )
     ]

@@ -32,6 +32,7 @@ from benchmarks import (  # noqa: E402
     messy_bench,
     pipeline_bench,
     prefect_bench,
+    whatsapp_bench,
 )
 from benchmarks.data import edit, generate, generate_chatgpt_export, generate_openai_chat, generate_personal  # noqa: E402
 from memos_etl.devserver import free_port  # noqa: E402
@@ -318,7 +319,7 @@ def table(r: dict) -> list[tuple[str, str, str, str]]:
     if "exports" in r:
         rows.extend(exports_bench.rows(r["exports"]))
     if "whatsapp" in r:
-        rows.extend(exports_bench.rows(r["whatsapp"]))
+        rows.extend(exports_bench.rows(r["whatsapp"]) + whatsapp_bench.rows(r["whatsapp_reader"]))
     if "delta" in r:
         rows.extend(delta_bench.rows(r["delta"]))
     if "iceberg" in r:
@@ -492,6 +493,8 @@ def main() -> None:
         results["whatsapp"] = exports_bench.run(base, big, peak, preset="whatsapp-txt")
         w = results["whatsapp"]
         log(f"whatsapp-txt {w['export']['per_min'] / 1e6:.2f}M msg/min, {w['ratio']:.2f} of flat")
+        results["whatsapp_reader"] = whatsapp_bench.run(base, big)
+        log(f"whatsapp reader {results['whatsapp_reader']['ratio']:.2f} of {whatsapp_bench.BEFORE}'s")
     if "delta" not in skip:
         results["delta"] = delta_bench.run(base, big, log=log)
     if "iceberg" not in skip:
@@ -528,6 +531,7 @@ def main() -> None:
             (messy_bench.rows(results["messy"]) if "messy" in results else [])
             + (exports_bench.rows(results["exports"]) if "exports" in results else [])
             + (exports_bench.rows(results["whatsapp"]) if "whatsapp" in results else [])
+            + (whatsapp_bench.rows(results["whatsapp_reader"]) if "whatsapp_reader" in results else [])
             + (delta_bench.rows(results["delta"]) if "delta" in results else [])
             + (iceberg_bench.rows(results["iceberg"]) if "iceberg" in results else [])
         )
