@@ -13,6 +13,8 @@ Sources, by key (repository: path):
 - ca: mlomb/chat-analytics: pipeline/parse/parsers/WhatsApp.ts
 - pd: PetengDedet/WhatsApp-Analyzer: patterns.py
 - mtln16: mtln/chat-export issue #16 (a Turkish iPhone export quoted in the thread)
+- wji: starkdmi/whats_json: tool/patterns_generator/data/iOS Localizables/<LANG>.strings (the
+  iPhone app's localizable strings, 2023; in `whatsapp_lexicon_ios`)
 - cldr: 12-hour markers of CLDR's gregorian dayPeriods (unicode-org/cldr common/main/<lang>.xml),
   as shipped in Babel's locale data (python-babel/babel)
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tasks.extract.whatsapp_lexicon_ios import IOS
 from tasks.extract.whatsapp_lexicon_more import MORE
 
 # kind of an iPhone "image omitted" placeholder -> the English word chatlines.py writes
@@ -355,3 +358,9 @@ LEXICON: dict[str, dict[str, Any]] = {
     },
 }
 LEXICON.update(MORE)
+for _code, _ios in IOS.items():  # the iPhone's wordings (wji), after each language's own
+    for _key, _value in _ios.items():
+        if isinstance(_value, dict):
+            LEXICON[_code][_key] = {**LEXICON[_code].get(_key, {}), **_value}
+        else:
+            LEXICON[_code][_key] = tuple(dict.fromkeys((*LEXICON[_code].get(_key, ()), *_value)))
