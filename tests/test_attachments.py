@@ -240,3 +240,37 @@ def test_a_request_with_parts_whose_answer_was_lost_is_not_sent_twice(tmp_path, 
     assert c["accounted"] and c["reconciled_landed"] == c["requests"] and c["in_doubt"] == 0, c
     assert held(dev_server.url) == expected("telegram-export")
     assert len([m for m in _messages(dev_server.url) if m.get("parts")]) == 2
+
+
+def test_on_s3_a_key_outside_the_source_prefix_is_never_read(tmp_path, dev_server, s3_endpoint):
+    """The Telegram export under exports/tg/ in a bucket: its photo there is sent, a file named
+    `../../private/map.pdf` (a key of the same bucket outside the source's prefix) is refused
+    with its note and never read."""
+    import uuid
+
+    import boto3
+
+    bucket = f"exports-{uuid.uuid4().hex[:8]}"
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    client.create_bucket(Bucket=bucket)
+    root = telegram_with_media(tmp_path)
+    doc = (root / "result.json").read_text(encoding="utf-8").replace('"files/map.pdf"', '"../../private/map.pdf"')
+    (root / "result.json").write_text(doc, encoding="utf-8")
+    for f in root.rglob("*"):
+        if f.is_file():
+            client.put_object(Bucket=bucket, Key=f"exports/tg/{f.relative_to(root).as_posix()}", Body=f.read_bytes())
+    client.put_object(Bucket=bucket, Key="private/map.pdf", Body=b"%PDF-1.4 private")
+    settings = sample_settings("telegram-export") or {}
+    source = {
+        "type": "s3",
+        "path": None,
+        "members": "result.json",
+        "s3": {"bucket": bucket, "prefix": "exports/tg/", "endpoint_url": s3_endpoint},
+    }
+    body = {**settings, "attachments": {"mode": "parts"}, "source": source}
+    report = sync(tmp_path, dev_server.url, "telegram-export", root, body)
+    c = report["counts"]
+    assert c["accounted"] and c["quarantined"] == 0, c
+    outside = "noted: outside the export (its path or a link on it leads out of the source): not read"
+    assert c["attachments"] == {"sent as parts": 1, outside: 1, "noted: not in the export": 1}, c["attachments"]
+    assert "private" not in json.dumps([m.get("parts") for m in _messages(dev_server.url)])
