@@ -487,6 +487,7 @@ def _explode(
         for b in ex.bad:
             counts.reasons[": ".join(b[1].split(": ")[:2])] += 1  # "nest: not JSON", without the detail
     counts.empty_skipped += ex.skipped
+    counts.skipped.update(ex.kinds)  # tool traffic and hidden context the walk left out (nest/traffic.py)
     table = with_columns(ex.table, mapping)
     if table.num_rows == 0:
         return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -24,4 +25,8 @@ class Exploded:
     table: pa.Table  # one row per message; ROW_COLUMN holds the record's row in the file
     bad: list[tuple[int, str, object]] = field(default_factory=list)  # (row in file, reason, record)
     skipped: int = 0  # elements left out by nest.skip_empty
+    # rows the walk marked (tool traffic, hidden context: column traffic) and left out by the
+    # mapping's first skip rule that takes them, by `<kind>: <value>` as the skip rules count
+    # (dropped here, not after mapping: filtering a batch copies every column of it)
+    kinds: Counter = field(default_factory=Counter)
     walked: bool = False  # made by the walk (the batch's records did not fit the columnar explode)

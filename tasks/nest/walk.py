@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Collection, Sequence
 
 import orjson
@@ -65,6 +66,7 @@ def explode_walk(
     # the wanted names and every dotted prefix of them (the objects that hold them), by prefix
     plans = _plans({p for w in wanted for p in _prefixes(w)}, text_paths) if wanted is not None else None
     rules = [(r.column, set(r.values)) for r in skip]
+    traffic_rules = [(set(r.values), r.kind or r.column) for r in skip if r.column == TRAFFIC]
     for i, rec in enumerate(records):
         where = offset + i
         try:
@@ -88,11 +90,13 @@ def explode_walk(
                         }
                     )
             found: list[dict] = []
-            skipped = _walk(rec, nest, text_paths, 0, base, {}, found, rules, plans)
+            kinds: Counter = Counter()
+            skipped = _walk(rec, nest, text_paths, 0, base, {}, found, rules, plans, (traffic_rules, kinds))
         except NestError as exc:
             out.bad.append((where, f"nest: {exc}", rec if not isinstance(rec, NestError) else texts[i]))
             continue
         out.skipped += skipped
+        out.kinds.update(kinds)
         for pos, row in enumerate(found):
             row[POSITION] = pos
             row[RECORD] = where
@@ -114,8 +118,10 @@ def _walk(
     out: list[dict],
     rules: list[tuple[str, set[str]]],
     plans: dict | None = None,
+    marked: tuple[list, Counter] | None = None,
 ) -> int:
-    """Depth-first over the levels; appends one flat dict per innermost element."""
+    """Depth-first over the levels; appends one flat dict per innermost element. Rows marked
+    as traffic that a skip rule on that column takes are counted in marked[1], not appended."""
     level = nest.levels[depth]
     skipped = 0
     deeper = {lv.column for lv in nest.levels[depth + 1 :] if lv.column}  # walked below, not copied
@@ -147,8 +153,15 @@ def _walk(
             if kind is not None:  # set only where it applies: a row's every key costs memory
                 row[TRAFFIC] = kind
         if depth + 1 < len(nest.levels):
-            skipped += _walk(rec, nest, text_paths, depth + 1, row, {**scope, level.name: elem}, out, rules, plans)
+            skipped += _walk(
+                rec, nest, text_paths, depth + 1, row, {**scope, level.name: elem}, out, rules, plans, marked
+            )
             continue
+        if marked is not None and TRAFFIC in row:
+            taken = next((kind for values, kind in marked[0] if row[TRAFFIC] in values), None)
+            if taken is not None:
+                marked[1][f"{taken}: {row[TRAFFIC]}"] += 1
+                continue
         if (
             nest.skip_empty
             and text_paths
