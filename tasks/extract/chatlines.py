@@ -218,8 +218,8 @@ class _Folds:
         back = wall is not None and self.last is not None and wall < self.last
         if wall is not None:
             self.last = wall
-        if self.zone is None or not (back or self.folding):
-            return iso
+        if wall is None or self.zone is None or not (back or self.folding):
+            return iso  # (a date that does not exist is quarantined by validation, quoting it)
         at = datetime.fromisoformat(iso).replace(tzinfo=self.zone)
         later = at.replace(fold=1)
         if at.utcoffset() == later.utcoffset():  # not in a repeated hour
