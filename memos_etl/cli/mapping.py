@@ -195,12 +195,64 @@ def _described(preset: str, head: str) -> dict:
     return {"source": {"locale": code}} if code else {}
 
 
+URL_ENV = "APP_DATABASE_URL"  # the variable a copied mapping names when the URL has a password
+
+
+def _detect_database(arg: str, json_out: bool) -> None:
+    """`detect` on a database: its tables' names and columns (and a few values of a column where
+    they decide) matched against the app presets' signatures (core/config/detect_sql.py)."""
+    import yaml
+    from sqlalchemy.engine import make_url
+
+    from core.config.detect_sql import Unreachable, detect_database, looked_for, shown, sqlite_url
+
+    url = sqlite_url(arg) or arg
+    try:
+        matches = detect_database(url)
+    except Unreachable as exc:
+        typer.secho(f"cannot inspect {exc}", err=True)
+        raise typer.Exit(2) from None
+    if json_out:
+        typer.echo(json.dumps([m.__dict__ for m in matches], indent=2, ensure_ascii=False))
+    parsed = make_url(url)
+    secret = parsed.password is not None
+    stem = Path(parsed.database or "app").stem
+    for m in matches if not json_out else []:
+        typer.echo(f"{m.preset}: {m.what}: tables {', '.join(m.files)}")
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{stem}-{m.preset}").strip("-")
+        sql: dict = {"url_env": URL_ENV} if secret else {"url": url}
+        sql.update(m.settings.get("source", {}).get("sql", {}))
+        body = {"preset": m.preset, "source": {"name": name, "type": "sql", "sql": sql}}
+        typer.echo("  a mapping to copy (schemas/mappings/<name>.yaml):")
+        if secret:
+            typer.echo(f"    # {URL_ENV} holds the URL, {shown(url)} (its password is not printed here)")
+        for line in yaml.safe_dump(body, sort_keys=False, allow_unicode=True).splitlines():
+            typer.echo(f"    {line}")
+    if not matches:
+        if not json_out:
+            typer.secho(f"no preset reads the tables of {shown(url)}: looked for {looked_for()}", err=True)
+        raise typer.Exit(2)
+
+
 def detect(
-    path: Path = typer.Argument(..., help="a file, a folder or a .zip, as downloaded"),
+    path: str = typer.Argument(
+        ..., help="a file, a folder or a .zip, as downloaded; or a database: a SQLAlchemy URL or a SQLite file"
+    ),
     json_out: bool = typer.Option(False, "--json"),
 ):
     """Which preset reads this input: sniffs the files' names and first bytes (never reads
-    them whole) and prints each match with a mapping to copy. Exit codes: 0 a match; 2 none."""
+    them whole), or a database's tables (names and columns), and prints each match with a
+    mapping to copy. Exit codes: 0 a match; 2 none (or a database it cannot open)."""
+    from core.config.detect_sql import is_database
+
+    if is_database(path):
+        _detect_database(path, json_out)
+        return
+    return _detect_path(Path(path), json_out)
+
+
+def _detect_path(path: Path, json_out: bool) -> None:
+    """`detect` on a file, a folder or a .zip (core/config/detect.py)."""
     import yaml
 
     from core.config.detect import LOOKED_FOR
