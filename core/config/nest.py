@@ -68,6 +68,17 @@ class NestLevel(Strict):
         return self
 
 
+class RecordRule(Strict):
+    """Records that hold no one's chat (an app's copies and internal rows): skipped whole,
+    counted as `<kind>: record`. `key` is a dotted path in the record, into a column of JSON
+    text too; the value is compared as text (true/false for booleans)."""
+
+    key: str
+    values: list[str] = []  # matches when the value is one of these
+    prefix: str | None = None  # ... or starts with this
+    kind: str
+
+
 class MediaText(Strict):
     """Text that stands in for non-text message parts (MemOS is loaded with text)."""
 
@@ -112,3 +123,9 @@ class NestConfig(Strict):
     # levels with `traffic`: tool calls and results skipped (marked for the skip rules) or kept
     # as role tool
     tools: Literal["skip", "keep"] = "skip"
+    # trees with branches visible: drop leaves the messages off the path shown out; mark gives
+    # each once after the path, with column `abandoned` true (false on the path): map it to
+    # fields.deleted and a delivered message a regenerated answer or an edit took off the path
+    # is deleted in the source, for on_delete (docs/app-databases.md)
+    abandoned: Literal["drop", "mark"] = "drop"
+    skip_records: list[RecordRule] = []  # records that are not a person's chat, skipped whole

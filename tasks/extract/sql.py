@@ -8,6 +8,7 @@ lag and has no end. Memory is bounded by `sql.page_rows`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -107,8 +108,18 @@ class SqlSource:
 
 
 def _array(values: tuple) -> pa.Array:
+    if any(isinstance(v, (dict, list)) for v in values):
+        # JSON and JSONB columns (psycopg gives dicts and lists): kept as JSON text, the way
+        # SQLite gives them, for nest and the mapping's dotted paths to read (tasks/nest/columns.py)
+        values = tuple(v if v is None or isinstance(v, str) else _json_text(v) for v in values)
     try:
         return pa.array(values, from_pandas=False)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         # mixed types in one column (SQLite allows it): keep it as text for the mapping
         return pa.array([None if v is None else str(v) for v in values], pa.string())
+
+
+def _json_text(v) -> str:
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, ensure_ascii=False, default=str)
+    return str(v)

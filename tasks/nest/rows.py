@@ -16,6 +16,10 @@ PERSPECTIVE = "perspective"
 #: abandoned branch (nest.branches all); presets add it to conversation_id and source_key
 BRANCH = "branch"
 
+#: with nest.abandoned mark, on a tree's rows: false on the path shown, true off it (a
+#: regenerated answer's predecessor, an edited prompt's); presets map it to fields.deleted
+ABANDONED = "abandoned"
+
 #: on the rows of a level with `traffic`: call, result or context (hidden), for the skip rules
 TRAFFIC = "traffic"
 

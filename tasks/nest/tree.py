@@ -154,3 +154,39 @@ def _when(v) -> float | None:
             return None
         return (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
     return None
+
+
+def off_path(nodes, level: NestLevel, shown_elems: list) -> list:
+    """The elements of the nodes not on the path shown (`shown_elems`: its elements), in the
+    column's order, each once: the answers a regeneration replaced and the prompts an edit
+    replaced (nest.abandoned mark). A node whose parent is missing, or that no root leads to
+    (a cycle), is a NestError."""
+    if not nodes or not isinstance(nodes, (dict, list)):
+        return []
+    if level.value is None:
+        shown = shown_elems
+    else:  # the nodes of the path, found again by their element
+        on_elem = {id(e) for e in shown_elems}
+        items = nodes.values() if isinstance(nodes, dict) else nodes
+        shown = [n for n in items if isinstance(n, dict) and id(n.get(level.value)) in on_elem]
+    by_id = {n.get(level.id or "id"): n for n in nodes if isinstance(n, dict)} if isinstance(nodes, list) else nodes
+    tree = _Tree(by_id, level)
+    tree.kids  # noqa: B018  # every parent link checked: a missing parent is a NestError
+    on_path = {id(n) for n in shown}
+    sound = {k for k, n in by_id.items() if id(n) in on_path}  # reach a root: the path, and checked ones
+    out = []
+    for k, n in by_id.items():
+        if not isinstance(n, dict) or id(n) in on_path:
+            continue
+        seen: set = set()
+        key = k
+        while key is not None and key not in sound:  # up to a node known to reach a root
+            if key in seen:
+                raise NestError(f"cycle in {level.column}: node {key!r} is its own ancestor")
+            seen.add(key)
+            key = tree.up[key]
+        sound.update(seen)
+        v = n if level.value is None else n.get(level.value)
+        if v is not None:
+            out.append(v)
+    return out

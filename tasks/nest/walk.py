@@ -15,9 +15,10 @@ import pyarrow as pa
 from core.config import MediaText, NestConfig, NestLevel
 from core.errors import NestError
 from tasks.extract.records import RECORD_COLUMN, parsed_records
-from tasks.nest.rows import BRANCH, PERSPECTIVE, RECORD, TRAFFIC, Exploded
+from tasks.nest.columns import decoded, json_heads, not_a_chat
+from tasks.nest.rows import ABANDONED, BRANCH, PERSPECTIVE, RECORD, TRAFFIC, Exploded
 from tasks.nest.traffic import traffic_kind
-from tasks.nest.tree import paths
+from tasks.nest.tree import off_path, paths
 from tasks.quarantine import POSITION
 
 
@@ -67,6 +68,7 @@ def explode_walk(
     plans = _plans({p for w in wanted for p in _prefixes(w)}, text_paths) if wanted is not None else None
     rules = [(r.column, set(r.values)) for r in skip]
     traffic_rules = [(set(r.values), r.kind or r.column) for r in skip if r.column == TRAFFIC]
+    needed, heads = json_heads(nest, wanted)
     for i, rec in enumerate(records):
         where = offset + i
         try:
@@ -74,6 +76,11 @@ def explode_walk(
                 raise rec
             if not isinstance(rec, dict):
                 raise NestError(f"record is {_kind(rec)}, not an object")
+            if heads:
+                rec = decoded(rec, needed, heads)
+            if nest.skip_records and (kind := not_a_chat(rec, nest)) is not None:
+                out.kinds[f"{kind}: record"] += 1
+                continue
             base: dict = {}
             # the nested values themselves are walked below, not copied into every row; of an
             # object holding them (a dialogue's `conversation`) its plain fields are kept
@@ -125,14 +132,21 @@ def _walk(
     level = nest.levels[depth]
     skipped = 0
     deeper = {lv.column for lv in nest.levels[depth + 1 :] if lv.column}  # walked below, not copied
+    shown = -1  # with nest.abandoned mark: how many of a tree's elements are on the path shown
     if level.kind == "tree":
         elems, tags = _tree_elements(rec, level, scope, nest.branches == "all")
+        if nest.abandoned == "mark" and nest.branches == "visible":
+            shown = len(elems)
+            extra = off_path(_resolve(rec, scope, level.column), level, elems)
+            elems, tags = elems + extra, tags + [""] * len(extra)
     else:
         elems, tags = _elements(rec, level, scope), []
     for idx, elem in enumerate(elems):
         row = dict(flat)
         if level.kind == "tree":
             row[BRANCH] = tags[idx]
+            if shown >= 0:
+                row[ABANDONED] = idx >= shown
         if isinstance(elem, dict):
             _flatten(
                 elem,
@@ -215,6 +229,8 @@ def _tree_elements(rec: dict, level: NestLevel, scope: dict, everything: bool) -
         raise NestError(f"{level.column} is {_kind(nodes)}, not an object of nodes")
     else:
         current = _resolve(rec, scope, level.current) if level.current else None
+        if not nodes and current is None:
+            return [], []  # a chat opened and never written in
         if level.current and current is None:
             raise NestError(f"{level.current} is missing: which branch to follow is unknown")
     elems, tags = [], []
