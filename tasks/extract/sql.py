@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from core.config import Mapping
 from core.errors import SourceError
 from tasks.cursor import later
+from tasks.extract.apps import app_rows
 from tasks.extract.units import Slice, Unit
 
 
@@ -33,12 +34,16 @@ class SqlSource:
         self.safe_url = sa.engine.make_url(url).render_as_string(hide_password=True)
         self.engine = sa.create_engine(url, pool_pre_ping=True)
         self.high_water: Any = None
+        self.app = app_rows(mapping)  # an app's store: its rows decoded before mapping (tasks/extract/apps/)
 
     @property
     def label(self) -> str:
         return f"table {self.cfg.table}" if self.cfg.table else "query"
 
     def _base(self):
+        own = self.app.query(self.engine.dialect.name, self.cfg.table) if self.app else None
+        if own:
+            return sa.text(f"({own}) AS src")
         if self.cfg.table:
             schema, _, name = self.cfg.table.rpartition(".")
             return sa.table(name, schema=schema or None)
@@ -68,7 +73,8 @@ class SqlSource:
                     f"{self.safe_url} {self.label}",
                     f"cannot query: {str(getattr(exc, 'orig', exc)).strip().splitlines()[0]}",
                 ) from None
-        return pa.schema([(k, pa.null()) for k in cols])
+        names = self.app.columns(list(cols)) if self.app else list(cols)
+        return pa.schema([(k, pa.null()) for k in names])
 
     def iter_batches(self, unit: Unit, bad: list | None = None) -> Iterator[tuple[int, pa.RecordBatch]]:
         base = self._base()
@@ -99,7 +105,8 @@ class SqlSource:
                     return
                 columns = list(zip(*rows))
                 ci, ki = names.index(self.cfg.cursor_column), names.index(self.cfg.key_column)
-                yield offset, pa.RecordBatch.from_arrays([_array(col) for col in columns], names=names)
+                rb = pa.RecordBatch.from_arrays([_array(col) for col in columns], names=names)
+                yield offset, (self.app.decode(rb, offset, bad if bad is not None else []) if self.app else rb)
                 offset += len(rows)
                 last = (rows[-1][ci], rows[-1][ki])
                 self.high_water = later(self.high_water, max(v for v in columns[ci] if v is not None))
