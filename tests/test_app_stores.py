@@ -235,3 +235,144 @@ def test_dify_a_conversation_deleted_after_delivery_is_deleted_in_source(db_url,
     # read again: conversation 3's turns, and conversation 4's (inside the cursor's window)
     assert later["counts"]["deleted_in_source"] == 4 and later["counts"]["delivered"] == 0, later["counts"]
     assert held(dev_server.url) == {k: v for k, v in DIFY_WANT.items() if k[1] != uid(3)}
+
+
+# -- Chainlit --------------------------------------------------------------------------------
+
+# the SQL data layer's documented DDL (backend/chainlit/data/sql_alchemy.py writes these tables;
+# backend/tests/data/test_sql_alchemy.py creates them so): users, threads, steps
+CHAINLIT_DDL = """
+CREATE TABLE users (
+    "id" {uuid} PRIMARY KEY,
+    "identifier" TEXT NOT NULL UNIQUE,
+    "metadata" TEXT NOT NULL,
+    "createdAt" TEXT
+);
+CREATE TABLE threads (
+    "id" {uuid} PRIMARY KEY,
+    "createdAt" TEXT,
+    "name" TEXT,
+    "userId" {uuid},
+    "userIdentifier" TEXT,
+    "tags" TEXT,
+    "metadata" TEXT NOT NULL DEFAULT '{{}}',
+    FOREIGN KEY ("userId") REFERENCES users ("id") ON DELETE CASCADE
+);
+CREATE TABLE steps (
+    "id" {uuid} PRIMARY KEY,
+    "name" TEXT NOT NULL,
+    "type" TEXT NOT NULL,
+    "threadId" {uuid} NOT NULL,
+    "parentId" {uuid},
+    "streaming" BOOLEAN NOT NULL,
+    "waitForAnswer" BOOLEAN,
+    "isError" BOOLEAN,
+    "metadata" TEXT,
+    "input" TEXT,
+    "output" TEXT,
+    "createdAt" TEXT,
+    "start" TEXT,
+    "end" TEXT,
+    "showInput" TEXT,
+    "language" TEXT
+)
+"""
+
+
+def chainlit_step(n: int, thread: int, kind: str, name: str, output: str, at: str, parent=None, inp=None) -> dict:
+    return {
+        "id": uid(n),
+        "name": name,
+        "type": kind,
+        "threadId": uid(thread),
+        "parentId": parent,
+        "streaming": False,
+        "isError": False,
+        "metadata": "{}",
+        "input": inp,
+        "output": output,
+        "createdAt": at,
+        "start": at,
+        "end": at,
+    }
+
+
+def chainlit_store(url: str) -> sa.Engine:
+    eng = create(url, CHAINLIT_DDL)
+    insert(eng, "users", [{"id": uid(900), "identifier": "ada@example.com", "metadata": "{}", "createdAt": "x"}])
+    insert(
+        eng,
+        "threads",
+        [
+            {
+                "id": uid(1),
+                "createdAt": "2024-06-01T10:00:00.000000Z",
+                "name": "Lisbon",
+                "userId": uid(900),
+                "userIdentifier": "ada@example.com",
+                "metadata": "{}",
+            },
+            {
+                "id": uid(2),
+                "createdAt": "2024-06-02T10:00:00.000000Z",
+                "name": "Cake",
+                "userId": uid(900),
+                "userIdentifier": "ada@example.com",
+                "metadata": "{}",
+            },
+        ],
+    )
+    insert(
+        eng,
+        "steps",
+        [
+            chainlit_step(
+                11, 1, "user_message", "ada@example.com", "Plan a trip to Lisbon", "2024-06-01T10:00:01.000000Z"
+            ),
+            # a run with a tool call inside it: not a message
+            chainlit_step(12, 1, "run", "on_message", "", "2024-06-01T10:00:01.500000Z", parent=uid(11)),
+            chainlit_step(13, 1, "tool", "search", '{"hits": 3}', "2024-06-01T10:00:02.000000Z", uid(12), "Lisbon"),
+            chainlit_step(
+                14,
+                1,
+                "assistant_message",
+                "Assistant",
+                "Three days: Alfama first.",
+                "2024-06-01T10:00:03.250000Z",
+                uid(12),
+            ),
+            chainlit_step(21, 2, "user_message", "ada@example.com", "A cake for 8?", "2024-06-02T10:00:01.000000Z"),
+            chainlit_step(22, 2, "assistant_message", "Assistant", "Double the sponge.", "2024-06-02T10:00:04.000000Z"),
+        ],
+    )
+    return eng
+
+
+CHAINLIT_WANT = {
+    ("ada@example.com", uid(1)): [
+        ("user", "Plan a trip to Lisbon", "2024-06-01T10:00:01Z"),
+        ("assistant", "Three days: Alfama first.", "2024-06-01T10:00:03Z"),  # sent to the second
+    ],
+    ("ada@example.com", uid(2)): [
+        ("user", "A cake for 8?", "2024-06-02T10:00:01Z"),
+        ("assistant", "Double the sponge.", "2024-06-02T10:00:04Z"),
+    ],
+}
+
+
+def test_chainlit_loads_the_message_steps_of_each_thread_and_nothing_twice(db_url, tmp_path, dev_server):
+    eng = chainlit_store(db_url)
+    first = sync(tmp_path, dev_server.url, "chainlit", db_url)
+    c = first["counts"]
+    assert c["accounted"] and c["quarantined"] == 0 and c["delivered"] == 4, c
+    assert held(dev_server.url) == CHAINLIT_WANT
+    again = sync(tmp_path, dev_server.url, "chainlit", db_url)
+    assert again["counts"]["requests"] == 0 and held(dev_server.url) == CHAINLIT_WANT
+    insert(
+        eng,
+        "steps",
+        [chainlit_step(23, 2, "user_message", "ada@example.com", "And the icing?", "2024-06-02T10:01:00.000000Z")],
+    )
+    grown = sync(tmp_path, dev_server.url, "chainlit", db_url)
+    assert grown["counts"]["delivered"] == 1, grown["counts"]
+    assert held(dev_server.url)[("ada@example.com", uid(2))][-1] == ("user", "And the icing?", "2024-06-02T10:01:00Z")
