@@ -14,7 +14,8 @@ Twelve languages (en es pt hi id de fr it ru tr ar nl) x two shapes:
 
 Each export holds the encryption notice, an add, a join by link, a subject change, a removal, a
 leave (all skipped, `kind: system`), "you deleted" and "was deleted" (skipped, `kind: deleted`),
-a missed-call line (skipped, `kind: call`), a media placeholder (loaded as `[image omitted]`
+a missed-call line (skipped, `kind: call`), on iOS also a missed video call and a
+disappearing-message notice (WhatsApp's iOS strings, wji), a media placeholder (loaded as `[image omitted]`
 on iOS, `[media omitted]` on Android, whatever the language: the reader's own notes), a message
 ending in the edited marker (loaded without it), a message whose continuation lines include a
 pasted header line and a pasted system line dated 2019 (kept as its text: the chat is from
@@ -59,9 +60,12 @@ Where each language's lines come from (public fixtures and parsers; facts, not c
   notices: the Android app strings, starkdmi/whats_json `tool/patterns_generator/data/Android
   Strings/values-*/strings.xml` (the same as HassanSardar/GBWhatsApp_Raw `res/values-*/strings.xml`).
 - Left out (a line whose value is None is not written), as no public source could be named:
-  edited markers other than English, Portuguese Android's Brazilian encryption notice, Turkish and
-  Arabic Android encryption notices, Hindi Android notices, call and deleted placeholders. The
-  author's own wordings of Hindi/Arabic notices and other lines were replaced by the sourced ones.
+  edited markers other than English and Spanish Android (edd86/chat_stats
+  `test/whatsapp_parser_test.dart`, a Spanish Android export: `<Se editó este mensaje.>`),
+  Android missed video calls and disappearing-message notices, Portuguese Android's Brazilian
+  encryption notice, Turkish and Arabic Android encryption notices, Hindi Android notices, call
+  and deleted placeholders. The author's own wordings of Hindi/Arabic notices and other lines
+  were replaced by the sourced ones.
 """
 
 from __future__ import annotations
@@ -102,6 +106,8 @@ class Words:
     media_android: str  # text-only export: any media
     image_ios: str  # an image not included
     edited: str | None  # the marker that ends an edited message
+    video_call: str | None = None  # a missed video call (iPhone only: wji)
+    disappearing: str | None = None  # {a} turned on disappearing messages (iPhone only: wji)
 
 
 WORDS: dict[str, Words] = {
@@ -137,7 +143,7 @@ WORDS: dict[str, Words] = {
         was_deleted="Se eliminó este mensaje",
         media_android="<Multimedia omitido>",
         image_ios="imagen omitida",
-        edited=None,
+        edited="<Se editó este mensaje.>",
     ),
     "pt": Words(
         enc_android=None,
@@ -320,6 +326,8 @@ IOS: dict[str, dict[str, str | None]] = {
         "call": "Missed voice call",
         "you_deleted": "You deleted this message",
         "was_deleted": "This message was deleted",
+        "video_call": "Missed video call",
+        "disappearing": "{a} turned on disappearing messages.",
     },
     "es": {
         "added": "{a} añadió a {b}",
@@ -330,6 +338,9 @@ IOS: dict[str, dict[str, str | None]] = {
         "call": "Llamada perdida",
         "you_deleted": "Eliminaste este mensaje",
         "was_deleted": "Se eliminó este mensaje",
+        "video_call": "Videollamada perdida",
+        "disappearing": "{a} activó los mensajes temporales.",
+        "edited": None,  # the Spanish source (cs) is an Android export
     },
     "pt": {
         "added": "{a} adicionou {b} a este grupo",
@@ -340,6 +351,8 @@ IOS: dict[str, dict[str, str | None]] = {
         "call": "Chamada de voz perdida",
         "you_deleted": "Apagou esta mensagem",
         "was_deleted": "Esta mensagem foi apagada",
+        "video_call": "Videochamada perdida",
+        "disappearing": "{a} ativou as mensagens temporárias.",
     },
     "hi": {
         "added": "{a} ने {b} को शामिल किया",
@@ -350,6 +363,8 @@ IOS: dict[str, dict[str, str | None]] = {
         "call": "वॉइस कॉल मिस हुई",
         "you_deleted": "आपने यह मैसेज डिलीट किया",
         "was_deleted": "यह मैसेज डिलीट कर दिया गया है",
+        "video_call": "मिस्ड वीडियो कॉल",
+        "disappearing": "{a} ने 'गायब होने वाले मैसेज' मोड को ऑन किया.",
     },
     "id": {
         "added": "{a} menambahkan {b}",
@@ -360,6 +375,8 @@ IOS: dict[str, dict[str, str | None]] = {
         "call": "Panggilan suara tak terjawab",
         "you_deleted": "Anda menghapus pesan ini",
         "was_deleted": "Pesan ini dihapus",
+        "video_call": "Panggilan video tak terjawab",
+        "disappearing": "{a} menyalakan pesan sementara.",
     },
     "de": {
         "added": "{a} hat {b} hinzugefügt.",
@@ -370,6 +387,8 @@ IOS: dict[str, dict[str, str | None]] = {
         "call": "Verpasster Sprachanruf",
         "you_deleted": "Du hast diese Nachricht gelöscht",
         "was_deleted": "Diese Nachricht wurde gelöscht",
+        "video_call": "Verpasster Videoanruf",
+        "disappearing": "{a} hat selbstlöschende Nachrichten aktiviert.",
     },
     "fr": {
         "added": "{a} a ajouté {b}",
@@ -380,6 +399,8 @@ IOS: dict[str, dict[str, str | None]] = {
         "call": "Appel vocal manqué",
         "you_deleted": "Vous avez supprimé ce message",
         "was_deleted": "Ce message a été supprimé",
+        "video_call": "Appel vidéo manqué",
+        "disappearing": "{a} a activé les messages éphémères.",
     },
     "it": {
         "added": "{a} ha aggiunto {b}",
@@ -390,6 +411,8 @@ IOS: dict[str, dict[str, str | None]] = {
         "call": "Chiamata vocale persa",
         "you_deleted": "Hai eliminato questo messaggio",
         "was_deleted": "Questo messaggio è stato eliminato",
+        "video_call": "Videochiamata persa",
+        "disappearing": "{a} ha attivato i messaggi effimeri.",
     },
     "ru": {
         "added": "{a} добавил(-а) {b}",
@@ -400,6 +423,8 @@ IOS: dict[str, dict[str, str | None]] = {
         "call": "Пропущенный аудиозвонок",
         "you_deleted": "Вы удалили данное сообщение",
         "was_deleted": "Данное сообщение удалено",
+        "video_call": "Пропущенный видеозвонок",
+        "disappearing": "{a} включил(-а) исчезающие сообщения.",
     },
     "tr": {
         "added": "{a}, {b} kişisini ekledi",
@@ -410,6 +435,8 @@ IOS: dict[str, dict[str, str | None]] = {
         "call": "Cevapsız sesli arama",
         "you_deleted": "Bu mesajı sildiniz",
         "was_deleted": "Bu mesaj silindi",
+        "video_call": "Cevapsız görüntülü arama",
+        "disappearing": "{a} süreli mesajları etkinleştirdi.",
     },
     "ar": {
         "added": "{a} أضاف {b}",
@@ -420,6 +447,8 @@ IOS: dict[str, dict[str, str | None]] = {
         "call": "مكالمة صوتية فائتة",
         "you_deleted": "لقد حذَفت هذه الرسالة",
         "was_deleted": "تم حذف هذه الرسالة",
+        "video_call": "مكالمة فيديو فائتة",
+        "disappearing": "فعّلت جهة الاتصال {a} خاصية الرسائل ذاتية الاختفاء.",
     },
     "nl": {
         "added": "{a} heeft {b} toegevoegd",
@@ -430,6 +459,8 @@ IOS: dict[str, dict[str, str | None]] = {
         "call": "Gemist spraakgesprek",
         "you_deleted": "U hebt dit bericht verwijderd",
         "was_deleted": "Dit bericht is verwijderd",
+        "video_call": "Gemist videogesprek",
+        "disappearing": "{a} heeft berichten met vervaldatum uitgeschakeld.",
     },
 }
 
@@ -553,6 +584,8 @@ def build(lang: str, shape: str) -> tuple[list[str], list[tuple[str, str, str]],
         said("2023-10-28T20:12:00", "Bo", "null")
     notice("2023-10-28T20:13:00", w.removed, a="Ann", b="Cy")
     notice("2023-10-28T20:14:00", w.left, a="Bo")
+    notice("2023-10-28T20:15:00", w.video_call, "call")
+    notice("2023-10-28T20:16:00", w.disappearing, a="Ann")
     # 29 Oct 2023, Europe/Berlin: 03:00 CEST becomes 02:00 CET; 02:00-02:59 happens twice
     said("2023-10-29T01:55:00", SELF, "Still up?")
     said("2023-10-29T02:40:00", "Ann", "Clocks go back tonight")  # first pass (CEST)

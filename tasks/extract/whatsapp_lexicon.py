@@ -15,6 +15,8 @@ Sources, by key (repository: path):
 - mtln16: mtln/chat-export issue #16 (a Turkish iPhone export quoted in the thread)
 - wji: starkdmi/whats_json: tool/patterns_generator/data/iOS Localizables/<LANG>.strings (the
   iPhone app's localizable strings, 2023; in `whatsapp_lexicon_ios`)
+- cs: edd86/chat_stats: test/whatsapp_parser_test.dart (a Spanish Android export in a parser's
+  test: `<Se editó este mensaje.>`)
 - cldr: 12-hour markers of CLDR's gregorian dayPeriods (unicode-org/cldr common/main/<lang>.xml),
   as shipped in Babel's locale data (python-babel/babel)
 """
@@ -152,7 +154,7 @@ LEXICON: dict[str, dict[str, Any]] = {
         },
         "attached": (),
         "file_attached": ("archivo adjuntado",),  # gb
-        "edited": (),
+        "edited": ("<Se editó este mensaje.>",),  # cs (an Android export)
     },
     "pt": {
         "name": "Portuguese",
