@@ -73,7 +73,7 @@ STORES: tuple[Store, ...] = (
     Store(
         "langchain-postgres",
         "LangChain's PostgresChatMessageHistory (langchain-postgres: id, session_id, message JSONB, created_at)",
-        (Table(_cols("id", "session_id", "message", "created_at"), sample="message"),),
+        (Table(_cols("id", "session_id", "message", "created_at"), default="chat_history", sample="message"),),
         source="langchain_postgres/chat_message_histories.py (create_table_queries)",
     ),
     Store(
@@ -131,7 +131,9 @@ def looked_for() -> str:
     """What detect looks for in a database, in words (said when nothing matched)."""
     parts = []
     for s in STORES:
-        tables = ", ".join(f"{t.name or t.default or 'a table'} ({', '.join(sorted(t.columns))})" for t in s.tables)
+        tables = ", ".join(
+            f"{t.name or f'any table ({t.default}, ...)'} ({', '.join(sorted(t.columns))})" for t in s.tables
+        )
         parts.append(f"{s.preset}: {tables}")
     return "; ".join(parts)
 
@@ -268,10 +270,27 @@ def match(found: Inspected) -> list[Match]:
                     continue
                 present = [n for n in found.tables if n.rsplit(".", 1)[-1] in store.also]
                 m = Match(store.preset, store.what, [name, *others, *sorted(present)])
-                if first.name is None and name != first.default or "." in name:
-                    m.settings = {"source": {"sql": {"table": name}}}
+                if first.name is None and name != first.default:
+                    m.settings = {"source": {"sql": _other_table(store.preset, first.default, name)}}
                 out.append(m)
     return out
+
+
+def _other_table(preset: str, default: str | None, name: str) -> dict:
+    """What a mapping sets to read the preset's store from table `name`: the preset's own query
+    with its table replaced when it has one (FROM <default>), else the table."""
+    from core.config.files import read_yaml
+    from core.config.loading import PRESETS
+
+    path = PRESETS / f"{preset}.yaml"
+    sql = (read_yaml(path).get("source") or {}).get("sql") or {} if path.is_file() else {}
+    query = sql.get("query")
+    if isinstance(query, str) and default and re.search(rf"\bFROM\s+{re.escape(default)}\b", query):
+        quoted = ".".join(
+            f'"{part}"' if not re.fullmatch(r"[a-z_][a-z0-9_]*", part) else part for part in name.split(".")
+        )
+        return {"query": re.sub(rf"\bFROM\s+{re.escape(default)}\b", f"FROM {quoted}", query)}
+    return {"table": name}
 
 
 def detect_database(url: str) -> list[Match]:
