@@ -27,6 +27,7 @@ returned with its reason, for quarantine; it never stops the file.
 * rows.py      what an explode returns
 * columnar.py  the vectorised explode, when a batch's records share one typed shape
 * walk.py      the walk, for everything else
+* columns.py   paths into columns of JSON text (a SQL table's `chat`), records that are no one's chat
 * tree.py      trees of messages: the path shown, and each abandoned branch (nest.branches all)
 * traffic.py   tool calls, tool results and hidden context, marked for the skip rules"""
 
