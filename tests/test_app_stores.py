@@ -58,7 +58,9 @@ def held(url: str) -> dict:
     return dict(convs)
 
 
-def sync(tmp_path: Path, server: str, preset: str, url: str, extra: dict | None = None) -> dict:
+def sync(
+    tmp_path: Path, server: str, preset: str, url: str, extra: dict | None = None, load: dict | None = None
+) -> dict:
     """`memos-etl sync` of a mapping with nothing but the preset, the source's name and its URL
     (and `extra`, where a test sets more)."""
     mapping = tmp_path / f"{preset}.yaml"
@@ -70,6 +72,7 @@ def sync(tmp_path: Path, server: str, preset: str, url: str, extra: dict | None 
             {
                 "sources": {preset: str(mapping)},
                 "target": {"base_url": server, "backoff_base_s": 0.01, "backoff_cap_s": 0.05},
+                **({"load": load} if load else {}),
                 "state": {"work_dir": str(tmp_path / "state"), "ledger_url": f"sqlite:///{tmp_path / 'ledger.db'}"},
             }
         )
@@ -376,3 +379,151 @@ def test_chainlit_loads_the_message_steps_of_each_thread_and_nothing_twice(db_ur
     grown = sync(tmp_path, dev_server.url, "chainlit", db_url)
     assert grown["counts"]["delivered"] == 1, grown["counts"]
     assert held(dev_server.url)[("ada@example.com", uid(2))][-1] == ("user", "And the icing?", "2024-06-02T10:01:00Z")
+
+
+# -- Vercel AI chatbot -----------------------------------------------------------------------
+
+# lib/db/schema.ts and its Drizzle migrations (0005_wooden_whistler.sql: "Message_v2"): the
+# quoted mixed-case tables as they are created on PostgreSQL
+VERCEL_DDL = """
+CREATE TABLE "User" (
+    "id" {uuid} PRIMARY KEY NOT NULL,
+    "email" VARCHAR(64) NOT NULL,
+    "password" VARCHAR(64)
+);
+CREATE TABLE "Chat" (
+    "id" {uuid} PRIMARY KEY NOT NULL,
+    "createdAt" {ts} NOT NULL,
+    "title" TEXT NOT NULL,
+    "userId" {uuid} NOT NULL REFERENCES "User" ("id"),
+    "visibility" VARCHAR NOT NULL DEFAULT 'private'
+);
+CREATE TABLE "Message_v2" (
+    "id" {uuid} PRIMARY KEY NOT NULL,
+    "chatId" {uuid} NOT NULL REFERENCES "Chat" ("id"),
+    "role" VARCHAR NOT NULL,
+    "parts" {json} NOT NULL,
+    "attachments" {json} NOT NULL,
+    "createdAt" {ts} NOT NULL
+)
+"""
+ALICE, BOB = uid(701), uid(702)
+
+
+def vercel_message(n: int, chat: int, role: str, parts, at: str) -> dict:
+    return {
+        "id": uid(n),
+        "chatId": uid(chat),
+        "role": role,
+        "parts": parts if isinstance(parts, str) else json.dumps(parts),
+        "attachments": "[]",
+        "createdAt": at,
+    }
+
+
+def vercel_store(url: str) -> sa.Engine:
+    pg = url.startswith("postgresql")
+    eng = create(url, VERCEL_DDL.replace("{json}", "json" if pg else "TEXT"))
+    insert(eng, '"User"', [{"id": ALICE, "email": "alice@example.com"}, {"id": BOB, "email": "bob@example.com"}])
+    insert(
+        eng,
+        '"Chat"',
+        [
+            {
+                "id": uid(1),
+                "createdAt": "2024-07-01 12:00:00",
+                "title": "Weather",
+                "userId": ALICE,
+                "visibility": "private",
+            },
+            {"id": uid(2), "createdAt": "2024-07-02 12:00:00", "title": "Photo", "userId": BOB, "visibility": "public"},
+        ],
+    )
+    insert(
+        eng,
+        '"Message_v2"',
+        [
+            vercel_message(11, 1, "user", [{"type": "text", "text": "Weather in Paris?"}], "2024-07-01 12:00:00"),
+            vercel_message(
+                12,
+                1,
+                "assistant",
+                [
+                    {"type": "step-start"},
+                    {"type": "reasoning", "text": "The user wants the weather.", "state": "done"},
+                    {
+                        "type": "tool-getWeather",
+                        "toolCallId": "call_1",
+                        "state": "output-available",
+                        "input": {"latitude": 48.85, "longitude": 2.35},
+                        "output": {"temperature": 21},
+                    },
+                    {"type": "step-start"},
+                    {"type": "text", "text": "It is 21 degrees in Paris.", "state": "done"},
+                ],
+                "2024-07-01 12:00:05",
+            ),
+            vercel_message(
+                13,
+                1,
+                "assistant",  # a tool call alone: no text, skipped and counted
+                [
+                    {"type": "step-start"},
+                    {"type": "tool-getWeather", "toolCallId": "call_2", "state": "input-available"},
+                ],
+                "2024-07-01 12:00:09",
+            ),
+            vercel_message(
+                21,
+                2,
+                "user",
+                [
+                    {"type": "file", "mediaType": "image/png", "filename": "cat.png", "url": "https://blob/cat.png"},
+                    {"type": "text", "text": "What breed"},
+                    {"type": "text", "text": "is this cat?"},
+                ],
+                "2024-07-02 12:00:00",
+            ),
+            vercel_message(22, 2, "assistant", [{"type": "text", "text": "A tabby."}], "2024-07-02 12:00:04"),
+        ],
+    )
+    return eng
+
+
+VERCEL_WANT = {
+    (ALICE, uid(1)): [
+        ("user", "Weather in Paris?", "2024-07-01T12:00:00Z"),
+        ("assistant", "It is 21 degrees in Paris.", "2024-07-01T12:00:05Z"),
+    ],
+    (BOB, uid(2)): [
+        ("user", "[file: cat.png]\nWhat breed\nis this cat?", "2024-07-02T12:00:00Z"),
+        ("assistant", "A tabby.", "2024-07-02T12:00:04Z"),
+    ],
+}
+
+
+def test_vercel_chatbot_loads_the_text_parts_of_each_message_and_nothing_twice(db_url, tmp_path, dev_server):
+    vercel_store(db_url)
+    first = sync(tmp_path, dev_server.url, "vercel-ai-chatbot", db_url)
+    c = first["counts"]
+    assert c["accounted"] and c["quarantined"] == 0 and c["delivered"] == 4 and c["empty_skipped"] == 1, c
+    assert held(dev_server.url) == VERCEL_WANT
+    again = sync(tmp_path, dev_server.url, "vercel-ai-chatbot", db_url)
+    assert again["counts"]["requests"] == 0 and held(dev_server.url) == VERCEL_WANT
+
+
+def test_vercel_chatbot_broken_parts_are_one_quarantined_row(tmp_path, dev_server):
+    """PostgreSQL's json type refuses text that is not JSON; a copy of the store in SQLite (or
+    a text column) does not: that message is one quarantined row with its reason."""
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    eng = vercel_store(url)
+    insert(
+        eng, '"Message_v2"', [vercel_message(23, 2, "user", '[{"type": "text", "text": "cut o', "2024-07-02 12:01:00")]
+    )
+    # 1 bad row of 5 is more than the default share a run tolerates (10%): raised for a store this small
+    report = sync(tmp_path, dev_server.url, "vercel-ai-chatbot", url, load={"max_failed_share": 0.5})
+    c = report["counts"]
+    assert c["accounted"] and c["quarantined"] == 1 and c["delivered"] == 4, c
+    (q,) = quarantined(tmp_path)
+    assert "not JSON" in q["reasons"][0], q
+    assert held(dev_server.url) == VERCEL_WANT
