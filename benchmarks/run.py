@@ -23,6 +23,7 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 from benchmarks import (  # noqa: E402
+    apps_bench,
     cli_bench,
     conversation_bench,
     delta_bench,
@@ -318,6 +319,8 @@ def table(r: dict) -> list[tuple[str, str, str, str]]:
         rows.extend(messy_bench.rows(r["messy"]))
     if "exports" in r:
         rows.extend(exports_bench.rows(r["exports"]))
+    if "apps" in r:
+        rows.extend(apps_bench.rows(r["apps"]))
     if "whatsapp" in r:
         rows.extend(exports_bench.rows(r["whatsapp"]) + whatsapp_bench.rows(r["whatsapp_reader"]))
     if "delta" in r:
@@ -441,7 +444,7 @@ def main() -> None:
     ap.add_argument(
         "--skip",
         default="",
-        help="comma-separated: transform,memory,nested,conversation,cli,prefect,load,messy,exports,whatsapp,"
+        help="comma-separated: transform,memory,nested,conversation,cli,prefect,load,messy,exports,whatsapp,apps,"
         "delta,iceberg",
     )
     args = ap.parse_args()
@@ -495,6 +498,9 @@ def main() -> None:
         log(f"whatsapp-txt {w['export']['per_min'] / 1e6:.2f}M msg/min, {w['ratio']:.2f} of flat")
         results["whatsapp_reader"] = whatsapp_bench.run(base, big)
         log(f"whatsapp reader {results['whatsapp_reader']['ratio']:.2f} of {whatsapp_bench.BEFORE}'s")
+    if "apps" not in skip:  # the slowest AI-app preset: LangGraph's msgpack checkpoints
+        results["apps"] = apps_bench.run(base, big, peak)
+        log(f"langgraph-checkpoint {results['apps']['ratio']:.2f} of flat")
     if "delta" not in skip:
         results["delta"] = delta_bench.run(base, big, log=log)
     if "iceberg" not in skip:
