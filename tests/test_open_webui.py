@@ -119,7 +119,16 @@ B1 = msg("b1", None, "user", "Translate 'good morning' to Portuguese.", T0 + 10)
 B2 = msg("b2", "b1", "assistant", "Bom dia.", T0 + 12)
 
 
-@pytest.mark.parametrize("policy", ["report", "delete"])
+D1 = msg("d1", None, "user", "Name one book set in Lisbon.", T0 + 20)
+D2 = msg("d2", "d1", "assistant", "Night Train to Lisbon.", T0 + 22)
+D2B = msg("d2b", "d1", "assistant", "The Book of Disquiet, by Fernando Pessoa.", T0 + 30)  # regenerated
+
+
+def row(m: dict) -> tuple:
+    return (m["role"], m["content"], at(m["timestamp"]))
+
+
+@pytest.mark.parametrize("policy", ["report", "replace"])
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
 def test_a_chat_that_grows_sends_only_its_new_messages_and_a_regenerated_answer_is_acted_on(
     kind, policy, tmp_path, dev_server, request
@@ -131,13 +140,17 @@ def test_a_chat_that_grows_sends_only_its_new_messages_and_a_regenerated_answer_
     put(engine, "c2", "u-ben", history([B1, B2], "b2"), T0 + 12, archived=True)  # archived: loaded
     put(engine, "s1", "shared-c1", history([U1, A1], "a1"), T0 + 6, share_id=None)  # a share's snapshot
     put(engine, "n1", "u-ana", history([U1], "u1"), T0 + 7, meta={"internal": True})  # not the person's chat
+    put(engine, "c3", "u-ben", history([D1, D2, D2B], "d2b"), T0 + 9)  # regenerated before any sync
     first = sync(tmp_path, dev_server.url, db)
     c = first["counts"]
-    assert (c["delivered"], c["quarantined"]) == (4, 0)
-    assert c["skipped"] == {"shared snapshot: record": 1, "internal chat: record": 1}
+    assert (c["read"], c["delivered"], c["quarantined"]) == (6, 6, 0)
+    # d2, off the path shown and never delivered: not a message of the chat, not deleted
+    assert c["skipped"] == {"shared snapshot: record": 1, "internal chat: record": 1, "abandoned: branch": 1}
+    assert (c["deleted_in_source"], c["changed_after_delivery"], c["changes"]) == (0, 0, {})
     want = {
-        ("u-ana", "c1"): [("user", U1["content"], at(T0)), ("assistant", A1["content"], at(T0 + 5))],
-        ("u-ben", "c2"): [("user", B1["content"], at(T0 + 10)), ("assistant", B2["content"], at(T0 + 12))],
+        ("u-ana", "c1"): [row(U1), row(A1)],
+        ("u-ben", "c2"): [row(B1), row(B2)],
+        ("u-ben", "c3"): [row(D1), row(D2B)],
     }
     assert held(dev_server.url) == want
 
@@ -146,26 +159,39 @@ def test_a_chat_that_grows_sends_only_its_new_messages_and_a_regenerated_answer_
     second = sync(tmp_path, dev_server.url, db)
     c = second["counts"]
     # c1 read again whole, and c2 at the cursor (inclusive): only c1's two new messages go
-    assert (c["read"], c["delivered"], c["already_delivered"]) == (6, 2, 4)
-    want[("u-ana", "c1")] += [("user", U2["content"], at(T0 + 100)), ("assistant", A2["content"], at(T0 + 105))]
+    assert (c["read"], c["delivered"], c["already_delivered"], c["requests"]) == (6, 2, 4, 1)
+    want[("u-ana", "c1")] += [row(U2), row(A2)]
     assert held(dev_server.url) == want
 
-    # a regenerated answer: a sibling of a2 under u2, and currentId moves to it
+    # a regenerated answer: a sibling of a2 under u2, and currentId moves to it; c3 is written
+    # again as it was (its updated_at moved): its never-delivered d2 is read again
     put(engine, "c1", "u-ana", history([U1, A1, U2, A2, A2B], "a2b"), T0 + 200)
-    third = sync(tmp_path, dev_server.url, db, on_delete=policy)
+    put(engine, "c3", "u-ben", history([D1, D2, D2B], "d2b"), T0 + 150)
+    third = sync(tmp_path, dev_server.url, db, on_change=policy, on_delete="delete")
     c = third["counts"]
-    assert c["deleted_in_source"] == 1  # a2: off the path shown now, delivered before
-    assert c["changes"] == {"u-ana/c1": {"user_id": "u-ana", "conversation_id": "c1", "deleted": 1}}
-    shown = [("user", U1["content"], at(T0)), ("assistant", A1["content"], at(T0 + 5))]
-    shown += [("user", U2["content"], at(T0 + 100))]
+    # a2, delivered, is off the path shown now: the chat changed after delivery (not deleted:
+    # on_delete: delete does nothing here); u1, a1, u2, d1 and d2b were delivered as they are
+    assert (c["read"], c["changed_after_delivery"], c["already_delivered"], c["deleted_in_source"]) == (7, 1, 5, 0)
+    assert c["changes"] == {"u-ana/c1": {"user_id": "u-ana", "conversation_id": "c1", "changed": 1}}
+    assert c["skipped"] == {"abandoned: branch": 1}  # d2 again: still never delivered, still not deleted
     if policy == "report":  # the old answer stays on the target, the new one is added
-        want[("u-ana", "c1")].append(("assistant", A2B["content"], at(T0 + 200)))
-    else:  # the chat rewritten as the app shows it now
-        want[("u-ana", "c1")] = [*shown, ("assistant", A2B["content"], at(T0 + 200))]
+        assert (c["delivered"], c["requests"]) == (1, 1)
+        want[("u-ana", "c1")].append(row(A2B))
+    else:  # the chat rewritten as the app shows it now; a2b goes with the rewrite
+        assert (c["delivered"], c["held_for_rewrite"]) == (0, 1)
         assert third["rewrite"]["status"] == "completed"
+        want[("u-ana", "c1")] = [row(U1), row(A1), row(U2), row(A2B)]
     assert held(dev_server.url) == want
-    quiet = sync(tmp_path, dev_server.url, db, on_delete=policy)
-    assert quiet["counts"]["requests"] == 0 and held(dev_server.url) == want
+
+    quiet = sync(tmp_path, dev_server.url, db, on_change=policy, on_delete="delete")
+    c = quiet["counts"]  # c1 read again at the cursor
+    assert (c["requests"], c["delivered"], c["deleted_in_source"]) == (0, 0, 0)
+    if policy == "report":  # MemOS still holds a2: reported again, as any change not applied
+        assert c["changed_after_delivery"] == 1 and c["skipped"] == {}
+    else:  # the rewrite forgot a2: off the path and not delivered any more, so skipped
+        assert c["changed_after_delivery"] == 0 and c["changes"] == {}
+        assert c["skipped"] == {"abandoned: branch": 1}
+    assert held(dev_server.url) == want
 
 
 def test_ugly_chats_cost_one_quarantined_row_each_and_the_others_load(tmp_path, dev_server):

@@ -125,7 +125,8 @@ class NestConfig(Strict):
     tools: Literal["skip", "keep"] = "skip"
     # trees with branches visible: drop leaves the messages off the path shown out; mark gives
     # each once after the path, with column `abandoned` true (false on the path): map it to
-    # fields.deleted and a delivered message a regenerated answer or an edit took off the path
-    # is deleted in the source, for on_delete (docs/app-databases.md)
+    # fields.deleted: never sent; a delivered one (a regenerated answer or an edit took it off
+    # the path) is changed after delivery, for on_change; one never delivered is skipped as
+    # `abandoned: branch`, not read (tasks/load/filters.py, docs/app-databases.md)
     abandoned: Literal["drop", "mark"] = "drop"
     skip_records: list[RecordRule] = []  # records that are not a person's chat, skipped whole

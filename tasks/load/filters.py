@@ -17,6 +17,7 @@ from tasks.batch import (
 )
 from tasks.load.context import LoadContext, log
 from tasks.load.send import quarantine_rows
+from tasks.nest.rows import ABANDONED_SKIPPED, off_path_flag
 
 
 def drop_busy(table: pa.Table, runs: tuple, held: set, counts: Counts, seen: set) -> pa.Table:
@@ -46,14 +47,18 @@ def drop_erased(table: pa.Table, erased: tuple, counts: Counts) -> pa.Table:
 def split_deleted(ctx: LoadContext, table: pa.Table, counts: Counts) -> tuple[pa.Table, set]:
     """Rows the source marks deleted (fields.deleted): never sent; the delivered ones are
     listed per conversation. Returns the rest, and the conversations on_delete: delete will
-    rewrite (their other messages wait for the rewrite)."""
+    rewrite (their other messages wait for the rewrite). Rows the flag puts off the path an
+    app shows (nest.abandoned mark) are no deletes: a delivered one is changed after
+    delivery (on_change: replace rewrites), one never delivered is skipped, not read."""
     if table.num_rows == 0 or ctx.mapping.fields.deleted is None:
         return table, set()
     gone = pc.fill_null(table.column("deleted"), False).to_numpy(zero_copy_only=False)
     if not gone.any():
         return table, set()
     rows = table.filter(pa.array(gone))
-    counts.deleted_in_source += rows.num_rows
+    off_path = off_path_flag(ctx.mapping)
+    if not off_path:
+        counts.deleted_in_source += rows.num_rows
     status = ctx.ledger.message_status(ctx.target, rows.column("key_lo").to_numpy(), rows.column("key_hi").to_numpy())
     was = np.flatnonzero(status == "delivered")
     pairs: list = []
@@ -62,8 +67,14 @@ def split_deleted(ctx: LoadContext, table: pa.Table, counts: Counts) -> tuple[pa
         pairs = list(
             zip(rows.column("user_id").take(idx).to_pylist(), rows.column("conversation_id").take(idx).to_pylist())
         )
-        counts.note_change("deleted", pairs)
-    rewrite = set(pairs) if ctx.mapping.on_delete == "delete" and not ctx.rewriting else set()
+    if off_path:  # the path shown moved (a regenerated answer, an edited prompt)
+        counts.changed_after_delivery += len(pairs)
+        if unsent := rows.num_rows - len(pairs):  # never part of what MemOS was sent: not a message
+            counts.read -= unsent
+            counts.skipped[ABANDONED_SKIPPED] += unsent
+    counts.note_change("changed" if off_path else "deleted", pairs)
+    policy = ctx.mapping.on_change == "replace" if off_path else ctx.mapping.on_delete == "delete"
+    rewrite = set(pairs) if policy and not ctx.rewriting else set()
     return table.filter(pa.array(~gone)), rewrite
 
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from core.config import Mapping
+
 RECORD = "record"
 
 
@@ -17,11 +19,24 @@ PERSPECTIVE = "perspective"
 BRANCH = "branch"
 
 #: with nest.abandoned mark, on a tree's rows: false on the path shown, true off it (a
-#: regenerated answer's predecessor, an edited prompt's); presets map it to fields.deleted
+#: regenerated answer's predecessor, an edited prompt's); presets map it to fields.deleted,
+#: and the loader reads the flag as "off the path", not as deleted (`off_path_flag`)
 ABANDONED = "abandoned"
+
+#: how the loader counts a row off the path that was never delivered: skipped (not read, not
+#: an outcome), by `<kind>: <value>` as the skip rules count
+ABANDONED_SKIPPED = "abandoned: branch"
 
 #: on the rows of a level with `traffic`: call, result or context (hidden), for the skip rules
 TRAFFIC = "traffic"
+
+
+def off_path_flag(mapping: Mapping) -> bool:
+    """Whether a mapping's fields.deleted is nest's `abandoned` column (nest.abandoned mark):
+    the rows it flags are still in the chat, off the path the app shows. One never delivered
+    is skipped; one delivered is `changed after delivery` (the conversation the app shows is
+    not what MemOS was sent), for on_change (docs/app-databases.md, "Open WebUI")."""
+    return mapping.nest is not None and mapping.nest.abandoned == "mark" and mapping.fields.deleted == ABANDONED
 
 
 @dataclass
