@@ -22,6 +22,7 @@ from core.report import Counts
 from tasks.extract import ROW_COLUMN, Slice, open_source
 from tasks.map import map_batch
 from tasks.nest import explode
+from tasks.nest.rows import off_path_flag
 
 
 def scan(mapping: Mapping, cfg: RunConfig, source=None) -> dict:
@@ -35,6 +36,7 @@ def scan(mapping: Mapping, cfg: RunConfig, source=None) -> dict:
     unreadable: list[str] = []
     partial: set[int] = set()  # units with records nest could not explode: their keys are unknown
     units = source.units(Slice())
+    off_path = off_path_flag(mapping)
     for u in units:
         try:
             bad: list = []
@@ -54,6 +56,8 @@ def scan(mapping: Mapping, cfg: RunConfig, source=None) -> dict:
                     rb = table.combine_chunks().to_batches()[0]
                 mapped = map_batch(rb, mapping, u.rel, offset)
                 gone = pc.fill_null(mapped.column("deleted"), False).to_numpy(zero_copy_only=False)
+                if off_path:  # still in the chat, off the path the app shows: held, not deleted
+                    gone = np.zeros(len(gone), dtype=bool)
                 lo, hi = mapped.column("key_lo").to_numpy(), mapped.column("key_hi").to_numpy()
                 los.append(lo[~gone])
                 his.append(hi[~gone])

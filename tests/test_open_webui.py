@@ -183,6 +183,11 @@ def test_a_chat_that_grows_sends_only_its_new_messages_and_a_regenerated_answer_
         want[("u-ana", "c1")] = [row(U1), row(A1), row(U2), row(A2B)]
     assert held(dev_server.url) == want
 
+    # the key scan agrees: a2 is still in the chat, off the path shown; nothing is deleted
+    res = runner.invoke(app, ["reconcile", "owui", "-c", str(tmp_path / "memos-etl.yaml"), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout[res.stdout.index("{") :])["deleted_in_source"] == 0
+
     quiet = sync(tmp_path, dev_server.url, db, on_change=policy, on_delete="delete")
     c = quiet["counts"]  # c1 read again at the cursor
     assert (c["requests"], c["delivered"], c["deleted_in_source"]) == (0, 0, 0)
