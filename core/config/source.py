@@ -34,9 +34,9 @@ class SqlConfig(Strict):
     lag: float = Field(default=0, ge=0)
     initial_value: str | int | float | None = None  # where the first run starts (default: the beginning)
     page_rows: int = Field(default=50_000, ge=1)
-    # an AI app's own store, decoded row by row (tasks/extract/apps/): LangChain's serialised
-    # messages, LangGraph's msgpack checkpoints; the presets set it
-    app: Literal["langchain", "langgraph"] | None = None
+    # an AI app's own store, decoded before mapping (tasks/extract/apps/): LangChain's serialised
+    # messages, LangGraph's msgpack checkpoints, the Vercel AI chatbot's parts; the presets set it
+    app: Literal["langchain", "langgraph", "vercel"] | None = None
 
     def resolved_url(self) -> str:
         url = self.url or (os.environ.get(self.url_env) if self.url_env else None)

@@ -1,5 +1,5 @@
 """AI apps' own stores read by the SQL source: each app's rows decoded into message columns
-before mapping (`source.sql.app`, set by the app's preset)."""
+before mapping (`source.sql.app`, set by the app's preset): langchain.py, langgraph.py, vercel.py."""
 
 from __future__ import annotations
 
@@ -37,4 +37,8 @@ def app_rows(mapping: Mapping) -> AppRows | None:
         from tasks.extract.apps.langgraph import LangGraphRows
 
         return LangGraphRows(separator)
+    if app == "vercel":
+        from tasks.extract.apps.vercel import VercelRows
+
+        return VercelRows(mapping.nest.media.file) if mapping.nest else VercelRows()
     return None
