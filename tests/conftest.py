@@ -250,3 +250,33 @@ def s3_endpoint():
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    """A real redis-server on loopback in a temp dir, nothing persisted, for the test session.
+    Skipped without the binary, unless MEMOS_ETL_REQUIRE_REDIS=1 (CI): then it fails."""
+    binary = shutil.which("redis-server")
+    if not binary:
+        if os.environ.get("MEMOS_ETL_REQUIRE_REDIS"):
+            pytest.fail("redis-server not on PATH (MEMOS_ETL_REQUIRE_REDIS is set)")
+        pytest.skip("redis-server not on PATH")
+    base = tempfile.mkdtemp(prefix="memos-etl-redis-")
+    port = free_port()
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", base]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"redis-server did not start on port {port}")
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        shutil.rmtree(base, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""Where a mapping's chats are (`source:`): files, S3, SQL, Delta Lake and Iceberg tables, and
+"""Where a mapping's chats are (`source:`): files, S3, SQL, Redis, Delta Lake and Iceberg tables, and
 how their bytes are read."""
 
 from __future__ import annotations
@@ -53,6 +53,41 @@ class SqlConfig(Strict):
         return url
 
 
+class RedisConfig(Strict):
+    """Chat histories in Redis, one key a session (tasks/extract/redis.py); the run only reads."""
+
+    url: str | None = None  # redis://[:password@]host:6379/0 (rediss:// for TLS) ...
+    url_env: str | None = None  # ... or the environment variable holding it
+    url_block: str | None = None  # ... or the name of a Prefect Secret block holding it
+    pattern: str = "message_store:*"  # the keys (SCAN MATCH); the part before its first * is the prefix
+    value: Literal["list", "string", "hash"] = "list"  # each key's kind: a row per element, the value, per field
+    # list: where the app pushes new elements; left (LPUSH, newest at the head) as LangChain writes
+    push: Literal["left", "right"] = "left"
+    shards: int = Field(default=64, ge=1, le=100_000)  # units: keys dealt by a stable hash of the key
+    page_keys: int = Field(default=500, ge=1)  # keys read per round trip (memory: one page of values)
+    app: Literal["langchain"] | None = None  # LangChain's serialised messages, decoded (the preset sets it)
+
+    @property
+    def prefix(self) -> str:
+        """The session id of a key is the key less this: the pattern up to its first wildcard."""
+        cut = [i for i in (self.pattern.find(c) for c in "*?[\\") if i >= 0]
+        return self.pattern[: min(cut)] if cut else ""
+
+    def resolved_url(self) -> str:
+        url = self.url or (os.environ.get(self.url_env) if self.url_env else None)
+        if not url and self.url_block:
+            try:
+                url = secret_block(self.url_block)
+            except ValueError as exc:
+                raise ValueError(f"source.redis.url_block: {exc}") from None
+        if not url:
+            raise ValueError(
+                "source.redis: set url, url_env to a variable that holds it, or url_block to a Prefect "
+                f"Secret block{f' ({self.url_env} is empty)' if self.url_env else ''}"
+            )
+        return url
+
+
 #: the column a Delta source adds to every batch: true on the change feed's deletes
 DELTA_DELETED = "_delta_deleted"
 #: the column an Iceberg source adds to every batch: true on rows a later snapshot removed
@@ -100,13 +135,14 @@ class IcebergConfig(Strict):
 
 class SourceConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    type: Literal["files", "s3", "sql", "delta", "iceberg"] = "files"
+    type: Literal["files", "s3", "sql", "redis", "delta", "iceberg"] = "files"
     # files and s3; json needs `nest`; whatsapp: the text of WhatsApp's "Export chat" (tasks/extract/chatlines.py)
     # slack: a workspace export's day files, with its directory (tasks/extract/slack.py)
     format: Literal["parquet", "jsonl", "csv", "json", "whatsapp", "slack"] | None = None
     path: str | None = None  # files: file, directory or glob, relative to the mapping file
     s3: S3Config | None = None
     sql: SqlConfig | None = None
+    redis: RedisConfig | None = None
     delta: DeltaConfig | None = None
     iceberg: IcebergConfig | None = None
     batch_rows: int = Field(default=131_072, ge=1)
@@ -135,6 +171,10 @@ class SourceConfig(Strict):
     # whatsapp: one copy of every chat per person of the mapping's `people` who speaks in it
     # (columns perspective: their key; perspective.role: user for their messages)
     whatsapp_each_person: bool = False
+    # jsonl with `nest`: a document a line, its lines gathered into one record per value of this
+    # field, {<group_by>: value, lines: [documents]}, read as MongoDB Extended JSON (a mongoexport
+    # of LibreChat's messages: conversationId; tasks/extract/grouped.py)
+    group_by: str | None = None
     # a record (a JSONL line, a CSV row, a JSON item) longer than this is quarantined with its
     # size and streamed past, never held whole
     max_record_bytes: int = Field(default=64 << 20, ge=1 << 20)

@@ -34,7 +34,7 @@ def check_first_readable(mapping: Mapping, source, units: list) -> None:
         try:
             schema = source.schema(u)
         except SourceError:
-            if mapping.source.type in ("sql", "delta", "iceberg"):
+            if mapping.source.type in ("sql", "redis", "delta", "iceberg"):
                 raise  # no connection or no table: the whole source is unreadable
             continue
         if not schema.names:

@@ -4,6 +4,7 @@
 * files.py    local files and S3 objects: Parquet, JSONL, CSV, JSON documents
 * s3.py       S3 listing and credentials (read through files.py)
 * sql.py      SQL tables and queries by cursor range
+* redis.py    Redis keys (chat histories), dealt into shards by a hash of the key
 * streams.py  bytes and text as downloaded: compression, zip members, encodings
 * lines.py, csvfile.py, records.py  the readers, each isolating a bad record
 * depth.py    the nesting guard JSON documents are read through
@@ -34,7 +35,7 @@ __all__ = [
 
 
 def open_source(mapping: Mapping):
-    """The source a mapping describes, listed (files, objects) or connected (SQL)."""
+    """The source a mapping describes, listed (files, objects, Redis keys) or connected (SQL)."""
     kind = mapping.source.type
     if kind == "files":
         import pyarrow.fs as pafs
@@ -44,6 +45,10 @@ def open_source(mapping: Mapping):
         from tasks.extract.s3 import open_s3
 
         return open_s3(mapping)
+    if kind == "redis":
+        from tasks.extract.redis import RedisSource
+
+        return RedisSource(mapping)
     if kind == "delta":
         from tasks.extract.delta import DeltaSource
 

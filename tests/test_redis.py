@@ -1,0 +1,165 @@
+"""Redis as a source: LangChain's RedisChatMessageHistory as the real library writes it (into a
+real redis-server), synced through the CLI into the dev-server and compared message for
+message with what the test put in; growth, deletions, nothing changed, bad values."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from memos_etl.cli import app
+from tasks.extract.redis import shard_of
+from tests.test_langchain import ALICE, BOB, messages_of, times_of, write_chats
+
+runner = CliRunner()
+
+for _var in ("LANGCHAIN_TRACING_V2", "LANGSMITH_TRACING", "LANGCHAIN_API_KEY", "LANGSMITH_API_KEY"):
+    os.environ.pop(_var, None)  # tracing stays off: no test talks to LangSmith
+
+SHARDS = 64
+
+
+@pytest.fixture
+def rdb(redis_url):
+    """The session's server, emptied for this test."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+def history(url: str):
+    from langchain_community.chat_message_histories import RedisChatMessageHistory
+
+    return lambda session: RedisChatMessageHistory(session_id=session, url=url)
+
+
+def config(tmp_path: Path, server: str, url: str, extra: dict | None = None, load: dict | None = None) -> Path:
+    extra = dict(extra or {})
+    src = {"name": "chats", "redis": {"url": url, **extra.pop("redis", {})}}
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump({"preset": "langchain-redis", "source": src, **extra}))
+    cfg = tmp_path / "memos-etl.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "sources": {"chats": str(tmp_path / "m.yaml")},
+                "target": {"base_url": server, "backoff_base_s": 0.01, "backoff_cap_s": 0.05},
+                **({"load": load} if load else {}),
+                "state": {"work_dir": str(tmp_path / "state"), "ledger_url": f"sqlite:///{tmp_path / 'ledger.db'}"},
+            }
+        )
+    )
+    return cfg
+
+
+def cli(cfg: Path, *args: str) -> dict:
+    res = runner.invoke(app, [*args, "chats", "-c", str(cfg), "--json"])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout[res.stdout.index("{") :])
+
+
+def sync(cfg: Path) -> dict:
+    return cli(cfg, "sync", "--no-prefect")
+
+
+def test_sessions_load_oldest_first_grow_vanish_and_rest(tmp_path, dev_server, rdb, redis_url):
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    write_chats(history(redis_url))
+    # the library keeps the newest at the head (LPUSH): what the test relies on
+    assert json.loads(rdb.lindex("message_store:bob:cooking", 0))["data"]["content"] == BOB[-1][1]
+    carol = history(redis_url)("carol")
+    carol.add_message(HumanMessage("Is it going to rain?"))
+    rdb.lpush("message_store:carol", "not a message")  # written by hand, not by LangChain
+    carol.add_message(AIMessage("No rain today."))
+    assert shard_of(b"message_store:carol", SHARDS) != shard_of(b"message_store:alice:travel", SHARDS)
+    before = {k: rdb.lrange(k, 0, -1) for k in rdb.keys("*")}
+
+    cfg = config(tmp_path, dev_server.url, redis_url, load={"max_failed_share": 0.5})
+    report = sync(cfg)
+    c = report["counts"]
+    assert messages_of(dev_server.url) == {
+        ("alice:travel", "alice:travel"): ALICE,
+        ("bob:cooking", "bob:cooking"): BOB,
+        ("carol", "carol"): [("user", "Is it going to rain?"), ("assistant", "No rain today.")],
+    }
+    assert c["delivered"] == 8 and c["quarantined"] == 1 and c["units_skipped"] == 0, c
+    assert c["skipped"] == {"langchain: tool_call": 1, "langchain: tool_result": 1}, c["skipped"]
+    assert times_of(dev_server.url) == [None] * 8  # no times in the lists: MemOS stamps them
+    from tasks.quarantine import read_quarantine
+
+    (row,) = read_quarantine(tmp_path / "state").to_pylist()
+    assert row["reasons"] == ["key message_store:carol index 1: not JSON"], row
+    assert {k: rdb.lrange(k, 0, -1) for k in rdb.keys("*")} == before  # the run wrote nothing
+
+    # nothing changed: every shard skipped, nothing read
+    rest = sync(cfg)["counts"]
+    assert rest["units_skipped"] == SHARDS and rest["read"] == 0 and rest["delivered"] == 0, rest
+
+    # a session grows at the head: only its new message is sent, after the old ones
+    history(redis_url)("bob:cooking").add_message(HumanMessage("And a hard one?"))
+    grew = sync(cfg)["counts"]
+    assert grew["delivered"] == 1 and grew["requests"] == 1 and grew["units_skipped"] == SHARDS - 1, grew
+    assert grew["already_delivered"] == 2, grew
+    assert messages_of(dev_server.url)[("bob:cooking", "bob:cooking")] == [*BOB, ("user", "And a hard one?")]
+
+    # a session cleared (the library deletes its key): the next sync reads its shard again and
+    # finds its messages gone; reconcile (every key, whatever the manifest) says the same
+    history(redis_url)("alice:travel").clear()
+    rec = cli(cfg, "reconcile")
+    assert rec["deleted_in_source"] == 4 and rec["delivered"] == 9, rec
+    assert rec["conversations"] == {
+        "alice:travel/alice:travel": {"user_id": "alice:travel", "conversation_id": "alice:travel", "deleted": 4}
+    }
+    gone = sync(cfg)["counts"]
+    assert gone["gone_from_source"] == 4 and gone["delivered"] == 0 and gone["units_skipped"] == SHARDS - 1, gone
+
+
+def test_user_before_a_separator_tools_kept_and_another_prefix(tmp_path, dev_server, rdb, redis_url):
+    from langchain_community.chat_message_histories import RedisChatMessageHistory
+
+    write_chats(lambda s: RedisChatMessageHistory(session_id=s, url=redis_url, key_prefix="app1:chat:"))
+    write_chats(history(redis_url))  # the default prefix: not this mapping's keys
+    cfg = config(
+        tmp_path,
+        dev_server.url,
+        redis_url,
+        {"redis": {"pattern": "app1:chat:*", "shards": 3}, "constants": {"user_separator": ":"}, "skip": []},
+    )
+    report = sync(cfg)
+    alice = [*ALICE[:3], ("tool", 'weather({"city": "Lisbon"})'), ("tool", "22C and sunny"), ALICE[3]]
+    assert messages_of(dev_server.url) == {("alice", "alice:travel"): alice, ("bob", "bob:cooking"): BOB}
+    assert report["counts"]["delivered"] == 8 and report["counts"]["units_skipped"] == 0
+
+
+def test_a_key_of_another_kind_is_one_quarantined_row(tmp_path, dev_server, rdb, redis_url):
+    from langchain_core.messages import HumanMessage
+
+    history(redis_url)("dave").add_message(HumanMessage("Hello"))
+    rdb.set("message_store:stray", "a string, not a list")
+    cfg = config(tmp_path, dev_server.url, redis_url, load={"max_failed_share": 0.6})
+    c = sync(cfg)["counts"]
+    assert messages_of(dev_server.url) == {("dave", "dave"): [("user", "Hello")]}
+    assert c["delivered"] == 1 and c["quarantined"] == 1, c
+    from tasks.quarantine import read_quarantine
+
+    (row,) = read_quarantine(tmp_path / "state").to_pylist()
+    assert len(row["reasons"]) == 1 and row["reasons"][0].startswith("key message_store:stray: not a list: WRONGTYPE")
+
+
+def test_no_server_is_one_clear_line(tmp_path, dev_server):
+    from memos_etl.devserver import free_port
+
+    cfg = config(tmp_path, dev_server.url, f"redis://:secret@127.0.0.1:{free_port()}/0")
+    res = runner.invoke(app, ["sync", "chats", "-c", str(cfg), "--no-prefect"])
+    assert res.exit_code != 0
+    assert "Traceback" not in res.output and "secret" not in res.output, res.output
+    (line,) = [x for x in res.output.splitlines() if "cannot list keys" in x]
+    assert "redis://:***@127.0.0.1" in line and "Connection refused" in line, res.output
