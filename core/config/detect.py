@@ -156,6 +156,8 @@ def _what(name: str, head: str) -> Match | None:
         return Match("dialogue-sessions", "a two-speaker dialogue dataset (LoCoMo-style)")
     if _has(head, "conversations", "from", "value"):
         return Match("sharegpt", "ShareGPT conversations")
+    if start == "{" and _has(head, "conversationId", "parentMessageId", "isCreatedByUser"):
+        return Match("librechat", "a mongoexport of LibreChat's messages collection (JSON lines)")
     if start == "{" and _has(head, "messages", "role", "content"):
         return Match("openai-chat", "OpenAI-chat JSONL (a conversation a line)")
     return None
@@ -203,5 +205,6 @@ LOOKED_FOR = (
     "result.json (chats or messages with date_unixtime), DiscordChatExporter JSON (guild, channel, "
     "messages), OpenAI-chat JSONL (messages with role), ShareGPT (conversations with from/value), "
     "dialogue sessions (session_1, speaker_a), a CSV with a messages column of JSON, "
-    "a Slack export (users.json, channels.json), WhatsApp's dated lines (.txt)"
+    "a Slack export (users.json, channels.json), WhatsApp's dated lines (.txt), a mongoexport of "
+    "LibreChat's messages (conversationId, parentMessageId, isCreatedByUser)"
 )

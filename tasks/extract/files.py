@@ -28,6 +28,7 @@ from core.errors import NotJson, NotJsonl, RowTooLong, SourceError, WrongFormat
 from tasks.extract.chatlines import whatsapp_batches
 from tasks.extract.csvfile import csv_batches
 from tasks.extract.discord import markup
+from tasks.extract.grouped import grouped_batches
 from tasks.extract.lakehouse import DELTA_LOG, refuse, table_in
 from tasks.extract.lines import ROW_COLUMN, flat_batches, record_batches
 from tasks.extract.records import json_items
@@ -183,6 +184,10 @@ class FileSource:
             app = self.mapping.app  # a chat app's JSON export is read its way (either shape of Telegram's)
             if src.format == "json" and app == "telegram":
                 yield from _checked(telegram_items(open_stream, sink, src.max_record_bytes, src.records), sink, strict)
+                return
+            if src.group_by is not None and self.mapping.nest is not None:  # a document a line, grouped
+                batches = grouped_batches(open_stream, src.group_by, sink, src.max_record_bytes, replace)
+                yield from _checked(batches, sink, strict)
                 return
             with open_stream() as fh:
                 if src.format == "json":

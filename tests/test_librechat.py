@@ -1,0 +1,158 @@
+"""The `librechat` preset on a `mongoexport` of LibreChat's `messages` collection written here by
+hand in LibreChat's documented schema (packages/data-schemas/src/schema/message.ts): JSON lines of
+Extended JSON, a conversation's lines spread over the file. Synced through the CLI into the
+dev-server; each message compared with what the lines say, worked out by hand below."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from memos_etl.cli import app
+from tests.test_exports import held, sync
+
+ROOT = "00000000-0000-0000-0000-000000000000"
+
+
+def doc(mid, conv, parent, user, mine, when, text="", content=None, **more) -> str:
+    d = {
+        "_id": {"$oid": f"66a1b2c3d4e5f6a7b8c9{abs(hash(mid)) % 10000:04d}"},
+        "messageId": mid,
+        "conversationId": conv,
+        "parentMessageId": parent,
+        "user": user,
+        "isCreatedByUser": mine,
+        "sender": "User" if mine else "GPT-4o",
+        "text": text,
+        "createdAt": when if isinstance(when, dict) else {"$date": when},
+        "updatedAt": when if isinstance(when, dict) else {"$date": when},
+        "error": False,
+        "unfinished": False,
+        **more,
+    }
+    if content is not None:
+        d["content"] = content
+    return json.dumps(d)
+
+
+def ms(epoch_ms: int) -> dict:
+    return {"$date": {"$numberLong": str(epoch_ms)}}
+
+
+# c1 (ana): a regenerated answer: a1 and a2 are both children of u1; the newest leaf (a3) lies
+# under a2, so the thread shown is u1, a2, u2, a3 and a1 is not loaded.
+# c2 (ben): an agent turn whose content holds think and tool_call parts, then a turn with
+# Extended JSON numberLong dates and the older `text` field alone.
+# c3 (cy): x2 names a parent that is not in the export: the conversation is one quarantined row.
+LINES = [
+    doc("c1-u1", "c1", ROOT, "ana", True, "2024-05-01T10:00:00.000Z", "What is a leap year?"),
+    doc(
+        "c2-u1",
+        "c2",
+        ROOT,
+        "ben",
+        True,
+        "2024-05-02T09:00:00.000Z",
+        "",
+        [{"type": "text", "text": "Weather in Paris?"}],
+    ),
+    doc("c1-a1", "c1", "c1-u1", "ana", False, "2024-05-01T10:00:05.000Z", "A year with 366 days."),
+    "{this line is not JSON",
+    doc(
+        "c2-a1",
+        "c2",
+        "c2-u1",
+        "ben",
+        False,
+        "2024-05-02T09:00:04.000Z",
+        "",
+        [
+            {"type": "think", "think": "The user wants the weather; call the tool."},
+            {"type": "tool_call", "tool_call": {"id": "call_1", "name": "weather", "args": '{"city": "Paris"}'}},
+            {"type": "text", "text": "It is 18 °C and sunny in Paris."},
+        ],
+    ),
+    doc("c1-a2", "c1", "c1-u1", "ana", False, "2024-05-01T10:01:00.000Z", "Every fourth year: 366 days."),
+    doc("c3-x1", "c3", ROOT, "cy", True, "2024-05-03T08:00:00.000Z", "Hello?"),
+    doc("c1-u2", "c1", "c1-a2", "ana", True, "2024-05-01T10:02:00.000Z", "Why?"),
+    doc("c2-u2", "c2", "c2-a1", "ben", True, ms(1714640460000), "And tomorrow?"),  # 2024-05-02T09:01:00Z
+    doc("c3-x2", "c3", "c3-gone", "cy", False, "2024-05-03T08:00:03.000Z", "An answer to nothing."),
+    doc("c1-a3", "c1", "c1-u2", "ana", False, "2024-05-01T10:02:05.000Z", "Earth's orbit takes about 365.25 days."),
+    doc("c2-a2", "c2", "c2-u2", "ben", False, ms(1714640465500), "Rain is expected."),  # ...09:01:05.500Z
+]
+
+WANT = {
+    ("ana", "c1"): [
+        ("user", "What is a leap year?", "2024-05-01T10:00:00Z"),
+        ("assistant", "Every fourth year: 366 days.", "2024-05-01T10:01:00Z"),
+        ("user", "Why?", "2024-05-01T10:02:00Z"),
+        ("assistant", "Earth's orbit takes about 365.25 days.", "2024-05-01T10:02:05Z"),
+    ],
+    ("ben", "c2"): [
+        ("user", "Weather in Paris?", "2024-05-02T09:00:00Z"),
+        ("assistant", "It is 18 °C and sunny in Paris.", "2024-05-02T09:00:04Z"),
+        ("user", "And tomorrow?", "2024-05-02T09:01:00Z"),
+        ("assistant", "Rain is expected.", "2024-05-02T09:01:05Z"),  # chat_time is sent to the second
+    ],
+}
+
+GROWN = [
+    doc("c1-u3", "c1", "c1-a3", "ana", True, "2024-05-04T12:00:00.000Z", "Thanks!"),
+    doc("c4-u1", "c4", ROOT, "ana", True, "2024-05-04T12:10:00.000Z", "", [{"type": "text", "text": "A new chat."}]),
+    doc("c1-a4", "c1", "c1-u3", "ana", False, "2024-05-04T12:00:02.000Z", "You are welcome."),
+    doc("c4-a1", "c4", "c4-u1", "ana", False, "2024-05-04T12:10:01.000Z", "Sure."),
+]
+
+LOAD = {"max_failed_share": 0.5}
+
+
+def test_a_mongoexport_loads_the_shown_thread_once_and_then_only_what_grew(tmp_path, dev_server):
+    export = tmp_path / "messages.jsonl"
+    export.write_text("\n".join(LINES) + "\n")
+    report = sync(tmp_path, dev_server.url, "librechat", export, load=LOAD)
+    c = report["counts"]
+    assert c["accounted"] and c["quarantined"] == 2, c  # the line that is not JSON, conversation c3
+    assert held(dev_server.url) == WANT
+
+    reasons = CliRunner().invoke(app, ["quarantine", "list", "-c", str(tmp_path / "memos-etl.yaml")])
+    assert "not JSON" in reasons.output and "c3-gone" in reasons.output, reasons.output
+
+    again = sync(tmp_path, dev_server.url, "librechat", export, load=LOAD)
+    assert again["counts"]["requests"] == 0 and held(dev_server.url) == WANT
+
+    with export.open("a") as fh:
+        fh.write("\n".join(GROWN) + "\n")
+    grown = sync(tmp_path, dev_server.url, "librechat", export, load=LOAD)
+    assert grown["counts"]["delivered"] == 4, grown["counts"]
+    want = {
+        **WANT,
+        ("ana", "c1"): WANT[("ana", "c1")]
+        + [
+            ("user", "Thanks!", "2024-05-04T12:00:00Z"),
+            ("assistant", "You are welcome.", "2024-05-04T12:00:02Z"),
+        ],
+        ("ana", "c4"): [
+            ("user", "A new chat.", "2024-05-04T12:10:00Z"),
+            ("assistant", "Sure.", "2024-05-04T12:10:01Z"),
+        ],
+    }
+    assert held(dev_server.url) == want
+
+
+def test_a_sorted_export_loads_the_same_a_conversation_at_a_time(tmp_path, dev_server):
+    export = tmp_path / "sorted.jsonl"
+    good = [line for line in LINES if line.startswith('{"')]
+    good.sort(key=lambda line: json.loads(line)["conversationId"])  # mongoexport --sort
+    export.write_text("\n".join(good) + "\n")
+    report = sync(tmp_path, dev_server.url, "librechat", export, load=LOAD)
+    assert report["counts"]["accounted"] and report["counts"]["quarantined"] == 1
+    assert held(dev_server.url) == WANT
+
+
+def test_detect_names_librechat(tmp_path):
+    export = tmp_path / "messages.json"  # mongoexport's default name; .jsonl alike
+    export.write_text("\n".join(LINES[:3]) + "\n")
+    res = CliRunner().invoke(app, ["detect", str(export)])
+    assert res.exit_code == 0, res.output
+    assert [line.split(":", 1)[0] for line in res.stdout.splitlines() if not line.startswith(" ")] == ["librechat"]
