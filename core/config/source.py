@@ -175,10 +175,6 @@ class SourceConfig(Strict):
     # field, {<group_by>: value, lines: [documents]}, read as MongoDB Extended JSON (a mongoexport
     # of LibreChat's messages: conversationId; tasks/extract/grouped.py)
     group_by: str | None = None
-    # jsonl with `nest`: a document a line, its lines gathered into one record per value of this
-    # field, {<group_by>: value, lines: [documents]}, read as MongoDB Extended JSON (a mongoexport
-    # of LibreChat's messages: conversationId; tasks/extract/grouped.py)
-    group_by: str | None = None
     # a record (a JSONL line, a CSV row, a JSON item) longer than this is quarantined with its
     # size and streamed past, never held whole
     max_record_bytes: int = Field(default=64 << 20, ge=1 << 20)
