@@ -4,7 +4,7 @@ how their bytes are read."""
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -21,10 +21,34 @@ class S3Config(Strict):
     partition_key: str | None = None  # Hive partition (e.g. dt) that --since/--until select on
 
 
-class SqlConfig(Strict):
-    url: str | None = None  # SQLAlchemy URL ...
-    url_env: str | None = None  # ... or the environment variable holding it (passwords stay out of files)
-    url_block: str | None = None  # ... or the name of a Prefect Secret block holding it
+class Connected(Strict):
+    """A source reached by a URL: given in the file, in an environment variable (passwords stay
+    out of files) or in a Prefect Secret block."""
+
+    url: str | None = None
+    url_env: str | None = None  # the environment variable holding the URL
+    url_block: str | None = None  # the name of a Prefect Secret block holding it
+
+    section: ClassVar[str]  # the key under source: (sql, redis), named in errors
+
+    def resolved_url(self) -> str:
+        """The URL, from wherever it is given."""
+        url = self.url or (os.environ.get(self.url_env) if self.url_env else None)
+        if not url and self.url_block:
+            try:
+                url = secret_block(self.url_block)
+            except ValueError as exc:
+                raise ValueError(f"source.{self.section}.url_block: {exc}") from None
+        if not url:
+            raise ValueError(
+                f"source.{self.section}: set url, url_env to a variable that holds it, or url_block to a Prefect "
+                f"Secret block{f' ({self.url_env} is empty)' if self.url_env else ''}"
+            )
+        return url
+
+
+class SqlConfig(Connected):
+    section = "sql"  # url: a SQLAlchemy URL
     table: str | None = None  # a table (schema.table allowed) ...
     query: str | None = None  # ... or a SELECT, used as a subquery
     cursor_column: str  # increasing id or updated_at: what a nightly run continues from
@@ -38,27 +62,12 @@ class SqlConfig(Strict):
     # messages, LangGraph's msgpack checkpoints, the Vercel AI chatbot's parts; the presets set it
     app: Literal["langchain", "langgraph", "vercel"] | None = None
 
-    def resolved_url(self) -> str:
-        url = self.url or (os.environ.get(self.url_env) if self.url_env else None)
-        if not url and self.url_block:
-            try:
-                url = secret_block(self.url_block)
-            except ValueError as exc:
-                raise ValueError(f"source.sql.url_block: {exc}") from None
-        if not url:
-            raise ValueError(
-                "source.sql: set url, url_env to a variable that holds it, or url_block to a Prefect "
-                f"Secret block{f' ({self.url_env} is empty)' if self.url_env else ''}"
-            )
-        return url
 
+class RedisConfig(Connected):
+    """Chat histories in Redis, one key a session (tasks/extract/redis.py); the run only reads.
+    url: redis://[:password@]host:6379/0 (rediss:// for TLS)."""
 
-class RedisConfig(Strict):
-    """Chat histories in Redis, one key a session (tasks/extract/redis.py); the run only reads."""
-
-    url: str | None = None  # redis://[:password@]host:6379/0 (rediss:// for TLS) ...
-    url_env: str | None = None  # ... or the environment variable holding it
-    url_block: str | None = None  # ... or the name of a Prefect Secret block holding it
+    section = "redis"
     pattern: str = "message_store:*"  # the keys (SCAN MATCH); the part before its first * is the prefix
     value: Literal["list", "string", "hash"] = "list"  # each key's kind: a row per element, the value, per field
     # list: where the app pushes new elements; left (LPUSH, newest at the head) as LangChain writes
@@ -72,20 +81,6 @@ class RedisConfig(Strict):
         """The session id of a key is the key less this: the pattern up to its first wildcard."""
         cut = [i for i in (self.pattern.find(c) for c in "*?[\\") if i >= 0]
         return self.pattern[: min(cut)] if cut else ""
-
-    def resolved_url(self) -> str:
-        url = self.url or (os.environ.get(self.url_env) if self.url_env else None)
-        if not url and self.url_block:
-            try:
-                url = secret_block(self.url_block)
-            except ValueError as exc:
-                raise ValueError(f"source.redis.url_block: {exc}") from None
-        if not url:
-            raise ValueError(
-                "source.redis: set url, url_env to a variable that holds it, or url_block to a Prefect "
-                f"Secret block{f' ({self.url_env} is empty)' if self.url_env else ''}"
-            )
-        return url
 
 
 #: the column a Delta source adds to every batch: true on the change feed's deletes
