@@ -59,15 +59,15 @@ def decoded(rec: dict, needed: set[str], heads: set[str]) -> dict:
 def not_a_chat(rec: dict, nest: NestConfig) -> str | None:
     """The kind of the first skip_records rule the record matches (None: a chat to load)."""
     for r in nest.skip_records:
-        v = _text(_get(rec, r.key))
+        v = _text(dotted(rec, r.key.split(".")))
         if v is not None and (v in r.values or (r.prefix is not None and v.startswith(r.prefix))):
             return r.kind
     return None
 
 
-def _get(rec: dict, path: str):
-    cur: object = rec
-    for k in path.split("."):
+def dotted(cur: object, keys: list[str]):
+    """The value at a path of keys inside nested objects; None where one is missing or not an object."""
+    for k in keys:
         if not isinstance(cur, dict):
             return None
         cur = cur.get(k)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from core.config import NestLevel
 from core.errors import NestError
+from tasks.nest.columns import dotted
 
 
 def paths(nodes: dict | list, level: NestLevel, current, everything: bool) -> list[tuple[str, list]]:
@@ -126,19 +127,10 @@ class _Tree:
         rank = {k: i for i, k in enumerate(self.by_id)}
 
         def when(k) -> tuple:
-            t = _when(_get(self.by_id[k], key)) if key else None
+            t = _when(dotted(self.by_id[k], key.split("."))) if key else None
             return (t is not None, t or 0.0, rank[k])
 
         return max(leaves, key=when)
-
-
-def _get(node: dict, path: str):
-    cur: object = node
-    for part in path.split("."):
-        if not isinstance(cur, dict):
-            return None
-        cur = cur.get(part)
-    return cur
 
 
 def _when(v) -> float | None:

@@ -15,7 +15,7 @@ import pyarrow as pa
 from core.config import MediaText, NestConfig, NestLevel
 from core.errors import NestError
 from tasks.extract.records import RECORD_COLUMN, parsed_records
-from tasks.nest.columns import decoded, json_heads, not_a_chat
+from tasks.nest.columns import decoded, dotted, json_heads, not_a_chat
 from tasks.nest.rows import ABANDONED, BRANCH, PERSPECTIVE, RECORD, TRAFFIC, Exploded
 from tasks.nest.traffic import traffic_kind
 from tasks.nest.tree import off_path, paths
@@ -387,12 +387,7 @@ def _resolve(rec: dict, scope: dict, path: str | None):
     if not path:
         return None
     head, *rest = path.split(".")
-    cur = scope[head] if head in scope else rec.get(head) if isinstance(rec, dict) else None
-    for k in rest:
-        if not isinstance(cur, dict):
-            return None
-        cur = cur.get(k)
-    return cur
+    return dotted(scope[head] if head in scope else rec.get(head) if isinstance(rec, dict) else None, rest)
 
 
 def _root(path: str) -> str:
