@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.pipeline_bench import ours, reset
+from benchmarks.pipeline_bench import planned_rate
 
 THREAD = 20  # messages a conversation
 USERS = 50
@@ -337,31 +337,18 @@ def store(base: Path, name: str, n: int) -> Path:
     return mapping
 
 
-def _plan(mapping: Path, work: Path) -> dict:
-    reset(work)
-    report, _, seconds = ours(mapping, work, outbox=True)
-    c = report.counts
-    return {
-        "seconds": seconds,
-        "read": c.read,
-        "planned": c.planned,
-        "quarantined": c.quarantined,
-        "per_min": c.planned / seconds * 60,
-    }
-
-
 def survey(base: Path, n: int, presets: tuple[str, ...] = PRESETS, log=print) -> dict:
     """Every preset's dry run at n messages beside the flat table's (measured first and last:
     the reference is their best)."""
     flat = store(base, "flat", n)
-    _plan(flat, base / "work-apps-warm")  # imports and caches, not measured
-    out: dict = {"messages": n, "flat": _plan(flat, base / "work-apps-flat"), "presets": {}}
+    planned_rate(flat, base / "work-apps-warm")  # imports and caches, not measured
+    out: dict = {"messages": n, "flat": planned_rate(flat, base / "work-apps-flat"), "presets": {}}
     for name in presets:
-        m = _plan(store(base, name, n), base / "work-apps")
+        m = planned_rate(store(base, name, n), base / "work-apps")
         m["ratio"] = m["per_min"] / out["flat"]["per_min"]
         out["presets"][name] = m
         log(f"{name} at {n:,}: {m['per_min'] / 1e6:.2f}M msg/min, {m['ratio']:.2f} of flat")
-    again = _plan(flat, base / "work-apps-flat")
+    again = planned_rate(flat, base / "work-apps-flat")
     if again["per_min"] > out["flat"]["per_min"]:
         out["flat"] = again
         for m in out["presets"].values():

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from benchmarks.pipeline_bench import ours, reset
+from benchmarks.pipeline_bench import planned_rate
 from scripts.make_export_samples import TELEGRAM_SELF, claude_export, telegram_generated
 
 
@@ -122,21 +122,14 @@ def whatsapp_generated(out: Path, n: int) -> list[dict]:
     return expected
 
 
-def _plan(mapping: Path, work: Path) -> dict:
-    reset(work)
-    report, _, seconds = ours(mapping, work, outbox=True)
-    c = report.counts
-    return {"seconds": seconds, "read": c.read, "planned": c.planned, "per_min": c.read / seconds * 60}
-
-
 def run(base: Path, n: int, peak, preset: str = "telegram-export") -> dict:
     """`peak(mapping, work)` measures a dry run's peak RSS in its own process (benchmarks.run)."""
     small_export, _ = _write(base, preset, max(1, n // 5))
     export, flat = _write(base, preset, n)
-    _plan(flat, base / "work-export-warm")  # imports and caches, not measured
+    planned_rate(flat, base / "work-export-warm", per="read")  # imports and caches, not measured
     out: dict = {"preset": preset, "messages": n}
-    out["flat"] = _plan(flat, base / "work-export-flat")
-    out["export"] = _plan(export, base / "work-export")
+    out["flat"] = planned_rate(flat, base / "work-export-flat", per="read")
+    out["export"] = planned_rate(export, base / "work-export", per="read")
     out["ratio"] = out["export"]["per_min"] / out["flat"]["per_min"]
     out["peak_small"] = peak(small_export, base / "mem-export-small")["peak_rss_bytes"]
     out["peak"] = peak(export, base / "mem-export")["peak_rss_bytes"]

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from benchmarks.data import generate
-from benchmarks.pipeline_bench import ours, reset
+from benchmarks.pipeline_bench import planned_rate
 
 #: one line in this many is bad in the messy copy
 BAD_EVERY = 1000
@@ -54,19 +54,6 @@ def _mapping(base_mapping: Path, data: Path, name: str) -> Path:
     return p
 
 
-def _plan(mapping: Path, work: Path) -> dict:
-    reset(work)
-    report, _, seconds = ours(mapping, work, outbox=True)
-    c = report.counts
-    return {
-        "seconds": seconds,
-        "read": c.read,
-        "planned": c.planned,
-        "quarantined": c.quarantined,
-        "per_min": c.read / seconds * 60,
-    }
-
-
 def run(base: Path, n: int, peak) -> dict:
     """`peak(mapping, work)` measures a dry run's peak RSS in its own process (benchmarks.run)."""
     parquet = generate(base / f"messy-src{n}", n)
@@ -84,9 +71,10 @@ def run(base: Path, n: int, peak) -> dict:
         (clean / "done").write_text(json.dumps({"bad": bad}))
     bad = json.loads((clean / "done").read_text())["bad"]
     out: dict = {"messages": n, "bad_lines": bad}
-    _plan(_mapping(parquet, clean, "messy-clean"), base / "work-messy-warm")  # imports and caches, not measured
+    warm = _mapping(parquet, clean, "messy-clean")
+    planned_rate(warm, base / "work-messy-warm", per="read")  # imports and caches, not measured
     for key, d in (("clean", clean), ("messy", messy), ("gz", gz), ("zst", zst)):
-        out[key] = _plan(_mapping(parquet, d, f"messy-{key}"), base / f"work-messy-{key}")
+        out[key] = planned_rate(_mapping(parquet, d, f"messy-{key}"), base / f"work-messy-{key}", per="read")
         out[key]["bytes"] = sum(f.stat().st_size for f in d.iterdir() if f.name != "done")
     for key in ("gz", "zst", "messy"):
         out[key]["ratio"] = out[key]["per_min"] / out["clean"]["per_min"]

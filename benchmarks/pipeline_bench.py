@@ -133,11 +133,14 @@ def ours(mapping_path: Path, work: Path, outbox: bool = False, workers: int = 2)
     return report, phases, time.perf_counter() - t
 
 
-def planned_rate(mapping: Path, work: Path) -> dict:
-    """One dry run (a plan into the outbox) from an empty state: its seconds and messages a minute."""
+def planned_rate(mapping: Path, work: Path, per: str = "planned") -> dict:
+    """One dry run (a plan into the outbox) from an empty state: its seconds, counts and messages
+    a minute (`per`: the messages planned, or read: a messy input's quarantined rows count too)."""
     reset(work)
     report, _, seconds = ours(mapping, work, outbox=True)
-    return {"seconds": seconds, "planned": report.counts.planned, "per_min": report.counts.planned / seconds * 60}
+    c = report.counts
+    counted = {"read": c.read, "planned": c.planned, "quarantined": c.quarantined}
+    return {"seconds": seconds, **counted, "per_min": counted[per] / seconds * 60}
 
 
 def table_against_parquet(parquet: Path, table: Path, base: Path, kind: str, rounds: int = 2) -> dict:
