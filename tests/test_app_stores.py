@@ -15,13 +15,9 @@ from pathlib import Path
 import pytest
 import requests
 import sqlalchemy as sa
-import yaml
-from typer.testing import CliRunner
 
-from memos_etl.cli import app
 from tests.conftest import new_pg_database
-
-runner = CliRunner()
+from tests.test_exports import sync_sql
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -56,30 +52,6 @@ def held(url: str) -> dict:
     for m in requests.get(url + "/_dev/messages", timeout=30).json():
         convs[(m["user_id"], m["conversation_id"])].append((m["role"], m["content"], m["chat_time"]))
     return dict(convs)
-
-
-def sync(
-    tmp_path: Path, server: str, preset: str, url: str, extra: dict | None = None, load: dict | None = None
-) -> dict:
-    """`memos-etl sync` of a mapping with nothing but the preset, the source's name and its URL
-    (and `extra`, where a test sets more)."""
-    mapping = tmp_path / f"{preset}.yaml"
-    body = {"preset": preset, "source": {"name": preset, "sql": {"url": url}}, **(extra or {})}
-    mapping.write_text(yaml.safe_dump(body))
-    cfg = tmp_path / "memos-etl.yaml"
-    cfg.write_text(
-        yaml.safe_dump(
-            {
-                "sources": {preset: str(mapping)},
-                "target": {"base_url": server, "backoff_base_s": 0.01, "backoff_cap_s": 0.05},
-                **({"load": load} if load else {}),
-                "state": {"work_dir": str(tmp_path / "state"), "ledger_url": f"sqlite:///{tmp_path / 'ledger.db'}"},
-            }
-        )
-    )
-    res = runner.invoke(app, ["sync", preset, "-c", str(cfg), "--no-prefect", "--json"])
-    assert res.exit_code == 0, res.output
-    return json.loads(res.stdout[res.stdout.index("{") :])
 
 
 def quarantined(tmp_path: Path) -> list[dict]:
@@ -216,25 +188,25 @@ DIFY_WANT = {
 
 def test_dify_loads_the_thread_dify_shows_and_nothing_twice(db_url, tmp_path, dev_server):
     dify_store(db_url)
-    first = sync(tmp_path, dev_server.url, "dify", db_url)
+    first = sync_sql(tmp_path, dev_server.url, "dify", db_url)
     c = first["counts"]
     assert c["accounted"] and c["quarantined"] == 0, c
     assert c["delivered"] == 11, c
     assert held(dev_server.url) == DIFY_WANT
-    again = sync(tmp_path, dev_server.url, "dify", db_url)
+    again = sync_sql(tmp_path, dev_server.url, "dify", db_url)
     assert again["counts"]["requests"] == 0 and held(dev_server.url) == DIFY_WANT
 
 
 def test_dify_a_conversation_deleted_after_delivery_is_deleted_in_source(db_url, tmp_path, dev_server):
     eng = dify_store(db_url)
-    first = sync(tmp_path, dev_server.url, "dify", db_url, {"on_delete": "delete"})
+    first = sync_sql(tmp_path, dev_server.url, "dify", db_url, {"on_delete": "delete"})
     assert first["counts"]["deleted_in_source"] == 2  # conversation 4's turns: never sent
     with eng.begin() as c:  # ConversationService.delete: the flag, and updated_at moves
         c.execute(
             sa.text("UPDATE conversations SET is_deleted = true, updated_at = '2024-05-05 08:00:00' WHERE id = :id"),
             {"id": uid(3)},
         )
-    later = sync(tmp_path, dev_server.url, "dify", db_url, {"on_delete": "delete"})
+    later = sync_sql(tmp_path, dev_server.url, "dify", db_url, {"on_delete": "delete"})
     # read again: conversation 3's turns, and conversation 4's (inside the cursor's window)
     assert later["counts"]["deleted_in_source"] == 4 and later["counts"]["delivered"] == 0, later["counts"]
     assert held(dev_server.url) == {k: v for k, v in DIFY_WANT.items() if k[1] != uid(3)}
@@ -365,18 +337,18 @@ CHAINLIT_WANT = {
 
 def test_chainlit_loads_the_message_steps_of_each_thread_and_nothing_twice(db_url, tmp_path, dev_server):
     eng = chainlit_store(db_url)
-    first = sync(tmp_path, dev_server.url, "chainlit", db_url)
+    first = sync_sql(tmp_path, dev_server.url, "chainlit", db_url)
     c = first["counts"]
     assert c["accounted"] and c["quarantined"] == 0 and c["delivered"] == 4, c
     assert held(dev_server.url) == CHAINLIT_WANT
-    again = sync(tmp_path, dev_server.url, "chainlit", db_url)
+    again = sync_sql(tmp_path, dev_server.url, "chainlit", db_url)
     assert again["counts"]["requests"] == 0 and held(dev_server.url) == CHAINLIT_WANT
     insert(
         eng,
         "steps",
         [chainlit_step(23, 2, "user_message", "ada@example.com", "And the icing?", "2024-06-02T10:01:00.000000Z")],
     )
-    grown = sync(tmp_path, dev_server.url, "chainlit", db_url)
+    grown = sync_sql(tmp_path, dev_server.url, "chainlit", db_url)
     assert grown["counts"]["delivered"] == 1, grown["counts"]
     assert held(dev_server.url)[("ada@example.com", uid(2))][-1] == ("user", "And the icing?", "2024-06-02T10:01:00Z")
 
@@ -504,11 +476,11 @@ VERCEL_WANT = {
 
 def test_vercel_chatbot_loads_the_text_parts_of_each_message_and_nothing_twice(db_url, tmp_path, dev_server):
     vercel_store(db_url)
-    first = sync(tmp_path, dev_server.url, "vercel-ai-chatbot", db_url)
+    first = sync_sql(tmp_path, dev_server.url, "vercel-ai-chatbot", db_url)
     c = first["counts"]
     assert c["accounted"] and c["quarantined"] == 0 and c["delivered"] == 4 and c["empty_skipped"] == 1, c
     assert held(dev_server.url) == VERCEL_WANT
-    again = sync(tmp_path, dev_server.url, "vercel-ai-chatbot", db_url)
+    again = sync_sql(tmp_path, dev_server.url, "vercel-ai-chatbot", db_url)
     assert again["counts"]["requests"] == 0 and held(dev_server.url) == VERCEL_WANT
 
 
@@ -521,7 +493,7 @@ def test_vercel_chatbot_broken_parts_are_one_quarantined_row(tmp_path, dev_serve
         eng, '"Message_v2"', [vercel_message(23, 2, "user", '[{"type": "text", "text": "cut o', "2024-07-02 12:01:00")]
     )
     # 1 bad row of 5 is more than the default share a run tolerates (10%): raised for a store this small
-    report = sync(tmp_path, dev_server.url, "vercel-ai-chatbot", url, load={"max_failed_share": 0.5})
+    report = sync_sql(tmp_path, dev_server.url, "vercel-ai-chatbot", url, load={"max_failed_share": 0.5})
     c = report["counts"]
     assert c["accounted"] and c["quarantined"] == 1 and c["delivered"] == 4, c
     (q,) = quarantined(tmp_path)

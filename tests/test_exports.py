@@ -85,11 +85,14 @@ def held(url: str) -> dict:
 
 
 def sync(
-    tmp_path: Path, url: str, preset: str, path: Path, extra: dict | None = None, load: dict | None = None
+    tmp_path: Path, url: str, preset: str, path: Path | None, extra: dict | None = None, load: dict | None = None
 ) -> dict:
+    """`memos-etl sync` of a mapping that is `preset`, its source's `path` (None: a source with no
+    path) and `extra` (its `source` merged into the mapping's source), into the server at `url`."""
     mapping = tmp_path / f"{preset}.yaml"
     extra = dict(extra or {})
-    body = {"preset": preset, "source": {"name": preset, "path": str(path), **extra.pop("source", {})}, **extra}
+    where = {"path": str(path)} if path is not None else {}
+    body = {"preset": preset, "source": {"name": preset, **where, **extra.pop("source", {})}, **extra}
     mapping.write_text(yaml.safe_dump(body))
     cfg = tmp_path / "memos-etl.yaml"
     cfg.write_text(
@@ -105,6 +108,16 @@ def sync(
     res = runner.invoke(app, ["sync", preset, "-c", str(cfg), "--no-prefect", "--json"])
     assert res.exit_code == 0, res.output
     return json.loads(res.stdout[res.stdout.index("{") :])
+
+
+def sync_sql(
+    tmp_path: Path, url: str, preset: str, db_url: str, extra: dict | None = None, load: dict | None = None
+) -> dict:
+    """`sync` of a mapping that is `preset` and the database's URL (`extra`'s `sql` merged into
+    source.sql, the rest into the mapping)."""
+    extra = dict(extra or {})
+    source = {"sql": {"url": db_url, **extra.pop("sql", {})}}
+    return sync(tmp_path, url, preset, None, {"source": source, **extra}, load)
 
 
 @pytest.mark.parametrize("preset", sorted(EXPORTS))

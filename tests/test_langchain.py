@@ -4,23 +4,17 @@ CLI into the dev-server and compared message for message with what the test put 
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import uuid
 from collections import defaultdict
-from pathlib import Path
 
 import pytest
 import requests
 import sqlalchemy as sa
-import yaml
-from typer.testing import CliRunner
 
-from memos_etl.cli import app
 from tests.conftest import new_pg_database
-
-runner = CliRunner()
+from tests.test_exports import sync_sql
 
 for _var in ("LANGCHAIN_TRACING_V2", "LANGSMITH_TRACING", "LANGCHAIN_API_KEY", "LANGSMITH_API_KEY"):
     os.environ.pop(_var, None)  # tracing stays off: no test talks to LangSmith
@@ -36,29 +30,6 @@ def messages_of(url: str) -> dict:
 
 def times_of(url: str) -> list:
     return [m["chat_time"] for m in requests.get(url + "/_dev/messages", timeout=30).json()]
-
-
-def sync_sql(
-    tmp_path: Path, server: str, preset: str, db_url: str, extra: dict | None = None, load: dict | None = None
-) -> dict:
-    """`memos-etl sync` of a mapping that is `preset` and the database's URL (and `extra`)."""
-    extra = dict(extra or {})
-    src = {"name": preset, "sql": {"url": db_url, **extra.pop("sql", {})}}
-    (tmp_path / "m.yaml").write_text(yaml.safe_dump({"preset": preset, "source": src, **extra}))
-    cfg = tmp_path / "memos-etl.yaml"
-    cfg.write_text(
-        yaml.safe_dump(
-            {
-                "sources": {preset: str(tmp_path / "m.yaml")},
-                "target": {"base_url": server, "backoff_base_s": 0.01, "backoff_cap_s": 0.05},
-                **({"load": load} if load else {}),
-                "state": {"work_dir": str(tmp_path / "state"), "ledger_url": f"sqlite:///{tmp_path / 'ledger.db'}"},
-            }
-        )
-    )
-    res = runner.invoke(app, ["sync", preset, "-c", str(cfg), "--no-prefect", "--json"])
-    assert res.exit_code == 0, res.output
-    return json.loads(res.stdout[res.stdout.index("{") :])
 
 
 def write_chats(history) -> None:

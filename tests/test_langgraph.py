@@ -14,7 +14,8 @@ import yaml
 from tests.conftest import ROOT, new_pg_database
 from tests.helpers import stats
 from tests.test_crash import crash_command, kill_while_sending
-from tests.test_langchain import messages_of, sync_sql, times_of
+from tests.test_exports import sync_sql
+from tests.test_langchain import messages_of, times_of
 
 for _var in ("LANGCHAIN_TRACING_V2", "LANGSMITH_TRACING", "LANGCHAIN_API_KEY", "LANGSMITH_API_KEY"):
     os.environ.pop(_var, None)
