@@ -154,6 +154,30 @@ def test_a_key_of_another_kind_is_one_quarantined_row(tmp_path, dev_server, rdb,
     assert len(row["reasons"]) == 1 and row["reasons"][0].startswith("key message_store:stray: not a list: WRONGTYPE")
 
 
+def test_a_value_over_the_record_limit_is_one_quarantined_row(tmp_path, dev_server, rdb, redis_url):
+    """A 2 MB element with source.max_record_bytes at 1 MB: quarantined with its size; the rest
+    of the session loads."""
+    from langchain_core.messages import HumanMessage, message_to_dict
+
+    hist = history(redis_url)("erin")
+    hist.add_message(HumanMessage("short"))
+    hist.add_message(HumanMessage("x" * (2 << 20)))
+    cfg = config(tmp_path, dev_server.url, redis_url, load={"max_failed_share": 0.6})
+    body = yaml.safe_load((tmp_path / "m.yaml").read_text())
+    body["source"]["max_record_bytes"] = 1 << 20
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(body))
+    c = sync(cfg)["counts"]
+    assert messages_of(dev_server.url) == {("erin", "erin"): [("user", "short")]}
+    assert c["delivered"] == 1 and c["quarantined"] == 1, c
+    from tasks.quarantine import read_quarantine
+
+    (row,) = read_quarantine(tmp_path / "state").to_pylist()
+    size = len(json.dumps(message_to_dict(HumanMessage("x" * (2 << 20)))))
+    assert row["reasons"] == [
+        f"key message_store:erin index 1: {size:,} bytes, more than source.max_record_bytes=1,048,576"
+    ], row
+
+
 def test_no_server_is_one_clear_line(tmp_path, dev_server):
     from memos_etl.devserver import free_port
 

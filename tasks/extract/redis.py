@@ -212,7 +212,14 @@ class RedisSource:
                 n += 1
                 continue
             session = _text(key[len(prefix) :] if key.startswith(prefix) else key)
+            limit = self.mapping.source.max_record_bytes
             for index, field, raw in self._elements(value):
+                if len(raw) > limit:  # as every reader: quarantined with its size, not loaded
+                    where = f"key {name} {'index ' + str(index) if field is None else 'field ' + _text(field)}"
+                    size = f"{len(raw):,} bytes, more than source.max_record_bytes={limit:,}"
+                    bad.append(BadRow(offset + n, where, Reason("too long", size)))
+                    n += 1
+                    continue
                 try:
                     text = raw.decode("utf-8")
                     fname = None if field is None else field.decode("utf-8")
