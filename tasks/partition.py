@@ -27,6 +27,7 @@ from typing import Any
 from core.config import Mapping
 from core.errors import ConfigError
 from tasks.cursor import parse_bound
+from tasks.extract.kinds import kind_of
 from tasks.extract.units import Slice, partition_value
 
 BY = ("auto", "cursor", "partition", "file", "hash")
@@ -59,17 +60,17 @@ def split(
     if by not in BY:
         raise ConfigError("backfill", "by", f"{by!r}: choose one of {', '.join(BY)}")
     lo, hi = parse_bound(since), parse_bound(until)
-    kind = mapping.source.type
+    by_cursor = kind_of(mapping).plan == "cursor"  # rows in cursor ranges (SQL), not units
     if by == "auto":
-        by = "cursor" if kind == "sql" else ("partition" if _has_partitions(mapping, source) else "file")
+        by = "cursor" if by_cursor else ("partition" if _has_partitions(mapping, source) else "file")
     if by == "cursor":
-        if kind != "sql":
+        if not by_cursor:
             raise ConfigError("backfill", "by", "cursor ranges need a SQL source; use partition, file or hash")
         parts = _cursor_parts(lo, hi, every)
     elif by == "partition":
         parts = _partition_parts(mapping, source, lo, hi, int(every or 1))
     elif by == "file":
-        if kind == "sql":
+        if by_cursor:
             raise ConfigError("backfill", "by", "a SQL source has no files; use cursor or hash")
         parts = _file_parts(mapping, source, lo, hi, int(every or 1))
     else:

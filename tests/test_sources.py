@@ -323,3 +323,20 @@ def test_parquet_is_read_in_runs_of_row_groups(tmp_path):
     assert row_group_runs(meta, 2500) == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
     assert row_group_runs(meta, 500) == [[i] for i in range(10)]
     assert row_group_runs(meta, 100_000) == [list(range(10))]
+
+
+def test_every_source_type_is_one_module_with_its_kind():
+    """`source.type: X` is tasks/extract/X.py and its KIND: the runner asks the kind, never
+    the name (a type without its module fails here, not in a user's run)."""
+    import importlib
+    import typing
+
+    from core.config.source import SourceConfig
+    from tasks.extract import Kind
+
+    names = typing.get_args(SourceConfig.model_fields["type"].annotation)
+    assert "files" in names and "sql" in names
+    for name in names:
+        kind = importlib.import_module(f"tasks.extract.{name}").KIND
+        assert isinstance(kind, Kind), name
+        assert kind.plan in ("manifest", "cursor", "versions"), name

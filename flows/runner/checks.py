@@ -12,8 +12,7 @@ from core.errors import SchemaDrift, SourceError, TargetIdentityError
 from core.ledger import Ledger
 from core.report import RunReport
 from tasks import cursor
-from tasks.cursor import behind
-from tasks.extract import Slice, open_source
+from tasks.extract import Slice, kind_of, open_source
 from tasks.stage import StageResult
 
 
@@ -34,7 +33,7 @@ def check_first_readable(mapping: Mapping, source, units: list) -> None:
         try:
             schema = source.schema(u)
         except SourceError:
-            if mapping.source.type in ("sql", "redis", "delta", "iceberg"):
+            if kind_of(mapping).connected:
                 raise  # no connection or no table: the whole source is unreadable
             continue
         if not schema.names:
@@ -91,16 +90,12 @@ def plan(mapping: Mapping, source, ledger: Ledger, target: str, part: Slice | No
     nightly = part is None or not part.bounded
     cursor_text, baseline = ledger.source_state(mapping.source.name, target)
     report.cursor_before = cursor_text
-    if mapping.source.type == "sql":
-        sql = mapping.source.sql
-        assert sql is not None  # source.type sql: the config requires the sql section
+    style = kind_of(mapping).plan
+    if style == "cursor":
         if nightly:
-            start = behind(cursor.decode(cursor_text), sql.lag)
-            if start is None and sql.initial_value is not None:
-                start = cursor.parse_bound(str(sql.initial_value))
-            part = Slice(since=start)
+            part = Slice(since=source.start(cursor.decode(cursor_text)))
         return source.units(part), nightly, baseline, set()
-    if mapping.source.type in ("delta", "iceberg"):
+    if style == "versions":
         units = source.units_after(cursor.decode(cursor_text)) if nightly else source.units(part or Slice())
         if source.note:
             report.notes.append(source.note)

@@ -1,5 +1,6 @@
 """Extract: list a source's units of work and stream each as pyarrow record batches.
 
+* kinds.py    the registry: `source.type: X` is tasks/extract/X.py and its KIND
 * units.py    Unit, Slice, file-name suffixes, Hive partition values
 * files.py    local files and S3 objects: Parquet, JSONL, CSV, JSON documents
 * s3.py       S3 listing and credentials (read through files.py)
@@ -15,48 +16,22 @@
 
 from __future__ import annotations
 
-from core.config import Mapping
 from tasks.extract.blocks import ROW_COLUMN
 from tasks.extract.files import FileSource, list_local, row_group_runs, with_members
+from tasks.extract.kinds import Kind, kind_of, open_source
 from tasks.extract.units import Slice, Unit, suffixes, wanted
 
 __all__ = [
     "ROW_COLUMN",
     "FileSource",
+    "Kind",
     "Slice",
     "Unit",
     "list_local",
+    "kind_of",
     "open_source",
     "row_group_runs",
     "suffixes",
     "wanted",
     "with_members",
 ]
-
-
-def open_source(mapping: Mapping):
-    """The source a mapping describes, listed (files, objects, Redis keys) or connected (SQL)."""
-    kind = mapping.source.type
-    if kind == "files":
-        import pyarrow.fs as pafs
-
-        return FileSource(mapping, pafs.LocalFileSystem(), list_local(mapping))
-    if kind == "s3":
-        from tasks.extract.s3 import open_s3
-
-        return open_s3(mapping)
-    if kind == "redis":
-        from tasks.extract.redis import RedisSource
-
-        return RedisSource(mapping)
-    if kind == "delta":
-        from tasks.extract.delta import DeltaSource
-
-        return DeltaSource(mapping)
-    if kind == "iceberg":
-        from tasks.extract.iceberg import IcebergSource
-
-        return IcebergSource(mapping)
-    from tasks.extract.sql import SqlSource
-
-    return SqlSource(mapping)

@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 from core.config import Mapping
 from core.config.mapping import DELTA_DELETED
 from core.errors import SourceError, TableReadError, first_line
+from tasks.extract.kinds import Kind
 from tasks.extract.s3 import s3_credentials
 from tasks.extract.units import Slice, Unit, table_slice
 from tasks.extract.views import plain_schema
@@ -277,3 +278,7 @@ def last_changes(feed: Iterator[pa.Table], last: pa.Table, keys: list[str]) -> I
 def plain_table(table: pa.Table) -> pa.Table:
     schema = plain_schema(table.schema)
     return table if schema is table.schema else table.cast(schema)
+
+
+#: source.type delta: the table's versions after the cursor; no table stops the source
+KIND = Kind(DeltaSource, plan="versions", connected=True)

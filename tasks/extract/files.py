@@ -29,6 +29,7 @@ from tasks.extract.chatlines import whatsapp_batches
 from tasks.extract.csvfile import csv_batches
 from tasks.extract.discord import markup
 from tasks.extract.grouped import grouped_batches
+from tasks.extract.kinds import Kind
 from tasks.extract.lakehouse import DELTA_LOG, refuse, table_in
 from tasks.extract.lines import ROW_COLUMN, flat_batches, record_batches
 from tasks.extract.records import json_items
@@ -385,3 +386,12 @@ def list_local(mapping: Mapping) -> list[Unit]:
             mapping.source.name, root, f"no {fmt} files ({', '.join(SUFFIXES[fmt])}, compressed or zipped) found"
         )
     return with_members(mapping, pafs.LocalFileSystem(), out)
+
+
+def open_files(mapping: Mapping) -> FileSource:
+    """Local files: a file, a folder or a glob, listed once."""
+    return FileSource(mapping, pafs.LocalFileSystem(), list_local(mapping))
+
+
+#: source.type files: the manifest of file versions picks what a run reads
+KIND = Kind(open_files)

@@ -32,6 +32,7 @@ from core.config import Mapping
 from core.config.mapping import ICEBERG_DELETED
 from core.errors import SourceError, TableReadError, first_line
 from core.secrets import secret_block
+from tasks.extract.kinds import Kind
 from tasks.extract.s3 import s3_credentials, s3_filesystem
 from tasks.extract.units import Slice, Unit, table_slice
 from tasks.extract.views import plain_schema
@@ -314,3 +315,7 @@ def _identity(task) -> tuple[str, frozenset[str]]:
 def _relative(path: str, root: str) -> str:
     root = root.rstrip("/") + "/"
     return path[len(root) :] if path.startswith(root) else path
+
+
+#: source.type iceberg: the table's versions after the cursor; no table stops the source
+KIND = Kind(IcebergSource, plan="versions", connected=True)

@@ -29,6 +29,7 @@ import pyarrow as pa
 from core.config import Mapping
 from core.errors import SourceError
 from tasks.extract.blocks import ROW_COLUMN
+from tasks.extract.kinds import Kind
 from tasks.extract.units import Slice, Unit
 from tasks.quarantine import BadRow, Reason
 
@@ -275,3 +276,7 @@ class RedisSource:
             arrays.append(pa.array(pos[kept]))
             names.append(ROW_COLUMN)
         return pa.RecordBatch.from_arrays(arrays, names=names)
+
+
+#: source.type redis: shards by the manifest of their versions; no server stops the source
+KIND = Kind(RedisSource, connected=True)

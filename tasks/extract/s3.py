@@ -17,6 +17,7 @@ from core.config import Mapping
 from core.errors import SourceError
 from core.secrets import secret_block
 from tasks.extract.files import FileSource, hidden_name, with_members
+from tasks.extract.kinds import Kind
 from tasks.extract.lakehouse import DELTA_LOG, refuse, table_in
 from tasks.extract.units import Unit, suffixes, wanted
 
@@ -109,3 +110,7 @@ def s3_filesystem(endpoint_url: str | None, region: str | None, creds: dict) -> 
             session_token=creds.get("aws_session_token"),
         )
     return pafs.S3FileSystem(**kwargs)
+
+
+#: source.type s3: objects, by the manifest of their ETags as files are by theirs
+KIND = Kind(open_s3)

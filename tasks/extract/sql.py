@@ -17,8 +17,9 @@ import sqlalchemy as sa
 
 from core.config import Mapping
 from core.errors import SourceError
-from tasks.cursor import later
+from tasks.cursor import behind, later, parse_bound
 from tasks.extract.apps import app_rows
+from tasks.extract.kinds import Kind
 from tasks.extract.units import Slice, Unit
 
 
@@ -49,6 +50,14 @@ class SqlSource:
             return sa.table(name, schema=schema or None)
         # the user's SELECT as a derived table; our filters and ordering go around it
         return sa.text(f"({self.cfg.query}) AS src")
+
+    def start(self, stored: Any) -> Any:
+        """Where a nightly run starts: `lag` behind the stored cursor, or where the first run
+        starts (`initial_value`, else the beginning)."""
+        start = behind(stored, self.cfg.lag)
+        if start is None and self.cfg.initial_value is not None:
+            start = parse_bound(str(self.cfg.initial_value))
+        return start
 
     def units(self, part: Slice) -> list[Unit]:
         rng = f"[{'' if part.since is None else part.since}, {'' if part.until is None else part.until})"
@@ -148,3 +157,7 @@ def _json_text(v) -> str:
     if isinstance(v, (dict, list)):
         return json.dumps(v, ensure_ascii=False, default=str)
     return str(v)
+
+
+#: source.type sql: rows after the cursor; no connection or no table stops the source
+KIND = Kind(SqlSource, plan="cursor", connected=True)
