@@ -29,6 +29,7 @@ import pyarrow as pa
 from core.config import Mapping
 from core.errors import SourceError
 from tasks.extract.blocks import ROW_COLUMN
+from tasks.extract.elements import decoded
 from tasks.extract.kinds import Kind
 from tasks.extract.units import Slice, Unit
 from tasks.quarantine import BadRow, Reason
@@ -253,29 +254,10 @@ class RedisSource:
         rb = pa.RecordBatch.from_arrays(arrays, names=names)
         pos = np.asarray(rows, dtype=np.int64)
         if self.app is not None:
-            return self._decoded(rb, pos, bad, len(rows) == n), n
+            return decoded(self.app, rb, pos, bad, len(rows) == n), n
         if len(rows) != n:  # bad records among them: each row's own place in the unit
             rb = rb.append_column(ROW_COLUMN, pa.array(pos))
         return rb, n
-
-    def _decoded(self, rb: pa.RecordBatch, pos: np.ndarray, bad: list[BadRow], whole: bool) -> pa.RecordBatch:
-        """The app's columns added (LangChain: lc.role, lc.content, ...); a value it cannot
-        decode is a BadRow named by its key and index."""
-        assert self.app is not None  # called for an app's store only
-        mine: list[BadRow] = []
-        view = pa.RecordBatch.from_arrays([rb.column("value"), rb.column("session")], names=["message", "session_id"])
-        out = self.app.decode(view, 0, mine)
-        keys, idx = rb.column("key").to_pylist(), rb.column("index").to_pylist()
-        for b in mine:
-            bad.append(BadRow(int(pos[b.row]), f"key {keys[b.row]} index {idx[b.row]}", b.reason, b.raw))
-        kept = out.column(ROW_COLUMN).to_numpy() if ROW_COLUMN in out.schema.names else np.arange(rb.num_rows)
-        base = rb if len(kept) == rb.num_rows else rb.take(pa.array(kept))
-        arrays = [*base.columns, *(out.column(c) for c in out.schema.names[2:] if c != ROW_COLUMN)]
-        names = [*base.schema.names, *(c for c in out.schema.names[2:] if c != ROW_COLUMN)]
-        if not whole or len(kept) != rb.num_rows:  # bad records among them: each row's own place
-            arrays.append(pa.array(pos[kept]))
-            names.append(ROW_COLUMN)
-        return pa.RecordBatch.from_arrays(arrays, names=names)
 
 
 #: source.type redis: shards by the manifest of their versions; no server stops the source
