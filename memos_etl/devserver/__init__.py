@@ -1,7 +1,8 @@
 """A local MemOS-compatible server: the demo's and the tests' MemOS, with fault injection.
 
 It implements the MemOS Cloud routes this project uses (`/add/message`, `/get/message`,
-`/search/memory`, `/get/status`) and the self-hosted server's `/product/add` and
+`/search/memory`, `/get/status`, and the knowledge bases' `/create/knowledgebase`,
+`/add/knowledgebase-file` and the rest) and the self-hosted server's `/product/add` and
 `/product/search`, over real HTTP, with the same envelopes and error codes, and stores what
 it accepts in SQLite. Like MemOS, it has no idempotency: the same request twice stores its
 messages twice, which is what lets tests catch a loader that duplicates.
@@ -16,8 +17,8 @@ background extraction; and a script of faults for the next requests, including `
 
 One module a part: `app` (the FastAPI app, the background-thread server, `serve`), `state`
 (what the routes share and the one preamble each route runs first), `adds` (the write path
-both APIs share), `cloud` and `product` (the two APIs' routers), `control` (the `/_dev`
-routes), `faults`, `store`.
+both APIs share), `cloud` and `product` (the two APIs' routers), `knowledge` (the cloud's
+knowledge bases: routes, limits, parsing), `control` (the `/_dev` routes), `faults`, `store`.
 """
 
 from memos_etl.devserver.app import DevServer, create_app, free_port, serve

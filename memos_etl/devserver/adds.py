@@ -8,7 +8,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
@@ -18,6 +18,8 @@ from memos_etl.devserver.faults import DroppedResponse
 from memos_etl.devserver.state import Server, envelope
 from memos_etl.devserver.store import content_text
 from schemas.message import ALLOWED_ROLES, MAX_ID_CHARS
+
+T = TypeVar("T")  # what a write's commit returns: a task id, the files stored
 
 # codes this server answers with, inside MemOS's documented ranges
 E_MISSING_FIELD, E_ID_TOO_LONG, E_BAD_MESSAGES, E_BAD_ROLE, E_EMPTY_CONTENT, E_TOO_LARGE = (
@@ -179,7 +181,7 @@ async def add(
 ) -> Response:
     """One add request through everything the server can do to it; every answer is counted in
     the store's hits by route, status and code."""
-    store, faults, window = srv.store, srv.faults, srv.window
+    faults = srv.faults
     route = request.url.path
     resp: Response | None = await srv.gate(request, latency=True, slow=True)
     body: Any = None  # the parsed JSON; only used once the checks below have passed it
@@ -205,31 +207,57 @@ async def add(
             resp = envelope(bad[0], bad[1], status=400)
         elif tokens > faults.max_request_tokens:
             resp = envelope(E_TOO_LARGE, f"request has ~{tokens} tokens, limit {faults.max_request_tokens}", status=400)
-    if resp is None and faults.script:
-        fault = faults.script.popleft()
+    if resp is not None:
+        srv.store.hit(route, resp.status_code, json.loads(resp.body).get("code"))
+        return resp
+
+    def commit(real: bool) -> str:
+        return stored(srv, body, conversation) if real else uuid.uuid4().hex
+
+    def answer(task_id: str, message: str) -> Response:
+        return envelope(ok_code, message, ok_data(task_id, body))
+
+    return await faulted(srv, route, tokens, commit, answer, ok_message)
+
+
+async def faulted(
+    srv: Server,
+    route: str,
+    tokens: int,
+    commit: Callable[[bool], T],
+    answer: Callable[[T, str], Response],
+    ok_message: str = "ok",
+) -> Response:
+    """A write that passed its route's checks, through the scripted and random faults and the
+    rate limits, then stored: `commit(True)` stores it and returns what the answer names (a task
+    id, the files stored), `commit(False)` a stand-in for what was not stored; `answer(result,
+    message)` is the route's success. Every answer is counted in the store's hits."""
+    store, faults = srv.store, srv.faults
+    resp: Response | None = None
+    fault = faults.scripted(route)
+    if fault is not None:
         if fault.get("pass"):
             pass
         elif "hang" in fault:
-            # the in-doubt case: the client gives up waiting; whether the messages were
-            # stored depends on "store" (default true: applied, answer lost)
-            if fault.get("store", True):
-                stored(srv, body, conversation)
+            # the in-doubt case: the client gives up waiting; whether the write was stored
+            # depends on "store" (default true: applied, answer lost)
+            result = commit(bool(fault.get("store", True)))
             store.hit(route, 0, 0)
             await asyncio.sleep(float(fault["hang"]))
-            return envelope(ok_code, "ok (too late)", ok_data("late", body))
+            return answer(result, "ok (too late)")
         elif fault.get("drop"):
             if fault.get("store", True):
-                stored(srv, body, conversation)
+                commit(True)
             store.hit(route, 0, 0)
             return DroppedResponse()
         elif fault.get("commit_then_fail"):
-            stored(srv, body, conversation)
+            commit(True)
             resp = envelope(50000, "injected: failed after commit", status=500)
-        elif fault.get("store_nothing"):  # accepted, and no memory made of it (MemOS#1355)
-            resp = envelope(ok_code, ok_message, ok_data(uuid.uuid4().hex, body))
-        elif fault.get("duplicate"):  # accepted, every memory made twice under one batch key
-            stored(srv, body, conversation)
-            resp = envelope(ok_code, ok_message, ok_data(stored(srv, body, conversation), body))
+        elif fault.get("store_nothing"):  # accepted, and nothing made of it (MemOS#1355)
+            resp = answer(commit(False), ok_message)
+        elif fault.get("duplicate"):  # accepted, and stored twice
+            commit(True)
+            resp = answer(commit(True), ok_message)
         else:
             headers = {"Retry-After": str(fault["retry_after"])} if "retry_after" in fault else None
             resp = envelope(
@@ -238,7 +266,7 @@ async def add(
     if resp is None and faults.chance(faults.error_rate):
         resp = envelope(50000, "injected random server error", status=500)
     if resp is None:
-        limited = window.admit(faults, tokens)
+        limited = srv.window.admit(faults, tokens)
         if limited:
             code, wait = limited
             text = "rate limited" if code == 40300 else "token window exceeded"
@@ -247,14 +275,13 @@ async def add(
             else:
                 resp = envelope(code, text, status=429, headers={"Retry-After": f"{wait:.3f}"})
     if resp is None and faults.chance(faults.commit_then_fail_rate):
-        stored(srv, body, conversation)
+        commit(True)
         resp = envelope(50000, "injected: failed after commit", status=500)
     if resp is None and faults.chance(faults.drop_rate):
-        stored(srv, body, conversation)
+        commit(True)
         store.hit(route, 0, 0)
         return DroppedResponse()
     if resp is None:
-        resp = envelope(ok_code, ok_message, ok_data(stored(srv, body, conversation), body))
-    code = json.loads(resp.body).get("code")
-    store.hit(route, resp.status_code, code)
+        resp = answer(commit(True), ok_message)
+    store.hit(route, resp.status_code, json.loads(resp.body).get("code"))
     return resp

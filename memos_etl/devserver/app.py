@@ -10,7 +10,7 @@ import time
 import uvicorn
 from fastapi import FastAPI
 
-from memos_etl.devserver import cloud, control, product
+from memos_etl.devserver import cloud, control, knowledge, product
 from memos_etl.devserver.faults import Faults
 from memos_etl.devserver.state import Server
 from memos_etl.devserver.store import Store
@@ -20,8 +20,9 @@ def create_app(store: Store | None = None, faults: Faults | None = None) -> Fast
     app = FastAPI(title="memos-etl dev-server", docs_url=None, redoc_url=None)
     app.state.server = Server(store or Store(), faults or Faults())
     app.state.store, app.state.faults = app.state.server.store, app.state.server.faults
-    for part in (cloud, product, control):
-        app.include_router(part.router)
+    app.state.knowledge = knowledge.Knowledge(app.state.store)
+    for router in (cloud.router, knowledge.router, product.router, control.router, knowledge.control):
+        app.include_router(router)
     return app
 
 

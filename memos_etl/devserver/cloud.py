@@ -8,6 +8,7 @@ import json
 from fastapi import APIRouter, Request
 
 from memos_etl.devserver.adds import add
+from memos_etl.devserver.knowledge import Kb, search_hits
 from memos_etl.devserver.state import Dev, envelope
 
 router = APIRouter()
@@ -41,16 +42,14 @@ async def get_message(request: Request, srv: Dev):
 
 
 @router.post("/search/memory")
-async def search_memory(request: Request, srv: Dev):
+async def search_memory(request: Request, srv: Dev, kb: Kb):
     if refused := await srv.gate(request):
         return refused
     body = await request.json()
-    hits = srv.store.search(
-        body.get("user_id"),
-        body.get("query", ""),
-        int(body.get("memory_limit_number") or 6),
-        body.get("conversation_id"),
-    )
+    limit = int(body.get("memory_limit_number") or 6)
+    hits = srv.store.search(body.get("user_id"), body.get("query", ""), limit, body.get("conversation_id"))
+    if found := search_hits(srv, kb, body):  # with knowledgebase_ids: their text files too
+        hits = sorted(hits + found, key=lambda h: -h["relativity"])[: max(1, min(limit, 50))]
     return envelope(0, "ok", {"memory_detail_list": hits})
 
 

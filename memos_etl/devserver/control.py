@@ -8,6 +8,7 @@ import json
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from memos_etl.devserver.knowledge import Kb
 from memos_etl.devserver.state import Dev
 
 router = APIRouter(prefix="/_dev")
@@ -56,7 +57,8 @@ async def set_faults(request: Request, srv: Dev):
 
 
 @router.post("/reset")
-async def reset(srv: Dev):
+async def reset(srv: Dev, kb: Kb):
     srv.store.clear()
+    kb.clear()
     srv.faults.reset()
     return {"ok": True}

@@ -34,11 +34,22 @@ class Faults:
         # {"status": 500, "code": 50000, "retry_after": 1} | {"hang": 5, "store": true}
         # | {"commit_then_fail": true} | {"drop": true, "store": true} | {"pass": true} (no fault)
         # | {"store_nothing": true} (answered ok, no memory made) | {"duplicate": true} (every
-        # memory twice)
+        # memory twice); an entry with a "route" (e.g. "/add/knowledgebase-file") is taken only
+        # by that route, one without by the next write of any route (see `scripted`)
         self.script: deque = deque()
         self.api_key: str | None = None
         self.get_message_fails = False  # a target that cannot say what it holds
         self.deletes_linger = False  # deletes answered with success that delete nothing (MemOS#2331)
+        # knowledge bases (knowledge.py): MemOS Cloud's limits, settable so tests can use small ones
+        self.max_files_per_upload = 20  # 50103 above it
+        self.max_file_bytes = 100 * 2**20  # 50104 above it (100 MB)
+        self.max_upload_bytes = 300 * 2**20  # 50105 above it (300 MB, the files of one request)
+        # parsing: a file is `running` for parse_polls answers of get/knowledgebase-file and at
+        # least parse_seconds after its upload, then `completed`, or `failed` when its name
+        # matches one of parse_fail_names (fnmatch globs) or its bytes hold knowledge.PARSE_FAILS
+        self.parse_polls = 0
+        self.parse_seconds = 0.0
+        self.parse_fail_names: list[str] = []
         for k, v in kw.items():
             if k == "script":
                 self.script = deque(v)
@@ -47,6 +58,15 @@ class Faults:
             else:
                 raise ValueError(f"unknown fault {k!r}")
         self.rng = random.Random(self.seed)
+
+    def scripted(self, route: str) -> dict | None:
+        """The next scripted fault for a write to `route`: the first entry naming no route or
+        this one, taken off the script; None: no fault scripted for it."""
+        for i, fault in enumerate(self.script):
+            if fault.get("route") in (None, route):
+                del self.script[i]
+                return fault
+        return None
 
     def chance(self, share: float) -> bool:
         return bool(share) and self.rng.random() < share
