@@ -60,7 +60,7 @@ def split(
     if by not in BY:
         raise ConfigError("backfill", "by", f"{by!r}: choose one of {', '.join(BY)}")
     lo, hi = parse_bound(since), parse_bound(until)
-    by_cursor = kind_of(mapping).plan == "cursor"  # rows in cursor ranges (SQL), not units
+    by_cursor = kind_of(mapping).style(mapping) == "cursor"  # rows in cursor ranges (SQL), not units
     if by == "auto":
         by = "cursor" if by_cursor else ("partition" if _has_partitions(mapping, source) else "file")
     if by == "cursor":

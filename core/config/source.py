@@ -1,4 +1,4 @@
-"""Where a mapping's chats are (`source:`): files, S3, SQL, Redis, Delta Lake and Iceberg tables, and
+"""Where a mapping's chats are (`source:`): files, S3, SQL, Redis, DynamoDB, Delta Lake and Iceberg tables, and
 how their bytes are read."""
 
 from __future__ import annotations
@@ -83,6 +83,42 @@ class RedisConfig(Connected):
         return self.pattern[: min(cut)] if cut else ""
 
 
+class DynamoDBConfig(Strict):
+    """Chat histories in a DynamoDB table, one item a session (tasks/extract/dynamodb.py); the
+    run only reads (Scan, Query, DescribeTable)."""
+
+    table: str
+    region: str = "us-east-1"
+    endpoint_url: str | None = None  # DynamoDB-compatible servers and local ones (DynamoDB Local, moto)
+    credentials_block: str | None = None  # Prefect Secret block with JSON keys; default: the AWS chain
+    # the list attribute holding an item's messages: a row per element (LangChain: History);
+    # null: a row per item
+    messages: str | None = None
+    # a Query instead of a Scan: the partition key's value (one user's or one session's items),
+    # on the table or on `index` (a secondary index)
+    key: dict[str, str | int] | None = None
+    index: str | None = None
+    # the units of a Scan: parallel scan segments (each item always falls in the same one)
+    segments: int = Field(default=4, ge=1, le=1_000_000)
+    page_items: int = Field(default=500, ge=1)  # items asked per Scan/Query call (memory: one page)
+    consistent_read: bool = False  # strongly consistent reads (twice the read capacity)
+    # an attribute every write moves forward (updated_at, a version): a nightly run reads only
+    # items at or after the last run's highest value (one unit; removals are found by reconcile).
+    # null: every run reads the table and the ledger drops what was delivered
+    cursor: str | None = None
+    app: Literal["langchain"] | None = None  # LangChain's serialised messages, decoded (the preset sets it)
+
+    @model_validator(mode="after")
+    def _one_key(self):
+        if self.key is not None and len(self.key) != 1:
+            raise ValueError(
+                "source.dynamodb.key: the partition key's one attribute and its value, e.g. {SessionId: abc}"
+            )
+        if self.index is not None and self.key is None:
+            raise ValueError("source.dynamodb.index: a Query on an index needs key (its partition key's value)")
+        return self
+
+
 #: the column a Delta source adds to every batch: true on the change feed's deletes
 DELTA_DELETED = "_delta_deleted"
 #: the column an Iceberg source adds to every batch: true on rows a later snapshot removed
@@ -130,7 +166,7 @@ class IcebergConfig(Strict):
 
 class SourceConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    type: Literal["files", "s3", "sql", "redis", "delta", "iceberg"] = "files"
+    type: Literal["files", "s3", "sql", "redis", "dynamodb", "delta", "iceberg"] = "files"
     # files and s3; json needs `nest`; whatsapp: the text of WhatsApp's "Export chat" (tasks/extract/chatlines.py)
     # slack: a workspace export's day files, with its directory (tasks/extract/slack.py)
     format: Literal["parquet", "jsonl", "csv", "json", "whatsapp", "slack"] | None = None
@@ -138,6 +174,7 @@ class SourceConfig(Strict):
     s3: S3Config | None = None
     sql: SqlConfig | None = None
     redis: RedisConfig | None = None
+    dynamodb: DynamoDBConfig | None = None
     delta: DeltaConfig | None = None
     iceberg: IcebergConfig | None = None
     batch_rows: int = Field(default=131_072, ge=1)

@@ -90,7 +90,7 @@ def plan(mapping: Mapping, source, ledger: Ledger, target: str, part: Slice | No
     nightly = part is None or not part.bounded
     cursor_text, baseline = ledger.source_state(mapping.source.name, target)
     report.cursor_before = cursor_text
-    style = kind_of(mapping).plan
+    style = kind_of(mapping).style(mapping)
     if style == "cursor":
         if nightly:
             part = Slice(since=source.start(cursor.decode(cursor_text)))

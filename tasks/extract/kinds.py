@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from core.config import Mapping
 
+Style = Literal["manifest", "cursor", "versions"]
+
 
 @dataclass(frozen=True)
 class Kind:
@@ -24,11 +26,16 @@ class Kind:
     #: how a nightly run picks its units: `manifest`, every unit whose version changed since it
     #: was processed (files, objects, Redis shards); `cursor`, the rows after the stored cursor
     #: (SQL: the source's high water moves it); `versions`, the table versions after the cursor
-    #: (Delta, Iceberg: `units_after`)
-    plan: Literal["manifest", "cursor", "versions"] = "manifest"
+    #: (Delta, Iceberg: `units_after`). A function of the mapping where the source's settings
+    #: choose (DynamoDB: a cursor attribute, or the manifest)
+    plan: Style | Callable[[Mapping], Style] = "manifest"
     #: an unreadable unit stops the whole source (no connection, no table), instead of being
     #: one unreadable unit quarantined while the rest loads
     connected: bool = False
+
+    def style(self, mapping: Mapping) -> Style:
+        """How a run of this mapping picks its units."""
+        return self.plan(mapping) if callable(self.plan) else self.plan
 
 
 def kind_of(mapping: Mapping) -> Kind:

@@ -1,0 +1,195 @@
+"""DynamoDB as a source: LangChain's DynamoDBChatMessageHistory as the real library writes it
+(into moto's DynamoDB server on loopback), synced through the CLI into the dev-server and
+compared message for message with what the test put in; growth, deleted items, nothing sent
+twice, bad items, a cursor attribute, a query by key, a missing table."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from memos_etl.cli import app
+from tests.test_langchain import ALICE, BOB, messages_of, times_of, write_chats
+
+runner = CliRunner()
+
+for _var in ("LANGCHAIN_TRACING_V2", "LANGSMITH_TRACING", "LANGCHAIN_API_KEY", "LANGSMITH_API_KEY"):
+    os.environ.pop(_var, None)  # tracing stays off: no test talks to LangSmith
+
+
+@pytest.fixture
+def table(s3_endpoint):
+    """A new table named for this test, as LangChain's docs create it (SessionId, on demand)."""
+    import boto3
+
+    name = f"SessionTable-{uuid.uuid4().hex[:8]}"
+    db = boto3.client("dynamodb", endpoint_url=s3_endpoint, region_name="us-east-1")
+    db.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "SessionId", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "SessionId", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    yield name
+    db.delete_table(TableName=name)
+
+
+def history(endpoint: str, table: str, **kw):
+    from langchain_community.chat_message_histories import DynamoDBChatMessageHistory
+
+    return lambda session: DynamoDBChatMessageHistory(table_name=table, session_id=session, endpoint_url=endpoint, **kw)
+
+
+def config(tmp_path: Path, server: str, endpoint: str, table: str, extra: dict | None = None, load=None) -> Path:
+    extra = dict(extra or {})
+    src = {"name": "chats", "dynamodb": {"table": table, "endpoint_url": endpoint, **extra.pop("dynamodb", {})}}
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump({"preset": "langchain-dynamodb", "source": src, **extra}))
+    cfg = tmp_path / "memos-etl.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "sources": {"chats": str(tmp_path / "m.yaml")},
+                "target": {"base_url": server, "backoff_base_s": 0.01, "backoff_cap_s": 0.05},
+                **({"load": load} if load else {}),
+                "state": {"work_dir": str(tmp_path / "state"), "ledger_url": f"sqlite:///{tmp_path / 'ledger.db'}"},
+            }
+        )
+    )
+    return cfg
+
+
+def cli(cfg: Path, *args: str) -> dict:
+    res = runner.invoke(app, [*args, "chats", "-c", str(cfg), "--json"])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout[res.stdout.index("{") :])
+
+
+def sync(cfg: Path) -> dict:
+    return cli(cfg, "sync", "--no-prefect")
+
+
+def test_sessions_load_grow_vanish_and_rest(tmp_path, dev_server, s3_endpoint, table):
+    import boto3
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    write_chats(history(s3_endpoint, table))
+    carol = history(s3_endpoint, table, coerce_float_to_decimal=True)("carol")
+    carol.add_message(HumanMessage("Is it going to rain?", additional_kwargs={"p": 0.25}))
+    carol.add_message(AIMessage("No rain today."))
+    db = boto3.resource("dynamodb", endpoint_url=s3_endpoint, region_name="us-east-1").Table(table)
+    # the float went in as DynamoDB's number (a Decimal when read back): read right, not quarantined
+    item = db.get_item(Key={"SessionId": "carol"})["Item"]
+    assert item["History"][0]["data"]["additional_kwargs"]["p"] == Decimal("0.25")
+    db.put_item(Item={"SessionId": "stray", "History": "not a list"})  # written by hand, not by LangChain
+    db.put_item(Item={"SessionId": "odd", "History": ["not a message", {"type": "human", "data": {"content": "Hi"}}]})
+    before = sorted(json.dumps(i, default=str, sort_keys=True) for i in db.scan()["Items"])
+
+    cfg = config(tmp_path, dev_server.url, s3_endpoint, table, load={"max_failed_share": 0.5})
+    c = sync(cfg)["counts"]
+    assert messages_of(dev_server.url) == {
+        ("alice:travel", "alice:travel"): ALICE,
+        ("bob:cooking", "bob:cooking"): BOB,
+        ("carol", "carol"): [("user", "Is it going to rain?"), ("assistant", "No rain today.")],
+        ("odd", "odd"): [("user", "Hi")],
+    }
+    assert c["delivered"] == 9 and c["quarantined"] == 2, c
+    assert c["skipped"] == {"langchain: tool_call": 1, "langchain: tool_result": 1}, c["skipped"]
+    assert c["accounted"] and c["read"] == 11, c  # read = outcomes; the skipped tool traffic is counted apart
+    assert times_of(dev_server.url) == [None] * 9  # no times in the items: MemOS stamps them
+    from tasks.quarantine import read_quarantine
+
+    reasons = sorted(r for row in read_quarantine(tmp_path / "state").to_pylist() for r in row["reasons"])
+    assert reasons == [
+        'key odd index 0: not {"type", "data": {...}} as message_to_dict writes it',
+        "key stray: History: a str, not a list",
+    ], reasons
+    assert sorted(json.dumps(i, default=str, sort_keys=True) for i in db.scan()["Items"]) == before  # wrote nothing
+
+    # nothing changed: the table is read again and nothing is sent
+    rest = sync(cfg)["counts"]
+    assert rest["delivered"] == 0 and rest["requests"] == 0 and rest["already_delivered"] == 9, rest
+
+    # a session grows (the library writes its whole list back): only its new message is sent
+    history(s3_endpoint, table)("bob:cooking").add_message(HumanMessage("And a hard one?"))
+    grew = sync(cfg)["counts"]
+    assert grew["delivered"] == 1 and grew["requests"] == 1, grew
+    assert messages_of(dev_server.url)[("bob:cooking", "bob:cooking")] == [*BOB, ("user", "And a hard one?")]
+
+    # a session cleared (the library deletes its item) and the hand-written items removed (a
+    # segment holding a record it cannot read is not judged): reconcile and the next sync find
+    # the delivered messages of alice and odd gone
+    history(s3_endpoint, table)("alice:travel").clear()
+    db.delete_item(Key={"SessionId": "stray"})
+    db.delete_item(Key={"SessionId": "odd"})
+    rec = cli(cfg, "reconcile")
+    assert rec["deleted_in_source"] == 5 and rec["units_not_judged"] == 0, rec
+    assert set(rec["conversations"]) == {"alice:travel/alice:travel", "odd/odd"}, rec
+    gone = sync(cfg)["counts"]
+    assert gone["gone_from_source"] == 5 and gone["delivered"] == 0, gone
+
+
+def test_segments_query_by_key_and_tools_kept(tmp_path, dev_server, s3_endpoint, table):
+    """Parallel scan segments split the table and lose nothing; a Query reads one session."""
+    write_chats(history(s3_endpoint, table))
+    cfg = config(
+        tmp_path,
+        dev_server.url,
+        s3_endpoint,
+        table,
+        {"dynamodb": {"segments": 7}, "constants": {"user_separator": ":"}},
+    )
+    c = sync(cfg)["counts"]
+    assert messages_of(dev_server.url) == {("alice", "alice:travel"): ALICE, ("bob", "bob:cooking"): BOB}
+    assert c["delivered"] == 6, c
+
+    other = tmp_path / "q"
+    other.mkdir()
+    q = config(
+        other, dev_server.url, s3_endpoint, table, {"dynamodb": {"key": {"SessionId": "alice:travel"}}, "skip": []}
+    )
+    c = sync(q)["counts"]
+    alice = [*ALICE[:3], ("tool", 'weather({"city": "Lisbon"})'), ("tool", "22C and sunny"), ALICE[3]]
+    assert c["read"] == 6 and c["skipped"] == {}, c
+    assert messages_of(dev_server.url)[("alice:travel", "alice:travel")] == alice  # bob's session not read
+
+
+def test_a_cursor_attribute_reads_only_what_moved(tmp_path, dev_server, s3_endpoint, table):
+    """Items written with an updated_at: a nightly run reads items at or after the last run's
+    highest value; a backfill of a range leaves the cursor alone."""
+    import boto3
+
+    db = boto3.resource("dynamodb", endpoint_url=s3_endpoint, region_name="us-east-1").Table(table)
+
+    def put(session: str, texts: list[str], at: int) -> None:
+        msgs = [{"type": "human" if i % 2 == 0 else "ai", "data": {"content": t}} for i, t in enumerate(texts)]
+        db.put_item(Item={"SessionId": session, "History": msgs, "updated_at": at})
+
+    put("s1", ["a", "b"], 100)
+    put("s2", ["c"], 200)
+    cfg = config(tmp_path, dev_server.url, s3_endpoint, table, {"dynamodb": {"cursor": "updated_at"}})
+    first = sync(cfg)
+    assert first["counts"]["delivered"] == 3 and json.loads(first["cursor_after"])["v"] == 200, first
+    put("s1", ["a", "b", "d"], 300)
+    put("s3", ["e"], 50)  # written with an old value: a cursor misses it (why reconcile exists)
+    c = sync(cfg)
+    assert c["counts"]["read"] == 4 and c["counts"]["delivered"] == 1 and json.loads(c["cursor_after"])["v"] == 300, c
+    assert messages_of(dev_server.url) == {
+        ("s1", "s1"): [("user", "a"), ("assistant", "b"), ("user", "d")],
+        ("s2", "s2"): [("user", "c")],
+    }
+
+
+def test_no_table_is_one_clear_line(tmp_path, dev_server, s3_endpoint):
+    cfg = config(tmp_path, dev_server.url, s3_endpoint, "NoSuchTable")
+    res = runner.invoke(app, ["sync", "chats", "-c", str(cfg), "--no-prefect"])
+    assert res.exit_code != 0
+    assert "Traceback" not in res.output, res.output
+    (line,) = [x for x in res.output.splitlines() if "cannot read the table" in x]
+    assert "dynamodb NoSuchTable" in line and "ResourceNotFoundException" in line, res.output
