@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 from typer.testing import CliRunner
 
 from memos_etl.cli import app
 from tasks.extract.redis import shard_of
+from tests.conftest import ROOT
+from tests.helpers import stats
 from tests.test_langchain import ALICE, BOB, messages_of, times_of, write_chats
 
 runner = CliRunner()
@@ -187,3 +191,120 @@ def test_no_server_is_one_clear_line(tmp_path, dev_server):
     assert "Traceback" not in res.output and "secret" not in res.output, res.output
     (line,) = [x for x in res.output.splitlines() if "cannot list keys" in x]
     assert "redis://:***@127.0.0.1" in line and "Connection refused" in line, res.output
+
+
+# --- every guarantee on Redis (issue 39, item 5) ------------------------------------------
+
+
+def many_sessions(url: str, sessions: int, turns: int, tag: str = "t", start: int = 0) -> dict:
+    """`sessions` sessions of `turns` alternating user/assistant messages each (turns
+    `start`..), written by the library one add_message at a time; returns what MemOS must hold
+    of them: (user, conversation) -> [(role, content)] in order (the preset's user and
+    conversation are the session id)."""
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    want: dict = {}
+    make = history(url)
+    for s in range(sessions):
+        session = f"{tag}{s:03d}"
+        hist = make(session)
+        for t in range(start, start + turns):
+            text = f"{session} turn {t}: {'question' if t % 2 == 0 else 'answer'} number {t}"
+            hist.add_message(HumanMessage(text) if t % 2 == 0 else AIMessage(text))
+            want.setdefault((session, session), []).append(("user" if t % 2 == 0 else "assistant", text))
+    return want
+
+
+def grown(want: dict, more: dict) -> dict:
+    out = {k: list(v) for k, v in want.items()}
+    for k, v in more.items():
+        out.setdefault(k, []).extend(v)
+    return out
+
+
+def test_killed_mid_send_then_rerun_loads_each_message_once(tmp_path, dev_server, rdb, redis_url):
+    """kill -9 twice while a first sync sends 800 messages of 40 sessions (200 requests at 60
+    a second), then re-runs: every message once, in order; then the sessions grow by 8
+    messages each (their shards' versions change) and the nightly sync is killed while it
+    sends the new tails: the re-run ends with every message once, in order (nothing lost,
+    nothing twice; a shard is not marked read before what it holds is settled)."""
+    from tests.test_crash import crash_command, kill_while_sending
+    from tests.test_langchain import messages_of
+
+    want = many_sessions(redis_url, sessions=40, turns=20)
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text(
+        yaml.safe_dump({"preset": "langchain-redis", "source": {"name": "chats", "redis": {"url": redis_url}}})
+    )
+    cmd = crash_command(tmp_path, mapping, dev_server)
+
+    def rerun_until_exact(want: dict) -> None:
+        for _ in range(3):
+            final = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+            if final.returncode == 0:
+                break
+        assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
+        assert messages_of(dev_server.url) == want  # 0 missing, 0 twice, in order
+        assert stats(dev_server.url)["messages"] == sum(len(v) for v in want.values())
+
+    kill_while_sending(cmd, dev_server, times=2)
+    assert 0 < stats(dev_server.url)["messages"] < 800, "the kills came before or after the sending"
+    rerun_until_exact(want)
+
+    want = grown(want, many_sessions(redis_url, sessions=40, turns=8, start=20))
+    kill_while_sending(cmd, dev_server, times=1, after_s=0.2)
+    assert 800 < stats(dev_server.url)["messages"] < 1120, "the kills came before or after the sending"
+    rerun_until_exact(want)
+
+
+def test_personal_data_in_redis_messages_is_redacted_before_it_leaves(
+    tmp_path, dev_server, rdb, redis_url, monkeypatch
+):
+    """The mapping's `redact:` on Redis rows: e-mail addresses hashed (the same token in every
+    message), a phone number replaced, a message with an IP address dropped (counted, read =
+    outcomes); content blocks redacted after they are joined. What the dev-server holds is
+    byte for byte the text with each value swapped for its token, and holds no value; a re-run
+    sends nothing; a message appended later is redacted too and the redacted old ones are not
+    'changed after delivery'."""
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    from tests.test_langchain import messages_of
+    from tests.test_redact import SECRET, token
+
+    monkeypatch.setenv("MEMOS_ETL_REDACT_SECRET", SECRET)
+    mail, other, phone, ip = "ana.lopez@example.com", "bo.chen@example.org", "+1 415-555-0134", "10.20.30.40"
+    frank, gina = history(redis_url)("frank"), history(redis_url)("gina")
+    frank.add_message(HumanMessage(f"my mail is {mail}, write me"))
+    gina.add_message(HumanMessage("who answers the billing questions?"))
+    frank.add_message(AIMessage(f"Noted: {mail}. Call {phone} if it bounces."))
+    gina.add_message(AIMessage(content=[{"type": "text", "text": f"Write to {other}"}, {"type": "text", "text": "ok"}]))
+    frank.add_message(HumanMessage(f"the box at {ip} is down"))
+    frank.add_message(AIMessage("Rebooting it now."))
+    want = {
+        ("frank", "frank"): [
+            ("user", f"my mail is {token(mail)}, write me"),
+            ("assistant", f"Noted: {token(mail)}. Call <PHONE_NUMBER> if it bounces."),
+            ("assistant", "Rebooting it now."),
+        ],
+        ("gina", "gina"): [
+            ("user", "who answers the billing questions?"),
+            ("assistant", f"Write to {token(other)}\nok"),
+        ],
+    }
+    redact = {"operators": {"EMAIL_ADDRESS": "hash", "IP_ADDRESS": "drop_message"}}
+    cfg = config(tmp_path, dev_server.url, redis_url, {"redact": redact})
+    c = sync(cfg)["counts"]
+    assert messages_of(dev_server.url) == want
+    assert c["read"] == 6 and c["delivered"] == 5 and c["redaction_dropped"] == 1 and c["accounted"], c
+    assert c["redaction"]["EMAIL_ADDRESS"]["found"] == 3 and c["redaction"]["IP_ADDRESS"]["messages"] == 1, c
+    raw = json.dumps(requests.get(dev_server.url + "/_dev/messages", timeout=30).json())
+    assert not any(v in raw for v in (mail, other, phone, ip)), raw  # nowhere: content, info, ids
+
+    again = sync(cfg)["counts"]
+    assert again["requests"] == 0 and again["delivered"] == 0 and again["changed_after_delivery"] == 0, again
+
+    frank.add_message(HumanMessage(f"also cc {other} please"))
+    grew = sync(cfg)["counts"]
+    assert grew["delivered"] == 1 and grew["changed_after_delivery"] == 0, grew
+    want[("frank", "frank")].append(("user", f"also cc {token(other)} please"))
+    assert messages_of(dev_server.url) == want
