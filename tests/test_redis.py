@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from typer.testing import CliRunner
 from memos_etl.cli import app
 from tasks.extract.redis import shard_of
 from tests.conftest import ROOT
-from tests.helpers import stats
+from tests.helpers import set_faults, stats
 from tests.test_langchain import ALICE, BOB, messages_of, times_of, write_chats
 
 runner = CliRunner()
@@ -308,3 +309,87 @@ def test_personal_data_in_redis_messages_is_redacted_before_it_leaves(
     assert grew["delivered"] == 1 and grew["changed_after_delivery"] == 0, grew
     want[("frank", "frank")].append(("user", f"also cc {token(other)} please"))
     assert messages_of(dev_server.url) == want
+
+
+def part_reports(tmp_path: Path) -> dict:
+    """part key -> its report's counts, from the ledger's backfill_parts."""
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "ledger.db") as db:
+        rows = db.execute("SELECT part_key, status, report FROM backfill_parts").fetchall()
+    assert all(status == "done" for _, status, _ in rows), rows
+    return {key: json.loads(report) for key, _, report in rows}
+
+
+@pytest.mark.parametrize("by", ["file", "hash"])
+def test_backfill_parts_load_each_message_once_then_nightly_sends_nothing(tmp_path, dev_server, rdb, redis_url, by):
+    """`memos-etl backfill` of a Redis source, by shard (`by: file`, 4 shards: 4 parts) and by
+    conversation hash bucket (`by: hash`, 3 buckets), 2 parts at a time: each message once, in
+    order, across the parts (their `read` adds up to what Redis holds: no shard or conversation
+    read by two parts); the tool messages skipped once each; then the nightly sync sends 0."""
+    from tests.test_langchain import messages_of
+
+    write_chats(history(redis_url))  # alice:travel (4 messages, a tool call and its result skipped), bob:cooking (2)
+    want = {**many_sessions(redis_url, sessions=10, turns=6), ("alice:travel", "alice:travel"): ALICE}
+    want[("bob:cooking", "bob:cooking")] = BOB
+    total = sum(len(v) for v in want.values())
+    cfg = config(tmp_path, dev_server.url, redis_url, {"redis": {"shards": 4}}, load={"max_messages_per_request": 4})
+    extra = ["--buckets", "3"] if by == "hash" else []
+    out = cli(cfg, "backfill", "--by", by, *extra, "--parallel", "2", "--no-prefect")
+    assert out["status"] == "completed" and out["parts"] == out["done"] == (4 if by == "file" else 3), out
+    assert messages_of(dev_server.url) == want  # once each, in order
+    assert stats(dev_server.url)["messages"] == total
+    c = out["counts"]
+    assert c["delivered"] == total and c["already_delivered"] == 0 and c["quarantined"] == 0, c
+    assert c["skipped"] == {"langchain: tool_call": 1, "langchain: tool_result": 1}, c["skipped"]
+    parts = part_reports(tmp_path)
+    assert len(parts) == out["parts"]
+    assert sum(p["read"] for p in parts.values()) == total, parts  # (skipped tool messages are not read)
+    assert sum(p["delivered"] for p in parts.values()) == total, parts
+    assert sum(1 for p in parts.values() if p["delivered"]) >= 2, parts  # the messages spread over parts
+
+    nightly = sync(cfg)["counts"]
+    assert nightly["delivered"] == 0 and nightly["requests"] == 0 and nightly["accounted"], nightly
+    assert messages_of(dev_server.url) == want
+    again = cli(cfg, "backfill", "--by", by, *extra, "--parallel", "2", "--no-prefect")  # done: nothing runs
+    assert again["ran"] == 0 and stats(dev_server.url)["messages"] == total, again
+
+
+def test_two_syncs_at_once_never_both_send_a_message(tmp_path, dev_server, rdb, redis_url):
+    """Two `memos-etl sync` processes of the same Redis source at the same moment, one SQLite
+    ledger: the conversation leases give each session to one of them (the other counts it
+    busy and leaves it pending); neither fails; the store holds each message once, in order,
+    and what the two delivered adds up to what Redis holds (a third run sends what was left
+    pending, and only that)."""
+    from tests.test_langchain import messages_of
+
+    cfg = config(
+        tmp_path,
+        dev_server.url,
+        redis_url,
+        {"redis": {"shards": 8}},
+        load={"max_messages_per_request": 4, "requests_per_second": 30, "concurrency": 2},
+    )
+    first = many_sessions(redis_url, sessions=2, turns=4, tag="early")
+    assert sync(cfg)["counts"]["delivered"] == 8  # the ledger exists (see the next test for a new one)
+    want = {**first, **many_sessions(redis_url, sessions=40, turns=10)}
+    total = sum(len(v) for v in want.values())
+    set_faults(dev_server.url, latency_ms=20)
+    cmd = [sys.executable, "-m", "memos_etl.cli", "sync", "chats", "-c", str(cfg), "--no-prefect", "--json"]
+    procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in "ab"]
+    reports = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode in (0, 2), out[-3000:] + err[-3000:]  # completed, or incomplete: pending
+        assert "Traceback" not in out + err, out[-3000:] + err[-3000:]
+        reports.append(json.loads(out[out.index("{") :])["counts"])
+    set_faults(dev_server.url, latency_ms=0)
+    # they ran at once: at least one found sessions leased by the other
+    assert any(r["leased_elsewhere"] for r in reports), reports
+    assert all(r["accounted"] for r in reports), reports
+    assert stats(dev_server.url)["messages"] == 8 + sum(r["delivered"] for r in reports) <= total, reports
+    final = sync(cfg)["counts"]  # whatever was pending behind a lease
+    assert 8 + sum(r["delivered"] for r in reports) + final["delivered"] == total, (reports, final)
+    assert final["pending"] == 0 and final["leased_elsewhere"] == 0, final
+    assert messages_of(dev_server.url) == want  # every message once, in order
+    assert stats(dev_server.url)["messages"] == total
