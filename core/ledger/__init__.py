@@ -7,6 +7,7 @@
 * backfill.py    backfill partitions
 * erasures.py    erasures (`memos-etl erase`): their records and log
 * rewrites.py    conversations a source policy rewrites (on_change: replace, on_delete: delete)
+* documents.py   document files uploaded to knowledge bases, version by version
 * tables.py      the schema; migrations/ upgrades an existing ledger to it in place (db.py)
 * revision.py    the newest schema revision (no SQLAlchemy)
 * overview.py    `memos-etl status` read through the database driver alone

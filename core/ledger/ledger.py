@@ -5,6 +5,7 @@ from __future__ import annotations
 from core.ledger.backfill import Backfills
 from core.ledger.db import OPEN_RETRY_S, RETRY_S, create_engine, guarded, safe_url, upgrade
 from core.ledger.deliveries import Deliveries
+from core.ledger.documents import Documents
 from core.ledger.erasures import Erasures
 from core.ledger.leases import Leases
 from core.ledger.rewrites import Rewrites
@@ -12,7 +13,7 @@ from core.ledger.runs import Runs
 from core.ledger.sources import Sources
 
 
-class Ledger(Runs, Deliveries, Leases, Sources, Backfills, Erasures, Rewrites):
+class Ledger(Runs, Deliveries, Leases, Sources, Backfills, Erasures, Rewrites, Documents):
     """One ledger database; opening it upgrades its schema to the newest revision."""
 
     def __init__(self, url: str, retry_s: float = RETRY_S):

@@ -166,3 +166,33 @@ rewrites = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Index("ix_rewrites_source", "target", "source"),
 )
+
+documents = sa.Table(
+    "documents",
+    metadata,  # one row per version of a document file uploaded to a knowledge base (documents.py)
+    sa.Column("target", sa.String(512), primary_key=True),
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("path", sa.String(1024), primary_key=True),  # the unit's relative name
+    sa.Column("sha256", sa.String(64), primary_key=True),  # of the bytes uploaded
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("name", sa.String(512), nullable=False),  # the name uploaded under
+    sa.Column("knowledgebase_id", sa.String(128), nullable=False),
+    sa.Column("file_id", sa.String(128)),  # MemOS's id; null while the upload is unanswered
+    # sent (in doubt) | running | completed | failed (MemOS could not parse it) |
+    # replaced (a newer version took its place; deleted there) | deleted (gone from the source)
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("sent_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("detail", sa.Text),
+    sa.Index("ix_documents_status", "target", "source", "status"),
+)
+
+knowledgebases = sa.Table(
+    "knowledgebases",
+    metadata,  # the knowledge bases this ledger created (MemOS has no call that lists them)
+    sa.Column("target", sa.String(512), primary_key=True),
+    sa.Column("name", sa.String(256), primary_key=True),
+    sa.Column("knowledgebase_id", sa.String(128)),  # null while the create is unanswered
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
