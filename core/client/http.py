@@ -102,7 +102,7 @@ class HttpTarget:
     def add_fields(self, batch) -> dict:
         raise NotImplementedError
 
-    def _post(self, route: str, body: dict | str, writes: bool):
+    def _post(self, route: str, body: dict | str, writes: bool, final: frozenset[int] = frozenset()):
         url = self.base + route
         data = body.encode("utf-8") if isinstance(body, str) else json.dumps(body).encode("utf-8")
         try:
@@ -123,9 +123,11 @@ class HttpTarget:
             raise TransientError(
                 f"{route}: connection dropped mid-answer: {exc}", in_doubt=writes, answered=False
             ) from None
-        return self._envelope(route, resp, writes)
+        return self._envelope(route, resp, writes, final)
 
-    def _envelope(self, route: str, resp: requests.Response, writes: bool):
+    def _envelope(self, route: str, resp: requests.Response, writes: bool, final: frozenset[int] = frozenset()):
+        """`final`: codes of this route that refuse the request for good, whatever their range
+        (a knowledge-base upload's 501xx: too many files, too large, no such knowledge base)."""
         retry_after = parse_retry_after(resp.headers.get("Retry-After"))
         try:
             env = resp.json()
@@ -139,6 +141,8 @@ class HttpTarget:
                 f"MemOS refused the run ({where}). Check the API key ({self.cfg.api_key_env} or "
                 f"target.api_key_block) and quota; nothing is lost, the next run resumes."
             )
+        if code in final:
+            raise TerminalBatchError(where, detail=resp.text[:2000])
         if resp.status_code == 429 or code in THROTTLE_CODES:
             raise TransientError(where, retry_after=retry_after, throttled=True)
         if resp.status_code >= 500 or code in SERVER_CODES:

@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from core.config.documents import DocumentsConfig
 from core.config.files import Strict
 from core.config.nest import NestConfig
 from core.config.people import Person, check_people, person_of
@@ -137,6 +138,10 @@ class ChecksConfig(Strict):
     conversation_needs_user_message: bool = False
 
 
+#: the fields of a documents mapping: never mapped (its files are not messages)
+DOCUMENT_FIELDS = {"user_id": "path", "conversation_id": "path", "role": "path", "content": "path"}
+
+
 class Mapping(Strict):
     source: SourceConfig
     preset: str | None = None  # schemas/presets/<name>.yaml, under this mapping's own keys; auto: sniffed
@@ -165,7 +170,22 @@ class Mapping(Strict):
     # one person across apps (core/config/people.py): key -> name and ids per app; the run
     # config's `people` under these
     people: dict[str, Person] = {}
+    # source.format documents: files uploaded to a knowledge base, not messages (flows/runner/documents.py)
+    documents: DocumentsConfig | None = None
     path_: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _documents_have_no_fields(cls, data):
+        """A documents source sends files, not messages: no fields to map (the placeholder
+        below is never read), and a changed file replaces its old upload by default."""
+        if not isinstance(data, dict) or (data.get("source") or {}).get("format") != "documents":
+            return data
+        if data.get("fields"):
+            raise ValueError("a documents source (format: documents) has no fields: its files are uploaded whole")
+        if not data.get("documents"):
+            raise ValueError("a documents source needs documents: {knowledgebase: NAME} (or knowledgebase_id)")
+        return {**data, "fields": DOCUMENT_FIELDS, "on_change": data.get("on_change", "replace")}
 
     def perspective_ids(self) -> frozenset[str] | None:
         """The participants `perspective` lists, or None (everyone the mapping's side gives): a

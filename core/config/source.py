@@ -169,7 +169,8 @@ class SourceConfig(Strict):
     type: Literal["files", "s3", "sql", "redis", "dynamodb", "delta", "iceberg"] = "files"
     # files and s3; json needs `nest`; whatsapp: the text of WhatsApp's "Export chat" (tasks/extract/chatlines.py)
     # slack: a workspace export's day files, with its directory (tasks/extract/slack.py)
-    format: Literal["parquet", "jsonl", "csv", "json", "whatsapp", "slack"] | None = None
+    # documents: files of any type uploaded whole to a MemOS knowledge base (flows/runner/documents.py)
+    format: Literal["parquet", "jsonl", "csv", "json", "whatsapp", "slack", "documents"] | None = None
     path: str | None = None  # files: file, directory or glob, relative to the mapping file
     s3: S3Config | None = None
     sql: SqlConfig | None = None

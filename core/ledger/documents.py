@@ -39,6 +39,12 @@ class Documents(Store):
                 {"target": target, "name": name, "knowledgebase_id": kb_id, "created_at": now()},
             )
 
+    @guarded("forgetting a knowledge base")
+    def documents_forget_knowledgebase(self, target: str, name: str) -> None:
+        """A create MemOS refused or never received: made again by the next run."""
+        with self.engine.begin() as c:
+            c.execute(knowledgebases.delete().where(knowledgebases.c.target == target, knowledgebases.c.name == name))
+
     @guarded("reading documents")
     def documents(self, target: str, source: str, statuses: tuple[str, ...] = HELD) -> list[dict]:
         """The versions of a source's documents in these statuses, oldest first."""

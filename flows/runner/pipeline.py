@@ -143,7 +143,12 @@ def run(
     the ledger keeps no trace but the run's report. `progress` gets (phase, done, total).
 
     The phases, each a function of the run's state: open, prepare (plan, checks, settle),
-    stage, check quality, load, finish; close whatever happened."""
+    stage, check quality, load, finish; close whatever happened. A documents source's files go
+    to a knowledge base instead (flows/runner/documents.py)."""
+    if mapping.documents is not None:
+        from flows.runner import documents
+
+        return documents.run(mapping, cfg, run_id=run_id, target=target, flow=flow, outbox=outbox, progress=progress)
     tune_collector()
     started, started_at = time.monotonic(), time.time()
     st = _open(

@@ -22,6 +22,8 @@ SUFFIXES = {
     "json": (".json",),
     "whatsapp": (".txt",),
     "slack": (".json",),
+    # every file: one MemOS cannot read is skipped with its reason, not passed over
+    "documents": ("",),
 }
 
 

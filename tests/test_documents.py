@@ -1,0 +1,137 @@
+"""Documents into a MemOS knowledge base through the CLI and the dev-server: each supported file
+uploaded once with identical bytes, a re-sync with 0 uploads, a changed, a deleted and a new
+file in one run, an upload stored but not answered settled without a duplicate, the skipped
+and empty files with their reasons."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import requests
+import yaml
+from typer.testing import CliRunner
+
+from memos_etl.cli import app
+from tests.helpers import set_faults
+
+runner = CliRunner()
+UPLOAD = "/add/knowledgebase-file"
+
+
+def config(tmp_path: Path, server: str, folder: Path, extra: dict | None = None) -> Path:
+    body = {
+        "source": {"name": "handbook", "type": "files", "format": "documents", "path": str(folder)},
+        "documents": {"knowledgebase": "handbook", "parse_wait_s": 5},
+        "on_delete": "delete",
+        **(extra or {}),
+    }
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(body))
+    cfg = tmp_path / "memos-etl.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "sources": {"handbook": str(tmp_path / "m.yaml")},
+                "target": {"base_url": server, "backoff_base_s": 0.01, "backoff_cap_s": 0.05, "timeout_s": 1},
+                "state": {"work_dir": str(tmp_path / "state"), "ledger_url": f"sqlite:///{tmp_path / 'ledger.db'}"},
+            }
+        )
+    )
+    return cfg
+
+
+def sync(cfg: Path, code: int = 0) -> dict:
+    res = runner.invoke(app, ["sync", "handbook", "-c", str(cfg), "--no-prefect", "--json"])
+    assert res.exit_code == code, res.output
+    return json.loads(res.stdout[res.stdout.index("{") :])
+
+
+def files_held(url: str) -> dict[str, list[dict]]:
+    """name -> the live files of that name in the dev-server's knowledge bases."""
+    out: dict[str, list[dict]] = {}
+    for kb in requests.get(url + "/_dev/knowledgebases", timeout=10).json():
+        for f in kb["files"]:
+            if not f["deleted"]:
+                out.setdefault(f["name"], []).append(f)
+    return out
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def folder(root: Path) -> dict[str, bytes]:
+    files = {
+        "policy.md": b"# Leave\n\nTwenty vacation days a year.\n",
+        "faq.txt": b"How do I book a room? Use the calendar.\n",
+        "sub/travel.md": b"# Travel\n\nBook trains two weeks ahead.\n",
+        "rates.json": b'{"per_diem": 42}\n',
+        "empty.txt": b"",
+        "photo.png": b"\x89PNG\r\n\x1a\n" + b"\x00" * 16,
+    }
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    return files
+
+
+def test_a_folder_uploaded_once_then_changed_deleted_and_new(tmp_path, dev_server):
+    docs = tmp_path / "docs"
+    files = folder(docs)
+    cfg = config(tmp_path, dev_server.url, docs)
+    first = sync(cfg)
+    c = first["counts"]
+    sent = ["policy.md", "faq.txt", "travel.md", "rates.json"]
+    assert c["delivered"] == 4 and c["quarantined"] == 1 and c["read"] == 5 and c["accounted"], c
+    assert c["skipped"] == {"empty file": 1}, c
+    held = files_held(dev_server.url)
+    assert sorted(held) == sorted(sent), held
+    for name, rel in zip(sent, ["policy.md", "faq.txt", "sub/travel.md", "rates.json"], strict=True):
+        (f,) = held[name]
+        assert f["sha256"] == sha(files[rel]) and f["status"] == "completed", f
+    from tasks.quarantine import read_quarantine
+
+    (row,) = read_quarantine(str(tmp_path / "state")).to_pylist()
+    assert row["source_file"] == "photo.png" and "unsupported type .png" in row["reasons"][0], row
+
+    again = sync(cfg)["counts"]
+    assert again["requests"] == 0 and again["delivered"] == 0 and again["units_skipped"] == 6, again
+
+    # one nightly run: a file changed, one deleted, one new
+    (docs / "policy.md").write_bytes(b"# Leave\n\nTwenty-five vacation days a year.\n")
+    (docs / "faq.txt").unlink()
+    (docs / "new.md").write_bytes(b"# New\n\nA new page.\n")
+    night = sync(cfg)["counts"]
+    assert night["delivered"] == 2 and night["gone_from_source"] == 1 and night["requests"] == 1, night
+    held = files_held(dev_server.url)
+    assert sorted(held) == sorted(["policy.md", "travel.md", "rates.json", "new.md"]), held
+    assert [f["sha256"] for f in held["policy.md"]] == [sha((docs / "policy.md").read_bytes())]
+    assert sync(cfg)["counts"]["requests"] == 0
+
+
+def test_an_upload_stored_but_not_answered_is_settled_without_a_duplicate(tmp_path, dev_server):
+    docs = tmp_path / "docs"
+    folder(docs)
+    cfg = config(tmp_path, dev_server.url, docs)
+    set_faults(dev_server.url, script=[{"route": UPLOAD, "hang": 3, "store": True}])
+    first = sync(cfg, code=2)
+    assert first["counts"]["in_doubt"] == 4 and first["status"] == "incomplete", first["counts"]
+    assert sorted(files_held(dev_server.url)) == ["faq.txt", "policy.md", "rates.json", "travel.md"]
+    second = sync(cfg)
+    c = second["counts"]
+    assert c["reconciled_landed"] == 4 and c["requests"] == 0 and second["status"] == "completed", c
+    held = files_held(dev_server.url)
+    assert all(len(v) == 1 for v in held.values()), held
+    assert sync(cfg)["counts"]["requests"] == 0
+
+
+def test_a_zip_of_documents(tmp_path, dev_server):
+    docs = tmp_path / "docs"
+    files = folder(docs)
+    archive = shutil.make_archive(str(tmp_path / "handbook"), "zip", docs)
+    cfg = config(tmp_path, dev_server.url, Path(archive))
+    c = sync(cfg)["counts"]
+    assert c["delivered"] == 4, c
+    assert files_held(dev_server.url)["travel.md"][0]["sha256"] == sha(files["sub/travel.md"])
