@@ -199,7 +199,7 @@ def _one_line(e: BaseException) -> str:
 
 
 def _looks_like(data: bytes) -> str:
-    """ "; it starts like a PNG image", or "" when the first bytes say nothing known."""
+    """What the first bytes say the file is, as a reason's tail ("; it starts like a PNG image")."""
     what = next((w for magic, w in _LOOKS_LIKE if data.startswith(magic)), None)
     return f"; it starts like {what}" if what else ""
 
@@ -214,7 +214,7 @@ def _check_pdf(data: bytes, limits: Limits) -> None:
         reader = PdfReader(io.BytesIO(data))  # BytesIO over bytes shares them: no copy
         if reader.is_encrypted and not reader.decrypt(""):
             # an owner password alone (printing, copying) opens with the empty user password
-            raise _Skip("the PDF is password-protected (MemOS cannot read it)")
+            raise _Skip("the PDF is password-protected (it opens only with a password)")
         pages = len(reader.pages)
     except _Skip:
         raise
@@ -306,7 +306,7 @@ def _text(kind: str, data: bytes, encoding: str) -> bytes | None:
         text = str(memoryview(data)[start:], codec)
     except UnicodeDecodeError as e:
         raise _Skip(f"not {_label(codec)} at byte {start + e.start:,} ({why})") from None
-    if not text.strip():
+    if not text or text.isspace():  # isspace: no copy of a large text, unlike strip()
         return None
     nul = text.find("\x00")
     if nul >= 0:
