@@ -83,7 +83,7 @@ def test_a_folder_uploaded_once_then_changed_deleted_and_new(tmp_path, dev_serve
     cfg = config(tmp_path, dev_server.url, docs)
     first = sync(cfg)
     c = first["counts"]
-    sent = ["policy.md", "faq.txt", "travel.md", "rates.json"]
+    sent = ["policy.md", "faq.txt", "sub/travel.md", "rates.json"]
     assert c["delivered"] == 4 and c["quarantined"] == 1 and c["read"] == 5 and c["accounted"], c
     assert c["skipped"] == {"empty file": 1}, c
     held = files_held(dev_server.url)
@@ -106,7 +106,7 @@ def test_a_folder_uploaded_once_then_changed_deleted_and_new(tmp_path, dev_serve
     night = sync(cfg)["counts"]
     assert night["delivered"] == 2 and night["gone_from_source"] == 1 and night["requests"] == 1, night
     held = files_held(dev_server.url)
-    assert sorted(held) == sorted(["policy.md", "travel.md", "rates.json", "new.md"]), held
+    assert sorted(held) == sorted(["policy.md", "sub/travel.md", "rates.json", "new.md"]), held
     assert [f["sha256"] for f in held["policy.md"]] == [sha((docs / "policy.md").read_bytes())]
     assert sync(cfg)["counts"]["requests"] == 0
 
@@ -118,7 +118,7 @@ def test_an_upload_stored_but_not_answered_is_settled_without_a_duplicate(tmp_pa
     set_faults(dev_server.url, script=[{"route": UPLOAD, "hang": 3, "store": True}])
     first = sync(cfg, code=2)
     assert first["counts"]["in_doubt"] == 4 and first["status"] == "incomplete", first["counts"]
-    assert sorted(files_held(dev_server.url)) == ["faq.txt", "policy.md", "rates.json", "travel.md"]
+    assert sorted(files_held(dev_server.url)) == ["faq.txt", "policy.md", "rates.json", "sub/travel.md"]
     second = sync(cfg)
     c = second["counts"]
     assert c["reconciled_landed"] == 4 and c["requests"] == 0 and second["status"] == "completed", c
@@ -134,4 +134,105 @@ def test_a_zip_of_documents(tmp_path, dev_server):
     cfg = config(tmp_path, dev_server.url, Path(archive))
     c = sync(cfg)["counts"]
     assert c["delivered"] == 4, c
-    assert files_held(dev_server.url)["travel.md"][0]["sha256"] == sha(files["sub/travel.md"])
+    assert files_held(dev_server.url)["sub/travel.md"][0]["sha256"] == sha(files["sub/travel.md"])
+
+
+def test_real_documents_each_uploaded_once_with_the_bytes_expected(tmp_path, dev_server):
+    """A PDF (fpdf2) and a DOCX (python-docx), Markdown, text, JSON, HTML with a script, a
+    subfolder, an empty file, a PNG and a cp1252 text file: expectations from
+    tests/documents_fixtures.py, computed apart from the runner."""
+    from tests.documents_fixtures import make_folder
+
+    docs = tmp_path / "docs"
+    want = make_folder(docs)
+    c = sync(config(tmp_path, dev_server.url, docs))["counts"]
+    uploads = {rel: w for rel, w in want.items() if w["outcome"] == "upload"}
+    skips = {rel: w for rel, w in want.items() if w["outcome"] == "skip"}
+    assert c["delivered"] == len(uploads) and c["quarantined"] == len(skips), c
+    assert c["skipped"] == {"empty file": sum(w["outcome"] == "empty" for w in want.values())}, c
+    held = files_held(dev_server.url)
+    expected = {str(Path(rel).parent / w["name"]).removeprefix("./"): w for rel, w in uploads.items()}
+    assert sorted(held) == sorted(expected), held
+    for name, w in expected.items():
+        (f,) = held[name]
+        assert (f["sha256"], f["size"]) == (w["sha256"], w["size"]), name
+        body = requests.get(f"{dev_server.url}/_dev/knowledgebase-file/{f['id']}", timeout=10).content
+        assert sha(body) == w["sha256"], name
+    from tasks.quarantine import read_quarantine
+
+    reasons = {r["source_file"]: r["reasons"][0] for r in read_quarantine(str(tmp_path / "state")).to_pylist()}
+    assert sorted(reasons) == sorted(skips), reasons
+    for rel, w in skips.items():
+        assert w["reason_contains"] in reasons[rel], (rel, reasons[rel])
+
+
+def test_documents_on_s3(tmp_path, dev_server, s3_endpoint):
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    bucket = f"docs-{tmp_path.name.lower().replace('_', '-')[-40:]}"
+    s3.create_bucket(Bucket=bucket)
+    docs = tmp_path / "docs"
+    files = folder(docs)
+    for rel, data in files.items():
+        s3.put_object(Bucket=bucket, Key=f"handbook/{rel}", Body=data)
+    cfg = config(tmp_path, dev_server.url, docs)
+    body = yaml.safe_load((tmp_path / "m.yaml").read_text())
+    body["source"] = {
+        "name": "handbook",
+        "type": "s3",
+        "format": "documents",
+        "s3": {"bucket": bucket, "prefix": "handbook/", "endpoint_url": s3_endpoint},
+    }
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(body))
+    c = sync(cfg)["counts"]
+    assert c["delivered"] == 4 and c["quarantined"] == 1, c
+    held = files_held(dev_server.url)
+    assert held["sub/travel.md"][0]["sha256"] == sha(files["sub/travel.md"])
+    s3.put_object(Bucket=bucket, Key="handbook/policy.md", Body=b"# Leave\n\nThirty days.\n")
+    s3.delete_object(Bucket=bucket, Key="handbook/rates.json")
+    night = sync(cfg)["counts"]
+    assert night["delivered"] == 1 and night["gone_from_source"] == 1 and night["units_skipped"] == 4, night
+    held = files_held(dev_server.url)
+    assert sorted(held) == ["faq.txt", "policy.md", "sub/travel.md"], held
+    assert [f["sha256"] for f in held["policy.md"]] == [sha(b"# Leave\n\nThirty days.\n")]
+
+
+def test_kill_9_mid_upload_then_rerun_ends_exact(tmp_path, dev_server):
+    """200 files, 10 uploads at 4 a second, killed three times mid-way: every file held once."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    docs = tmp_path / "docs"
+    files = {f"part{i // 50}/page{i:03d}.md": f"# Page {i}\n\n{'words ' * (i + 1)}\n".encode() for i in range(200)}
+    for rel, data in files.items():
+        (docs / rel).parent.mkdir(parents=True, exist_ok=True)
+        (docs / rel).write_bytes(data)
+    cfg = config(tmp_path, dev_server.url, docs)
+    run = yaml.safe_load(cfg.read_text())
+    run["load"] = {"requests_per_second": 4}
+    cfg.write_text(yaml.safe_dump(run))
+    cmd = [sys.executable, "-m", "memos_etl.cli", "sync", "handbook", "-c", str(cfg), "--no-prefect"]
+    root = Path(__file__).resolve().parent.parent
+    for _ in range(3):
+        before = sum(len(v) for v in files_held(dev_server.url).values())
+        log = open(tmp_path / "run.log", "a")  # noqa: SIM115
+        proc = subprocess.Popen(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if sum(len(v) for v in files_held(dev_server.url).values()) > before:
+                break
+            time.sleep(0.02)
+        time.sleep(0.3)
+        assert proc.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    final = sync(cfg)
+    assert final["status"] == "completed", final
+    held = files_held(dev_server.url)
+    assert sorted(held) == sorted(files), sorted(set(files) ^ set(held))
+    for rel, data in files.items():
+        assert [f["sha256"] for f in held[rel]] == [sha(data)], rel
+    assert sync(cfg)["counts"]["requests"] == 0

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import posixpath
 import time
 import uuid
 from collections import Counter
@@ -41,7 +42,7 @@ from core.limiter import RateLimiter
 from core.report import RunReport
 from tasks.documents.check import Limits, check
 from tasks.extract import Slice, open_source
-from tasks.extract.streams import open_bytes
+from tasks.extract.streams import MEMBER_SEP, open_bytes
 from tasks.quarantine import BadRow, QuarantineWriter, Reason, bad_rows_table, quarantine_dir
 
 log = logging.getLogger(__name__)
@@ -74,13 +75,14 @@ def run(
             "(docs/documents.md says what it can do instead)"
         )
     ledger = Ledger(cfg.state.ledger())
+    ledger.dead_runs()  # a killed run of this host: marked crashed, its lease freed
     own_target = target is None
     target = target or make_target(cfg.target)
     ledger.start_run(run_id, report.flow, name, target_name, {})
     qdir = quarantine_dir(cfg.state.work_dir, name, run_id)
     held = False
     try:
-        held = bool(ledger.acquire(target_name, run_id, [(LEASE_USER, name)], ttl_s=3600))
+        held = bool(ledger.acquire(target_name, run_id, [(LEASE_USER, name)], ttl_s=cfg.load.lease_ttl_s))
         if not held:
             raise SourceError(name, "documents", "another run of this source is uploading now; try again after it")
         _sync(mapping, cfg, ledger, target, report, qdir, outbox is not None, progress)
@@ -155,7 +157,7 @@ def _sync(mapping, cfg, ledger: Ledger, target, report: RunReport, qdir: Path, d
                 counts.note_change("changed", [(name, u.rel)])
                 done_units.append(u)
                 continue
-            uploads.append({"unit": u, "path": u.rel, "sha256": sha, "size": len(doc.data), **_file(doc)})
+            uploads.append({"unit": u, "path": u.rel, "sha256": sha, "size": len(doc.data), **_file(u.rel, doc)})
     finally:
         quarantine.close()
     listed = {u.rel for u in units}
@@ -167,7 +169,9 @@ def _sync(mapping, cfg, ledger: Ledger, target, report: RunReport, qdir: Path, d
         return
     assert kb_id is not None  # not a dry run: the knowledge base is known
     limiter = RateLimiter(cfg.load.requests_per_second, 0.0)
-    sent_ok = _upload(ledger, target, target_name, name, report.run_id, kb_id, uploads, limiter, report)
+    sent_ok = _upload(
+        ledger, target, target_name, name, report.run_id, kb_id, uploads, limiter, report, cfg.load.lease_ttl_s
+    )
     stale = [current[f["path"]] for f in sent_ok if f["path"] in current]
     _remove(ledger, target, target_name, name, stale, "replaced", report)
     if gone:
@@ -257,8 +261,12 @@ def _read(source, unit) -> bytes:
         return fh.read()
 
 
-def _file(doc) -> dict:
-    return {"name": doc.name, "media_type": doc.media_type, "data": doc.data}
+def _file(rel: str, doc) -> dict:
+    """What is uploaded: named by the file's path under the source (a zip member's path in its
+    archive), so two files of one name in two folders stay two names in the knowledge base."""
+    inner = rel.split(MEMBER_SEP, 1)[-1]
+    name = posixpath.join(posixpath.dirname(inner), doc.name)
+    return {"name": name, "media_type": doc.media_type, "data": doc.data}
 
 
 def _skip(quarantine, report: RunReport, source: str, rel: str, reason: str, kind: str) -> None:
@@ -281,13 +289,14 @@ def _batches(files: list[dict]) -> list[list[dict]]:
     return out
 
 
-def _upload(ledger, target, target_name, name, run_id, kb_id, files, limiter, report) -> list[dict]:
+def _upload(ledger, target, target_name, name, run_id, kb_id, files, limiter, report, lease_ttl_s) -> list[dict]:
     """Each batch `sent` in the ledger, then uploaded, then given its ids. A refused batch is
     quarantined file by file; an unanswered one stays `sent` (settled by the next run)."""
     counts, ok = report.counts, []
     for batch in _batches(files):
         if shutdown.requested.is_set():
             break
+        ledger.renew(target_name, run_id, lease_ttl_s)  # the source stays this run's while it uploads
         rows = [{k: f[k] for k in ("path", "sha256", "size", "name")} for f in batch]
         counts.throttle_wait_s += limiter.acquire(0)
         ledger.documents_sent(target_name, name, run_id, kb_id, rows)
