@@ -224,7 +224,7 @@ def grown(want: dict, more: dict) -> dict:
 
 
 def test_killed_mid_send_then_rerun_loads_each_message_once(tmp_path, dev_server, rdb, redis_url):
-    """kill -9 twice while a first sync sends 800 messages of 40 sessions (200 requests at 60
+    """kill -9 twice while a first sync sends 480 messages of 24 sessions (120 requests at 60
     a second), then re-runs: every message once, in order; then the sessions grow by 8
     messages each (their shards' versions change) and the nightly sync is killed while it
     sends the new tails: the re-run ends with every message once, in order (nothing lost,
@@ -232,7 +232,7 @@ def test_killed_mid_send_then_rerun_loads_each_message_once(tmp_path, dev_server
     from tests.test_crash import crash_command, kill_while_sending
     from tests.test_langchain import messages_of
 
-    want = many_sessions(redis_url, sessions=40, turns=20)
+    want = many_sessions(redis_url, sessions=24, turns=20)
     mapping = tmp_path / "m.yaml"
     mapping.write_text(
         yaml.safe_dump({"preset": "langchain-redis", "source": {"name": "chats", "redis": {"url": redis_url}}})
@@ -249,12 +249,12 @@ def test_killed_mid_send_then_rerun_loads_each_message_once(tmp_path, dev_server
         assert stats(dev_server.url)["messages"] == sum(len(v) for v in want.values())
 
     kill_while_sending(cmd, dev_server, times=2)
-    assert 0 < stats(dev_server.url)["messages"] < 800, "the kills came before or after the sending"
+    assert 0 < stats(dev_server.url)["messages"] < 480, "the kills came before or after the sending"
     rerun_until_exact(want)
 
-    want = grown(want, many_sessions(redis_url, sessions=40, turns=8, start=20))
+    want = grown(want, many_sessions(redis_url, sessions=24, turns=8, start=20))
     kill_while_sending(cmd, dev_server, times=1, after_s=0.2)
-    assert 800 < stats(dev_server.url)["messages"] < 1120, "the kills came before or after the sending"
+    assert 480 < stats(dev_server.url)["messages"] < 672, "the kills came before or after the sending"
     rerun_until_exact(want)
 
 
@@ -393,3 +393,43 @@ def test_two_syncs_at_once_never_both_send_a_message(tmp_path, dev_server, rdb, 
     assert final["pending"] == 0 and final["leased_elsewhere"] == 0, final
     assert messages_of(dev_server.url) == want  # every message once, in order
     assert stats(dev_server.url)["messages"] == total
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="product bug: core/ledger/db.py upgrade() takes no lock on SQLite (only pg_advisory_xact_lock on "
+    "PostgreSQL): two runs opening a new ledger at once both see no tables and both create them; one fails "
+    "with 'table runs already exists'",
+)
+def test_two_runs_opening_a_new_sqlite_ledger_at_once_both_start(tmp_path):
+    """Found by the lease test above: two syncs started at once on a new SQLite ledger (a first
+    install's two schedules, a sync and a backfill) race to create its tables, and one of them
+    ends at once with `opening the ledger failed: table runs already exists`. Here the race is
+    run bare, without the CLI's seconds of start-up that blur it: 3 processes, each with the
+    ledger module imported, open one new ledger on the same signal (up to 5 times); each must
+    open it."""
+    code = (
+        "import sys; from core.ledger import Ledger; print('ready', flush=True); sys.stdin.readline(); "
+        "Ledger(sys.argv[1]).close()"
+    )
+    for i in range(5):
+        url = f"sqlite:///{tmp_path / f'ledger-{i}.db'}"
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", code, url],
+                cwd=ROOT,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for _ in range(3)
+        ]
+        for p in procs:
+            assert p.stdout.readline().strip() == "ready", p.communicate()[0]
+        for p in procs:  # all at once
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        for p in procs:
+            out = p.communicate(timeout=120)[0]
+            assert p.returncode == 0, out[-2000:]
