@@ -110,10 +110,10 @@ def _sync(mapping, cfg, ledger: Ledger, target, report: RunReport, qdir: Path, d
     source = open_source(mapping)
     units = source.units(Slice())
     report.files = len(units)
-    kb_id = None if dry else _knowledgebase(mapping, ledger, target, target_name)
+    kb = None if dry else _knowledgebase(mapping, ledger, target, target_name)
     held = ledger.documents(target_name, name)
-    if kb_id is not None:
-        held = _settle(ledger, target, target_name, name, kb_id, held, report)
+    if kb is not None:
+        held = _settle(ledger, kb, target_name, name, held, report)
     current = {}  # path -> its newest version MemOS holds (or may: running, completed, failed)
     for row in held:
         current[row["path"]] = row  # oldest first: the newest wins
@@ -167,16 +167,14 @@ def _sync(mapping, cfg, ledger: Ledger, target, report: RunReport, qdir: Path, d
         report.status = "planned"
         report.notes.append(f"documents: {len(uploads)} to upload, {len(gone)} gone from the source")
         return
-    assert kb_id is not None  # not a dry run: the knowledge base is known
+    assert kb is not None  # not a dry run: the knowledge base is known
     limiter = RateLimiter(cfg.load.requests_per_second, 0.0)
-    sent_ok = _upload(
-        ledger, target, target_name, name, report.run_id, kb_id, uploads, limiter, report, cfg.load.lease_ttl_s
-    )
+    sent_ok = _upload(ledger, kb, target_name, name, report.run_id, uploads, limiter, report, cfg.load.lease_ttl_s)
     stale = [current[f["path"]] for f in sent_ok if f["path"] in current]
-    _remove(ledger, target, target_name, name, stale, "replaced", report)
+    _remove(ledger, kb, target_name, name, stale, "replaced", report)
     if gone:
         if mapping.on_delete == "delete":
-            _remove(ledger, target, target_name, name, gone, "deleted", report)
+            _remove(ledger, kb, target_name, name, gone, "deleted", report)
         else:
             counts.gone_from_source += len(gone)
             counts.note_change("gone", [(name, row["path"]) for row in gone])
@@ -184,22 +182,22 @@ def _sync(mapping, cfg, ledger: Ledger, target, report: RunReport, qdir: Path, d
     ledger.record_units(name, target_name, report.run_id, [f["unit"] for f in sent_ok], "done")
     if failed_units:
         ledger.record_units(name, target_name, report.run_id, failed_units, "failed")
-    _poll(ledger, target, target_name, name, mapping.documents.parse_wait_s, report)
+    _poll(ledger, kb, target_name, name, mapping.documents.parse_wait_s, report)
     if shutdown.requested.is_set():
         report.status = "interrupted"
     else:
         report.status = "completed" if counts.pending == 0 and counts.in_doubt == 0 else "incomplete"
 
 
-def _knowledgebase(mapping, ledger: Ledger, target, target_name: str) -> str:
+def _knowledgebase(mapping, ledger: Ledger, target, target_name: str) -> knowledge.KnowledgeBase:
     """The knowledge base's id: given, known to the ledger, or created now (recorded first, so
     a create with no answer is not repeated blindly: MemOS has no call that lists them)."""
     docs = mapping.documents
     if docs.knowledgebase_id:
-        return docs.knowledgebase_id
+        return knowledge.CloudKnowledgeBase(target, docs.knowledgebase_id)
     known, kb_id = ledger.knowledgebase(target_name, docs.key)
     if kb_id:
-        return kb_id
+        return knowledge.CloudKnowledgeBase(target, kb_id)
     if known:
         raise SourceError(
             mapping.source.name,
@@ -219,39 +217,30 @@ def _knowledgebase(mapping, ledger: Ledger, target, target_name: str) -> str:
         ledger.documents_forget_knowledgebase(target_name, docs.key)
         raise
     ledger.save_knowledgebase(target_name, docs.key, kb_id)
-    return kb_id
+    return knowledge.CloudKnowledgeBase(target, kb_id)
 
 
-def _settle(ledger: Ledger, target, target_name: str, name: str, kb_id: str, held: list[dict], report) -> list[dict]:
-    """Unanswered uploads (`sent`): the knowledge base's file of the same name and size that no
-    other version holds is theirs; the ones not there are forgotten (sent again)."""
+def _settle(ledger: Ledger, kb, target_name: str, name: str, held: list[dict], report) -> list[dict]:
+    """Unanswered uploads (`sent`): the ones the knowledge base holds take its file ids; the
+    others are forgotten (sent again)."""
     doubt = [r for r in held if r["status"] == "sent"]
     if not doubt:
         return held
-    files = knowledge.listing(target, kb_id)
-    taken = {r["file_id"] for r in ledger.documents(target_name, name, ("running", "completed", "failed", "sent"))}
-    changes, forget = [], []
-    for r in doubt:
-        match = [
-            f
-            for f in files
-            if str(f["id"]) not in taken and f.get("name") == r["name"] and int(f.get("size") or -1) == r["size"]
-        ]
-        if match:
-            taken.add(str(match[0]["id"]))
-            status = knowledge.DONE.get(str(match[0].get("status") or "").lower(), "running")
-            changes.append({"path": r["path"], "sha256": r["sha256"], "file_id": str(match[0]["id"]), "status": status})
-        else:
-            forget.append((r["path"], r["sha256"]))
+    taken = {r["file_id"] for r in held if r["file_id"]}
+    found = kb.find(doubt, taken)
+    changes = [
+        {"path": r["path"], "sha256": r["sha256"], "file_id": found[i]["id"], "status": found[i]["status"]}
+        for i, r in enumerate(doubt)
+        if i in found
+    ]
+    forget = [(r["path"], r["sha256"]) for i, r in enumerate(doubt) if i not in found]
     ledger.documents_update(target_name, name, changes)
     ledger.documents_forget(target_name, name, forget)
     report.counts.reconciled_landed += len(changes)
     report.counts.reconciled_missing += len(forget)
-    if changes or forget:
-        report.notes.append(
-            f"documents in doubt settled: {len(changes)} found in the knowledge base, "
-            f"{len(forget)} not there (sent again)"
-        )
+    report.notes.append(
+        f"documents in doubt settled: {len(changes)} found in the knowledge base, {len(forget)} not there (sent again)"
+    )
     return ledger.documents(target_name, name)
 
 
@@ -289,7 +278,7 @@ def _batches(files: list[dict]) -> list[list[dict]]:
     return out
 
 
-def _upload(ledger, target, target_name, name, run_id, kb_id, files, limiter, report, lease_ttl_s) -> list[dict]:
+def _upload(ledger, kb, target_name, name, run_id, files, limiter, report, lease_ttl_s) -> list[dict]:
     """Each batch `sent` in the ledger, then uploaded, then given its ids. A refused batch is
     quarantined file by file; an unanswered one stays `sent` (settled by the next run)."""
     counts, ok = report.counts, []
@@ -299,10 +288,10 @@ def _upload(ledger, target, target_name, name, run_id, kb_id, files, limiter, re
         ledger.renew(target_name, run_id, lease_ttl_s)  # the source stays this run's while it uploads
         rows = [{k: f[k] for k in ("path", "sha256", "size", "name")} for f in batch]
         counts.throttle_wait_s += limiter.acquire(0)
-        ledger.documents_sent(target_name, name, run_id, kb_id, rows)
+        ledger.documents_sent(target_name, name, run_id, kb.id, rows)
         counts.requests += 1
         try:
-            answer = _send(target, kb_id, batch, limiter, counts)
+            answer = _send(kb, batch, limiter, counts)
         except TransientError as exc:
             if exc.in_doubt:
                 counts.in_doubt += len(batch)
@@ -326,8 +315,8 @@ def _upload(ledger, target, target_name, name, run_id, kb_id, files, limiter, re
                 {
                     "path": f["path"],
                     "sha256": f["sha256"],
-                    "file_id": str(a["id"]),
-                    "status": knowledge.DONE.get(str(a.get("status") or "").lower(), "running"),
+                    "file_id": a["id"],
+                    "status": a["status"],
                 }
                 for f, a in zip(batch, answer, strict=True)
             ],
@@ -337,11 +326,11 @@ def _upload(ledger, target, target_name, name, run_id, kb_id, files, limiter, re
     return ok
 
 
-def _send(target, kb_id: str, batch: list[dict], limiter: RateLimiter, counts) -> list[dict]:
+def _send(kb, batch: list[dict], limiter: RateLimiter, counts) -> list[dict]:
     """One upload, retried while MemOS says it was not taken (throttled, refused connection)."""
     for attempt in range(6):
         try:
-            return knowledge.upload(target, kb_id, batch)
+            return kb.upload(batch)
         except TransientError as exc:
             if exc.in_doubt or attempt == 5:
                 raise
@@ -352,13 +341,13 @@ def _send(target, kb_id: str, batch: list[dict], limiter: RateLimiter, counts) -
     raise AssertionError("unreachable")
 
 
-def _remove(ledger, target, target_name: str, name: str, rows: list[dict], status: str, report) -> None:
+def _remove(ledger, kb, target_name: str, name: str, rows: list[dict], status: str, report) -> None:
     """Versions deleted in MemOS (replaced by a newer one, or gone from the source)."""
     ids = [r["file_id"] for r in rows if r.get("file_id")]
     if not rows:
         return
     if ids:
-        knowledge.delete(target, ids)
+        kb.delete(ids)
     ledger.documents_update(
         target_name, name, [{"path": r["path"], "sha256": r["sha256"], "status": status} for r in rows]
     )
@@ -369,14 +358,14 @@ def _remove(ledger, target, target_name: str, name: str, rows: list[dict], statu
         report.counts.note_change("changed", [(name, r["path"]) for r in rows])
 
 
-def _poll(ledger, target, target_name: str, name: str, wait_s: float, report) -> None:
+def _poll(ledger, kb, target_name: str, name: str, wait_s: float, report) -> None:
     """Parse status of the uploads still running, polled with backoff for up to `wait_s`."""
     deadline, pause = time.monotonic() + wait_s, 0.05
     while True:
         running = [r for r in ledger.documents(target_name, name, ("running",)) if r["file_id"]]
         if not running:
             break
-        now = knowledge.statuses(target, [r["file_id"] for r in running])
+        now = kb.statuses([r["file_id"] for r in running])
         changes = [
             {"path": r["path"], "sha256": r["sha256"], "status": now[r["file_id"]]}
             for r in running
