@@ -36,7 +36,7 @@ from pathlib import Path
 from core import shutdown
 from core.client import knowledge, make_target
 from core.config import Mapping, RunConfig
-from core.errors import FatalTargetError, SourceError, TargetError, TerminalBatchError, TransientError
+from core.errors import SourceError, TargetError, TerminalBatchError, TransientError
 from core.ledger import Ledger
 from core.limiter import RateLimiter
 from core.report import RunReport
@@ -69,11 +69,6 @@ def run(
     run_id = run_id or f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
     name, target_name = mapping.source.name, cfg.target.ledger_name
     report = RunReport(run_id=run_id, source=name, target=target_name, flow="plan" if outbox else flow)
-    if cfg.target.kind != "cloud":
-        raise FatalTargetError(
-            f"source {name}: documents go to MemOS Cloud's knowledge bases; a self-hosted MemOS has none "
-            "(docs/documents.md says what it can do instead)"
-        )
     ledger = Ledger(cfg.state.ledger())
     ledger.dead_runs()  # a killed run of this host: marked crashed, its lease freed
     own_target = target is None
@@ -193,6 +188,10 @@ def _knowledgebase(mapping, ledger: Ledger, target, target_name: str) -> knowled
     """The knowledge base's id: given, known to the ledger, or created now (recorded first, so
     a create with no answer is not repeated blindly: MemOS has no call that lists them)."""
     docs = mapping.documents
+    if target.kind != "cloud":  # the open-source server: files as message parts, no knowledge-base routes
+        from core.client.knowledge_self_hosted import open_self_hosted
+
+        return open_self_hosted(target, docs)
     if docs.knowledgebase_id:
         return knowledge.CloudKnowledgeBase(target, docs.knowledgebase_id)
     known, kb_id = ledger.knowledgebase(target_name, docs.key)
