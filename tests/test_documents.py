@@ -236,3 +236,41 @@ def test_kill_9_mid_upload_then_rerun_ends_exact(tmp_path, dev_server):
     for rel, data in files.items():
         assert [f["sha256"] for f in held[rel]] == [sha(data)], rel
     assert sync(cfg)["counts"]["requests"] == 0
+
+
+def cli(cfg: Path, *args: str, code: int = 0) -> str:
+    res = runner.invoke(app, [*args, "-c", str(cfg)])
+    assert res.exit_code == code, res.output
+    return res.output
+
+
+def test_verify_search_and_rollback(tmp_path, dev_server):
+    docs = tmp_path / "docs"
+    folder(docs)
+    cfg = config(tmp_path, dev_server.url, docs)
+    run_id = sync(cfg)["run_id"]
+    out = json.loads(cli(cfg, "verify", "handbook", "--json"))
+    assert out["status"] == "clean" and out["files"] == 4 and out["by_status"] == {"completed": 4}, out
+
+    # found by a search of the knowledge base
+    found = cli(cfg, "search", "anyone", "vacation", "--knowledgebase", "handbook")
+    assert "Twenty vacation days" in found, found
+
+    # someone deletes one file in MemOS and uploads another twice: verify says so (exit 2)
+    held = files_held(dev_server.url)
+    requests.post(dev_server.url + "/delete/knowledgebase-file", json={"file_ids": [held["faq.txt"][0]["id"]]})
+    kb = out["knowledgebase"]
+    again = {"name": "rates.json", "content": "data:application/json;base64,eyJwZXJfZGllbSI6IDQyfQo="}
+    requests.post(dev_server.url + UPLOAD, json={"knowledgebase_id": kb, "file": [again]})
+    bad = json.loads(cli(cfg, "verify", "handbook", "--json", code=2))
+    assert sorted((f["path"], f["finding"]) for f in bad["findings"]) == [
+        ("faq.txt", "missing from the knowledge base"),
+        ("rates.json", "held 2 times"),
+    ], bad
+
+    # rollback of the run: its uploads deleted there; the next sync uploads the folder again
+    cli(cfg, "rollback", run_id, "--yes")
+    assert sorted(files_held(dev_server.url)) == ["rates.json"]  # the one uploaded by hand stays
+    again_sync = sync(cfg)["counts"]
+    assert again_sync["delivered"] == 4, again_sync
+    assert sorted(files_held(dev_server.url)) == ["faq.txt", "policy.md", "rates.json", "sub/travel.md"]

@@ -395,12 +395,6 @@ def test_two_syncs_at_once_never_both_send_a_message(tmp_path, dev_server, rdb, 
     assert stats(dev_server.url)["messages"] == total
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: core/ledger/db.py upgrade() takes no lock on SQLite (only pg_advisory_xact_lock on "
-    "PostgreSQL): two runs opening a new ledger at once both see no tables and both create them; one fails "
-    "with 'table runs already exists'",
-)
 def test_two_runs_opening_a_new_sqlite_ledger_at_once_both_start(tmp_path):
     """Found by the lease test above: two syncs started at once on a new SQLite ledger (a first
     install's two schedules, a sync and a backfill) race to create its tables, and one of them

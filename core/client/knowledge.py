@@ -58,6 +58,14 @@ class KnowledgeBase(Protocol):
 
     def delete(self, file_ids: list[str]) -> None: ...
 
+    def held(self) -> list[dict] | None:
+        """Every live file ({id, name, size, status}), or None where the target cannot list them."""
+        ...
+
+    def search(self, user_id: str, query: str, limit: int = 6) -> list[dict]:
+        """Memories of the knowledge base matching `query` ({memory_value, ...})."""
+        ...
+
 
 def create(target: HttpTarget, name: str, description: str = "") -> str:
     """A new knowledge base's id (MemOS Cloud: two creates of one name are two of them)."""
@@ -100,6 +108,14 @@ class CloudKnowledgeBase:
             if len(items) < page_size or len(out) >= int(data.get("total") or 0):
                 return out
             page += 1
+
+    def held(self) -> list[dict] | None:
+        return [{**f, "id": str(f["id"]), "status": status_of(f)} for f in self.listing()]
+
+    def search(self, user_id: str, query: str, limit: int = 6) -> list[dict]:
+        body = {"user_id": user_id, "query": query, "knowledgebase_ids": [self.id], "memory_limit_number": limit}
+        data = self.target._post("/search/memory", body, writes=False, final=FINAL) or {}
+        return list(data.get("memory_detail_list") or [])
 
     def find(self, sent: list[dict], taken: set[str]) -> dict[int, dict]:
         """By name and size (all MemOS keeps of a file that says which it is), each held file

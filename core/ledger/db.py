@@ -141,6 +141,11 @@ def upgrade(engine: sa.engine.Engine, url: str) -> None:
         if engine.dialect.name == "postgresql":
             # workers starting together on one database would race to upgrade it
             c.execute(sa.text("SELECT pg_advisory_xact_lock(4242001)"))
+        elif engine.dialect.name == "sqlite":
+            # the same race on a new SQLite file ("table runs already exists"): Python's driver
+            # opens no transaction for a SELECT or a CREATE, so take the write lock first; the
+            # other process waits (timeout 60 s) and then finds the schema current
+            c.exec_driver_sql("BEGIN IMMEDIATE")
         rev = current_revision(c)
         if rev == HEAD:
             return

@@ -66,6 +66,28 @@ def rollback(
     if rec is None:
         raise OperationError(f"no run {run} in {cfg.state.ledger()}")
     delivered = rec["report"].get("counts", {}).get("delivered", "?")
+    documents = _is_documents(cfg, rec["source"])
+    if documents:
+        if not yes:
+            typer.confirm(
+                f"delete the {delivered} files run {run} uploaded ({rec['source']}) from its knowledge base "
+                f"on {rec['target']}?",
+                abort=True,
+            )
+        from flows.runner.knowledge import rollback as rollback_documents
+
+        if rec["status"] in ("running", "rolled_back"):
+            raise OperationError(f"run {run} is {rec['status'].replace('_', ' ')}")
+        t = make_target(cfg.target)
+        try:
+            out = rollback_documents(cfg, rec, t)
+        finally:
+            t.close()
+        typer.echo(
+            f"rolled back {out['run_id']}: {out['files_deleted']} files deleted from the knowledge base, "
+            f"{out['files_forgotten']} files to read again"
+        )
+        return
     if not yes:
         typer.confirm(
             f"delete the memories of run {run} ({rec['flow']} of {rec['source']}, {delivered} messages "
@@ -223,6 +245,32 @@ def verify(
 
     cfg = load_config(config, target_url, ledger, work_dir)
     m = cfg.mapping(source)
+    if m.documents is not None:  # files in a knowledge base: each delivered one there, parsed, once
+        from core.client import make_target
+        from flows.runner.knowledge import verify as verify_documents
+
+        t = make_target(cfg.target)
+        try:
+            result = verify_documents(m, cfg, t)
+        finally:
+            t.close()
+        if json_out:
+            typer.echo(json.dumps(result, indent=2, default=str))
+        else:
+            typer.echo(
+                f"{result['files']} files of {m.source.name} in knowledge base {result['knowledgebase']}: "
+                + ", ".join(f"{n} {k}" for k, n in sorted(result["by_status"].items()))
+                + (
+                    f"; {result['in_doubt']} uploads in doubt (the next sync settles them)"
+                    if result["in_doubt"]
+                    else ""
+                )
+            )
+            for f in result["findings"]:
+                typer.echo(f"  {f['path']} ({f['file_id']}): {f['finding']}")
+        if result["status"] != "clean":
+            raise typer.Exit(2)
+        return
     wanted = None if all_requests else sample
     n, calls = verify_cost(m, cfg, wanted, run)
     if all_requests and calls > ASK_ABOVE and not yes:
@@ -247,3 +295,12 @@ def verify(
         typer.echo("\n".join(VerifyResult.from_dict(result).lines()))
     if result["status"] != "clean":
         raise typer.Exit(2)
+
+
+def _is_documents(cfg, source: str) -> bool:
+    """Whether a source of the run config is a documents source (a source no longer in the
+    config: not one)."""
+    try:
+        return cfg.mapping(source).documents is not None
+    except Exception:  # a source removed from the config since its run: treated as chats
+        return False

@@ -124,14 +124,28 @@ def search(
     target_url: Optional[str] = TargetOpt,
     config: Optional[Path] = ConfigOpt,
     limit: int = typer.Option(5),
+    knowledgebase: Optional[str] = typer.Option(
+        None, "--knowledgebase", help="search this knowledge base (its name, as a documents source created it)"
+    ),
 ):
-    """Search a user's memories on the target."""
+    """Search a user's memories on the target (or a knowledge base's, with --knowledgebase)."""
     from core.client import make_target
 
     cfg = load_config(config, target_url, None, None)
     t = make_target(cfg.target)  # not through the pipeline: no GX import
     try:
-        for m in t.search(user_id, query, limit):
+        if knowledgebase is not None:
+            from core.ledger import Ledger
+            from flows.runner.knowledge import by_name
+
+            led = Ledger(cfg.state.ledger())
+            try:
+                found = by_name(cfg, led, t, knowledgebase).search(user_id, query, limit)
+            finally:
+                led.close()
+        else:
+            found = t.search(user_id, query, limit)
+        for m in found:
             typer.echo(f"- {m.get('memory_value')}")
     finally:
         t.close()

@@ -1,0 +1,104 @@
+"""What a documents source's ledger says against what its knowledge base holds: `verify` (every
+delivered file there, parsed and once), `rollback` of one documents run, and the knowledge base
+a source or a name stands for (read only: a run creates it, these never do)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from core.client import knowledge
+from core.config import Mapping, RunConfig
+from core.errors import OperationError
+from core.ledger import Ledger
+
+#: the statuses of a version MemOS was given and still holds
+DELIVERED = ("running", "completed", "failed")
+
+
+def open_knowledgebase(cfg: RunConfig, ledger: Ledger, target, docs) -> knowledge.KnowledgeBase:
+    """The knowledge base of a documents mapping's section, as a run left it."""
+    if target.kind != "cloud":
+        from core.client.knowledge_self_hosted import open_self_hosted
+
+        return open_self_hosted(target, docs)
+    if docs.knowledgebase_id:
+        return knowledge.CloudKnowledgeBase(target, docs.knowledgebase_id)
+    return by_name(cfg, ledger, target, docs.key)
+
+
+def by_name(cfg: RunConfig, ledger: Ledger, target, name: str) -> knowledge.KnowledgeBase:
+    """A knowledge base a run created, by its name (MemOS cannot list them: the ledger keeps them)."""
+    _, kb_id = ledger.knowledgebase(cfg.target.ledger_name, name)
+    if not kb_id:
+        raise OperationError(
+            f"no knowledge base {name!r} in the ledger for {cfg.target.ledger_name}: a documents sync creates it "
+            "(or give its id)"
+        )
+    return knowledge.CloudKnowledgeBase(target, kb_id)
+
+
+def verify(mapping: Mapping, cfg: RunConfig, target) -> dict:
+    """Every delivered version: still held, parsed (completed), and held once. Findings per
+    file; `status` clean or findings."""
+    assert mapping.documents is not None  # a documents source
+    name, target_name = mapping.source.name, cfg.target.ledger_name
+    ledger = Ledger(cfg.state.ledger())
+    try:
+        kb = open_knowledgebase(cfg, ledger, target, mapping.documents)
+        rows = ledger.documents(target_name, name, DELIVERED)
+        in_doubt = ledger.documents(target_name, name, ("sent",))
+    finally:
+        ledger.close()
+    now = kb.statuses([r["file_id"] for r in rows])
+    listing = kb.held()
+    names = Counter(f.get("name") for f in listing) if listing is not None else Counter()
+    findings: list[dict] = []
+    by: Counter[str] = Counter()
+    for r in rows:
+        status = now.get(r["file_id"])
+        by[status or "missing"] += 1
+        if status is None:
+            findings.append({"path": r["path"], "file_id": r["file_id"], "finding": "missing from the knowledge base"})
+        elif status == "failed":
+            findings.append({"path": r["path"], "file_id": r["file_id"], "finding": "MemOS could not parse it"})
+        elif status == "running":
+            findings.append({"path": r["path"], "file_id": r["file_id"], "finding": "still parsing"})
+        if listing is not None and names[r["name"]] > 1:
+            findings.append({"path": r["path"], "file_id": r["file_id"], "finding": f"held {names[r['name']]} times"})
+    return {
+        "source": name,
+        "target": target_name,
+        "knowledgebase": kb.id,
+        "files": len(rows),
+        "by_status": dict(by),
+        "in_doubt": len(in_doubt),
+        "findings": findings,
+        "status": "clean" if not findings and not in_doubt else "findings",
+    }
+
+
+def rollback(cfg: RunConfig, run: dict, target) -> dict:
+    """Undo one documents run: the files it uploaded deleted there and forgotten by the ledger,
+    its files read again by the next sync. Versions it replaced stay deleted: the next sync
+    uploads the files as the source holds them then."""
+    target_name = cfg.target.ledger_name
+    mapping = cfg.mapping(run["source"])
+    if mapping.documents is None:
+        raise OperationError(f"source {run['source']} is not a documents source")
+    ledger = Ledger(cfg.state.ledger())
+    try:
+        kb = open_knowledgebase(cfg, ledger, target, mapping.documents)
+        mine = [
+            r
+            for r in ledger.documents(target_name, run["source"], ("sent", *DELIVERED))
+            if r["run_id"] == run["run_id"]
+        ]
+        ids = [r["file_id"] for r in mine if r["file_id"]]
+        if ids:
+            kb.delete(ids)
+        ledger.documents_forget(target_name, run["source"], [(r["path"], r["sha256"]) for r in mine])
+        files = ledger.forget_units_of_run(run["source"], target_name, run["run_id"])
+        ledger.set_run_status(run["run_id"], "rolled_back")
+    finally:
+        ledger.close()
+    return {"run_id": run["run_id"], "source": run["source"], "files_deleted": len(ids), "files_forgotten": files}
