@@ -274,3 +274,15 @@ def test_verify_search_and_rollback(tmp_path, dev_server):
     again_sync = sync(cfg)["counts"]
     assert again_sync["delivered"] == 4, again_sync
     assert sorted(files_held(dev_server.url)) == ["faq.txt", "policy.md", "rates.json", "sub/travel.md"]
+
+
+def test_status_shows_a_documents_source(tmp_path, dev_server):
+    docs = tmp_path / "docs"
+    folder(docs)
+    cfg = config(tmp_path, dev_server.url, docs)
+    sync(cfg)
+    (docs / "policy.md").write_bytes(b"# Leave\n\nChanged.\n")
+    sync(cfg)
+    out = cli(cfg, "status")
+    assert "documents   4 in the knowledge base (4 parsed, 0 parsing, 0 failed to parse)" in out, out
+    assert "1 replaced, 0 deleted" in out and "quarantined 1 files" in out, out

@@ -18,6 +18,7 @@ _OVERVIEW = (
     ("state", "SELECT source, target, cursor, updated_at FROM source_state"),
     ("batches", "SELECT source, target, status, SUM(n_messages) FROM batches GROUP BY source, target, status"),
     ("objects", "SELECT source, target, status, COUNT(*) FROM objects GROUP BY source, target, status"),
+    ("documents", "SELECT source, target, status, COUNT(*) FROM documents GROUP BY source, target, status"),
     (
         "runs",
         "SELECT run_id, flow, source, target, started_at, finished_at, status, host, pid, report "
@@ -82,6 +83,9 @@ def overview(url: str) -> tuple[list[dict], list[dict]] | None:
         for src, tgt, status, n in cur.fetchall():
             out.setdefault((src, tgt), {"source": src, "target": tgt})[f"files_{status}"] = int(n)
         cur.execute(_OVERVIEW[3][1])
+        for src, tgt, status, n in cur.fetchall():
+            out.setdefault((src, tgt), {"source": src, "target": tgt})[f"documents_{status}"] = int(n)
+        cur.execute(_OVERVIEW[4][1])
         names = [d[0] for d in cur.description]
         for values in cur.fetchall():
             r = dict(zip(names, values))

@@ -8,7 +8,7 @@ import json
 import sqlalchemy as sa
 
 from core.ledger.db import Store, guarded, now
-from core.ledger.tables import batches, objects, runs, source_state
+from core.ledger.tables import batches, documents, objects, runs, source_state
 
 
 class Sources(Store):
@@ -136,6 +136,12 @@ class Sources(Store):
                 )
             ):
                 out.setdefault((src, tgt), {"source": src, "target": tgt})[f"files_{st}"] = int(n)
+            for src, tgt, st, n in c.execute(
+                sa.select(documents.c.source, documents.c.target, documents.c.status, sa.func.count()).group_by(
+                    documents.c.source, documents.c.target, documents.c.status
+                )
+            ):
+                out.setdefault((src, tgt), {"source": src, "target": tgt})[f"documents_{st}"] = int(n)
             for r in c.execute(sa.select(runs).order_by(runs.c.started_at)).mappings():
                 row = out.setdefault((r["source"], r["target"]), {"source": r["source"], "target": r["target"]})
                 row["last_run"] = dict(r)

@@ -69,6 +69,17 @@ def status(
                 f"  last run    {last['run_id']} {last['flow']} {last['status']} (started "
                 f"{str(last['started_at'])[:19]}; read {c.get('read', '?')}, delivered {c.get('delivered', '?')})"
             )
+        docs = {k.removeprefix("documents_"): n for k, n in r.items() if k.startswith("documents_")}
+        if docs:  # a documents source: files in a knowledge base, not messages
+            held = sum(docs.get(k, 0) for k in ("running", "completed", "failed"))
+            typer.echo(
+                f"  documents   {held} in the knowledge base ({docs.get('completed', 0)} parsed, "
+                f"{docs.get('running', 0)} parsing, {docs.get('failed', 0)} failed to parse); "
+                f"{docs.get('sent', 0)} uploads in doubt; {docs.get('replaced', 0)} replaced, "
+                f"{docs.get('deleted', 0)} deleted"
+            )
+            typer.echo(f"  quarantined {quarantined} files (memos-etl quarantine list --source {r['source']})")
+            continue
         typer.echo(f"  delivered   {r.get('delivered', 0)} messages")
         typer.echo(f"  pending     {c.get('pending', 0)} (as of the last run)")
         typer.echo(f"  in doubt    {r.get('sent', 0)} messages sent, never confirmed")
