@@ -126,6 +126,31 @@ def conversation_runs(table: pa.Table) -> tuple[np.ndarray, list[tuple[str, str]
     return np.cumsum(new) - 1, list(zip(users, ids))
 
 
+def conversation_starts(table: pa.Table) -> np.ndarray:
+    """The row each conversation of a table sorted by conversation starts at."""
+    return np.flatnonzero(changes(table.column("user_id")) | changes(table.column("conversation_id")))
+
+
+def conversation_slices(table: pa.Table, rows: int, conversations: int) -> list[tuple[int, int]]:
+    """[start, stop) ranges of a table sorted by conversation, each of whole conversations,
+    about `rows` rows and at most `conversations` conversations (one conversation longer
+    than `rows` is a range of its own). A request never spans two conversations, so cutting
+    each range into requests gives the requests the whole table gives."""
+    n = table.num_rows
+    if n == 0:
+        return []
+    starts = np.append(conversation_starts(table), n)  # where each conversation starts, and the end
+    last = len(starts) - 1  # conversations in the table
+    out = []
+    start, k = 0, 0  # row and conversation number the next range starts at
+    while start < n:
+        j = int(np.searchsorted(starts, start + rows, side="right")) - 1  # conversations that fit `rows`
+        j = max(k + 1, min(j, k + conversations, last))
+        out.append((start, int(starts[j])))
+        start, k = int(starts[j]), j
+    return out
+
+
 def order_values(table: pa.Table) -> pa.Array:
     """The value a conversation is ordered by: seq where given, else chat_time in microseconds."""
     return pc.coalesce(table.column("seq"), table.column("chat_time").cast(pa.int64()))

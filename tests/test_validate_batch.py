@@ -200,3 +200,33 @@ def test_cut_points_pack_greedily_within_each_conversation():
         used += tk
     want.append((start, len(tokens)))
     assert cut_points(t, load) == want
+
+
+def test_conversation_slices_cut_whole_conversations_into_the_requests_of_the_whole_table():
+    """Sending a bucket a slice of conversations at a time (tasks/load/send.py send_all) sends
+    the requests of cutting it whole: each slice is whole conversations, within its bounds
+    but for a conversation longer than them."""
+    import random
+
+    from tasks.batch import conversation_slices
+
+    random.seed(11)
+    rows = []
+    for c in range(40):
+        for i in range(random.choice([1, 2, 4, 4, 9, 30])):
+            rows.append(row(len(rows), user=f"u{c % 3}", conv=f"c{c:02d}", n=i, text="y" * random.choice([5, 400])))
+    t = sort_conversations(table(rows))
+    load = LoadConfig(max_tokens_per_request=1000, max_messages_per_request=7)
+    whole = [(b.batch_key, b.messages_json) for b in make_batches(t, load, "tg", {}, [])]
+    for max_rows, max_convs in ((1, 1), (10, 3), (16, 100), (10_000, 5), (10_000, 10_000)):
+        slices = conversation_slices(t, max_rows, max_convs)
+        assert slices[0][0] == 0 and slices[-1][1] == t.num_rows
+        assert all(a[1] == b[0] for a, b in zip(slices, slices[1:]))
+        got = []
+        for start, stop in slices:
+            part = t.slice(start, stop - start)
+            pairs = set(zip(part.column("user_id").to_pylist(), part.column("conversation_id").to_pylist()))
+            assert len(pairs) <= max_convs and (stop - start <= max_rows or len(pairs) == 1)
+            got += [(b.batch_key, b.messages_json) for b in make_batches(part, load, "tg", {}, [])]
+        assert got == whole
+    assert conversation_slices(t.slice(0, 0), 10, 10) == []

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from core.errors import LedgerError
 from core.identity import unit_hashes
 from core.report import Counts
-from tasks.batch import conversation_runs, drop_duplicates, fingerprints, sort_conversations
+from tasks.batch import conversation_runs, conversation_starts, drop_duplicates, fingerprints, sort_conversations
 from tasks.buckets import read_bucket
 from tasks.load.context import STREAM_ROWS, LoadContext, backoff_delay, log
 from tasks.load.filters import (
@@ -142,7 +142,7 @@ def _load_leased(
     table = conversation_checks(ctx, table, counts, marks)
     sending = Sending(ctx, bucket)
     try:
-        sending.send(cut_requests(ctx, table), table, counts)
+        sending.send_all(table, counts)
     finally:
         sending.close()
     return counts
@@ -186,10 +186,12 @@ def _load_stream(
             if part.num_rows == 0:
                 continue
             table = part if carry is None else pa.concat_tables([carry, part]).combine_chunks()
-            batches = cut_requests(ctx, table)
-            if batches:
-                sending.send(batches[:-1], table, counts)
-                carry = table.slice(batches[-1].rows[0])  # the last request may go on in the next slice
+            last = int(conversation_starts(table)[-1])  # the last conversation may go on in the next slice
+            sending.send_all(table.slice(0, last), counts)
+            tail = table.slice(last)
+            batches = cut_requests(ctx, tail)
+            sending.send(batches[:-1], tail, counts)
+            carry = tail.slice(batches[-1].rows[0])  # the last request may go on in the next slice
         counts.pending += runs.rows - done
         if carry is not None:
             sending.send(cut_requests(ctx, carry), carry, counts)
