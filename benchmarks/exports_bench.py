@@ -40,6 +40,12 @@ def _write(base: Path, preset: str, n: int) -> tuple[Path, Path]:
         times = [datetime.fromtimestamp(r["chat_time"], UTC) for r in expected]
         keys = [r["key"] for r in expected]
         src = d / "export"
+    elif preset == "librechat":
+        expected = librechat_generated(d / "export" / "messages.jsonl", n)
+        settings = {}
+        times = [datetime.fromisoformat(r["chat_time"]) for r in expected]
+        keys = [r["key"] for r in expected]
+        src = d / "export" / "messages.jsonl"
     else:
         convs, users, expected = claude_export(conversations=max(1, n // 10))
         with zipfile.ZipFile(d / "export.zip", "w", zipfile.ZIP_DEFLATED) as z:
@@ -71,6 +77,67 @@ def _write(base: Path, preset: str, n: int) -> tuple[Path, Path]:
     flat_map.write_text(yaml.safe_dump(flat))
     (d / "done").write_text("")
     return export_map, flat_map
+
+
+LIBRECHAT_TURNS = 10  # user and assistant messages a conversation on its shown path: 20
+
+
+def librechat_generated(out: Path, n: int) -> list[dict]:
+    """A mongoexport of LibreChat's messages sorted by conversation (as the docs' command writes
+    it), conversations of 2 * LIBRECHAT_TURNS messages on the shown path, each with one
+    regenerated answer (an older sibling of its second answer, off the path); the path's
+    messages are returned, as the preset must give them (the newest leaf's path)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    expected: list[dict] = []
+    t0 = datetime(2024, 5, 1, tzinfo=UTC).timestamp()
+    root = "00000000-0000-0000-0000-000000000000"
+    with out.open("w") as fh:
+        for c in range(max(1, n // (2 * LIBRECHAT_TURNS))):
+            conv, user, parent, at = f"conv-{c:07d}", f"user-{c % 500}", root, t0 + c * 3600
+            for i in range(2 * LIBRECHAT_TURNS):
+                mine = i % 2 == 0
+                mid = f"{conv}-m{i}"
+                text = f"{'question' if mine else 'answer'} {i} of {conv}: " + " ".join(_WORDS[(c + i) % 9 :][:8])
+                if i == 3:  # the regenerated answer's first try: an older sibling, off the shown path
+                    old = {
+                        **_librechat_line(f"{mid}-old", conv, parent, user, mine, "first try", at),
+                        "_id": {"$oid": f"{c:012x}{i:012x}"},
+                    }
+                    fh.write(json.dumps(old) + "\n")
+                at += 30
+                line = _librechat_line(mid, conv, parent, user, mine, text, at)
+                fh.write(json.dumps(line) + "\n")
+                stamp = datetime.fromtimestamp(at, UTC).isoformat()
+                expected.append(
+                    {
+                        "user_id": user,
+                        "conversation_id": conv,
+                        "role": "user" if mine else "assistant",
+                        "content": text,
+                        "chat_time": stamp,
+                        "key": mid,
+                    }
+                )
+                parent = mid
+    return expected
+
+
+def _librechat_line(mid: str, conv: str, parent: str, user: str, mine: bool, text: str, at: float) -> dict:
+    stamp = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    return {
+        "_id": {"$oid": mid.encode().hex()[:24].ljust(24, "0")},
+        "messageId": mid,
+        "conversationId": conv,
+        "parentMessageId": parent,
+        "user": user,
+        "isCreatedByUser": mine,
+        "sender": "User" if mine else "GPT-4o",
+        "text": text,
+        "createdAt": {"$date": stamp},
+        "updatedAt": {"$date": stamp},
+        "error": False,
+        "unfinished": False,
+    }
 
 
 WHATSAPP_CHATS = 8
@@ -135,7 +202,8 @@ def run(base: Path, n: int, peak, preset: str = "telegram-export") -> dict:
     out["peak"] = peak(export, base / "mem-export")["peak_rss_bytes"]
     out["file_bytes"] = (
         sum(f.stat().st_size for f in export.parent.joinpath("export").rglob("*") if f.is_file())
-        or (export.parent / "export.zip").stat().st_size
+        if export.parent.joinpath("export").is_dir()
+        else (export.parent / "export.zip").stat().st_size
     )
     return out
 

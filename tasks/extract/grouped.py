@@ -72,7 +72,7 @@ def _contiguous(fh: BinaryIO, key: str, max_record_bytes: int, replace: bool) ->
     """Whether every key's lines follow one another (the first pass: the keys alone are kept)."""
     seen: set = set()
     current = object()
-    for doc in _documents(fh, key, [], max_record_bytes, replace):
+    for doc in _documents(fh, key, [], max_record_bytes, replace, whole=False):
         if isinstance(doc, BadRow):
             continue
         k = doc.get(key)
@@ -108,9 +108,10 @@ def _records(key: str, held: dict) -> Iterator[dict]:
 
 
 def _documents(
-    fh: BinaryIO, key: str, bad: list[BadRow], max_record_bytes: int, replace: bool
+    fh: BinaryIO, key: str, bad: list[BadRow], max_record_bytes: int, replace: bool, whole: bool = True
 ) -> Iterator[dict | BadRow]:
-    """The document, or a BadRow, of each non-blank line."""
+    """The document, or a BadRow, of each non-blank line; read as plain JSON whole, or (`whole`
+    false: the first pass, which needs the key alone) only its key."""
     mine: list[BadRow] = []
     blocks = LineBlocks(fh, mine, max_record_bytes)
     for data in blocks:
@@ -129,7 +130,10 @@ def _documents(
             if reason is None and not isinstance(doc, dict):
                 reason = Reason("not an object", f"not a JSON object (a {type(doc).__name__})")
             elif reason is None and isinstance(doc, dict):
-                doc = plain(doc)
+                if whole:
+                    doc = plain(doc)
+                elif isinstance(doc.get(key), dict):
+                    doc[key] = plain(doc[key])
                 if not isinstance(doc.get(key), (str, int)) or doc.get(key) == "":
                     reason = Reason("no key", f"has no {key} (text): cannot tell its conversation")
             if reason is not None:
@@ -149,7 +153,7 @@ def _documents(
 def plain(value):
     """A value of MongoDB Extended JSON as plain JSON (the wrappers named in the module's text)."""
     if isinstance(value, list):
-        return [plain(v) for v in value]
+        return [plain(v) if isinstance(v, (dict, list)) else v for v in value]
     if not isinstance(value, dict):
         return value
     if len(value) == 1:
@@ -170,7 +174,8 @@ def plain(value):
                 return v
         if k == "$numberDecimal":
             return v
-    return {k: plain(v) for k, v in value.items()}
+    # most values are scalars: no call for them (this runs for every field of every line)
+    return {k: plain(v) if isinstance(v, (dict, list)) else v for k, v in value.items()}
 
 
 def _date(v):
