@@ -40,10 +40,11 @@ class KnowledgeBase(Protocol):
     """What a documents run needs of the place its files go."""
 
     id: str
+    requests: int  # requests sent so far (an upload is one on the cloud, one per file self-hosted)
 
     def upload(self, files: list[dict]) -> list[dict]:
-        """Files ({path, sha256, name, media_type, data, size}) in one request; per file, in
-        order, {id, status}."""
+        """Files ({path, sha256, name, media_type, data, size}) in one call; per file, in order,
+        {id, status}, and `refused` (the reason) for a file refused while others were taken."""
         ...
 
     def find(self, sent: list[dict], taken: set[str]) -> dict[int, dict]:
@@ -79,6 +80,7 @@ class CloudKnowledgeBase:
 
     def __init__(self, target: HttpTarget, kb_id: str):
         self.target, self.id = target, kb_id
+        self.requests = 0
 
     def upload(self, files: list[dict]) -> list[dict]:
         body = {
@@ -87,6 +89,7 @@ class CloudKnowledgeBase:
                 {"name": f["name"], "type": "document", "content": data_url(f["media_type"], f["data"])} for f in files
             ],
         }
+        self.requests += 1
         data = self.target._post("/add/knowledgebase-file", body, writes=True, final=FINAL)
         answer = data if isinstance(data, list) else (data or {}).get("file_detail_list") or []
         if len(answer) != len(files):

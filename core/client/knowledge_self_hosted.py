@@ -68,10 +68,11 @@ class SelfHostedKnowledgeBase:
         self.target, self.id = target, cube
         self.user_id = user_id or cube
         self.serve_host, self.serve_port, self.serve_url = serve_host, serve_port, serve_url
+        self.requests = 0
 
     def upload(self, files: list[dict]) -> list[dict]:
         """One synchronous add per file, each served from a file server that lives for this
-        call. A file the server refused is answered `failed` (nothing of it is held); a failure
+        call. A file the server refused is answered with `refused` (nothing of it is held); a failure
         after the first file was added leaves the whole call in doubt (the next run settles each
         file by its id), so nothing is added twice."""
         out: list[dict] = []
@@ -79,12 +80,13 @@ class SelfHostedKnowledgeBase:
             for f in files:
                 fid = file_id(self.id, f["path"], f["sha256"])
                 url = fs.offer(f["data"], f["name"], f.get("media_type") or "application/octet-stream")
+                self.requests += 1
                 try:
                     data = self.target._post("/product/add", self._add_body(f, fid, url), writes=True)
-                except TerminalBatchError:
+                except TerminalBatchError as exc:
                     if not out and len(files) == 1:
                         raise
-                    out.append({"id": fid, "status": "failed"})  # refused: nothing of it held
+                    out.append({"id": fid, "status": "failed", "refused": str(exc)})  # nothing of it held
                     continue
                 except TransientError as exc:
                     if not out:

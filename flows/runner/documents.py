@@ -164,7 +164,13 @@ def _sync(mapping, cfg, ledger: Ledger, target, report: RunReport, qdir: Path, d
         return
     assert kb is not None  # not a dry run: the knowledge base is known
     limiter = RateLimiter(cfg.load.requests_per_second, 0.0)
-    sent_ok = _upload(ledger, kb, target_name, name, report.run_id, uploads, limiter, report, cfg.load.lease_ttl_s)
+    quarantine = QuarantineWriter(qdir, "documents-refused")
+    try:
+        sent_ok = _upload(
+            ledger, kb, target_name, name, report.run_id, uploads, limiter, report, cfg.load.lease_ttl_s, quarantine
+        )
+    finally:
+        quarantine.close()
     stale = [current[f["path"]] for f in sent_ok if f["path"] in current]
     _remove(ledger, kb, target_name, name, stale, "replaced", report)
     if gone:
@@ -277,7 +283,7 @@ def _batches(files: list[dict]) -> list[list[dict]]:
     return out
 
 
-def _upload(ledger, kb, target_name, name, run_id, files, limiter, report, lease_ttl_s) -> list[dict]:
+def _upload(ledger, kb, target_name, name, run_id, files, limiter, report, lease_ttl_s, quarantine) -> list[dict]:
     """Each batch `sent` in the ledger, then uploaded, then given its ids. A refused batch is
     quarantined file by file; an unanswered one stays `sent` (settled by the next run)."""
     counts, ok = report.counts, []
@@ -288,7 +294,7 @@ def _upload(ledger, kb, target_name, name, run_id, files, limiter, report, lease
         rows = [{k: f[k] for k in ("path", "sha256", "size", "name")} for f in batch]
         counts.throttle_wait_s += limiter.acquire(0)
         ledger.documents_sent(target_name, name, run_id, kb.id, rows)
-        counts.requests += 1
+        before = kb.requests
         try:
             answer = _send(kb, batch, limiter, counts)
         except TransientError as exc:
@@ -307,21 +313,21 @@ def _upload(ledger, kb, target_name, name, run_id, files, limiter, report, lease
             counts.reasons[f"refused by MemOS ({str(exc).split(':')[0]})"] += len(batch)
             report.notes.append(f"upload of {len(batch)} files refused: {exc}")
             continue
+        finally:
+            counts.requests += kb.requests - before
+        taken = [(f, a) for f, a in zip(batch, answer, strict=True) if not a.get("refused")]
+        refused = [(f, a) for f, a in zip(batch, answer, strict=True) if a.get("refused")]
         ledger.documents_update(
             target_name,
             name,
-            [
-                {
-                    "path": f["path"],
-                    "sha256": f["sha256"],
-                    "file_id": a["id"],
-                    "status": a["status"],
-                }
-                for f, a in zip(batch, answer, strict=True)
-            ],
+            [{"path": f["path"], "sha256": f["sha256"], "file_id": a["id"], "status": a["status"]} for f, a in taken],
         )
-        counts.delivered += len(batch)
-        ok += batch
+        if refused:  # one file of the request refused, the others taken (a self-hosted add per file)
+            ledger.documents_forget(target_name, name, [(f["path"], f["sha256"]) for f, _ in refused])
+            for f, a in refused:
+                _skip(quarantine, report, name, f["path"], f"refused by MemOS: {a['refused']}", "refused by MemOS")
+        counts.delivered += len(taken)
+        ok += [f for f, _ in taken]
     return ok
 
 

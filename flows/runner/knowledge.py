@@ -27,7 +27,13 @@ def open_knowledgebase(cfg: RunConfig, ledger: Ledger, target, docs) -> knowledg
 
 
 def by_name(cfg: RunConfig, ledger: Ledger, target, name: str) -> knowledge.KnowledgeBase:
-    """A knowledge base a run created, by its name (MemOS cannot list them: the ledger keeps them)."""
+    """A knowledge base a run created, by its name (MemOS cannot list them: the ledger keeps
+    them); on a self-hosted server, the cube of that name."""
+    if target.kind != "cloud":
+        from core.client.knowledge_self_hosted import open_self_hosted
+        from core.config.documents import DocumentsConfig
+
+        return open_self_hosted(target, DocumentsConfig(knowledgebase=name))
     _, kb_id = ledger.knowledgebase(cfg.target.ledger_name, name)
     if not kb_id:
         raise OperationError(
