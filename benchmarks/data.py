@@ -22,8 +22,9 @@ WORDS = np.array(
 )
 
 
-def generate(out: Path, messages: int, files: int = 10, users: int = 5000, seed: int = 7) -> Path:
-    """`messages` rows over `files` Parquet files under out/data; returns the mapping file."""
+def generate(out: Path, messages: int, files: int = 10, users: int = 5000, seed: int = 7, turns: int = TURNS) -> Path:
+    """`messages` rows over `files` Parquet files under out/data, in conversations of `turns`
+    messages; returns the mapping file."""
     data = out / "data"
     data.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -34,8 +35,8 @@ def generate(out: Path, messages: int, files: int = 10, users: int = 5000, seed:
         if lo >= hi:
             break
         i = np.arange(lo, hi, dtype=np.int64)
-        conv = i // TURNS
-        turn = i % TURNS + 1
+        conv = i // turns
+        turn = i % turns + 1
         conv_s = pa.array(conv).cast(pa.string())
         table = pa.table(
             {

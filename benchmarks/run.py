@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -33,6 +34,7 @@ from benchmarks import (  # noqa: E402
     messy_bench,
     pipeline_bench,
     prefect_bench,
+    redis_bench,
     whatsapp_bench,
 )
 from benchmarks.data import edit, generate, generate_chatgpt_export, generate_openai_chat, generate_personal  # noqa: E402
@@ -327,6 +329,8 @@ def table(r: dict) -> list[tuple[str, str, str, str]]:
         rows.extend(delta_bench.rows(r["delta"]))
     if "iceberg" in r:
         rows.extend(iceberg_bench.rows(r["iceberg"]))
+    if "redis" in r:
+        rows.extend(redis_bench.rows(r["redis"]))
     m = r["memory"]
     sizes = sorted(m, key=int)
     if len(sizes) >= 2:
@@ -445,7 +449,7 @@ def main() -> None:
         "--skip",
         default="",
         help="comma-separated: transform,memory,nested,conversation,cli,prefect,load,messy,exports,whatsapp,apps,"
-        "delta,iceberg",
+        "delta,iceberg,redis",
     )
     args = ap.parse_args()
     base = Path(os.environ.get("MEMOS_ETL_BENCH_DIR", "/tmp/memos-etl-bench"))
@@ -505,6 +509,12 @@ def main() -> None:
         results["delta"] = delta_bench.run(base, big, log=log)
     if "iceberg" not in skip:
         results["iceberg"] = iceberg_bench.run(base, big, log=log)
+    if "redis" not in skip:  # sessions of 4 messages: the peak at 10x the sessions, and against flat Parquet
+        if shutil.which("redis-server"):
+            sessions, small = (100_000, 10_000) if not args.quick else (20_000, 2_000)
+            results["redis"] = redis_bench.run(base, sessions, peak, small=small, log=log)
+        else:
+            log("redis: no redis-server on PATH, skipped")
     if "load" not in skip:
         results["load"] = load_bench.bench(generate(base / "mload", 20_000), base / "load", free_port(), duration=dur)
         log("load done")
@@ -541,6 +551,7 @@ def main() -> None:
             + (whatsapp_bench.rows(results["whatsapp_reader"]) if "whatsapp_reader" in results else [])
             + (delta_bench.rows(results["delta"]) if "delta" in results else [])
             + (iceberg_bench.rows(results["iceberg"]) if "iceberg" in results else [])
+            + (redis_bench.rows(results["redis"]) if "redis" in results else [])
         )
         for r in part_rows:
             print("  ".join(r))
