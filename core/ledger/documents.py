@@ -47,22 +47,33 @@ class Documents(Store):
 
     @guarded("reading documents")
     def documents(self, target: str, source: str, statuses: tuple[str, ...] = HELD) -> list[dict]:
-        """The versions of a source's documents in these statuses, oldest first."""
+        """The versions of a source's documents in these statuses, oldest first: the columns a
+        run works with (ROW)."""
         with self.engine.connect() as c:
             rows = c.execute(
-                sa.select(documents)
+                sa.select(*(documents.c[k] for k in ROW))
                 .where(documents.c.target == target, documents.c.source == source, documents.c.status.in_(statuses))
                 .order_by(documents.c.sent_at, documents.c.path)
-            ).mappings()
-            return [dict(r) for r in rows]
+            ).all()
+        return [dict(zip(ROW, r, strict=True)) for r in rows]
+
+    @guarded("counting documents")
+    def documents_count(self, target: str, source: str) -> dict[str, int]:
+        """status -> versions of a source's documents in it."""
+        with self.engine.connect() as c:
+            rows = c.execute(
+                sa.select(documents.c.status, sa.func.count())
+                .where(documents.c.target == target, documents.c.source == source)
+                .group_by(documents.c.status)
+            ).all()
+        return {st: int(n) for st, n in rows}
 
     @guarded("recording documents sent")
     def documents_sent(self, target: str, source: str, run_id: str, kb_id: str, files: list[dict]) -> None:
         """Before an upload: each file (path, sha256, size, name) `sent`."""
         t = now()
         with self.engine.begin() as c:
-            for f in files:
-                c.execute(documents.delete().where(*_key(target, source, f["path"], f["sha256"])))
+            c.execute(_BY_KEY_DELETE, [_keyed(target, source, f["path"], f["sha256"]) for f in files])
             c.execute(
                 documents.insert(),
                 [
@@ -89,28 +100,39 @@ class Documents(Store):
     def documents_update(self, target: str, source: str, changes: list[dict]) -> None:
         """Each change names a version (path, sha256) and the columns it sets (file_id, status,
         detail)."""
+        if not changes:
+            return
         t = now()
+        groups: dict[tuple[str, ...], list[dict]] = {}  # one statement per set of columns, run for all
+        for ch in changes:
+            cols = tuple(k for k in ("file_id", "status", "detail") if k in ch)
+            row = {**_keyed(target, source, ch["path"], ch["sha256"]), "u_at": t}
+            groups.setdefault(cols, []).append(row | {f"v_{k}": ch[k] for k in cols})
         with self.engine.begin() as c:
-            for ch in changes:
-                values = {k: ch[k] for k in ("file_id", "status", "detail") if k in ch}
-                c.execute(
-                    documents.update()
-                    .where(*_key(target, source, ch["path"], ch["sha256"]))
-                    .values(**values, updated_at=t)
-                )
+            for cols, rows in groups.items():
+                values: dict = {k: sa.bindparam(f"v_{k}") for k in cols} | {"updated_at": sa.bindparam("u_at")}
+                c.execute(documents.update().where(*_BY_KEY).values(values), rows)
 
     @guarded("forgetting documents")
     def documents_forget(self, target: str, source: str, versions: list[tuple[str, str]]) -> None:
         """Versions never taken by MemOS (an unanswered upload found absent): sent again."""
+        if not versions:
+            return
         with self.engine.begin() as c:
-            for path, sha in versions:
-                c.execute(documents.delete().where(*_key(target, source, path, sha)))
+            c.execute(_BY_KEY_DELETE, [_keyed(target, source, path, sha) for path, sha in versions])
 
 
-def _key(target: str, source: str, path: str, sha: str) -> list:
-    return [
-        documents.c.target == target,
-        documents.c.source == source,
-        documents.c.path == path,
-        documents.c.sha256 == sha,
-    ]
+#: the columns `documents()` gives
+ROW = ("path", "sha256", "size", "name", "file_id", "status", "run_id")
+#: one version by its key, as bound parameters: a statement compiled once and run for many rows
+_BY_KEY = (
+    documents.c.target == sa.bindparam("k_target"),
+    documents.c.source == sa.bindparam("k_source"),
+    documents.c.path == sa.bindparam("k_path"),
+    documents.c.sha256 == sa.bindparam("k_sha"),
+)
+_BY_KEY_DELETE = documents.delete().where(*_BY_KEY)
+
+
+def _keyed(target: str, source: str, path: str, sha: str) -> dict:
+    return {"k_target": target, "k_source": source, "k_path": path, "k_sha": sha}

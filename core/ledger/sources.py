@@ -10,6 +10,10 @@ import sqlalchemy as sa
 from core.ledger.db import Store, guarded, now
 from core.ledger.tables import batches, documents, objects, runs, source_state
 
+#: values of one IN list (a statement's bound parameters: PostgreSQL allows 65,535, some SQLite
+#: builds 32,766)
+IN_CHUNK = 10_000
+
 
 class Sources(Store):
     @guarded("reading the file manifest")
@@ -30,12 +34,15 @@ class Sources(Store):
         if not units:
             return
         t = now()
+        rels = [u.rel for u in units]
         with self.engine.begin() as c:
-            c.execute(
-                objects.delete().where(
-                    objects.c.source == source, objects.c.target == target, objects.c.unit.in_([u.rel for u in units])
+            for i in range(0, len(rels), IN_CHUNK):  # bound parameters: PostgreSQL takes 65,535 a statement
+                chunk = rels[i : i + IN_CHUNK]
+                c.execute(
+                    objects.delete().where(
+                        objects.c.source == source, objects.c.target == target, objects.c.unit.in_(chunk)
+                    )
                 )
-            )
             c.execute(
                 objects.insert(),
                 [

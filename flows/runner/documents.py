@@ -30,7 +30,6 @@ import logging
 import posixpath
 import time
 import uuid
-from collections import Counter
 from pathlib import Path
 
 from core import shutdown
@@ -381,10 +380,10 @@ def _poll(ledger, kb, target_name: str, name: str, wait_s: float, report) -> Non
             break
         time.sleep(pause)
         pause = min(pause * 2, 5.0)
-    rows = ledger.documents(target_name, name, ("running", "completed", "failed"))
-    by = Counter(r["status"] for r in rows)
-    failed = sorted(r["path"] for r in rows if r["status"] == "failed")
+    by = ledger.documents_count(target_name, name)
+    failed = sorted(r["path"] for r in ledger.documents(target_name, name, ("failed",)))
     report.notes.append(
-        f"documents in the knowledge base: {by['completed']} parsed, {by['running']} still parsing, "
-        f"{by['failed']} failed to parse" + (f" ({', '.join(failed[:10])})" if failed else "")
+        f"documents in the knowledge base: {by.get('completed', 0)} parsed, "
+        f"{by.get('running', 0)} still parsing, {by.get('failed', 0)} failed to parse"
+        + (f" ({', '.join(failed[:10])})" if failed else "")
     )
