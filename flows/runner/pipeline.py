@@ -48,7 +48,7 @@ from flows.runner.checks import (
 from flows.runner.fanout import FanOut, thread_fanout
 from tasks import cursor
 from tasks.datadocs import localise
-from tasks.extract import Slice, open_source
+from tasks.extract import Slice, kind_of, open_source
 from tasks.load import LoadContext, load_bucket
 from tasks.quarantine import quarantine_dir
 from tasks.redact import DEFAULT_ENTITIES, redaction_secret, redactor_for
@@ -515,7 +515,7 @@ def bucket_count(mapping: Mapping, cfg: RunConfig, units: list) -> int:
     for big inputs so that no bucket holds much more than BUCKET_ROWS messages. Memory then
     stays flat whatever the input size."""
     total = sum(u.size or 0 for u in units)
-    rows = total // _BYTES_PER_ROW.get(mapping.source.format or "", 100)
+    rows = total // (kind_of(mapping).bytes_per_row or _BYTES_PER_ROW.get(mapping.source.format or "", 100))
     return int(min(4096, max(cfg.load.buckets, cfg.load.concurrency, -(-rows // BUCKET_ROWS))))
 
 

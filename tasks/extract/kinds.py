@@ -32,6 +32,9 @@ class Kind:
     #: an unreadable unit stops the whole source (no connection, no table), instead of being
     #: one unreadable unit quarantined while the rest loads
     connected: bool = False
+    #: what a unit's size counts, as bytes a message: a run sizes its conversation buckets by
+    #: it (None: by the file format's bytes a row; Redis: 1, a unit's size is its elements)
+    bytes_per_row: int | None = None
 
     def style(self, mapping: Mapping) -> Style:
         """How a run of this mapping picks its units."""

@@ -261,4 +261,4 @@ class RedisSource:
 
 
 #: source.type redis: shards by the manifest of their versions; no server stops the source
-KIND = Kind(RedisSource, connected=True)
+KIND = Kind(RedisSource, connected=True, bytes_per_row=1)  # a shard's size: its elements (a string: its bytes)
