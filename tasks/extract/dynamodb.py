@@ -92,6 +92,7 @@ class DynamoDBSource:
         self.high_water: Any = None  # cursor mode: the highest cursor value read
         self._client: Any = None
         self._keys: tuple[str, str | None] | None = None  # partition and sort key names
+        self._bytes = 0  # the table's size as DescribeTable gives it
         self.app = None
         if self.cfg.app == "langchain":
             from tasks.extract.apps.langchain import LangChainRows
@@ -137,6 +138,9 @@ class DynamoDBSource:
                 raise self._fail(exc, "cannot read the table") from None
             schema = {k["KeyType"]: k["AttributeName"] for k in table["KeySchema"]}
             self._keys = (schema["HASH"], schema.get("RANGE"))
+            # DynamoDB's own figures, updated about every six hours: what the run sizes its
+            # conversation buckets by (an item taken as at least 1 KB: errs towards more buckets)
+            self._bytes = max(int(table.get("TableSizeBytes") or 0), int(table.get("ItemCount") or 0) * 1024)
         return self._keys
 
     # -- units ---------------------------------------------------------------------------
@@ -150,7 +154,7 @@ class DynamoDBSource:
         cfg = self.cfg
         if cfg.cursor is not None:
             rng = f"[{'' if part.since is None else part.since}, {'' if part.until is None else part.until})"
-            units = [Unit(rel=f"{self.label} {cfg.cursor} {rng}", lo=part.since, hi=part.until)]
+            units = [Unit(rel=f"{self.label} {cfg.cursor} {rng}", size=self._bytes, lo=part.since, hi=part.until)]
         else:
             # read on every run: a version no listing repeats (the ledger knows what was delivered)
             version = f"read {time.time_ns()}"
@@ -159,7 +163,8 @@ class DynamoDBSource:
                 rels = [f"{self.label} {cfg.index or 'table'} {name}={value}"]
             else:
                 rels = [f"{self.label} segment {i}/{cfg.segments}" for i in range(cfg.segments)]
-            units = [Unit(rel=rel, version=version, path=rel) for rel in rels]
+            size = self._bytes // len(rels)
+            units = [Unit(rel=rel, size=size, version=version, path=rel) for rel in rels]
         return [u for u in units if not part.units or u.rel in part.units]
 
     def schema(self, unit: Unit) -> pa.Schema:
