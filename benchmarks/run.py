@@ -28,6 +28,8 @@ from benchmarks import (  # noqa: E402
     cli_bench,
     conversation_bench,
     delta_bench,
+    documents_bench,
+    dynamodb_bench,
     exports_bench,
     iceberg_bench,
     load_bench,
@@ -331,6 +333,12 @@ def table(r: dict) -> list[tuple[str, str, str, str]]:
         rows.extend(iceberg_bench.rows(r["iceberg"]))
     if "redis" in r:
         rows.extend(redis_bench.rows(r["redis"]))
+    if "dynamodb" in r:
+        rows.extend(dynamodb_bench.rows(r["dynamodb"]))
+    if "librechat" in r:
+        rows.extend(exports_bench.rows(r["librechat"]))
+    if "documents" in r:
+        rows.extend(documents_bench.rows(r["documents"]))
     m = r["memory"]
     sizes = sorted(m, key=int)
     if len(sizes) >= 2:
@@ -449,7 +457,7 @@ def main() -> None:
         "--skip",
         default="",
         help="comma-separated: transform,memory,nested,conversation,cli,prefect,load,messy,exports,whatsapp,apps,"
-        "delta,iceberg,redis",
+        "delta,iceberg,redis,dynamodb,librechat,documents",
     )
     args = ap.parse_args()
     base = Path(os.environ.get("MEMOS_ETL_BENCH_DIR", "/tmp/memos-etl-bench"))
@@ -515,6 +523,15 @@ def main() -> None:
             results["redis"] = redis_bench.run(base, sessions, peak, small=small, log=log)
         else:
             log("redis: no redis-server on PATH, skipped")
+    if "dynamodb" not in skip:  # moto's paged scan is quadratic in the table: 30,000 sessions, not 100,000
+        sessions, small = (30_000, 3_000) if not args.quick else (10_000, 1_000)
+        results["dynamodb"] = dynamodb_bench.run(base, sessions, peak, log=log, small=small)
+    if "librechat" not in skip:  # a mongoexport through the tree step, a fifth of the size
+        results["librechat"] = exports_bench.run(base, big // 5, peak, preset="librechat")
+        log(f"librechat {results['librechat']['ratio']:.2f} of flat")
+    if "documents" not in skip:  # a no-op re-sync against the first sync; change detection
+        n_docs, big_docs = (10_000, 100_000) if not args.quick else (2_000, 20_000)
+        results["documents"] = documents_bench.run(base, n_docs, big_docs, log=log)
     if "load" not in skip:
         results["load"] = load_bench.bench(generate(base / "mload", 20_000), base / "load", free_port(), duration=dur)
         log("load done")
@@ -552,6 +569,9 @@ def main() -> None:
             + (delta_bench.rows(results["delta"]) if "delta" in results else [])
             + (iceberg_bench.rows(results["iceberg"]) if "iceberg" in results else [])
             + (redis_bench.rows(results["redis"]) if "redis" in results else [])
+            + (dynamodb_bench.rows(results["dynamodb"]) if "dynamodb" in results else [])
+            + (exports_bench.rows(results["librechat"]) if "librechat" in results else [])
+            + (documents_bench.rows(results["documents"]) if "documents" in results else [])
         )
         for r in part_rows:
             print("  ".join(r))
