@@ -19,6 +19,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from core.errors import ConfigError
+
 
 class RateLimiter:
     def __init__(
@@ -191,6 +193,16 @@ def fleet_limiter(load) -> FleetLimiter | None:
     """The fleet-wide limiter a LoadConfig asks for (load.fleet_limit), created on the server."""
     if not load.fleet_limit or not (load.requests_per_second or load.tokens_per_minute):
         return None
+    import importlib.util
+
+    if importlib.util.find_spec("prefect") is None:  # the Airflow environment (docs/airflow.md)
+        raise ConfigError(
+            "config",
+            "load.fleet_limit",
+            "the fleet-wide limit is kept by Prefect global concurrency limits and Prefect is not "
+            "installed in this environment: unset it, and share the rate another way (on Airflow: one "
+            "pool slot per run, docs/airflow.md)",
+        )
     fleet = FleetLimiter(
         load.fleet_limit, load.requests_per_second, load.tokens_per_minute, load.max_tokens_per_request
     )

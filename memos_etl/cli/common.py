@@ -63,6 +63,20 @@ def load_config(
     return cfg
 
 
+def require_prefect(what: str) -> None:
+    """Stop with one line when a command is about to run a Prefect flow in an environment
+    without Prefect (the Airflow one, docs/airflow.md): `what` says which command, and the
+    message what runs without it."""
+    import importlib.util
+
+    if importlib.util.find_spec("prefect") is None:
+        raise MemosEtlError(
+            f"{what} runs as a Prefect flow and Prefect is not installed in this environment (the Airflow "
+            "one?): use --no-prefect where the command has it, Airflow's own DAGs and backfill "
+            "(docs/airflow.md), or the default environment (`uv sync --frozen`)"
+        )
+
+
 class _ExpectedErrors:
     """Logging filter: drops records that carry one of our own errors (MemosEtlError)."""
 

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from memos_etl.cli.common import console_without_expected_tracebacks, load_config, print_report
+from memos_etl.cli.common import console_without_expected_tracebacks, load_config, print_report, require_prefect
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_MAPPING = ROOT / "schemas" / "mappings" / "sample.yaml"
@@ -57,6 +57,7 @@ def demo(work_dir: Path = typer.Option(Path(".memos-etl"), help="state directory
     from memos_etl.devserver import DevServer
     from tasks.validate import preload
 
+    require_prefect("the demo")
     preload()  # Great Expectations imports while the dev-server and Prefect start
     work_dir.mkdir(parents=True, exist_ok=True)
     server = DevServer(db=str(work_dir / "devserver.db")).start()

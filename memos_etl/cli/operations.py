@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 from pathlib import Path
 from typing import Optional
@@ -10,7 +11,16 @@ from typing import Optional
 import typer
 
 from core.errors import OperationError
-from memos_etl.cli.common import ConfigOpt, LedgerOpt, SourceArg, TargetOpt, WorkOpt, load_config, print_report
+from memos_etl.cli.common import (
+    ConfigOpt,
+    LedgerOpt,
+    SourceArg,
+    TargetOpt,
+    WorkOpt,
+    load_config,
+    print_report,
+    require_prefect,
+)
 
 
 def replay(
@@ -189,12 +199,13 @@ def erase(
         out = do_erase(cfg, t, user, conversation)
     finally:
         t.close()
-    from flows.events import emit_now, erasure_event
-    from memos_etl.cli.prefect_api import api_server
+    if importlib.util.find_spec("prefect") is not None:  # not in the Airflow environment
+        from flows.events import emit_now, erasure_event
+        from memos_etl.cli.prefect_api import api_server
 
-    with api_server():  # the erasure in Prefect's event feed (ids only), for automations and audit
-        payload = erasure_event(cfg.target.ledger_name, out, user, conversation)
-        emit_now("erasure.done" if out["complete"] else "erasure.incomplete", None, cfg.target.ledger_name, payload)
+        with api_server():  # the erasure in Prefect's event feed (ids only), for automations and audit
+            payload = erasure_event(cfg.target.ledger_name, out, user, conversation)
+            emit_now("erasure.done" if out["complete"] else "erasure.incomplete", None, cfg.target.ledger_name, payload)
     if not out["complete"]:
         typer.secho(
             f"erase {scope}: erasure recorded ({out['erasure_id']}), but {out['problem']}",
@@ -280,6 +291,7 @@ def verify(
     if no_prefect:
         result = run_verify(m, cfg, sample=wanted, seed=seed, run_id=run).to_dict()
     else:
+        require_prefect("verify")
         from flows.heartbeat import in_process
         from flows.verify import verify_flow
         from memos_etl.cli.prefect_api import api_server

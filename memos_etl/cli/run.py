@@ -18,6 +18,7 @@ from memos_etl.cli.common import (
     console_without_expected_tracebacks,
     load_config,
     print_report,
+    require_prefect,
 )
 
 
@@ -87,6 +88,7 @@ def sync(
                 progress=progress.report,
             ).to_dict()
         else:
+            require_prefect("sync")
             from flows.sync import run_sync
             from memos_etl.cli.prefect_api import api_server
 
@@ -174,6 +176,7 @@ def backfill(
 
     preflight(m)
     overrides = cfg.model_dump(exclude={"sources"})
+    require_prefect("backfill")  # --no-prefect too: the partition bookkeeping lives in flows/backfill.py
     if no_prefect:
         from flows.backfill import backfill as run_backfill
 
