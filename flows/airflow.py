@@ -1,0 +1,267 @@
+"""Airflow DAGs for memos-etl: the same runner as the Prefect flows, one Airflow task per run.
+
+On the flows floor because it is what flows/sync.py is for Prefect: an orchestrator's wrapper
+around flows/runner/ (it imports the runner, tasks and core below it, and nothing of Prefect:
+`lint-imports` checks that). It is imported in the Airflow environment only (docs/airflow.md).
+
+* `dags(config_path)`: one DAG per source of a run config, each a nightly on a cron data-interval
+  timetable with one `MemosSyncOperator` task; a DAG file does `globals().update(dags(...))`.
+* `MemosSyncOperator`: one run of a source, for DAGs users write themselves.
+
+What a DAG run loads: a scheduled run (or a manual one without `since`/`until` in its conf) is
+the nightly: no bounds, the cursor moves. A backfill run (`airflow backfill create`) loads its
+data interval, [data_interval_start, data_interval_end), as the run's Slice: it never moves the
+nightly cursor. A manual run with `{"since": ..., "until": ...}` in its conf loads that slice.
+
+One task per run, not a task per file or bucket (dynamic task mapping): the runner already
+stages files and loads buckets on threads, and a mapped task instance would pay Airflow's
+per-task start (a process, the DAG parsed again, tens of ms to seconds) and lose the run's one
+ledger record and report. See docs/airflow.md, "One task per run".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping as StrMap
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import DAG, BaseOperator, Connection, CronDataIntervalTimetable
+from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
+
+from core import shutdown
+from core.client import make_target
+from core.config import RunConfig, load_run_config
+from core.errors import (
+    CannotTell,
+    ConfigError,
+    FatalTargetError,
+    MemosEtlError,
+    OperationError,
+    QualityThresholdError,
+    SourceError,
+    TargetIdentityError,
+    TerminalBatchError,
+)
+from core.report import RunReport
+from flows import runner
+from tasks.cursor import parse_bound
+from tasks.extract import Slice
+
+log = logging.getLogger("memos_etl")
+
+#: the Airflow connection that holds the target: host (the base URL) and password (the API key)
+DEFAULT_CONN_ID = "memos_default"
+NIGHTLY = "15 2 * * *"  # UTC, as deployments/prefect.yaml's sample nightly
+
+#: errors a retry cannot fix: the task fails at once (AirflowFailException); any other error
+#: (TransientError, LedgerError, an outage of the source's store) is retried by Airflow, which
+#: the ledger makes safe: a retry sends only what the failed try did not deliver
+FATAL: tuple[type[BaseException], ...] = (
+    ConfigError,
+    SourceError,
+    QualityThresholdError,
+    FatalTargetError,
+    TargetIdentityError,
+    TerminalBatchError,
+    CannotTell,
+    OperationError,
+)
+
+
+class RunNotComplete(MemosEtlError):
+    """The run ended with messages pending or in doubt, or was drained: retried by Airflow, and
+    the retry sends only what is left."""
+
+
+class MemosSyncOperator(BaseOperator):
+    """One memos-etl run of `source` (a name of the run config's `sources:`, or a mapping file
+    path) into the target of the connection `conn_id`. Returns the run report (XCom
+    `return_value`) and logs it; a failed run's report is in XCom `report`.
+
+    `config_path`: the run config (default $MEMOS_ETL_CONFIG, else the defaults); `work_dir`
+    overrides its state.work_dir. `conn_id=None` takes the target from the config alone."""
+
+    template_fields = ("source", "config_path", "work_dir")
+    ui_color = "#d6ecf3"
+
+    def __init__(
+        self,
+        *,
+        source: str,
+        config_path: str | None = None,
+        conn_id: str | None = DEFAULT_CONN_ID,
+        work_dir: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.source, self.config_path, self.conn_id, self.work_dir = source, config_path, conn_id, work_dir
+
+    def execute(self, context: Any) -> dict:
+        cfg, api_key = self.run_config()
+        mapping = cfg.mapping(self.source)
+        runner.preflight(mapping)
+        part, why = run_slice(context)
+        self.log.info("memos-etl %s of %s into %s: %s", self.source, mapping.source.name, cfg.target.ledger_name, why)
+        target = make_target(cfg.target, api_key=api_key, pool_size=cfg.load.concurrency + 2)
+        try:
+            report = runner.run(mapping, cfg, part=part, target=target)
+        except FATAL as exc:
+            self._publish(context, getattr(exc, "report", None))
+            raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            self._publish(context, getattr(exc, "report", None))
+            raise
+        finally:
+            target.close()
+        out = self._publish(context, report)
+        if report.status != "completed":
+            raise RunNotComplete(
+                f"run {report.run_id} of {mapping.source.name} ended {report.status}: "
+                f"{report.counts.pending} messages pending, {report.counts.in_doubt} in doubt; a retry sends them"
+            )
+        return out
+
+    def run_config(self) -> tuple[RunConfig, str | None]:
+        """The run config, with the connection's target (base URL) and the work dir; the
+        connection's API key (None: the config's, from its environment variable or block)."""
+        cfg = load_run_config(self.config_path)
+        api_key = None
+        if self.work_dir:
+            cfg.state.work_dir = str(self.work_dir)
+        if self.conn_id:
+            conn = connection(self.conn_id)
+            url = base_url(conn)
+            if url:
+                cfg.target.base_url = url
+            api_key = conn.password or None
+            extra = conn.extra_dejson
+            if extra.get("kind"):
+                cfg.target.kind = extra["kind"]
+            if extra.get("target_name"):
+                cfg.target.name = extra["target_name"]
+        return cfg, api_key
+
+    def on_kill(self) -> None:
+        # Airflow stops the task: drain like SIGTERM does for the CLI (requests in flight finish
+        # and are recorded, the rest is pending for the retry)
+        shutdown.requested.set()
+
+    def _publish(self, context: Any, report: RunReport | None) -> dict:
+        if report is None:
+            return {}
+        self.log.info("memos-etl run report:\n%s", report.text())
+        out = json.loads(json.dumps(report.to_dict(), default=str))  # JSON-able for XCom
+        if report.status != "completed":
+            context["ti"].xcom_push(key="report", value=out)
+        return out
+
+
+def connection(conn_id: str) -> Any:
+    """The Airflow connection, or AirflowFailException saying how to create it."""
+    try:
+        return Connection.get(conn_id)
+    except AirflowNotFoundException:
+        raise AirflowFailException(
+            f"Airflow connection {conn_id!r} is not defined: memos-etl reads the MemOS target from it "
+            f"(host: the base URL, password: the API key). Create it, e.g. `airflow connections add "
+            f"{conn_id} --conn-type http --conn-host https://<host>/api/openmem/v1 --conn-password <key>`, "
+            f"or set AIRFLOW_CONN_{conn_id.upper()} (docs/airflow.md)"
+        ) from None
+
+
+def base_url(conn: Any) -> str | None:
+    """A connection's base URL: its host when that is a URL (`https://host/path`), else
+    schema://host:port (schema default https); None without a host."""
+    host = (conn.host or "").strip()
+    if not host:
+        return None
+    if "://" in host:
+        return host.rstrip("/")
+    port = f":{conn.port}" if conn.port else ""
+    return f"{conn.schema or 'https'}://{host}{port}"
+
+
+def run_slice(context: Any) -> tuple[Slice | None, str]:
+    """What this DAG run loads, and why: a backfill run its data interval, a manual run the
+    since/until of its conf if given, anything else the nightly (no bounds: the cursor moves)."""
+    dag_run = context.get("dag_run")
+    kind = getattr(dag_run, "run_type", None)
+    run_type = str(getattr(kind, "value", kind) or "")  # a DagRunType (a str enum) or its value
+    conf = getattr(dag_run, "conf", None) or {}
+    if conf.get("since") is not None or conf.get("until") is not None:
+        part = Slice(since=parse_bound(_text(conf.get("since"))), until=parse_bound(_text(conf.get("until"))))
+        return part, f"the slice of the run's conf [{conf.get('since')}, {conf.get('until')})"
+    if run_type == "backfill":
+        start, end = context.get("data_interval_start"), context.get("data_interval_end")
+        if start is None or end is None or start == end:
+            raise AirflowFailException(
+                "a backfill run without a data interval: give the DAG a data-interval timetable "
+                "(dags() does: CronDataIntervalTimetable)"
+            )
+        part = Slice(since=parse_bound(_iso(start)), until=parse_bound(_iso(end)))
+        return part, f"backfill of the data interval [{_iso(start)}, {_iso(end)}); the nightly cursor stays"
+    return None, f"{run_type or 'a'} run: the nightly (everything new; the cursor moves)"
+
+
+def _iso(when: Any) -> str:
+    return datetime.fromisoformat(str(when).replace("Z", "+00:00")).astimezone(UTC).isoformat()
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def dags(
+    config_path: str | Path | None = None,
+    *,
+    sources: list[str] | None = None,
+    schedules: StrMap[str, str | None] | None = None,
+    default_schedule: str | None = NIGHTLY,
+    conn_id: str | None = DEFAULT_CONN_ID,
+    work_dir: str | None = None,
+    start_date: datetime = datetime(2024, 1, 1, tzinfo=UTC),
+    retries: int = 2,
+    retry_delay: timedelta = timedelta(minutes=5),
+    pool: str | None = None,
+    dag_id_prefix: str = "memos-etl-",
+) -> dict[str, DAG]:
+    """One DAG per source of the run config at `config_path` (all of `sources:`, or those named
+    in `sources`, which may also be mapping file paths): dag id `memos-etl-<source name>`, its
+    cron from `schedules` (source -> cron in UTC, None: no schedule) else `default_schedule`,
+    on a data-interval timetable so a backfill run's interval is a day (or whatever the cron
+    spaces). Each DAG has one task, `sync` (MemosSyncOperator), retried `retries` times on
+    transient failures. `pool` puts every run in one Airflow pool (a fleet-wide cap on
+    concurrent runs). Reads only the config file: cheap enough for the DAG processor."""
+    cfg = load_run_config(config_path)
+    names = list(sources) if sources is not None else list(cfg.sources)
+    out: dict[str, DAG] = {}
+    for name in names:
+        source_name = cfg.mapping(name).source.name
+        cron = (schedules or {}).get(name, (schedules or {}).get(source_name, default_schedule))
+        dag_id = dag_id_prefix + source_name
+        with DAG(
+            dag_id=dag_id,
+            schedule=CronDataIntervalTimetable(cron, timezone="UTC") if cron else None,
+            start_date=start_date,
+            catchup=False,
+            max_active_runs=4,
+            tags=["memos-etl"],
+            description=f"memos-etl: sync {source_name} into MemOS",
+            doc_md=__doc__,
+        ) as dag:
+            MemosSyncOperator(
+                task_id="sync",
+                source=str(name),
+                config_path=str(config_path) if config_path else None,
+                conn_id=conn_id,
+                work_dir=work_dir,
+                retries=retries,
+                retry_delay=retry_delay,
+                retry_exponential_backoff=True,
+                **({"pool": pool} if pool else {}),
+            )
+        out[dag_id] = dag
+    return out
