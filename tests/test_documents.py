@@ -286,3 +286,19 @@ def test_status_shows_a_documents_source(tmp_path, dev_server):
     out = cli(cfg, "status")
     assert "documents   4 in the knowledge base (4 parsed, 0 parsing, 0 failed to parse)" in out, out
     assert "1 replaced, 0 deleted" in out and "quarantined 1 files" in out, out
+
+
+def test_a_file_gone_under_on_delete_report_stays_and_is_reported_each_run(tmp_path, dev_server):
+    docs = tmp_path / "docs"
+    folder(docs)
+    cfg = config(tmp_path, dev_server.url, docs, {"on_delete": "report"})
+    sync(cfg)
+    (docs / "faq.txt").unlink()
+    (docs / "empty.txt").unlink()  # never uploaded: leaves the manifest, nothing to report
+    for _ in range(2):
+        c = sync(cfg)["counts"]
+        assert c["gone_from_source"] == 1 and c["requests"] == 0, c
+    assert "faq.txt" in files_held(dev_server.url)  # MemOS keeps it: on_delete report
+    (docs / "faq.txt").write_bytes(b"How do I book a room? Use the calendar.\n")  # back, unchanged
+    c = sync(cfg)["counts"]
+    assert c["gone_from_source"] == 0 and c["requests"] == 0 and c["already_delivered"] == 1, c

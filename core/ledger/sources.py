@@ -120,6 +120,19 @@ class Sources(Store):
                 )
             ).rowcount
 
+    @guarded("forgetting files")
+    def forget_units(self, source: str, target: str, rels: list[str]) -> None:
+        """Drop these units from the manifest (files gone from the source, nothing of them held)."""
+        with self.engine.begin() as c:
+            for i in range(0, len(rels), IN_CHUNK):
+                c.execute(
+                    objects.delete().where(
+                        objects.c.source == source,
+                        objects.c.target == target,
+                        objects.c.unit.in_(rels[i : i + IN_CHUNK]),
+                    )
+                )
+
     @guarded("reading the overview")
     def source_overview(self) -> list[dict]:
         """Per (source, target): cursor, last run, messages delivered / in doubt / refused."""

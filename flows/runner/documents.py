@@ -105,23 +105,26 @@ def _sync(mapping, cfg, ledger: Ledger, target, report: RunReport, qdir: Path, d
     units = source.units(Slice())
     report.files = len(units)
     kb = None if dry else _knowledgebase(mapping, ledger, target, target_name)
-    held = ledger.documents(target_name, name)
-    if kb is not None:
+    manifest = ledger.manifest(name, target_name)
+    listed = {u.rel for u in units}
+    todo = [u for u in units if manifest.get(u.rel) != (u.version, "done")]  # the rest: unchanged, not read
+    counts.units_skipped = len(units) - len(todo)
+    # the versions MemOS holds are read only when something may have changed: a file listed anew
+    # or changed, a file gone (every held version's path was in the manifest), an upload in doubt
+    vanished = any(rel not in listed for rel in manifest)
+    in_doubt = ledger.documents_count(target_name, name).get("sent", 0)
+    held = ledger.documents(target_name, name) if todo or vanished or in_doubt else []
+    if kb is not None and in_doubt:
         held = _settle(ledger, kb, target_name, name, held, report)
     current = {}  # path -> its newest version MemOS holds (or may: running, completed, failed)
     for row in held:
         current[row["path"]] = row  # oldest first: the newest wins
-    manifest = ledger.manifest(name, target_name)
     limits = Limits(file_bytes=docs.max_file_bytes, pages=docs.max_pages)
     uploads: list[dict] = []
     done_units, failed_units = [], []
     quarantine = QuarantineWriter(qdir, "documents")
     try:
-        for u in units:
-            seen = manifest.get(u.rel)
-            if seen and seen[0] == u.version and seen[1] == "done":
-                counts.units_skipped += 1
-                continue
+        for u in todo:
             try:
                 data = _read(source, u)
             except (OSError, SourceError) as exc:
@@ -154,7 +157,6 @@ def _sync(mapping, cfg, ledger: Ledger, target, report: RunReport, qdir: Path, d
             uploads.append({"unit": u, "path": u.rel, "sha256": sha, "size": len(doc.data), **_file(u.rel, doc)})
     finally:
         quarantine.close()
-    listed = {u.rel for u in units}
     gone = [row for path, row in current.items() if path not in listed]
     if dry:
         counts.planned = len(uploads)
@@ -182,6 +184,10 @@ def _sync(mapping, cfg, ledger: Ledger, target, report: RunReport, qdir: Path, d
     ledger.record_units(name, target_name, report.run_id, [f["unit"] for f in sent_ok], "done")
     if failed_units:
         ledger.record_units(name, target_name, report.run_id, failed_units, "failed")
+    # a path no longer listed leaves the manifest once nothing of it is held (deleted there, or
+    # never uploaded: empty, skipped); under on_delete: report it stays, and is reported again
+    still = {row["path"] for row in gone} if mapping.on_delete != "delete" else set()
+    ledger.forget_units(name, target_name, [rel for rel in manifest if rel not in listed and rel not in still])
     _poll(ledger, kb, target_name, name, mapping.documents.parse_wait_s, report)
     if shutdown.requested.is_set():
         report.status = "interrupted"
