@@ -131,3 +131,26 @@ def sample_settings(preset: str) -> dict | None:
 
     p = PRESETS / "samples" / f"{preset}.settings.yaml"
     return yaml.safe_load(p.read_text()) if p.exists() else None
+
+
+def store_config(
+    tmp_path: Path, server: str, preset: str, section: str, settings: dict, extra: dict | None = None, load=None
+) -> Path:
+    """A run config with one source `chats` read by `preset` from a store (source.<section>:
+    `settings`, plus the test's own keys under `extra[section]`), into the dev-server at
+    `server`, its state under tmp_path."""
+    extra = dict(extra or {})
+    src = {"name": "chats", section: {**settings, **extra.pop(section, {})}}
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump({"preset": preset, "source": src, **extra}))
+    cfg = tmp_path / "memos-etl.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "sources": {"chats": str(tmp_path / "m.yaml")},
+                "target": {"base_url": server, "backoff_base_s": 0.01, "backoff_cap_s": 0.05},
+                **({"load": load} if load else {}),
+                "state": {"work_dir": str(tmp_path / "state"), "ledger_url": f"sqlite:///{tmp_path / 'ledger.db'}"},
+            }
+        )
+    )
+    return cfg

@@ -12,10 +12,10 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from memos_etl.cli import app
+from tests.helpers import store_config
 from tests.test_langchain import ALICE, BOB, messages_of, times_of, write_chats
 
 runner = CliRunner()
@@ -48,21 +48,9 @@ def history(endpoint: str, table: str, **kw):
 
 
 def config(tmp_path: Path, server: str, endpoint: str, table: str, extra: dict | None = None, load=None) -> Path:
-    extra = dict(extra or {})
-    src = {"name": "chats", "dynamodb": {"table": table, "endpoint_url": endpoint, **extra.pop("dynamodb", {})}}
-    (tmp_path / "m.yaml").write_text(yaml.safe_dump({"preset": "langchain-dynamodb", "source": src, **extra}))
-    cfg = tmp_path / "memos-etl.yaml"
-    cfg.write_text(
-        yaml.safe_dump(
-            {
-                "sources": {"chats": str(tmp_path / "m.yaml")},
-                "target": {"base_url": server, "backoff_base_s": 0.01, "backoff_cap_s": 0.05},
-                **({"load": load} if load else {}),
-                "state": {"work_dir": str(tmp_path / "state"), "ledger_url": f"sqlite:///{tmp_path / 'ledger.db'}"},
-            }
-        )
+    return store_config(
+        tmp_path, server, "langchain-dynamodb", "dynamodb", {"table": table, "endpoint_url": endpoint}, extra, load
     )
-    return cfg
 
 
 def cli(cfg: Path, *args: str) -> dict:

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from memos_etl.cli import app
 from tasks.extract.redis import shard_of
 from tests.conftest import ROOT
-from tests.helpers import set_faults, stats
+from tests.helpers import set_faults, stats, store_config
 from tests.test_langchain import ALICE, BOB, messages_of, times_of, write_chats
 
 runner = CliRunner()
@@ -47,21 +47,7 @@ def history(url: str):
 
 
 def config(tmp_path: Path, server: str, url: str, extra: dict | None = None, load: dict | None = None) -> Path:
-    extra = dict(extra or {})
-    src = {"name": "chats", "redis": {"url": url, **extra.pop("redis", {})}}
-    (tmp_path / "m.yaml").write_text(yaml.safe_dump({"preset": "langchain-redis", "source": src, **extra}))
-    cfg = tmp_path / "memos-etl.yaml"
-    cfg.write_text(
-        yaml.safe_dump(
-            {
-                "sources": {"chats": str(tmp_path / "m.yaml")},
-                "target": {"base_url": server, "backoff_base_s": 0.01, "backoff_cap_s": 0.05},
-                **({"load": load} if load else {}),
-                "state": {"work_dir": str(tmp_path / "state"), "ledger_url": f"sqlite:///{tmp_path / 'ledger.db'}"},
-            }
-        )
-    )
-    return cfg
+    return store_config(tmp_path, server, "langchain-redis", "redis", {"url": url}, extra, load)
 
 
 def cli(cfg: Path, *args: str) -> dict:

@@ -40,7 +40,7 @@ from core.config import Mapping
 from core.errors import SourceError
 from tasks.cursor import later
 from tasks.extract.blocks import ROW_COLUMN
-from tasks.extract.elements import decoded
+from tasks.extract.elements import decoded, hand_over
 from tasks.extract.kinds import Kind
 from tasks.extract.s3 import s3_credentials
 from tasks.extract.units import Slice, Unit
@@ -230,10 +230,7 @@ class DynamoDBSource:
             items = [{k: typed.deserialize(v) for k, v in item.items()} for item in page.get("Items", [])]
             sink: list[BadRow] = []
             rb, n = self._batch(items, keys, offset, sink)
-            if bad is None and sink:
-                raise SourceError(self.mapping.source.name, unit.rel, f"{sink[0].where}: {sink[0].reason}")
-            if bad is not None:
-                bad.extend(sink)
+            hand_over(self.mapping.source.name, unit.rel, sink, bad)
             if rb.num_rows:
                 yield offset, rb
             offset += n

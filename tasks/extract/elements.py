@@ -9,8 +9,18 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from core.errors import SourceError
 from tasks.extract.blocks import ROW_COLUMN
 from tasks.quarantine import BadRow
+
+
+def hand_over(source: str, rel: str, sink: list[BadRow], bad: list[BadRow] | None) -> None:
+    """A page's bad records to the caller's list; without one (a schema probe), the first stops
+    the unit."""
+    if bad is not None:
+        bad.extend(sink)
+    elif sink:
+        raise SourceError(source, rel, f"{sink[0].where}: {sink[0].reason}")
 
 
 def decoded(app, rb: pa.RecordBatch, pos: np.ndarray, bad: list[BadRow], whole: bool) -> pa.RecordBatch:

@@ -29,7 +29,7 @@ import pyarrow as pa
 from core.config import Mapping
 from core.errors import SourceError
 from tasks.extract.blocks import ROW_COLUMN
-from tasks.extract.elements import decoded
+from tasks.extract.elements import decoded, hand_over
 from tasks.extract.kinds import Kind
 from tasks.extract.units import Slice, Unit
 from tasks.quarantine import BadRow, Reason
@@ -169,10 +169,7 @@ class RedisSource:
                 raise self._fail(exc, f"cannot read {unit.rel}") from None
             sink: list[BadRow] = []
             rb, n = self._batch(chunk, values, offset, sink)
-            if bad is None and sink:
-                raise SourceError(self.mapping.source.name, unit.rel, f"{sink[0].where}: {sink[0].reason}")
-            if bad is not None:
-                bad.extend(sink)
+            hand_over(self.mapping.source.name, unit.rel, sink, bad)
             if rb.num_rows:
                 yield offset, rb
             offset += n
