@@ -12,6 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from memos_etl.cli import app
@@ -181,3 +182,61 @@ def test_no_table_is_one_clear_line(tmp_path, dev_server, s3_endpoint):
     assert "Traceback" not in res.output, res.output
     (line,) = [x for x in res.output.splitlines() if "cannot read the table" in x]
     assert "dynamodb NoSuchTable" in line and "ResourceNotFoundException" in line, res.output
+
+
+def many_sessions(endpoint: str, table: str, sessions: int, turns: int) -> dict:
+    """`sessions` sessions of `turns` alternating messages, each written by the library in one
+    add_messages; what MemOS must hold of them, in order."""
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    want: dict = {}
+    make = history(endpoint, table)
+    for s in range(sessions):
+        session = f"t{s:03d}"
+        texts = [f"{session} turn {t}: {'question' if t % 2 == 0 else 'answer'} {t}" for t in range(turns)]
+        make(session).add_messages([HumanMessage(x) if i % 2 == 0 else AIMessage(x) for i, x in enumerate(texts)])
+        want[(session, session)] = [("user" if i % 2 == 0 else "assistant", x) for i, x in enumerate(texts)]
+    return want
+
+
+def test_killed_mid_send_then_rerun_loads_each_message_once(tmp_path, dev_server, s3_endpoint, table):
+    """kill -9 twice while a first sync sends 480 messages of 24 sessions, then re-runs: every
+    message once, in order."""
+    import subprocess
+
+    from tests.helpers import stats
+    from tests.test_crash import ROOT, crash_command, kill_while_sending
+    from tests.test_langchain import messages_of
+
+    want = many_sessions(s3_endpoint, table, sessions=24, turns=20)
+    mapping = tmp_path / "m.yaml"
+    src = {"name": "chats", "dynamodb": {"table": table, "endpoint_url": s3_endpoint}}
+    mapping.write_text(yaml.safe_dump({"preset": "langchain-dynamodb", "source": src}))
+    cmd = crash_command(tmp_path, mapping, dev_server)
+    kill_while_sending(cmd, dev_server, times=2)
+    assert 0 < stats(dev_server.url)["messages"] < 480, "the kills came before or after the sending"
+    for _ in range(3):
+        final = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        if final.returncode == 0:
+            break
+    assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
+    assert messages_of(dev_server.url) == want  # 0 missing, 0 twice, in order
+    assert stats(dev_server.url)["messages"] == 480
+
+
+def test_backfill_by_segment_loads_each_message_once_then_nightly_sends_nothing(
+    tmp_path, dev_server, s3_endpoint, table
+):
+    """`memos-etl backfill --by file` over the scan's segments (4 parts, 2 at a time): each
+    message once across the parts, then the nightly sync sends 0."""
+    from tests.helpers import stats
+    from tests.test_langchain import messages_of
+
+    want = many_sessions(s3_endpoint, table, sessions=12, turns=6)
+    cfg = config(tmp_path, dev_server.url, s3_endpoint, table, load={"max_messages_per_request": 4})
+    out = cli(cfg, "backfill", "--by", "file", "--parallel", "2", "--no-prefect")
+    assert out["status"] == "completed" and out["parts"] == out["done"] == 4, out
+    assert messages_of(dev_server.url) == want and stats(dev_server.url)["messages"] == 72
+    assert out["counts"]["delivered"] == 72 and out["counts"]["already_delivered"] == 0, out["counts"]
+    nightly = sync(cfg)["counts"]
+    assert nightly["delivered"] == 0 and nightly["requests"] == 0 and nightly["already_delivered"] == 72, nightly
