@@ -302,3 +302,20 @@ def test_a_file_gone_under_on_delete_report_stays_and_is_reported_each_run(tmp_p
     (docs / "faq.txt").write_bytes(b"How do I book a room? Use the calendar.\n")  # back, unchanged
     c = sync(cfg)["counts"]
     assert c["gone_from_source"] == 0 and c["requests"] == 0 and c["already_delivered"] == 1, c
+
+
+def test_erase_a_document_for_good(tmp_path, dev_server):
+    docs = tmp_path / "docs"
+    folder(docs)
+    cfg = config(tmp_path, dev_server.url, docs)
+    sync(cfg)
+    out = cli(cfg, "erase", "--document", "sub/travel.md", "--source", "handbook", "--yes")
+    assert "1 files deleted from the knowledge base" in out, out
+    assert "sub/travel.md" not in files_held(dev_server.url)
+    (docs / "sub/travel.md").write_bytes(b"# Travel\n\nChanged, still erased.\n")  # changed: read again
+    c = sync(cfg)["counts"]
+    assert c["erased"] == 1 and c["requests"] == 0 and c["accounted"], c
+    assert "sub/travel.md" not in files_held(dev_server.url)
+    assert sync(cfg)["counts"]["units_skipped"] == 6  # the erased file is done: not read again
+    log = cli(cfg, "status", "--erasures")
+    assert "~documents:handbook / sub/travel.md" in log, log

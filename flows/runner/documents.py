@@ -39,6 +39,7 @@ from core.errors import SourceError, TargetError, TerminalBatchError, TransientE
 from core.ledger import Ledger
 from core.limiter import RateLimiter
 from core.report import RunReport
+from flows.runner.knowledge import erased_paths, erasure_scope
 from tasks.documents.check import Limits, check
 from tasks.extract import Slice, open_source
 from tasks.extract.streams import MEMBER_SEP, open_bytes
@@ -108,6 +109,12 @@ def _sync(mapping, cfg, ledger: Ledger, target, report: RunReport, qdir: Path, d
     manifest = ledger.manifest(name, target_name)
     listed = {u.rel for u in units}
     todo = [u for u in units if manifest.get(u.rel) != (u.version, "done")]  # the rest: unchanged, not read
+    erased = erased_paths(ledger, name)
+    if erased:  # files `memos-etl erase --document` took out: never uploaded again
+        gone_for_good = [u for u in todo if erasure_scope(name, u.rel)[1] in erased]
+        counts.read += len(gone_for_good)
+        counts.erased += len(gone_for_good)
+        todo = [u for u in todo if erasure_scope(name, u.rel)[1] not in erased]
     counts.units_skipped = len(units) - len(todo)
     # the versions MemOS holds are read only when something may have changed: a file listed anew
     # or changed, a file gone (every held version's path was in the manifest), an upload in doubt
@@ -121,7 +128,7 @@ def _sync(mapping, cfg, ledger: Ledger, target, report: RunReport, qdir: Path, d
         current[row["path"]] = row  # oldest first: the newest wins
     limits = Limits(file_bytes=docs.max_file_bytes, pages=docs.max_pages)
     uploads: list[dict] = []
-    done_units, failed_units = [], []
+    done_units, failed_units = (gone_for_good if erased else []), []
     quarantine = QuarantineWriter(qdir, "documents")
     try:
         for u in todo:

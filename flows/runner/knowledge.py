@@ -108,3 +108,39 @@ def rollback(cfg: RunConfig, run: dict, target) -> dict:
     finally:
         ledger.close()
     return {"run_id": run["run_id"], "source": run["source"], "files_deleted": len(ids), "files_forgotten": files}
+
+
+def erasure_scope(source: str, path: str) -> tuple[str, str]:
+    """The erasure record's (user_id, conversation_id) of one document: the source, and its path
+    (a path longer than the column, by its hash)."""
+    import hashlib
+
+    key = path if len(path) <= 128 else "sha256:" + hashlib.sha256(path.encode()).hexdigest()[:40]
+    return f"~documents:{source}", key
+
+
+def erased_paths(ledger: Ledger, source: str) -> set[str]:
+    """The erasure scopes of a documents source's erased files (conversation ids of its scope)."""
+    user = f"~documents:{source}"
+    return {cid for u, cid in ledger.erased()[1] if u == user}
+
+
+def erase(cfg: RunConfig, mapping: Mapping, path: str, target) -> dict:
+    """Erase one document for good: recorded first (no later run of the source uploads that
+    path again), then every version of it deleted in the knowledge base and forgotten."""
+    assert mapping.documents is not None  # a documents source
+    name, target_name = mapping.source.name, cfg.target.ledger_name
+    ledger = Ledger(cfg.state.ledger())
+    try:
+        erasure = ledger.start_erasure(*erasure_scope(name, path), target_name)
+        kb = open_knowledgebase(cfg, ledger, target, mapping.documents)
+        mine = [r for r in ledger.documents(target_name, name, ("sent", *DELIVERED)) if r["path"] == path]
+        ids = [r["file_id"] for r in mine if r["file_id"]]
+        if ids:
+            kb.delete(ids)
+        ledger.documents_forget(target_name, name, [(r["path"], r["sha256"]) for r in mine])
+        ledger.forget_units(name, target_name, [path])
+        ledger.finish_erasure(erasure, len(ids), 0)
+    finally:
+        ledger.close()
+    return {"erasure_id": erasure, "path": path, "files_deleted": len(ids), "versions_forgotten": len(mine)}

@@ -151,8 +151,12 @@ def reconcile(
 
 
 def erase(
-    user: str = typer.Option(..., "--user", help="the MemOS user_id to erase"),
+    user: Optional[str] = typer.Option(None, "--user", help="the MemOS user_id to erase"),
     conversation: Optional[str] = typer.Option(None, "--conversation", help="erase only this conversation"),
+    document: Optional[str] = typer.Option(
+        None, "--document", help="a documents source's file to erase (its path under the source; with --source)"
+    ),
+    source: Optional[str] = typer.Option(None, "--source", help="the documents source of --document"),
     yes: bool = typer.Option(False, "--yes", "-y"),
     config: Optional[Path] = ConfigOpt,
     target_url: Optional[str] = typer.Option(
@@ -172,6 +176,9 @@ def erase(
     from tasks.erase import erase as do_erase
 
     cfg = load_config(config, target_url, ledger, work_dir)
+    if document is not None or user is None:
+        _erase_document(cfg, document, source, yes)
+        return
     led = Ledger(cfg.state.ledger())
     try:
         batches = led.delivered_batches(
@@ -316,3 +323,30 @@ def _is_documents(cfg, source: str) -> bool:
         return cfg.mapping(source).documents is not None
     except Exception:  # a source removed from the config since its run: treated as chats
         return False
+
+
+def _erase_document(cfg, path: str | None, source: str | None, yes: bool) -> None:
+    """`erase --document PATH --source SOURCE`: one file of a documents source, for good."""
+    if path is None or source is None:
+        raise OperationError("erase needs --user (chats), or --document PATH with --source (a documents source)")
+    m = cfg.mapping(source)
+    if m.documents is None:
+        raise OperationError(f"source {m.source.name} is not a documents source: erase its chats with --user")
+    if not yes:
+        typer.confirm(
+            f"erase {path!r} of {m.source.name}: delete it from the knowledge base on {cfg.target.ledger_name} "
+            "and never upload it again?",
+            abort=True,
+        )
+    from core.client import make_target
+    from flows.runner.knowledge import erase as erase_document
+
+    t = make_target(cfg.target)
+    try:
+        out = erase_document(cfg, m, path, t)
+    finally:
+        t.close()
+    typer.echo(
+        f"erased {path!r} of {m.source.name}: {out['files_deleted']} files deleted from the knowledge base, "
+        f"{out['versions_forgotten']} versions forgotten; no later run uploads it (erasure {out['erasure_id']})"
+    )
