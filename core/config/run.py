@@ -105,8 +105,10 @@ class LoadConfig(Strict):
     # a bucket whose staged files are larger than this (a conversation of ~60k messages and
     # more) is ordered from sorted runs on disk of about this size (tasks/order.py) instead of
     # in memory: a loader's memory then does not grow with the largest conversation. Same
-    # requests either way
-    sort_in_memory_bytes: int = Field(default=16 << 20, ge=1)
+    # requests either way. 4 MiB: a loader holds its bucket about four times over while it sorts
+    # and cuts it, so eight loaders of 16 MiB buckets held 650 MiB at 100k sessions (427 at 10k);
+    # at 2 MiB the 1M-message dry run's buckets all take the slower path (half the rate)
+    sort_in_memory_bytes: int = Field(default=4 << 20, ge=1)
     # attachments sent as content parts (a mapping's attachments.mode: parts): at most this
     # many bytes of files (before base64) and this many parts in one request; a file larger
     # than the byte budget stays a note in the text. MemOS publishes 20 files per message and
