@@ -35,11 +35,11 @@ from pathlib import Path
 from core import shutdown
 from core.client import knowledge, make_target
 from core.config import Mapping, RunConfig
-from core.errors import SourceError, TargetError, TerminalBatchError, TransientError
+from core.errors import SourceError, TerminalBatchError, TransientError
 from core.ledger import Ledger
 from core.limiter import RateLimiter
 from core.report import RunReport
-from flows.runner.knowledge import erased_paths, erasure_scope
+from flows.runner.knowledge import erased_paths, erasure_scope, open_knowledgebase
 from tasks.documents.check import Limits, check
 from tasks.extract import Slice, open_source
 from tasks.extract.streams import MEMBER_SEP, open_bytes
@@ -105,7 +105,7 @@ def _sync(mapping, cfg, ledger: Ledger, target, report: RunReport, qdir: Path, d
     source = open_source(mapping)
     units = source.units(Slice())
     report.files = len(units)
-    kb = None if dry else _knowledgebase(mapping, ledger, target, target_name)
+    kb = None if dry else open_knowledgebase(cfg, ledger, target, mapping, create=True)
     manifest = ledger.manifest(name, target_name)
     listed = {u.rel for u in units}
     todo = [u for u in units if manifest.get(u.rel) != (u.version, "done")]  # the rest: unchanged, not read
@@ -200,41 +200,6 @@ def _sync(mapping, cfg, ledger: Ledger, target, report: RunReport, qdir: Path, d
         report.status = "interrupted"
     else:
         report.status = "completed" if counts.pending == 0 and counts.in_doubt == 0 else "incomplete"
-
-
-def _knowledgebase(mapping, ledger: Ledger, target, target_name: str) -> knowledge.KnowledgeBase:
-    """The knowledge base's id: given, known to the ledger, or created now (recorded first, so
-    a create with no answer is not repeated blindly: MemOS has no call that lists them)."""
-    docs = mapping.documents
-    if target.kind != "cloud":  # the open-source server: files as message parts, no knowledge-base routes
-        from core.client.knowledge_self_hosted import open_self_hosted
-
-        return open_self_hosted(target, docs)
-    if docs.knowledgebase_id:
-        return knowledge.CloudKnowledgeBase(target, docs.knowledgebase_id)
-    known, kb_id = ledger.knowledgebase(target_name, docs.key)
-    if kb_id:
-        return knowledge.CloudKnowledgeBase(target, kb_id)
-    if known:
-        raise SourceError(
-            mapping.source.name,
-            f"knowledge base {docs.knowledgebase}",
-            "a run created it and got no answer, and MemOS cannot list knowledge bases to find it: "
-            "look it up in the MemOS console and set documents.knowledgebase_id",
-        )
-    ledger.save_knowledgebase(target_name, docs.key, None)
-    try:
-        kb_id = knowledge.create(target, docs.knowledgebase, docs.description)
-    except TransientError as exc:
-        if exc.in_doubt:
-            raise
-        ledger.documents_forget_knowledgebase(target_name, docs.key)
-        raise
-    except TargetError:
-        ledger.documents_forget_knowledgebase(target_name, docs.key)
-        raise
-    ledger.save_knowledgebase(target_name, docs.key, kb_id)
-    return knowledge.CloudKnowledgeBase(target, kb_id)
 
 
 def _settle(ledger: Ledger, kb, target_name: str, name: str, held: list[dict], report) -> list[dict]:

@@ -8,32 +8,54 @@ from collections import Counter
 
 from core.client import knowledge
 from core.config import Mapping, RunConfig
-from core.errors import OperationError
+from core.errors import OperationError, SourceError, TargetError
 from core.ledger import Ledger
 
 #: the statuses of a version MemOS was given and still holds
 DELIVERED = ("running", "completed", "failed")
 
 
-def open_knowledgebase(cfg: RunConfig, ledger: Ledger, target, docs) -> knowledge.KnowledgeBase:
-    """The knowledge base of a documents mapping's section, as a run left it."""
-    if target.kind != "cloud":
-        from core.client.knowledge_self_hosted import open_self_hosted
+def open_knowledgebase(cfg: RunConfig, ledger: Ledger, target, mapping: Mapping, create: bool = False):
+    """The knowledge base of a documents mapping: given by id, known to the ledger by its name,
+    or (`create`: a sync) created now. The create is recorded first, so one with no answer is
+    not repeated blindly: MemOS has no call that lists knowledge bases."""
+    docs = mapping.documents
+    assert docs is not None  # a documents source
+    if target.kind != "cloud" or docs.knowledgebase_id or not create:
+        return by_name(cfg, ledger, target, docs.key, docs)
+    known, kb_id = ledger.knowledgebase(cfg.target.ledger_name, docs.key)
+    if kb_id:
+        return knowledge.CloudKnowledgeBase(target, kb_id)
+    if known:
+        raise SourceError(
+            mapping.source.name,
+            f"knowledge base {docs.knowledgebase}",
+            "a run created it and got no answer, and MemOS cannot list knowledge bases to find it: "
+            "look it up in the MemOS console and set documents.knowledgebase_id",
+        )
+    assert docs.knowledgebase is not None  # no id given: the config requires the name
+    ledger.save_knowledgebase(cfg.target.ledger_name, docs.key, None)
+    try:
+        kb_id = knowledge.create(target, docs.knowledgebase, docs.description)
+    except TargetError as exc:
+        if not getattr(exc, "in_doubt", False):  # never made: the next run creates it
+            ledger.documents_forget_knowledgebase(cfg.target.ledger_name, docs.key)
+        raise
+    ledger.save_knowledgebase(cfg.target.ledger_name, docs.key, kb_id)
+    return knowledge.CloudKnowledgeBase(target, kb_id)
 
-        return open_self_hosted(target, docs)
-    if docs.knowledgebase_id:
-        return knowledge.CloudKnowledgeBase(target, docs.knowledgebase_id)
-    return by_name(cfg, ledger, target, docs.key)
 
-
-def by_name(cfg: RunConfig, ledger: Ledger, target, name: str) -> knowledge.KnowledgeBase:
-    """A knowledge base a run created, by its name (MemOS cannot list them: the ledger keeps
-    them); on a self-hosted server, the cube of that name."""
+def by_name(cfg: RunConfig, ledger: Ledger, target, name: str, docs=None) -> knowledge.KnowledgeBase:
+    """A knowledge base by its name as the ledger keeps it (a run created it; `id:<id>` for one
+    given by id); on a self-hosted server, the cube of that name. `docs`: the mapping's section,
+    when there is one (its id, and its self-hosted settings)."""
     if target.kind != "cloud":
         from core.client.knowledge_self_hosted import open_self_hosted
         from core.config.documents import DocumentsConfig
 
-        return open_self_hosted(target, DocumentsConfig(knowledgebase=name))
+        return open_self_hosted(target, docs or DocumentsConfig(knowledgebase=name))
+    if docs is not None and docs.knowledgebase_id:
+        return knowledge.CloudKnowledgeBase(target, docs.knowledgebase_id)
     _, kb_id = ledger.knowledgebase(cfg.target.ledger_name, name)
     if not kb_id:
         raise OperationError(
@@ -50,7 +72,7 @@ def verify(mapping: Mapping, cfg: RunConfig, target) -> dict:
     name, target_name = mapping.source.name, cfg.target.ledger_name
     ledger = Ledger(cfg.state.ledger())
     try:
-        kb = open_knowledgebase(cfg, ledger, target, mapping.documents)
+        kb = open_knowledgebase(cfg, ledger, target, mapping)
         rows = ledger.documents(target_name, name, DELIVERED)
         in_doubt = ledger.documents(target_name, name, ("sent",))
     finally:
@@ -87,13 +109,15 @@ def rollback(cfg: RunConfig, run: dict, target) -> dict:
     """Undo one documents run: the files it uploaded deleted there and forgotten by the ledger,
     its files read again by the next sync. Versions it replaced stay deleted: the next sync
     uploads the files as the source holds them then."""
+    if run["status"] in ("running", "rolled_back"):
+        raise OperationError(f"run {run['run_id']} is {run['status'].replace('_', ' ')}")
     target_name = cfg.target.ledger_name
     mapping = cfg.mapping(run["source"])
     if mapping.documents is None:
         raise OperationError(f"source {run['source']} is not a documents source")
     ledger = Ledger(cfg.state.ledger())
     try:
-        kb = open_knowledgebase(cfg, ledger, target, mapping.documents)
+        kb = open_knowledgebase(cfg, ledger, target, mapping)
         mine = [
             r
             for r in ledger.documents(target_name, run["source"], ("sent", *DELIVERED))
@@ -133,7 +157,7 @@ def erase(cfg: RunConfig, mapping: Mapping, path: str, target) -> dict:
     ledger = Ledger(cfg.state.ledger())
     try:
         erasure = ledger.start_erasure(*erasure_scope(name, path), target_name)
-        kb = open_knowledgebase(cfg, ledger, target, mapping.documents)
+        kb = open_knowledgebase(cfg, ledger, target, mapping)
         mine = [r for r in ledger.documents(target_name, name, ("sent", *DELIVERED)) if r["path"] == path]
         ids = [r["file_id"] for r in mine if r["file_id"]]
         if ids:

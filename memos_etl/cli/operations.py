@@ -86,8 +86,6 @@ def rollback(
             )
         from flows.runner.knowledge import rollback as rollback_documents
 
-        if rec["status"] in ("running", "rolled_back"):
-            raise OperationError(f"run {run} is {rec['status'].replace('_', ' ')}")
         t = make_target(cfg.target)
         try:
             out = rollback_documents(cfg, rec, t)
