@@ -154,3 +154,18 @@ def store_config(
         )
     )
     return cfg
+
+
+def store_cli(cfg: Path, *args: str) -> dict:
+    """`memos-etl ARGS chats -c CFG --json` for a store_config source, its JSON answer (exit 0)."""
+    from typer.testing import CliRunner
+
+    from memos_etl.cli import app
+
+    res = CliRunner().invoke(app, [*args, "chats", "-c", str(cfg), "--json"])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout[res.stdout.index("{") :])
+
+
+def store_sync(cfg: Path) -> dict:
+    return store_cli(cfg, "sync", "--no-prefect")

@@ -16,7 +16,7 @@ import yaml
 from typer.testing import CliRunner
 
 from memos_etl.cli import app
-from tests.helpers import store_config
+from tests.helpers import store_cli, store_config, store_sync
 from tests.test_langchain import ALICE, BOB, messages_of, times_of, write_chats
 
 runner = CliRunner()
@@ -54,14 +54,7 @@ def config(tmp_path: Path, server: str, endpoint: str, table: str, extra: dict |
     )
 
 
-def cli(cfg: Path, *args: str) -> dict:
-    res = runner.invoke(app, [*args, "chats", "-c", str(cfg), "--json"])
-    assert res.exit_code == 0, res.output
-    return json.loads(res.stdout[res.stdout.index("{") :])
-
-
-def sync(cfg: Path) -> dict:
-    return cli(cfg, "sync", "--no-prefect")
+cli, sync = store_cli, store_sync
 
 
 def test_sessions_load_grow_vanish_and_rest(tmp_path, dev_server, s3_endpoint, table):

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from memos_etl.cli import app
 from tasks.extract.redis import shard_of
 from tests.conftest import ROOT
-from tests.helpers import set_faults, stats, store_config
+from tests.helpers import set_faults, stats, store_cli, store_config, store_sync
 from tests.test_langchain import ALICE, BOB, messages_of, times_of, write_chats
 
 runner = CliRunner()
@@ -50,14 +50,7 @@ def config(tmp_path: Path, server: str, url: str, extra: dict | None = None, loa
     return store_config(tmp_path, server, "langchain-redis", "redis", {"url": url}, extra, load)
 
 
-def cli(cfg: Path, *args: str) -> dict:
-    res = runner.invoke(app, [*args, "chats", "-c", str(cfg), "--json"])
-    assert res.exit_code == 0, res.output
-    return json.loads(res.stdout[res.stdout.index("{") :])
-
-
-def sync(cfg: Path) -> dict:
-    return cli(cfg, "sync", "--no-prefect")
+cli, sync = store_cli, store_sync
 
 
 def test_sessions_load_oldest_first_grow_vanish_and_rest(tmp_path, dev_server, rdb, redis_url):
