@@ -27,8 +27,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,6 +35,7 @@ from typing import Any
 import requests
 import yaml
 
+from benchmarks import load_bench
 from core.config import RunConfig, load_mapping
 from memos_etl.devserver import free_port
 
@@ -50,41 +49,17 @@ WORDS = (
 ).split()
 
 
-class Server:
+class Server(load_bench.Server):
     """The dev-server in a process of its own (`memos-etl dev-server`), in-memory store."""
 
     def __init__(self):
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "memos_etl.cli", "dev-server", "--port", str(port), "--db", ":memory:"],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                requests.get(self.url + "/_dev/stats", timeout=1)
-                return
-            except requests.RequestException:
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("dev-server did not start")
+        super().__init__(free_port())
 
     def files(self, kb_name: str) -> tuple[int, int]:
         """(live files, every file ever uploaded) in the server's knowledge base of that name."""
         kbs = requests.get(self.url + "/_dev/knowledgebases", timeout=600).json()
         every = [f for kb in kbs if kb["name"] == kb_name for f in kb["files"]]
         return sum(not f["deleted"] for f in every), len(every)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
 
 
 def text(i: int, generation: int = 0) -> bytes:

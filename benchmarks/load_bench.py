@@ -43,6 +43,7 @@ class Server:
                 return
             except requests.RequestException:
                 time.sleep(0.2)
+        self.stop()
         raise RuntimeError("dev-server did not start")
 
     def reset(self, **faults) -> None:
@@ -73,7 +74,11 @@ class Server:
 
     def stop(self) -> None:
         self.proc.terminate()
-        self.proc.wait(10)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
 
 
 def requests_of(mapping_path: Path) -> list[dict]:
