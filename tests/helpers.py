@@ -169,3 +169,96 @@ def store_cli(cfg: Path, *args: str) -> dict:
 
 def store_sync(cfg: Path) -> dict:
     return store_cli(cfg, "sync", "--no-prefect")
+
+
+# --- the guarantees every LangChain chat-history store passes (tests/test_redis.py, tests/test_dynamodb.py)
+
+
+def redaction_holds(make, configure, server: str) -> None:
+    """The mapping's `redact:` on a store's rows: e-mail addresses hashed (the same token in
+    every message), a phone number replaced, a message with an IP address dropped (counted,
+    read = outcomes); content blocks redacted after they are joined. What the dev-server holds
+    is byte for byte the text with each value swapped for its token, and holds no value; a
+    re-run sends nothing; a message appended later is redacted too and the redacted old ones are
+    not 'changed after delivery'. `make(session)`: a LangChain history of the store;
+    `configure(extra)`: the run config, `extra` added to the mapping; MEMOS_ETL_REDACT_SECRET
+    set to tests.test_redact.SECRET (its `token` is the expected hash)."""
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    from tests.test_langchain import messages_of
+    from tests.test_redact import token
+
+    mail, other, phone, ip = "ana.lopez@example.com", "bo.chen@example.org", "+1 415-555-0134", "10.20.30.40"
+    frank, gina = make("frank"), make("gina")
+    frank.add_message(HumanMessage(f"my mail is {mail}, write me"))
+    gina.add_message(HumanMessage("who answers the billing questions?"))
+    frank.add_message(AIMessage(f"Noted: {mail}. Call {phone} if it bounces."))
+    gina.add_message(AIMessage(content=[{"type": "text", "text": f"Write to {other}"}, {"type": "text", "text": "ok"}]))
+    frank.add_message(HumanMessage(f"the box at {ip} is down"))
+    frank.add_message(AIMessage("Rebooting it now."))
+    want = {
+        ("frank", "frank"): [
+            ("user", f"my mail is {token(mail)}, write me"),
+            ("assistant", f"Noted: {token(mail)}. Call <PHONE_NUMBER> if it bounces."),
+            ("assistant", "Rebooting it now."),
+        ],
+        ("gina", "gina"): [
+            ("user", "who answers the billing questions?"),
+            ("assistant", f"Write to {token(other)}\nok"),
+        ],
+    }
+    cfg = configure({"redact": {"operators": {"EMAIL_ADDRESS": "hash", "IP_ADDRESS": "drop_message"}}})
+    c = store_sync(cfg)["counts"]
+    assert messages_of(server) == want
+    assert c["read"] == 6 and c["delivered"] == 5 and c["redaction_dropped"] == 1 and c["accounted"], c
+    assert c["redaction"]["EMAIL_ADDRESS"]["found"] == 3 and c["redaction"]["IP_ADDRESS"]["messages"] == 1, c
+    raw = json.dumps(requests.get(server + "/_dev/messages", timeout=30).json())
+    assert not any(v in raw for v in (mail, other, phone, ip)), raw  # nowhere: content, info, ids
+
+    again = store_sync(cfg)["counts"]
+    assert again["requests"] == 0 and again["delivered"] == 0 and again["changed_after_delivery"] == 0, again
+    assert again["accounted"], again
+
+    frank.add_message(HumanMessage(f"also cc {other} please"))
+    grew = store_sync(cfg)["counts"]
+    assert grew["delivered"] == 1 and grew["changed_after_delivery"] == 0 and grew["accounted"], grew
+    want[("frank", "frank")].append(("user", f"also cc {token(other)} please"))
+    assert messages_of(server) == want
+    raw = json.dumps(requests.get(server + "/_dev/messages", timeout=30).json())
+    assert not any(v in raw for v in (mail, other, phone, ip)), raw
+
+
+def two_syncs_at_once(cfg: Path, server: str, want: dict, before: int) -> None:
+    """Two `memos-etl sync` processes of `cfg`'s source at the same moment, one ledger (the
+    dev-server answers 20 ms late, so their sending overlaps): the conversation leases give
+    each conversation to one of them (the other counts it busy and leaves it pending); neither
+    fails; the store holds each message once, in order, and what the two delivered adds up to
+    what the source holds (a third run sends what was left pending, and only that). `want`:
+    what MemOS must end with, (user, conversation) -> [(role, content)]; `before`: how many of
+    those messages it held already."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from tests.test_langchain import messages_of
+
+    total = sum(len(v) for v in want.values())
+    set_faults(server, latency_ms=20)
+    cmd = [sys.executable, "-m", "memos_etl.cli", "sync", "chats", "-c", str(cfg), "--no-prefect", "--json"]
+    procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in "ab"]
+    reports = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode in (0, 2), out[-3000:] + err[-3000:]  # completed, or incomplete: pending
+        assert "Traceback" not in out + err, out[-3000:] + err[-3000:]
+        reports.append(json.loads(out[out.index("{") :])["counts"])
+    set_faults(server, latency_ms=0)
+    # they ran at once: at least one found conversations leased by the other
+    assert any(r["leased_elsewhere"] for r in reports), reports
+    assert all(r["accounted"] for r in reports), reports
+    assert stats(server)["messages"] == before + sum(r["delivered"] for r in reports) <= total, reports
+    final = store_sync(cfg)["counts"]  # whatever was pending behind a lease
+    assert before + sum(r["delivered"] for r in reports) + final["delivered"] == total, (reports, final)
+    assert final["pending"] == 0 and final["leased_elsewhere"] == 0, final
+    assert messages_of(server) == want  # every message once, in order
+    assert stats(server)["messages"] == total

@@ -11,14 +11,13 @@ import sys
 from pathlib import Path
 
 import pytest
-import requests
 import yaml
 from typer.testing import CliRunner
 
 from memos_etl.cli import app
 from tasks.extract.redis import shard_of
 from tests.conftest import ROOT
-from tests.helpers import set_faults, stats, store_cli, store_config, store_sync
+from tests.helpers import redaction_holds, stats, store_cli, store_config, store_sync, two_syncs_at_once
 from tests.test_langchain import ALICE, BOB, messages_of, times_of, write_chats
 
 runner = CliRunner()
@@ -240,54 +239,14 @@ def test_killed_mid_send_then_rerun_loads_each_message_once(tmp_path, dev_server
 def test_personal_data_in_redis_messages_is_redacted_before_it_leaves(
     tmp_path, dev_server, rdb, redis_url, monkeypatch
 ):
-    """The mapping's `redact:` on Redis rows: e-mail addresses hashed (the same token in every
-    message), a phone number replaced, a message with an IP address dropped (counted, read =
-    outcomes); content blocks redacted after they are joined. What the dev-server holds is
-    byte for byte the text with each value swapped for its token, and holds no value; a re-run
-    sends nothing; a message appended later is redacted too and the redacted old ones are not
-    'changed after delivery'."""
-    from langchain_core.messages import AIMessage, HumanMessage
-
-    from tests.test_langchain import messages_of
-    from tests.test_redact import SECRET, token
+    """The mapping's `redact:` on Redis rows (hash, replace, drop_message, content blocks, a
+    message appended later): see tests.helpers.redaction_holds."""
+    from tests.test_redact import SECRET
 
     monkeypatch.setenv("MEMOS_ETL_REDACT_SECRET", SECRET)
-    mail, other, phone, ip = "ana.lopez@example.com", "bo.chen@example.org", "+1 415-555-0134", "10.20.30.40"
-    frank, gina = history(redis_url)("frank"), history(redis_url)("gina")
-    frank.add_message(HumanMessage(f"my mail is {mail}, write me"))
-    gina.add_message(HumanMessage("who answers the billing questions?"))
-    frank.add_message(AIMessage(f"Noted: {mail}. Call {phone} if it bounces."))
-    gina.add_message(AIMessage(content=[{"type": "text", "text": f"Write to {other}"}, {"type": "text", "text": "ok"}]))
-    frank.add_message(HumanMessage(f"the box at {ip} is down"))
-    frank.add_message(AIMessage("Rebooting it now."))
-    want = {
-        ("frank", "frank"): [
-            ("user", f"my mail is {token(mail)}, write me"),
-            ("assistant", f"Noted: {token(mail)}. Call <PHONE_NUMBER> if it bounces."),
-            ("assistant", "Rebooting it now."),
-        ],
-        ("gina", "gina"): [
-            ("user", "who answers the billing questions?"),
-            ("assistant", f"Write to {token(other)}\nok"),
-        ],
-    }
-    redact = {"operators": {"EMAIL_ADDRESS": "hash", "IP_ADDRESS": "drop_message"}}
-    cfg = config(tmp_path, dev_server.url, redis_url, {"redact": redact})
-    c = sync(cfg)["counts"]
-    assert messages_of(dev_server.url) == want
-    assert c["read"] == 6 and c["delivered"] == 5 and c["redaction_dropped"] == 1 and c["accounted"], c
-    assert c["redaction"]["EMAIL_ADDRESS"]["found"] == 3 and c["redaction"]["IP_ADDRESS"]["messages"] == 1, c
-    raw = json.dumps(requests.get(dev_server.url + "/_dev/messages", timeout=30).json())
-    assert not any(v in raw for v in (mail, other, phone, ip)), raw  # nowhere: content, info, ids
-
-    again = sync(cfg)["counts"]
-    assert again["requests"] == 0 and again["delivered"] == 0 and again["changed_after_delivery"] == 0, again
-
-    frank.add_message(HumanMessage(f"also cc {other} please"))
-    grew = sync(cfg)["counts"]
-    assert grew["delivered"] == 1 and grew["changed_after_delivery"] == 0, grew
-    want[("frank", "frank")].append(("user", f"also cc {token(other)} please"))
-    assert messages_of(dev_server.url) == want
+    redaction_holds(
+        history(redis_url), lambda extra: config(tmp_path, dev_server.url, redis_url, extra), dev_server.url
+    )
 
 
 def part_reports(tmp_path: Path) -> dict:
@@ -336,12 +295,7 @@ def test_backfill_parts_load_each_message_once_then_nightly_sends_nothing(tmp_pa
 
 def test_two_syncs_at_once_never_both_send_a_message(tmp_path, dev_server, rdb, redis_url):
     """Two `memos-etl sync` processes of the same Redis source at the same moment, one SQLite
-    ledger: the conversation leases give each session to one of them (the other counts it
-    busy and leaves it pending); neither fails; the store holds each message once, in order,
-    and what the two delivered adds up to what Redis holds (a third run sends what was left
-    pending, and only that)."""
-    from tests.test_langchain import messages_of
-
+    ledger: each session sent by one of them, each message once (tests.helpers.two_syncs_at_once)."""
     cfg = config(
         tmp_path,
         dev_server.url,
@@ -351,27 +305,7 @@ def test_two_syncs_at_once_never_both_send_a_message(tmp_path, dev_server, rdb, 
     )
     first = many_sessions(redis_url, sessions=2, turns=4, tag="early")
     assert sync(cfg)["counts"]["delivered"] == 8  # the ledger exists (see the next test for a new one)
-    want = {**first, **many_sessions(redis_url, sessions=40, turns=10)}
-    total = sum(len(v) for v in want.values())
-    set_faults(dev_server.url, latency_ms=20)
-    cmd = [sys.executable, "-m", "memos_etl.cli", "sync", "chats", "-c", str(cfg), "--no-prefect", "--json"]
-    procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in "ab"]
-    reports = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode in (0, 2), out[-3000:] + err[-3000:]  # completed, or incomplete: pending
-        assert "Traceback" not in out + err, out[-3000:] + err[-3000:]
-        reports.append(json.loads(out[out.index("{") :])["counts"])
-    set_faults(dev_server.url, latency_ms=0)
-    # they ran at once: at least one found sessions leased by the other
-    assert any(r["leased_elsewhere"] for r in reports), reports
-    assert all(r["accounted"] for r in reports), reports
-    assert stats(dev_server.url)["messages"] == 8 + sum(r["delivered"] for r in reports) <= total, reports
-    final = sync(cfg)["counts"]  # whatever was pending behind a lease
-    assert 8 + sum(r["delivered"] for r in reports) + final["delivered"] == total, (reports, final)
-    assert final["pending"] == 0 and final["leased_elsewhere"] == 0, final
-    assert messages_of(dev_server.url) == want  # every message once, in order
-    assert stats(dev_server.url)["messages"] == total
+    two_syncs_at_once(cfg, dev_server.url, {**first, **many_sessions(redis_url, sessions=40, turns=10)}, before=8)
 
 
 def test_two_runs_opening_a_new_sqlite_ledger_at_once_both_start(tmp_path):
