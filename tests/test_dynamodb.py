@@ -16,7 +16,7 @@ import yaml
 from typer.testing import CliRunner
 
 from memos_etl.cli import app
-from tests.helpers import store_cli, store_config, store_sync
+from tests.helpers import redaction_holds, set_faults, store_cli, store_config, store_sync, two_syncs_at_once
 from tests.test_langchain import ALICE, BOB, messages_of, times_of, write_chats
 
 runner = CliRunner()
@@ -177,7 +177,7 @@ def test_no_table_is_one_clear_line(tmp_path, dev_server, s3_endpoint):
     assert "dynamodb NoSuchTable" in line and "ResourceNotFoundException" in line, res.output
 
 
-def many_sessions(endpoint: str, table: str, sessions: int, turns: int) -> dict:
+def many_sessions(endpoint: str, table: str, sessions: int, turns: int, tag: str = "t") -> dict:
     """`sessions` sessions of `turns` alternating messages, each written by the library in one
     add_messages; what MemOS must hold of them, in order."""
     from langchain_core.messages import AIMessage, HumanMessage
@@ -185,7 +185,7 @@ def many_sessions(endpoint: str, table: str, sessions: int, turns: int) -> dict:
     want: dict = {}
     make = history(endpoint, table)
     for s in range(sessions):
-        session = f"t{s:03d}"
+        session = f"{tag}{s:03d}"
         texts = [f"{session} turn {t}: {'question' if t % 2 == 0 else 'answer'} {t}" for t in range(turns)]
         make(session).add_messages([HumanMessage(x) if i % 2 == 0 else AIMessage(x) for i, x in enumerate(texts)])
         want[(session, session)] = [("user" if i % 2 == 0 else "assistant", x) for i, x in enumerate(texts)]
@@ -233,3 +233,111 @@ def test_backfill_by_segment_loads_each_message_once_then_nightly_sends_nothing(
     assert out["counts"]["delivered"] == 72 and out["counts"]["already_delivered"] == 0, out["counts"]
     nightly = sync(cfg)["counts"]
     assert nightly["delivered"] == 0 and nightly["requests"] == 0 and nightly["already_delivered"] == 72, nightly
+
+
+# --- redaction, leases, bad values (issue 39, item 5) ---------------------------------------
+
+
+def test_personal_data_in_dynamodb_messages_is_redacted_before_it_leaves(
+    tmp_path, dev_server, s3_endpoint, table, monkeypatch
+):
+    """The mapping's `redact:` on DynamoDB rows (hash, replace, drop_message, content blocks, a
+    message appended later, which makes the library write the whole list back: the old ones
+    read again are not 'changed after delivery'): see tests.helpers.redaction_holds."""
+    from tests.test_redact import SECRET
+
+    monkeypatch.setenv("MEMOS_ETL_REDACT_SECRET", SECRET)
+    redaction_holds(
+        history(s3_endpoint, table),
+        lambda extra: config(tmp_path, dev_server.url, s3_endpoint, table, extra),
+        dev_server.url,
+    )
+
+
+def test_two_syncs_at_once_never_both_send_a_message(tmp_path, dev_server, s3_endpoint, table):
+    """Two `memos-etl sync` processes of the same table at the same moment, one SQLite ledger:
+    both scan every segment, the conversation leases give each session to one of them; each
+    message once, in order (tests.helpers.two_syncs_at_once)."""
+    load = {"max_messages_per_request": 4, "requests_per_second": 30, "concurrency": 2}
+    cfg = config(tmp_path, dev_server.url, s3_endpoint, table, load=load)
+    first = many_sessions(s3_endpoint, table, sessions=2, turns=4, tag="early")
+    assert sync(cfg)["counts"]["delivered"] == 8  # the ledger exists
+    want = {**first, **many_sessions(s3_endpoint, table, sessions=40, turns=10)}
+    two_syncs_at_once(cfg, dev_server.url, want, before=8)
+
+
+def test_each_bad_value_is_one_quarantined_row_and_read_adds_up(tmp_path, dev_server, s3_endpoint, table):
+    """Items an app wrote by hand next to LangChain's: in one History, a string, a string of
+    JSON cut short (DynamoDB holds typed values, so a value that is not JSON cannot reach the
+    decoder: text where a map belongs is its form here), a number, binary, a map of a type
+    LangChain does not write, a map without `data`; and items whose History is a string, a map,
+    or absent. Each is one quarantined row with its key, index and reason; the messages around
+    them are delivered in order; a request the target fails for good leaves its conversation
+    pending; read = delivered + quarantined + pending; the next run sends the pending ones and
+    quarantines the same values again, one row each."""
+    import boto3
+    from boto3.dynamodb.types import Binary
+
+    from tasks.quarantine import read_quarantine
+
+    write_chats(history(s3_endpoint, table))  # 6 messages, a tool call and its result skipped
+    db = boto3.resource("dynamodb", endpoint_url=s3_endpoint, region_name="us-east-1").Table(table)
+    mixed = [
+        {"type": "human", "data": {"content": "First question"}},
+        "not a message",
+        '{"type": "human", "data": {"content": "cut sho',
+        7,
+        Binary(b"\x00\x01"),
+        {"type": "banana", "data": {"content": "x"}},
+        {"type": "human"},
+        {"type": "ai", "data": {"content": "Last answer"}},
+    ]
+    db.put_item(Item={"SessionId": "mixed", "History": mixed})
+    db.put_item(Item={"SessionId": "stray", "History": "not a list"})
+    db.put_item(Item={"SessionId": "mapped", "History": {"type": "human", "data": {"content": "Hi"}}})
+    db.put_item(Item={"SessionId": "bare", "Note": "no History"})
+    shape = 'not {"type", "data": {...}} as message_to_dict writes it'
+    want_reasons = sorted(
+        [
+            *(f"key mixed index {i}: {shape}" for i in (1, 2, 3, 4, 6)),
+            "key mixed index 5: message type 'banana' is not one LangChain writes (human, ai, system, tool)",
+            "key stray: History: a str, not a list",
+            "key mapped: History: a dict, not a list",
+            "key bare: History: absent",
+        ]
+    )
+    want = {
+        ("alice:travel", "alice:travel"): ALICE,
+        ("bob:cooking", "bob:cooking"): BOB,
+        ("mixed", "mixed"): [("user", "First question"), ("assistant", "Last answer")],
+    }
+    good = sum(len(v) for v in want.values())
+
+    # the first request fails for good (5 attempts of 500): its conversation waits for the next run
+    load = {"max_failed_share": 0.9, "max_messages_per_request": 2, "concurrency": 1}
+    cfg = config(tmp_path, dev_server.url, s3_endpoint, table, load=load)
+    set_faults(dev_server.url, script=[{"status": 500}] * 5)
+    res = runner.invoke(app, ["sync", "chats", "-c", str(cfg), "--no-prefect", "--json"])
+    set_faults(dev_server.url, script=[])
+    c = json.loads(res.stdout[res.stdout.index("{") :])["counts"]
+    assert res.exit_code == 2, res.output  # incomplete: messages pending
+    held = messages_of(dev_server.url)
+    (waiting,) = set(want) - set(held)  # the conversation of the failed request: the rest of it waits too
+    assert held == {k: v for k, v in want.items() if k != waiting}
+    pending = len(want[waiting])
+    assert c["quarantined"] == len(want_reasons) and c["pending"] == pending and c["delivered"] == good - pending, c
+    assert c["read"] == c["delivered"] + c["quarantined"] + c["pending"] == good + len(want_reasons), c
+    assert c["accounted"] and c["skipped"] == {"langchain: tool_call": 1, "langchain: tool_result": 1}, c
+    rows = read_quarantine(tmp_path / "state").to_pylist()
+    assert all(len(r["reasons"]) == 1 for r in rows), rows  # one row a value, one reason a row
+    assert sorted(r["reasons"][0] for r in rows) == want_reasons
+
+    again = sync(cfg)["counts"]
+    assert again["delivered"] == pending and again["pending"] == 0 and again["quarantined"] == len(want_reasons), again
+    assert again["read"] == again["delivered"] + again["already_delivered"] + again["quarantined"], again
+    assert again["accounted"], again
+    assert messages_of(dev_server.url) == want  # each once, in order, the bad values left out
+    runs = {}
+    for r in read_quarantine(tmp_path / "state").to_pylist():
+        runs.setdefault(r["run_id"], []).append(r["reasons"][0])
+    assert [sorted(v) for v in runs.values()] == [want_reasons, want_reasons], runs
