@@ -9,15 +9,14 @@ the ledger (so the same backfill run again resumes: done parts are skipped) and 
   `backfill.max_attempts` runs; or
 * `fan_out="local"`: runs the parts as task runs on this machine, `parallel` at a time.
 
-A part is one ordinary pipeline run over a bounded slice: it never moves the nightly cursor,
-its messages are checked against the ledger like any run's, and conversation leases keep it
-from racing a nightly run or another part on the same conversation.
+The bookkeeping (the plan, a part claimed, run and recorded, the rounds of local attempts,
+the totals) is the Prefect-free runner's (flows/runner/backfill.py), which `backfill
+--no-prefect` runs alone; this module adds the task runs, the flow runs of the deployment,
+the artifact and the event.
 """
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -30,102 +29,36 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from core.config import Mapping, RunConfig
 from core.ledger import Ledger
-from core.report import Counts
-from flows import runner as pipeline
 from flows.events import RUN_COUNTS, emit, flow_parameter
+from flows.runner import backfill as parts
 from flows.runtime import flow_run, slug
 from flows.sync import execute
-from tasks.extract import Slice, open_source
-from tasks.partition import backfill_id as make_backfill_id
-from tasks.partition import split
 
 PART_DEPLOYMENT = "memos-etl-backfill-part/backfill-part"
-
-
-def run_part(mapping: Mapping, cfg: RunConfig, backfill: str, part_key: str, spec: dict, in_flow: bool = True) -> dict:
-    """Claim one partition in the ledger, load it, record how it ended. Safe to call twice:
-    a done part is skipped, a part another live run is loading is left to it."""
-    ledger = Ledger(cfg.state.ledger())
-    run_id = pipeline.new_run_id()
-    try:
-        busy = ledger.claim_part(backfill, part_key, run_id, cfg.backfill.part_ttl_s)
-        if busy:
-            return {"part": part_key, "status": "skipped", "why": busy}
-        stop = threading.Event()
-
-        def beat():
-            while not stop.wait(cfg.backfill.part_ttl_s / 4):
-                ledger.beat_part(backfill, part_key)
-
-        beater = threading.Thread(target=beat, name="memos-etl-part-heartbeat", daemon=True)
-        beater.start()
-        status, counts = "failed", {}
-        try:
-            report = execute(
-                mapping,
-                cfg,
-                Slice.from_spec(spec),
-                flow="sync",
-                run_id=run_id,
-                in_flow=in_flow,
-                publish_key=f"backfill-{slug(mapping.source.name)}-{slug(part_key)[:60]}",
-            )
-            status = "done" if report.status == "completed" else report.status
-            counts = report.to_dict()["counts"]
-        except Exception as exc:  # what the failed attempt did still counts (the runner attaches its report)
-            failed_report = getattr(exc, "report", None)
-            if failed_report is not None:
-                counts = failed_report.to_dict()["counts"]
-            raise
-        finally:
-            stop.set()
-            beater.join(timeout=5)
-            counts = with_earlier_attempts(ledger, backfill, part_key, counts)
-            ledger.mark_part(backfill, part_key, status=status, report=json.dumps(counts, default=str))
-        return {"part": part_key, "status": status, "run_id": run_id, "counts": counts}
-    finally:
-        ledger.close()
-
-
-#: what each attempt at a part did by itself: summed over attempts, so the backfill's totals
-#: count the messages an earlier, incomplete attempt delivered
-_PER_ATTEMPT = (
-    "delivered",
-    "requests",
-    "failed_requests",
-    "retries",
-    "throttled",
-    "quarantined_requests",
-    "reconciled_landed",
-    "reconciled_missing",
-    "reconciled_unknown",
-)
-
-
-def with_earlier_attempts(ledger: Ledger, backfill: str, part_key: str, counts: dict) -> dict:
-    earlier = next((r["report"] for r in ledger.backfill_state(backfill) if r["part_key"] == part_key), None)
-    if not earlier or not counts:
-        return counts
-    before = json.loads(earlier)
-    out = {**counts, **{k: counts.get(k, 0) + before.get(k, 0) for k in _PER_ATTEMPT}}
-    # this attempt read the same slice and found what earlier attempts delivered already there:
-    # count those once, as delivered, so read still equals the sum of the outcomes
-    out["already_delivered"] = max(0, counts.get("already_delivered", 0) - before.get("delivered", 0))
-    return out
 
 
 @flow(name="memos-etl-backfill-part", log_prints=False)
 def backfill_part_flow(
     source: str, backfill_id: str, part_key: str, spec: dict, config_path: str | None = None, config: dict | None = None
 ) -> dict:
-    """Load one partition of a backfill (started by backfill_flow through a deployment)."""
+    """Load one partition of a backfill (started by backfill_flow through a deployment): its
+    run publishes progress and its report as artifacts keyed by the part."""
     with flow_run(source, config_path, config) as (cfg, mapping):
-        out = run_part(mapping, cfg, backfill_id, part_key, spec)
+        key = f"backfill-{slug(mapping.source.name)}-{slug(part_key)[:60]}"
+        out = parts.run_part(
+            mapping,
+            cfg,
+            backfill_id,
+            part_key,
+            spec,
+            lambda part, run_id: execute(mapping, cfg, part, flow="sync", run_id=run_id, publish_key=key),
+        )
         get_run_logger().info("part %s: %s", part_key, out["status"])
         return out
 
 
-part_task = task(name="backfill-part", cache_policy=NO_CACHE, retries=0)(run_part)
+#: a part run locally inside a backfill flow run: the runner's part, one task run each
+part_task = task(name="backfill-part", cache_policy=NO_CACHE, retries=0)(parts.run_part)
 
 
 @flow(name="memos-etl-backfill", log_prints=False)
@@ -184,19 +117,6 @@ def backfill_event(result: dict, target: str) -> None:
     )
 
 
-def plan(mapping: Mapping, cfg: RunConfig, since=None, until=None, by="auto", every=None, buckets=16):
-    """Split the range and record the parts; returns (backfill id, parts)."""
-    src = open_source(mapping)
-    parts = split(mapping, src, by, since, until, every, buckets)
-    bid = make_backfill_id(mapping.source.name, cfg.target.ledger_name, by, since, until, every, buckets)
-    ledger = Ledger(cfg.state.ledger())
-    try:
-        ledger.plan_backfill(bid, mapping.source.name, cfg.target.ledger_name, [(p.key, p.slice.spec()) for p in parts])
-    finally:
-        ledger.close()
-    return bid, parts
-
-
 def backfill(
     mapping: Mapping,
     cfg: RunConfig,
@@ -214,42 +134,26 @@ def backfill(
     deployment=PART_DEPLOYMENT,
     in_flow: bool = True,
 ) -> dict:
+    """The runner's backfill, its parts as task runs (`fan_out="local"` in a flow run), flow
+    runs of `deployment` ("deployment"), or threads (outside a flow run); in a flow run, a
+    table artifact of the parts."""
     if fan_out not in ("local", "deployment"):
         raise ValueError(f"fan_out must be local or deployment, not {fan_out!r}")
     log = get_run_logger() if in_flow else None
-    bid, parts = plan(mapping, cfg, since, until, by, every, buckets)
-    specs = {p.key: p.slice.spec() for p in parts}
-    ledger = Ledger(cfg.state.ledger())
-    try:
-        ran = sum(r["status"] != "done" for r in ledger.backfill_state(bid))
-        if fan_out == "local":
-            _local(mapping, cfg, bid, specs, parallel, ledger, in_flow)
+
+    def run_parts(bid: str, specs: dict[str, dict], ledger: Ledger) -> None:
+        if fan_out == "deployment":
+            _fan_out(cfg, bid, specs, ledger, source, config_path, config, deployment, log)
+        elif in_flow:
+            parts.run_local(cfg, bid, ledger, lambda todo: _task_runs(mapping, cfg, bid, specs, todo, parallel))
         else:
-            _fan_out(mapping, cfg, bid, specs, ledger, source, config_path, config, deployment, log)
-        state = ledger.backfill_state(bid)
-    finally:
-        ledger.close()
-    total = Counts()
-    for row in state:
-        c = json.loads(row["report"]) if row["report"] else {}
-        c.pop("accounted", None)
-        reasons = c.pop("reasons", {})
-        if c:
-            part_counts = Counts(**c)
-            part_counts.reasons.update(reasons)
-            total.add(part_counts)
-    done = sum(r["status"] == "done" for r in state)
-    result = {
-        "backfill_id": bid,
-        "source": mapping.source.name,
-        "parts": len(state),
-        "done": done,
-        "ran": ran,
-        "status": "completed" if done == len(state) else "incomplete",
-        "not_done": {r["part_key"]: r["status"] for r in state if r["status"] != "done"},
-        "counts": {**{k: v for k, v in total.__dict__.items() if k != "reasons"}, "reasons": dict(total.reasons)},
-    }
+            parts.on_threads(mapping, cfg, parallel)(bid, specs, ledger)
+
+    result, state = parts.backfill(
+        mapping, cfg, since=since, until=until, by=by, every=every, buckets=buckets, run_parts=run_parts
+    )
     if in_flow:
+        bid, done = result["backfill_id"], result["done"]
         create_table_artifact(
             [
                 {"part": r["part_key"], "status": r["status"], "attempts": r["attempts"], "run": r["run_id"] or ""}
@@ -263,36 +167,23 @@ def backfill(
     return result
 
 
-def _local(mapping, cfg, bid, specs, parallel, ledger, in_flow) -> None:
-    """Run the parts not done yet on this machine, `parallel` at a time, each up to max_attempts."""
-    for _ in range(cfg.backfill.max_attempts):
-        todo = [r["part_key"] for r in ledger.backfill_state(bid) if r["status"] != "done"]
-        if not todo:
-            return
-        if in_flow:
-            runner: ThreadPoolTaskRunner = ThreadPoolTaskRunner(max_workers=max(1, parallel))
-            with runner:
-                futures = [
-                    runner.submit(
-                        part_task,
-                        parameters={
-                            "mapping": mapping,
-                            "cfg": cfg,
-                            "backfill": bid,
-                            "part_key": k,
-                            "spec": specs[k],
-                            "in_flow": False,
-                        },
-                    )
-                    for k in todo
-                ]
-                for f in futures:
-                    f.wait()
-        else:
-            pipeline.thread_fanout(max(1, parallel))(run_part, [(mapping, cfg, bid, k, specs[k], False) for k in todo])
+def _task_runs(mapping, cfg, bid, specs, todo, parallel) -> None:
+    """One round of local parts, each a `backfill-part` task run, `parallel` at a time; a part
+    whose task run failed is left open in the ledger for the next round."""
+    runner: ThreadPoolTaskRunner = ThreadPoolTaskRunner(max_workers=max(1, parallel))
+    with runner:
+        futures = [
+            runner.submit(
+                part_task,
+                parameters={"mapping": mapping, "cfg": cfg, "backfill": bid, "part_key": k, "spec": specs[k]},
+            )
+            for k in todo
+        ]
+        for f in futures:
+            f.wait()
 
 
-def _fan_out(mapping, cfg, bid, specs, ledger, source, config_path, config, deployment, log) -> None:
+def _fan_out(cfg, bid, specs, ledger, source, config_path, config, deployment, log) -> None:
     """One flow run per part through `deployment`; watch them, resubmit the ones that died."""
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment

@@ -135,7 +135,7 @@ def test_nightly_and_backfill_at_once_on_postgres(dev_server, tmp_path, run_conf
 def test_part_totals_add_up_over_attempts(tmp_path):
     """A part retried after an incomplete attempt reports what both attempts delivered, once."""
     from core.ledger import Ledger
-    from flows.backfill import with_earlier_attempts
+    from flows.runner.backfill import with_earlier_attempts
 
     led = Ledger(f"sqlite:///{tmp_path / 'l.db'}")
     led.plan_backfill("b1", "src", "tgt", [("hash:0/2", {})])

@@ -5,6 +5,7 @@ flows and `--no-prefect` call the same functions.
 * checks.py    what a run plans and checks around staging (units, columns, drift, deletions)
 * fanout.py      how a phase runs its items (serially, on threads; the flows: a task run)
 * replay.py    replay: forget some conversations' deliveries and run them again
+* backfill.py  a backfill's parts: planned in the ledger, each claimed, run and recorded
 """
 
 from __future__ import annotations
