@@ -153,7 +153,9 @@ def backfill(
     parallel: int = typer.Option(2, help="--fan-out local: parts at once"),
     deployment: str = typer.Option("memos-etl-backfill-part/backfill-part"),
     no_prefect: bool = typer.Option(
-        False, "--no-prefect", help="--fan-out local on plain threads, without a Prefect API server"
+        False,
+        "--no-prefect",
+        help="--fan-out local on plain threads, without a Prefect API server (runs where Prefect is not installed)",
     ),
     config: Optional[Path] = ConfigOpt,
     target_url: Optional[str] = TargetOpt,
@@ -176,23 +178,14 @@ def backfill(
 
     preflight(m)
     overrides = cfg.model_dump(exclude={"sources"})
-    require_prefect("backfill")  # --no-prefect too: the partition bookkeeping lives in flows/backfill.py
-    if no_prefect:
-        from flows.backfill import backfill as run_backfill
+    if no_prefect:  # the runner's backfill alone (flows/runner/backfill.py): no Prefect imported
+        from flows.runner.backfill import backfill as run_backfill
 
-        result = run_backfill(
-            m,
-            cfg,
-            source=source,
-            since=since,
-            until=until,
-            by=by,
-            every=every,
-            buckets=buckets,
-            parallel=parallel,
-            in_flow=False,
+        result, _ = run_backfill(
+            m, cfg, since=since, until=until, by=by, every=every, buckets=buckets, parallel=parallel
         )
     else:
+        require_prefect("backfill")
         from flows.backfill import backfill_flow
         from flows.heartbeat import in_process
         from memos_etl.cli.prefect_api import api_server
