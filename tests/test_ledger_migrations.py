@@ -15,6 +15,7 @@ from alembic.script import ScriptDirectory
 from core.config import load_mapping
 from core.ledger import Ledger
 from core.ledger import db as ledger_db
+from core.ledger.ratelimits import Bucket
 from core.ledger.tables import metadata as current
 from flows.runner import run
 from tests.conftest import new_pg_database
@@ -196,8 +197,13 @@ def test_ledger_from_before_versions_upgrades_in_place_and_resends_nothing(
         diff = schema_diff(c)
     assert diff == [], f"upgraded ledger differs from core/ledger/tables.py: {diff}"
     # opening it again is quiet: nothing to upgrade
-    Ledger(old_url).close()
+    upgraded = Ledger(old_url)
     assert "upgrading" not in capfd.readouterr().err
+    # revision 0005's rate limits work on the upgraded ledger: a full bucket, then a wait
+    upgraded.open_rate_limit("fleet", 1, 100)
+    assert upgraded.take_rate("fleet", Bucket(1, 1, 2.0), Bucket(100, 100, 100.0)) == 0.0
+    assert 0.3 < upgraded.take_rate("fleet", Bucket(1, 1, 2.0), Bucket(100, 100, 100.0)) <= 1.0
+    upgraded.close()
     dst.dispose()
 
 

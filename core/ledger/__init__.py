@@ -8,6 +8,7 @@
 * erasures.py    erasures (`memos-etl erase`): their records and log
 * rewrites.py    conversations a source policy rewrites (on_change: replace, on_delete: delete)
 * documents.py   document files uploaded to knowledge bases, version by version
+* ratelimits.py  token buckets a fleet shares (load.fleet_limit kept in the state store)
 * tables.py      the schema; migrations/ upgrades an existing ledger to it in place (db.py)
 * revision.py    the newest schema revision (no SQLAlchemy)
 * overview.py    `memos-etl status` read through the database driver alone

@@ -8,12 +8,13 @@ from core.ledger.deliveries import Deliveries
 from core.ledger.documents import Documents
 from core.ledger.erasures import Erasures
 from core.ledger.leases import Leases
+from core.ledger.ratelimits import RateLimits
 from core.ledger.rewrites import Rewrites
 from core.ledger.runs import Runs
 from core.ledger.sources import Sources
 
 
-class Ledger(Runs, Deliveries, Leases, Sources, Backfills, Erasures, Rewrites, Documents):
+class Ledger(Runs, Deliveries, Leases, Sources, Backfills, Erasures, Rewrites, Documents, RateLimits):
     """One ledger database; opening it upgrades its schema to the newest revision."""
 
     def __init__(self, url: str, retry_s: float = RETRY_S):

@@ -2,4 +2,4 @@
 (overview.py) checks it without importing SQLAlchemy. tests/test_ledger_migrations.py checks
 it is the head of migrations/versions."""
 
-HEAD = "0004"
+HEAD = "0005"

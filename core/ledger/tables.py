@@ -196,3 +196,12 @@ knowledgebases = sa.Table(
     sa.Column("knowledgebase_id", sa.String(128)),  # null while the create is unanswered
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+rate_limits = sa.Table(
+    "rate_limits",
+    metadata,  # token buckets a fleet shares (ratelimits.py): one row per load.fleet_limit name
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("requests", sa.Double, nullable=False),  # requests in the bucket at updated_s
+    sa.Column("tokens", sa.Double, nullable=False),  # tokens in the bucket at updated_s
+    sa.Column("updated_s", sa.Double, nullable=False),  # seconds since the epoch, the database's clock
+)
