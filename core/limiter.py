@@ -18,8 +18,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 from core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from core.ledger.ratelimits import Bucket
 
 
 class RateLimiter:
@@ -140,15 +144,14 @@ class RateLimiter:
 
 
 class FleetLimiter:
-    """One rate limit for every worker of a fleet: two Prefect global concurrency limits with
-    slot decay, `<name>-requests` and `<name>-tokens`, on the Prefect server all workers use.
+    """One rate limit for every worker of a fleet: two token buckets, `<name>-requests` and
+    `<name>-tokens`, kept where all workers see them (PrefectFleetLimiter, StateStoreFleetLimiter).
 
-    A limit with slot decay is a token bucket: `limit` slots of burst, refilled at
-    `slot_decay_per_second`. MemOS counts over sliding windows (1 s for requests, 60 s for
-    tokens), and a bucket admits at most burst + rate x window in any window, so the rate is
-    set to (limit x headroom - burst) / window: the fleet stays under, whatever the timing.
-    Each acquisition is one call to the Prefect API (a few ms), once per request, never per
-    message. The per-process RateLimiter still runs in front of it (AIMD on throttling).
+    A token bucket admits at most burst + rate x window in any window of that length. MemOS
+    counts over sliding windows (1 s for requests, `token_window_s`, a minute, for tokens), so
+    the rate is set to (limit x headroom - burst) / window: the fleet stays under, whatever
+    the timing. Each acquisition is one call to where the buckets are kept, once per request,
+    never per message. The per-process RateLimiter still runs in front of it (AIMD on throttling).
     """
 
     def __init__(
@@ -158,17 +161,32 @@ class FleetLimiter:
         tokens_per_minute: float,
         max_tokens_per_request: int,
         headroom: float = 0.97,
+        token_window_s: float = 60.0,
     ):
+        self.name = name
         self.requests = f"{name}-requests" if requests_per_second else None
         self.tokens = f"{name}-tokens" if tokens_per_minute else None
         self.req_burst = 1
         self.req_rate = max(0.1, requests_per_second * headroom - self.req_burst)
         # a request's tokens are taken at once, so the burst must hold the largest request
         self.tok_burst = int(max(max_tokens_per_request, tokens_per_minute * 0.02))
-        self.tok_rate = max(1.0, (tokens_per_minute * headroom - self.tok_burst) / 60.0)
+        self.tok_rate = max(1.0, (tokens_per_minute * headroom - self.tok_burst) / token_window_s)
 
     def ensure(self) -> None:
-        """Create or update the limits on the Prefect server (idempotent)."""
+        """Create or update the buckets where they are kept (idempotent)."""
+        raise NotImplementedError
+
+    def acquire(self, n_tokens: int) -> float:
+        """Block until the fleet may send one request of `n_tokens`; returns the seconds waited."""
+        raise NotImplementedError
+
+
+class PrefectFleetLimiter(FleetLimiter):
+    """The buckets as two Prefect global concurrency limits with slot decay on the Prefect server
+    all workers use: `limit` slots of burst, refilled at `slot_decay_per_second`. Each
+    acquisition is one or two calls to the Prefect API (a few ms)."""
+
+    def ensure(self) -> None:
         from prefect.client.orchestration import get_client
 
         with get_client(sync_client=True) as client:
@@ -178,7 +196,6 @@ class FleetLimiter:
                 client.upsert_global_concurrency_limit_by_name(self.tokens, self.tok_burst, self.tok_rate)
 
     def acquire(self, n_tokens: int) -> float:
-        """Block until the fleet may send one request of `n_tokens`; returns the seconds waited."""
         from prefect.concurrency.sync import rate_limit
 
         started = time.monotonic()
@@ -189,22 +206,83 @@ class FleetLimiter:
         return time.monotonic() - started
 
 
-def fleet_limiter(load) -> FleetLimiter | None:
-    """The fleet-wide limiter a LoadConfig asks for (load.fleet_limit), created on the server."""
-    if not load.fleet_limit or not (load.requests_per_second or load.tokens_per_minute):
-        return None
+class RateStore(Protocol):
+    """Where StateStoreFleetLimiter keeps its buckets: the ledger (core/ledger/ratelimits.py)."""
+
+    def open_rate_limit(self, name: str, requests_burst: float, tokens_burst: float) -> None: ...
+    def take_rate(self, name: str, requests: Bucket, tokens: Bucket) -> float: ...
+
+
+class StateStoreFleetLimiter(FleetLimiter):
+    """The buckets as one row of the ledger's `rate_limits` table, in the database every worker
+    of the fleet already shares (PostgreSQL; or one SQLite file for processes on one machine).
+
+    An acquisition is one SQL statement: it books the request on both buckets at once, for the
+    first moment both hold enough by the database's clock, and the limiter sleeps until then
+    (core/ledger/ratelimits.py). Booked together, a request waiting for tokens holds no request
+    slot meanwhile, and it is sent when both buckets allow it.
+    """
+
+    def __init__(self, store: RateStore, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.store = store
+        self.takes = 0  # statements run: tests and benchmarks read it
+
+    def ensure(self) -> None:
+        self.store.open_rate_limit(self.name, self.req_burst, self.tok_burst)
+
+    def acquire(self, n_tokens: int) -> float:
+        from core.ledger.ratelimits import Bucket
+
+        tokens = min(int(n_tokens), self.tok_burst) if self.tokens and n_tokens > 0 else 0
+        started = time.monotonic()
+        self.takes += 1
+        wait = self.store.take_rate(
+            self.name,
+            Bucket(1 if self.requests else 0, self.req_burst, self.req_rate),
+            Bucket(tokens, self.tok_burst, self.tok_rate),
+        )
+        if wait > 0:
+            time.sleep(wait)
+        return time.monotonic() - started
+
+
+def _under_prefect() -> bool:
+    """Prefect is installed and this process reports to a Prefect API: inside a flow run, or
+    an API configured (PREFECT_API_URL or the active profile)."""
     import importlib.util
 
-    if importlib.util.find_spec("prefect") is None:  # the Airflow environment (docs/airflow.md)
-        raise ConfigError(
-            "config",
-            "load.fleet_limit",
-            "the fleet-wide limit is kept by Prefect global concurrency limits and Prefect is not "
-            "installed in this environment: unset it, and share the rate another way (on Airflow: one "
-            "pool slot per run, docs/airflow.md)",
-        )
-    fleet = FleetLimiter(
-        load.fleet_limit, load.requests_per_second, load.tokens_per_minute, load.max_tokens_per_request
-    )
+    if importlib.util.find_spec("prefect") is None:
+        return False
+    from prefect.context import FlowRunContext
+    from prefect.settings import get_current_settings
+
+    return FlowRunContext.get() is not None or bool(get_current_settings().api.url)
+
+
+def fleet_limiter(load, store: RateStore) -> FleetLimiter | None:
+    """The fleet-wide limiter a LoadConfig asks for (load.fleet_limit, load.fleet_limiter),
+    its buckets created or updated; `store` is the run's ledger."""
+    if not load.fleet_limit or not (load.requests_per_second or load.tokens_per_minute):
+        return None
+    kind = load.fleet_limiter
+    if kind == "auto":
+        kind = "prefect" if _under_prefect() else "state_store"
+    args = (load.fleet_limit, load.requests_per_second, load.tokens_per_minute, load.max_tokens_per_request)
+    fleet: FleetLimiter
+    if kind == "state_store":
+        fleet = StateStoreFleetLimiter(store, *args, token_window_s=load.token_window_s)
+    else:
+        import importlib.util
+
+        if importlib.util.find_spec("prefect") is None:  # the Airflow environment (docs/airflow.md)
+            raise ConfigError(
+                "config",
+                "load.fleet_limiter",
+                "`prefect` keeps the fleet-wide limit in Prefect global concurrency limits and Prefect is "
+                "not installed in this environment: use `state_store` (or `auto`), which keeps it in the "
+                "ledger every worker shares",
+            )
+        fleet = PrefectFleetLimiter(*args, token_window_s=load.token_window_s)
     fleet.ensure()
     return fleet

@@ -98,10 +98,15 @@ class LoadConfig(Strict):
     # a run leases the conversations it sends to; another run (or worker) skips them until the
     # lease is released or, if the run died, expires
     lease_ttl_s: float = Field(default=600.0, ge=1)
-    # one rate limit for a whole fleet of workers: the name prefix of two Prefect global
-    # concurrency limits with slot decay (<name>-requests, <name>-tokens), created or updated
-    # from requests_per_second/tokens_per_minute at the start of a run. None: per process only.
+    # one rate limit for a whole fleet of workers, under this name: two token buckets (requests,
+    # tokens) created or updated from requests_per_second/tokens_per_minute at the start of a
+    # run, kept where `fleet_limiter` says. None: per process only.
     fleet_limit: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,48}$")
+    # where the fleet's buckets are kept: `prefect`, two Prefect global concurrency limits with
+    # slot decay (<name>-requests, <name>-tokens); `state_store`, a row of the ledger every
+    # worker shares (core/ledger/ratelimits.py; no Prefect needed, e.g. on Airflow); `auto`,
+    # Prefect when the run reports to a Prefect API (a flow run, or PREFECT_API_URL), else the ledger
+    fleet_limiter: Literal["auto", "prefect", "state_store"] = "auto"
     # a bucket whose staged files are larger than this (a conversation of ~60k messages and
     # more) is ordered from sorted runs on disk of about this size (tasks/order.py) instead of
     # in memory: a loader's memory then does not grow with the largest conversation. Same

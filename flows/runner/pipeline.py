@@ -351,7 +351,7 @@ def _load(st: RunState) -> None:
         limiter=limiter,
         stop=st.stop,
         outbox=Outbox(st.outbox) if st.outbox is not None else None,
-        fleet=fleet_limiter(cfg.load) if st.outbox is None else None,
+        fleet=fleet_limiter(cfg.load, st.ledger) if st.outbox is None else None,
         erased=st.erased,
         rewriting=st.flow == "rewrite",
         read_attachment=getattr(st.source, "attachment_bytes", None),
