@@ -5,8 +5,12 @@ around flows/runner/ (it imports the runner, tasks and core below it, and nothin
 `lint-imports` checks that). It is imported in the Airflow environment only (docs/airflow.md).
 
 * `dags(config_path)`: one DAG per source of a run config, each a nightly on a cron data-interval
-  timetable with one `MemosSyncOperator` task; a DAG file does `globals().update(dags(...))`.
+  timetable (the cron from the run config's `schedules:` or the `schedules` argument) with one
+  `MemosSyncOperator` task; a DAG file does `globals().update(dags(...))`.
 * `MemosSyncOperator`: one run of a source, for DAGs users write themselves.
+* `target_asset(source)`: the task's outlet, `memos-etl://<connection>/<source>`: each completed
+  run adds an asset event with the run's counts in its extra (Airflow's counterpart of the
+  Prefect event `memos-etl.run.completed`).
 
 What a DAG run loads: a scheduled run (or a manual one without `since`/`until` in its conf) is
 the nightly: no bounds, the cursor moves. A backfill run (`airflow backfill create`) loads its
@@ -28,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import DAG, BaseOperator, Connection, CronDataIntervalTimetable
+from airflow.sdk import DAG, Asset, BaseOperator, Connection, CronDataIntervalTimetable
 from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
 
 from core import shutdown
@@ -55,6 +59,8 @@ log = logging.getLogger("memos_etl")
 #: the Airflow connection that holds the target: host (the base URL) and password (the API key)
 DEFAULT_CONN_ID = "memos_default"
 NIGHTLY = "15 2 * * *"  # UTC, as deployments/prefect.yaml's sample nightly
+#: the scheme of the assets a sync updates: memos-etl://<target>/<source> (see target_asset)
+ASSET_SCHEME = "memos-etl"
 
 #: errors a retry cannot fix: the task fails at once (AirflowFailException); any other error
 #: (TransientError, LedgerError, an outage of the source's store) is retried by Airflow, which
@@ -122,6 +128,9 @@ class MemosSyncOperator(BaseOperator):
                 f"run {report.run_id} of {mapping.source.name} ended {report.status}: "
                 f"{report.counts.pending} messages pending, {report.counts.in_doubt} in doubt; a retry sends them"
             )
+        for outlet in self.outlets:  # the asset event Airflow records when the task succeeds
+            if isinstance(outlet, Asset) and outlet.uri.startswith(ASSET_SCHEME + "://"):
+                context["outlet_events"][outlet].extra.update(asset_extra(report))
         return out
 
     def run_config(self) -> tuple[RunConfig, str | None]:
@@ -157,6 +166,49 @@ class MemosSyncOperator(BaseOperator):
         if report.status != "completed":
             context["ti"].xcom_push(key="report", value=out)
         return out
+
+
+def target_asset(source_name: str, conn_id: str | None = DEFAULT_CONN_ID) -> Asset:
+    """The Airflow asset a sync of `source_name` updates: `memos-etl://<target>/<source name>`,
+    the target being the connection id (`config` when the target comes from the run config
+    alone). The Prefect events name the source and the target the same way (flows/events.py:
+    resource `memos-etl.source.<name>`, related `memos-etl.target.<name>`); here the target is
+    the connection because outlets are fixed when the DAG file is parsed, before the connection
+    is read. Each successful run adds one event, its extra `asset_extra(report)`."""
+    target = conn_id or "config"
+    return Asset(
+        uri=f"{ASSET_SCHEME}://{target}/{source_name}",
+        name=f"{ASSET_SCHEME}.{target}.{source_name}",
+        group=ASSET_SCHEME,
+    )
+
+
+def asset_extra(report: RunReport) -> dict[str, Any]:
+    """An asset event's extra: the run, the target's ledger name, the slice, and the report's
+    counts (numbers only, never message content), as a Prefect `memos-etl.run.completed` event
+    carries them."""
+    counts = report.to_dict()["counts"]
+    return {
+        "run_id": report.run_id,
+        "source": report.source,
+        "target": report.target,
+        "status": report.status,
+        "slice": _plain_slice(report.slice),
+        "duration_s": round(report.duration_s, 3),
+        "counts": {k: v for k, v in counts.items() if isinstance(v, int) and not isinstance(v, bool)},
+    }
+
+
+def _plain_slice(spec: dict | None) -> dict | None:
+    """A Slice's spec with its bounds as their text ({"t": "datetime", "v": "2024-03-01..."} ->
+    "2024-03-01..."): what an asset event's reader filters on."""
+    if spec is None:
+        return None
+    out = json.loads(json.dumps(spec, default=str))
+    for k in ("since", "until"):
+        if isinstance(out.get(k), dict) and "v" in out[k]:
+            out[k] = out[k]["v"]
+    return out
 
 
 def connection(conn_id: str) -> Any:
@@ -214,6 +266,23 @@ def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
+def schedule_of(
+    name: str,
+    source_name: str,
+    given: StrMap[str, str | None] | None,
+    configured: StrMap[str, str | None],
+    default: str | None,
+) -> str | None:
+    """A source's cron: the first of `given` (dags()'s argument), then `configured` (the run
+    config's `schedules:`) that names it, by its config key or its source name; else `default`.
+    A name mapped to None there is not scheduled."""
+    for table in (given or {}, configured):
+        for key in (name, source_name):
+            if key in table:
+                return table[key]
+    return default
+
+
 def dags(
     config_path: str | Path | None = None,
     *,
@@ -230,17 +299,19 @@ def dags(
 ) -> dict[str, DAG]:
     """One DAG per source of the run config at `config_path` (all of `sources:`, or those named
     in `sources`, which may also be mapping file paths): dag id `memos-etl-<source name>`, its
-    cron from `schedules` (source -> cron in UTC, None: no schedule) else `default_schedule`,
-    on a data-interval timetable so a backfill run's interval is a day (or whatever the cron
-    spaces). Each DAG has one task, `sync` (MemosSyncOperator), retried `retries` times on
-    transient failures. `pool` puts every run in one Airflow pool (a fleet-wide cap on
-    concurrent runs). Reads only the config file: cheap enough for the DAG processor."""
+    cron from `schedules` (source -> cron in UTC, None: no schedule), else from the run
+    config's `schedules:`, else `default_schedule`, on a data-interval timetable so a backfill
+    run's interval is a day (or whatever the cron spaces). Each DAG has one task, `sync`
+    (MemosSyncOperator), retried `retries` times on transient failures, its outlet the asset
+    `target_asset(source name, conn_id)`. `pool` puts every run in one Airflow pool (a
+    fleet-wide cap on concurrent runs). Reads only the config file: cheap enough for the DAG
+    processor."""
     cfg = load_run_config(config_path)
     names = list(sources) if sources is not None else list(cfg.sources)
     out: dict[str, DAG] = {}
     for name in names:
         source_name = cfg.mapping(name).source.name
-        cron = (schedules or {}).get(name, (schedules or {}).get(source_name, default_schedule))
+        cron = schedule_of(name, source_name, schedules, cfg.schedules, default_schedule)
         dag_id = dag_id_prefix + source_name
         with DAG(
             dag_id=dag_id,
@@ -261,6 +332,7 @@ def dags(
                 retries=retries,
                 retry_delay=retry_delay,
                 retry_exponential_backoff=True,
+                outlets=[target_asset(source_name, conn_id)],
                 **({"pool": pool} if pool else {}),
             )
         out[dag_id] = dag

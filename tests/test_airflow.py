@@ -17,18 +17,31 @@ import json
 import os
 import re
 import shutil
+import signal
+import socket
+import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from core.config import RunConfig
+from core.config import RunConfig, load_run_config
 from core.config.run import normalise_url
+from core.errors import ConfigError
 from core.ledger import Ledger
-from tests.helpers import SAMPLE_MAPPING, expected_messages, stats, stored_messages, write_jsonl
+from tests.helpers import (
+    SAMPLE_MAPPING,
+    chat_rows,
+    expected_messages,
+    sample_mapping_at,
+    stats,
+    stored_messages,
+    write_jsonl,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = Path(os.environ.get("MEMOS_ETL_AIRFLOW_VENV", ROOT / ".venv-airflow"))
@@ -167,6 +180,23 @@ def test_the_airflow_path_imports_and_runs_without_prefect(airflow_env, dev_serv
     res = subprocess.run([str(venv / "bin" / "python"), "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.strip() == "[]"
+    # schedules: dags()'s argument, else the run config's `schedules:`, else the default nightly
+    config = tmp_path / "run.yaml"
+    run = {"sources": {"sample": str(SAMPLE_MAPPING)}, "schedules": {"sample": "0 4 * * *"}}
+    config.write_text(yaml.safe_dump(run))
+    probe = textwrap.dedent(
+        f"""
+        from flows.airflow import NIGHTLY, dags
+        def cron(*args, **kw):
+            return getattr(dags(*args, **kw)["memos-etl-sample-chats"].timetable, "expression", None)
+        c = {str(config)!r}
+        print(cron(c), cron(c, schedules={{"sample-chats": "5 1 * * *"}}), cron(c, schedules={{"sample": None}}))
+        print(cron(sources=[{str(SAMPLE_MAPPING)!r}]) == NIGHTLY)
+        """
+    )
+    res = subprocess.run([str(venv / "bin" / "python"), "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.split("\n")[:2] == ["0 4 * * * 5 1 * * * None", "True"], res.stdout
     mapping, files = _source(tmp_path)
     cmd = [str(venv / "bin" / "memos-etl"), "sync", str(mapping), "--no-prefect", "--target-url", dev_server.url]
     res = subprocess.run(
@@ -224,12 +254,14 @@ def test_an_airflow_backfill_loads_its_intervals_and_leaves_the_nightly_cursor(a
     the day the backfill did not load)."""
     venv, env = airflow_env
     mapping, files = _source(tmp_path)
+    # the schedule from the run config's `schedules:` (midnight: a day an interval)
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump({"schedules": {"daily-chats": "0 0 * * *"}}))
     env = _airflow_home(
         tmp_path,
         env,
         f"""
         from flows.airflow import dags
-        globals().update(dags(sources=[{str(mapping)!r}], schedules={{"daily-chats": "0 0 * * *"}},
+        globals().update(dags({str(tmp_path / "run.yaml")!r}, sources=[{str(mapping)!r}],
                               work_dir={str(tmp_path / "state")!r}, retries=0))
         """,
     )
@@ -247,6 +279,13 @@ def test_an_airflow_backfill_loads_its_intervals_and_leaves_the_nightly_cursor(a
         assert "backfill of the data interval" in res.stdout + res.stderr
     expected, _ = expected_messages(files[:3])
     assert stored_messages(dev_server.url) == expected
+    # an asset event per run, each with its interval and its counts (a day: 3 conversations of 3)
+    events = _asset_events(env)
+    assert [uri for uri, _ in events] == ["memos-etl://memos_default/daily-chats"] * 3, events
+    assert sorted((e["slice"]["since"][:10], e["slice"]["until"][:10]) for _, e in events) == list(
+        zip(DAYS[:3], DAYS[1:4], strict=True)
+    ), events
+    assert [e["counts"]["delivered"] for _, e in events] == [9, 9, 9], events
     cfg = RunConfig()
     cfg.state.work_dir = str(tmp_path / "state")
     ledger = Ledger(cfg.state.ledger())
@@ -286,6 +325,159 @@ def test_a_missing_connection_is_one_clear_error_and_not_retried(airflow_env, tm
     assert "Airflow connection 'memos_default' is not defined" in out, out[-3000:]
     assert "up_for_retry" not in out.lower(), out[-3000:]
     assert not (tmp_path / "state" / "ledger.db").exists()  # stopped before the run opened anything
+
+
+def test_a_schedule_that_is_not_a_cron_is_a_config_error(tmp_path):
+    """The run config's `schedules:` (read by dags()) is checked when the file is read, in
+    either environment: five cron fields or an @preset, None for no schedule."""
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump({"schedules": {"sample": "0 4 * * *", "other": "@daily", "off": None}}))
+    assert load_run_config(good, environ={}).schedules == {"sample": "0 4 * * *", "other": "@daily", "off": None}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"schedules": {"sample": "nightly at 2"}}))
+    with pytest.raises(ConfigError, match="not a cron of five fields"):
+        load_run_config(bad, environ={})
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _task_processes(root: int) -> list[int]:
+    """The processes under `root` that run a task: Airflow's task runner titles itself
+    `airflow worker -- <task instance id>` (its LocalExecutor worker and supervisor parent
+    `airflow worker -- LocalExecutor: ...`)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            pid, rest = stat.read_text().split(" ", 1)
+            children.setdefault(int(rest.rsplit(")", 1)[1].split()[1]), []).append(int(pid))
+        except (OSError, IndexError, ValueError):
+            continue
+    out, todo = [], [root]
+    while todo:
+        for pid in children.get(todo.pop(), []):
+            todo.append(pid)
+            try:
+                title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+            except OSError:
+                continue
+            if title.startswith("airflow worker -- ") and "LocalExecutor" not in title:
+                out.append(pid)
+    return out
+
+
+def _asset_events(home_env: dict) -> list[tuple[str, dict]]:
+    """(asset uri, extra) of every asset event in the metadata database, oldest first."""
+    db = home_env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///")
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT a.uri, e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id ORDER BY e.id"
+        ).fetchall()
+    return [(uri, json.loads(extra) if isinstance(extra, str) else extra) for uri, extra in rows]
+
+
+def test_a_task_killed_mid_send_is_retried_by_airflow_and_ends_exact(airflow_env, dev_server, tmp_path):
+    """Real Airflow runs the task in its own process: `airflow dags test --use-executor` hands it
+    to the LocalExecutor, whose supervisor forks the task runner and reports to the API server
+    (started here) as a scheduler's worker would. That task process is SIGKILLed while it sends;
+    the supervisor reports the try failed, Airflow marks it up_for_retry, and the retry (try 2,
+    a new process) finishes the run from the ledger: every message once, in order, and one asset
+    event (the successful try's) on memos-etl://memos_default/<source> with its counts."""
+    venv, env = airflow_env
+    data = tmp_path / "data"
+    write_jsonl(data / "a.jsonl", chat_rows(conversations=60, turns=20))
+    mapping = sample_mapping_at(tmp_path, data, source={"format": "jsonl", "name": "killed-chats", "path": str(data)})
+    run = {  # 4 messages a request at 60 a second: a run long enough to kill mid-send
+        "target": {"timeout_s": 5, "in_doubt_grace_s": 0.05, "backoff_base_s": 0.01, "backoff_cap_s": 0.1},
+        "load": {"max_messages_per_request": 4, "requests_per_second": 60, "concurrency": 4},
+        "state": {"work_dir": str(tmp_path / "state")},
+    }
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(run))
+    env = _airflow_home(
+        tmp_path,
+        env,
+        f"""
+        from datetime import timedelta
+        from flows.airflow import dags
+        globals().update(dags({str(tmp_path / "run.yaml")!r}, sources=[{str(mapping)!r}], default_schedule=None,
+                              retries=1, retry_delay=timedelta(seconds=1)))
+        """,
+    )
+    port = _free_port()
+    env.update(
+        AIRFLOW_CONN_MEMOS_DEFAULT=json.dumps({"conn_type": "http", "host": dev_server.url}),
+        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
+        AIRFLOW__API_AUTH__JWT_SECRET="memos-etl-test-" + os.urandom(8).hex(),
+        AIRFLOW__CORE__PARALLELISM="1",  # one LocalExecutor worker process, not 32
+    )
+    _airflow(venv, env, "db", "migrate")
+    log = tmp_path / "airflow.log"
+    with open(tmp_path / "api-server.log", "w") as api_log:
+        api = subprocess.Popen(
+            [str(venv / "bin" / "airflow"), "api-server", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=api_log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and api.poll() is None:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.3)
+        assert api.poll() is None and time.monotonic() < deadline, (tmp_path / "api-server.log").read_text()[-3000:]
+        with open(log, "w") as out:
+            run_proc = subprocess.Popen(
+                [str(venv / "bin" / "airflow"), "dags", "test", "memos-etl-killed-chats", "--use-executor"],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            deadline = time.monotonic() + 240
+            while stats(dev_server.url)["add_requests"] == 0 and run_proc.poll() is None:
+                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.05)
+            time.sleep(0.3)
+            tasks = _task_processes(run_proc.pid)
+            assert len(tasks) == 1, (tasks, log.read_text()[-3000:])
+            os.kill(tasks[0], signal.SIGKILL)
+            at_kill = stats(dev_server.url)["messages"]
+            run_proc.wait(timeout=300)
+        finally:
+            if run_proc.poll() is None:
+                run_proc.kill()
+                run_proc.wait()
+    finally:
+        api.terminate()
+        try:
+            api.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            api.kill()
+            api.wait()
+    text = log.read_text()
+    assert run_proc.returncode == 0, text[-3000:]
+    expected = expected_messages([data / "a.jsonl"])[0]
+    n = sum(len(v) for v in expected.values())
+    assert 0 < at_kill < n, "the first try was not killed mid-send"
+    # Airflow saw the kill and retried: the supervisor's verdict, then the second try's success
+    assert re.search(r"exit_code=<Negsignal.SIGKILL: -9> final_state=up_for_retry", text), text[-3000:]
+    db = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///")
+    with sqlite3.connect(db) as conn:
+        tries = conn.execute("SELECT try_number, state FROM task_instance WHERE task_id = 'sync'").fetchall()
+        history = conn.execute("SELECT try_number, state FROM task_instance_history WHERE task_id = 'sync'").fetchall()
+    assert tries == [(2, "success")] and history == [(1, "failed")], (tries, history)  # try 1 archived
+    assert stored_messages(dev_server.url) == expected  # 0 missing, 0 duplicated, in order
+    events = _asset_events(env)
+    assert [uri for uri, _ in events] == ["memos-etl://memos_default/killed-chats"], events
+    extra = events[0][1]
+    assert extra["status"] == "completed" and extra["target"] == normalise_url(dev_server.url)
+    assert extra["counts"]["read"] == n and 0 < extra["counts"]["delivered"] < n, extra
 
 
 if __name__ == "__main__":  # pragma: no cover

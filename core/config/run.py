@@ -149,12 +149,23 @@ class RunConfig(Strict):
     # one person across apps, shared by every mapping (core/config/people.py); a mapping's
     # own `people` entries replace these of the same key
     people: dict[str, Person] = {}
+    # source name -> cron (UTC) of its nightly DAG under Airflow (flows/airflow.py dags(); None:
+    # not scheduled). Prefect's schedules are in deployments/prefect.yaml, not here
+    schedules: dict[str, str | None] = {}
     path_: Path | None = Field(default=None, exclude=True)
 
     @field_validator("people")
     @classmethod
     def _one_owner(cls, v: dict[str, Person]) -> dict[str, Person]:
         check_people(v)
+        return v
+
+    @field_validator("schedules")
+    @classmethod
+    def _crons(cls, v: dict[str, str | None]) -> dict[str, str | None]:
+        for name, cron in v.items():
+            if cron is not None and len(cron.split()) != 5 and not cron.startswith("@"):
+                raise ValueError(f"{name}: {cron!r} is not a cron of five fields (or @daily, @hourly, ...)")
         return v
 
     def _load(self, p: Path) -> Mapping:
