@@ -27,7 +27,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+from collections.abc import Iterator
 from collections.abc import Mapping as StrMap
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,7 +40,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundExceptio
 
 from core import shutdown
 from core.client import make_target
-from core.config import RunConfig, load_run_config
+from core.config import Mapping, RunConfig, load_run_config
 from core.errors import (
     CannotTell,
     ConfigError,
@@ -88,9 +91,12 @@ class MemosSyncOperator(BaseOperator):
     `return_value`) and logs it; a failed run's report is in XCom `report`.
 
     `config_path`: the run config (default $MEMOS_ETL_CONFIG, else the defaults); `work_dir`
-    overrides its state.work_dir. `conn_id=None` takes the target from the config alone."""
+    overrides its state.work_dir. `conn_id=None` takes the target from the config alone.
+    `source_conn_id`: an Airflow connection for the source itself: an `aws` connection for an
+    S3 source (keys, region, endpoint_url), a SQL connection (`postgres`, `sqlite`, or any with
+    a SQLAlchemy URL as its host) for a SQL source (see `apply_source_connection`)."""
 
-    template_fields = ("source", "config_path", "work_dir")
+    template_fields = ("source", "config_path", "work_dir", "source_conn_id")
     ui_color = "#d6ecf3"
 
     def __init__(
@@ -100,15 +106,30 @@ class MemosSyncOperator(BaseOperator):
         config_path: str | None = None,
         conn_id: str | None = DEFAULT_CONN_ID,
         work_dir: str | None = None,
+        source_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.source, self.config_path, self.conn_id, self.work_dir = source, config_path, conn_id, work_dir
+        self.source_conn_id = source_conn_id
 
     def execute(self, context: Any) -> dict:
-        cfg, api_key = self.run_config()
-        mapping = cfg.mapping(self.source)
-        runner.preflight(mapping)
+        try:  # a config, mapping or source that cannot work as given: failed, not retried
+            cfg, api_key = self.run_config()
+            mapping = cfg.mapping(self.source)
+            aws_keys: dict[str, str] = {}
+            if self.source_conn_id:
+                aws_keys = apply_source_connection(mapping, connection(self.source_conn_id, "source"))
+        except FATAL as exc:
+            raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+        with environment(aws_keys):  # the source connection's AWS keys, for this run only
+            return self._run(context, cfg, mapping, api_key)
+
+    def _run(self, context: Any, cfg: RunConfig, mapping: Mapping, api_key: str | None) -> dict:
+        try:
+            runner.preflight(mapping)
+        except FATAL as exc:
+            raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
         part, why = run_slice(context)
         self.log.info("memos-etl %s of %s into %s: %s", self.source, mapping.source.name, cfg.target.ledger_name, why)
         target = make_target(cfg.target, api_key=api_key, pool_size=cfg.load.concurrency + 2)
@@ -211,17 +232,115 @@ def _plain_slice(spec: dict | None) -> dict | None:
     return out
 
 
-def connection(conn_id: str) -> Any:
-    """The Airflow connection, or AirflowFailException saying how to create it."""
+def connection(conn_id: str, role: str = "target") -> Any:
+    """The Airflow connection, or AirflowFailException saying how to create it. `role`: what
+    memos-etl reads from it, the MemOS target or the source."""
     try:
         return Connection.get(conn_id)
     except AirflowNotFoundException:
+        if role == "source":
+            how = (
+                "memos-etl reads the source from it (an aws connection for an S3 source, "
+                f"a SQL connection for a SQL source). Create it, e.g. `airflow connections add {conn_id} "
+                "--conn-type postgres --conn-host <host> --conn-schema <database> --conn-login <user> "
+                "--conn-password <password>`"
+            )
+        else:
+            how = (
+                "memos-etl reads the MemOS target from it (host: the base URL, password: the API key). "
+                f"Create it, e.g. `airflow connections add {conn_id} --conn-type http "
+                "--conn-host https://<host>/api/openmem/v1 --conn-password <key>`"
+            )
         raise AirflowFailException(
-            f"Airflow connection {conn_id!r} is not defined: memos-etl reads the MemOS target from it "
-            f"(host: the base URL, password: the API key). Create it, e.g. `airflow connections add "
-            f"{conn_id} --conn-type http --conn-host https://<host>/api/openmem/v1 --conn-password <key>`, "
-            f"or set AIRFLOW_CONN_{conn_id.upper()} (docs/airflow.md)"
+            f"Airflow connection {conn_id!r} is not defined: {how}, or set AIRFLOW_CONN_{conn_id.upper()} "
+            "(docs/airflow.md)"
         ) from None
+
+
+#: SQLAlchemy drivers for Airflow's SQL connection types, those whose drivers the project
+#: installs (any other database: a SQLAlchemy URL as the connection's host)
+SQL_DRIVERS = {"postgres": "postgresql+psycopg", "postgresql": "postgresql+psycopg", "sqlite": "sqlite"}
+
+
+def apply_source_connection(mapping: Mapping, conn: Any) -> dict[str, str]:
+    """Put an Airflow connection's settings into the mapping's source section, in place; return
+    the AWS keys it holds (AWS_ACCESS_KEY_ID, ...) for the run's environment: an S3 source reads
+    its keys from the AWS chain, so the run sees the connection's keys there and nothing else.
+
+    * S3 (`aws` connection): login/password, or extra aws_access_key_id/aws_secret_access_key,
+      are the keys; extra aws_session_token, region_name and endpoint_url (also
+      `endpoint_url` under extra `service_config.s3`) override the mapping's.
+    * SQL: the connection's URL becomes source.sql.url (over url_env): its host when that is a
+      URL already, else built from its type's driver (SQL_DRIVERS), login, password, host,
+      port and schema (the database); extra `sslmode` is kept."""
+    source = mapping.source
+    extra = conn.extra_dejson or {}
+    if source.type == "s3" and source.s3 is not None:
+        s3_extra = (extra.get("service_config") or {}).get("s3") or {}
+        endpoint = s3_extra.get("endpoint_url") or extra.get("endpoint_url")
+        if endpoint:
+            source.s3.endpoint_url = str(endpoint)
+        if extra.get("region_name"):
+            source.s3.region = str(extra["region_name"])
+        keys = {
+            "AWS_ACCESS_KEY_ID": conn.login or extra.get("aws_access_key_id"),
+            "AWS_SECRET_ACCESS_KEY": conn.password or extra.get("aws_secret_access_key"),
+            "AWS_SESSION_TOKEN": extra.get("aws_session_token"),
+        }
+        return {k: str(v) for k, v in keys.items() if v}
+    if source.type == "sql" and source.sql is not None:
+        source.sql.url = sql_url(conn)
+        return {}
+    raise AirflowFailException(
+        f"source_conn_id {conn.conn_id!r}: a source connection applies to an s3 or sql source; "
+        f"{source.name} is a {source.type} source (its settings stay in its mapping)"
+    )
+
+
+def sql_url(conn: Any) -> str:
+    """A SQLAlchemy URL from an Airflow connection."""
+    from sqlalchemy.engine import URL
+
+    host = (conn.host or "").strip()
+    if "://" in host:
+        return host
+    kind = (conn.conn_type or "").lower()
+    driver = SQL_DRIVERS.get(kind)
+    if driver is None:
+        raise AirflowFailException(
+            f"connection {conn.conn_id!r} of type {kind or 'none'}: memos-etl makes SQL URLs for "
+            f"{', '.join(sorted(SQL_DRIVERS))} connections, or takes a SQLAlchemy URL as the host"
+        )
+    extra = conn.extra_dejson or {}
+    query = {"sslmode": str(extra["sslmode"])} if extra.get("sslmode") else {}
+    if driver == "sqlite":
+        return f"sqlite:///{host or conn.schema}"
+    url = URL.create(
+        driver,
+        username=conn.login or None,
+        password=conn.password or None,
+        host=host or None,
+        port=conn.port or None,
+        database=conn.schema or None,
+        query=query,
+    )
+    return url.render_as_string(hide_password=False)
+
+
+@contextmanager
+def environment(values: StrMap[str, str]) -> Iterator[None]:
+    """`values` in os.environ for the block, then as before (a task is a process of its own
+    under an executor; `airflow dags test` runs tasks one after another in its own)."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def base_url(conn: Any) -> str | None:
@@ -290,6 +409,7 @@ def dags(
     schedules: StrMap[str, str | None] | None = None,
     default_schedule: str | None = NIGHTLY,
     conn_id: str | None = DEFAULT_CONN_ID,
+    source_conn_ids: StrMap[str, str] | None = None,
     work_dir: str | None = None,
     start_date: datetime = datetime(2024, 1, 1, tzinfo=UTC),
     retries: int = 2,
@@ -303,7 +423,8 @@ def dags(
     config's `schedules:`, else `default_schedule`, on a data-interval timetable so a backfill
     run's interval is a day (or whatever the cron spaces). Each DAG has one task, `sync`
     (MemosSyncOperator), retried `retries` times on transient failures, its outlet the asset
-    `target_asset(source name, conn_id)`. `pool` puts every run in one Airflow pool (a
+    `target_asset(source name, conn_id)`; `source_conn_ids` (source -> Airflow connection id)
+    gives a source's S3 or SQL connection. `pool` puts every run in one Airflow pool (a
     fleet-wide cap on concurrent runs). Reads only the config file: cheap enough for the DAG
     processor."""
     cfg = load_run_config(config_path)
@@ -328,6 +449,7 @@ def dags(
                 source=str(name),
                 config_path=str(config_path) if config_path else None,
                 conn_id=conn_id,
+                source_conn_id=(source_conn_ids or {}).get(name, (source_conn_ids or {}).get(source_name)),
                 work_dir=work_dir,
                 retries=retries,
                 retry_delay=retry_delay,

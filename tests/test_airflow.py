@@ -36,6 +36,7 @@ from core.ledger import Ledger
 from tests.helpers import (
     SAMPLE_MAPPING,
     chat_rows,
+    expected_from_rows,
     expected_messages,
     sample_mapping_at,
     stats,
@@ -478,6 +479,100 @@ def test_a_task_killed_mid_send_is_retried_by_airflow_and_ends_exact(airflow_env
     extra = events[0][1]
     assert extra["status"] == "completed" and extra["target"] == normalise_url(dev_server.url)
     assert extra["counts"]["read"] == n and 0 < extra["counts"]["delivered"] < n, extra
+
+
+def test_s3_and_sql_sources_read_through_airflow_connections(
+    airflow_env, dev_server, tmp_path, s3_endpoint, pg_ledger_url
+):
+    """A DAG of one's own with two MemosSyncOperator tasks, run by `airflow dags test`: an S3
+    source whose mapping names no endpoint and whose process has no AWS keys (the `aws`
+    connection gives both), and a PostgreSQL source whose mapping names a variable that is not
+    set (the `postgres` connection gives the URL). Both load exactly."""
+    import boto3
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import sqlalchemy as sa
+
+    venv, env = airflow_env
+    s3_rows, pg_rows = chat_rows(conversations=4, turns=5, prefix="s"), chat_rows(conversations=3, turns=4, prefix="q")
+    bucket = f"chats-{os.urandom(4).hex()}"
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    client.create_bucket(Bucket=bucket)
+    client.put_object(Bucket=bucket, Key="raw/part-0.parquet", Body=_parquet(pa, pq, s3_rows))
+    eng = sa.create_engine(pg_ledger_url)
+    with eng.begin() as c:
+        c.execute(
+            sa.text(
+                'CREATE TABLE chat_messages (id serial PRIMARY KEY, message_id text, "user" text, conversation_id text,'
+                " session int, turn int, speaker text, text text, sent_at timestamptz, image_caption text,"
+                " updated_at timestamptz DEFAULT now())"
+            )
+        )
+        c.execute(
+            sa.text(
+                'INSERT INTO chat_messages (message_id, "user", conversation_id, session, turn, speaker, text, sent_at)'
+                " VALUES (:message_id, :user, :conversation_id, :session, :turn, :speaker, :text, :sent_at)"
+            ),
+            pg_rows,
+        )
+    eng.dispose()
+    body = yaml.safe_load(SAMPLE_MAPPING.read_text())
+    s3_mapping, pg_mapping = tmp_path / "s3.yaml", tmp_path / "pg.yaml"
+    s3_mapping.write_text(
+        yaml.safe_dump(
+            {
+                **body,
+                "source": {
+                    "name": "s3-chats",
+                    "type": "s3",
+                    "format": "parquet",
+                    "s3": {"bucket": bucket, "prefix": "raw/"},
+                },
+            }
+        )
+    )
+    sql = {
+        "url_env": "MEMOS_ETL_TEST_UNSET_URL",
+        "table": "chat_messages",
+        "cursor_column": "updated_at",
+        "key_column": "id",
+    }
+    pg_mapping.write_text(yaml.safe_dump({**body, "source": {"name": "pg-chats", "type": "sql", "sql": sql}}))
+    env = _airflow_home(
+        tmp_path,
+        env,
+        f"""
+        from datetime import datetime, UTC
+        from airflow.sdk import DAG
+        from flows.airflow import MemosSyncOperator
+        with DAG("my-chats", schedule=None, start_date=datetime(2024, 1, 1, tzinfo=UTC)):
+            for name, path, conn in (("s3", {str(s3_mapping)!r}, "chats_s3"), ("pg", {str(pg_mapping)!r}, "chats_pg")):
+                MemosSyncOperator(task_id=name, source=path, source_conn_id=conn, work_dir={str(tmp_path / "state")!r})
+        """,
+    )
+    env = {k: v for k, v in env.items() if not k.startswith("AWS_")}
+    env.update(AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null", AWS_EC2_METADATA_DISABLED="true")
+    pg = sa.engine.make_url(pg_ledger_url)
+    env["AIRFLOW_CONN_MEMOS_DEFAULT"] = json.dumps({"conn_type": "http", "host": dev_server.url})
+    env["AIRFLOW_CONN_CHATS_S3"] = json.dumps(
+        {"conn_type": "aws", "login": "testing", "password": "testing", "extra": {"endpoint_url": s3_endpoint}}
+    )
+    env["AIRFLOW_CONN_CHATS_PG"] = json.dumps(
+        {"conn_type": "postgres", "host": pg.host, "port": pg.port, "login": pg.username, "schema": pg.database}
+    )
+    _airflow(venv, env, "db", "migrate")
+    res = _airflow(venv, env, "dags", "test", "my-chats", check=False)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0 and out.count("final_state=success") + out.count("new_state=success") >= 2, out[-3000:]
+    assert stored_messages(dev_server.url) == expected_from_rows(s3_rows + pg_rows)[0]
+
+
+def _parquet(pa, pq, rows: list[dict]) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows), buf)
+    return buf.getvalue()
 
 
 if __name__ == "__main__":  # pragma: no cover
