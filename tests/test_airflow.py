@@ -3,8 +3,11 @@
 The module sets that environment up with uv (the lock's `airflow` group, `--no-default-groups`:
 no Prefect, no dev tools; a few seconds from uv's cache) and drives it in subprocesses, as
 tests/test_memos_real.py does the MemOS server's: `deployments/airflow/dag-test.sh` (one
-`airflow dags test`), Airflow's own `airflow backfill create`, `airflow tasks test`. Airflow's
-metadata database is SQLite in a throwaway AIRFLOW_HOME; the target is our dev-server. When the
+`airflow dags test`), Airflow's own `airflow backfill create`, `airflow tasks test`, and
+`airflow dags test --use-executor` with an `airflow api-server` (each task a process of its own,
+as under a scheduler: the one a test kills). Airflow's metadata database is SQLite in a
+throwaway AIRFLOW_HOME (asset events and task tries are read from it); the target is our
+dev-server. When the
 environment cannot be made the module skips with the reason, and MEMOS_ETL_REQUIRE_AIRFLOW=1
 (set by .ci/run) turns that skip into a failure. Every Airflow process runs with a network guard
 (a sitecustomize on its PYTHONPATH) that refuses and records any connection beyond loopback
