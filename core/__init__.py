@@ -10,3 +10,8 @@ import os
 # imported: every floor that imports them imports this package first.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+# Arrow allocates from glibc's malloc, not its bundled mimalloc, which keeps the pages a loader
+# thread freed cached in that thread's heap (core/memory.py has the measurements). Arrow reads
+# this once, when pyarrow is first imported: hence here, below every floor that imports it.
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
