@@ -84,6 +84,29 @@ def test_quick_commands_import_neither_gx_nor_prefect_nor_pandas(tmp_path, dev_s
         assert heavy == [[]], (args, res.stdout[-1500:], res.stderr[-1500:])
 
 
+def test_every_entry_point_allocates_arrow_from_the_system_pool():
+    """The CLI, the Prefect flows, the runner and the benchmarks: a new process that imports
+    one of them and then pyarrow allocates from the system pool (core/__init__.py, measured in
+    core/memory.py), and a user's ARROW_DEFAULT_MEMORY_POOL still wins."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    for module in ("memos_etl.cli", "flows.sync", "flows.runner", "benchmarks.memory"):
+        probe = f"import {module}, pyarrow as pa; print(pa.default_memory_pool().backend_name)"
+        res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
+        assert res.stdout.split()[-1:] == ["system"], (module, res.stdout[-500:], res.stderr[-1500:])
+    probe = "import memos_etl.cli, pyarrow as pa; print(pa.default_memory_pool().backend_name)"
+    res = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        env={**env, "ARROW_DEFAULT_MEMORY_POOL": "jemalloc"},
+    )
+    assert res.stdout.split()[-1:] == ["jemalloc"], res.stderr[-1500:]
+
+
 @pytest.mark.parametrize("store", ["sqlite", "postgresql"])
 def test_status_reads_the_ledger_through_the_driver_as_the_ledger_class_does(store, tmp_path, dev_server, request):
     """`status` reads a current ledger with plain SQL (no SQLAlchemy import): the same overview
