@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from memos_etl.cli import app
+from tasks.extract.blocks import RECORD_COLUMN
+from tasks.extract.grouped import grouped_batches
+from tasks.extract.records import parsed_records
 from tests.test_exports import held, sync
 
 ROOT = "00000000-0000-0000-0000-000000000000"
@@ -156,3 +160,54 @@ def test_detect_names_librechat(tmp_path):
     res = CliRunner().invoke(app, ["detect", str(export)])
     assert res.exit_code == 0, res.output
     assert [line.split(":", 1)[0] for line in res.stdout.splitlines() if not line.startswith(" ")] == ["librechat"]
+
+
+def test_each_record_is_parsed_once_and_its_text_reads_back_to_the_same_record(tmp_path):
+    """The walk takes the records the reader made (tasks/extract/records.py parsed_batch), and the
+    batch's text, what a sliced batch is read from, must say the same: a NaN or an infinity from
+    `$numberDouble` (orjson writes those as null) and an integer past 64 bits (orjson refuses it)
+    are written by Python's json."""
+    inf = doc("c5-u1", "c5", ROOT, "dee", True, "2024-05-05T10:00:00.000Z", "odd", score={"$numberDouble": "-inf"})
+    big = doc("c6-u1", "c6", ROOT, "dee", True, "2024-05-06T10:00:00.000Z", "big", n={"$numberLong": "1" * 24})
+    export = tmp_path / "messages.jsonl"
+    for lines in (LINES, [line for line in LINES if line.startswith('{"')]):  # read line by line; by blocks
+        export.write_text("\n".join([*lines, inf, big]) + "\n")
+        seen = []
+        for _, rb in grouped_batches(lambda: export.open("rb"), "conversationId", [], 1 << 20, False):
+            records = parsed_records(rb)
+            assert records is not None  # the walk parses nothing again
+            assert [json.loads(t) for t in rb.column(RECORD_COLUMN).to_pylist()] == records
+            seen += records
+        first = {r["conversationId"]: r["lines"][0] for r in seen}
+        assert first["c5"]["score"] == float("-inf") and first["c6"]["n"] == int("1" * 24)
+        assert first["c1"]["createdAt"] == "2024-05-01T10:00:00.000Z"
+
+
+def test_an_export_that_changes_between_the_two_passes_is_unreadable_not_split(tmp_path):
+    """The first pass's answer (one conversation's lines together) is kept for the unit's version:
+    a run's checks and its staging read the file with one first pass. A file whose lines are no
+    longer together when it is read again stops with an error (the unit is quarantined whole and
+    read again next run) instead of loading c1 as two conversations."""
+    export = tmp_path / "sorted.jsonl"
+    good = [line for line in LINES if line.startswith('{"')]
+    good.sort(key=lambda line: json.loads(line)["conversationId"])
+    export.write_text("\n".join(good) + "\n")
+    opened = []
+
+    def open_stream():
+        opened.append(1)
+        return export.open("rb")
+
+    version = ("test", str(export), "", "v1")
+    records = [
+        r
+        for _, rb in grouped_batches(open_stream, "conversationId", [], 1 << 20, False, version)
+        for r in rb.column(RECORD_COLUMN).to_pylist()
+    ]
+    assert len(opened) == 2 and len(records) == 3  # the first pass, then the records
+    with export.open("a") as fh:  # c1 grows at the end: its lines are no longer together
+        fh.write(GROWN[0] + "\n")
+    with pytest.raises(OSError, match="changed while it was read"):
+        for _ in grouped_batches(open_stream, "conversationId", [], 1 << 20, False, version):
+            pass
+    assert len(opened) == 3  # no first pass again under the same version

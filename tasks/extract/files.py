@@ -187,7 +187,9 @@ class FileSource:
                 yield from _checked(telegram_items(open_stream, sink, src.max_record_bytes, src.records), sink, strict)
                 return
             if src.group_by is not None and self.mapping.nest is not None:  # a document a line, grouped
-                batches = grouped_batches(open_stream, src.group_by, sink, src.max_record_bytes, replace)
+                # the unit's version names its content: its first pass is done once for a run's checks and staging
+                version = (type(self.fs).__name__, unit.path, unit.member, unit.version) if unit.version else None
+                batches = grouped_batches(open_stream, src.group_by, sink, src.max_record_bytes, replace, version)
                 yield from _checked(batches, sink, strict)
                 return
             with open_stream() as fh:

@@ -42,7 +42,7 @@ def _key(rb: pa.RecordBatch) -> tuple:
     return (col.buffers()[2].address if col.buffers()[2] is not None else 0, col.offset, len(col))
 
 
-def _batch(texts: list[str], objs: list) -> pa.RecordBatch:
+def parsed_batch(texts: list[str], objs: list) -> pa.RecordBatch:
     """A batch of record texts; the records as the reader parsed them are kept beside it
     (per thread, the last batch only) for the walk to take instead of parsing them again."""
     rb = pa.record_batch({RECORD_COLUMN: pa.array(texts, pa.string())})
@@ -160,7 +160,7 @@ def array_items(
                 if bad is None:
                     raise NotJson(str(problem))
                 if batch:
-                    yield start, _batch(batch, objs)
+                    yield start, parsed_batch(batch, objs)
                 bad.append(BadRow(n, f"record {n}", problem, text[:PREVIEW_CHARS]))
                 n += 1
                 batch, objs, size, start = [], [], 0, n
@@ -170,7 +170,7 @@ def array_items(
                 size += len(text)
                 n += 1
                 if len(batch) >= items or size >= block_bytes:
-                    yield start, _batch(batch, objs)
+                    yield start, parsed_batch(batch, objs)
                     batch, objs, size, start = [], [], 0, n
             skip_ws()
             if pos < len(buf) and buf[pos] == ",":
@@ -187,13 +187,13 @@ def array_items(
         if bad is None:
             raise NotJson(f"not a JSON document: {exc.detail}") from None
         if batch:
-            yield start, _batch(batch, objs)
+            yield start, parsed_batch(batch, objs)
         bad.append(
             BadRow(n, f"record {n}", exc.problem, buf[pos : pos + PREVIEW_CHARS]) if exc.problem else broke(exc.detail)
         )
         return
     if batch:
-        yield start, _batch(batch, objs)
+        yield start, parsed_batch(batch, objs)
 
 
 class _Break(Exception):
