@@ -141,25 +141,26 @@ def _walk(
             elems, tags = elems + extra, tags + [""] * len(extra)
     else:
         elems, tags = _elements(rec, level, scope), []
+    tree, prefix, index = level.kind == "tree", level.name + ".", f"{level.name}.index"  # the same for every element
     for idx, elem in enumerate(elems):
         row = dict(flat)
-        if level.kind == "tree":
+        if tree:
             row[BRANCH] = tags[idx]
             if shown >= 0:
                 row[ABANDONED] = idx >= shown
         if isinstance(elem, dict):
             _flatten(
                 elem,
-                level.name + ".",
+                prefix,
                 row,
                 text_paths,
                 nest.media,
-                skip={k for k in elem if f"{level.name}.{k}" in deeper} if deeper else frozenset(),
+                skip={k for k in elem if f"{prefix}{k}" in deeper} if deeper else _NOTHING,
                 plans=plans,
             )
         else:
             row[f"{level.name}.value"] = elem
-        row[f"{level.name}.index"] = idx
+        row[index] = idx
         if level.traffic is not None:
             kind = traffic_kind(elem, level.traffic)
             if kind in ("call", "result") and nest.tools == "keep":
@@ -289,6 +290,7 @@ def _plans(wanted: Collection[str], text_paths: dict) -> dict[str, list[tuple[st
 
 
 _MISSING = object()
+_NOTHING: frozenset = frozenset()
 
 
 def _flatten(
@@ -310,7 +312,11 @@ def _flatten(
         return
     for k, name, how in plans.get(prefix, ()):
         v = obj.get(k, _MISSING)
-        if v is not _MISSING and k not in skip:
+        if v is _MISSING or k in skip:
+            continue
+        if how is None and not isinstance(v, (dict, list)):  # most fields: _put's last case, without the call
+            out[name] = v
+        else:
             _put(out, name, v, how, text_paths, media, plans)
 
 
