@@ -211,3 +211,17 @@ def test_an_export_that_changes_between_the_two_passes_is_unreadable_not_split(t
         for _ in grouped_batches(open_stream, "conversationId", [], 1 << 20, False, version):
             pass
     assert len(opened) == 3  # no first pass again under the same version
+
+
+def test_a_line_that_is_one_extended_json_value_is_a_line_without_a_conversation(tmp_path):
+    """`{"$oid": ...}` alone on a line is a value, not a document: one bad line, the rest read."""
+    export = tmp_path / "messages.jsonl"
+    export.write_text("\n".join([LINES[0], '{"$oid": "66a1b2c3d4e5f6a7b8c9d0e1"}', LINES[2]]) + "\n")
+    bad: list = []
+    records = [
+        json.loads(t)
+        for _, rb in grouped_batches(lambda: export.open("rb"), "conversationId", bad, 1 << 20, False)
+        for t in rb.column(RECORD_COLUMN).to_pylist()
+    ]
+    assert [(b.where, b.kind) for b in bad] == [("line 2", "no key")]
+    assert [[d["messageId"] for d in r["lines"]] for r in records] == [["c1-u1", "c1-a1"]]

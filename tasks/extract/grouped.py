@@ -251,7 +251,8 @@ def _documents(
                     doc = plain(doc, odd)
                 elif isinstance(doc.get(key), dict):
                     doc[key] = plain(doc[key])
-                if not isinstance(doc.get(key), (str, int)) or doc.get(key) == "":
+                k = doc.get(key) if isinstance(doc, dict) else None  # a lone {"$oid": ...} is plain text
+                if not isinstance(k, (str, int)) or k == "":
                     reason = Reason("no key", f"has no {key} (text): cannot tell its conversation")
             if reason is not None:
                 b = BadRow(0, f"line {line0 + i}", reason, preview(text))
