@@ -35,7 +35,8 @@ def paths(nodes: dict | list, level: NestLevel, current, everything: bool) -> li
     if current is not None:
         shown = tree.climb(current, named=True)
     elif not everything:  # the path shown only: the newest leaf and its ancestors
-        shown = tree.climb(tree.newest([k for k in tree.up if k not in set(tree.up.values())]))
+        parents = set(tree.up.values())  # once, not per node
+        shown = tree.climb(tree.newest([k for k in tree.up if k not in parents]))
     else:
         shown = tree.down(None)
     if not everything:
