@@ -44,7 +44,7 @@ from tasks.extract.records import parsed_batch
 from tasks.quarantine import BadRow, Reason
 
 LINES = "lines"  # the list of a grouped record's documents
-BATCH_BYTES = 8 << 20  # JSON text of records per batch (more when one conversation is larger)
+BATCH_BYTES = 2 << 20  # JSON text of records per batch (more when one conversation is larger): held as objects too
 FIRST_RECORDS = 256  # records in the first batch at most: a run's checks read only the first (200 of it)
 VERDICTS = 64  # first passes remembered (by unit version): a run's units, checked then staged
 
