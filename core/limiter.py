@@ -14,6 +14,7 @@ sent over the last second, decreased; successes then raise it again (additive in
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections import deque
@@ -176,8 +177,9 @@ class FleetLimiter:
         """Create or update the buckets where they are kept (idempotent)."""
         raise NotImplementedError
 
-    def acquire(self, n_tokens: int) -> float:
-        """Block until the fleet may send one request of `n_tokens`; returns the seconds waited."""
+    def acquire(self, n_tokens: int, stop: threading.Event | None = None) -> float:
+        """Block until the fleet may send one request of `n_tokens`, or until `stop` is set (the
+        run is stopping: the caller then sends nothing); returns the seconds waited."""
         raise NotImplementedError
 
 
@@ -195,13 +197,15 @@ class PrefectFleetLimiter(FleetLimiter):
             if self.tokens:
                 client.upsert_global_concurrency_limit_by_name(self.tokens, self.tok_burst, self.tok_rate)
 
-    def acquire(self, n_tokens: int) -> float:
+    def acquire(self, n_tokens: int, stop: threading.Event | None = None) -> float:
         from prefect.concurrency.sync import rate_limit
 
+        # Prefect's own wait (polls at the server's Retry-After, one acquisition at a time per
+        # process) cannot be interrupted: a stopping run skips the next wait, not the current one
         started = time.monotonic()
         if self.requests:
             rate_limit(self.requests, occupy=1, strict=True)
-        if self.tokens and n_tokens > 0:
+        if self.tokens and n_tokens > 0 and not (stop is not None and stop.is_set()):
             rate_limit(self.tokens, occupy=min(int(n_tokens), self.tok_burst), strict=True)
         return time.monotonic() - started
 
@@ -231,7 +235,7 @@ class StateStoreFleetLimiter(FleetLimiter):
     def ensure(self) -> None:
         self.store.open_rate_limit(self.name, self.req_burst, self.tok_burst)
 
-    def acquire(self, n_tokens: int) -> float:
+    def acquire(self, n_tokens: int, stop: threading.Event | None = None) -> float:
         from core.ledger.ratelimits import Bucket
 
         tokens = min(int(n_tokens), self.tok_burst) if self.tokens and n_tokens > 0 else 0
@@ -243,21 +247,70 @@ class StateStoreFleetLimiter(FleetLimiter):
             Bucket(tokens, self.tok_burst, self.tok_rate),
         )
         if wait > 0:
-            time.sleep(wait)
+            # A stopping run stops waiting at once and does not send. Its booking stays: the
+            # slot goes unused, which only makes the fleet a little slower, never faster than
+            # the limit (bookings queue up, so with many workers this wait can be long).
+            if stop is None:
+                time.sleep(wait)
+            else:
+                stop.wait(wait)
         return time.monotonic() - started
 
 
-def _under_prefect() -> bool:
+def reports_to_prefect() -> bool:
     """Prefect is installed and this process reports to a Prefect API: inside a flow run, or
-    an API configured (PREFECT_API_URL or the active profile)."""
+    an API configured (PREFECT_API_URL, or the active profile, `.env`, `prefect.toml` or
+    `pyproject.toml`'s `[tool.prefect]` setting one).
+
+    Asking Prefect means importing it (about 2 s), so it is asked only when the answer could be
+    yes: Prefect is already imported (a flow run imports it first), or one of the places Prefect
+    reads its API URL from exists (`prefect_api_may_be_set`). A `sync --no-prefect` or Airflow
+    run with none of them decides here without importing Prefect."""
     import importlib.util
 
+    if "prefect" not in sys.modules and not prefect_api_may_be_set():
+        return False
     if importlib.util.find_spec("prefect") is None:
         return False
     from prefect.context import FlowRunContext
     from prefect.settings import get_current_settings
 
     return FlowRunContext.get() is not None or bool(get_current_settings().api.url)
+
+
+def prefect_api_may_be_set() -> bool:
+    """Whether any source of Prefect 3's settings could set its API URL (prefect/settings/
+    sources.py): the environment (PREFECT_API_*, or PREFECT_PROFILE / PREFECT_PROFILES_PATH
+    choosing a profile), `.env`, `prefect.toml` or `pyproject.toml` in the working directory,
+    or a profiles file (PREFECT_HOME's, else ~/.prefect's). False only when none can; True
+    means "ask Prefect", not "it is set"."""
+    import os
+    from pathlib import Path
+
+    if any(k.startswith("PREFECT_API") or k in ("PREFECT_PROFILE", "PREFECT_PROFILES_PATH") for k in os.environ):
+        return True
+    if Path("prefect.toml").exists():
+        return True
+    try:
+        if "PREFECT_" in Path(".env").read_text(errors="replace"):
+            return True
+    except OSError:
+        pass
+    if Path("pyproject.toml").exists():
+        import tomllib
+
+        try:
+            with open("pyproject.toml", "rb") as f:
+                if "prefect" in tomllib.load(f).get("tool", {}):
+                    return True
+        except (OSError, tomllib.TOMLDecodeError):
+            return True  # unreadable here: let Prefect say what it makes of it
+    home = os.environ.get("PREFECT_HOME")
+    try:  # Prefect takes PREFECT_HOME's profiles.toml as written; either spelling counts here
+        homes = [Path(home), Path(home).expanduser()] if home else [Path.home() / ".prefect"]
+    except RuntimeError:  # no home directory to expand
+        return True
+    return any((h / "profiles.toml").exists() for h in homes)
 
 
 def fleet_limiter(load, store: RateStore) -> FleetLimiter | None:
@@ -267,7 +320,7 @@ def fleet_limiter(load, store: RateStore) -> FleetLimiter | None:
         return None
     kind = load.fleet_limiter
     if kind == "auto":
-        kind = "prefect" if _under_prefect() else "state_store"
+        kind = "prefect" if reports_to_prefect() else "state_store"
     args = (load.fleet_limit, load.requests_per_second, load.tokens_per_minute, load.max_tokens_per_request)
     fleet: FleetLimiter
     if kind == "state_store":

@@ -3,12 +3,14 @@ limiter, core/ledger/ratelimits.py), for real: several processes sharing one buc
 ledger (PostgreSQL, and one SQLite file) never send more than burst + rate x window in any
 window, and wait rather than fail; two `memos-etl sync --no-prefect` processes with
 load.fleet_limit deliver exactly into a dev-server that refuses anything faster than the limit,
-and it refuses nothing."""
+and it refuses nothing; a run told to stop (SIGTERM) stops waiting for its booked turn at once;
+`fleet_limiter: auto` decides without importing Prefect where nothing could point it at an API."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -24,6 +26,7 @@ from tests.conftest import ROOT
 from tests.helpers import (
     chat_rows,
     expected_from_rows,
+    expected_messages,
     sample_mapping_at,
     set_faults,
     stats,
@@ -217,3 +220,110 @@ def test_config_picks_the_state_store(tmp_path):
     with pytest.raises(ValueError):
         LoadConfig(fleet_limiter="redis")
     ledger.close()
+
+
+# a `memos-etl` CLI that says at exit whether Prefect was imported (the last line of stderr)
+CLI_NOTING_PREFECT = """
+import atexit, runpy, sys
+atexit.register(lambda: print(f"prefect imported: {'prefect' in sys.modules}", file=sys.stderr))
+sys.argv[0] = "memos-etl"
+runpy.run_module("memos_etl.cli", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_sigterm_ends_a_wait_for_the_fleet_at_once_and_leaves_the_rest_pending(dev_server, tmp_path):
+    """One request every 10 s for the fleet, four lanes: after the first request the other lanes
+    have booked turns 10, 20 and 30 s ahead. SIGTERM then drains the run in about a second (it
+    used to sleep out its bookings); nothing more is sent, the rest is pending, and Prefect is
+    never imported (auto chose the state store without asking it)."""
+    data = tmp_path / "data"
+    write_jsonl(data / "a.jsonl", chat_rows(conversations=8, turns=4))
+    mapping = sample_mapping_at(tmp_path, data)
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "target": {"base_url": dev_server.url},
+                # the fleet's rate is requests_per_second x 0.97 - 1 (its burst), at least 0.1 a second
+                "load": {
+                    "max_messages_per_request": 4,
+                    "concurrency": 4,
+                    "buckets": 4,
+                    "requests_per_second": 1,
+                    "tokens_per_minute": 0,
+                    "fleet_limit": "slow",
+                },
+                "state": {"work_dir": str(tmp_path / "state")},
+            }
+        )
+    )
+    home = tmp_path / "prefect-home"  # no profile, no PREFECT_API_URL: nothing names a Prefect API
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(home), PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-c", CLI_NOTING_PREFECT, "sync", str(mapping), "-c", str(cfg), "--no-prefect", "--json"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while stats(dev_server.url)["add_requests"] == 0:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        time.sleep(2.0)  # the other lanes pass the per-process limiter (1 a second) and book their turns
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        stopping = time.monotonic()
+        out, err = proc.communicate(timeout=60)
+        drained_s = time.monotonic() - stopping
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    print(f"drained {drained_s:.2f}s after SIGTERM")
+    assert proc.returncode == 3, out + err[-3000:]
+    report = json.loads(out[out.index("{") :])
+    counts = report["counts"]
+    assert report["status"] == "interrupted"
+    assert counts["delivered"] == 4 and counts["pending"] == 28, counts  # one request sent, the rest waits
+    assert stats(dev_server.url)["add_requests"] == 1
+    assert drained_s < 5.0, f"the run slept out its booked turns: {drained_s:.1f}s"
+    assert err.rstrip().endswith("prefect imported: False"), err[-2000:]
+
+    # the next run sends the rest, once and in order
+    body = yaml.safe_load(cfg.read_text())
+    body["load"].pop("fleet_limit")
+    body["load"]["requests_per_second"] = 0
+    cfg.write_text(yaml.safe_dump(body))
+    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr[-3000:]
+    assert stored_messages(dev_server.url) == expected_messages([data / "a.jsonl"])[0]
+
+
+# where the limiter's choice is made: prints reports_to_prefect() and whether Prefect got imported
+CHOICE = """
+import sys
+from core.limiter import reports_to_prefect
+print(reports_to_prefect(), "prefect" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        (None, "False False"),  # nothing names an API: decided without Prefect
+        ("env", "True True"),  # PREFECT_API_URL: Prefect's limits, as before
+        ("profile with an API", "True True"),  # the active profile sets one: asked, and yes
+        ("profile without one", "False True"),  # a profiles file exists: asked, and no
+    ],
+)
+def test_auto_asks_prefect_only_where_an_api_could_be_configured(tmp_path, setting, expected):
+    home = tmp_path / "prefect-home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(home), PYTHONPATH=str(ROOT))
+    if setting == "env":
+        env["PREFECT_API_URL"] = "http://127.0.0.1:9/api"
+    elif setting is not None:
+        url = 'PREFECT_API_URL = "http://127.0.0.1:9/api"' if setting == "profile with an API" else ""
+        (home / "profiles.toml").write_text(f'active = "mine"\n\n[profiles.mine]\n{url}\n')
+    out = subprocess.run([sys.executable, "-c", CHOICE], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split("\n")[-2] == expected

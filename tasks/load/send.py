@@ -133,7 +133,7 @@ def _send(ctx: LoadContext, b: RequestBatch, table: pa.Table, counts: Counts, qu
             break
         counts.throttle_wait_s += ctx.limiter.acquire(b.n_tokens, ctx.stop)
         if ctx.fleet is not None and not ctx.stop.is_set():
-            counts.throttle_wait_s += ctx.fleet.acquire(b.n_tokens)
+            counts.throttle_wait_s += ctx.fleet.acquire(b.n_tokens, ctx.stop)
         if ctx.stop.is_set():
             break
         if sends:
