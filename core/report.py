@@ -306,6 +306,8 @@ class RunReport:
             out.append("quarantine reasons:")
             out += [f"  {n:>6}  {r}" for r, n in self.counts.reasons.most_common(10)]
         out += [f"note: {n}" for n in self.notes]
+        if self.quarantine_path:
+            out.append(f"quarantine: {self.quarantine_path}")
         if self.data_docs:
             out.append(f"data docs: {self.data_docs}")
         if self.error:

@@ -20,6 +20,8 @@ def test_sync_status_quarantine_and_search(prefect_server, dev_server, tmp_path)
     assert res.exit_code == 0, res.output
     assert re.search(r"^delivered +6466$", res.output, re.M) and re.search(r"^quarantined +8$", res.output, re.M)
     assert re.search(r"^read = outcomes +yes$", res.output, re.M)
+    # where the rows went, as the CLI, Prefect's and Airflow's task logs print it (report.text())
+    assert re.search(rf"^quarantine: {re.escape(str(tmp_path))}\S*$", res.output, re.M), res.output
     res = runner.invoke(app, ["status", "--work-dir", str(tmp_path)])
     assert res.exit_code == 0 and re.search(r"delivered +6466 messages", res.output), res.output
     assert re.search(r"files +2 done", res.output) and re.search(r"quarantined 8 rows", res.output), res.output
