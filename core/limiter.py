@@ -14,6 +14,7 @@ sent over the last second, decreased; successes then raise it again (additive in
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import time
@@ -22,6 +23,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from core.errors import ConfigError
+
+log = logging.getLogger("memos_etl")
 
 if TYPE_CHECKING:
     from core.ledger.ratelimits import Bucket
@@ -168,7 +171,11 @@ class FleetLimiter:
         self.requests = f"{name}-requests" if requests_per_second else None
         self.tokens = f"{name}-tokens" if tokens_per_minute else None
         self.req_burst = 1
-        self.req_rate = max(0.1, requests_per_second * headroom - self.req_burst)
+        # burst + rate x 1 s stays under the limit; below 2 requests a second that leaves (almost)
+        # nothing, so there the requests are spaced 2/(limit x headroom) s apart: with a burst
+        # of one, a 1 s window then holds at most one request (a limit of 1 once gave 0.1/s)
+        limit = requests_per_second * headroom
+        self.req_rate = max(limit - self.req_burst, limit / 2)
         # a request's tokens are taken at once, so the burst must hold the largest request
         self.tok_burst = int(max(max_tokens_per_request, tokens_per_minute * 0.02))
         self.tok_rate = max(1.0, (tokens_per_minute * headroom - self.tok_burst) / token_window_s)
@@ -338,4 +345,12 @@ def fleet_limiter(load, store: RateStore) -> FleetLimiter | None:
             )
         fleet = PrefectFleetLimiter(*args, token_window_s=load.token_window_s)
     fleet.ensure()
+    # every worker of a fleet must keep the buckets in the same place: a Prefect worker and a
+    # worker without Prefect's API (auto) would each admit the whole rate
+    log.info(
+        "load.fleet_limit %r: its buckets are kept in %s (load.fleet_limiter: %s)",
+        load.fleet_limit,
+        "the state store" if kind == "state_store" else "Prefect global concurrency limits",
+        load.fleet_limiter,
+    )
     return fleet

@@ -20,7 +20,9 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
+from core.config.run import LoadConfig
 from core.ledger import Ledger
+from core.ledger.ratelimits import Bucket
 from core.limiter import StateStoreFleetLimiter
 from tests.conftest import ROOT
 from tests.helpers import (
@@ -232,10 +234,11 @@ runpy.run_module("memos_etl.cli", run_name="__main__", alter_sys=True)
 
 
 def test_sigterm_ends_a_wait_for_the_fleet_at_once_and_leaves_the_rest_pending(dev_server, tmp_path):
-    """One request every 10 s for the fleet, four lanes: after the first request the other lanes
-    have booked turns 10, 20 and 30 s ahead. SIGTERM then drains the run in about a second (it
-    used to sleep out its bookings); nothing more is sent, the rest is pending, and Prefect is
-    never imported (auto chose the state store without asking it)."""
+    """A fleet of one request a second (spaced 2 s: core/limiter.py), four lanes; once the first
+    request is sent, another worker of the fleet (this test, on the same ledger) books ten turns,
+    so the run's other lanes book theirs 20 s and more ahead. SIGTERM then drains the run in
+    about a second (it used to sleep out its bookings); nothing more is sent, the rest is
+    pending, and Prefect is never imported (auto chose the state store without asking it)."""
     data = tmp_path / "data"
     write_jsonl(data / "a.jsonl", chat_rows(conversations=8, turns=4))
     mapping = sample_mapping_at(tmp_path, data)
@@ -244,7 +247,6 @@ def test_sigterm_ends_a_wait_for_the_fleet_at_once_and_leaves_the_rest_pending(d
         yaml.safe_dump(
             {
                 "target": {"base_url": dev_server.url},
-                # the fleet's rate is requests_per_second x 0.97 - 1 (its burst), at least 0.1 a second
                 "load": {
                     "max_messages_per_request": 4,
                     "concurrency": 4,
@@ -268,6 +270,13 @@ def test_sigterm_ends_a_wait_for_the_fleet_at_once_and_leaves_the_rest_pending(d
         while stats(dev_server.url)["add_requests"] == 0:
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.05)
+        other = StateStoreFleetLimiter(
+            Ledger(f"sqlite:///{tmp_path / 'state' / 'ledger.db'}"), "slow", 1, 0, LoadConfig().max_tokens_per_request
+        )
+        for _ in range(10):  # another worker's turns, booked without waiting for them
+            other.store.take_rate(
+                "slow", Bucket(1, other.req_burst, other.req_rate), Bucket(0, other.tok_burst, other.tok_rate)
+            )
         time.sleep(2.0)  # the other lanes pass the per-process limiter (1 a second) and book their turns
         assert proc.poll() is None
         proc.send_signal(signal.SIGTERM)
@@ -327,3 +336,14 @@ def test_auto_asks_prefect_only_where_an_api_could_be_configured(tmp_path, setti
     out = subprocess.run([sys.executable, "-c", CHOICE], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split("\n")[-2] == expected
+
+
+@pytest.mark.parametrize("limit", [1, 1.5, 2, 3, 20, 100])
+def test_a_small_request_limit_is_spaced_under_it_not_cut_to_a_tenth(limit):
+    """With a burst of one request, requests come at least 1/rate apart, so a 1 s window holds
+    at most 1 + floor(rate) of them: that stays within the limit, and a limit of 1 a second gets
+    about one request every 2 s (it once got one every 10 s)."""
+    fleet = StateStoreFleetLimiter(None, "x", limit, 0, 1000)
+    assert fleet.req_burst == 1
+    assert 1 + int(fleet.req_rate) <= limit
+    assert fleet.req_rate >= limit * 0.97 / 2
