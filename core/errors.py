@@ -6,6 +6,7 @@ care about. Each names what is wrong (source, file, row, config key) and what to
     +-- SourceError               a source cannot be read as configured
     |   +-- SchemaDrift           a mapped column disappeared or changed type
     |   +-- TableReadError        a table's version cannot be read: the run stops, its cursor stays
+    |   +-- SourceUnavailable     the source's store cannot be reached now: a later try may work
     +-- QualityThresholdError     too many rows failed validation
     +-- TargetError               what the MemOS target answered (or did not)
     |   +-- TransientError        try again later (maybe in doubt)
@@ -56,6 +57,13 @@ class TableReadError(SourceError):
     """A version of a table cannot be read (Delta: vacuumed files, an expired log; Iceberg: an
     expired snapshot, a rollback; either: a table created again): the run stops and the cursor
     stays, so no change is passed over."""
+
+
+class SourceUnavailable(SourceError):
+    """The source's store did not answer or said to come back later (connection refused or
+    dropped, a timeout, a 5xx or throttling answer): nothing about the source is wrong, so an
+    orchestrator retries it, while any other SourceError (a missing table, a wrong format, bad
+    credentials) fails at once. The run stops and its cursor stays."""
 
 
 class QualityThresholdError(MemosEtlError):

@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
 from core.config import LoadConfig, Mapping
-from core.errors import SchemaDrift, SourceError, TableReadError
+from core.errors import SchemaDrift, SourceError, SourceUnavailable, TableReadError
 from core.ledger import erased_mask
 from core.memory import release_unused
 from core.report import Counts
@@ -191,8 +191,8 @@ def stage_file(plan: StagePlan, unit: Unit, index: int, delivered: Callable | No
                     counts.reasons.update(reasons[int(i)])
             write_buckets(good, buckets, stage_dir, index, writers)
     except SourceError as exc:
-        if isinstance(exc, (SchemaDrift, TableReadError)):
-            raise
+        if isinstance(exc, (SchemaDrift, TableReadError, SourceUnavailable)):
+            raise  # the source, not this object: the run stops (an unreachable store: retried)
         # a corrupt or truncated object: drop what was staged from it, quarantine it whole
         for w in writers.values():
             w.close()

@@ -14,12 +14,16 @@ from urllib.parse import urlparse
 import pyarrow.fs as pafs
 
 from core.config import Mapping
-from core.errors import SourceError
+from core.errors import SourceError, SourceUnavailable
 from core.secrets import secret_block
 from tasks.extract.files import FileSource, hidden_name, with_members
 from tasks.extract.kinds import Kind
 from tasks.extract.lakehouse import DELTA_LOG, refuse, table_in
 from tasks.extract.units import Unit, suffixes, wanted
+
+#: error codes of a store that is there but cannot serve now (besides any 5xx answer): a later
+#: try may work, so they are SourceUnavailable (boto3 has already retried them a few times)
+BUSY_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "ServiceUnavailable"})
 
 
 def s3_credentials(block: str | None) -> dict:
@@ -82,9 +86,11 @@ def open_s3(mapping: Mapping) -> FileSource:
             "InvalidAccessKeyId": "the access key is not valid",
             "SignatureDoesNotMatch": "the secret key does not match the access key",
         }.get(code, str(exc))
-        raise SourceError(name, where, hint) from None
-    except (bx.EndpointConnectionError, bx.ConnectTimeoutError) as exc:
-        raise SourceError(name, where, f"cannot reach the S3 endpoint: {exc}") from None
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        busy = status >= 500 or code in BUSY_CODES  # the store's trouble, not the source's: retried
+        raise (SourceUnavailable if busy else SourceError)(name, where, hint) from None
+    except (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ReadTimeoutError, bx.ConnectionClosedError) as exc:
+        raise SourceUnavailable(name, where, f"cannot reach the S3 endpoint: {exc}") from None
     except bx.NoCredentialsError:
         raise SourceError(
             name, where, "no AWS credentials found (environment, profile, role, or source.s3.credentials_block)"

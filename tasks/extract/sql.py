@@ -16,11 +16,39 @@ import pyarrow as pa
 import sqlalchemy as sa
 
 from core.config import Mapping
-from core.errors import SourceError
+from core.errors import SourceError, SourceUnavailable
 from tasks.cursor import behind, later, parse_bound
 from tasks.extract.apps import app_rows
 from tasks.extract.kinds import Kind
 from tasks.extract.units import Slice, Unit
+
+#: SQLSTATEs of a server that is there but cannot serve now (class 08, a connection exception,
+#: is matched by its prefix): an administrator shutdown, a crash, "cannot connect now" (starting
+#: up), too many connections
+UNAVAILABLE_STATES = ("57P01", "57P02", "57P03", "53300")
+#: libpq gives a connection it could not open no SQLSTATE, only the server's text: these are the
+#: FATAL answers of a server that is restarting or full (any other FATAL, e.g. a role, password
+#: or database that does not exist, is the source's settings being wrong)
+BUSY_SERVER = ("starting up", "shutting down", "in recovery mode", "not yet accepting", "too many")
+
+
+def unreachable(exc: Exception, connecting: bool = False) -> bool:
+    """Whether a SQLAlchemy error says the database cannot be reached now (a later try may
+    work), not that the source is wrong: the connection dropped (SQLAlchemy marks it
+    invalidated), a SQLSTATE of class 08 or UNAVAILABLE_STATES, or, when `connecting`, a
+    driver's OperationalError that is not the server refusing the settings (no FATAL answer,
+    or a BUSY_SERVER one) on a database other than SQLite (whose connect errors are about its
+    file). A bad password, a missing database or table stays a SourceError."""
+    if getattr(exc, "connection_invalidated", False):
+        return True
+    orig = getattr(exc, "orig", None)
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if state:
+        return str(state).startswith("08") or str(state) in UNAVAILABLE_STATES
+    if not connecting or not isinstance(exc, sa.exc.OperationalError) or "sqlite" in type(orig).__module__:
+        return False
+    text = str(orig)
+    return "FATAL:" not in text or any(busy in text for busy in BUSY_SERVER)
 
 
 class SqlSource:
@@ -67,7 +95,8 @@ class SqlSource:
         try:
             return self.engine.connect()
         except sa.exc.OperationalError as exc:
-            raise SourceError(
+            error = SourceUnavailable if unreachable(exc, connecting=True) else SourceError
+            raise error(
                 self.mapping.source.name, self.safe_url, f"cannot connect: {str(exc.orig).strip().splitlines()[0]}"
             ) from None
 
@@ -77,7 +106,7 @@ class SqlSource:
                 base = self._base()
                 cols = c.execute(sa.select(sa.text("*")).select_from(base).limit(0)).keys()
             except sa.exc.SQLAlchemyError as exc:
-                raise SourceError(
+                raise (SourceUnavailable if unreachable(exc) else SourceError)(
                     self.mapping.source.name,
                     f"{self.safe_url} {self.label}",
                     f"cannot query: {str(getattr(exc, 'orig', exc)).strip().splitlines()[0]}",
@@ -126,7 +155,7 @@ class SqlSource:
                 names = list(res.keys())
                 rows = res.fetchall()
             except sa.exc.SQLAlchemyError as exc:
-                raise SourceError(
+                raise (SourceUnavailable if unreachable(exc) else SourceError)(
                     self.mapping.source.name,
                     f"{self.label} after row {done}",
                     f"query failed: {str(getattr(exc, 'orig', exc)).strip().splitlines()[0]}",
