@@ -258,8 +258,9 @@ def test_an_airflow_backfill_loads_its_intervals_and_leaves_the_nightly_cursor(a
     the day the backfill did not load)."""
     venv, env = airflow_env
     mapping, files = _source(tmp_path)
-    # the schedule from the run config's `schedules:` (midnight: a day an interval)
-    (tmp_path / "run.yaml").write_text(yaml.safe_dump({"schedules": {"daily-chats": "0 0 * * *"}}))
+    # the schedule from the run config's `schedules:` (midnight: a day an interval), by source name
+    run = {"sources": {"daily": str(mapping)}, "schedules": {"daily-chats": "0 0 * * *"}}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(run))
     env = _airflow_home(
         tmp_path,
         env,
@@ -335,10 +336,13 @@ def test_a_schedule_that_is_not_a_cron_is_a_config_error(tmp_path):
     """The run config's `schedules:` (read by dags()) is checked when the file is read, in
     either environment: five cron fields or an @preset, None for no schedule."""
     good = tmp_path / "good.yaml"
-    good.write_text(yaml.safe_dump({"schedules": {"sample": "0 4 * * *", "other": "@daily", "off": None}}))
+    sources = {"sample": str(SAMPLE_MAPPING), "other": str(SAMPLE_MAPPING), "off": str(SAMPLE_MAPPING)}
+    good.write_text(
+        yaml.safe_dump({"sources": sources, "schedules": {"sample": "0 4 * * *", "other": "@daily", "off": None}})
+    )
     assert load_run_config(good, environ={}).schedules == {"sample": "0 4 * * *", "other": "@daily", "off": None}
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"schedules": {"sample": "nightly at 2"}}))
+    bad.write_text(yaml.safe_dump({"sources": sources, "schedules": {"sample": "nightly at 2"}}))
     with pytest.raises(ConfigError, match="not a cron of five fields"):
         load_run_config(bad, environ={})
 

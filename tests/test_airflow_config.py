@@ -1,7 +1,7 @@
 """What the Airflow path relies on that the default environment can check without Airflow: a
 source that cannot be reached now is a SourceUnavailable (Airflow retries it) while a source that
-is wrong stays a plain SourceError (the task fails at once) (tests/test_airflow.py runs the
-operator itself on real Airflow)."""
+is wrong stays a plain SourceError (the task fails at once), and the run config's `schedules:`
+names sources that exist (tests/test_airflow.py runs the operator itself on real Airflow)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 import yaml
 
 from core.config import load_run_config
-from core.errors import SourceError, SourceUnavailable
+from core.errors import ConfigError, SourceError, SourceUnavailable
 from flows.runner import preflight
 from tests.helpers import SAMPLE_MAPPING
 
@@ -96,3 +96,22 @@ def test_an_s3_endpoint_that_is_down_or_throttling_is_unavailable_and_a_missing_
         preflight(s3(s3_endpoint, bucket="no-such-bucket"))
     assert not isinstance(caught.value, SourceUnavailable)
 
+
+def test_a_schedule_must_name_a_configured_source(tmp_path):
+    """`schedules:` is keyed by a config key of `sources:` or a source's name (a file's or an
+    inline mapping's); any other key is a ConfigError naming it and the sources there are."""
+    inline = {**yaml.safe_load(SAMPLE_MAPPING.read_text()), "source": {"name": "inline-chats", "type": "files"}}
+    sources = {"sample": str(SAMPLE_MAPPING), "inline": inline}
+    good = tmp_path / "good.yaml"
+    crons = {"sample": "0 4 * * *", "sample-chats": "@daily", "inline-chats": None}
+    good.write_text(yaml.safe_dump({"sources": sources, "schedules": crons}))
+    assert load_run_config(good, environ={}).schedules == crons
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"sources": sources, "schedules": {"smaple": "0 4 * * *"}}))
+    with pytest.raises(ConfigError, match=r"schedules\.smaple: names no source") as caught:
+        load_run_config(bad, environ={})
+    assert all(f"'{name}'" in str(caught.value) for name in ("sample", "sample-chats", "inline", "inline-chats"))
+    lone = tmp_path / "lone.yaml"
+    lone.write_text(yaml.safe_dump({"schedules": {"sample": "0 4 * * *"}}))
+    with pytest.raises(ConfigError, match=r"schedules\.sample: .*\(known: none configured\)"):
+        load_run_config(lone, environ={})

@@ -168,6 +168,36 @@ class RunConfig(Strict):
                 raise ValueError(f"{name}: {cron!r} is not a cron of five fields (or @daily, @hourly, ...)")
         return v
 
+    def check_schedules(self) -> None:
+        """Each key of `schedules:` names a source of `sources:`, by its config key or its source
+        name (what dags() looks it up by): a misspelt key would leave its source on the default
+        cron without a word. A mapping file is read for its source name only when a key is not a
+        config key (one that cannot be read names nothing here: its own error comes when it runs)."""
+        unknown = [k for k in self.schedules if k not in self.sources]
+        if not unknown:
+            return
+        names = set()
+        for key, spec in self.sources.items():
+            if isinstance(spec, dict):
+                names.add(str((spec.get("source") or {}).get("name") or key))
+                continue
+            p = Path(spec)
+            if not p.is_absolute() and self.path_ is not None:
+                p = self.path_.parent / p
+            try:
+                data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+                names.add(str(data["source"]["name"]))
+            except (OSError, yaml.YAMLError, TypeError, KeyError):
+                continue
+        for key in unknown:
+            if key not in names:
+                known = ", ".join(f"{k!r}" for k in sorted(set(self.sources) | names)) or "none configured"
+                raise ConfigError(
+                    str(self.path_ or "config"),
+                    f"schedules.{key}",
+                    f"names no source of `sources:` by its key or its source name (known: {known})",
+                )
+
     def _load(self, p: Path) -> Mapping:
         """A mapping file, with the shared people under its own."""
         return checked_mapping(validate_model(Mapping, with_preset(with_people(read_yaml(p), self.people), p), p), p)
@@ -234,4 +264,5 @@ def load_run_config(
         where += " + " + ", ".join(sorted(k for k in env if k.startswith(ENV_PREFIX)))
     cfg = validate_model(RunConfig, merge(merge(data, from_env), overrides or {}), Path(where))
     cfg.path_ = p
+    cfg.check_schedules()
     return cfg
