@@ -39,7 +39,7 @@ from airflow.sdk import DAG, Asset, BaseOperator, Connection, CronDataIntervalTi
 from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
 
 from core import shutdown
-from core.client import make_target
+from core.client import make_target, resolve_api_key
 from core.config import Mapping, RunConfig, load_run_config
 from core.errors import (
     CannotTell,
@@ -49,6 +49,7 @@ from core.errors import (
     OperationError,
     QualityThresholdError,
     SourceError,
+    SourceUnavailable,
     TargetIdentityError,
     TerminalBatchError,
 )
@@ -66,8 +67,9 @@ NIGHTLY = "15 2 * * *"  # UTC, as deployments/prefect.yaml's sample nightly
 ASSET_SCHEME = "memos-etl"
 
 #: errors a retry cannot fix: the task fails at once (AirflowFailException); any other error
-#: (TransientError, LedgerError, an outage of the source's store) is retried by Airflow, which
-#: the ledger makes safe: a retry sends only what the failed try did not deliver
+#: (TransientError, LedgerError, SourceUnavailable: an outage of the source's store) is retried
+#: by Airflow, which the ledger makes safe: a retry sends only what the failed try did not
+#: deliver. SourceUnavailable is a SourceError: `fails_for_good` is the test, not this tuple
 FATAL: tuple[type[BaseException], ...] = (
     ConfigError,
     SourceError,
@@ -78,6 +80,23 @@ FATAL: tuple[type[BaseException], ...] = (
     CannotTell,
     OperationError,
 )
+
+
+def fails_for_good(exc: BaseException) -> bool:
+    """Whether a retry cannot help: an error of FATAL, but not a source that cannot be reached now."""
+    return isinstance(exc, FATAL) and not isinstance(exc, SourceUnavailable)
+
+
+@contextmanager
+def failing_for_good() -> Iterator[None]:
+    """An error of the block that a retry cannot help (fails_for_good) fails the task at once;
+    any other is raised as it is, for Airflow to retry."""
+    try:
+        yield
+    except Exception as exc:
+        if fails_for_good(exc):
+            raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+        raise
 
 
 class RunNotComplete(MemosEtlError):
@@ -114,33 +133,28 @@ class MemosSyncOperator(BaseOperator):
         self.source_conn_id = source_conn_id
 
     def execute(self, context: Any) -> dict:
-        try:  # a config, mapping or source that cannot work as given: failed, not retried
+        with failing_for_good():  # a config, mapping or source that cannot work as given: failed, not retried
             cfg, api_key = self.run_config()
             mapping = cfg.mapping(self.source)
-            aws_keys: dict[str, str] = {}
+            aws_env: dict[str, str | None] = {}
             if self.source_conn_id:
-                aws_keys = apply_source_connection(mapping, connection(self.source_conn_id, "source"))
-        except FATAL as exc:
-            raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
-        with environment(aws_keys):  # the source connection's AWS keys, for this run only
+                aws_env = apply_source_connection(mapping, connection(self.source_conn_id, "source"))
+        with environment(aws_env):  # the source connection's AWS keys, for this run only
             return self._run(context, cfg, mapping, api_key)
 
-    def _run(self, context: Any, cfg: RunConfig, mapping: Mapping, api_key: str | None) -> dict:
-        try:
+    def _run(self, context: Any, cfg: RunConfig, mapping: Mapping, api_key: str) -> dict:
+        with failing_for_good():  # a source that cannot be reached now is retried (SourceUnavailable)
             runner.preflight(mapping)
-        except FATAL as exc:
-            raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
         part, why = run_slice(context)
         self.log.info("memos-etl %s of %s into %s: %s", self.source, mapping.source.name, cfg.target.ledger_name, why)
         target = make_target(cfg.target, api_key=api_key, pool_size=cfg.load.concurrency + 2)
         try:
-            report = runner.run(mapping, cfg, part=part, target=target)
-        except FATAL as exc:
-            self._publish(context, getattr(exc, "report", None))
-            raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
-        except Exception as exc:
-            self._publish(context, getattr(exc, "report", None))
-            raise
+            with failing_for_good():
+                try:
+                    report = runner.run(mapping, cfg, part=part, target=target)
+                except Exception as exc:
+                    self._publish(context, getattr(exc, "report", None))
+                    raise
         finally:
             target.close()
         out = self._publish(context, report)
@@ -154,11 +168,13 @@ class MemosSyncOperator(BaseOperator):
                 context["outlet_events"][outlet].extra.update(asset_extra(report))
         return out
 
-    def run_config(self) -> tuple[RunConfig, str | None]:
-        """The run config, with the connection's target (base URL) and the work dir; the
-        connection's API key (None: the config's, from its environment variable or block)."""
+    def run_config(self) -> tuple[RunConfig, str]:
+        """The run config, with the connection's target (base URL) and the work dir; the API
+        key: the connection's password, else the config's (its environment variable or Prefect
+        block), "" for none. A block that cannot be read is a ConfigError here, at the start,
+        not a retried failure later."""
         cfg = load_run_config(self.config_path)
-        api_key = None
+        api_key: str | None = None
         if self.work_dir:
             cfg.state.work_dir = str(self.work_dir)
         if self.conn_id:
@@ -172,7 +188,12 @@ class MemosSyncOperator(BaseOperator):
                 cfg.target.kind = extra["kind"]
             if extra.get("target_name"):
                 cfg.target.name = extra["target_name"]
-        return cfg, api_key
+        if api_key is None:
+            try:
+                api_key = resolve_api_key(cfg.target)
+            except ValueError as exc:  # a Prefect block named where Prefect is not installed, or unreadable
+                raise ConfigError(str(self.config_path or "config"), "target.api_key_block", str(exc)) from None
+        return cfg, api_key or ""  # "": resolved, there is none (make_target looks again for None)
 
     def on_kill(self) -> None:
         # Airflow stops the task: drain like SIGTERM does for the CLI (requests in flight finish
@@ -262,17 +283,26 @@ def connection(conn_id: str, role: str = "target") -> Any:
 SQL_DRIVERS = {"postgres": "postgresql+psycopg", "postgresql": "postgresql+psycopg", "sqlite": "sqlite"}
 
 
-def apply_source_connection(mapping: Mapping, conn: Any) -> dict[str, str]:
+#: the environment variables of the AWS chain's keys: a connection that gives keys sets the
+#: first two and the token, or unsets the token (both spellings), so a worker's own temporary
+#: credentials never mix with them
+AWS_KEY_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+
+
+def apply_source_connection(mapping: Mapping, conn: Any) -> dict[str, str | None]:
     """Put an Airflow connection's settings into the mapping's source section, in place; return
-    the AWS keys it holds (AWS_ACCESS_KEY_ID, ...) for the run's environment: an S3 source reads
-    its keys from the AWS chain, so the run sees the connection's keys there and nothing else.
+    the run's AWS environment (for `environment`): an S3 source reads its keys from the AWS
+    chain, so the run sees the connection's keys there and nothing else.
 
     * S3 (`aws` connection): login/password, or extra aws_access_key_id/aws_secret_access_key,
-      are the keys; extra aws_session_token, region_name and endpoint_url (also
-      `endpoint_url` under extra `service_config.s3`) override the mapping's.
+      are the keys, with extra aws_session_token as the token or else no token (a worker's
+      AWS_SESSION_TOKEN would not belong to these keys); extra region_name and endpoint_url
+      (also `endpoint_url` under extra `service_config.s3`) override the mapping's. A
+      connection without keys (e.g. only role_arn or profile_name, which memos-etl does not
+      use) leaves the worker's AWS chain as it is, with a warning.
     * SQL: the connection's URL becomes source.sql.url (over url_env): its host when that is a
       URL already, else built from its type's driver (SQL_DRIVERS), login, password, host,
-      port and schema (the database); extra `sslmode` is kept."""
+      port and schema (the database); see `sql_url` for its extras."""
     source = mapping.source
     extra = conn.extra_dejson or {}
     if source.type == "s3" and source.s3 is not None:
@@ -282,12 +312,22 @@ def apply_source_connection(mapping: Mapping, conn: Any) -> dict[str, str]:
             source.s3.endpoint_url = str(endpoint)
         if extra.get("region_name"):
             source.s3.region = str(extra["region_name"])
-        keys = {
-            "AWS_ACCESS_KEY_ID": conn.login or extra.get("aws_access_key_id"),
-            "AWS_SECRET_ACCESS_KEY": conn.password or extra.get("aws_secret_access_key"),
-            "AWS_SESSION_TOKEN": extra.get("aws_session_token"),
-        }
-        return {k: str(v) for k, v in keys.items() if v}
+        key_id = conn.login or extra.get("aws_access_key_id")
+        secret = conn.password or extra.get("aws_secret_access_key")
+        if key_id and secret:
+            token = extra.get("aws_session_token")
+            values = (key_id, secret, token, token)
+            return {var: str(v) if v else None for var, v in zip(AWS_KEY_VARS, values, strict=True)}
+        unused = [k for k in ("role_arn", "profile_name", "assume_role_method") if extra.get(k)]
+        log.warning(
+            "source connection %r gives no AWS keys (login/password or extra aws_access_key_id/"
+            "aws_secret_access_key)%s: %s reads S3 with the worker's own AWS credentials (its "
+            "environment, AWS_PROFILE, instance role)",
+            conn.conn_id,
+            f"; memos-etl does not use its {', '.join(unused)}" if unused else "",
+            source.name,
+        )
+        return {}
     if source.type == "sql" and source.sql is not None:
         source.sql.url = sql_url(conn)
         return {}
@@ -297,8 +337,14 @@ def apply_source_connection(mapping: Mapping, conn: Any) -> dict[str, str]:
     )
 
 
+#: a postgres connection's extras that are libpq connection parameters: carried as the URL's
+#: query, which psycopg hands to libpq (TLS files and mode, server options, connect timeout)
+PG_PARAMS = ("sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl", "options", "connect_timeout", "application_name")
+
+
 def sql_url(conn: Any) -> str:
-    """A SQLAlchemy URL from an Airflow connection."""
+    """A SQLAlchemy URL from an Airflow connection: its host if that is a URL, else built from
+    its parts; a postgres connection's PG_PARAMS extras become query parameters."""
     from sqlalchemy.engine import URL
 
     host = (conn.host or "").strip()
@@ -312,9 +358,15 @@ def sql_url(conn: Any) -> str:
             f"{', '.join(sorted(SQL_DRIVERS))} connections, or takes a SQLAlchemy URL as the host"
         )
     extra = conn.extra_dejson or {}
-    query = {"sslmode": str(extra["sslmode"])} if extra.get("sslmode") else {}
     if driver == "sqlite":
-        return f"sqlite:///{host or conn.schema}"
+        path = host or (conn.schema or "").strip()
+        if not path:
+            raise AirflowFailException(
+                f"connection {conn.conn_id!r} of type sqlite names no database file: give its path as "
+                "the connection's host (or a SQLAlchemy URL, sqlite:////path/to/file.db)"
+            )
+        return f"sqlite:///{path}"
+    query = {k: str(extra[k]) for k in PG_PARAMS if extra.get(k) not in (None, "")}
     url = URL.create(
         driver,
         username=conn.login or None,
@@ -328,11 +380,16 @@ def sql_url(conn: Any) -> str:
 
 
 @contextmanager
-def environment(values: StrMap[str, str]) -> Iterator[None]:
-    """`values` in os.environ for the block, then as before (a task is a process of its own
-    under an executor; `airflow dags test` runs tasks one after another in its own)."""
+def environment(values: StrMap[str, str | None]) -> Iterator[None]:
+    """`values` in os.environ for the block (None: the variable unset), then as before (a task
+    is a process of its own under an executor; `airflow dags test` runs tasks one after another
+    in its own)."""
     before = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
+    for k, v in values.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
     try:
         yield
     finally:

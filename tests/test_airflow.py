@@ -574,6 +574,114 @@ def test_s3_and_sql_sources_read_through_airflow_connections(
     assert stored_messages(dev_server.url) == expected_from_rows(s3_rows + pg_rows)[0]
 
 
+def test_source_connections_make_urls_and_keys_of_their_own(airflow_env, tmp_path):
+    """Without a DAG run, in the Airflow environment: a postgres connection's libpq extras reach
+    the URL; a sqlite connection naming no file is one clear error; an aws connection's keys
+    replace a worker's temporary credentials whole (no worker session token left beside them),
+    and one without keys (role_arn only) leaves the worker's chain with a warning; a source that
+    cannot be reached now is retried and any other source error fails at once."""
+    venv, env = airflow_env
+    body = yaml.safe_load(SAMPLE_MAPPING.read_text())
+    s3_mapping = tmp_path / "s3.yaml"
+    s3_mapping.write_text(
+        yaml.safe_dump({**body, "source": {"name": "s3-chats", "type": "s3", "format": "jsonl", "s3": {"bucket": "b"}}})
+    )
+    probe = textwrap.dedent(
+        f"""
+        import json, logging, os
+        from airflow.sdk import Connection
+        from airflow.sdk.exceptions import AirflowFailException
+        from sqlalchemy.engine import make_url
+        from core.config import load_run_config
+        from core.errors import SourceError, SourceUnavailable
+        from flows.airflow import apply_source_connection, environment, fails_for_good, sql_url
+
+        libpq = {{"sslmode": "verify-full", "sslrootcert": "/ca.pem", "sslcert": "/c.pem", "sslkey": "/k.pem",
+                 "options": "-c statement_timeout=5000", "connect_timeout": 7}}
+        pg = Connection(conn_id="pg", conn_type="postgres", host="db", schema="chats", login="u", password="p",
+                        extra=json.dumps(libpq))
+        url = make_url(sql_url(pg))
+        assert dict(url.query) == {{k: str(v) for k, v in libpq.items()}}, url
+        assert (url.host, url.database, url.username, url.password) == ("db", "chats", "u", "p"), url
+        try:
+            sql_url(Connection(conn_id="lite", conn_type="sqlite"))
+            raise SystemExit("a sqlite connection without a file made a URL")
+        except AirflowFailException as exc:
+            assert "names no database file" in str(exc), exc
+        assert sql_url(Connection(conn_id="lite", conn_type="sqlite", host="/d/chats.db")) == "sqlite:////d/chats.db"
+
+        os.environ.update(AWS_ACCESS_KEY_ID="worker", AWS_SECRET_ACCESS_KEY="worker-secret",
+                          AWS_SESSION_TOKEN="worker-token", AWS_SECURITY_TOKEN="worker-token")
+        mapping = load_run_config(None, environ={{}}).mapping({str(s3_mapping)!r})
+        keys = Connection(conn_id="s3", conn_type="aws", login="conn-key", password="conn-secret")
+        with environment(apply_source_connection(mapping, keys)):
+            assert (os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]) == ("conn-key", "conn-secret")
+            assert "AWS_SESSION_TOKEN" not in os.environ and "AWS_SECURITY_TOKEN" not in os.environ
+        assert os.environ["AWS_SESSION_TOKEN"] == "worker-token" and os.environ["AWS_ACCESS_KEY_ID"] == "worker"
+        token = Connection(conn_id="s3", conn_type="aws", login="k", password="s",
+                           extra=json.dumps({{"aws_session_token": "conn-token"}}))
+        with environment(apply_source_connection(mapping, token)):
+            assert os.environ["AWS_SESSION_TOKEN"] == "conn-token" == os.environ["AWS_SECURITY_TOKEN"]
+        warned = []
+        logging.getLogger("memos_etl").addHandler(logging.Handler())
+        logging.getLogger("memos_etl").handlers[-1].emit = lambda record: warned.append(record.getMessage())
+        role = Connection(conn_id="role", conn_type="aws", extra=json.dumps({{"role_arn": "arn:aws:iam::1:role/r"}}))
+        assert apply_source_connection(mapping, role) == {{}}
+        assert any("gives no AWS keys" in w and "role_arn" in w for w in warned), warned
+
+        assert not fails_for_good(SourceUnavailable("s", "where", "cannot connect"))
+        assert fails_for_good(SourceError("s", "where", "no such table"))
+        print("ok")
+        """
+    )
+    res = subprocess.run([str(venv / "bin" / "python"), "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stdout[-3000:] + res.stderr[-3000:]
+
+
+def test_a_source_that_is_down_is_retried_and_a_key_that_cannot_be_read_is_not(airflow_env, tmp_path):
+    """`airflow dags test` of a DAG of two tasks: `down` reads a PostgreSQL source whose server
+    is not there (its connection names a closed port): Airflow retries it (up_for_retry), it is
+    not failed at once; `nokey` names a Prefect block for the API key, which the Airflow
+    environment cannot read: failed at once as a config error, not retried."""
+    venv, env = airflow_env
+    body = yaml.safe_load(SAMPLE_MAPPING.read_text())
+    sql = {"url_env": "MEMOS_ETL_TEST_UNSET_URL", "table": "t", "cursor_column": "updated_at", "key_column": "id"}
+    pg_mapping = tmp_path / "pg.yaml"
+    pg_mapping.write_text(yaml.safe_dump({**body, "source": {"name": "down-chats", "type": "sql", "sql": sql}}))
+    mapping, _ = _source(tmp_path)
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"target": {"api_key_block": "memos-key"}}))
+    env = _airflow_home(
+        tmp_path,
+        env,
+        f"""
+        from datetime import datetime, timedelta, UTC
+        from airflow.sdk import DAG
+        from flows.airflow import MemosSyncOperator
+        with DAG("outages", schedule=None, start_date=datetime(2024, 1, 1, tzinfo=UTC)):
+            MemosSyncOperator(task_id="down", source={str(pg_mapping)!r}, source_conn_id="down_pg",
+                              work_dir={str(tmp_path / "state")!r}, retries=1, retry_delay=timedelta(0))
+            MemosSyncOperator(task_id="nokey", source={str(mapping)!r}, config_path={str(config)!r},
+                              work_dir={str(tmp_path / "state2")!r}, retries=1, retry_delay=timedelta(0))
+        """,
+    )
+    env["AIRFLOW_CONN_MEMOS_DEFAULT"] = json.dumps({"conn_type": "http", "host": f"http://127.0.0.1:{_free_port()}"})
+    env["AIRFLOW_CONN_DOWN_PG"] = json.dumps(
+        {"conn_type": "postgres", "host": "127.0.0.1", "port": _free_port(), "login": "u", "schema": "d"}
+    )
+    _airflow(venv, env, "db", "migrate")
+    res = _airflow(venv, env, "dags", "test", "outages", check=False)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0 or "state=failed" in out, out[-3000:]
+    # `down`: its first try up for retry, the retry (retries=1) failed the same way, never at once
+    assert out.count("core.errors.SourceUnavailable:") == 2 and "Connection refused" in out, out[-3000:]
+    assert "AirflowFailException: SourceUnavailable" not in out, out[-3000:]
+    # `nokey`: one try, failed at once with the config's key and why
+    assert out.count("AirflowFailException: ConfigError") == 1, out[-3000:]
+    assert "target.api_key_block: Prefect Secret block 'memos-key'" in out, out[-3000:]
+    assert out.count("new_state=up_for_retry") == 1 and out.count("new_state=failed") == 2, out[-3000:]
+
+
 def _parquet(pa, pq, rows: list[dict]) -> bytes:
     import io
 
