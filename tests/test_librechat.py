@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 
+import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
 from memos_etl.cli import app
 from tasks.extract.blocks import RECORD_COLUMN
 from tasks.extract.grouped import grouped_batches
-from tasks.extract.records import parsed_records
+from tasks.extract.records import parsed_batch, parsed_records
 from tests.test_exports import held, sync
 
 ROOT = "00000000-0000-0000-0000-000000000000"
@@ -225,3 +226,24 @@ def test_a_line_that_is_one_extended_json_value_is_a_line_without_a_conversation
     ]
     assert [(b.where, b.kind) for b in bad] == [("line 2", "no key")]
     assert [[d["messageId"] for d in r["lines"]] for r in records] == [["c1-u1", "c1-a1"]]
+
+
+def test_a_batch_freed_unwalked_does_not_lend_its_records_to_the_next_batch():
+    """The records kept beside a batch are found by that batch object, not by where its text
+    lies: a batch the reader made and freed unwalked (a strict check raising, a check walking
+    a slice) leaves its memory to the next batch built on the thread, whose rows are others.
+    Matched by address, `parsed_records` gave such a batch the freed one's records (181 of 300
+    tries here, Arrow on the system allocator)."""
+    stale = 0
+    for i in range(300):
+        texts = [json.dumps({"conversationId": f"gone-{i:04d}-{j}", "text": "x" * 5000}) for j in range(3)]
+        rb = parsed_batch(texts, [json.loads(t) for t in texts])
+        del rb  # the same row count and text size: its buffers are where the freed one's were
+        other = pa.record_batch({RECORD_COLUMN: pa.array([t.replace("gone", "here") for t in texts])})
+        stale += parsed_records(other) is not None
+    assert stale == 0
+    texts = [json.dumps({"conversationId": "kept"})]
+    rb = parsed_batch(texts, [{"conversationId": "kept"}])
+    assert parsed_records(rb.slice(0, 1)) is None  # another batch object: parsed again
+    assert parsed_records(rb) == [{"conversationId": "kept"}]  # the very batch: its records, once
+    assert parsed_records(rb) is None

@@ -21,6 +21,7 @@ is one block (or one record, when a record is larger) plus what the explode make
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
@@ -37,27 +38,26 @@ ITEMS = 2048
 _parsed = threading.local()
 
 
-def _key(rb: pa.RecordBatch) -> tuple:
-    col = rb.column(RECORD_COLUMN)
-    return (col.buffers()[2].address if col.buffers()[2] is not None else 0, col.offset, len(col))
-
-
 def parsed_batch(texts: list[str], objs: list) -> pa.RecordBatch:
     """A batch of record texts; the records as the reader parsed them are kept beside it
-    (per thread, the last batch only) for the walk to take instead of parsing them again."""
+    (per thread, the last batch only) for the walk to take instead of parsing them again.
+    They are found by the batch object itself (a weak reference, never its address: a batch
+    freed unwalked leaves its memory to the next one, whose rows are others), and let go
+    with it."""
     rb = pa.record_batch({RECORD_COLUMN: pa.array(texts, pa.string())})
-    _parsed.last = (_key(rb), objs)
+    held = [objs]
+    _parsed.last = (weakref.ref(rb, lambda _: held.clear()), held)
     return rb
 
 
 def parsed_records(rb: pa.RecordBatch) -> list | None:
     """The records of `rb` as its reader parsed them, once (None: parse its texts): only for
-    the very batch the reader made, sliced or copied batches are parsed again."""
+    the very batch object the reader made, sliced or copied batches are parsed again."""
     last = getattr(_parsed, "last", None)
-    if last is None or RECORD_COLUMN not in rb.schema.names or last[0] != _key(rb):
+    if last is None or last[0]() is not rb or not last[1]:
         return None
     _parsed.last = None
-    return last[1]
+    return last[1][0]
 
 
 READ = 1 << 20  # bytes read from the stream at a time (more while one item is longer)
