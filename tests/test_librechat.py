@@ -247,3 +247,52 @@ def test_a_batch_freed_unwalked_does_not_lend_its_records_to_the_next_batch():
     assert parsed_records(rb.slice(0, 1)) is None  # another batch object: parsed again
     assert parsed_records(rb) == [{"conversationId": "kept"}]  # the very batch: its records, once
     assert parsed_records(rb) is None
+
+
+def deep(mid: str, conv: str, parent: str, levels: int) -> str:
+    """A message line with a field nested `levels` deep below the document (its own level)."""
+    return doc(mid, conv, parent, "ben", False, "2024-05-02T09:02:00.000Z", "deep")[:-1] + (
+        ', "x": ' + "[" * levels + "]" * levels + "}"
+    )
+
+
+def test_a_line_nested_995_deep_is_one_quarantined_line_and_the_rest_loads(tmp_path, dev_server):
+    """Under orjson's 1,024 levels, so it parses; making its Extended JSON plain recursed once a
+    level and stopped the unit with a RecursionError. It is one bad line now, nested deeper
+    than 200 levels as the JSON documents' records are (tasks/extract/depth.py)."""
+    export = tmp_path / "messages.jsonl"
+    export.write_text("\n".join([*LINES, deep("c2-a3", "c2", "c2-a2", 995)]) + "\n")
+    report = sync(tmp_path, dev_server.url, "librechat", export, load=LOAD)
+    c = report["counts"]
+    assert c["accounted"] and c["quarantined"] == 3, c  # the line that is not JSON, conversation c3, the deep line
+    assert held(dev_server.url) == WANT
+    reasons = CliRunner().invoke(app, ["quarantine", "list", "-c", str(tmp_path / "memos-etl.yaml")])
+    assert "nested deeper than 200 levels" in reasons.output, reasons.output
+
+
+@pytest.mark.parametrize("levels", [199, 200, 995])
+def test_a_sorted_export_with_a_line_too_deep_is_read_a_conversation_at_a_time(tmp_path, levels):
+    """In a sorted export the second pass checks it met the first pass's conversations, and the
+    first pass reads only keys: a conversation whose only line is too deep (c5) is still one it
+    met, not a file changed between the passes. 199 levels below the document are 200 in all."""
+    good = sorted(
+        (line for line in LINES if line.startswith('{"')), key=lambda line: json.loads(line)["conversationId"]
+    )
+    at = max(i for i, line in enumerate(good) if '"c2"' in line) + 1  # the deep c2 line among c2's
+    lines = [*good[:at], deep("c2-a3", "c2", "c2-a2", levels), *good[at:], deep("c5-a1", "c5", ROOT, levels)]
+    export = tmp_path / "sorted.jsonl"
+    export.write_text("\n".join(lines) + "\n")
+    bad: list = []
+    got = {}
+    for _, rb in grouped_batches(lambda: export.open("rb"), "conversationId", bad, 1 << 20, False, version="v1"):
+        for t in rb.column(RECORD_COLUMN).to_pylist():
+            r = json.loads(t)
+            got[r["conversationId"]] = [d["messageId"] for d in r["lines"]]
+    if levels < 200:
+        assert not bad and got["c2"][-1] == "c2-a3" and got["c5"] == ["c5-a1"]
+    else:
+        assert [(b.where, str(b.reason)) for b in bad] == [
+            (f"line {at + 1}", "nested deeper than 200 levels: not read"),
+            (f"line {len(lines)}", "nested deeper than 200 levels: not read"),
+        ]
+        assert "c2-a3" not in got["c2"] and "c5" not in got and set(got) == {"c1", "c2", "c3"}

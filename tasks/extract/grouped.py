@@ -23,7 +23,8 @@ FIRST_RECORDS records at most: the run's checks read it twice before staging.
 Documents are read as MongoDB Extended JSON: `{"$date": ...}` (ISO text, or `{"$numberLong":
 ms}`) becomes ISO 8601 text in UTC, `{"$oid": ...}` its hex text, `$numberLong` / `$numberInt`
 / `$numberDouble` numbers, `$numberDecimal` its text. A line that does not decode, is not JSON,
-is not an object, or has no key is one BadRow."""
+is not an object, has no key, or is nested deeper than MAX_DEPTH levels (200, as a JSON
+document's records: tasks/extract/depth.py) is one BadRow."""
 
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ import orjson
 import pyarrow as pa
 
 from tasks.extract.blocks import LineBlocks, check_line, preview
+from tasks.extract.depth import MAX_DEPTH
 from tasks.extract.records import parsed_batch
 from tasks.quarantine import BadRow, Reason
 
@@ -47,6 +49,9 @@ LINES = "lines"  # the list of a grouped record's documents
 BATCH_BYTES = 2 << 20  # JSON text of records per batch (more when one conversation is larger): held as objects too
 FIRST_RECORDS = 256  # records in the first batch at most: a run's checks read only the first (200 of it)
 VERDICTS = 64  # first passes remembered (by unit version): a run's units, checked then staged
+#: a line nested deeper is one bad line, as a JSON document's record is (tasks/extract/depth.py): the
+#: second pass's `plain` recurses per level and Python's stack ends near 500 of them
+TOO_DEEP = Reason("nested too deep", f"nested deeper than {MAX_DEPTH} levels: not read")
 
 
 def grouped_batches(
@@ -190,23 +195,40 @@ def _groups(
             if type(doc) is BadRow:
                 yield doc
                 continue
+            if type(doc) is _Unread:  # a line too deep to read: its key still in the runs, as in the first pass
+                if contiguous and doc.key != current:
+                    if docs:
+                        yield {key: current, LINES: docs}
+                    current, docs = doc.key, []
+                    seen.runs = hash((seen.runs, doc.key))
+                continue
             k = doc[key]
             if not contiguous:
                 held.setdefault(k, []).append(doc)
             elif k == current:
                 docs.append(doc)
             else:
-                if current is not _NONE:
+                if docs:
                     yield {key: current, LINES: docs}
                 current, docs = k, [doc]
                 seen.runs = hash((seen.runs, k))
-    if current is not _NONE:
+    if docs:
         yield {key: current, LINES: docs}
     for k, kept in held.items():
         yield {key: k, LINES: kept}
 
 
 _NONE = object()
+
+
+class _Unread:
+    """The key of a line nested too deep to read, for the second pass's runs: the first pass,
+    which reads only keys, counted it."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: str) -> None:
+        self.key = key
 
 
 def _documents(
@@ -247,17 +269,22 @@ def _documents(
             if reason is None and not isinstance(doc, dict):
                 reason = Reason("not an object", f"not a JSON object (a {type(doc).__name__})")
             elif reason is None and isinstance(doc, dict):
-                if whole:
-                    doc = plain(doc, odd)
-                elif isinstance(doc.get(key), dict):
-                    doc[key] = plain(doc[key])
-                k = doc.get(key) if isinstance(doc, dict) else None  # a lone {"$oid": ...} is plain text
-                if not isinstance(k, (str, int)) or k == "":
-                    reason = Reason("no key", f"has no {key} (text): cannot tell its conversation")
+                try:
+                    if whole:
+                        doc = plain(doc, odd)
+                    elif isinstance(doc.get(key), dict):
+                        doc[key] = plain(doc[key], depth=2)
+                    k = doc.get(key) if isinstance(doc, dict) else None  # a lone {"$oid": ...} is plain text
+                    if not isinstance(k, (str, int)) or k == "":
+                        reason = Reason("no key", f"has no {key} (text): cannot tell its conversation")
+                except _TooDeep:
+                    k, reason = doc.get(key), TOO_DEEP
             if reason is not None:
                 b = BadRow(0, f"line {line0 + i}", reason, preview(text))
                 bad.append(b)
                 out.append(b)
+                if reason is TOO_DEEP and whole and isinstance(k, str) and k:
+                    out.append(_Unread(k))  # the first pass, which reads only keys, counted its key
                 continue
             if isinstance(doc, dict):
                 if odd and exotic is not None:
@@ -297,16 +324,20 @@ def _plain_block(lines: list[bytes], key: str, whole: bool, exotic: set | None) 
                 if exotic is not None:
                     exotic.add(k)
                 odd.clear()
-    except (orjson.JSONDecodeError, KeyError, TypeError):
+    except (orjson.JSONDecodeError, KeyError, TypeError, _TooDeep):
         return None
     return out
 
 
-def plain(value, odd: list | None = None):
+def plain(value, odd: list | None = None, depth: int = 1):
     """A value of MongoDB Extended JSON as plain JSON (the wrappers named in the module's text).
-    `odd`: gets each NaN or infinity made (from `$numberDouble`)."""
+    `odd`: gets each NaN or infinity made (from `$numberDouble`). `depth`: the value's level in
+    its line; past MAX_DEPTH, _TooDeep."""
     if isinstance(value, list):
-        return [plain(v, odd) if isinstance(v, (dict, list)) else v for v in value]
+        if depth > MAX_DEPTH:
+            raise _TooDeep
+        depth += 1
+        return [plain(v, odd, depth) if isinstance(v, (dict, list)) else v for v in value]
     if not isinstance(value, dict):
         return value
     if len(value) == 1:
@@ -332,8 +363,15 @@ def plain(value, odd: list | None = None):
             return f
         if k == "$numberDecimal":
             return v
+    if depth > MAX_DEPTH:
+        raise _TooDeep
+    depth += 1
     # most values are scalars: no call for them (this runs for every field of every line)
-    return {k: plain(v, odd) if isinstance(v, (dict, list)) else v for k, v in value.items()}
+    return {k: plain(v, odd, depth) if isinstance(v, (dict, list)) else v for k, v in value.items()}
+
+
+class _TooDeep(Exception):
+    """A line nested deeper than MAX_DEPTH levels (its containers below that level not visited)."""
 
 
 def _date(v):
