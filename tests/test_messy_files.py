@@ -716,3 +716,41 @@ def test_a_string_view_file_beside_a_string_file_loads(tmp_path, dev_server):
     assert "changed type" not in again.output
     assert number(again.output, "delivered") == len(third)
     assert_delivered_once(dev_server, first + second + third)
+
+
+def test_a_jsonl_record_nested_995_deep_costs_its_line_not_the_run(tmp_path, dev_server):
+    """Under orjson's 1,024 levels a line parses, and Arrow reads it; the explode then recursed
+    once a level (the record's Arrow type, a message's parts as text) and the run stopped with a
+    RecursionError. A nested record deeper than 200 levels is one quarantined line, as a JSON
+    document's record is; one at 200 levels loads."""
+    samples = Path(__file__).resolve().parent.parent / "schemas" / "presets" / "samples"
+    good = samples.joinpath("openai-chat.jsonl").read_bytes().splitlines()
+
+    def nested(rid: str, levels: int) -> bytes:  # the record, its messages, a message: 3 levels above
+        content = b"[" * (levels - 3) + b'"deep"' + b"]" * (levels - 3)
+        return (
+            b'{"id": "' + rid.encode() + b'", "user": "u", "messages": [{"role": "user", "content": ' + content + b"}]}"
+        )
+
+    data = tmp_path / "oa"
+    data.mkdir()
+    body = [good[0], nested("deep", 998), good[1], nested("d201", 201), nested("d200", 200), good[2]]
+    (data / "chats.jsonl").write_bytes(b"\n".join(body) + b"\n")
+    m = tmp_path / "oa.yaml"
+    m.write_text(yaml.safe_dump({"preset": "openai-chat", "source": {"path": str(data)}}))
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    (clean / "chats.jsonl").write_bytes(b"\n".join([*good[:3], nested("d200", 200)]) + b"\n")
+    m_clean = tmp_path / "clean.yaml"
+    m_clean.write_text(yaml.safe_dump({"preset": "openai-chat", "source": {"path": str(clean), "name": "clean"}}))
+    res = sync(m, dev_server, tmp_path / "work", env={"MEMOS_ETL__LOAD__MAX_FAILED_SHARE": "0.5"})
+    plan = runner.invoke(
+        app, ["plan", str(m_clean), "--work-dir", str(tmp_path / "w2"), "--target-url", dev_server.url]
+    )
+    assert res.exit_code == 0 and plan.exit_code == 0, res.output + plan.output
+    assert number(res.output, "delivered") == number(plan.output, "read") > 0
+    q = quarantined(tmp_path / "work")
+    assert [(r["source_row"], r["stage"], r["reasons"][0]) for r in q] == [
+        (1, "extract", "line 2: nested deeper than 200 levels: not read"),
+        (3, "extract", "line 4: nested deeper than 200 levels: not read"),
+    ]

@@ -26,13 +26,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import BinaryIO
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from core.errors import NotJsonl
 from tasks.extract.blocks import BLOCK_BYTES, RECORD_COLUMN, ROW_COLUMN, LineBlocks, check_line, fast_ok, preview
+from tasks.extract.depth import MAX_DEPTH
 from tasks.extract.recover import Block, as_schema, read_lines, records_in, slow_block
-from tasks.quarantine import BadRow
+from tasks.quarantine import BadRow, Reason
+
+#: a nested record deeper than this is one bad line, as a JSON document's record is (depth.py): the
+#: explode recurses per level (Arrow's types, a message's parts) and Python's stack ends near 500
+TOO_DEEP = Reason("nested too deep", f"nested deeper than {MAX_DEPTH} levels: not read")
 
 #: the first block of a file with this many bad lines and no good one is not JSONL at all
 NOT_JSONL_AFTER = 10
@@ -82,11 +88,13 @@ def record_batches(
     """(record number, batch of RECORD_COLUMN: one non-blank line's JSON text a row) of a
     nested JSONL stream. A line that does not decode or is nested too deep is a BadRow; a
     line that is not JSON is left to tasks/nest/, which quarantines it with the record's
-    shape problems. Batches are runs of consecutive records, so row numbers stay `offset + i`."""
+    shape problems. Batches are runs of consecutive records, so row numbers stay `offset + i`.
+    A line nested deeper than MAX_DEPTH levels is a BadRow too (found by the line's count of
+    `[` and `{` first: a block with no line over MAX_DEPTH of them takes the fast path)."""
     blocks = LineBlocks(fh, bad, max_record_bytes, block_bytes)
     for data in blocks:
         rec0, line0 = blocks.record, blocks.line
-        if fast_ok(data):
+        if fast_ok(data) and not _openers_over(data, MAX_DEPTH):
             text = pa.array([data.decode("utf-8")], pa.string())
             lines = pc.utf8_rtrim(pc.list_flatten(pc.split_pattern(text, "\n")), "\r")
             lines = lines.filter(pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(lines)), 0))
@@ -100,7 +108,9 @@ def record_batches(
             raw = raw.rstrip(b"\r")
             if not raw.strip():
                 continue
-            text, _, reason = check_line(raw, replace)
+            text, value, reason = check_line(raw, replace)
+            if reason is None and raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _deeper(value, MAX_DEPTH):
+                reason = TOO_DEEP
             if reason is not None and reason.kind != "not JSON":
                 if run:
                     yield start, pa.record_batch({RECORD_COLUMN: pa.array(run, pa.string())})
@@ -112,3 +122,28 @@ def record_batches(
         blocks.done(data, rec - rec0)
         if run:
             yield start, pa.record_batch({RECORD_COLUMN: pa.array(run, pa.string())})
+
+
+def _openers_over(data: bytes, limit: int) -> bool:
+    """Whether a line of `data` holds more than `limit` of `[` and `{` (in strings or not): only
+    such a line can nest deeper than `limit`. About 3 ms for 8 MiB."""
+    a = np.frombuffer(data, np.uint8)
+    opens = np.flatnonzero((a | 32) == 123)  # `[` (0x5b) and `{` (0x7b), and no other byte
+    if len(opens) <= limit:
+        return False
+    ends = np.searchsorted(opens, np.flatnonzero(a == 10))  # openers before each line's end
+    return bool(np.diff(ends, prepend=0, append=len(opens)).max() > limit)
+
+
+def _deeper(value: object, limit: int) -> bool:
+    """Whether a parsed JSON value nests deeper than `limit` levels (itself the first); without
+    recursion, so any depth orjson reads is measured."""
+    todo = [(value, 1)] if isinstance(value, (dict, list)) else []
+    while todo:
+        v, level = todo.pop()
+        if level > limit:
+            return True
+        for x in v.values() if isinstance(v, dict) else v:
+            if isinstance(x, (dict, list)):
+                todo.append((x, level + 1))
+    return False
