@@ -296,3 +296,23 @@ def test_a_sorted_export_with_a_line_too_deep_is_read_a_conversation_at_a_time(t
             (f"line {len(lines)}", "nested deeper than 200 levels: not read"),
         ]
         assert "c2-a3" not in got["c2"] and "c5" not in got and set(got) == {"c1", "c2", "c3"}
+
+
+def test_an_integer_past_64_bits_keeps_its_value(tmp_path):
+    """orjson reads 18446744073709551616 (2**64) and -9223372036854775809 as floats without a
+    word; a line that may hold such an integer is read by Python's json, which keeps it, in a
+    block read in one orjson loop and in one read line by line (its not-JSON line) alike."""
+    wide = doc("c7-u1", "c7", ROOT, "dee", True, "2024-05-07T10:00:00.000Z", "wide")[:-1] + (
+        ', "tokenCount": 18446744073709551616, "n": [-9223372036854775809, 12345678901234567890123]}'
+    )
+    export = tmp_path / "messages.jsonl"
+    for lines in (LINES, [line for line in LINES if line.startswith('{"')]):
+        export.write_text("\n".join([*lines, wide]) + "\n")
+        seen = {}
+        for _, rb in grouped_batches(lambda: export.open("rb"), "conversationId", [], 1 << 20, False):
+            records = parsed_records(rb)
+            assert records is not None and [json.loads(t) for t in rb.column(RECORD_COLUMN).to_pylist()] == records
+            seen.update({r["conversationId"]: r["lines"][0] for r in records})
+        got = seen["c7"]
+        assert type(got["tokenCount"]) is int and got["tokenCount"] == 2**64
+        assert got["n"] == [-(2**63) - 1, 12345678901234567890123] and all(type(v) is int for v in got["n"])
