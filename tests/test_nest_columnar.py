@@ -268,3 +268,31 @@ def test_json_arrays_read_across_reads_and_their_ugly_ends():
     assert items == [{"a": 1}, {"a": 3}] and "more than source.max_record_bytes" in why[0]
     items, why = read(b'[{"a": 1}, {"a": "' + b"x" * 3_000_000, max_record_bytes=1_000_000)  # never ends
     assert items == [{"a": 1}] and len(why) == 1
+
+
+def test_a_record_deeper_than_python_recurses_is_one_bad_record_of_the_walk(tmp_path):
+    """The readers stop JSON past 200 levels, but a nested record can come from elsewhere (a
+    table's JSON column, a Redis value): one whose message content is 700 levels deep cost the
+    run a RecursionError in the walk's text of parts. Now it is one bad record with its reason,
+    and the records around it are walked."""
+    import json as _json
+
+    import yaml as _yaml
+
+    from core.config import load_mapping
+    from tasks.extract.records import RECORD_COLUMN
+    from tasks.nest.walk import explode_walk
+
+    m = tmp_path / "oa.yaml"
+    m.write_text(_yaml.safe_dump({"preset": "openai-chat", "source": {"path": str(tmp_path)}}))
+    nest = load_mapping(m).nest
+    deep = "[" * 700 + '"deep"' + "]" * 700
+
+    def rec(rid: str, content: str) -> str:
+        head = _json.dumps({"id": rid, "user": "u"})[:-1]
+        return head + ', "messages": [{"role": "user", "content": ' + content + "}]}"
+
+    texts = [rec("a", _json.dumps("hi")), rec("deep", deep), rec("b", _json.dumps("bye"))]
+    out = explode_walk(pa.RecordBatch.from_pydict({RECORD_COLUMN: texts}), nest, 0, "__row__")
+    assert [(w, why) for w, why, _ in out.bad] == [(1, "nest: nested deeper than Python can walk")]
+    assert out.table.num_rows == 2

@@ -162,9 +162,11 @@ def _parse_lines(texts: pa.ChunkedArray | pa.Array) -> pa.Table | None:
                 read_options=opts,
                 parse_options=pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer"),
             )
+        if table.num_rows != len(texts) or any(_has_time(f.type) for f in table.schema):
+            return None
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
-    if table.num_rows != len(texts) or any(_has_time(f.type) for f in table.schema):
+    except RecursionError:  # a type nested deeper than Python recurses: the walk quarantines the record
         return None
     return table
 

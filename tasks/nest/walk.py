@@ -102,6 +102,10 @@ def explode_walk(
         except NestError as exc:
             out.bad.append((where, f"nest: {exc}", rec if not isinstance(rec, NestError) else texts[i]))
             continue
+        except RecursionError:  # a value nested deeper than Python recurses (the readers cap at 200)
+            raw = texts[i] if texts else "(not kept: nested too deep to write back; see its place in the source)"
+            out.bad.append((where, "nest: nested deeper than Python can walk", raw))
+            continue
         out.skipped += skipped
         out.kinds.update(kinds)
         for pos, row in enumerate(found):
