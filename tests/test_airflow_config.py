@@ -115,3 +115,24 @@ def test_a_schedule_must_name_a_configured_source(tmp_path):
     lone.write_text(yaml.safe_dump({"schedules": {"sample": "0 4 * * *"}}))
     with pytest.raises(ConfigError, match=r"schedules\.sample: .*\(known: none configured\)"):
         load_run_config(lone, environ={})
+
+
+def _preset(tmp_path: Path, preset: str, source: dict):
+    path = tmp_path / f"{preset}.yaml"
+    path.write_text(yaml.safe_dump({"preset": preset, "source": {"name": "sessions", **source}}))
+    return load_run_config(None, environ={}).mapping(path)
+
+
+def test_a_redis_or_dynamodb_that_is_down_is_unavailable_and_a_missing_table_is_not(tmp_path, s3_endpoint, monkeypatch):
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with pytest.raises(SourceUnavailable, match="Connection refused|Error 111"):
+        preflight(_preset(tmp_path, "langchain-redis", {"redis": {"url": f"redis://127.0.0.1:{_closed_port()}/0"}}))
+    down = {"table": "SessionTable", "region": "us-east-1", "endpoint_url": f"http://127.0.0.1:{_closed_port()}"}
+    with pytest.raises(SourceUnavailable, match="cannot read the table"):
+        preflight(_preset(tmp_path, "langchain-dynamodb", {"dynamodb": down}))
+    missing = {"table": "NoSuchTable", "region": "us-east-1", "endpoint_url": s3_endpoint}
+    with pytest.raises(SourceError, match="ResourceNotFoundException") as caught:
+        preflight(_preset(tmp_path, "langchain-dynamodb", {"dynamodb": missing}))
+    assert not isinstance(caught.value, SourceUnavailable)

@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 
 from core.config import Mapping
-from core.errors import SourceError
+from core.errors import SourceError, SourceUnavailable
 from tasks.cursor import later
 from tasks.extract.blocks import ROW_COLUMN
 from tasks.extract.elements import decoded, hand_over
@@ -45,6 +45,11 @@ from tasks.extract.kinds import Kind
 from tasks.extract.s3 import s3_credentials
 from tasks.extract.units import Slice, Unit
 from tasks.quarantine import BadRow, Reason
+
+#: DynamoDB's answers that mean "come back later" (past botocore's own retries), besides any 5xx
+BUSY_CODES = frozenset(
+    {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded", "ServiceUnavailable"}
+)
 
 
 def plain(value: Any) -> Any:
@@ -100,15 +105,23 @@ class DynamoDBSource:
             self.app = LangChainRows(str(mapping.constants.get("user_separator") or ""))
 
     def _fail(self, exc: Exception, doing: str) -> SourceError:
-        from botocore.exceptions import ClientError
+        """The error to raise: SourceUnavailable when DynamoDB did not answer or said to come
+        back later (unreachable, timed out, a 5xx, throttling past botocore's retries), so an
+        orchestrator retries; SourceError for the rest (a missing table, access denied)."""
+        import botocore.exceptions as bx
 
-        if isinstance(exc, ClientError):
+        down = isinstance(
+            exc, (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ReadTimeoutError, bx.ConnectionClosedError)
+        )
+        if isinstance(exc, bx.ClientError):
             err = exc.response.get("Error", {})
             text = f"{err.get('Code', 'error')}: {err.get('Message', '')}".strip().rstrip(":")
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+            down = status >= 500 or err.get("Code", "") in BUSY_CODES
         else:
             text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         where = f"{self.label} ({self.cfg.endpoint_url or self.cfg.region})"
-        return SourceError(self.mapping.source.name, where, f"{doing}: {text}")
+        return (SourceUnavailable if down else SourceError)(self.mapping.source.name, where, f"{doing}: {text}")
 
     def _dynamodb(self):
         if self._client is None:

@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from core.config import Mapping
-from core.errors import SourceError
+from core.errors import SourceError, SourceUnavailable
 from tasks.extract.blocks import ROW_COLUMN
 from tasks.extract.elements import decoded, hand_over
 from tasks.extract.kinds import Kind
@@ -88,8 +88,16 @@ class RedisSource:
             self.app = LangChainRows(str(mapping.constants.get("user_separator") or ""))
 
     def _fail(self, exc: Exception, doing: str) -> SourceError:
+        """The error to raise: SourceUnavailable when Redis did not answer (refused, dropped,
+        timed out, busy loading its data), so an orchestrator retries; SourceError for the rest
+        (a wrong password or user is an AuthenticationError, a subclass of ConnectionError)."""
+        import redis.exceptions as rx
+
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return SourceError(self.mapping.source.name, self.safe_url, f"{doing}: {text}")
+        down = isinstance(exc, (rx.ConnectionError, rx.TimeoutError, rx.BusyLoadingError)) and not isinstance(
+            exc, (rx.AuthenticationError, rx.AuthorizationError)
+        )
+        return (SourceUnavailable if down else SourceError)(self.mapping.source.name, self.safe_url, f"{doing}: {text}")
 
     def _redis(self):
         if self._client is None:
