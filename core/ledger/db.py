@@ -169,9 +169,29 @@ def upgrade(engine: sa.engine.Engine, url: str) -> None:
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA busy_timeout=60000")
     # WAL lets the loaders of several buckets commit while others read; NORMAL is durable
     # across process crashes (what exactly-once needs), not across power loss of the host
-    cur.execute("PRAGMA journal_mode=WAL")
+    _wal(cur)
     cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=60000")
     cur.close()
+
+
+def _wal(cur, wait_s: float = 60.0) -> None:
+    """Put the database in WAL mode (it stays so: the file records it). Changing the mode does
+    not wait on the busy timeout: a process that asks while another is creating a new ledger
+    gets `database is locked` at once (3 processes opening one new file under load: 5 failures
+    in 40 rounds), so it asks again until the mode is set or `wait_s` has passed."""
+    import sqlite3
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            if str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+                return
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(random.uniform(0.01, 0.1))
