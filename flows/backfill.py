@@ -246,6 +246,12 @@ def _fan_out(cfg, bid, specs, ledger, source, config_path, config, deployment, l
                     started = fr.start_time or fr.expected_start_time
                     if started is not None and (datetime.now(UTC) - started).total_seconds() > ttl:
                         retry(key, fr, f"flow run {fr.name} started {ttl:.0f}s ago and never claimed the part")
+                elif st.is_pending() and row["status"] == "pending":
+                    # a worker took the run (Pending) and died before starting it: Prefect leaves
+                    # such a run Pending for good, so after the part's TTL it is resubmitted
+                    since = st.timestamp
+                    if since is not None and (datetime.now(UTC) - since).total_seconds() > ttl:
+                        retry(key, fr, f"flow run {fr.name} was taken by a worker {ttl:.0f}s ago and never started")
                 elif row["status"] == "running" and not ledger.part_alive(row, ttl):
                     retry(key, fr, f"flow run {fr.name} stopped reporting (its worker is gone)")
             time.sleep(cfg.backfill.poll_s)

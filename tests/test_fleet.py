@@ -31,6 +31,7 @@ from tests.helpers import (
 )
 
 BIN = Path(sys.executable).parent
+PREFECT = str(BIN / "prefect")
 pytestmark = pytest.mark.slow
 
 
@@ -97,7 +98,10 @@ def prefect_api(tmp_path):
     kill_tree(server)
 
 
-def test_backfill_over_two_workers_survives_a_killed_worker(prefect_api, dev_server, pg_ledger_url, tmp_path):
+def _fleet(prefect_api, dev_server, pg_ledger_url, tmp_path) -> tuple[dict, Path, list, int]:
+    """Four parts of chats, the fleet's run config (a fleet rate limit the dev-server enforces)
+    and the deployments of deployments/prefect.yaml applied to a process work pool: the run
+    environment, the config, the messages expected and the rows written."""
     env = {
         **prefect_api,
         "MEMOS_ETL_HOME": str(ROOT),
@@ -133,49 +137,43 @@ def test_backfill_over_two_workers_survives_a_killed_worker(prefect_api, dev_ser
         )
     )
 
-    prefect = str(BIN / "prefect")
-    run = lambda *a: subprocess.run([prefect, *a], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)  # noqa: E731
+    run = lambda *a: subprocess.run([PREFECT, *a], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)  # noqa: E731
     res = run("work-pool", "create", "memos-etl", "--type", "process")
     assert res.returncode == 0, res.stdout + res.stderr
     res = run("--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "backfill-part" in res.stdout + res.stderr
 
-    logs = []
-    workers = []
-    for name in ("w1", "w2"):
-        log = open(tmp_path / f"{name}.log", "w")
-        logs.append(log)
-        workers.append(
-            subprocess.Popen(
-                [prefect, "worker", "start", "--pool", "memos-etl", "--name", name],
-                env=env,
-                cwd=ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        )
-    backfill = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "memos_etl.cli",
-            "backfill",
-            "chats",
-            "-c",
-            str(cfg),
-            "--by",
-            "file",
-            "--fan-out",
-            "deployment",
-            "--json",
-        ],
+    return env, cfg, want, len(rows)
+
+
+def _backfill(env: dict, cfg: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "memos_etl.cli", "backfill", "chats", "-c", str(cfg), "--by", "file"]
+    return subprocess.Popen(
+        [*cmd, "--fan-out", "deployment", "--json"],
         env=env,
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def _worker(env: dict, name: str, log) -> subprocess.Popen:
+    return subprocess.Popen(
+        [PREFECT, "worker", "start", "--pool", "memos-etl", "--name", name],
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def test_backfill_over_two_workers_survives_a_killed_worker(prefect_api, dev_server, pg_ledger_url, tmp_path):
+    env, cfg, want, n_rows = _fleet(prefect_api, dev_server, pg_ledger_url, tmp_path)
+    logs = [open(tmp_path / f"{name}.log", "w") for name in ("w1", "w2")]
+    workers = [_worker(env, name, log) for name, log in zip(("w1", "w2"), logs)]
+    backfill = _backfill(env, cfg)
     try:
         # kill a worker, and its flow runs with it, once it is loading a part
         victim = None
@@ -190,7 +188,7 @@ def test_backfill_over_two_workers_survives_a_killed_worker(prefect_api, dev_ser
             time.sleep(0.3)
         assert victim is not None, "no worker ever ran a part"
         kill_tree(victim)
-        assert stats(dev_server.url)["messages"] < len(rows), "the backfill was over before the kill"
+        assert stats(dev_server.url)["messages"] < n_rows, "the backfill was over before the kill"
         out, err = backfill.communicate(timeout=420)
     finally:
         if backfill.poll() is None:
@@ -215,3 +213,47 @@ def test_backfill_over_two_workers_survives_a_killed_worker(prefect_api, dev_ser
         attempts = c.execute(sa.text("SELECT sum(attempts) FROM backfill_parts")).scalar()
     eng.dispose()
     assert attempts > 4, "no part was taken over after the kill"  # the killed worker's part ran again
+
+
+def test_a_part_whose_worker_died_before_starting_its_run_is_resubmitted(
+    prefect_api, dev_server, pg_ledger_url, tmp_path
+):
+    """A worker that takes a flow run (Pending) and dies before starting it leaves the run
+    Pending for good: Prefect has nothing that notices. The backfill waited for it forever (met
+    once in CI, the worker killed while it submitted a part). Here every part's run is put in
+    Pending as that worker would leave it, before any worker runs; a live worker then starts,
+    the backfill resubmits each part after its TTL, and every message arrives once."""
+    env, cfg, want, _ = _fleet(prefect_api, dev_server, pg_ledger_url, tmp_path)
+    api = env["PREFECT_API_URL"]
+    backfill = _backfill(env, cfg)
+    log = open(tmp_path / "w1.log", "w")
+    worker = None
+    try:
+        taken: set[str] = set()
+        deadline = time.monotonic() + 120
+        while len(taken) < 4 and time.monotonic() < deadline:
+            assert backfill.poll() is None, backfill.communicate()
+            runs = requests.post(f"{api}/flow_runs/filter", json={"limit": 50}, timeout=10).json()
+            for r in runs:
+                if r["state_type"] == "SCHEDULED" and (r.get("parameters") or {}).get("part_key"):
+                    res = requests.post(
+                        f"{api}/flow_runs/{r['id']}/set_state",
+                        json={"state": {"type": "PENDING", "name": "Pending"}, "force": True},
+                        timeout=10,
+                    )
+                    assert res.ok, res.text
+                    taken.add(r["id"])
+            time.sleep(0.2)
+        assert len(taken) == 4, taken
+        worker = _worker(env, "w1", log)
+        out, err = backfill.communicate(timeout=240)
+    finally:
+        if backfill.poll() is None:
+            kill_tree(backfill)
+        if worker is not None and worker.poll() is None:
+            kill_tree(worker)
+        log.close()
+    assert backfill.returncode == 0, out[-3000:] + err[-5000:]
+    assert json.loads(out[out.index("{") :])["done"] == 4
+    assert err.count("never started") >= 4, err[-3000:]
+    assert stored_messages(dev_server.url) == want  # every message once, in order
