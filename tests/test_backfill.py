@@ -290,3 +290,20 @@ def test_backfill_no_prefect_runs_where_prefect_cannot_be_imported(dev_server, t
     assert stats(dev_server.url)["add_requests"] == sent
     assert stored_messages(dev_server.url) == expected_from_rows(history + newest)[0]
     assert cursor() == nightly_cursor
+
+
+def test_backfill_no_prefect_with_the_deployment_fan_out_is_one_clear_error(tmp_path):
+    """--fan-out deployment runs parts as Prefect flow runs; with --no-prefect it was silently
+    ignored (the parts ran here). Now it is a usage error naming both options, before anything
+    is read or planned."""
+    from typer.testing import CliRunner
+
+    from memos_etl.cli import app
+
+    res = CliRunner().invoke(
+        app, ["backfill", "sample", "--no-prefect", "--fan-out", "deployment", "--work-dir", str(tmp_path)]
+    )
+    assert res.exit_code == 2, res.output
+    text = " ".join(res.output.split())
+    assert "--fan-out" in text and "needs Prefect" in text and "--no-prefect" in text, res.output
+    assert not (tmp_path / "ledger.db").exists()

@@ -169,6 +169,12 @@ def backfill(
     from core import shutdown
     from tasks.validate import preload
 
+    if no_prefect and fan_out != "local":
+        raise typer.BadParameter(
+            f"{fan_out!r} runs the parts as Prefect flow runs on a work pool, which needs Prefect; "
+            "with --no-prefect the parts run here, on threads (--fan-out local, --parallel N)",
+            param_hint="--fan-out",
+        )
     preload()
     shutdown.install()
     cfg = load_config(config, target_url, ledger, work_dir)
