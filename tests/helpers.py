@@ -262,3 +262,28 @@ def two_syncs_at_once(cfg: Path, server: str, want: dict, before: int) -> None:
     assert final["pending"] == 0 and final["leased_elsewhere"] == 0, final
     assert messages_of(server) == want  # every message once, in order
     assert stats(server)["messages"] == total
+
+
+def fleet_config(path: Path, sources: dict, server_url: str, rps: float, ledger_url: str, **extra) -> Path:
+    """A run config at `path` for a fleet of processes sharing one ledger (`ledger_url`) and one
+    fleet-wide rate of `rps` requests a second into the dev-server at `server_url`; `extra`
+    adds top-level sections (backfill: ...)."""
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "sources": sources,
+                "target": {"base_url": server_url, "name": "fleet", "backoff_base_s": 0.05, "backoff_cap_s": 0.5},
+                # each process alone would send at `rps`; only the fleet limit keeps them together under it
+                "load": {
+                    "max_messages_per_request": 4,
+                    "concurrency": 4,
+                    "requests_per_second": rps,
+                    "tokens_per_minute": 0,
+                    "fleet_limit": "memos-etl-test",
+                },
+                "state": {"work_dir": str(path.parent / "state"), "ledger_url": ledger_url},
+                **extra,
+            }
+        )
+    )
+    return path

@@ -74,6 +74,18 @@ def kill_while_sending(cmd, dev_server, times: int = 3, after_s: float = 0.3) ->
         proc.wait()
 
 
+def rerun_until_exact(cmd, dev_server, want: dict, messages=stored_messages) -> None:
+    """Run `cmd` again (up to 3 times, until it exits 0) after kills: the target then holds
+    `want` exactly, as `messages(url)` reads it: 0 missing, 0 twice, in order."""
+    for _ in range(3):
+        final = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        if final.returncode == 0:
+            break
+    assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
+    assert messages(dev_server.url) == want  # 0 missing, 0 twice, in order
+    assert stats(dev_server.url)["messages"] == sum(len(v) for v in want.values())
+
+
 def start(cmd):
     return subprocess.Popen(
         cmd,

@@ -195,10 +195,9 @@ def many_sessions(endpoint: str, table: str, sessions: int, turns: int, tag: str
 def test_killed_mid_send_then_rerun_loads_each_message_once(tmp_path, dev_server, s3_endpoint, table):
     """kill -9 twice while a first sync sends 480 messages of 24 sessions, then re-runs: every
     message once, in order."""
-    import subprocess
 
     from tests.helpers import stats
-    from tests.test_crash import ROOT, crash_command, kill_while_sending
+    from tests.test_crash import crash_command, kill_while_sending, rerun_until_exact
     from tests.test_langchain import messages_of
 
     want = many_sessions(s3_endpoint, table, sessions=24, turns=20)
@@ -208,12 +207,7 @@ def test_killed_mid_send_then_rerun_loads_each_message_once(tmp_path, dev_server
     cmd = crash_command(tmp_path, mapping, dev_server)
     kill_while_sending(cmd, dev_server, times=2)
     assert 0 < stats(dev_server.url)["messages"] < 480, "the kills came before or after the sending"
-    for _ in range(3):
-        final = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
-        if final.returncode == 0:
-            break
-    assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
-    assert messages_of(dev_server.url) == want  # 0 missing, 0 twice, in order
+    rerun_until_exact(cmd, dev_server, want, messages_of)
     assert stats(dev_server.url)["messages"] == 480
 
 

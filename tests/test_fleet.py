@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 import requests
-import yaml
 
 from memos_etl.devserver import free_port
 from tests.conftest import ROOT
 from tests.helpers import (
     chat_rows,
     expected_from_rows,
+    fleet_config,
     sample_mapping_at,
     set_faults,
     stats,
@@ -117,25 +117,9 @@ def _fleet(prefect_api, dev_server, pg_ledger_url, tmp_path) -> tuple[dict, Path
     mapping = sample_mapping_at(tmp_path, tmp_path / "data")
     rps = 12
     set_faults(dev_server.url, latency_ms=20, rps=rps)  # the server refuses anything faster
-    cfg = tmp_path / "fleet.yaml"
-    cfg.write_text(
-        yaml.safe_dump(
-            {
-                "sources": {"chats": str(mapping)},
-                "target": {"base_url": dev_server.url, "name": "fleet", "backoff_base_s": 0.05, "backoff_cap_s": 0.5},
-                # each process alone would send at `rps`; only the fleet limit keeps the two together under it
-                "load": {
-                    "max_messages_per_request": 4,
-                    "concurrency": 4,
-                    "requests_per_second": rps,
-                    "tokens_per_minute": 0,
-                    "fleet_limit": "memos-etl-test",
-                },
-                "state": {"work_dir": str(tmp_path / "state"), "ledger_url": pg_ledger_url},
-                "backfill": {"part_ttl_s": 10, "poll_s": 1, "max_attempts": 3},
-            }
-        )
-    )
+    backfill = {"part_ttl_s": 10, "poll_s": 1, "max_attempts": 3}
+    sources = {"chats": str(mapping)}
+    cfg = fleet_config(tmp_path / "fleet.yaml", sources, dev_server.url, rps, pg_ledger_url, backfill=backfill)
 
     run = lambda *a: subprocess.run([PREFECT, *a], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)  # noqa: E731
     res = run("work-pool", "create", "memos-etl", "--type", "process")

@@ -29,6 +29,7 @@ from tests.helpers import (
     chat_rows,
     expected_from_rows,
     expected_messages,
+    fleet_config,
     sample_mapping_at,
     set_faults,
     stats,
@@ -147,24 +148,8 @@ def test_two_cli_runs_share_the_rate_through_the_ledger(dev_server, pg_ledger_ur
         mapping.write_text(yaml.safe_dump(body))
         sources[name] = str(mapping)
         want.update(expected_from_rows(rows)[0])
-    cfg = tmp_path / "fleet.yaml"
-    cfg.write_text(
-        yaml.safe_dump(
-            {
-                "sources": sources,
-                "target": {"base_url": dev_server.url, "name": "fleet", "backoff_base_s": 0.05, "backoff_cap_s": 0.5},
-                # each process alone would send at `rps`; only the fleet limit keeps the two together under it
-                "load": {
-                    "max_messages_per_request": 4,
-                    "concurrency": 4,
-                    "requests_per_second": rps,
-                    "tokens_per_minute": 0,
-                    "fleet_limit": "memos-etl-test",  # fleet_limiter auto: no Prefect API here
-                },
-                "state": {"work_dir": str(tmp_path / "state"), "ledger_url": pg_ledger_url},
-            }
-        )
-    )
+    # fleet_limiter auto: no Prefect API here, so the state store
+    cfg = fleet_config(tmp_path / "fleet.yaml", sources, dev_server.url, rps, pg_ledger_url)
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     runs = [
         subprocess.Popen(

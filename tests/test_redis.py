@@ -207,7 +207,7 @@ def test_killed_mid_send_then_rerun_loads_each_message_once(tmp_path, dev_server
     messages each (their shards' versions change) and the nightly sync is killed while it
     sends the new tails: the re-run ends with every message once, in order (nothing lost,
     nothing twice; a shard is not marked read before what it holds is settled)."""
-    from tests.test_crash import crash_command, kill_while_sending
+    from tests.test_crash import crash_command, kill_while_sending, rerun_until_exact
     from tests.test_langchain import messages_of
 
     want = many_sessions(redis_url, sessions=24, turns=20)
@@ -217,23 +217,14 @@ def test_killed_mid_send_then_rerun_loads_each_message_once(tmp_path, dev_server
     )
     cmd = crash_command(tmp_path, mapping, dev_server)
 
-    def rerun_until_exact(want: dict) -> None:
-        for _ in range(3):
-            final = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
-            if final.returncode == 0:
-                break
-        assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
-        assert messages_of(dev_server.url) == want  # 0 missing, 0 twice, in order
-        assert stats(dev_server.url)["messages"] == sum(len(v) for v in want.values())
-
     kill_while_sending(cmd, dev_server, times=2)
     assert 0 < stats(dev_server.url)["messages"] < 480, "the kills came before or after the sending"
-    rerun_until_exact(want)
+    rerun_until_exact(cmd, dev_server, want, messages_of)
 
     want = grown(want, many_sessions(redis_url, sessions=24, turns=8, start=20))
     kill_while_sending(cmd, dev_server, times=1, after_s=0.2)
     assert 480 < stats(dev_server.url)["messages"] < 672, "the kills came before or after the sending"
-    rerun_until_exact(want)
+    rerun_until_exact(cmd, dev_server, want, messages_of)
 
 
 def test_personal_data_in_redis_messages_is_redacted_before_it_leaves(
