@@ -42,14 +42,9 @@ from tasks.cursor import later
 from tasks.extract.blocks import ROW_COLUMN
 from tasks.extract.elements import decoded, hand_over
 from tasks.extract.kinds import Kind
-from tasks.extract.s3 import s3_credentials
+from tasks.extract.s3 import aws_unavailable, s3_credentials
 from tasks.extract.units import Slice, Unit
 from tasks.quarantine import BadRow, Reason
-
-#: DynamoDB's answers that mean "come back later" (past botocore's own retries), besides any 5xx
-BUSY_CODES = frozenset(
-    {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded", "ServiceUnavailable"}
-)
 
 
 def plain(value: Any) -> Any:
@@ -108,19 +103,15 @@ class DynamoDBSource:
         """The error to raise: SourceUnavailable when DynamoDB did not answer or said to come
         back later (unreachable, timed out, a 5xx, throttling past botocore's retries), so an
         orchestrator retries; SourceError for the rest (a missing table, access denied)."""
-        import botocore.exceptions as bx
+        from botocore.exceptions import ClientError
 
-        down = isinstance(
-            exc, (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ReadTimeoutError, bx.ConnectionClosedError)
-        )
-        if isinstance(exc, bx.ClientError):
+        if isinstance(exc, ClientError):
             err = exc.response.get("Error", {})
             text = f"{err.get('Code', 'error')}: {err.get('Message', '')}".strip().rstrip(":")
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
-            down = status >= 500 or err.get("Code", "") in BUSY_CODES
         else:
             text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         where = f"{self.label} ({self.cfg.endpoint_url or self.cfg.region})"
+        down = aws_unavailable(exc)
         return (SourceUnavailable if down else SourceError)(self.mapping.source.name, where, f"{doing}: {text}")
 
     def _dynamodb(self):

@@ -21,9 +21,33 @@ from tasks.extract.kinds import Kind
 from tasks.extract.lakehouse import DELTA_LOG, refuse, table_in
 from tasks.extract.units import Unit, suffixes, wanted
 
-#: error codes of a store that is there but cannot serve now (besides any 5xx answer): a later
-#: try may work, so they are SourceUnavailable (boto3 has already retried them a few times)
-BUSY_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "ServiceUnavailable"})
+#: error codes of an AWS store that is there but cannot serve now (besides any 5xx answer): a
+#: later try may work, so they are SourceUnavailable (boto3 has already retried them a few times);
+#: S3's, and DynamoDB's (tasks/extract/dynamodb.py)
+BUSY_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestTimeout",
+        "ServiceUnavailable",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+    }
+)
+
+
+def aws_unavailable(exc: BaseException) -> bool:
+    """Whether botocore's `exc` says the store did not answer or said to come back later
+    (unreachable, timed out, a 5xx, throttling): SourceUnavailable, retried by an orchestrator."""
+    import botocore.exceptions as bx
+
+    if isinstance(exc, bx.ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        return status >= 500 or exc.response.get("Error", {}).get("Code", "") in BUSY_CODES
+    return isinstance(
+        exc, (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ReadTimeoutError, bx.ConnectionClosedError)
+    )
 
 
 def s3_credentials(block: str | None) -> dict:
@@ -86,8 +110,7 @@ def open_s3(mapping: Mapping) -> FileSource:
             "InvalidAccessKeyId": "the access key is not valid",
             "SignatureDoesNotMatch": "the secret key does not match the access key",
         }.get(code, str(exc))
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
-        busy = status >= 500 or code in BUSY_CODES  # the store's trouble, not the source's: retried
+        busy = aws_unavailable(exc)  # the store's trouble, not the source's: retried
         raise (SourceUnavailable if busy else SourceError)(name, where, hint) from None
     except (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ReadTimeoutError, bx.ConnectionClosedError) as exc:
         raise SourceUnavailable(name, where, f"cannot reach the S3 endpoint: {exc}") from None
